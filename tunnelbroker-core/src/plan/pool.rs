@@ -1,0 +1,386 @@
+use std::fmt;
+use std::net::{IpAddr, Ipv6Addr};
+use std::str::FromStr;
+
+use ipnet::{IpNet, Ipv6Net};
+use serde::{Deserialize, Serialize};
+
+use super::assignment::{Hermit, Subnet};
+use crate::error::{Error, Result, shown};
+
+/// The role of a /64 inside a [`Pool`].
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum Role {
+    /// The first /64: point-to-point /112 routing nets for subnet clients.
+    Routing,
+    /// The /64s in between: one per subnet client.
+    Subnet,
+    /// The last /64: one /128 per hermit client.
+    Hermit,
+}
+
+impl fmt::Display for Role {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(match self {
+            Role::Routing => "routing",
+            Role::Subnet => "subnet",
+            Role::Hermit => "hermit",
+        })
+    }
+}
+
+/// An IPv6 prefix of length 48 to 62 with all host bits zero, from which the
+/// broker hands out assignments.
+///
+/// # Examples
+///
+/// ```
+/// use tunnelbroker_core::Pool;
+///
+/// let pool: Pool = "2001:638:500:f100::/56".parse()?;
+/// assert_eq!(pool.routing_net().to_string(), "2001:638:500:f100::/64");
+/// assert_eq!(pool.hermit_net().to_string(), "2001:638:500:f1ff::/64");
+/// assert_eq!(pool.subnet_capacity(), 254);
+///
+/// // Host bits set, too long, too short, IPv4 or garbage: a clear error.
+/// let err = "2001:db8::1/56".parse::<Pool>().unwrap_err();
+/// assert!(err.to_string().contains("host bits"));
+/// assert!("2001:db8::/63".parse::<Pool>().is_err());
+/// # Ok::<(), tunnelbroker_core::Error>(())
+/// ```
+#[derive(Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord, Serialize, Deserialize)]
+#[serde(try_from = "String", into = "String")]
+pub struct Pool {
+    net: Ipv6Net,
+}
+
+impl Pool {
+    /// The shortest accepted prefix length.
+    pub const MIN_LEN: u8 = 48;
+    /// The longest accepted prefix length (a /62 holds two subnets).
+    pub const MAX_LEN: u8 = 62;
+
+    /// Checks a prefix and makes it a pool.
+    ///
+    /// ```
+    /// use ipnet::Ipv6Net;
+    /// use tunnelbroker_core::Pool;
+    ///
+    /// let net: Ipv6Net = "2001:db8:abcd::/48".parse().unwrap();
+    /// assert_eq!(Pool::new(net)?.subnet_capacity(), 65534);
+    /// let bad: Ipv6Net = "2001:db8::/64".parse().unwrap();
+    /// assert!(Pool::new(bad).is_err());
+    /// # Ok::<(), tunnelbroker_core::Error>(())
+    /// ```
+    pub fn new(net: Ipv6Net) -> Result<Self> {
+        let invalid = |reason: String| Error::InvalidPool {
+            input: shown(&net.to_string()),
+            reason,
+        };
+        let len = net.prefix_len();
+        if len < Self::MIN_LEN {
+            return Err(invalid(format!(
+                "prefix length /{len} is too short; a pool is /{} to /{}",
+                Self::MIN_LEN,
+                Self::MAX_LEN
+            )));
+        }
+        if len > Self::MAX_LEN {
+            return Err(invalid(format!(
+                "prefix length /{len} is too long; a pool is /{} to /{} (it needs a routing, a hermit and at least two subnet /64s)",
+                Self::MIN_LEN,
+                Self::MAX_LEN
+            )));
+        }
+        if net.addr() != net.network() {
+            return Err(invalid(format!(
+                "host bits are set; did you mean {}?",
+                net.trunc()
+            )));
+        }
+        Ok(Pool { net })
+    }
+
+    /// The pool as a prefix.
+    pub fn net(&self) -> Ipv6Net {
+        self.net
+    }
+
+    /// The pool's prefix length (48 to 62).
+    pub fn prefix_len(&self) -> u8 {
+        self.net.prefix_len()
+    }
+
+    /// How many /64 networks the pool has: `2^(64 - len)`.
+    pub fn network_count(&self) -> u64 {
+        1u64 << (64 - self.prefix_len())
+    }
+
+    fn base(&self) -> u128 {
+        u128::from(self.net.network())
+    }
+
+    /// The /64 with number `n` (0 is routing, `N-1` hermit), if it exists.
+    pub fn network(&self, n: u64) -> Option<Ipv6Net> {
+        (n < self.network_count()).then(|| net64(self.base() | (u128::from(n) << 64)))
+    }
+
+    /// The number of the /64 that holds `addr`, if `addr` is in the pool.
+    pub fn network_number(&self, addr: Ipv6Addr) -> Option<u64> {
+        if !self.net.contains(&addr) {
+            return None;
+        }
+        let bits = (u128::from(addr) ^ self.base()) >> 64;
+        Some(bits as u64)
+    }
+
+    /// The routing /64 (number 0).
+    pub fn routing_net(&self) -> Ipv6Net {
+        net64(self.base())
+    }
+
+    /// The hermit /64 (number `N-1`).
+    pub fn hermit_net(&self) -> Ipv6Net {
+        net64(self.base() | (u128::from(self.network_count() - 1) << 64))
+    }
+
+    /// How many subnet /64s the pool holds (`N-2`).
+    pub fn subnet_capacity(&self) -> u64 {
+        self.network_count() - 2
+    }
+
+    /// How many hermit /128s the pool holds: the hermit /64 less its reserved
+    /// addresses (see [`Hermit`]).
+    pub fn hermit_capacity(&self) -> u64 {
+        u64::MAX - Hermit::RESERVED_COUNT + 1
+    }
+
+    /// The subnet with number `n` (1 to `N-2`).
+    ///
+    /// ```
+    /// use tunnelbroker_core::Pool;
+    /// let pool: Pool = "2001:db8:0:f100::/56".parse()?;
+    /// assert_eq!(pool.subnet_by_number(0xab)?.to_string(), "2001:db8:0:f1ab::/64");
+    /// assert!(pool.subnet_by_number(0).is_err()); // the routing /64
+    /// # Ok::<(), tunnelbroker_core::Error>(())
+    /// ```
+    pub fn subnet_by_number(&self, n: u64) -> Result<Subnet> {
+        match self.network(n) {
+            Some(net) => self.subnet(net),
+            None => Err(Error::InvalidPrefix {
+                input: n.to_string(),
+                reason: format!(
+                    "pool {self} has subnet numbers 1 to {} only",
+                    self.subnet_capacity()
+                ),
+            }),
+        }
+    }
+
+    /// The first subnet /64 (number 1).
+    pub fn first_subnet(&self) -> Subnet {
+        Subnet::new_unchecked(self, 1)
+    }
+
+    /// The last subnet /64 (number `N-2`).
+    pub fn last_subnet(&self) -> Subnet {
+        Subnet::new_unchecked(self, self.network_count() - 2)
+    }
+
+    /// All subnet /64s in address order.
+    pub fn subnets(&self) -> impl Iterator<Item = Subnet> + '_ {
+        (1..self.network_count() - 1).map(|n| Subnet::new_unchecked(self, n))
+    }
+
+    /// The subnet for a /64 of this pool; refuses prefixes of another length,
+    /// outside the pool or in another role.
+    ///
+    /// ```
+    /// use tunnelbroker_core::Pool;
+    /// let pool: Pool = "2001:638:500:f100::/56".parse()?;
+    /// let s = pool.subnet("2001:638:500:f1ab::/64".parse().unwrap())?;
+    /// assert_eq!(s.server_end().to_string(), "2001:638:500:f100::f1ab:1");
+    /// assert!(pool.subnet("2001:638:500:f1ff::/64".parse().unwrap()).is_err()); // hermit /64
+    /// # Ok::<(), tunnelbroker_core::Error>(())
+    /// ```
+    pub fn subnet(&self, prefix: Ipv6Net) -> Result<Subnet> {
+        if prefix.prefix_len() != 64 || prefix.addr() != prefix.network() {
+            return Err(Error::InvalidPrefix {
+                input: shown(&prefix.to_string()),
+                reason: "a subnet is a /64 with host bits zero".into(),
+            });
+        }
+        let n = self.check_role(prefix, Role::Subnet)?;
+        Ok(Subnet::new_unchecked(self, n))
+    }
+
+    /// The hermit for an address of the hermit /64; refuses addresses outside
+    /// the pool, in another role, or reserved.
+    ///
+    /// ```
+    /// use tunnelbroker_core::Pool;
+    /// let pool: Pool = "2001:db8:0:f100::/56".parse()?;
+    /// assert!(pool.hermit("2001:db8:0:f1ff::5".parse().unwrap()).is_ok());
+    /// assert!(pool.hermit("2001:db8:0:f1ff::".parse().unwrap()).is_err()); // anycast
+    /// assert!(pool.hermit("2001:db8:0:f1ab::5".parse().unwrap()).is_err()); // a subnet /64
+    /// # Ok::<(), tunnelbroker_core::Error>(())
+    /// ```
+    pub fn hermit(&self, address: Ipv6Addr) -> Result<Hermit> {
+        self.check_role(Ipv6Net::from(address), Role::Hermit)?;
+        Hermit::from_interface_id(self, u128::from(address) as u64)
+    }
+
+    /// The role of the /64 that holds `addr`, if it is in the pool.
+    ///
+    /// ```
+    /// use tunnelbroker_core::{Pool, Role};
+    /// let pool: Pool = "2001:db8:0:f1fc::/62".parse()?;
+    /// assert_eq!(pool.role_of("2001:db8:0:f1fc::1".parse().unwrap()), Some(Role::Routing));
+    /// assert_eq!(pool.role_of("2001:db8:0:f1fe::1".parse().unwrap()), Some(Role::Subnet));
+    /// assert_eq!(pool.role_of("2001:db8:0:f1ff::1".parse().unwrap()), Some(Role::Hermit));
+    /// assert_eq!(pool.role_of("2001:db8:1::1".parse().unwrap()), None);
+    /// # Ok::<(), tunnelbroker_core::Error>(())
+    /// ```
+    pub fn role_of(&self, addr: Ipv6Addr) -> Option<Role> {
+        let n = self.network_number(addr)?;
+        Some(self.role_of_number(n))
+    }
+
+    fn role_of_number(&self, n: u64) -> Role {
+        if n == 0 {
+            Role::Routing
+        } else if n == self.network_count() - 1 {
+            Role::Hermit
+        } else {
+            Role::Subnet
+        }
+    }
+
+    /// Whether `addr` lies in the pool.
+    pub fn contains(&self, addr: Ipv6Addr) -> bool {
+        self.net.contains(&addr)
+    }
+
+    /// Checks that the whole of `prefix` lies in a /64 of `expected` role and
+    /// returns that /64's number.
+    pub(crate) fn check_role(&self, prefix: Ipv6Net, expected: Role) -> Result<u64> {
+        let n = match self.network_number(prefix.network()) {
+            Some(n) if self.net.contains(&prefix) => n,
+            _ => return Err(Error::OutsidePool { prefix, pool: *self }),
+        };
+        let found = self.role_of_number(n);
+        if found != expected {
+            return Err(Error::WrongRole {
+                prefix,
+                found,
+                expected,
+            });
+        }
+        Ok(n)
+    }
+}
+
+fn net64(bits: u128) -> Ipv6Net {
+    Ipv6Net::new_assert(Ipv6Addr::from(bits), 64)
+}
+
+impl fmt::Display for Pool {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        fmt::Display::fmt(&self.net, f)
+    }
+}
+
+impl fmt::Debug for Pool {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(f, "Pool({})", self.net)
+    }
+}
+
+impl FromStr for Pool {
+    type Err = Error;
+
+    fn from_str(s: &str) -> Result<Self> {
+        let invalid = |reason: &str| Error::InvalidPool {
+            input: shown(s),
+            reason: reason.into(),
+        };
+        let text = s.trim();
+        if text.is_empty() {
+            return Err(invalid("empty; expected an IPv6 prefix such as 2001:db8:0:f100::/56"));
+        }
+        match text.parse::<IpNet>() {
+            Ok(IpNet::V6(net)) => Pool::new(net),
+            Ok(IpNet::V4(_)) => Err(invalid(
+                "an IPv4 prefix; the pool must be an IPv6 prefix such as 2001:db8:0:f100::/56",
+            )),
+            Err(_) => match text.parse::<IpAddr>() {
+                Ok(_) => Err(invalid("no prefix length; write it as ADDRESS/LEN, for example 2001:db8:0:f100::/56")),
+                Err(_) => Err(invalid("not an IPv6 prefix; expected something like 2001:db8:0:f100::/56")),
+            },
+        }
+    }
+}
+
+impl TryFrom<String> for Pool {
+    type Error = Error;
+    fn try_from(s: String) -> Result<Self> {
+        s.parse()
+    }
+}
+
+impl From<Pool> for String {
+    fn from(p: Pool) -> String {
+        p.to_string()
+    }
+}
+
+impl From<Pool> for Ipv6Net {
+    fn from(p: Pool) -> Ipv6Net {
+        p.net
+    }
+}
+
+impl TryFrom<Ipv6Net> for Pool {
+    type Error = Error;
+    fn try_from(net: Ipv6Net) -> Result<Self> {
+        Pool::new(net)
+    }
+}
+
+/// Parses an IPv6 prefix (`ADDR/LEN`) or a bare IPv6 address (taken as a
+/// /128), as an operator would type either. The prefix must have its host
+/// bits zero.
+///
+/// ```
+/// use tunnelbroker_core::parse_prefix;
+/// assert_eq!(parse_prefix("2001:db8::5")?.to_string(), "2001:db8::5/128");
+/// assert_eq!(parse_prefix("2001:db8:0:f1ab::/64")?.prefix_len(), 64);
+/// assert!(parse_prefix("2001:db8::1/64").is_err()); // host bits
+/// assert!(parse_prefix("10.0.0.1").is_err());
+/// # Ok::<(), tunnelbroker_core::Error>(())
+/// ```
+pub fn parse_prefix(s: &str) -> Result<Ipv6Net> {
+    let invalid = |reason: String| Error::InvalidPrefix {
+        input: shown(s),
+        reason,
+    };
+    let text = s.trim();
+    if let Ok(addr) = text.parse::<Ipv6Addr>() {
+        return Ok(Ipv6Net::from(addr));
+    }
+    match text.parse::<IpNet>() {
+        Ok(IpNet::V6(net)) if net.addr() == net.network() => Ok(net),
+        Ok(IpNet::V6(net)) => Err(invalid(format!(
+            "host bits are set; did you mean {}?",
+            net.trunc()
+        ))),
+        Ok(IpNet::V4(_)) => Err(invalid("an IPv4 prefix; expected IPv6".into())),
+        Err(_) if text.parse::<IpAddr>().is_ok() => {
+            Err(invalid("an IPv4 address; expected IPv6".into()))
+        }
+        Err(_) => Err(invalid(
+            "not an IPv6 address or prefix; expected e.g. 2001:db8:0:f1ab::/64".into(),
+        )),
+    }
+}

@@ -276,3 +276,22 @@ def test_iteration_is_a_snapshot() -> None:
         plan.allocate("hermit")
     assert len(seen) == 3
     assert len(plan) == 6
+
+
+def test_address_plan_example_runs() -> None:
+    import subprocess
+    import sys
+    from pathlib import Path
+
+    script = Path(__file__).resolve().parent.parent / "examples" / "address_plan.py"
+    out = subprocess.run(
+        [sys.executable, str(script), "2001:db8:0:f1fc::/62"],
+        capture_output=True, text=True, check=True,
+    ).stdout
+    assert "routing /64   2001:db8:0:f1fc::/64" in out
+    assert "subnet  2001:db8:0:f1fd::/64  routing 2001:db8:0:f1fc::f1fd:0/112" in out
+    bad = subprocess.run(
+        [sys.executable, str(script), "2001:db8::1/56"], capture_output=True, text=True
+    )
+    assert bad.returncode == 2
+    assert bad.stderr.startswith("error: invalid pool")

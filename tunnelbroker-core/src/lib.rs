@@ -31,9 +31,9 @@ mod plan;
 mod registry;
 
 pub use broker::{
-    Broker, BrokerPaths, Client, ClientCredentials, ClientOs, ClientState, Endpoint,
-    ImportReport, ImportedCa, InitOptions, NewClient, RowError, SERVER_CN, ServerMode,
-    Settings, ValiditySettings, check_interface_name,
+    Broker, BrokerPaths, Client, ClientCredentials, ClientOs, ClientState, Endpoint, ImportReport,
+    ImportedCa, InitOptions, NewClient, RowError, SERVER_CN, ServerMode, Settings,
+    ValiditySettings, check_interface_name,
 };
 pub use client_id::ClientId;
 pub use error::{Error, ErrorKind, Result};

@@ -205,7 +205,9 @@ pub(crate) fn validate_email(e: &str) -> Result<()> {
         return Err(bad("contains spaces or control characters"));
     }
     match e.split_once('@') {
-        Some((local, domain)) if !local.is_empty() && !domain.is_empty() && !domain.contains('@') => {
+        Some((local, domain))
+            if !local.is_empty() && !domain.is_empty() && !domain.contains('@') =>
+        {
             Ok(())
         }
         _ => Err(bad("expected one '@' between a name and a domain")),

@@ -12,10 +12,10 @@ use std::thread;
 use serde::Serialize;
 
 use super::{Broker, Client, NewClient, Reserved};
-use crate::registry::Store;
 use crate::client_id::ClientId;
 use crate::error::{Error, Result};
 use crate::plan::{ClientKind, parse_prefix};
+use crate::registry::Store;
 
 /// How many rows one transaction subscribes.
 const BATCH: usize = 500;
@@ -176,7 +176,9 @@ impl Broker {
         thread::scope(|s| {
             let handles: Vec<_> = reserved
                 .chunks(chunk)
-                .map(|part| s.spawn(move || part.iter().map(|(_, r)| self.issue(r)).collect::<Vec<_>>()))
+                .map(|part| {
+                    s.spawn(move || part.iter().map(|(_, r)| self.issue(r)).collect::<Vec<_>>())
+                })
                 .collect();
             handles
                 .into_iter()

@@ -31,16 +31,12 @@ use time::OffsetDateTime;
 
 pub use client::{Client, ClientOs, ClientState, NewClient};
 pub use import::{ImportReport, RowError};
-pub use settings::{
-    Endpoint, ServerMode, Settings, ValiditySettings, check_interface_name,
-};
+pub use settings::{Endpoint, ServerMode, Settings, ValiditySettings, check_interface_name};
 
 use crate::client_id::ClientId;
 use crate::error::{Error, Result};
 use crate::fsutil;
-use crate::pki::{
-    Ca, CaParams, Certificate, Crl, PrivateKey, RevocationReason, TlsCryptKey,
-};
+use crate::pki::{Ca, CaParams, Certificate, Crl, PrivateKey, RevocationReason, TlsCryptKey};
 use crate::plan::{Allocator, Assignment};
 use crate::registry::{CertRecord, CertState, ClientRecord, SqliteStore, Store, Transaction};
 
@@ -190,7 +186,8 @@ impl Broker {
             if entries.next().is_some() {
                 return Err(Error::NotABroker {
                     path: dir.to_owned(),
-                    reason: "the directory is not empty; init needs a new or empty directory".into(),
+                    reason: "the directory is not empty; init needs a new or empty directory"
+                        .into(),
                 });
             }
         } else if dir.exists() {
@@ -237,7 +234,8 @@ impl Broker {
                 validity_days: settings.validity.ca_days,
             })?,
         };
-        let server = ca.issue_server(SERVER_CN, settings.key_type, settings.validity.server_days)?;
+        let server =
+            ca.issue_server(SERVER_CN, settings.key_type, settings.validity.server_days)?;
         let tls = TlsCryptKey::generate()?;
         fsutil::write_public(&paths.settings, settings.to_toml().as_bytes())?;
         fsutil::write_public(&paths.ca_cert, ca.certificate().pem().as_bytes())?;
@@ -408,7 +406,9 @@ impl Broker {
         let (certificate, key_pem) = match &r.req.csr {
             Some(csr) => (self.ca.sign_client_csr(&r.req.id, csr, days)?, None),
             None => {
-                let issued = self.ca.issue_client(&r.req.id, self.settings.key_type, days)?;
+                let issued = self
+                    .ca
+                    .issue_client(&r.req.id, self.settings.key_type, days)?;
                 (issued.certificate, Some(issued.key.to_pem().to_owned()))
             }
         };
@@ -423,7 +423,12 @@ impl Broker {
         })
     }
 
-    fn record(&self, tx: &mut dyn Transaction, r: &Reserved<'_>, cert: CertRecord) -> Result<Client> {
+    fn record(
+        &self,
+        tx: &mut dyn Transaction,
+        r: &Reserved<'_>,
+        cert: CertRecord,
+    ) -> Result<Client> {
         let rec = ClientRecord {
             id: r.req.id.clone(),
             os: r.req.os,
@@ -476,7 +481,11 @@ impl Broker {
             let cert = tx.latest_certificate(id)?.ok_or_else(|| missing_cert(id))?;
             out = Some(ClientCredentials {
                 certificate: Certificate::from_pem(&cert.pem)?,
-                key: cert.key_pem.as_deref().map(PrivateKey::from_pem).transpose()?,
+                key: cert
+                    .key_pem
+                    .as_deref()
+                    .map(PrivateKey::from_pem)
+                    .transpose()?,
             });
             Ok(())
         })?;
@@ -532,7 +541,11 @@ impl Broker {
                 port: client.port,
             };
             let cert = self.issue(&reserved)?;
-            tx.revoke_certificate(&client.serial, OffsetDateTime::now_utc(), RevocationReason::Superseded)?;
+            tx.revoke_certificate(
+                &client.serial,
+                OffsetDateTime::now_utc(),
+                RevocationReason::Superseded,
+            )?;
             tx.insert_certificate(&cert)?;
             self.write_crl(tx)?;
             out = Some(load_client(tx, id)?);

@@ -92,7 +92,9 @@ impl FromStr for Endpoint {
         for label in s.trim_end_matches('.').split('.') {
             let ok = !label.is_empty()
                 && label.len() <= 63
-                && label.bytes().all(|b| b.is_ascii_alphanumeric() || b == b'-')
+                && label
+                    .bytes()
+                    .all(|b| b.is_ascii_alphanumeric() || b == b'-')
                 && !label.starts_with('-')
                 && !label.ends_with('-');
             if !ok {
@@ -267,7 +269,10 @@ impl Settings {
         for (field, value) in [
             ("subject.country", s.country.as_deref()),
             ("subject.organization", s.organization.as_deref()),
-            ("subject.organizational_unit", s.organizational_unit.as_deref()),
+            (
+                "subject.organizational_unit",
+                s.organizational_unit.as_deref(),
+            ),
             ("subject.common_name", Some(s.common_name.as_str())),
         ] {
             if let Some(v) = value {

@@ -220,9 +220,7 @@ impl SqliteTx<'_> {
         let revoked_at: Option<String> = r.get(6).map_err(db_err)?;
         let reason: Option<String> = r.get(7).map_err(db_err)?;
         let revoked = match (revoked_at, reason) {
-            (Some(at), Some(reason)) => {
-                Some((parse_ts(&at)?, reason.parse().map_err(corrupt)?))
-            }
+            (Some(at), Some(reason)) => Some((parse_ts(&at)?, reason.parse().map_err(corrupt)?)),
             _ => None,
         };
         Ok(CertRecord {
@@ -275,7 +273,9 @@ impl Transaction for SqliteTx<'_> {
     fn client(&mut self, id: &ClientId) -> Result<Option<ClientRecord>> {
         let mut stmt = self
             .tx
-            .prepare_cached(&format!("SELECT {CLIENT_COLUMNS} FROM clients WHERE id = ?1"))
+            .prepare_cached(&format!(
+                "SELECT {CLIENT_COLUMNS} FROM clients WHERE id = ?1"
+            ))
             .map_err(db_err)?;
         let mut rows = stmt.query([id.as_str()]).map_err(db_err)?;
         match rows.next().map_err(db_err)? {
@@ -423,7 +423,9 @@ impl Transaction for SqliteTx<'_> {
         let mut out = Vec::new();
         while let Some(r) = rows.next().map_err(db_err)? {
             let c = Self::cert_from_row(r)?;
-            let (revoked_at, reason) = c.revoked.unwrap_or((c.not_after, RevocationReason::Unspecified));
+            let (revoked_at, reason) = c
+                .revoked
+                .unwrap_or((c.not_after, RevocationReason::Unspecified));
             out.push(RevokedCert {
                 serial: c.serial,
                 revoked_at,

@@ -105,6 +105,11 @@ impl RangeSet {
         (candidate <= hi).then_some(candidate)
     }
 
+    /// Whether no member lies in `s..=e`.
+    pub(crate) fn is_free(&self, s: u64, e: u64) -> bool {
+        !self.contains(s) && self.runs.range(s..=e).next().is_none()
+    }
+
     /// The runs in ascending order.
     pub(crate) fn runs(&self) -> impl DoubleEndedIterator<Item = (u64, u64)> + '_ {
         self.runs.iter().map(|(&s, &e)| (s, e))
@@ -160,6 +165,7 @@ mod tests {
                 prop_assert_eq!(r.len(), m.len() as u64);
                 prop_assert_eq!(r.iter().collect::<Vec<_>>(), m.iter().copied().collect::<Vec<_>>());
                 let ff = (0u64..=40).find(|v| !m.contains(v));
+                prop_assert_eq!(r.is_free(x, x + 3), (x..=x + 3).all(|v| !m.contains(&v)));
                 prop_assert_eq!(r.first_free(0, 40), ff);
                 // runs are disjoint and never adjacent
                 let runs: Vec<_> = r.runs().collect();

@@ -1,0 +1,3 @@
+//! The integration tests of `tunnelbroker-core`: one binary, one module per topic.
+
+mod plan;

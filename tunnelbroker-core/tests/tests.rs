@@ -1,0 +1,4 @@
+//! The integration tests of `tunnelbroker-core`: one binary, one module per topic.
+
+mod broker;
+mod plan;

@@ -5,9 +5,11 @@
 //! compiled module is `tunnelbroker._tunnelbroker`; the package
 //! `tunnelbroker` (in `python/`) re-exports it with type stubs.
 
+mod broker;
 mod client_id;
 mod errors;
 mod ip;
+mod pki;
 mod plan;
 
 use pyo3::prelude::*;
@@ -19,5 +21,7 @@ fn _tunnelbroker(m: &Bound<'_, PyModule>) -> PyResult<()> {
     errors::register(m)?;
     client_id::register(m)?;
     plan::register(m)?;
+    pki::register(m)?;
+    broker::register(m)?;
     Ok(())
 }

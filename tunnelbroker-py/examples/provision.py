@@ -1,0 +1,116 @@
+"""Provision users from a CSV export: subscribe each, write their bundles.
+
+    python examples/provision.py BROKER_DIR users.csv OUT_DIR [--jobs N]
+        [--init POOL ENDPOINT]
+
+The CSV is the kind of export a university or ISP user database produces,
+with a header row:
+
+    username,email,full_name,type
+    alice,alice@example.org,Alice Example,subnet
+    bob,bob@example.org,Bob Example,hermit
+
+``type`` is ``subnet`` or ``hermit`` (empty means subnet); an optional
+``os`` column takes ``linux`` or ``windows``. Users that are already
+subscribed keep their assignment (the script can be re-run after adding
+rows); every active user's bundle is (re)written to OUT_DIR. Bad rows are
+reported with the broker's own message and do not stop the run. Exit status:
+0 if every row was provisioned, 1 if some failed, 2 for bad arguments.
+"""
+
+from __future__ import annotations
+
+import argparse
+import csv
+import sys
+from concurrent.futures import ThreadPoolExecutor
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Optional
+
+import tunnelbroker
+from tunnelbroker import Broker, Client
+
+
+@dataclass
+class Outcome:
+    line: int
+    username: str
+    client: Optional[Client] = None
+    bundle: Optional[Path] = None
+    existed: bool = False
+    error: Optional[str] = None
+
+
+def provision_row(broker: Broker, out_dir: Path, line: int, row: dict[str, str]) -> Outcome:
+    username = (row.get("username") or "").strip()
+    result = Outcome(line, username)
+    try:
+        try:
+            result.client = broker.add_client(
+                username,
+                kind=(row.get("type") or "subnet").strip() or "subnet",
+                os=(row.get("os") or "linux").strip() or "linux",
+                email=(row.get("email") or "").strip() or None,
+                name=(row.get("full_name") or "").strip() or None,
+            )
+        except tunnelbroker.AlreadyExistsError:
+            existing = broker.client(username)
+            if existing.state != "active":
+                raise
+            result.client, result.existed = existing, True
+        result.bundle = broker.bundle(username, out_dir)
+    except tunnelbroker.Error as e:
+        result.error = str(e)
+    return result
+
+
+def main(argv: Optional[list[str]] = None) -> int:
+    ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    ap.add_argument("broker", type=Path, help="the broker directory")
+    ap.add_argument("users", type=Path, help="the CSV file")
+    ap.add_argument("out", type=Path, help="where to write the bundles")
+    ap.add_argument("--jobs", type=int, default=4, help="threads (default 4)")
+    ap.add_argument("--init", nargs=2, metavar=("POOL", "ENDPOINT"),
+                    help="create the broker first")
+    args = ap.parse_args(argv)
+
+    try:
+        with args.users.open(newline="", encoding="utf-8") as f:
+            rows = list(csv.DictReader(f))
+    except (OSError, UnicodeDecodeError, csv.Error) as e:
+        print(f"error: {args.users}: {e}", file=sys.stderr)
+        return 2
+    try:
+        if args.init:
+            broker = Broker.init(args.broker, pool=args.init[0], endpoint=args.init[1])
+        else:
+            broker = Broker.open(args.broker)
+    except tunnelbroker.Error as e:
+        print(f"error: {e}", file=sys.stderr)
+        return 2
+    args.out.mkdir(parents=True, exist_ok=True)
+
+    with broker, ThreadPoolExecutor(max_workers=max(1, args.jobs)) as pool:
+        # Line 1 is the header; DictReader rows start at line 2.
+        futures = [pool.submit(provision_row, broker, args.out, i + 2, row)
+                   for i, row in enumerate(rows)]
+        outcomes = [f.result() for f in futures]
+
+    added = [o for o in outcomes if o.client and not o.existed and not o.error]
+    kept = [o for o in outcomes if o.existed and not o.error]
+    failed = [o for o in outcomes if o.error]
+    for o in added + kept:
+        assert o.client is not None and o.bundle is not None
+        note = " (already subscribed)" if o.existed else ""
+        print(f"{o.client.id:20} {o.client.kind:6} {str(o.client.prefix):28} "
+              f"{o.bundle.name}{note}")
+    for o in failed:
+        print(f"line {o.line}: {o.username or '(no username)'}: {o.error}", file=sys.stderr)
+    print(f"{len(added)} subscribed, {len(kept)} already subscribed, {len(failed)} failed; "
+          f"bundles in {args.out}")
+    return 1 if failed else 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -223,7 +223,7 @@ impl Ca {
             .self_signed(&pair)
             .map_err(|e| pki_err("signing the CA certificate", e))?;
         let certificate = Certificate::from_der(cert.der())?;
-        let key = PrivateKey::from_pair(&pair, params.key_type);
+        let key = PrivateKey::from_pair(&pair, params.key_type)?;
         Ca::assemble(certificate, key, pair)
     }
 
@@ -372,7 +372,7 @@ impl Ca {
             .map_err(|e| pki_err("signing a certificate", e))?;
         Ok(Issued {
             certificate: Certificate::from_der(cert.der())?,
-            key: PrivateKey::from_pair(&pair, key_type),
+            key: PrivateKey::from_pair(&pair, key_type)?,
         })
     }
 

@@ -51,7 +51,9 @@ fn import(n: usize) -> Result<Duration, tunnelbroker_core::Error> {
     let mut csv = String::from("id,kind,os,email,name\n");
     for i in 0..n {
         let kind = if i % 2 == 0 { "subnet" } else { "hermit" };
-        csv.push_str(&format!("user{i},{kind},linux,user{i}@example.org,User {i}\n"));
+        csv.push_str(&format!(
+            "user{i},{kind},linux,user{i}@example.org,User {i}\n"
+        ));
     }
     let start = Instant::now();
     let report = broker.import_csv(&csv, &mut |_, _| {})?;
@@ -60,7 +62,10 @@ fn import(n: usize) -> Result<Duration, tunnelbroker_core::Error> {
     Ok(took)
 }
 
-fn best(rounds: usize, f: impl Fn() -> Result<Duration, tunnelbroker_core::Error>) -> Result<Duration, tunnelbroker_core::Error> {
+fn best(
+    rounds: usize,
+    f: impl Fn() -> Result<Duration, tunnelbroker_core::Error>,
+) -> Result<Duration, tunnelbroker_core::Error> {
     let mut best = Duration::MAX;
     for _ in 0..rounds {
         best = best.min(f()?);

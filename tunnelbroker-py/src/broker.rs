@@ -20,8 +20,8 @@ use tunnelbroker_core::{
 
 use crate::errors::{self, IntoPy};
 use crate::ip;
-use crate::plan::{PyAssignment, PyPool, kind_arg};
 use crate::pki::PyCrl;
+use crate::plan::{PyAssignment, PyPool, kind_arg};
 
 fn id_arg(py: Python<'_>, id: &str) -> PyResult<ClientId> {
     ClientId::new(id).py_err(py)

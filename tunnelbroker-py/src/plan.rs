@@ -9,9 +9,7 @@ use std::sync::Mutex;
 use pyo3::exceptions::PyRuntimeError;
 use pyo3::prelude::*;
 use pyo3::types::PyList;
-use tunnelbroker_core::{
-    Allocator, Assignment, ClientKind, Counts, Hermit, Pool, Role, Subnet,
-};
+use tunnelbroker_core::{Allocator, Assignment, ClientKind, Counts, Hermit, Pool, Role, Subnet};
 
 use crate::errors::IntoPy;
 use crate::ip;
@@ -113,7 +111,10 @@ impl PyPool {
 
     /// The /64 with number `n`, or None.
     fn network<'py>(&self, py: Python<'py>, n: u64) -> PyResult<Option<Bound<'py, PyAny>>> {
-        self.inner.network(n).map(|net| ip::network(py, net)).transpose()
+        self.inner
+            .network(n)
+            .map(|net| ip::network(py, net))
+            .transpose()
     }
 
     /// The number of the /64 that holds `address`, or None.

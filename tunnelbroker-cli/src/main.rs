@@ -9,6 +9,8 @@ use std::process::ExitCode;
 use clap::Parser;
 
 mod args;
+mod client;
+mod init;
 mod output;
 mod plan;
 
@@ -18,6 +20,9 @@ fn main() -> ExitCode {
     let out = output::Output::new(cli.json);
     let result = match &cli.command {
         args::Command::Plan(a) => plan::run(&out, a),
+        args::Command::Init(a) => init::init(&out, &cli.dir, a),
+        args::Command::Client(c) => client::run(&out, &cli.dir, c),
+        args::Command::Crl(a) => init::crl(&out, &cli.dir, a),
     };
     output::finish(result)
 }

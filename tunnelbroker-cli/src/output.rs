@@ -20,6 +20,11 @@ impl Output {
         Output { json }
     }
 
+    /// Whether `--json` was given.
+    pub fn is_json(&self) -> bool {
+        self.json
+    }
+
     /// Prints `value` as pretty JSON with `--json`, else its `Display` text.
     pub fn show<T: Serialize + fmt::Display>(&self, value: &T) -> Result<(), Failure> {
         let text = if self.json {
@@ -43,7 +48,6 @@ pub struct Failure {
 
 impl Failure {
     /// Bad input from the user: exit status 2.
-    #[allow(dead_code)] // for commands that check their own arguments
     pub fn invalid_input(message: impl Into<String>) -> Self {
         Failure {
             message: message.into(),
@@ -64,11 +68,7 @@ impl From<Error> for Failure {
     fn from(err: Error) -> Self {
         Failure {
             message: err.to_string(),
-            status: if err.kind() == ErrorKind::InvalidInput {
-                2
-            } else {
-                1
-            },
+            status: exit_status(err.kind()),
         }
     }
 }
@@ -83,6 +83,20 @@ impl From<io::Error> for Failure {
             };
         }
         Failure::other(format!("cannot write output: {err}"))
+    }
+}
+
+/// Exit status 2 for bad input: text that does not parse or breaks a rule,
+/// a name that does not exist or exists already, a certificate, key or
+/// request that fails its checks. Status 1 for the rest (pool exhausted, I/O,
+/// database, internal failures).
+fn exit_status(kind: ErrorKind) -> u8 {
+    match kind {
+        ErrorKind::InvalidInput
+        | ErrorKind::NotFound
+        | ErrorKind::AlreadyExists
+        | ErrorKind::Crypto => 2,
+        _ => 1,
     }
 }
 

@@ -3,8 +3,7 @@
 from __future__ import annotations
 
 import importlib.util
-import tarfile
-import zipfile
+import sys
 from pathlib import Path
 from types import ModuleType
 
@@ -22,6 +21,7 @@ def load_example() -> ModuleType:
     )
     assert spec is not None and spec.loader is not None
     mod = importlib.util.module_from_spec(spec)
+    sys.modules["provision"] = mod  # dataclasses look their module up
     spec.loader.exec_module(mod)
     return mod
 
@@ -40,14 +40,15 @@ def test_provision_sample_csv(tmp_path: Path, capsys: pytest.CaptureFixture[str]
     assert "line 7: erin: invalid client kind" in cap.err
 
     names = sorted(p.name for p in out.iterdir())
-    assert names == ["alice.tar.gz", "bob.zip", "carol.tar.gz", "frank.tar.gz"]
-    for p in out.iterdir():
-        assert p.stat().st_mode & 0o077 == 0, p  # bundles hold keys: 0600
-    with tarfile.open(out / "alice.tar.gz") as t:
-        members = t.getnames()
-    assert any(m.startswith("alice/") for m in members)
-    with zipfile.ZipFile(out / "bob.zip") as z:
-        assert all(n.startswith("bob/") for n in z.namelist())
+    assert names == ["alice", "bob", "carol", "frank"]
+    for name in names:
+        folder = out / name
+        assert sorted(p.name for p in folder.iterdir()) == sorted(
+            ["ca.crt", f"{name}.crt", f"{name}.key"]
+        )
+        assert (folder / f"{name}.key").stat().st_mode & 0o077 == 0  # keys: 0600
+        assert "PRIVATE KEY" in (folder / f"{name}.key").read_text()
+        assert (folder / "ca.crt").read_text().startswith("-----BEGIN CERTIFICATE-----")
 
     with Broker.open(tmp_path / "b") as b:
         clients = {c.id: c for c in b.clients()}

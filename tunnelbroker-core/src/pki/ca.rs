@@ -788,8 +788,10 @@ mod tests {
             let err = ca.issue_client(&id("a"), KeyType::P256, days).unwrap_err();
             assert!(matches!(err, Error::InvalidValidity { .. }), "{err}");
         }
-        let mut subject = Subject::default();
-        subject.country = Some("de".into());
+        let subject = Subject {
+            country: Some("de".into()),
+            ..Subject::default()
+        };
         let err = Ca::generate(&CaParams {
             subject,
             ..CaParams::default()

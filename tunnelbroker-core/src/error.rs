@@ -135,6 +135,79 @@ pub enum Error {
         reason: String,
     },
 
+    /// A free-text or settings field is not acceptable.
+    #[error("invalid {field} {input}: {reason}")]
+    InvalidField {
+        /// Which field.
+        field: &'static str,
+        /// The offending input, quoted and shortened for display.
+        input: String,
+        /// What is wrong and what is allowed.
+        reason: String,
+    },
+
+    // ----- broker and client database -------------------------------------
+    /// No client has this ID.
+    #[error("no client named {id}")]
+    UnknownClient {
+        /// The ID asked for.
+        id: String,
+    },
+    /// A client with this ID exists already.
+    #[error("a client named {id} exists already")]
+    ClientExists {
+        /// The ID.
+        id: String,
+    },
+    /// The client is in a state that does not allow the action.
+    #[error("cannot {action} client {id}: it is {state}{}", state_hint(.action))]
+    ClientState {
+        /// The client.
+        id: String,
+        /// Its state.
+        state: crate::broker::ClientState,
+        /// What was asked.
+        action: &'static str,
+    },
+    /// A client that made its own key can only be renewed with a new request.
+    #[error("client {id} made its own key; renew it with a new certificate request (--csr)")]
+    CsrRequired {
+        /// The client.
+        id: String,
+    },
+    /// Every UDP port from the first one up is taken.
+    #[error("no free UDP port left from {first} to 65535")]
+    PortsExhausted {
+        /// The first port of the range.
+        first: u16,
+    },
+    /// The directory already holds a broker.
+    #[error("{} already holds a broker; init changes nothing", .path.display())]
+    BrokerExists {
+        /// The broker directory.
+        path: PathBuf,
+    },
+    /// The directory does not hold a broker (or cannot be made one).
+    #[error("{}: {reason}", .path.display())]
+    NotABroker {
+        /// The directory.
+        path: PathBuf,
+        /// Why.
+        reason: String,
+    },
+    /// The settings file does not parse or holds a bad value.
+    #[error("invalid settings: {reason}")]
+    InvalidSettings {
+        /// What is wrong.
+        reason: String,
+    },
+    /// The client database failed.
+    #[error("client database: {reason}")]
+    Database {
+        /// What went wrong.
+        reason: String,
+    },
+
     // ----- pki -------------------------------------------------------------
     /// A private key could not be read.
     #[error("invalid private key: {reason}")]
@@ -280,6 +353,13 @@ pub enum Error {
     },
 }
 
+fn state_hint(action: &str) -> &'static str {
+    match action {
+        "purge" => "; revoke it first",
+        _ => "",
+    }
+}
+
 fn owner_suffix(owner: &Option<String>) -> String {
     match owner {
         Some(o) => format!(" to {o}"),
@@ -304,6 +384,9 @@ impl Error {
             | Error::Reserved { .. }
             | Error::InvalidChoice { .. }
             | Error::InvalidClientId { .. }
+            | Error::InvalidField { .. }
+            | Error::ClientState { .. }
+            | Error::CsrRequired { .. }
             | Error::InvalidKey { .. }
             | Error::UnsupportedKey { .. }
             | Error::InvalidCertificate { .. }
@@ -313,16 +396,23 @@ impl Error {
             | Error::InvalidSubject { .. }
             | Error::InvalidValidity { .. }
             | Error::InvalidTlsCryptKey { .. }
-            | Error::NotACa { .. } => ErrorKind::InvalidInput,
+            | Error::NotACa { .. }
+            | Error::InvalidSettings { .. } => ErrorKind::InvalidInput,
             Error::CsrSignatureInvalid
             | Error::CaKeyMismatch { .. }
             | Error::CaExpired { .. }
             | Error::NotIssuedByCa { .. }
             | Error::CertificateExpired { .. }
             | Error::CertificateNotYetValid { .. }
-            | Error::CrlNotFromCa { .. }
-            | Error::Pki { .. } => ErrorKind::Crypto,
-            Error::AlreadyAssigned { .. } => ErrorKind::AlreadyExists,
+            | Error::CrlNotFromCa { .. } => ErrorKind::Crypto,
+            Error::Pki { .. } => ErrorKind::Other,
+            Error::AlreadyAssigned { .. }
+            | Error::ClientExists { .. }
+            | Error::BrokerExists { .. } => ErrorKind::AlreadyExists,
+            Error::UnknownClient { .. } => ErrorKind::NotFound,
+            Error::PortsExhausted { .. } => ErrorKind::Exhausted,
+            Error::NotABroker { .. } => ErrorKind::Other,
+            Error::Database { .. } => ErrorKind::Database,
             Error::NotAssigned { .. } => ErrorKind::NotFound,
             Error::PoolExhausted { .. } => ErrorKind::Exhausted,
             Error::Io { .. } => ErrorKind::Io,

@@ -1,3 +1,5 @@
-//! The one integration-test binary of tunnelbroker-core (one module per topic).
+//! The integration tests of `tunnelbroker-core`: one binary, one module per topic.
 
+mod broker;
 mod pki;
+mod plan;

@@ -2,7 +2,7 @@
 //! and `pkilint`, for every key algorithm, for generated and imported CAs.
 //!
 //! `openssl` is looked up at /usr/bin/openssl and on PATH; `pkilint` in
-//! `$PKILINT_BIN_DIR` and on PATH (`scripts/lib/pki.sh` installs it into
+//! `$PKILINT_BIN_DIR` and on PATH (`scripts/test` installs it into
 //! `target/test-venv`). A missing tool skips with a printed reason, except
 //! when `CI=true`, where it fails.
 

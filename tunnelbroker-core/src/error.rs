@@ -135,6 +135,27 @@ pub enum Error {
         reason: String,
     },
 
+    // ----- openvpn ---------------------------------------------------------
+    /// A value to be written into an OpenVPN configuration or script breaks
+    /// its rule.
+    #[error("invalid {what} {input}: {reason}")]
+    InvalidConfigValue {
+        /// What was being checked ("path", "host", "interface name", ...).
+        what: &'static str,
+        /// The offending input, quoted and shortened (never a secret).
+        input: String,
+        /// Which rule it breaks.
+        reason: String,
+    },
+    /// Talking to an OpenVPN management interface failed.
+    #[error("openvpn management socket {}: {reason}", .socket.display())]
+    Management {
+        /// The management socket.
+        socket: PathBuf,
+        /// What went wrong.
+        reason: String,
+    },
+
     // ----- files -----------------------------------------------------------
     /// Reading or writing a file failed.
     #[error("{}: {source}", .path.display())]
@@ -170,7 +191,9 @@ impl Error {
             | Error::WrongRole { .. }
             | Error::Reserved { .. }
             | Error::InvalidChoice { .. }
-            | Error::InvalidClientId { .. } => ErrorKind::InvalidInput,
+            | Error::InvalidClientId { .. }
+            | Error::InvalidConfigValue { .. } => ErrorKind::InvalidInput,
+            Error::Management { .. } => ErrorKind::Other,
             Error::AlreadyAssigned { .. } => ErrorKind::AlreadyExists,
             Error::NotAssigned { .. } => ErrorKind::NotFound,
             Error::PoolExhausted { .. } => ErrorKind::Exhausted,

@@ -25,6 +25,7 @@
 mod client_id;
 mod error;
 mod fsutil;
+pub mod openvpn;
 mod pki;
 mod plan;
 

@@ -306,20 +306,22 @@ impl fmt::Display for RevocationReason {
 impl FromStr for RevocationReason {
     type Err = Error;
     fn from_str(s: &str) -> Result<Self> {
-        Ok(match s.trim().to_ascii_lowercase().replace('_', "-").as_str() {
-            "unspecified" => RevocationReason::Unspecified,
-            "key-compromise" => RevocationReason::KeyCompromise,
-            "affiliation-changed" => RevocationReason::AffiliationChanged,
-            "superseded" => RevocationReason::Superseded,
-            "cessation-of-operation" => RevocationReason::CessationOfOperation,
-            _ => {
-                return Err(Error::InvalidChoice {
-                    what: "revocation reason",
-                    input: crate::error::shown(s),
-                    expected: RevocationReason::CHOICES,
-                });
-            }
-        })
+        Ok(
+            match s.trim().to_ascii_lowercase().replace('_', "-").as_str() {
+                "unspecified" => RevocationReason::Unspecified,
+                "key-compromise" => RevocationReason::KeyCompromise,
+                "affiliation-changed" => RevocationReason::AffiliationChanged,
+                "superseded" => RevocationReason::Superseded,
+                "cessation-of-operation" => RevocationReason::CessationOfOperation,
+                _ => {
+                    return Err(Error::InvalidChoice {
+                        what: "revocation reason",
+                        input: crate::error::shown(s),
+                        expected: RevocationReason::CHOICES,
+                    });
+                }
+            },
+        )
     }
 }
 

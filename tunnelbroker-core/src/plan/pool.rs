@@ -267,7 +267,12 @@ impl Pool {
     pub(crate) fn check_role(&self, prefix: Ipv6Net, expected: Role) -> Result<u64> {
         let n = match self.network_number(prefix.network()) {
             Some(n) if self.net.contains(&prefix) => n,
-            _ => return Err(Error::OutsidePool { prefix, pool: *self }),
+            _ => {
+                return Err(Error::OutsidePool {
+                    prefix,
+                    pool: *self,
+                });
+            }
         };
         let found = self.role_of_number(n);
         if found != expected {
@@ -307,7 +312,9 @@ impl FromStr for Pool {
         };
         let text = s.trim();
         if text.is_empty() {
-            return Err(invalid("empty; expected an IPv6 prefix such as 2001:db8:0:f100::/56"));
+            return Err(invalid(
+                "empty; expected an IPv6 prefix such as 2001:db8:0:f100::/56",
+            ));
         }
         match text.parse::<IpNet>() {
             Ok(IpNet::V6(net)) => Pool::new(net),
@@ -315,8 +322,12 @@ impl FromStr for Pool {
                 "an IPv4 prefix; the pool must be an IPv6 prefix such as 2001:db8:0:f100::/56",
             )),
             Err(_) => match text.parse::<IpAddr>() {
-                Ok(_) => Err(invalid("no prefix length; write it as ADDRESS/LEN, for example 2001:db8:0:f100::/56")),
-                Err(_) => Err(invalid("not an IPv6 prefix; expected something like 2001:db8:0:f100::/56")),
+                Ok(_) => Err(invalid(
+                    "no prefix length; write it as ADDRESS/LEN, for example 2001:db8:0:f100::/56",
+                )),
+                Err(_) => Err(invalid(
+                    "not an IPv6 prefix; expected something like 2001:db8:0:f100::/56",
+                )),
             },
         }
     }

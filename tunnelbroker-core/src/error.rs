@@ -135,6 +135,79 @@ pub enum Error {
         reason: String,
     },
 
+    /// A free-text or settings field is not acceptable.
+    #[error("invalid {field} {input}: {reason}")]
+    InvalidField {
+        /// Which field.
+        field: &'static str,
+        /// The offending input, quoted and shortened for display.
+        input: String,
+        /// What is wrong and what is allowed.
+        reason: String,
+    },
+
+    // ----- broker and client database -------------------------------------
+    /// No client has this ID.
+    #[error("no client named {id}")]
+    UnknownClient {
+        /// The ID asked for.
+        id: String,
+    },
+    /// A client with this ID exists already.
+    #[error("a client named {id} exists already")]
+    ClientExists {
+        /// The ID.
+        id: String,
+    },
+    /// The client is in a state that does not allow the action.
+    #[error("cannot {action} client {id}: it is {state}{}", state_hint(.action))]
+    ClientState {
+        /// The client.
+        id: String,
+        /// Its state.
+        state: crate::broker::ClientState,
+        /// What was asked.
+        action: &'static str,
+    },
+    /// A client that made its own key can only be renewed with a new request.
+    #[error("client {id} made its own key; renew it with a new certificate request (--csr)")]
+    CsrRequired {
+        /// The client.
+        id: String,
+    },
+    /// Every UDP port from the first one up is taken.
+    #[error("no free UDP port left from {first} to 65535")]
+    PortsExhausted {
+        /// The first port of the range.
+        first: u16,
+    },
+    /// The directory already holds a broker.
+    #[error("{} already holds a broker; init changes nothing", .path.display())]
+    BrokerExists {
+        /// The broker directory.
+        path: PathBuf,
+    },
+    /// The directory does not hold a broker (or cannot be made one).
+    #[error("{}: {reason}", .path.display())]
+    NotABroker {
+        /// The directory.
+        path: PathBuf,
+        /// Why.
+        reason: String,
+    },
+    /// The settings file does not parse or holds a bad value.
+    #[error("invalid settings: {reason}")]
+    InvalidSettings {
+        /// What is wrong.
+        reason: String,
+    },
+    /// The client database failed.
+    #[error("client database: {reason}")]
+    Database {
+        /// What went wrong.
+        reason: String,
+    },
+
     // ----- openvpn ---------------------------------------------------------
     /// A value to be written into an OpenVPN configuration or script breaks
     /// its rule.
@@ -156,6 +229,139 @@ pub enum Error {
         reason: String,
     },
 
+    // ----- pki -------------------------------------------------------------
+    /// A private key could not be read.
+    #[error("invalid private key: {reason}")]
+    InvalidKey {
+        /// What is wrong with it.
+        reason: String,
+    },
+    /// A key (or a request's public key) uses an algorithm or size the CA does not offer.
+    #[error(
+        "unsupported key: {reason} (supported: p256, p384, ed25519, rsa2048, rsa3072, rsa4096)"
+    )]
+    UnsupportedKey {
+        /// What the key is.
+        reason: String,
+    },
+    /// A certificate could not be read.
+    #[error("invalid certificate: {reason}")]
+    InvalidCertificate {
+        /// What is wrong with it.
+        reason: String,
+    },
+    /// A certificate signing request could not be read.
+    #[error("invalid certificate request: {reason}")]
+    InvalidCsr {
+        /// What is wrong with it.
+        reason: String,
+    },
+    /// A certificate signing request whose signature does not verify.
+    #[error(
+        "the certificate request's signature does not verify: it is corrupt or was not made with its own key"
+    )]
+    CsrSignatureInvalid,
+    /// A certificate revocation list could not be read.
+    #[error("invalid crl: {reason}")]
+    InvalidCrl {
+        /// What is wrong with it.
+        reason: String,
+    },
+    /// A certificate serial number could not be parsed.
+    #[error("invalid serial {input}: {reason}")]
+    InvalidSerial {
+        /// The offending input, quoted and shortened for display.
+        input: String,
+        /// What is wrong with it.
+        reason: &'static str,
+    },
+    /// A distinguished-name field (country, organisation, common name) is not acceptable.
+    #[error("invalid {field} {input}: {reason}")]
+    InvalidSubject {
+        /// Which field.
+        field: &'static str,
+        /// The offending input, quoted and shortened for display.
+        input: String,
+        /// What is wrong with it.
+        reason: &'static str,
+    },
+    /// A validity period (in days) is not acceptable.
+    #[error("invalid {what} validity of {days} days: {reason}")]
+    InvalidValidity {
+        /// What it was for ("client certificate", "crl", ...).
+        what: &'static str,
+        /// The number of days asked for.
+        days: u32,
+        /// What is allowed.
+        reason: &'static str,
+    },
+    /// An OpenVPN static (tls-crypt) key could not be parsed.
+    #[error("invalid tls-crypt key: {reason}")]
+    InvalidTlsCryptKey {
+        /// What is wrong with it.
+        reason: String,
+    },
+    /// A certificate that was to be used as a CA is not one.
+    #[error("certificate {common_name} is not a CA: {reason}")]
+    NotACa {
+        /// Its common name, quoted for display.
+        common_name: String,
+        /// What is missing.
+        reason: &'static str,
+    },
+    /// A CA key that does not belong to the CA certificate.
+    #[error(
+        "the key does not match the CA certificate {common_name}: it belongs to another certificate"
+    )]
+    CaKeyMismatch {
+        /// The CA's common name, quoted for display.
+        common_name: String,
+    },
+    /// A CA certificate that has expired.
+    #[error("the CA certificate {common_name} expired on {not_after}: make a new CA")]
+    CaExpired {
+        /// The CA's common name, quoted for display.
+        common_name: String,
+        /// When it expired (RFC 3339).
+        not_after: String,
+    },
+    /// A certificate that this CA did not sign.
+    #[error("certificate {common_name} was not issued by this CA: {reason}")]
+    NotIssuedByCa {
+        /// Its common name, quoted for display.
+        common_name: String,
+        /// Why not.
+        reason: String,
+    },
+    /// A certificate past its end of validity.
+    #[error("certificate {common_name} expired on {not_after}")]
+    CertificateExpired {
+        /// Its common name, quoted for display.
+        common_name: String,
+        /// When it expired (RFC 3339).
+        not_after: String,
+    },
+    /// A certificate before its start of validity.
+    #[error("certificate {common_name} is not valid before {not_before}")]
+    CertificateNotYetValid {
+        /// Its common name, quoted for display.
+        common_name: String,
+        /// When it becomes valid (RFC 3339).
+        not_before: String,
+    },
+    /// A CRL that this CA did not sign, or that OpenVPN would not match to it.
+    #[error("the crl does not belong to this CA: {reason}")]
+    CrlNotFromCa {
+        /// Why not.
+        reason: String,
+    },
+    /// The cryptographic library or the OS random number generator failed.
+    #[error("certificate authority failure: {reason}")]
+    Pki {
+        /// What failed.
+        reason: String,
+    },
+
     // ----- files -----------------------------------------------------------
     /// Reading or writing a file failed.
     #[error("{}: {source}", .path.display())]
@@ -166,6 +372,13 @@ pub enum Error {
         #[source]
         source: std::io::Error,
     },
+}
+
+fn state_hint(action: &str) -> &'static str {
+    match action {
+        "purge" => "; revoke it first",
+        _ => "",
+    }
 }
 
 fn owner_suffix(owner: &Option<String>) -> String {
@@ -192,9 +405,37 @@ impl Error {
             | Error::Reserved { .. }
             | Error::InvalidChoice { .. }
             | Error::InvalidClientId { .. }
+            | Error::InvalidField { .. }
+            | Error::ClientState { .. }
+            | Error::CsrRequired { .. }
+            | Error::InvalidKey { .. }
+            | Error::UnsupportedKey { .. }
+            | Error::InvalidCertificate { .. }
+            | Error::InvalidCsr { .. }
+            | Error::InvalidCrl { .. }
+            | Error::InvalidSerial { .. }
+            | Error::InvalidSubject { .. }
+            | Error::InvalidValidity { .. }
+            | Error::InvalidTlsCryptKey { .. }
+            | Error::NotACa { .. }
+            | Error::InvalidSettings { .. }
             | Error::InvalidConfigValue { .. } => ErrorKind::InvalidInput,
             Error::Management { .. } => ErrorKind::Other,
-            Error::AlreadyAssigned { .. } => ErrorKind::AlreadyExists,
+            Error::CsrSignatureInvalid
+            | Error::CaKeyMismatch { .. }
+            | Error::CaExpired { .. }
+            | Error::NotIssuedByCa { .. }
+            | Error::CertificateExpired { .. }
+            | Error::CertificateNotYetValid { .. }
+            | Error::CrlNotFromCa { .. } => ErrorKind::Crypto,
+            Error::Pki { .. } => ErrorKind::Other,
+            Error::AlreadyAssigned { .. }
+            | Error::ClientExists { .. }
+            | Error::BrokerExists { .. } => ErrorKind::AlreadyExists,
+            Error::UnknownClient { .. } => ErrorKind::NotFound,
+            Error::PortsExhausted { .. } => ErrorKind::Exhausted,
+            Error::NotABroker { .. } => ErrorKind::Other,
+            Error::Database { .. } => ErrorKind::Database,
             Error::NotAssigned { .. } => ErrorKind::NotFound,
             Error::PoolExhausted { .. } => ErrorKind::Exhausted,
             Error::Io { .. } => ErrorKind::Io,

@@ -22,13 +22,20 @@
 #![forbid(unsafe_code)]
 #![deny(missing_docs)]
 
+mod broker;
 mod client_id;
 mod error;
 mod fsutil;
 pub mod openvpn;
 mod pki;
 mod plan;
+mod registry;
 
+pub use broker::{
+    Broker, BrokerPaths, Client, ClientCredentials, ClientOs, ClientState, Endpoint, ImportReport,
+    ImportedCa, InitOptions, NewClient, RowError, SERVER_CN, ServerMode, Settings,
+    ValiditySettings, check_interface_name,
+};
 pub use client_id::ClientId;
 pub use error::{Error, ErrorKind, Result};
 pub use pki::{
@@ -38,6 +45,8 @@ pub use pki::{
 pub use plan::{
     Allocator, Assignment, ClientKind, Counts, Hermit, Pool, Role, Subnet, parse_prefix,
 };
+
+pub use registry::{CertRecord, CertState, ClientRecord, SqliteStore, Store, Transaction};
 
 /// Re-exported so that callers can name prefixes without adding `ipnet`.
 pub use ipnet::Ipv6Net;

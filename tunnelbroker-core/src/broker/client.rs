@@ -1,0 +1,231 @@
+//! Client records: what the broker keeps about each subscribed client.
+
+use std::fmt;
+use std::net::Ipv6Addr;
+use std::str::FromStr;
+
+use ipnet::Ipv6Net;
+use serde::{Deserialize, Serialize};
+use time::OffsetDateTime;
+
+use crate::client_id::ClientId;
+use crate::error::{Error, Result, shown};
+use crate::pki::Serial;
+use crate::plan::{Assignment, ClientKind};
+
+/// The operating system a client runs, which decides the bundle's form.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Default, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum ClientOs {
+    /// Linux (and other Unix): a `.conf` with up/down scripts, in a `.tar.gz`.
+    #[default]
+    Linux,
+    /// Windows: an `.ovpn` without scripts, in a `.zip`.
+    Windows,
+}
+
+impl ClientOs {
+    /// The words `FromStr` accepts.
+    pub const CHOICES: &'static str = "linux, windows";
+}
+
+impl fmt::Display for ClientOs {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(match self {
+            ClientOs::Linux => "linux",
+            ClientOs::Windows => "windows",
+        })
+    }
+}
+
+impl FromStr for ClientOs {
+    type Err = Error;
+    fn from_str(s: &str) -> Result<Self> {
+        match s.trim().to_ascii_lowercase().as_str() {
+            "linux" => Ok(ClientOs::Linux),
+            "windows" => Ok(ClientOs::Windows),
+            _ => Err(Error::InvalidChoice {
+                what: "client os",
+                input: shown(s),
+                expected: ClientOs::CHOICES,
+            }),
+        }
+    }
+}
+
+/// Whether a client may connect.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum ClientState {
+    /// Subscribed, with a valid certificate.
+    Active,
+    /// Revoked: its certificate is on the CRL; its assignment stays reserved
+    /// for it until it is purged.
+    Revoked,
+}
+
+impl fmt::Display for ClientState {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(match self {
+            ClientState::Active => "active",
+            ClientState::Revoked => "revoked",
+        })
+    }
+}
+
+impl FromStr for ClientState {
+    type Err = Error;
+    fn from_str(s: &str) -> Result<Self> {
+        match s {
+            "active" => Ok(ClientState::Active),
+            "revoked" => Ok(ClientState::Revoked),
+            _ => Err(Error::InvalidChoice {
+                what: "client state",
+                input: shown(s),
+                expected: "active, revoked",
+            }),
+        }
+    }
+}
+
+/// A subscribed client, as the client database holds it.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+#[non_exhaustive]
+pub struct Client {
+    /// The client's ID, also its certificate's CN.
+    pub id: ClientId,
+    /// Hermit or subnet.
+    pub kind: ClientKind,
+    /// The client's operating system.
+    pub os: ClientOs,
+    /// Its fixed assignment.
+    pub assignment: Assignment,
+    /// Its UDP port (per-client mode only).
+    pub port: Option<u16>,
+    /// The serial of its current certificate.
+    pub serial: Serial,
+    /// Active or revoked.
+    pub state: ClientState,
+    /// Contact e-mail.
+    pub email: Option<String>,
+    /// Contact name.
+    pub name: Option<String>,
+    /// When it was subscribed.
+    #[serde(with = "time::serde::rfc3339")]
+    pub created_at: OffsetDateTime,
+    /// When it was revoked.
+    #[serde(with = "time::serde::rfc3339::option")]
+    pub revoked_at: Option<OffsetDateTime>,
+    /// When its current certificate expires.
+    #[serde(with = "time::serde::rfc3339")]
+    pub not_after: OffsetDateTime,
+    /// Whether the broker holds the client's private key (false when the
+    /// client sent its own certificate request).
+    pub has_key: bool,
+}
+
+impl Client {
+    /// The assigned prefix (/128 or /64).
+    pub fn prefix(&self) -> Ipv6Net {
+        self.assignment.prefix()
+    }
+
+    /// The client's tunnel address.
+    pub fn tunnel_address(&self) -> Ipv6Addr {
+        self.assignment.tunnel_address()
+    }
+}
+
+/// A request to subscribe a client.
+///
+/// ```
+/// use tunnelbroker_core::{ClientKind, NewClient};
+/// let req = NewClient::new("alice".parse()?, ClientKind::Subnet);
+/// assert_eq!(req.kind, ClientKind::Subnet);
+/// # Ok::<(), tunnelbroker_core::Error>(())
+/// ```
+#[derive(Debug, Clone, PartialEq, Eq)]
+#[non_exhaustive]
+pub struct NewClient {
+    /// The client's ID.
+    pub id: ClientId,
+    /// Hermit or subnet.
+    pub kind: ClientKind,
+    /// Its operating system (default linux).
+    pub os: ClientOs,
+    /// Contact e-mail.
+    pub email: Option<String>,
+    /// Contact name.
+    pub name: Option<String>,
+    /// A specific assignment instead of the lowest free one.
+    pub prefix: Option<Ipv6Net>,
+    /// A PEM certificate request made by the client; no client key is then
+    /// kept or bundled.
+    pub csr: Option<String>,
+}
+
+impl NewClient {
+    /// A request with the defaults: linux, no contact, lowest free assignment.
+    pub fn new(id: ClientId, kind: ClientKind) -> Self {
+        NewClient {
+            id,
+            kind,
+            os: ClientOs::Linux,
+            email: None,
+            name: None,
+            prefix: None,
+            csr: None,
+        }
+    }
+
+    /// Checks the free-text fields (e-mail, name).
+    pub(crate) fn validate(&self) -> Result<()> {
+        if let Some(e) = &self.email {
+            validate_email(e)?;
+        }
+        if let Some(n) = &self.name {
+            validate_name(n)?;
+        }
+        Ok(())
+    }
+}
+
+/// Checks a contact e-mail address: one `@`, no spaces or control characters,
+/// at most 254 bytes.
+pub(crate) fn validate_email(e: &str) -> Result<()> {
+    let bad = |reason: &str| Error::InvalidField {
+        field: "email",
+        input: shown(e),
+        reason: reason.into(),
+    };
+    if e.len() > 254 {
+        return Err(bad("longer than 254 bytes"));
+    }
+    if e.chars().any(|c| c.is_whitespace() || c.is_control()) {
+        return Err(bad("contains spaces or control characters"));
+    }
+    match e.split_once('@') {
+        Some((local, domain))
+            if !local.is_empty() && !domain.is_empty() && !domain.contains('@') =>
+        {
+            Ok(())
+        }
+        _ => Err(bad("expected one '@' between a name and a domain")),
+    }
+}
+
+/// Checks a contact name: no control characters, at most 128 characters.
+pub(crate) fn validate_name(n: &str) -> Result<()> {
+    let bad = |reason: &str| Error::InvalidField {
+        field: "name",
+        input: shown(n),
+        reason: reason.into(),
+    };
+    if n.chars().count() > 128 {
+        return Err(bad("longer than 128 characters"));
+    }
+    if n.chars().any(|c| c.is_control()) {
+        return Err(bad("contains control characters"));
+    }
+    Ok(())
+}

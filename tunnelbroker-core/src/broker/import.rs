@@ -1,0 +1,195 @@
+//! Bulk subscription from a CSV file: the "simple text file" user database
+//! of small sites.
+//!
+//! Columns: `id, kind, os, email, name[, prefix]`; a header row starting with
+//! `id` is skipped; empty `os` means linux, empty `email`/`name`/`prefix`
+//! mean none. Every row is checked first; bad rows are reported with their
+//! line numbers and the good ones are subscribed, in batches that each
+//! commit as a whole, so a killed import leaves only whole clients.
+
+use std::thread;
+
+use serde::Serialize;
+
+use super::{Broker, Client, NewClient, Reserved};
+use crate::client_id::ClientId;
+use crate::error::{Error, Result};
+use crate::plan::{ClientKind, parse_prefix};
+use crate::registry::Store;
+
+/// How many rows one transaction subscribes.
+const BATCH: usize = 500;
+
+/// A row that was not subscribed.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+pub struct RowError {
+    /// The line of the file (1-based).
+    pub line: u64,
+    /// What was wrong.
+    pub error: String,
+}
+
+/// The outcome of an import.
+#[derive(Debug, Clone, Default, Serialize)]
+pub struct ImportReport {
+    /// The clients that were subscribed.
+    pub added: Vec<Client>,
+    /// The rows that were not, with their reasons.
+    pub errors: Vec<RowError>,
+}
+
+struct Row {
+    line: u64,
+    req: NewClient,
+}
+
+fn parse_rows(text: &str) -> (Vec<Row>, Vec<RowError>) {
+    let mut rdr = csv::ReaderBuilder::new()
+        .has_headers(false)
+        .flexible(true)
+        .trim(csv::Trim::All)
+        .comment(Some(b'#'))
+        .from_reader(text.as_bytes());
+    let mut rows = Vec::new();
+    let mut errors = Vec::new();
+    for (i, rec) in rdr.records().enumerate() {
+        let rec = match rec {
+            Ok(r) => r,
+            Err(e) => {
+                let line = e.position().map_or(0, |p| p.line());
+                errors.push(RowError {
+                    line,
+                    error: format!("not a CSV row: {e}"),
+                });
+                continue;
+            }
+        };
+        let line = rec.position().map_or(i as u64 + 1, |p| p.line());
+        if i == 0 && rec.get(0).is_some_and(|f| f.eq_ignore_ascii_case("id")) {
+            continue;
+        }
+        if rec.iter().all(str::is_empty) {
+            continue;
+        }
+        match parse_row(&rec) {
+            Ok(req) => rows.push(Row { line, req }),
+            Err(e) => errors.push(RowError {
+                line,
+                error: e.to_string(),
+            }),
+        }
+    }
+    (rows, errors)
+}
+
+fn parse_row(rec: &csv::StringRecord) -> Result<NewClient> {
+    if rec.len() < 5 || rec.len() > 6 {
+        return Err(Error::InvalidField {
+            field: "row",
+            input: format!("{} fields", rec.len()),
+            reason: "expected id, kind, os, email, name and an optional prefix".into(),
+        });
+    }
+    let field = |i: usize| rec.get(i).filter(|s| !s.is_empty());
+    let id = ClientId::new(rec.get(0).unwrap_or(""))?;
+    let kind: ClientKind = rec.get(1).unwrap_or("").parse()?;
+    let mut req = NewClient::new(id, kind);
+    if let Some(os) = field(2) {
+        req.os = os.parse()?;
+    }
+    req.email = field(3).map(str::to_owned);
+    req.name = field(4).map(str::to_owned);
+    req.prefix = field(5).map(parse_prefix).transpose()?;
+    Broker::check_request(&req)?;
+    Ok(req)
+}
+
+impl Broker {
+    /// Subscribes every good row of a CSV text; see the [module docs](self).
+    /// `progress(done, total)` is called after each batch.
+    ///
+    /// ```
+    /// use tunnelbroker_core::{Broker, InitOptions, Settings};
+    /// let dir = tempfile::tempdir().unwrap();
+    /// let settings = Settings::new("2001:db8:0:f100::/56".parse()?, "vpn.example.net".parse()?);
+    /// let broker = Broker::init(&dir.path().join("b"), &InitOptions::new(settings))?;
+    /// let csv = "id,kind,os,email,name\nalice,subnet,linux,alice@example.org,Alice\nbad id,hermit,,,\nbob,hermit,windows,,\n";
+    /// let report = broker.import_csv(csv, &mut |_, _| {})?;
+    /// assert_eq!(report.added.len(), 2);
+    /// assert_eq!(report.errors[0].line, 3);
+    /// # Ok::<(), tunnelbroker_core::Error>(())
+    /// ```
+    pub fn import_csv(
+        &self,
+        text: &str,
+        progress: &mut dyn FnMut(usize, usize),
+    ) -> Result<ImportReport> {
+        let (rows, mut errors) = parse_rows(text);
+        let total = rows.len();
+        let mut added = Vec::with_capacity(total);
+        let mut done = 0;
+        for batch in rows.chunks(BATCH) {
+            let mut batch_added = Vec::new();
+            let mut batch_errors = Vec::new();
+            self.store.write(&mut |tx| {
+                batch_added.clear();
+                batch_errors.clear();
+                let mut taken = Self::taken(tx, &self.settings)?;
+                let mut reserved = Vec::with_capacity(batch.len());
+                for row in batch {
+                    match self.reserve(&mut taken, &row.req) {
+                        Ok(r) => reserved.push((row.line, r)),
+                        Err(e) => batch_errors.push(RowError {
+                            line: row.line,
+                            error: e.to_string(),
+                        }),
+                    }
+                }
+                let certs = self.issue_parallel(&reserved);
+                for ((line, r), cert) in reserved.iter().zip(certs) {
+                    match cert {
+                        Ok(cert) => batch_added.push(self.record(tx, r, cert)?),
+                        Err(e) => batch_errors.push(RowError {
+                            line: *line,
+                            error: e.to_string(),
+                        }),
+                    }
+                }
+                Ok(())
+            })?;
+            added.append(&mut batch_added);
+            errors.append(&mut batch_errors);
+            done += batch.len();
+            progress(done, total);
+        }
+        errors.sort_by_key(|e| e.line);
+        Ok(ImportReport { added, errors })
+    }
+
+    /// Issues the certificates of a batch on every core.
+    fn issue_parallel(
+        &self,
+        reserved: &[(u64, Reserved<'_>)],
+    ) -> Vec<Result<crate::registry::CertRecord>> {
+        let threads = thread::available_parallelism().map_or(1, |n| n.get());
+        let chunk = reserved.len().div_ceil(threads).max(1);
+        thread::scope(|s| {
+            let handles: Vec<_> = reserved
+                .chunks(chunk)
+                .map(|part| {
+                    s.spawn(move || part.iter().map(|(_, r)| self.issue(r)).collect::<Vec<_>>())
+                })
+                .collect();
+            handles
+                .into_iter()
+                .flat_map(|h| {
+                    h.join().unwrap_or_else(|_| {
+                        vec![Err(Error::Database {
+                            reason: "a certificate worker panicked".into(),
+                        })]
+                    })
+                })
+                .collect()
+        })
+    }
+}

@@ -1,0 +1,650 @@
+//! The broker: settings, CA, client database and the subscription
+//! lifecycle, composed behind one facade, [`Broker`].
+//!
+//! A broker lives in one directory:
+//!
+//! ```text
+//! tunnelbroker.toml   settings (commented TOML)
+//! ca.crt              the CA certificate
+//! server.crt          the OpenVPN server's certificate
+//! crl.pem             the current CRL (mode 0644: OpenVPN re-reads it after dropping privileges)
+//! clients.db          the client database (SQLite, mode 0600: it holds client keys)
+//! private/            mode 0700: ca.key, server.key, tls-crypt.key (each 0600)
+//! run/                management sockets of running servers
+//! ```
+//!
+//! Every change is atomic: a subscription either fully happens (assignment,
+//! certificate, record) or leaves no trace, also when the process is killed
+//! half way; files are written under a temporary name and renamed.
+
+mod client;
+mod import;
+mod settings;
+
+use std::collections::{BTreeMap, BTreeSet, HashSet};
+use std::fs;
+use std::os::unix::fs::{DirBuilderExt, PermissionsExt};
+use std::path::{Path, PathBuf};
+
+use ipnet::Ipv6Net;
+use time::OffsetDateTime;
+
+pub use client::{Client, ClientOs, ClientState, NewClient};
+pub use import::{ImportReport, RowError};
+pub use settings::{Endpoint, ServerMode, Settings, ValiditySettings, check_interface_name};
+
+use crate::client_id::ClientId;
+use crate::error::{Error, Result};
+use crate::fsutil;
+use crate::pki::{Ca, CaParams, Certificate, Crl, PrivateKey, RevocationReason, TlsCryptKey};
+use crate::plan::{Allocator, Assignment};
+use crate::registry::{CertRecord, CertState, ClientRecord, SqliteStore, Store, Transaction};
+
+/// The common name of the broker's OpenVPN server certificate. No client may
+/// take it as its ID.
+pub const SERVER_CN: &str = "tunnelbroker-server";
+
+/// Where a broker keeps its files.
+#[derive(Debug, Clone, PartialEq, Eq)]
+#[non_exhaustive]
+pub struct BrokerPaths {
+    /// The broker directory.
+    pub dir: PathBuf,
+    /// `tunnelbroker.toml`.
+    pub settings: PathBuf,
+    /// The CA certificate.
+    pub ca_cert: PathBuf,
+    /// The directory of secrets (mode 0700).
+    pub private_dir: PathBuf,
+    /// The CA key.
+    pub ca_key: PathBuf,
+    /// The server certificate.
+    pub server_cert: PathBuf,
+    /// The server key.
+    pub server_key: PathBuf,
+    /// The tls-crypt key.
+    pub tls_crypt_key: PathBuf,
+    /// The current CRL.
+    pub crl: PathBuf,
+    /// The client database.
+    pub database: PathBuf,
+    /// Run-time files (management sockets, pid files).
+    pub run_dir: PathBuf,
+    /// Default output directory of rendered server files.
+    pub server_dir: PathBuf,
+}
+
+impl BrokerPaths {
+    /// The layout of a broker in `dir`.
+    pub fn new(dir: &Path) -> Self {
+        let private_dir = dir.join("private");
+        BrokerPaths {
+            dir: dir.to_owned(),
+            settings: dir.join("tunnelbroker.toml"),
+            ca_cert: dir.join("ca.crt"),
+            ca_key: private_dir.join("ca.key"),
+            server_cert: dir.join("server.crt"),
+            server_key: private_dir.join("server.key"),
+            tls_crypt_key: private_dir.join("tls-crypt.key"),
+            private_dir,
+            crl: dir.join("crl.pem"),
+            database: dir.join("clients.db"),
+            run_dir: dir.join("run"),
+            server_dir: dir.join("server"),
+        }
+    }
+}
+
+/// An existing CA to use instead of generating one.
+#[derive(Debug, Clone)]
+pub struct ImportedCa {
+    /// The CA certificate, PEM.
+    pub cert_pem: String,
+    /// The CA key, PEM (secret).
+    pub key_pem: String,
+}
+
+/// What `init` needs.
+#[derive(Debug, Clone)]
+#[non_exhaustive]
+pub struct InitOptions {
+    /// The settings to write.
+    pub settings: Settings,
+    /// An existing CA, or `None` to generate one.
+    pub ca: Option<ImportedCa>,
+}
+
+impl InitOptions {
+    /// Options that generate a new CA.
+    pub fn new(settings: Settings) -> Self {
+        InitOptions { settings, ca: None }
+    }
+}
+
+/// A client's certificate and, unless it sent a CSR, its key.
+#[derive(Debug, Clone)]
+pub struct ClientCredentials {
+    /// The client's current certificate.
+    pub certificate: Certificate,
+    /// Its key; `None` when the client made its own.
+    pub key: Option<PrivateKey>,
+}
+
+/// A tunnel broker in a directory. See the [module docs](self).
+///
+/// ```
+/// use tunnelbroker_core::{Broker, ClientKind, InitOptions, NewClient, Settings};
+/// let dir = tempfile::tempdir().unwrap();
+/// let settings = Settings::new("2001:db8:0:f100::/56".parse()?, "vpn.example.net".parse()?);
+/// let broker = Broker::init(&dir.path().join("broker"), &InitOptions::new(settings))?;
+/// let alice = broker.add_client(&NewClient::new("alice".parse()?, ClientKind::Subnet))?;
+/// assert_eq!(alice.assignment.to_string(), "2001:db8:0:f101::/64");
+/// assert_eq!(alice.port, Some(5000));
+///
+/// // The same ID twice is refused, and nothing changes.
+/// assert!(broker.add_client(&NewClient::new("alice".parse()?, ClientKind::Hermit)).is_err());
+/// assert_eq!(broker.clients()?.len(), 1);
+/// # Ok::<(), tunnelbroker_core::Error>(())
+/// ```
+#[derive(Debug)]
+pub struct Broker {
+    paths: BrokerPaths,
+    settings: Settings,
+    ca: Ca,
+    store: SqliteStore,
+}
+
+/// What a write transaction knows about the assignments and ports in use.
+struct Taken {
+    plan: Allocator,
+    owners: BTreeMap<Ipv6Net, ClientId>,
+    ports: BTreeSet<u16>,
+    ids: HashSet<ClientId>,
+}
+
+/// A client whose assignment and port are reserved, before its certificate exists.
+struct Reserved<'a> {
+    req: &'a NewClient,
+    assignment: Assignment,
+    port: Option<u16>,
+}
+
+impl Broker {
+    /// Creates a broker in `dir`, which must not exist or be empty: settings,
+    /// CA (generated or imported), server certificate, tls-crypt key, client
+    /// database and an empty CRL. Everything is built in a temporary
+    /// directory and renamed into place, so a failed `init` leaves nothing.
+    pub fn init(dir: &Path, options: &InitOptions) -> Result<Broker> {
+        let settings = &options.settings;
+        settings.validate()?;
+        if dir.join("tunnelbroker.toml").exists() {
+            return Err(Error::BrokerExists {
+                path: dir.to_owned(),
+            });
+        }
+        if let Ok(mut entries) = fs::read_dir(dir) {
+            if entries.next().is_some() {
+                return Err(Error::NotABroker {
+                    path: dir.to_owned(),
+                    reason: "the directory is not empty; init needs a new or empty directory"
+                        .into(),
+                });
+            }
+        } else if dir.exists() {
+            return Err(Error::NotABroker {
+                path: dir.to_owned(),
+                reason: "it exists and is not a directory".into(),
+            });
+        }
+        let parent = match dir.parent() {
+            Some(p) if !p.as_os_str().is_empty() => p.to_owned(),
+            _ => PathBuf::from("."),
+        };
+        let name = dir.file_name().ok_or_else(|| Error::NotABroker {
+            path: dir.to_owned(),
+            reason: "not a directory name".into(),
+        })?;
+        let mut tmp_name = std::ffi::OsString::from(".");
+        tmp_name.push(name);
+        tmp_name.push(format!(".init-{}", std::process::id()));
+        let tmp = parent.join(tmp_name);
+        let _ = fs::remove_dir_all(&tmp);
+        let built = Self::build(&tmp, options);
+        let result = built.and_then(|()| {
+            fs::rename(&tmp, dir).map_err(|e| Error::io(dir, e))?;
+            Broker::open(dir)
+        });
+        if result.is_err() {
+            let _ = fs::remove_dir_all(&tmp);
+        }
+        result
+    }
+
+    fn build(tmp: &Path, options: &InitOptions) -> Result<()> {
+        let settings = &options.settings;
+        let paths = BrokerPaths::new(tmp);
+        mkdir(tmp, 0o755)?;
+        mkdir(&paths.private_dir, 0o700)?;
+        mkdir(&paths.run_dir, 0o755)?;
+        let ca = match &options.ca {
+            Some(imported) => Ca::from_pem(&imported.cert_pem, &imported.key_pem)?,
+            None => Ca::generate(&CaParams {
+                key_type: settings.key_type,
+                subject: settings.subject.clone(),
+                validity_days: settings.validity.ca_days,
+            })?,
+        };
+        let server =
+            ca.issue_server(SERVER_CN, settings.key_type, settings.validity.server_days)?;
+        let tls = TlsCryptKey::generate()?;
+        fsutil::write_public(&paths.settings, settings.to_toml().as_bytes())?;
+        fsutil::write_public(&paths.ca_cert, ca.certificate().pem().as_bytes())?;
+        ca.key().write(&paths.ca_key)?;
+        fsutil::write_public(&paths.server_cert, server.certificate.pem().as_bytes())?;
+        server.key.write(&paths.server_key)?;
+        fsutil::write_secret(&paths.tls_crypt_key, tls.to_text().as_bytes())?;
+        let store = SqliteStore::open(&paths.database, settings.pool)?;
+        let broker = Broker {
+            paths,
+            settings: settings.clone(),
+            ca,
+            store,
+        };
+        broker.refresh_crl()?;
+        Ok(())
+    }
+
+    /// Opens the broker in `dir`.
+    pub fn open(dir: &Path) -> Result<Broker> {
+        let paths = BrokerPaths::new(dir);
+        if !paths.settings.exists() {
+            return Err(Error::NotABroker {
+                path: dir.to_owned(),
+                reason: "no tunnelbroker.toml; create a broker with `tunnelbroker init`".into(),
+            });
+        }
+        let settings = Settings::from_toml(&fsutil::read_to_string(&paths.settings)?).map_err(
+            |e| match e {
+                Error::InvalidSettings { reason } => Error::InvalidSettings {
+                    reason: format!("{}: {reason}", paths.settings.display()),
+                },
+                other => other,
+            },
+        )?;
+        let ca = Ca::from_pem(
+            &fsutil::read_to_string(&paths.ca_cert)?,
+            &fsutil::read_to_string(&paths.ca_key)?,
+        )?;
+        let store = SqliteStore::open(&paths.database, settings.pool)?;
+        Ok(Broker {
+            paths,
+            settings,
+            ca,
+            store,
+        })
+    }
+
+    /// The broker's files.
+    pub fn paths(&self) -> &BrokerPaths {
+        &self.paths
+    }
+
+    /// The broker directory.
+    pub fn dir(&self) -> &Path {
+        &self.paths.dir
+    }
+
+    /// The settings.
+    pub fn settings(&self) -> &Settings {
+        &self.settings
+    }
+
+    /// The CA.
+    pub fn ca(&self) -> &Ca {
+        &self.ca
+    }
+
+    /// The OpenVPN server's certificate.
+    pub fn server_certificate(&self) -> Result<Certificate> {
+        Certificate::from_pem(&fsutil::read_to_string(&self.paths.server_cert)?)
+    }
+
+    /// The OpenVPN server's key (secret).
+    pub fn server_key(&self) -> Result<PrivateKey> {
+        PrivateKey::from_pem(&fsutil::read_to_string(&self.paths.server_key)?)
+    }
+
+    /// The tls-crypt key (secret).
+    pub fn tls_crypt_key(&self) -> Result<TlsCryptKey> {
+        TlsCryptKey::parse(&fsutil::read_to_string(&self.paths.tls_crypt_key)?)
+    }
+
+    /// Subscribes a client: checks the request, allocates its assignment
+    /// (the lowest free one, or the requested one) and, in per-client mode,
+    /// a UDP port, issues its certificate and records it, in one
+    /// transaction.
+    pub fn add_client(&self, req: &NewClient) -> Result<Client> {
+        Self::check_request(req)?;
+        let mut out = None;
+        self.store.write(&mut |tx| {
+            let mut taken = Self::taken(tx, &self.settings)?;
+            let reserved = self.reserve(&mut taken, req)?;
+            let cert = self.issue(&reserved)?;
+            out = Some(self.record(tx, &reserved, cert)?);
+            Ok(())
+        })?;
+        out.ok_or_else(|| unreachable_err("add_client"))
+    }
+
+    fn check_request(req: &NewClient) -> Result<()> {
+        req.validate()?;
+        if req.id.as_str().eq_ignore_ascii_case(SERVER_CN) {
+            return Err(Error::InvalidClientId {
+                input: crate::error::shown(req.id.as_str()),
+                reason: "it is the name of the broker's server certificate".into(),
+            });
+        }
+        Ok(())
+    }
+
+    fn taken(tx: &mut dyn Transaction, settings: &Settings) -> Result<Taken> {
+        let mut taken = Taken {
+            plan: Allocator::new(settings.pool),
+            owners: BTreeMap::new(),
+            ports: BTreeSet::new(),
+            ids: HashSet::new(),
+        };
+        for c in tx.clients()? {
+            taken.plan.insert(&c.assignment)?;
+            taken.owners.insert(c.assignment.prefix(), c.id.clone());
+            if let Some(p) = c.port {
+                taken.ports.insert(p);
+            }
+            taken.ids.insert(c.id);
+        }
+        Ok(taken)
+    }
+
+    fn reserve<'a>(&self, taken: &mut Taken, req: &'a NewClient) -> Result<Reserved<'a>> {
+        if taken.ids.contains(&req.id) {
+            return Err(Error::ClientExists {
+                id: req.id.to_string(),
+            });
+        }
+        let assignment = match req.prefix {
+            Some(p) => taken.plan.request(req.kind, p).map_err(|e| match e {
+                Error::AlreadyAssigned { prefix, .. } => Error::AlreadyAssigned {
+                    prefix,
+                    owner: taken.owners.get(&prefix).map(ToString::to_string),
+                },
+                other => other,
+            })?,
+            None => taken.plan.allocate(req.kind)?,
+        };
+        let port = match self.settings.mode {
+            ServerMode::Shared => None,
+            ServerMode::PerClient => {
+                let first = self.settings.port;
+                let p = (first..=u16::MAX)
+                    .find(|p| !taken.ports.contains(p))
+                    .ok_or(Error::PortsExhausted { first })?;
+                taken.ports.insert(p);
+                Some(p)
+            }
+        };
+        taken.owners.insert(assignment.prefix(), req.id.clone());
+        taken.ids.insert(req.id.clone());
+        Ok(Reserved {
+            req,
+            assignment,
+            port,
+        })
+    }
+
+    fn issue(&self, r: &Reserved<'_>) -> Result<CertRecord> {
+        let days = self.settings.validity.client_days;
+        let (certificate, key_pem) = match &r.req.csr {
+            Some(csr) => (self.ca.sign_client_csr(&r.req.id, csr, days)?, None),
+            None => {
+                let issued = self
+                    .ca
+                    .issue_client(&r.req.id, self.settings.key_type, days)?;
+                (issued.certificate, Some(issued.key.to_pem().to_owned()))
+            }
+        };
+        Ok(CertRecord {
+            serial: certificate.serial().clone(),
+            client_id: r.req.id.clone(),
+            not_after: certificate.info().not_after,
+            pem: certificate.pem().to_owned(),
+            key_pem,
+            state: CertState::Current,
+            revoked: None,
+        })
+    }
+
+    fn record(
+        &self,
+        tx: &mut dyn Transaction,
+        r: &Reserved<'_>,
+        cert: CertRecord,
+    ) -> Result<Client> {
+        let rec = ClientRecord {
+            id: r.req.id.clone(),
+            os: r.req.os,
+            assignment: r.assignment,
+            port: r.port,
+            state: ClientState::Active,
+            email: r.req.email.clone(),
+            name: r.req.name.clone(),
+            created_at: OffsetDateTime::now_utc(),
+            revoked_at: None,
+        };
+        tx.insert_client(&rec)?;
+        tx.insert_certificate(&cert)?;
+        Ok(to_client(rec, &cert))
+    }
+
+    /// One client.
+    pub fn client(&self, id: &ClientId) -> Result<Client> {
+        let mut out = None;
+        self.store.read(&mut |tx| {
+            out = Some(load_client(tx, id)?);
+            Ok(())
+        })?;
+        out.ok_or_else(|| unreachable_err("client"))
+    }
+
+    /// Every client, in ID order.
+    pub fn clients(&self) -> Result<Vec<Client>> {
+        let mut out = Vec::new();
+        self.store.read(&mut |tx| {
+            out.clear();
+            for rec in tx.clients()? {
+                let cert = tx
+                    .latest_certificate(&rec.id)?
+                    .ok_or_else(|| missing_cert(&rec.id))?;
+                out.push(to_client(rec, &cert));
+            }
+            Ok(())
+        })?;
+        Ok(out)
+    }
+
+    /// A client's current certificate and, unless it sent a CSR, its key.
+    pub fn client_credentials(&self, id: &ClientId) -> Result<ClientCredentials> {
+        let mut out = None;
+        self.store.read(&mut |tx| {
+            if tx.client(id)?.is_none() {
+                return Err(Error::UnknownClient { id: id.to_string() });
+            }
+            let cert = tx.latest_certificate(id)?.ok_or_else(|| missing_cert(id))?;
+            out = Some(ClientCredentials {
+                certificate: Certificate::from_pem(&cert.pem)?,
+                key: cert
+                    .key_pem
+                    .as_deref()
+                    .map(PrivateKey::from_pem)
+                    .transpose()?,
+            });
+            Ok(())
+        })?;
+        out.ok_or_else(|| unreachable_err("client_credentials"))
+    }
+
+    /// Revokes a client: its certificate goes on the CRL (which is rewritten)
+    /// and it is marked revoked. Its assignment stays reserved for it until
+    /// [`purge`](Self::purge).
+    pub fn revoke(&self, id: &ClientId, reason: RevocationReason) -> Result<Client> {
+        let mut out = None;
+        self.store.write(&mut |tx| {
+            let client = load_client(tx, id)?;
+            if client.state == ClientState::Revoked {
+                return Err(Error::ClientState {
+                    id: id.to_string(),
+                    state: client.state,
+                    action: "revoke",
+                });
+            }
+            let now = OffsetDateTime::now_utc();
+            tx.revoke_certificate(&client.serial, now, reason)?;
+            tx.set_client_state(id, ClientState::Revoked, Some(now))?;
+            self.write_crl(tx)?;
+            out = Some(load_client(tx, id)?);
+            Ok(())
+        })?;
+        out.ok_or_else(|| unreachable_err("revoke"))
+    }
+
+    /// Gives an active client a new key and certificate (or, with `csr`, a
+    /// certificate for its new request); the assignment and port stay. The
+    /// old certificate is revoked as superseded.
+    pub fn renew(&self, id: &ClientId, csr: Option<&str>) -> Result<Client> {
+        let mut out = None;
+        self.store.write(&mut |tx| {
+            let client = load_client(tx, id)?;
+            if client.state == ClientState::Revoked {
+                return Err(Error::ClientState {
+                    id: id.to_string(),
+                    state: client.state,
+                    action: "renew",
+                });
+            }
+            if !client.has_key && csr.is_none() {
+                return Err(Error::CsrRequired { id: id.to_string() });
+            }
+            let mut req = NewClient::new(id.clone(), client.kind);
+            req.csr = csr.map(str::to_owned);
+            let reserved = Reserved {
+                req: &req,
+                assignment: client.assignment,
+                port: client.port,
+            };
+            let cert = self.issue(&reserved)?;
+            tx.revoke_certificate(
+                &client.serial,
+                OffsetDateTime::now_utc(),
+                RevocationReason::Superseded,
+            )?;
+            tx.insert_certificate(&cert)?;
+            self.write_crl(tx)?;
+            out = Some(load_client(tx, id)?);
+            Ok(())
+        })?;
+        out.ok_or_else(|| unreachable_err("renew"))
+    }
+
+    /// Removes a revoked client, freeing its assignment and port. Its
+    /// certificates stay on the CRL until they expire.
+    pub fn purge(&self, id: &ClientId) -> Result<Client> {
+        let mut out = None;
+        self.store.write(&mut |tx| {
+            let client = load_client(tx, id)?;
+            if client.state != ClientState::Revoked {
+                return Err(Error::ClientState {
+                    id: id.to_string(),
+                    state: client.state,
+                    action: "purge",
+                });
+            }
+            tx.delete_client(id)?;
+            out = Some(client);
+            Ok(())
+        })?;
+        out.ok_or_else(|| unreachable_err("purge"))
+    }
+
+    /// The CRL as it is on disk.
+    pub fn crl(&self) -> Result<Crl> {
+        Crl::from_pem(&fsutil::read_to_string(&self.paths.crl)?)
+    }
+
+    /// Signs a fresh CRL (next number, new nextUpdate) and writes it.
+    pub fn refresh_crl(&self) -> Result<Crl> {
+        let mut out = None;
+        self.store.write(&mut |tx| {
+            out = Some(self.write_crl(tx)?);
+            Ok(())
+        })?;
+        out.ok_or_else(|| unreachable_err("refresh_crl"))
+    }
+
+    /// Signs a CRL inside a transaction and writes it; if the transaction
+    /// fails after this, the CRL lists at most a serial that is revoked
+    /// again on the next try.
+    fn write_crl(&self, tx: &mut dyn Transaction) -> Result<Crl> {
+        let number = tx.next_crl_number()?;
+        let revoked = tx.revoked_certificates()?;
+        let crl = self
+            .ca
+            .crl(&revoked, number, self.settings.validity.crl_days)?;
+        fsutil::write_public(&self.paths.crl, crl.pem().as_bytes())?;
+        Ok(crl)
+    }
+}
+
+fn mkdir(path: &Path, mode: u32) -> Result<()> {
+    fs::DirBuilder::new()
+        .mode(mode)
+        .create(path)
+        .map_err(|e| Error::io(path, e))?;
+    fs::set_permissions(path, fs::Permissions::from_mode(mode)).map_err(|e| Error::io(path, e))
+}
+
+fn load_client(tx: &mut dyn Transaction, id: &ClientId) -> Result<Client> {
+    let rec = tx
+        .client(id)?
+        .ok_or_else(|| Error::UnknownClient { id: id.to_string() })?;
+    let cert = tx.latest_certificate(id)?.ok_or_else(|| missing_cert(id))?;
+    Ok(to_client(rec, &cert))
+}
+
+fn to_client(rec: ClientRecord, cert: &CertRecord) -> Client {
+    Client {
+        kind: rec.assignment.kind(),
+        id: rec.id,
+        os: rec.os,
+        assignment: rec.assignment,
+        port: rec.port,
+        serial: cert.serial.clone(),
+        state: rec.state,
+        email: rec.email,
+        name: rec.name,
+        created_at: rec.created_at,
+        revoked_at: rec.revoked_at,
+        not_after: cert.not_after,
+        has_key: cert.key_pem.is_some(),
+    }
+}
+
+fn missing_cert(id: &ClientId) -> Error {
+    Error::Database {
+        reason: format!("client {id} has no certificate record"),
+    }
+}
+
+fn unreachable_err(what: &str) -> Error {
+    Error::Database {
+        reason: format!("{what}: the transaction produced no result"),
+    }
+}

@@ -1,0 +1,367 @@
+//! The broker's settings: a commented TOML file in the broker directory.
+
+use std::fmt;
+use std::net::IpAddr;
+use std::str::FromStr;
+
+use serde::{Deserialize, Serialize};
+
+use crate::error::{Error, Result, shown};
+use crate::pki::{KeyType, Subject, Validity};
+use crate::plan::Pool;
+
+/// How the broker runs OpenVPN (DESIGN.md §3).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Default, Serialize, Deserialize)]
+#[serde(rename_all = "kebab-case")]
+pub enum ServerMode {
+    /// One OpenVPN server instance per client, each on its own UDP port (JOIN's design).
+    #[default]
+    PerClient,
+    /// One OpenVPN server for all clients, with client-config-dir entries.
+    Shared,
+}
+
+impl ServerMode {
+    /// The words `FromStr` accepts.
+    pub const CHOICES: &'static str = "per-client, shared";
+}
+
+impl fmt::Display for ServerMode {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(match self {
+            ServerMode::PerClient => "per-client",
+            ServerMode::Shared => "shared",
+        })
+    }
+}
+
+impl FromStr for ServerMode {
+    type Err = Error;
+    fn from_str(s: &str) -> Result<Self> {
+        match s.trim().to_ascii_lowercase().as_str() {
+            "per-client" | "perclient" | "per_client" => Ok(ServerMode::PerClient),
+            "shared" => Ok(ServerMode::Shared),
+            _ => Err(Error::InvalidChoice {
+                what: "server mode",
+                input: shown(s),
+                expected: ServerMode::CHOICES,
+            }),
+        }
+    }
+}
+
+/// The host name or address clients connect to, checked so that it can be
+/// written into configurations safely.
+///
+/// ```
+/// use tunnelbroker_core::Endpoint;
+/// assert!("vpn.example.net".parse::<Endpoint>().is_ok());
+/// assert!("198.18.0.1".parse::<Endpoint>().is_ok());
+/// assert!("vpn.example.net; rm -rf /".parse::<Endpoint>().is_err());
+/// assert!("".parse::<Endpoint>().is_err());
+/// # Ok::<(), tunnelbroker_core::Error>(())
+/// ```
+#[derive(Debug, Clone, PartialEq, Eq, Hash, Serialize, Deserialize)]
+#[serde(try_from = "String", into = "String")]
+pub struct Endpoint(String);
+
+impl Endpoint {
+    /// The host as text.
+    pub fn as_str(&self) -> &str {
+        &self.0
+    }
+}
+
+impl FromStr for Endpoint {
+    type Err = Error;
+    fn from_str(s: &str) -> Result<Self> {
+        let bad = |reason: &str| Error::InvalidField {
+            field: "endpoint",
+            input: shown(s),
+            reason: reason.into(),
+        };
+        if s.parse::<IpAddr>().is_ok() {
+            return Ok(Endpoint(s.to_owned()));
+        }
+        if s.is_empty() {
+            return Err(bad("empty; expected a host name or IP address"));
+        }
+        if s.len() > 253 {
+            return Err(bad("a host name has at most 253 characters"));
+        }
+        for label in s.trim_end_matches('.').split('.') {
+            let ok = !label.is_empty()
+                && label.len() <= 63
+                && label
+                    .bytes()
+                    .all(|b| b.is_ascii_alphanumeric() || b == b'-')
+                && !label.starts_with('-')
+                && !label.ends_with('-');
+            if !ok {
+                return Err(bad(
+                    "not a host name (letters, digits and '-' in dot-separated labels) or IP address",
+                ));
+            }
+        }
+        Ok(Endpoint(s.to_owned()))
+    }
+}
+
+impl fmt::Display for Endpoint {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(&self.0)
+    }
+}
+
+impl TryFrom<String> for Endpoint {
+    type Error = Error;
+    fn try_from(s: String) -> Result<Self> {
+        s.parse()
+    }
+}
+
+impl From<Endpoint> for String {
+    fn from(e: Endpoint) -> String {
+        e.0
+    }
+}
+
+/// Checks a network interface name (at most 15 characters of letters,
+/// digits, `.`, `-`, `_`; not starting with `-` or `.`).
+///
+/// ```
+/// use tunnelbroker_core::check_interface_name;
+/// assert!(check_interface_name("eth0").is_ok());
+/// assert!(check_interface_name("eth0; reboot").is_err());
+/// assert!(check_interface_name("a-very-long-interface").is_err());
+/// ```
+pub fn check_interface_name(s: &str) -> Result<()> {
+    let bad = |reason: &str| Error::InvalidField {
+        field: "interface name",
+        input: shown(s),
+        reason: reason.into(),
+    };
+    if s.is_empty() || s.len() > 15 {
+        return Err(bad("an interface name has 1 to 15 characters"));
+    }
+    if !s
+        .bytes()
+        .all(|b| b.is_ascii_alphanumeric() || matches!(b, b'.' | b'-' | b'_'))
+        || s.starts_with('-')
+        || s.starts_with('.')
+    {
+        return Err(bad("use letters, digits, '.', '-' and '_' only"));
+    }
+    Ok(())
+}
+
+/// Validity periods, in days.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct ValiditySettings {
+    /// The CA certificate (default 3650).
+    pub ca_days: u32,
+    /// Server certificates (default 730).
+    pub server_days: u32,
+    /// Client certificates (default 365).
+    pub client_days: u32,
+    /// The CRL's nextUpdate (default 30).
+    pub crl_days: u32,
+}
+
+impl Default for ValiditySettings {
+    fn default() -> Self {
+        let v = Validity::default();
+        ValiditySettings {
+            ca_days: 3650,
+            server_days: v.server_days,
+            client_days: v.client_days,
+            crl_days: v.crl_days,
+        }
+    }
+}
+
+impl ValiditySettings {
+    /// The issuing part, as the PKI takes it.
+    pub fn issuing(&self) -> Validity {
+        Validity {
+            server_days: self.server_days,
+            client_days: self.client_days,
+            crl_days: self.crl_days,
+        }
+    }
+}
+
+/// The broker's settings (`tunnelbroker.toml`).
+///
+/// ```
+/// use tunnelbroker_core::{Settings, ServerMode};
+/// let s = Settings::new("2001:db8:0:f100::/56".parse()?, "vpn.example.net".parse()?);
+/// assert_eq!(s.mode, ServerMode::PerClient);
+/// assert_eq!(s.port, 5000);
+/// let text = s.to_toml();
+/// assert_eq!(Settings::from_toml(&text)?, s);
+/// # Ok::<(), tunnelbroker_core::Error>(())
+/// ```
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+#[non_exhaustive]
+pub struct Settings {
+    /// The IPv6 pool.
+    pub pool: Pool,
+    /// The host clients connect to.
+    pub endpoint: Endpoint,
+    /// Per-client or shared server.
+    pub mode: ServerMode,
+    /// The shared server's UDP port, or the first port of per-client instances.
+    pub port: u16,
+    /// Key algorithm for new keys.
+    pub key_type: KeyType,
+    /// The LAN interface of subnet clients.
+    pub lan_interface: String,
+    /// The CA's subject.
+    pub subject: Subject,
+    /// Validity periods.
+    pub validity: ValiditySettings,
+}
+
+impl Settings {
+    /// Settings with the defaults for everything but pool and endpoint.
+    pub fn new(pool: Pool, endpoint: Endpoint) -> Self {
+        Settings {
+            pool,
+            endpoint,
+            mode: ServerMode::default(),
+            port: 5000,
+            key_type: KeyType::default(),
+            lan_interface: "eth0".into(),
+            subject: Subject::default(),
+            validity: ValiditySettings::default(),
+        }
+    }
+
+    /// Checks the fields that the type system does not.
+    pub fn validate(&self) -> Result<()> {
+        check_interface_name(&self.lan_interface)?;
+        if self.port == 0 {
+            return Err(Error::InvalidField {
+                field: "port",
+                input: "0".into(),
+                reason: "a UDP port is 1 to 65535".into(),
+            });
+        }
+        let v = &self.validity;
+        for (field, days) in [
+            ("validity.ca_days", v.ca_days),
+            ("validity.server_days", v.server_days),
+            ("validity.client_days", v.client_days),
+            ("validity.crl_days", v.crl_days),
+        ] {
+            if days == 0 || days > 36500 {
+                return Err(Error::InvalidField {
+                    field,
+                    input: days.to_string(),
+                    reason: "a validity is 1 to 36500 days".into(),
+                });
+            }
+        }
+        let s = &self.subject;
+        for (field, value) in [
+            ("subject.country", s.country.as_deref()),
+            ("subject.organization", s.organization.as_deref()),
+            (
+                "subject.organizational_unit",
+                s.organizational_unit.as_deref(),
+            ),
+            ("subject.common_name", Some(s.common_name.as_str())),
+        ] {
+            if let Some(v) = value {
+                if v.is_empty() || v.chars().count() > 64 || v.chars().any(char::is_control) {
+                    return Err(Error::InvalidField {
+                        field,
+                        input: shown(v),
+                        reason: "1 to 64 characters without control characters".into(),
+                    });
+                }
+            }
+        }
+        if let Some(c) = &s.country {
+            if c.len() != 2 || !c.bytes().all(|b| b.is_ascii_uppercase()) {
+                return Err(Error::InvalidField {
+                    field: "subject.country",
+                    input: shown(c),
+                    reason: "a two-letter upper-case country code such as DE".into(),
+                });
+            }
+        }
+        Ok(())
+    }
+
+    /// Parses and checks the TOML text.
+    pub fn from_toml(text: &str) -> Result<Self> {
+        let s: Settings = toml::from_str(text).map_err(|e| Error::InvalidSettings {
+            reason: e.message().to_string(),
+        })?;
+        s.validate()?;
+        Ok(s)
+    }
+
+    /// The settings as commented TOML.
+    pub fn to_toml(&self) -> String {
+        let q = |v: &str| toml_string(v);
+        let opt = |key: &str, v: &Option<String>| match v {
+            Some(v) => format!("{key} = {}\n", q(v)),
+            None => format!("# {key} = \"\"\n"),
+        };
+        let s = &self.subject;
+        let v = &self.validity;
+        format!(
+            "# tunnelbroker settings. The pool and the mode shape every client's\n\
+             # assignment and configuration: change them only on a broker without clients.\n\
+             \n\
+             # The IPv6 pool clients get their assignments from (/48 to /62).\n\
+             pool = {pool}\n\
+             # Host name or address that clients connect to.\n\
+             endpoint = {endpoint}\n\
+             # \"per-client\": one OpenVPN instance per client, each on its own UDP port;\n\
+             # \"shared\": one OpenVPN server for all clients (client-config-dir).\n\
+             mode = {mode}\n\
+             # UDP port of the shared server, or the first port of per-client instances.\n\
+             port = {port}\n\
+             # Key algorithm for new keys: p256, p384, ed25519, rsa2048, rsa3072, rsa4096.\n\
+             key_type = {key_type}\n\
+             # LAN interface on which subnet clients put PREFIX::1/64.\n\
+             lan_interface = {lan}\n\
+             \n\
+             # Subject of the CA certificate.\n\
+             [subject]\n\
+             {country}{org}{unit}common_name = {cn}\n\
+             \n\
+             # Validity periods in days; crl_days is how far ahead a CRL's nextUpdate lies.\n\
+             [validity]\n\
+             ca_days = {ca}\n\
+             server_days = {server}\n\
+             client_days = {client}\n\
+             crl_days = {crl}\n",
+            pool = q(&self.pool.to_string()),
+            endpoint = q(self.endpoint.as_str()),
+            mode = q(&self.mode.to_string()),
+            port = self.port,
+            key_type = q(&self.key_type.to_string()),
+            lan = q(&self.lan_interface),
+            country = opt("country", &s.country),
+            org = opt("organization", &s.organization),
+            unit = opt("organizational_unit", &s.organizational_unit),
+            cn = q(&s.common_name),
+            ca = v.ca_days,
+            server = v.server_days,
+            client = v.client_days,
+            crl = v.crl_days,
+        )
+    }
+}
+
+/// A TOML basic string with everything escaped.
+fn toml_string(v: &str) -> String {
+    toml::Value::String(v.to_owned()).to_string()
+}

@@ -1,0 +1,592 @@
+//! The CA: generate or import, issue, verify, sign CRLs.
+
+use std::fmt;
+use std::sync::Arc;
+
+use rcgen::{
+    BasicConstraints, CertificateParams, CertificateRevocationListParams, DistinguishedName,
+    DnType, DnValue, ExtendedKeyUsagePurpose, IsCa, Issuer, KeyIdMethod, KeyPair, KeyUsagePurpose,
+    RevokedCertParams, SerialNumber,
+};
+use serde::{Deserialize, Serialize};
+use time::OffsetDateTime;
+use x509_parser::certification_request::X509CertificationRequest;
+use x509_parser::extensions::ParsedExtension;
+use x509_parser::prelude::FromDer;
+use x509_parser::public_key::PublicKey;
+
+use super::{
+    Certificate, Crl, Issued, KeyType, PrivateKey, RevocationReason, RevokedCert, Serial,
+    days_from, pem_blocks, pki_err, rfc3339, validity_window,
+};
+use crate::client_id::ClientId;
+use crate::error::{Error, Result, shown};
+
+/// Distinguished-name fields of the CA (and defaults for other certificates).
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Subject {
+    /// Two-letter country code, if any.
+    pub country: Option<String>,
+    /// Organisation.
+    pub organization: Option<String>,
+    /// Organisational unit.
+    pub organizational_unit: Option<String>,
+    /// Common name.
+    pub common_name: String,
+}
+
+impl Default for Subject {
+    fn default() -> Self {
+        Subject {
+            country: None,
+            organization: Some("tunnelbroker".into()),
+            organizational_unit: None,
+            common_name: "tunnelbroker CA".into(),
+        }
+    }
+}
+
+/// How to make a CA.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct CaParams {
+    /// Key algorithm.
+    pub key_type: KeyType,
+    /// Subject.
+    pub subject: Subject,
+    /// Validity in days (default 3650).
+    pub validity_days: u32,
+}
+
+impl Default for CaParams {
+    fn default() -> Self {
+        CaParams {
+            key_type: KeyType::P256,
+            subject: Subject::default(),
+            validity_days: 3650,
+        }
+    }
+}
+
+/// Longest value of a name field (RFC 5280 upper bounds: ub-common-name and
+/// friends are 64).
+const MAX_NAME: usize = 64;
+
+fn check_name_field(field: &'static str, value: &str) -> Result<()> {
+    let bad = |reason| Error::InvalidSubject {
+        field,
+        input: shown(value),
+        reason,
+    };
+    if value.trim().is_empty() {
+        return Err(bad("it is empty"));
+    }
+    if value.trim() != value {
+        return Err(bad("it starts or ends with white space"));
+    }
+    if value.chars().count() > MAX_NAME {
+        return Err(bad("it is longer than 64 characters"));
+    }
+    if value.chars().any(char::is_control) {
+        return Err(bad("it contains control characters"));
+    }
+    Ok(())
+}
+
+impl Subject {
+    /// Checks every field: none empty or longer than 64 characters, no
+    /// control characters, the country two upper-case letters (ISO 3166).
+    ///
+    /// ```
+    /// use tunnelbroker_core::Subject;
+    /// let mut s = Subject::default();
+    /// s.validate()?;
+    /// s.country = Some("Germany".into());
+    /// assert!(s.validate().is_err());
+    /// # Ok::<(), tunnelbroker_core::Error>(())
+    /// ```
+    pub fn validate(&self) -> Result<()> {
+        if let Some(c) = &self.country
+            && (c.len() != 2 || !c.bytes().all(|b| b.is_ascii_uppercase()))
+        {
+            return Err(Error::InvalidSubject {
+                field: "country",
+                input: shown(c),
+                reason: "expected two upper-case letters (ISO 3166), such as DE",
+            });
+        }
+        if let Some(o) = &self.organization {
+            check_name_field("organization", o)?;
+        }
+        if let Some(ou) = &self.organizational_unit {
+            check_name_field("organizational unit", ou)?;
+        }
+        check_name_field("common name", &self.common_name)
+    }
+
+    fn distinguished_name(&self) -> Result<DistinguishedName> {
+        self.validate()?;
+        let mut dn = DistinguishedName::new();
+        if let Some(c) = &self.country {
+            let printable = rcgen::string::PrintableString::try_from(c.as_str())
+                .map_err(|e| pki_err("encoding the country", e))?;
+            dn.push(DnType::CountryName, DnValue::PrintableString(printable));
+        }
+        if let Some(o) = &self.organization {
+            dn.push(DnType::OrganizationName, o.as_str());
+        }
+        if let Some(ou) = &self.organizational_unit {
+            dn.push(DnType::OrganizationalUnitName, ou.as_str());
+        }
+        dn.push(DnType::CommonName, self.common_name.as_str());
+        Ok(dn)
+    }
+}
+
+/// Validity and CRL settings for issuing.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Validity {
+    /// Server certificates, days (default 730).
+    pub server_days: u32,
+    /// Client certificates, days (default 365).
+    pub client_days: u32,
+    /// CRL nextUpdate, days from now (default 30).
+    pub crl_days: u32,
+}
+
+impl Default for Validity {
+    fn default() -> Self {
+        Validity {
+            server_days: 730,
+            client_days: 365,
+            crl_days: 30,
+        }
+    }
+}
+
+/// The broker's certificate authority: its certificate and key.
+#[derive(Clone)]
+pub struct Ca {
+    certificate: Certificate,
+    key: PrivateKey,
+    signer: Arc<Signer>,
+}
+
+/// What signing needs, prepared once: the issuer (name, key identifier, key)
+/// and the CA's Subject Key Identifier for CRLs.
+struct Signer {
+    issuer: Issuer<'static, KeyPair>,
+    ski: Option<Vec<u8>>,
+}
+
+impl fmt::Debug for Ca {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("Ca")
+            .field("common_name", &self.certificate.info().common_name)
+            .field("serial", self.certificate.serial())
+            .field("key", &self.key)
+            .finish_non_exhaustive()
+    }
+}
+
+/// Which leaf to make.
+#[derive(Clone, Copy, PartialEq, Eq)]
+enum Leaf {
+    Server,
+    Client,
+}
+
+impl Ca {
+    /// Makes a new self-signed CA.
+    ///
+    /// ```
+    /// use tunnelbroker_core::{Ca, CaParams, KeyType, Purpose};
+    /// let ca = Ca::generate(&CaParams { key_type: KeyType::P384, ..CaParams::default() })?;
+    /// assert_eq!(ca.certificate().info().purpose, Purpose::Ca);
+    /// assert_eq!(ca.key().key_type(), KeyType::P384);
+    /// let bad = CaParams { validity_days: 0, ..CaParams::default() };
+    /// assert!(Ca::generate(&bad).is_err());
+    /// # Ok::<(), tunnelbroker_core::Error>(())
+    /// ```
+    pub fn generate(params: &CaParams) -> Result<Ca> {
+        let dn = params.subject.distinguished_name()?;
+        let (not_before, not_after) = validity_window("CA", params.validity_days)?;
+        let pair = params.key_type.generate_pair()?;
+        let mut cp = CertificateParams::default();
+        cp.distinguished_name = dn;
+        cp.not_before = not_before;
+        cp.not_after = not_after;
+        cp.serial_number = Some(SerialNumber::from_slice(Serial::random()?.as_bytes()));
+        cp.is_ca = IsCa::Ca(BasicConstraints::Constrained(0));
+        cp.key_usages = vec![KeyUsagePurpose::KeyCertSign, KeyUsagePurpose::CrlSign];
+        cp.key_identifier_method = KeyIdMethod::Sha256;
+        let cert = cp
+            .self_signed(&pair)
+            .map_err(|e| pki_err("signing the CA certificate", e))?;
+        let certificate = Certificate::from_der(cert.der())?;
+        let key = PrivateKey::from_pair(&pair, params.key_type);
+        Ca::assemble(certificate, key, pair)
+    }
+
+    /// Loads an existing CA; refuses a non-CA certificate, a key that does not
+    /// match it, or an expired CA.
+    ///
+    /// ```
+    /// use tunnelbroker_core::{Ca, CaParams, Error};
+    /// let ca = Ca::generate(&CaParams::default())?;
+    /// let again = Ca::from_pem(ca.certificate().pem(), ca.key().to_pem())?;
+    /// assert_eq!(again.certificate(), ca.certificate());
+    /// let other = Ca::generate(&CaParams::default())?;
+    /// let err = Ca::from_pem(ca.certificate().pem(), other.key().to_pem()).unwrap_err();
+    /// assert!(matches!(err, Error::CaKeyMismatch { .. }));
+    /// # Ok::<(), tunnelbroker_core::Error>(())
+    /// ```
+    pub fn from_pem(cert_pem: &str, key_pem: &str) -> Result<Ca> {
+        let certificate = Certificate::from_pem(cert_pem)?;
+        let cn = shown(&certificate.info().common_name);
+        {
+            let x509 = certificate.x509()?;
+            let not_a_ca = |reason| Error::NotACa {
+                common_name: cn.clone(),
+                reason,
+            };
+            match x509.basic_constraints() {
+                Ok(Some(bc)) if bc.value.ca => {}
+                Ok(_) => return Err(not_a_ca("it lacks basicConstraints CA:TRUE")),
+                Err(_) => return Err(not_a_ca("its basicConstraints extension is malformed")),
+            }
+            match x509.key_usage() {
+                Ok(None) => {}
+                Ok(Some(ku)) => {
+                    if !ku.value.key_cert_sign() {
+                        return Err(not_a_ca("its keyUsage lacks keyCertSign"));
+                    }
+                    if !ku.value.crl_sign() {
+                        return Err(not_a_ca(
+                            "its keyUsage lacks cRLSign (the broker signs CRLs with its CA)",
+                        ));
+                    }
+                }
+                Err(_) => return Err(not_a_ca("its keyUsage extension is malformed")),
+            }
+        }
+        let key = PrivateKey::from_pem(key_pem)?;
+        if !certificate.matches_key(&key) {
+            return Err(Error::CaKeyMismatch { common_name: cn });
+        }
+        let now = OffsetDateTime::now_utc();
+        let info = certificate.info();
+        if now > info.not_after {
+            return Err(Error::CaExpired {
+                common_name: cn,
+                not_after: rfc3339(info.not_after),
+            });
+        }
+        if now < info.not_before {
+            return Err(Error::CertificateNotYetValid {
+                common_name: cn,
+                not_before: rfc3339(info.not_before),
+            });
+        }
+        let pair = key.pair()?;
+        Ca::assemble(certificate, key, pair)
+    }
+
+    /// Prepares the signer: the issuer name, key usages and key identifier
+    /// come from the CA certificate itself, so that every AKI (leaves and
+    /// CRLs) equals the CA's own SKI.
+    fn assemble(certificate: Certificate, key: PrivateKey, pair: KeyPair) -> Result<Ca> {
+        let ski = {
+            let x509 = certificate.x509()?;
+            x509.iter_extensions()
+                .find_map(|ext| match ext.parsed_extension() {
+                    ParsedExtension::SubjectKeyIdentifier(id) => Some(id.0.to_vec()),
+                    _ => None,
+                })
+        };
+        let issuer = Issuer::from_ca_cert_pem(certificate.pem(), pair).map_err(|e| {
+            Error::InvalidCertificate {
+                reason: format!("cannot use it as an issuer: {e}"),
+            }
+        })?;
+        Ok(Ca {
+            certificate,
+            key,
+            signer: Arc::new(Signer { issuer, ski }),
+        })
+    }
+
+    /// The CA certificate.
+    pub fn certificate(&self) -> &Certificate {
+        &self.certificate
+    }
+
+    /// The CA key (secret).
+    pub fn key(&self) -> &PrivateKey {
+        &self.key
+    }
+
+    /// The CA's Subject Key Identifier, if its certificate has one (every
+    /// generated CA does). CRLs and leaves carry it as their AKI.
+    pub fn subject_key_id(&self) -> Option<&[u8]> {
+        self.signer.ski.as_deref()
+    }
+
+    /// Leaf parameters: CN only, CA:FALSE, key usage fitting the key, one
+    /// EKU, AKI, a fresh random serial.
+    fn leaf_params(&self, cn: &str, leaf: Leaf, rsa: bool, days: u32) -> Result<CertificateParams> {
+        let what = match leaf {
+            Leaf::Server => "server certificate",
+            Leaf::Client => "client certificate",
+        };
+        let (not_before, not_after) = validity_window(what, days)?;
+        let mut cp = CertificateParams::default();
+        let mut dn = DistinguishedName::new();
+        dn.push(DnType::CommonName, cn);
+        cp.distinguished_name = dn;
+        cp.not_before = not_before;
+        cp.not_after = not_after;
+        cp.serial_number = Some(SerialNumber::from_slice(Serial::random()?.as_bytes()));
+        cp.is_ca = IsCa::ExplicitNoCa;
+        cp.key_usages = if rsa {
+            vec![
+                KeyUsagePurpose::DigitalSignature,
+                KeyUsagePurpose::KeyEncipherment,
+            ]
+        } else {
+            vec![KeyUsagePurpose::DigitalSignature]
+        };
+        cp.extended_key_usages = vec![match leaf {
+            Leaf::Server => ExtendedKeyUsagePurpose::ServerAuth,
+            Leaf::Client => ExtendedKeyUsagePurpose::ClientAuth,
+        }];
+        cp.use_authority_key_identifier_extension = true;
+        cp.key_identifier_method = KeyIdMethod::Sha256;
+        Ok(cp)
+    }
+
+    fn issue(&self, cn: &str, leaf: Leaf, key_type: KeyType, days: u32) -> Result<Issued> {
+        let cp = self.leaf_params(cn, leaf, key_type.is_rsa(), days)?;
+        let pair = key_type.generate_pair()?;
+        let cert = cp
+            .signed_by(&pair, &self.signer.issuer)
+            .map_err(|e| pki_err("signing a certificate", e))?;
+        Ok(Issued {
+            certificate: Certificate::from_der(cert.der())?,
+            key: PrivateKey::from_pair(&pair, key_type),
+        })
+    }
+
+    /// Issues a server certificate (EKU serverAuth).
+    ///
+    /// ```
+    /// use tunnelbroker_core::{Ca, CaParams, KeyType, Purpose};
+    /// let ca = Ca::generate(&CaParams::default())?;
+    /// let server = ca.issue_server("vpn.example.net", KeyType::P256, 730)?;
+    /// assert_eq!(server.certificate.info().purpose, Purpose::Server);
+    /// assert!(ca.issue_server("", KeyType::P256, 730).is_err());
+    /// # Ok::<(), tunnelbroker_core::Error>(())
+    /// ```
+    pub fn issue_server(&self, common_name: &str, key_type: KeyType, days: u32) -> Result<Issued> {
+        check_name_field("common name", common_name)?;
+        self.issue(common_name, Leaf::Server, key_type, days)
+    }
+
+    /// Issues a client certificate (EKU clientAuth, CN = client ID) with a new key.
+    ///
+    /// Renewing is issuing again: a new key and serial, the same CN.
+    pub fn issue_client(&self, id: &ClientId, key_type: KeyType, days: u32) -> Result<Issued> {
+        self.issue(id.as_str(), Leaf::Client, key_type, days)
+    }
+
+    /// Issues a client certificate (CN = `id`) for a PEM CSR made by the
+    /// client; refuses a CSR whose signature does not verify.
+    ///
+    /// Only the request's public key is used: its subject and requested
+    /// extensions are ignored, the CN is forced to `id` and the EKU to
+    /// clientAuth.
+    pub fn sign_client_csr(&self, id: &ClientId, csr_pem: &str, days: u32) -> Result<Certificate> {
+        let invalid = |reason: String| Error::InvalidCsr { reason };
+        let blocks = pem_blocks(csr_pem, "certificate request").map_err(invalid)?;
+        let mut csrs = blocks
+            .iter()
+            .filter(|b| matches!(b.tag(), "CERTIFICATE REQUEST" | "NEW CERTIFICATE REQUEST"));
+        let der = match (csrs.next(), csrs.next()) {
+            (Some(b), None) => b.contents(),
+            (None, _) => return Err(invalid("no CERTIFICATE REQUEST block found".into())),
+            (Some(_), Some(_)) => return Err(invalid("more than one request in the text".into())),
+        };
+        let (rest, csr) = X509CertificationRequest::from_der(der)
+            .map_err(|e| invalid(format!("not a PKCS#10 request: {e}")))?;
+        if !rest.is_empty() {
+            return Err(invalid("trailing bytes after the request".into()));
+        }
+        csr.verify_signature()
+            .map_err(|_| Error::CsrSignatureInvalid)?;
+        let spki = &csr.certification_request_info.subject_pki;
+        let rsa = match spki.parsed() {
+            Ok(PublicKey::RSA(rsa)) => {
+                KeyType::rsa_of_bits(rsa.key_size())?;
+                true
+            }
+            Ok(PublicKey::EC(_)) => {
+                let curve = spki
+                    .algorithm
+                    .parameters
+                    .as_ref()
+                    .and_then(|p| p.as_oid().ok());
+                let ok = curve.is_some_and(|c| {
+                    c == x509_parser::oid_registry::OID_EC_P256
+                        || c == x509_parser::oid_registry::OID_NIST_EC_P384
+                });
+                if !ok {
+                    return Err(Error::UnsupportedKey {
+                        reason: "an EC key on a curve other than P-256 or P-384".into(),
+                    });
+                }
+                false
+            }
+            _ if spki.algorithm.algorithm == x509_parser::oid_registry::OID_SIG_ED25519 => false,
+            _ => {
+                return Err(Error::UnsupportedKey {
+                    reason: format!("a request for a key of type {}", spki.algorithm.algorithm),
+                });
+            }
+        };
+        let public =
+            rcgen::SubjectPublicKeyInfo::from_der(spki.raw).map_err(|_| Error::UnsupportedKey {
+                reason: "a request whose public key rcgen cannot use".into(),
+            })?;
+        let cp = self.leaf_params(id.as_str(), Leaf::Client, rsa, days)?;
+        let cert = cp
+            .signed_by(&public, &self.signer.issuer)
+            .map_err(|e| pki_err("signing a certificate", e))?;
+        Certificate::from_der(cert.der())
+    }
+
+    /// Checks that `cert` was signed by this CA and is within validity now.
+    ///
+    /// ```
+    /// use tunnelbroker_core::{Ca, CaParams, ClientId, Error, KeyType};
+    /// let ca = Ca::generate(&CaParams::default())?;
+    /// let other = Ca::generate(&CaParams::default())?;
+    /// let id: ClientId = "carol".parse()?;
+    /// let theirs = other.issue_client(&id, KeyType::P256, 10)?;
+    /// let err = ca.verify(&theirs.certificate).unwrap_err();
+    /// assert!(matches!(err, Error::NotIssuedByCa { .. }));
+    /// # Ok::<(), tunnelbroker_core::Error>(())
+    /// ```
+    pub fn verify(&self, cert: &Certificate) -> Result<()> {
+        let cn = shown(&cert.info().common_name);
+        let ca = self.certificate.x509()?;
+        let x509 = cert.x509()?;
+        let not_ours = |reason: String| Error::NotIssuedByCa {
+            common_name: cn.clone(),
+            reason,
+        };
+        if x509.issuer().as_raw() != ca.subject().as_raw()
+            && x509.issuer().to_string() != ca.subject().to_string()
+        {
+            return Err(not_ours(format!(
+                "its issuer is {}, this CA is {}",
+                shown(&x509.issuer().to_string()),
+                shown(&ca.subject().to_string())
+            )));
+        }
+        x509.verify_signature(Some(ca.public_key()))
+            .map_err(|_| not_ours("its signature does not verify with this CA's key".into()))?;
+        let now = OffsetDateTime::now_utc();
+        let info = cert.info();
+        if now < info.not_before {
+            return Err(Error::CertificateNotYetValid {
+                common_name: cn,
+                not_before: rfc3339(info.not_before),
+            });
+        }
+        if now > info.not_after {
+            return Err(Error::CertificateExpired {
+                common_name: cn,
+                not_after: rfc3339(info.not_after),
+            });
+        }
+        Ok(())
+    }
+
+    /// Signs a CRL with number `number` listing the unexpired entries.
+    ///
+    /// ```
+    /// use tunnelbroker_core::{Ca, CaParams, ClientId, KeyType, RevocationReason, RevokedCert};
+    /// use time::OffsetDateTime;
+    /// let ca = Ca::generate(&CaParams::default())?;
+    /// let dave = ca.issue_client(&"dave".parse::<ClientId>()?, KeyType::P256, 365)?;
+    /// let entry = RevokedCert {
+    ///     serial: dave.certificate.serial().clone(),
+    ///     revoked_at: OffsetDateTime::now_utc(),
+    ///     reason: RevocationReason::KeyCompromise,
+    ///     not_after: dave.certificate.info().not_after,
+    /// };
+    /// let crl = ca.crl(&[entry], 7, 30)?;
+    /// assert_eq!(crl.number(), 7);
+    /// assert_eq!(crl.revoked_serials(), vec![dave.certificate.serial().clone()]);
+    /// ca.check_crl(&crl)?;
+    /// # Ok::<(), tunnelbroker_core::Error>(())
+    /// ```
+    pub fn crl(&self, revoked: &[RevokedCert], number: u64, next_update_days: u32) -> Result<Crl> {
+        let now = OffsetDateTime::now_utc();
+        let next_update = days_from(now, "crl", next_update_days)?;
+        let mut seen = std::collections::HashSet::new();
+        let revoked_certs = revoked
+            .iter()
+            .filter(|r| r.not_after > now && seen.insert(r.serial.clone()))
+            .map(|r| RevokedCertParams {
+                serial_number: SerialNumber::from_slice(r.serial.as_bytes()),
+                revocation_time: r.revoked_at,
+                reason_code: Some(reason_code(r.reason)),
+                invalidity_date: None,
+            })
+            .collect();
+        let number_bytes = number.to_be_bytes();
+        let params = CertificateRevocationListParams {
+            this_update: now,
+            next_update,
+            crl_number: SerialNumber::from_slice(Serial::from_be(&number_bytes).as_bytes()),
+            issuing_distribution_point: None,
+            revoked_certs,
+            // The CA certificate's own SKI, never one recomputed from the key:
+            // an imported CA may use another method, and OpenVPN ignores a CRL
+            // whose AKI does not match (DESIGN.md §6).
+            key_identifier_method: match &self.signer.ski {
+                Some(ski) => KeyIdMethod::PreSpecified(ski.clone()),
+                None => KeyIdMethod::Sha256,
+            },
+        };
+        let crl = params
+            .signed_by(&self.signer.issuer)
+            .map_err(|e| pki_err("signing the crl", e))?;
+        Crl::from_der(crl.der())
+    }
+
+    /// Checks that `crl` was signed by this CA and that its Authority Key
+    /// Identifier equals this CA's Subject Key Identifier (OpenVPN ignores
+    /// the CRL otherwise).
+    pub fn check_crl(&self, crl: &Crl) -> Result<()> {
+        let ca = self.certificate.x509()?;
+        crl.verify_signature(ca.public_key())
+            .map_err(|reason| Error::CrlNotFromCa { reason })?;
+        match (crl.authority_key_id(), self.subject_key_id()) {
+            (Some(aki), Some(ski)) if aki != ski => Err(Error::CrlNotFromCa {
+                reason: "its authority key identifier differs from the CA's subject key identifier; OpenVPN would ignore it".into(),
+            }),
+            _ => Ok(()),
+        }
+    }
+}
+
+fn reason_code(r: RevocationReason) -> rcgen::RevocationReason {
+    match r {
+        RevocationReason::Unspecified => rcgen::RevocationReason::Unspecified,
+        RevocationReason::KeyCompromise => rcgen::RevocationReason::KeyCompromise,
+        RevocationReason::AffiliationChanged => rcgen::RevocationReason::AffiliationChanged,
+        RevocationReason::Superseded => rcgen::RevocationReason::Superseded,
+        RevocationReason::CessationOfOperation => rcgen::RevocationReason::CessationOfOperation,
+    }
+}

@@ -1,0 +1,115 @@
+//! The client database: client records and certificate records behind a
+//! small storage trait.
+//!
+//! [`Store`] is what the broker needs from a database: one write
+//! transaction at a time in which everything happens or nothing does. The
+//! embedded default is SQLite ([`SqliteStore`]); a PostgreSQL store for
+//! brokers that run several servers implements the same two traits.
+
+mod sqlite;
+
+pub use sqlite::SqliteStore;
+
+use time::OffsetDateTime;
+
+use crate::broker::{ClientOs, ClientState};
+use crate::client_id::ClientId;
+use crate::error::Result;
+use crate::pki::{RevocationReason, RevokedCert, Serial};
+use crate::plan::Assignment;
+
+/// A client row.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ClientRecord {
+    /// The ID.
+    pub id: ClientId,
+    /// The OS.
+    pub os: ClientOs,
+    /// The assignment (its kind is the client's kind).
+    pub assignment: Assignment,
+    /// The UDP port (per-client mode).
+    pub port: Option<u16>,
+    /// Active or revoked.
+    pub state: ClientState,
+    /// Contact e-mail.
+    pub email: Option<String>,
+    /// Contact name.
+    pub name: Option<String>,
+    /// Subscription time.
+    pub created_at: OffsetDateTime,
+    /// Revocation time.
+    pub revoked_at: Option<OffsetDateTime>,
+}
+
+/// The state of a certificate record.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum CertState {
+    /// The client's current certificate.
+    Current,
+    /// Revoked (by `revoke`, or superseded by `renew`).
+    Revoked,
+}
+
+/// A certificate row: every certificate the CA issued to a client.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct CertRecord {
+    /// Serial, unique in the CA.
+    pub serial: Serial,
+    /// The client it was issued to.
+    pub client_id: ClientId,
+    /// The certificate, PEM.
+    pub pem: String,
+    /// The private key, PEM; `None` when the client sent a CSR.
+    pub key_pem: Option<String>,
+    /// End of validity.
+    pub not_after: OffsetDateTime,
+    /// Current or revoked.
+    pub state: CertState,
+    /// When and why it was revoked.
+    pub revoked: Option<(OffsetDateTime, RevocationReason)>,
+}
+
+/// What one write transaction can do. Everything done through one
+/// `Transaction` is committed together or not at all.
+pub trait Transaction {
+    /// All client rows, in ID order.
+    fn clients(&mut self) -> Result<Vec<ClientRecord>>;
+    /// One client row.
+    fn client(&mut self, id: &ClientId) -> Result<Option<ClientRecord>>;
+    /// Adds a client row (the ID, the assignment and the port must be unused).
+    fn insert_client(&mut self, c: &ClientRecord) -> Result<()>;
+    /// Changes a client's state.
+    fn set_client_state(
+        &mut self,
+        id: &ClientId,
+        state: ClientState,
+        at: Option<OffsetDateTime>,
+    ) -> Result<()>;
+    /// Deletes a client row (its certificate rows stay, for the CRL).
+    fn delete_client(&mut self, id: &ClientId) -> Result<()>;
+    /// Adds a certificate row (the serial must be unused).
+    fn insert_certificate(&mut self, c: &CertRecord) -> Result<()>;
+    /// The certificate issued last to a client (current, or revoked with it).
+    fn latest_certificate(&mut self, id: &ClientId) -> Result<Option<CertRecord>>;
+    /// Marks a certificate revoked.
+    fn revoke_certificate(
+        &mut self,
+        serial: &Serial,
+        at: OffsetDateTime,
+        reason: RevocationReason,
+    ) -> Result<()>;
+    /// Every revoked certificate, for the CRL.
+    fn revoked_certificates(&mut self) -> Result<Vec<RevokedCert>>;
+    /// Increments and returns the CRL number.
+    fn next_crl_number(&mut self) -> Result<u64>;
+}
+
+/// A client database.
+pub trait Store: Send + Sync {
+    /// Runs `f` in one write transaction, which is committed when `f`
+    /// returns `Ok` and rolled back otherwise. Writers are serialised, also
+    /// across processes.
+    fn write(&self, f: &mut dyn FnMut(&mut dyn Transaction) -> Result<()>) -> Result<()>;
+    /// Runs `f` in a read transaction: a consistent snapshot.
+    fn read(&self, f: &mut dyn FnMut(&mut dyn Transaction) -> Result<()>) -> Result<()>;
+}

@@ -1,0 +1,454 @@
+//! The embedded client database: SQLite through `rusqlite` (bundled).
+//!
+//! A versioned schema (`PRAGMA user_version`) with forward migrations, WAL
+//! mode and a busy timeout, so that several `tunnelbroker` processes can
+//! work on one broker at once: writers take the lock at the start of their
+//! transaction (`BEGIN IMMEDIATE`) and wait for each other.
+
+use std::fs::OpenOptions;
+use std::os::unix::fs::OpenOptionsExt;
+use std::path::{Path, PathBuf};
+use std::sync::Mutex;
+use std::time::Duration;
+
+use rusqlite::{Connection, OptionalExtension, TransactionBehavior, params};
+use time::OffsetDateTime;
+use time::format_description::well_known::Rfc3339;
+
+use super::{CertRecord, CertState, ClientRecord, Store, Transaction};
+use crate::broker::{ClientOs, ClientState};
+use crate::client_id::ClientId;
+use crate::error::{Error, Result};
+use crate::pki::{RevocationReason, RevokedCert, Serial};
+use crate::plan::{Assignment, ClientKind, Pool};
+
+/// The schema, one entry per version; entry `i` migrates version `i` to `i + 1`.
+const MIGRATIONS: &[&str] = &[
+    // 0 -> 1
+    "CREATE TABLE clients (
+        id          TEXT PRIMARY KEY NOT NULL,
+        kind        TEXT NOT NULL CHECK (kind IN ('hermit', 'subnet')),
+        os          TEXT NOT NULL CHECK (os IN ('linux', 'windows')),
+        prefix      TEXT NOT NULL UNIQUE,
+        port        INTEGER UNIQUE,
+        state       TEXT NOT NULL CHECK (state IN ('active', 'revoked')),
+        email       TEXT,
+        name        TEXT,
+        created_at  TEXT NOT NULL,
+        revoked_at  TEXT
+    ) STRICT;
+    CREATE TABLE certificates (
+        serial      TEXT PRIMARY KEY NOT NULL,
+        client_id   TEXT NOT NULL,
+        pem         TEXT NOT NULL,
+        key_pem     TEXT,
+        not_after   TEXT NOT NULL,
+        state       TEXT NOT NULL CHECK (state IN ('current', 'revoked')),
+        revoked_at  TEXT,
+        reason      TEXT
+    ) STRICT;
+    CREATE UNIQUE INDEX one_current_certificate
+        ON certificates (client_id) WHERE state = 'current';
+    CREATE TABLE meta (
+        key   TEXT PRIMARY KEY NOT NULL,
+        value INTEGER NOT NULL
+    ) STRICT;
+    INSERT INTO meta (key, value) VALUES ('crl_number', 0);",
+];
+
+/// The current schema version.
+pub const SCHEMA_VERSION: u32 = MIGRATIONS.len() as u32;
+
+/// The SQLite client database.
+#[derive(Debug)]
+pub struct SqliteStore {
+    conn: Mutex<Connection>,
+    pool: Pool,
+    path: PathBuf,
+}
+
+fn db_err(e: rusqlite::Error) -> Error {
+    Error::Database {
+        reason: e.to_string(),
+    }
+}
+
+fn ts(t: OffsetDateTime) -> String {
+    t.format(&Rfc3339).unwrap_or_default()
+}
+
+fn parse_ts(s: &str) -> Result<OffsetDateTime> {
+    OffsetDateTime::parse(s, &Rfc3339).map_err(|e| Error::Database {
+        reason: format!("bad time {s:?} in the database: {e}"),
+    })
+}
+
+impl SqliteStore {
+    /// Opens (creating with mode 0600 if needed) the database at `path`,
+    /// whose assignments belong to `pool`, and migrates it to the current
+    /// schema.
+    pub fn open(path: &Path, pool: Pool) -> Result<Self> {
+        // The database holds client keys: create it private before SQLite
+        // touches it (its -wal and -shm files take the same mode).
+        OpenOptions::new()
+            .write(true)
+            .create(true)
+            .truncate(false)
+            .mode(0o600)
+            .open(path)
+            .map_err(|e| Error::io(path, e))?;
+        let mut conn = Connection::open(path).map_err(db_err)?;
+        conn.busy_timeout(Duration::from_secs(60)).map_err(db_err)?;
+        conn.pragma_update(None, "journal_mode", "WAL")
+            .map_err(db_err)?;
+        conn.pragma_update(None, "synchronous", "NORMAL")
+            .map_err(db_err)?;
+        conn.pragma_update(None, "foreign_keys", "ON")
+            .map_err(db_err)?;
+        migrate(&mut conn)?;
+        Ok(SqliteStore {
+            conn: Mutex::new(conn),
+            pool,
+            path: path.to_owned(),
+        })
+    }
+
+    /// The database file.
+    pub fn path(&self) -> &Path {
+        &self.path
+    }
+
+    fn run(
+        &self,
+        behavior: TransactionBehavior,
+        f: &mut dyn FnMut(&mut dyn Transaction) -> Result<()>,
+    ) -> Result<()> {
+        let mut conn = self.conn.lock().map_err(|_| Error::Database {
+            reason: "the database connection was poisoned by an earlier panic".into(),
+        })?;
+        let tx = conn.transaction_with_behavior(behavior).map_err(db_err)?;
+        let mut t = SqliteTx {
+            tx: &tx,
+            pool: self.pool,
+        };
+        f(&mut t)?;
+        tx.commit().map_err(db_err)
+    }
+}
+
+fn migrate(conn: &mut Connection) -> Result<()> {
+    let tx = conn
+        .transaction_with_behavior(TransactionBehavior::Immediate)
+        .map_err(db_err)?;
+    let version: u32 = tx
+        .query_row("PRAGMA user_version", [], |r| r.get(0))
+        .map_err(db_err)?;
+    if version > SCHEMA_VERSION {
+        return Err(Error::Database {
+            reason: format!(
+                "the database has schema version {version}, newer than this tunnelbroker knows ({SCHEMA_VERSION}); upgrade tunnelbroker"
+            ),
+        });
+    }
+    for (v, sql) in MIGRATIONS.iter().enumerate().skip(version as usize) {
+        tx.execute_batch(sql).map_err(db_err)?;
+        tx.pragma_update(None, "user_version", v as u32 + 1)
+            .map_err(db_err)?;
+    }
+    tx.commit().map_err(db_err)
+}
+
+impl Store for SqliteStore {
+    fn write(&self, f: &mut dyn FnMut(&mut dyn Transaction) -> Result<()>) -> Result<()> {
+        self.run(TransactionBehavior::Immediate, f)
+    }
+
+    fn read(&self, f: &mut dyn FnMut(&mut dyn Transaction) -> Result<()>) -> Result<()> {
+        self.run(TransactionBehavior::Deferred, f)
+    }
+}
+
+struct SqliteTx<'a> {
+    tx: &'a rusqlite::Transaction<'a>,
+    pool: Pool,
+}
+
+const CLIENT_COLUMNS: &str =
+    "id, kind, os, prefix, port, state, email, name, created_at, revoked_at";
+
+impl SqliteTx<'_> {
+    fn client_from_row(&self, r: &rusqlite::Row<'_>) -> Result<ClientRecord> {
+        let get_s = |i: usize| -> Result<String> { r.get::<_, String>(i).map_err(db_err) };
+        let corrupt = |e: Error| Error::Database {
+            reason: format!("a client row does not parse: {e}"),
+        };
+        let id = ClientId::new(&get_s(0)?).map_err(corrupt)?;
+        let kind: ClientKind = get_s(1)?.parse().map_err(corrupt)?;
+        let os: ClientOs = get_s(2)?.parse().map_err(corrupt)?;
+        let assignment = Assignment::parse_in(&self.pool, kind, &get_s(3)?).map_err(corrupt)?;
+        let port: Option<i64> = r.get(4).map_err(db_err)?;
+        let port = match port {
+            None => None,
+            Some(p) => Some(u16::try_from(p).map_err(|_| Error::Database {
+                reason: format!("port {p} of client {id} is out of range"),
+            })?),
+        };
+        let state: ClientState = get_s(5)?.parse().map_err(corrupt)?;
+        let revoked_at: Option<String> = r.get(9).map_err(db_err)?;
+        Ok(ClientRecord {
+            id,
+            os,
+            assignment,
+            port,
+            state,
+            email: r.get(6).map_err(db_err)?,
+            name: r.get(7).map_err(db_err)?,
+            created_at: parse_ts(&get_s(8)?)?,
+            revoked_at: revoked_at.as_deref().map(parse_ts).transpose()?,
+        })
+    }
+
+    fn cert_from_row(r: &rusqlite::Row<'_>) -> Result<CertRecord> {
+        let get_s = |i: usize| -> Result<String> { r.get::<_, String>(i).map_err(db_err) };
+        let corrupt = |e: Error| Error::Database {
+            reason: format!("a certificate row does not parse: {e}"),
+        };
+        let state = match get_s(5)?.as_str() {
+            "current" => CertState::Current,
+            _ => CertState::Revoked,
+        };
+        let revoked_at: Option<String> = r.get(6).map_err(db_err)?;
+        let reason: Option<String> = r.get(7).map_err(db_err)?;
+        let revoked = match (revoked_at, reason) {
+            (Some(at), Some(reason)) => Some((parse_ts(&at)?, reason.parse().map_err(corrupt)?)),
+            _ => None,
+        };
+        Ok(CertRecord {
+            serial: get_s(0)?.parse().map_err(corrupt)?,
+            client_id: ClientId::new(&get_s(1)?).map_err(corrupt)?,
+            pem: get_s(2)?,
+            key_pem: r.get(3).map_err(db_err)?,
+            not_after: parse_ts(&get_s(4)?)?,
+            state,
+            revoked,
+        })
+    }
+}
+
+/// Turns a constraint violation into the error a person needs.
+fn insert_err(e: rusqlite::Error, c: &ClientRecord) -> Error {
+    let text = e.to_string();
+    if text.contains("clients.id") {
+        Error::ClientExists {
+            id: c.id.to_string(),
+        }
+    } else if text.contains("clients.prefix") {
+        Error::AlreadyAssigned {
+            prefix: c.assignment.prefix(),
+            owner: None,
+        }
+    } else if text.contains("clients.port") {
+        Error::Database {
+            reason: format!("port {:?} is taken", c.port),
+        }
+    } else {
+        db_err(e)
+    }
+}
+
+impl Transaction for SqliteTx<'_> {
+    fn clients(&mut self) -> Result<Vec<ClientRecord>> {
+        let mut stmt = self
+            .tx
+            .prepare_cached(&format!("SELECT {CLIENT_COLUMNS} FROM clients ORDER BY id"))
+            .map_err(db_err)?;
+        let mut rows = stmt.query([]).map_err(db_err)?;
+        let mut out = Vec::new();
+        while let Some(r) = rows.next().map_err(db_err)? {
+            out.push(self.client_from_row(r)?);
+        }
+        Ok(out)
+    }
+
+    fn client(&mut self, id: &ClientId) -> Result<Option<ClientRecord>> {
+        let mut stmt = self
+            .tx
+            .prepare_cached(&format!(
+                "SELECT {CLIENT_COLUMNS} FROM clients WHERE id = ?1"
+            ))
+            .map_err(db_err)?;
+        let mut rows = stmt.query([id.as_str()]).map_err(db_err)?;
+        match rows.next().map_err(db_err)? {
+            Some(r) => Ok(Some(self.client_from_row(r)?)),
+            None => Ok(None),
+        }
+    }
+
+    fn insert_client(&mut self, c: &ClientRecord) -> Result<()> {
+        let mut stmt = self
+            .tx
+            .prepare_cached(&format!(
+                "INSERT INTO clients ({CLIENT_COLUMNS}) VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10)"
+            ))
+            .map_err(db_err)?;
+        stmt.execute(params![
+            c.id.as_str(),
+            c.assignment.kind().to_string(),
+            c.os.to_string(),
+            c.assignment.prefix().to_string(),
+            c.port.map(i64::from),
+            c.state.to_string(),
+            c.email,
+            c.name,
+            ts(c.created_at),
+            c.revoked_at.map(ts),
+        ])
+        .map_err(|e| insert_err(e, c))?;
+        Ok(())
+    }
+
+    fn set_client_state(
+        &mut self,
+        id: &ClientId,
+        state: ClientState,
+        at: Option<OffsetDateTime>,
+    ) -> Result<()> {
+        let n = self
+            .tx
+            .execute(
+                "UPDATE clients SET state = ?2, revoked_at = ?3 WHERE id = ?1",
+                params![id.as_str(), state.to_string(), at.map(ts)],
+            )
+            .map_err(db_err)?;
+        if n == 0 {
+            return Err(Error::UnknownClient { id: id.to_string() });
+        }
+        Ok(())
+    }
+
+    fn delete_client(&mut self, id: &ClientId) -> Result<()> {
+        let n = self
+            .tx
+            .execute("DELETE FROM clients WHERE id = ?1", [id.as_str()])
+            .map_err(db_err)?;
+        if n == 0 {
+            return Err(Error::UnknownClient { id: id.to_string() });
+        }
+        Ok(())
+    }
+
+    fn insert_certificate(&mut self, c: &CertRecord) -> Result<()> {
+        let (revoked_at, reason) = match c.revoked {
+            Some((at, r)) => (Some(ts(at)), Some(r.to_string())),
+            None => (None, None),
+        };
+        let mut stmt = self
+            .tx
+            .prepare_cached(
+                "INSERT INTO certificates (serial, client_id, pem, key_pem, not_after, state, revoked_at, reason)
+                 VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8)",
+            )
+            .map_err(db_err)?;
+        stmt.execute(params![
+            c.serial.to_string(),
+            c.client_id.as_str(),
+            c.pem,
+            c.key_pem,
+            ts(c.not_after),
+            match c.state {
+                CertState::Current => "current",
+                CertState::Revoked => "revoked",
+            },
+            revoked_at,
+            reason,
+        ])
+        .map_err(|e| {
+            if e.to_string().contains("certificates.serial") {
+                Error::Database {
+                    reason: format!("serial {} was issued before", c.serial),
+                }
+            } else {
+                db_err(e)
+            }
+        })?;
+        Ok(())
+    }
+
+    fn latest_certificate(&mut self, id: &ClientId) -> Result<Option<CertRecord>> {
+        let mut stmt = self
+            .tx
+            .prepare_cached(
+                "SELECT serial, client_id, pem, key_pem, not_after, state, revoked_at, reason
+                 FROM certificates WHERE client_id = ?1 ORDER BY rowid DESC LIMIT 1",
+            )
+            .map_err(db_err)?;
+        let mut rows = stmt.query([id.as_str()]).map_err(db_err)?;
+        match rows.next().map_err(db_err)? {
+            Some(r) => Ok(Some(Self::cert_from_row(r)?)),
+            None => Ok(None),
+        }
+    }
+
+    fn revoke_certificate(
+        &mut self,
+        serial: &Serial,
+        at: OffsetDateTime,
+        reason: RevocationReason,
+    ) -> Result<()> {
+        let n = self
+            .tx
+            .execute(
+                "UPDATE certificates SET state = 'revoked', revoked_at = ?2, reason = ?3
+                 WHERE serial = ?1 AND state = 'current'",
+                params![serial.to_string(), ts(at), reason.to_string()],
+            )
+            .map_err(db_err)?;
+        if n == 0 {
+            return Err(Error::Database {
+                reason: format!("no current certificate with serial {serial}"),
+            });
+        }
+        Ok(())
+    }
+
+    fn revoked_certificates(&mut self) -> Result<Vec<RevokedCert>> {
+        let mut stmt = self
+            .tx
+            .prepare_cached(
+                "SELECT serial, client_id, pem, key_pem, not_after, state, revoked_at, reason
+                 FROM certificates WHERE state = 'revoked' ORDER BY serial",
+            )
+            .map_err(db_err)?;
+        let mut rows = stmt.query([]).map_err(db_err)?;
+        let mut out = Vec::new();
+        while let Some(r) = rows.next().map_err(db_err)? {
+            let c = Self::cert_from_row(r)?;
+            let (revoked_at, reason) = c
+                .revoked
+                .unwrap_or((c.not_after, RevocationReason::Unspecified));
+            out.push(RevokedCert {
+                serial: c.serial,
+                revoked_at,
+                reason,
+                not_after: c.not_after,
+            });
+        }
+        Ok(out)
+    }
+
+    fn next_crl_number(&mut self) -> Result<u64> {
+        let n: i64 = self
+            .tx
+            .query_row(
+                "UPDATE meta SET value = value + 1 WHERE key = 'crl_number' RETURNING value",
+                [],
+                |r| r.get(0),
+            )
+            .optional()
+            .map_err(db_err)?
+            .ok_or_else(|| Error::Database {
+                reason: "the crl_number counter is missing".into(),
+            })?;
+        Ok(n as u64)
+    }
+}

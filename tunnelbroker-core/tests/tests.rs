@@ -1,0 +1,3 @@
+//! The integration tests of `tunnelbroker-core`, one binary with a module per topic.
+
+mod broker;

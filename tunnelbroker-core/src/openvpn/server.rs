@@ -103,7 +103,7 @@ pub struct ServerOptions {
     /// CCD directory are referenced from here (absolute, so that the
     /// down-root helper finds them after OpenVPN has daemonised).
     pub config_dir: ConfigPath,
-    /// Directory of the management sockets (`NAME.sock`).
+    /// Directory of the management sockets (`tb<port>.sock`).
     pub run_dir: ConfigPath,
     /// Directory of the per-instance logs (`NAME.log`).
     pub log_dir: ConfigPath,
@@ -146,25 +146,43 @@ impl ServerOptions {
             .opt_args("remote-cert-tls", ["client"]);
     }
 
-    fn common_tail(&self, c: &mut ConfigText, name: &str) -> Result<()> {
+    fn common_tail(
+        &self,
+        c: &mut ConfigText,
+        name: &str,
+        socket: &ConfigPath,
+    ) -> Result<()> {
         c.opt_args("keepalive", KEEPALIVE)
             .opt("persist-key")
             .opt("persist-tun");
         if let Some((user, group)) = &self.drop_to {
             c.opt_args("user", [user]).opt_args("group", [group]);
         }
-        c.opt_args(
-            "management",
-            [
-                self.run_dir.join(&format!("{name}.sock"))?.to_string(),
-                "unix".into(),
-            ],
-        )
-        .opt_args("log-append", [self.log_dir.join(&format!("{name}.log"))?])
-        .opt_args("verb", [3]);
+        c.opt_args("management", [socket.to_string(), "unix".into()])
+            .opt_args("log-append", [self.log_dir.join(&format!("{name}.log"))?])
+            .opt_args("verb", [3]);
         Ok(())
     }
+
+    /// The management socket `<run_dir>/<device>.sock`, checked against the
+    /// length limit of unix socket addresses.
+    fn socket(&self, device: &InterfaceName) -> Result<ConfigPath> {
+        let path = self.run_dir.join(&format!("{device}.sock"))?;
+        if path.as_str().len() > MAX_SOCKET_PATH {
+            return Err(Error::InvalidConfigValue {
+                what: "management socket path",
+                input: shown(path.as_str()),
+                reason: format!(
+                    "a unix socket path has at most {MAX_SOCKET_PATH} bytes; use a shorter run directory"
+                ),
+            });
+        }
+        Ok(path)
+    }
 }
+
+/// The longest unix socket path (`sun_path` holds 108 bytes with the NUL).
+const MAX_SOCKET_PATH: usize = 107;
 
 fn check_port(port: u16) -> Result<()> {
     if port == 0 {
@@ -259,9 +277,9 @@ impl PerClientServer {
         self.port
     }
 
-    /// The management socket of the instance.
+    /// The management socket of the instance, `<run_dir>/tb<port>.sock`.
     pub fn management_socket(&self) -> Result<ConfigPath> {
-        self.options.run_dir.join(&format!("{}.sock", self.name()))
+        self.options.socket(&self.device())
     }
 
     fn script_path(&self, which: &str) -> Result<ConfigPath> {
@@ -313,7 +331,8 @@ impl PerClientServer {
                 .opt_args("route-ipv6", [h.prefix().to_string()]);
             }
         }
-        self.options.common_tail(&mut c, &name)?;
+        self.options
+            .common_tail(&mut c, &name, &self.management_socket()?)?;
         Ok(ConfigFile(c))
     }
 
@@ -446,9 +465,9 @@ impl SharedServer {
         Ipv6Addr::from(u128::from(self.pool.routing_net().network()) | 1)
     }
 
-    /// The management socket.
+    /// The management socket, `<run_dir>/tb<port>.sock`.
     pub fn management_socket(&self) -> Result<ConfigPath> {
-        self.options.run_dir.join(&format!("{}.sock", Self::NAME))
+        self.options.socket(&self.device())
     }
 
     /// The server configuration (`tb-shared.conf`).
@@ -481,7 +500,8 @@ impl SharedServer {
             [self.options.config_dir.join(Self::CCD_DIR)?],
         )
         .opt("ccd-exclusive");
-        self.options.common_tail(&mut c, Self::NAME)?;
+        self.options
+            .common_tail(&mut c, Self::NAME, &self.management_socket()?)?;
         Ok(ConfigFile(c))
     }
 

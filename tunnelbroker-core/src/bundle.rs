@@ -23,7 +23,10 @@ use crate::openvpn::{
 const CONFIG_MODE: u32 = 0o600;
 
 fn archive_err(path: &Path, e: impl std::fmt::Display) -> Error {
-    Error::io(path, std::io::Error::other(format!("cannot build the bundle: {e}")))
+    Error::io(
+        path,
+        std::io::Error::other(format!("cannot build the bundle: {e}")),
+    )
 }
 
 impl Broker {
@@ -104,7 +107,12 @@ fn mode_of(cfg: &ClientConfig, f: &RenderedFile) -> u32 {
     }
 }
 
-fn tar_gz(id: &ClientId, cfg: &ClientConfig, files: &[RenderedFile], out: &Path) -> Result<Vec<u8>> {
+fn tar_gz(
+    id: &ClientId,
+    cfg: &ClientConfig,
+    files: &[RenderedFile],
+    out: &Path,
+) -> Result<Vec<u8>> {
     let err = |e: std::io::Error| archive_err(out, e);
     let gz = flate2::write::GzEncoder::new(Vec::new(), flate2::Compression::default());
     let mut tar = tar::Builder::new(gz);
@@ -128,7 +136,12 @@ fn tar_gz(id: &ClientId, cfg: &ClientConfig, files: &[RenderedFile], out: &Path)
     tar.into_inner().map_err(err)?.finish().map_err(err)
 }
 
-fn zip_archive(id: &ClientId, cfg: &ClientConfig, files: &[RenderedFile], out: &Path) -> Result<Vec<u8>> {
+fn zip_archive(
+    id: &ClientId,
+    cfg: &ClientConfig,
+    files: &[RenderedFile],
+    out: &Path,
+) -> Result<Vec<u8>> {
     use zip::write::SimpleFileOptions;
     let mut w = zip::ZipWriter::new(std::io::Cursor::new(Vec::new()));
     w.add_directory(format!("{id}/"), SimpleFileOptions::default())
@@ -145,7 +158,8 @@ fn zip_archive(id: &ClientId, cfg: &ClientConfig, files: &[RenderedFile], out: &
         } else {
             f.text.clone()
         };
-        w.write_all(text.as_bytes()).map_err(|e| archive_err(out, e))?;
+        w.write_all(text.as_bytes())
+            .map_err(|e| archive_err(out, e))?;
     }
     Ok(w.finish().map_err(|e| archive_err(out, e))?.into_inner())
 }

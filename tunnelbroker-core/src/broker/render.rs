@@ -10,8 +10,8 @@ use super::{Broker, Client, ClientState, ServerMode};
 use crate::error::{Error, Result};
 use crate::fsutil;
 use crate::openvpn::{
-    CommonName, ConfigPath, Management, PerClientServer, RenderedFile, ServerFiles,
-    ServerOptions, SharedServer,
+    CommonName, ConfigPath, Management, PerClientServer, RenderedFile, ServerFiles, ServerOptions,
+    SharedServer,
 };
 
 /// What [`Broker::render_server`] did.
@@ -126,9 +126,15 @@ impl Broker {
             executable: false,
         };
         files.push(secret("ca.crt", self.ca.certificate().pem().to_owned()));
-        files.push(secret("server.crt", self.server_certificate()?.pem().to_owned()));
+        files.push(secret(
+            "server.crt",
+            self.server_certificate()?.pem().to_owned(),
+        ));
         files.push(secret("server.key", self.server_key()?.to_pem().to_owned()));
-        files.push(secret("tls-crypt.key", self.tls_crypt_key()?.to_text().to_owned()));
+        files.push(secret(
+            "tls-crypt.key",
+            self.tls_crypt_key()?.to_text().to_owned(),
+        ));
 
         let mut report = RenderReport {
             dir: dir.clone(),
@@ -154,8 +160,13 @@ impl Broker {
             keep.insert(path);
         }
         // Remove what earlier renderings wrote for clients that are gone.
-        for (d, ours) in [(&dir, is_instance_file as fn(&str) -> bool), (&ccd, |_: &str| true)] {
-            let Ok(entries) = fs::read_dir(d) else { continue };
+        for (d, ours) in [
+            (&dir, is_instance_file as fn(&str) -> bool),
+            (&ccd, |_: &str| true),
+        ] {
+            let Ok(entries) = fs::read_dir(d) else {
+                continue;
+            };
             for e in entries.flatten() {
                 let path = e.path();
                 let name = e.file_name().to_string_lossy().into_owned();
@@ -211,7 +222,8 @@ impl Broker {
                     Some(p) => p,
                     None => return Ok(SessionEnd::NoServer(self.paths.run_dir.clone())),
                 };
-                let srv = PerClientServer::new(client.id.clone(), client.assignment, port, options)?;
+                let srv =
+                    PerClientServer::new(client.id.clone(), client.assignment, port, options)?;
                 let socket = PathBuf::from(srv.management_socket()?.as_str());
                 let Some(mut m) = connect(&socket)? else {
                     return Ok(SessionEnd::NoServer(socket));

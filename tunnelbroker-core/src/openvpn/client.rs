@@ -70,7 +70,8 @@ impl ClientMaterial {
 /// Linux), a hermit its address as `/64` (OpenVPN's shortest accepted length
 /// that holds it) with `fe80::1` as the gateway. A Linux subnet client's
 /// scripts turn on IPv6 forwarding and put `PREFIX::1/64` on its LAN
-/// interface (overridable by the environment variable
+/// interface (overridable by the environment variable, which OpenVPN hands
+/// to its scripts when the config says `setenv`:
 /// [`LAN_INTERFACE_ENV`]); `down` undoes `up`.
 ///
 /// ```
@@ -185,6 +186,10 @@ impl ClientConfig {
         }
         c.opt_args("redirect-gateway", ["ipv6", "!ipv4"]);
         if self.has_scripts() {
+            c.comment(format!(
+                "another LAN interface than {}: setenv {LAN_INTERFACE_ENV} <name>",
+                self.lan_interface
+            ));
             c.opt_args("script-security", [2])
                 .opt_args("up", [format!("{}.up", self.client)])
                 .opt_args("down", [format!("{}.down", self.client)]);
@@ -392,9 +397,14 @@ impl fmt::Display for Readme<'_> {
                     )?;
                     writeln!(
                         f,
-                        "To use another interface, set {LAN_INTERFACE_ENV}, e.g. add the line"
+                        "To use another interface, set {LAN_INTERFACE_ENV} for the scripts: add"
                     )?;
-                    writeln!(f, "`setenv {LAN_INTERFACE_ENV} lan0` to {}.", c.file_name())?;
+                    writeln!(
+                        f,
+                        "`setenv {LAN_INTERFACE_ENV} lan0` to {} (or pass `--setenv {LAN_INTERFACE_ENV} lan0`;",
+                        c.file_name()
+                    )?;
+                    writeln!(f, "OpenVPN does not hand its own environment to scripts).")?;
                 }
             }
             Platform::Windows => {

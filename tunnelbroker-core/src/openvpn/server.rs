@@ -146,12 +146,7 @@ impl ServerOptions {
             .opt_args("remote-cert-tls", ["client"]);
     }
 
-    fn common_tail(
-        &self,
-        c: &mut ConfigText,
-        name: &str,
-        socket: &ConfigPath,
-    ) -> Result<()> {
+    fn common_tail(&self, c: &mut ConfigText, name: &str, socket: &ConfigPath) -> Result<()> {
         c.opt_args("keepalive", KEEPALIVE)
             .opt("persist-key")
             .opt("persist-tun");

@@ -255,6 +255,22 @@ fn log_has(path: &Path, needle: &str, timeout: Duration) -> bool {
     }
 }
 
+/// Waits until one line of `path` contains every needle.
+fn log_line(path: &Path, needles: &[&str], timeout: Duration) -> bool {
+    let deadline = Instant::now() + timeout;
+    loop {
+        if fs::read_to_string(path)
+            .is_ok_and(|t| t.lines().any(|l| needles.iter().all(|n| l.contains(n))))
+        {
+            return true;
+        }
+        if Instant::now() > deadline {
+            return false;
+        }
+        std::thread::sleep(Duration::from_millis(200));
+    }
+}
+
 const READY: &str = "Initialization Sequence Completed";
 const UP: Duration = Duration::from_secs(20);
 /// How long a refused client is given to (wrongly) come up.
@@ -380,9 +396,11 @@ fn per_client_mode() {
     let alice = add(&b, "alice", ClientKind::Subnet);
     let bob = add(&b, "bob", ClientKind::Hermit);
     let carol = add(&b, "carol", ClientKind::Hermit);
+    // Dave's instance runs, but only impostors try it.
+    let dave = add(&b, "dave", ClientKind::Hermit);
     let report = b.render_server(None).unwrap();
     assert!(report.warnings.is_empty(), "{:?}", report.warnings);
-    assert_eq!(report.instances.len(), 3);
+    assert_eq!(report.instances.len(), 4);
 
     let mut lab = Lab::new("p");
     let (s, ns) = underlay(&mut lab, &["a", "b", "c"]);
@@ -391,7 +409,7 @@ fn per_client_mode() {
 
     let server_dir = report.dir.clone();
     let logs = b.dir().join("log");
-    for c in [&alice, &bob, &carol] {
+    for c in [&alice, &bob, &carol, &dave] {
         let name = format!("tb-client-{}", c.id);
         lab.openvpn(
             &name,
@@ -533,22 +551,49 @@ fn per_client_mode() {
     assert_eq!(again.removed.len(), 1, "{:?}", again.removed);
     assert!(!server_dir.join("tb-client-carol.conf").exists());
 
-    // A client certificate for alice from another CA is refused by alice's
-    // instance; so is bob's (valid) certificate (the instance checks the CN).
+    // A certificate for dave from another CA is refused by dave's instance;
+    // so is bob's own, valid certificate: the instance accepts only CN dave,
+    // so nobody else can take dave's assignment.
+    let dave_log = logs.join("tb-client-dave.log");
+    let dave_port = dave.port.unwrap();
     let mallory = foreign_client(
         &b,
-        "alice",
-        &alice,
+        "dave",
+        &dave,
         tmp.path(),
         ClientTunnel::PerClient,
-        5000,
+        dave_port,
     );
-    let log = start_client(&mut lab, "mallory", &ns[2], &mallory, "alice");
+    let log = start_client(&mut lab, "mallory", &ns[2], &mallory, "dave");
     assert!(
         !log_has(&log, READY, REFUSED),
         "a foreign CA's certificate was accepted"
     );
+    assert!(
+        log_line(&dave_log, &["VERIFY ERROR", "CN=dave"], UP),
+        "{}",
+        tail(&dave_log)
+    );
     lab.stop("mallory");
+    let bob_dir = tmp.path().join("clients").join("bob");
+    let conf = fs::read_to_string(bob_dir.join("bob.conf")).unwrap();
+    let bob_port = bob.port.unwrap();
+    let hijack = conf.replace(
+        &format!("\nremote {SERVER_IP} {bob_port}\n"),
+        &format!("\nremote {SERVER_IP} {dave_port}\n"),
+    );
+    assert_ne!(hijack, conf);
+    let hijack_dir = tmp.path().join("hijack");
+    fs::create_dir_all(&hijack_dir).unwrap();
+    fs::write(hijack_dir.join("bob.conf"), hijack).unwrap();
+    let log = start_client(&mut lab, "hijack", &ns[2], &hijack_dir, "bob");
+    assert!(!log_has(&log, READY, REFUSED), "bob took dave's instance");
+    assert!(
+        log_line(&dave_log, &["X509NAME", "CN=bob"], UP),
+        "{}",
+        tail(&dave_log)
+    );
+    lab.stop("hijack");
     // Stopping the subnet client runs its down script: the LAN address goes.
     lab.stop("alice");
     let lan_addrs = lab.ns(&ns[0], &["ip", "-6", "addr", "show", "dev", LAN_IF]);
@@ -750,6 +795,11 @@ fn shared_mode() {
         "revoked dave connected:\n{}",
         tail(&log)
     );
+    assert!(
+        log_line(&srv_log, &["certificate revoked", "CN=dave"], UP),
+        "{}",
+        tail(&srv_log)
+    );
     lab.stop("dave");
 
     // Carol is connected and gets revoked: her session ends, the others keep theirs.
@@ -782,6 +832,11 @@ fn shared_mode() {
         "revoked carol reconnected:\n{}",
         tail(&log)
     );
+    assert!(
+        log_line(&srv_log, &["certificate revoked", "CN=carol"], UP),
+        "{}",
+        tail(&srv_log)
+    );
     lab.stop("carol");
     // A second end_session finds her gone.
     assert_eq!(b.end_session(&carol_now).unwrap(), SessionEnd::NotConnected);
@@ -792,6 +847,11 @@ fn shared_mode() {
     assert!(
         !log_has(&log, READY, REFUSED),
         "a foreign CA's certificate was accepted"
+    );
+    assert!(
+        log_line(&srv_log, &["VERIFY ERROR", "CN=bob"], UP),
+        "{}",
+        tail(&srv_log)
     );
     assert!(
         lab.ping(&ns[1], server_addr, None, 5),

@@ -70,9 +70,9 @@ impl ClientMaterial {
 /// Linux), a hermit its address as `/64` (OpenVPN's shortest accepted length
 /// that holds it) with `fe80::1` as the gateway. A Linux subnet client's
 /// scripts turn on IPv6 forwarding and put `PREFIX::1/64` on its LAN
-/// interface (overridable by the environment variable, which OpenVPN hands
-/// to its scripts when the config says `setenv`:
-/// [`LAN_INTERFACE_ENV`]); `down` undoes `up`.
+/// interface, which the variable [`LAN_INTERFACE_ENV`] overrides (OpenVPN
+/// hands scripts only its own variables, so set it with `setenv` in the
+/// configuration or `--setenv` on the command line); `down` undoes `up`.
 ///
 /// ```
 /// use tunnelbroker_core::openvpn::*;

@@ -26,6 +26,7 @@ mod broker;
 mod bundle;
 mod client_id;
 mod error;
+#[allow(dead_code)] // the rest is for the PKI, OpenVPN and bundle modules as they land
 mod fsutil;
 pub mod openvpn;
 mod pki;

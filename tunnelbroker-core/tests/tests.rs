@@ -1,4 +1,5 @@
-//! The integration tests of `tunnelbroker-core`, one binary with a module per topic.
+//! The integration tests of `tunnelbroker-core`: one binary, one module per topic.
 
 mod broker;
 mod openvpn_e2e;
+mod plan;

@@ -312,8 +312,13 @@ impl TryFrom<AllocatorRepr> for Allocator {
     fn try_from(r: AllocatorRepr) -> Result<Self> {
         let mut a = Allocator::new(r.pool);
         for run in r.subnets {
-            let s = a.pool.check_role(run.first, Role::Subnet)?;
-            let e = a.pool.check_role(run.last, Role::Subnet)?;
+            let s = a.pool.subnet(run.first)?;
+            let e = a.pool.subnet(run.last)?;
+            if s.prefix() > e.prefix() {
+                return Err(backwards(&run.first, &run.last));
+            }
+            let s = a.pool.check_role(s.prefix(), Role::Subnet)?;
+            let e = a.pool.check_role(e.prefix(), Role::Subnet)?;
             for n in s..=e {
                 a.insert(&Assignment::Subnet(a.pool.subnet_by_number(n)?))?;
             }
@@ -322,13 +327,11 @@ impl TryFrom<AllocatorRepr> for Allocator {
             let s = a.pool.hermit(run.first)?.interface_id();
             let e = a.pool.hermit(run.last)?.interface_id();
             if s > e {
-                continue;
+                return Err(backwards(&run.first, &run.last));
             }
             // Runs may be huge (a million hermits is one run): insert the
             // run's ends and merge, refusing any overlap with what is there.
-            if a.hermits.first_free(s, e) != Some(s)
-                || a.hermits.runs().any(|(rs, re)| rs <= e && s <= re)
-            {
+            if !a.hermits.is_free(s, e) {
                 return Err(Error::AlreadyAssigned {
                     prefix: Ipv6Net::from(run.first),
                     owner: None,
@@ -345,6 +348,13 @@ impl TryFrom<AllocatorRepr> for Allocator {
             a.hermits.insert_run(s, e);
         }
         Ok(a)
+    }
+}
+
+fn backwards(first: &dyn std::fmt::Display, last: &dyn std::fmt::Display) -> Error {
+    Error::InvalidPrefix {
+        input: crate::error::shown(&format!("{first} .. {last}")),
+        reason: "a run of assignments must go from the lower to the higher".into(),
     }
 }
 

@@ -28,10 +28,10 @@ impl RangeSet {
     /// Adds `x`; false if it was there already.
     pub(crate) fn insert(&mut self, x: u64) -> bool {
         let before = self.runs.range(..=x).next_back().map(|(&s, &e)| (s, e));
-        if let Some((_, e)) = before {
-            if x <= e {
-                return false;
-            }
+        if let Some((_, e)) = before
+            && x <= e
+        {
+            return false;
         }
         let joins_before = before.filter(|&(_, e)| e.checked_add(1) == Some(x));
         let after = x
@@ -62,16 +62,16 @@ impl RangeSet {
         debug_assert!(s <= e);
         let mut start = s;
         let mut end = e;
-        if let Some((&ps, &pe)) = self.runs.range(..s).next_back() {
-            if pe.checked_add(1) == Some(s) {
-                self.runs.remove(&ps);
-                start = ps;
-            }
+        if let Some((&ps, &pe)) = self.runs.range(..s).next_back()
+            && pe.checked_add(1) == Some(s)
+        {
+            self.runs.remove(&ps);
+            start = ps;
         }
-        if let Some(next) = e.checked_add(1) {
-            if let Some(ne) = self.runs.remove(&next) {
-                end = ne;
-            }
+        if let Some(next) = e.checked_add(1)
+            && let Some(ne) = self.runs.remove(&next)
+        {
+            end = ne;
         }
         self.runs.insert(start, end);
         self.len += e - s + 1;
@@ -103,6 +103,11 @@ impl RangeSet {
             Some((_, e)) => e.checked_add(1)?,
         };
         (candidate <= hi).then_some(candidate)
+    }
+
+    /// Whether no member lies in `s..=e`.
+    pub(crate) fn is_free(&self, s: u64, e: u64) -> bool {
+        !self.contains(s) && self.runs.range(s..=e).next().is_none()
     }
 
     /// The runs in ascending order.
@@ -160,6 +165,7 @@ mod tests {
                 prop_assert_eq!(r.len(), m.len() as u64);
                 prop_assert_eq!(r.iter().collect::<Vec<_>>(), m.iter().copied().collect::<Vec<_>>());
                 let ff = (0u64..=40).find(|v| !m.contains(v));
+                prop_assert_eq!(r.is_free(x, x + 3), (x..=x + 3).all(|v| !m.contains(&v)));
                 prop_assert_eq!(r.first_free(0, 40), ff);
                 // runs are disjoint and never adjacent
                 let runs: Vec<_> = r.runs().collect();

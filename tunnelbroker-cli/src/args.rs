@@ -1,0 +1,184 @@
+//! The command line, as clap derive types. Later commands add a variant to
+//! [`Command`] and an `Args` struct here, and a module of their own.
+
+use std::path::PathBuf;
+
+use clap::{Args, Parser, Subcommand};
+
+/// Run an OpenVPN-based IPv6 tunnel broker: address plan, CA, client configs.
+#[derive(Debug, Parser)]
+#[command(name = "tunnelbroker", version, about, long_about = None)]
+pub struct Cli {
+    /// Print machine-readable JSON instead of text.
+    #[arg(long, global = true)]
+    pub json: bool,
+
+    /// The broker's directory (CA, client database, configs).
+    #[arg(
+        long,
+        global = true,
+        value_name = "DIR",
+        env = "TUNNELBROKER_DIR",
+        default_value = "./broker"
+    )]
+    pub dir: PathBuf,
+
+    /// What to do.
+    #[command(subcommand)]
+    pub command: Command,
+}
+
+/// The commands.
+#[derive(Debug, Subcommand)]
+pub enum Command {
+    /// Show the address plan of a pool, or of one subnet of it.
+    Plan(PlanArgs),
+    /// Create a broker: settings, CA, server certificate, tls-crypt key, client database.
+    Init(InitArgs),
+    /// Subscribe and manage clients.
+    #[command(subcommand)]
+    Client(ClientCommand),
+    /// Sign a fresh CRL and write it (to the broker, and to -o FILE or stdout).
+    Crl(CrlArgs),
+}
+
+/// Arguments of `tunnelbroker init`.
+#[derive(Debug, Args)]
+pub struct InitArgs {
+    /// The IPv6 pool clients get their assignments from (/48 to /62), e.g. 2001:db8:0:f100::/56.
+    #[arg(long, value_name = "PREFIX")]
+    pub pool: String,
+    /// Host name or address that clients connect to.
+    #[arg(long, value_name = "HOST")]
+    pub endpoint: String,
+    /// Server mode: per-client (one OpenVPN instance per client) or shared (one server).
+    #[arg(long, value_name = "MODE")]
+    pub mode: Option<String>,
+    /// UDP port of the shared server, or the first port of per-client instances [default: 5000].
+    #[arg(long, value_name = "PORT")]
+    pub port: Option<u16>,
+    /// Key algorithm: p256 (default), p384, ed25519, rsa2048, rsa3072, rsa4096.
+    #[arg(long, value_name = "TYPE")]
+    pub key_type: Option<String>,
+    /// LAN interface of subnet clients [default: eth0].
+    #[arg(long, value_name = "IFACE")]
+    pub lan_interface: Option<String>,
+    /// Use this existing CA certificate (PEM) instead of making one; needs --ca-key.
+    #[arg(long, value_name = "FILE")]
+    pub ca_cert: Option<PathBuf>,
+    /// The key (PEM) of --ca-cert.
+    #[arg(long, value_name = "FILE")]
+    pub ca_key: Option<PathBuf>,
+    /// CA subject: two-letter country code.
+    #[arg(long, value_name = "CC")]
+    pub country: Option<String>,
+    /// CA subject: organisation [default: tunnelbroker].
+    #[arg(long, value_name = "NAME")]
+    pub organization: Option<String>,
+    /// CA subject: organisational unit.
+    #[arg(long, value_name = "NAME")]
+    pub unit: Option<String>,
+    /// CA subject: common name [default: tunnelbroker CA].
+    #[arg(long, value_name = "NAME")]
+    pub ca_name: Option<String>,
+}
+
+/// `tunnelbroker client ...`.
+#[derive(Debug, Subcommand)]
+pub enum ClientCommand {
+    /// Subscribe a client: assignment, certificate and record, all or nothing.
+    Add(ClientAddArgs),
+    /// List every client.
+    List,
+    /// Show one client.
+    Show {
+        /// The client's ID.
+        id: String,
+    },
+    /// Revoke a client's certificate (its assignment stays reserved until purge).
+    Revoke {
+        /// The client's ID.
+        id: String,
+        /// unspecified, key-compromise, affiliation-changed, superseded, cessation-of-operation.
+        #[arg(long, value_name = "REASON")]
+        reason: Option<String>,
+    },
+    /// Give a client a new key and certificate; assignment and port stay.
+    Renew {
+        /// The client's ID.
+        id: String,
+        /// Sign this new request (PEM) of a client that makes its own keys.
+        #[arg(long, value_name = "FILE")]
+        csr: Option<PathBuf>,
+    },
+    /// Remove a revoked client and free its assignment.
+    Purge {
+        /// The client's ID.
+        id: String,
+    },
+    /// Subscribe many clients from a CSV file: id,kind,os,email,name[,prefix].
+    Import {
+        /// The CSV file.
+        file: PathBuf,
+    },
+}
+
+/// Arguments of `tunnelbroker client add`.
+#[derive(Debug, Args)]
+#[command(group(clap::ArgGroup::new("kind").required(true).args(["hermit", "subnet"])))]
+pub struct ClientAddArgs {
+    /// The client's ID: letters, digits, '.', '-', '_' (also its certificate's CN).
+    pub id: String,
+    /// A lone host: one /128 from the hermit /64.
+    #[arg(long)]
+    pub hermit: bool,
+    /// A router for a LAN: a routed /64 and its routing /112.
+    #[arg(long)]
+    pub subnet: bool,
+    /// The client's OS: linux (default) or windows.
+    #[arg(long, value_name = "OS")]
+    pub os: Option<String>,
+    /// Contact e-mail.
+    #[arg(long, value_name = "EMAIL")]
+    pub email: Option<String>,
+    /// Contact name.
+    #[arg(long, value_name = "NAME")]
+    pub name: Option<String>,
+    /// A specific assignment instead of the lowest free one (a /64, or an address for a hermit).
+    #[arg(long, value_name = "PREFIX")]
+    pub prefix: Option<String>,
+    /// Issue the certificate for this request (PEM) made by the client; no key is kept.
+    #[arg(long, value_name = "FILE")]
+    pub csr: Option<PathBuf>,
+}
+
+/// Arguments of `tunnelbroker crl`.
+#[derive(Debug, Args)]
+pub struct CrlArgs {
+    /// Also write the CRL to this file.
+    #[arg(short, long, value_name = "FILE")]
+    pub output: Option<PathBuf>,
+}
+
+/// Arguments of `tunnelbroker plan`.
+#[derive(Debug, Args)]
+pub struct PlanArgs {
+    /// The pool: an IPv6 prefix of length /48 to /62, e.g. 2001:db8:0:f100::/56.
+    #[arg(long, value_name = "PREFIX")]
+    pub pool: String,
+
+    /// Show this subnet /64 of the pool: its routing net, both ends and link-local addresses.
+    #[arg(long, value_name = "SUBNET")]
+    pub subnet: Option<String>,
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use clap::CommandFactory;
+
+    #[test]
+    fn the_command_line_is_consistent() {
+        Cli::command().debug_assert();
+    }
+}

@@ -1,0 +1,148 @@
+//! `tunnelbroker init` and `tunnelbroker crl`.
+
+use std::fmt;
+use std::path::Path;
+
+use serde::Serialize;
+use tunnelbroker_core::{Broker, ImportedCa, InitOptions, Settings};
+
+use crate::args::{CrlArgs, InitArgs};
+use crate::output::{Failure, Output};
+
+/// Creates a broker in `dir`.
+pub fn init(out: &Output, dir: &Path, a: &InitArgs) -> Result<(), Failure> {
+    let mut settings = Settings::new(a.pool.parse()?, a.endpoint.parse()?);
+    if let Some(m) = &a.mode {
+        settings.mode = m.parse()?;
+    }
+    if let Some(p) = a.port {
+        settings.port = p;
+    }
+    if let Some(k) = &a.key_type {
+        settings.key_type = k.parse()?;
+    }
+    if let Some(l) = &a.lan_interface {
+        settings.lan_interface = l.clone();
+    }
+    if let Some(c) = &a.country {
+        settings.subject.country = Some(c.clone());
+    }
+    if let Some(o) = &a.organization {
+        settings.subject.organization = Some(o.clone());
+    }
+    if let Some(u) = &a.unit {
+        settings.subject.organizational_unit = Some(u.clone());
+    }
+    if let Some(n) = &a.ca_name {
+        settings.subject.common_name = n.clone();
+    }
+    let mut options = InitOptions::new(settings);
+    match (&a.ca_cert, &a.ca_key) {
+        (Some(cert), Some(key)) => {
+            let read = |p: &Path| {
+                std::fs::read_to_string(p)
+                    .map_err(|e| Failure::invalid_input(format!("{}: {e}", p.display())))
+            };
+            options.ca = Some(ImportedCa {
+                cert_pem: read(cert)?,
+                key_pem: read(key)?,
+            });
+        }
+        (None, None) => {}
+        _ => {
+            return Err(Failure::invalid_input(
+                "--ca-cert and --ca-key go together: give both to import a CA, or neither to make one",
+            ));
+        }
+    }
+    let broker = Broker::init(dir, &options)?;
+    out.show(&InitView::of(&broker))
+}
+
+/// Signs a fresh CRL and writes it to the broker (and to `-o FILE`, or stdout).
+pub fn crl(out: &Output, dir: &Path, a: &CrlArgs) -> Result<(), Failure> {
+    let broker = Broker::open(dir)?;
+    let crl = broker.refresh_crl()?;
+    match &a.output {
+        Some(path) => {
+            std::fs::write(path, crl.pem())
+                .map_err(|e| Failure::other(format!("{}: {e}", path.display())))?;
+            out.show(&CrlView {
+                path: path.display().to_string(),
+                number: crl.number(),
+                revoked: crl.revoked_serials().len(),
+                pem: None,
+            })
+        }
+        None if out.is_json() => out.show(&CrlView {
+            path: broker.paths().crl.display().to_string(),
+            number: crl.number(),
+            revoked: crl.revoked_serials().len(),
+            pem: Some(crl.pem().to_owned()),
+        }),
+        None => {
+            print!("{}", crl.pem());
+            Ok(())
+        }
+    }
+}
+
+#[derive(Serialize)]
+struct CrlView {
+    path: String,
+    number: u64,
+    revoked: usize,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pem: Option<String>,
+}
+
+impl fmt::Display for CrlView {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        writeln!(
+            f,
+            "wrote CRL number {} ({} revoked) to {}",
+            self.number, self.revoked, self.path
+        )
+    }
+}
+
+#[derive(Serialize)]
+struct InitView {
+    dir: String,
+    settings: Settings,
+    ca: String,
+}
+
+impl InitView {
+    fn of(b: &Broker) -> Self {
+        InitView {
+            dir: b.dir().display().to_string(),
+            settings: b.settings().clone(),
+            ca: b.ca().certificate().info().common_name.clone(),
+        }
+    }
+}
+
+impl fmt::Display for InitView {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        let s = &self.settings;
+        writeln!(f, "created broker in {}", self.dir)?;
+        writeln!(
+            f,
+            "pool          {} ({} subnets)",
+            s.pool,
+            s.pool.subnet_capacity()
+        )?;
+        writeln!(
+            f,
+            "endpoint      {} ({} mode, port {})",
+            s.endpoint, s.mode, s.port
+        )?;
+        writeln!(f, "CA            {} ({})", self.ca, s.key_type)?;
+        writeln!(
+            f,
+            "next          tunnelbroker --dir {} client add ID --subnet",
+            self.dir
+        )
+    }
+}

@@ -1,0 +1,511 @@
+//! `tunnelbroker init`, `client ...` and `crl` as an operator runs them:
+//! exit statuses, one-line errors, JSON, concurrent processes and a killed
+//! import (issue 4).
+
+use std::collections::HashSet;
+use std::path::Path;
+use std::process::{Command, Output, Stdio};
+use std::time::Duration;
+
+use serde_json::Value;
+use tunnelbroker_core::{Broker, ClientId};
+
+fn tb(dir: &Path, args: &[&str]) -> Output {
+    Command::new(env!("CARGO_BIN_EXE_tunnelbroker"))
+        .arg("--dir")
+        .arg(dir)
+        .args(args)
+        .env_remove("TUNNELBROKER_DIR")
+        .env("RUST_BACKTRACE", "1")
+        .output()
+        .unwrap()
+}
+
+fn ok(out: &Output) -> String {
+    assert!(
+        out.status.success(),
+        "status {:?}\nstdout: {}\nstderr: {}",
+        out.status,
+        String::from_utf8_lossy(&out.stdout),
+        String::from_utf8_lossy(&out.stderr)
+    );
+    String::from_utf8(out.stdout.clone()).unwrap()
+}
+
+/// Asserts a failure with `status` and exactly one line on stderr, no panic.
+fn fails(out: &Output, status: i32) -> String {
+    let err = String::from_utf8_lossy(&out.stderr).to_string();
+    assert_eq!(out.status.code(), Some(status), "stderr: {err}");
+    assert!(
+        !err.contains("panicked") && !err.contains("backtrace"),
+        "{err}"
+    );
+    assert_eq!(
+        err.trim_end().lines().count(),
+        1,
+        "one line expected: {err}"
+    );
+    err
+}
+
+/// Asserts a usage error from clap: status 2, no panic (clap's own
+/// multi-line message with the usage is expected here).
+fn usage_error(out: &Output) {
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert_eq!(out.status.code(), Some(2), "stderr: {err}");
+    assert!(!err.contains("panicked"), "{err}");
+}
+
+fn init(dir: &Path, extra: &[&str]) {
+    let mut args = vec![
+        "init",
+        "--pool",
+        "2001:db8:0:f100::/56",
+        "--endpoint",
+        "vpn.example.net",
+    ];
+    args.extend_from_slice(extra);
+    ok(&tb(dir, &args));
+}
+
+fn json(out: &Output) -> Value {
+    serde_json::from_str(&ok(out)).unwrap()
+}
+
+#[test]
+fn init_then_add_prints_the_assignment() {
+    let t = tempfile::tempdir().unwrap();
+    let dir = t.path().join("b");
+    init(&dir, &[]);
+    let text = ok(&tb(
+        &dir,
+        &[
+            "client",
+            "add",
+            "alice",
+            "--subnet",
+            "--email",
+            "alice@example.org",
+        ],
+    ));
+    assert!(text.contains("2001:db8:0:f101::/64"), "{text}");
+    assert!(text.contains("2001:db8:0:f100::f101:2"), "{text}");
+    let v = json(&tb(
+        &dir,
+        &[
+            "--json", "client", "add", "bob", "--hermit", "--os", "windows",
+        ],
+    ));
+    assert_eq!(v["id"], "bob");
+    assert_eq!(v["kind"], "hermit");
+    assert_eq!(v["os"], "windows");
+    assert_eq!(v["assignment"]["address"], "2001:db8:0:f1ff::1");
+    assert_eq!(v["port"], 5001);
+    assert_eq!(v["state"], "active");
+    let list = json(&tb(&dir, &["client", "list", "--json"]));
+    let ids: Vec<_> = list
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|c| c["id"].as_str().unwrap().to_owned())
+        .collect();
+    assert_eq!(ids, ["alice", "bob"]);
+    let shown = json(&tb(&dir, &["client", "show", "alice", "--json"]));
+    assert_eq!(shown["assignment"]["server_end"], "2001:db8:0:f100::f101:1");
+    assert_eq!(shown["email"], "alice@example.org");
+    let table = ok(&tb(&dir, &["client", "list"]));
+    assert!(table.starts_with("ID"), "{table}");
+}
+
+#[test]
+fn init_twice_refuses_and_bad_init_input_exits_2() {
+    let t = tempfile::tempdir().unwrap();
+    let dir = t.path().join("b");
+    init(&dir, &[]);
+    let before = std::fs::read(dir.join("ca.crt")).unwrap();
+    let err = fails(
+        &tb(
+            &dir,
+            &[
+                "init",
+                "--pool",
+                "2001:db8:1::/48",
+                "--endpoint",
+                "x.example",
+            ],
+        ),
+        2,
+    );
+    assert!(err.contains("already holds a broker"), "{err}");
+    assert_eq!(std::fs::read(dir.join("ca.crt")).unwrap(), before);
+    let fresh = t.path().join("fresh");
+    for args in [
+        &[
+            "init",
+            "--pool",
+            "2001:db8::1/56",
+            "--endpoint",
+            "vpn.example.net",
+        ][..],
+        &["init", "--pool", "hello", "--endpoint", "vpn.example.net"],
+        &[
+            "init",
+            "--pool",
+            "2001:db8::/56",
+            "--endpoint",
+            "vpn.example.net;reboot",
+        ],
+        &[
+            "init",
+            "--pool",
+            "2001:db8::/56",
+            "--endpoint",
+            "v",
+            "--mode",
+            "mesh",
+        ],
+        &[
+            "init",
+            "--pool",
+            "2001:db8::/56",
+            "--endpoint",
+            "v",
+            "--key-type",
+            "dsa",
+        ],
+        &[
+            "init",
+            "--pool",
+            "2001:db8::/56",
+            "--endpoint",
+            "v",
+            "--lan-interface",
+            "../eth0",
+        ],
+        &[
+            "init",
+            "--pool",
+            "2001:db8::/56",
+            "--endpoint",
+            "v",
+            "--ca-cert",
+            "/nonexistent",
+        ],
+        &[
+            "init",
+            "--pool",
+            "2001:db8::/56",
+            "--endpoint",
+            "v",
+            "--country",
+            "Germany",
+        ],
+    ] {
+        fails(&tb(&fresh, args), 2);
+        assert!(!fresh.exists(), "{args:?} left {fresh:?}");
+    }
+}
+
+#[test]
+fn hostile_client_ids_exit_2_and_change_nothing() {
+    let t = tempfile::tempdir().unwrap();
+    let dir = t.path().join("b");
+    init(&dir, &[]);
+    let long = "a".repeat(65);
+    for id in [
+        "../../etc/passwd",
+        "a;rm -rf /",
+        "$(reboot)",
+        "",
+        "-rf",
+        ".hidden",
+        "jörg",
+        "a b",
+        &long,
+        "a\nb",
+    ] {
+        let err = fails(&tb(&dir, &["client", "add", "--subnet", "--", id]), 2);
+        assert!(err.contains("invalid client id"), "{id:?}: {err}");
+    }
+    let list = json(&tb(&dir, &["client", "list", "--json"]));
+    assert_eq!(list.as_array().unwrap().len(), 0);
+}
+
+#[test]
+fn every_failure_path_has_its_status_and_line() {
+    let t = tempfile::tempdir().unwrap();
+    let dir = t.path().join("b");
+    let err = fails(&tb(&dir, &["client", "list"]), 1);
+    assert!(err.contains("tunnelbroker init"), "{err}");
+    ok(&tb(
+        &dir,
+        &[
+            "init",
+            "--pool",
+            "2001:db8:0:f1fc::/62",
+            "--endpoint",
+            "vpn.example.net",
+        ],
+    ));
+    ok(&tb(
+        &dir,
+        &[
+            "client",
+            "add",
+            "a",
+            "--subnet",
+            "--prefix",
+            "2001:db8:0:f1fd::/64",
+        ],
+    ));
+    usage_error(&tb(&dir, &["client", "add", "x"])); // neither --hermit nor --subnet
+    usage_error(&tb(&dir, &["client", "add", "x", "--hermit", "--subnet"]));
+    usage_error(&tb(&dir, &["client", "frobnicate"]));
+    let e = fails(&tb(&dir, &["client", "add", "a", "--hermit"]), 2);
+    assert!(e.contains("exists already"), "{e}");
+    let e = fails(
+        &tb(
+            &dir,
+            &[
+                "client",
+                "add",
+                "b",
+                "--subnet",
+                "--prefix",
+                "2001:db8:0:f1fd::/64",
+            ],
+        ),
+        2,
+    );
+    assert!(e.contains("already assigned to a"), "{e}");
+    let e = fails(
+        &tb(
+            &dir,
+            &[
+                "client",
+                "add",
+                "b",
+                "--subnet",
+                "--prefix",
+                "2001:db8:9::/64",
+            ],
+        ),
+        2,
+    );
+    assert!(e.contains("outside the pool"), "{e}");
+    let e = fails(
+        &tb(
+            &dir,
+            &[
+                "client",
+                "add",
+                "b",
+                "--subnet",
+                "--prefix",
+                "2001:db8:0:f1ff::/64",
+            ],
+        ),
+        2,
+    );
+    assert!(e.contains("hermit"), "{e}");
+    let e = fails(
+        &tb(&dir, &["client", "add", "b", "--subnet", "--os", "plan9"]),
+        2,
+    );
+    assert!(e.contains("linux, windows"), "{e}");
+    let e = fails(
+        &tb(
+            &dir,
+            &[
+                "client",
+                "add",
+                "b",
+                "--subnet",
+                "--csr",
+                "/nonexistent.csr",
+            ],
+        ),
+        2,
+    );
+    assert!(e.contains("nonexistent"), "{e}");
+    ok(&tb(&dir, &["client", "add", "b", "--subnet"]));
+    let e = fails(&tb(&dir, &["client", "add", "c", "--subnet"]), 1);
+    assert!(e.contains("no free subnet"), "{e}");
+    for cmd in [
+        &["client", "show", "ghost"][..],
+        &["client", "revoke", "ghost"],
+        &["client", "renew", "ghost"],
+        &["client", "purge", "ghost"],
+    ] {
+        let e = fails(&tb(&dir, cmd), 2);
+        assert!(e.contains("no client named ghost"), "{e}");
+    }
+    let e = fails(
+        &tb(&dir, &["client", "revoke", "a", "--reason", "because"]),
+        2,
+    );
+    assert!(e.contains("key-compromise"), "{e}");
+    let e = fails(&tb(&dir, &["client", "purge", "a"]), 2);
+    assert!(e.contains("revoke it first"), "{e}");
+    let list = json(&tb(&dir, &["client", "list", "--json"]));
+    assert_eq!(list.as_array().unwrap().len(), 2);
+}
+
+#[test]
+fn revoke_crl_purge() {
+    let t = tempfile::tempdir().unwrap();
+    let dir = t.path().join("b");
+    init(&dir, &["--mode", "shared"]);
+    let a = json(&tb(&dir, &["--json", "client", "add", "a", "--subnet"]));
+    assert_eq!(a["port"], Value::Null);
+    let r = json(&tb(
+        &dir,
+        &[
+            "--json",
+            "client",
+            "revoke",
+            "a",
+            "--reason",
+            "key-compromise",
+        ],
+    ));
+    assert_eq!(r["state"], "revoked");
+    let crl_file = t.path().join("out.crl");
+    let out = ok(&tb(&dir, &["crl", "-o", crl_file.to_str().unwrap()]));
+    assert!(out.contains("1 revoked"), "{out}");
+    let pem = std::fs::read_to_string(&crl_file).unwrap();
+    assert!(pem.starts_with("-----BEGIN X509 CRL-----"));
+    let printed = ok(&tb(&dir, &["crl"]));
+    assert!(printed.starts_with("-----BEGIN X509 CRL-----"));
+    let p = ok(&tb(&dir, &["client", "purge", "a"]));
+    assert!(p.contains("2001:db8:0:f101::/64 is free again"), "{p}");
+    let b = json(&tb(&dir, &["--json", "client", "add", "b", "--subnet"]));
+    assert_eq!(b["assignment"]["prefix"], "2001:db8:0:f101::/64");
+}
+
+#[test]
+fn import_reports_bad_rows_with_exit_2_and_keeps_good_ones() {
+    let t = tempfile::tempdir().unwrap();
+    let dir = t.path().join("b");
+    init(&dir, &[]);
+    let csv = t.path().join("users.csv");
+    std::fs::write(&csv, "id,kind,os,email,name\nalice,subnet,linux,a@example.org,Alice\n$(x),hermit,linux,,\nbob,hermit,,,\n").unwrap();
+    let out = tb(&dir, &["client", "import", csv.to_str().unwrap()]);
+    let stdout = String::from_utf8_lossy(&out.stdout).to_string();
+    assert!(stdout.contains("subscribed 2 client(s)"), "{stdout}");
+    assert!(stdout.contains("line 3:"), "{stdout}");
+    fails(&out, 2);
+    let list = json(&tb(&dir, &["client", "list", "--json"]));
+    assert_eq!(list.as_array().unwrap().len(), 2);
+    fails(&tb(&dir, &["client", "import", "/nonexistent.csv"]), 2);
+}
+
+#[test]
+fn concurrent_processes_never_share_an_assignment_or_port() {
+    let t = tempfile::tempdir().unwrap();
+    let dir = t.path().join("b");
+    init(&dir, &[]);
+    let children: Vec<_> = (0..8)
+        .map(|i| {
+            Command::new(env!("CARGO_BIN_EXE_tunnelbroker"))
+                .arg("--dir")
+                .arg(&dir)
+                .args([
+                    "client",
+                    "add",
+                    &format!("c{i}"),
+                    if i % 2 == 0 { "--subnet" } else { "--hermit" },
+                ])
+                .stdout(Stdio::null())
+                .stderr(Stdio::piped())
+                .spawn()
+                .unwrap()
+        })
+        .collect();
+    for c in children {
+        let out = c.wait_with_output().unwrap();
+        assert!(
+            out.status.success(),
+            "{}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+    }
+    let b = Broker::open(&dir).unwrap();
+    let clients = b.clients().unwrap();
+    assert_eq!(clients.len(), 8);
+    let prefixes: HashSet<_> = clients.iter().map(|c| c.prefix()).collect();
+    let ports: HashSet<_> = clients.iter().map(|c| c.port).collect();
+    assert_eq!((prefixes.len(), ports.len()), (8, 8));
+}
+
+/// Every client of the broker is whole: record, certificate issued by the CA
+/// for its ID, key, assignment in the pool.
+fn assert_every_client_whole(dir: &Path) -> usize {
+    let b = Broker::open(dir).unwrap();
+    let clients = b.clients().unwrap();
+    let mut seen = HashSet::new();
+    for c in &clients {
+        let creds = b.client_credentials(&c.id).unwrap();
+        b.ca().verify(&creds.certificate).unwrap();
+        assert_eq!(creds.certificate.info().common_name, c.id.as_str());
+        assert_eq!(creds.certificate.serial(), &c.serial);
+        assert!(creds.key.is_some());
+        assert!(b.settings().pool.net().contains(&c.prefix()));
+        assert!(seen.insert(c.prefix()));
+    }
+    clients.len()
+}
+
+#[test]
+fn a_killed_import_leaves_only_whole_clients() {
+    let t = tempfile::tempdir().unwrap();
+    let dir = t.path().join("b");
+    init(&dir, &[]);
+    let csv = t.path().join("many.csv");
+    let mut text = String::from("id,kind,os,email,name\n");
+    for i in 0..2000 {
+        text.push_str(&format!("u{i},hermit,linux,u{i}@example.org,User {i}\n"));
+    }
+    std::fs::write(&csv, text).unwrap();
+    let count = || Broker::open(&dir).unwrap().clients().unwrap().len();
+    let mut counts = Vec::new();
+    // Kill once right after the start, then each time as soon as another
+    // batch has committed, that is in the middle of the import.
+    for round in 0..4 {
+        let before = count();
+        let mut child = Command::new(env!("CARGO_BIN_EXE_tunnelbroker"))
+            .arg("--dir")
+            .arg(&dir)
+            .args(["client", "import", csv.to_str().unwrap()])
+            .stdout(Stdio::null())
+            .stderr(Stdio::null())
+            .spawn()
+            .unwrap();
+        if round == 0 {
+            std::thread::sleep(Duration::from_millis(5));
+        } else {
+            let deadline = std::time::Instant::now() + Duration::from_secs(60);
+            while count() == before && std::time::Instant::now() < deadline {
+                std::thread::sleep(Duration::from_millis(20));
+            }
+        }
+        child.kill().unwrap(); // SIGKILL
+        child.wait().unwrap();
+        counts.push(assert_every_client_whole(&dir));
+    }
+    assert!(
+        counts.iter().any(|&c| c > 0 && c < 2000),
+        "no kill landed in the middle of the import: {counts:?}"
+    );
+    // After the kills, the same import completes: rows already there are
+    // reported as existing, the rest are added, and every client is whole.
+    let out = tb(&dir, &["client", "import", csv.to_str().unwrap()]);
+    assert!(out.status.code() == Some(0) || out.status.code() == Some(2));
+    assert_eq!(
+        assert_every_client_whole(&dir),
+        2000,
+        "counts after kills: {counts:?}"
+    );
+    let b = Broker::open(&dir).unwrap();
+    b.client(&ClientId::new("u1999").unwrap()).unwrap();
+}

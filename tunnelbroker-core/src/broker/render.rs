@@ -197,13 +197,13 @@ impl Broker {
             _ => {}
         }
         for dir in crl.ancestors().skip(1) {
-            if let Ok(m) = fs::metadata(dir) {
-                if m.permissions().mode() & 0o001 == 0 {
-                    warnings.push(format!(
-                        "{} is not searchable by others, so OpenVPN cannot re-read the CRL after dropping privileges (chmod o+x it)",
-                        dir.display()
-                    ));
-                }
+            if let Ok(m) = fs::metadata(dir)
+                && m.permissions().mode() & 0o001 == 0
+            {
+                warnings.push(format!(
+                    "{} is not searchable by others, so OpenVPN cannot re-read the CRL after dropping privileges (chmod o+x it)",
+                    dir.display()
+                ));
             }
         }
         warnings

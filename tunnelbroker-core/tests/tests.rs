@@ -2,4 +2,5 @@
 
 mod broker;
 mod openvpn_e2e;
+mod pki;
 mod plan;

@@ -85,13 +85,12 @@ struct Lab {
 
 impl Lab {
     fn new(scenario: &str) -> Lab {
-        let lab = Lab {
+        Lab {
             tag: format!("tbe{}{scenario}", std::process::id() % 100_000),
             namespaces: Vec::new(),
             children: Vec::new(),
             links: 0,
-        };
-        lab
+        }
     }
 
     fn ns_name(&self, short: &str) -> String {

@@ -40,6 +40,22 @@ pub enum Command {
     Client(ClientCommand),
     /// Sign a fresh CRL and write it (to the broker, and to -o FILE or stdout).
     Crl(CrlArgs),
+    /// The OpenVPN server side.
+    #[command(subcommand)]
+    Server(ServerCommand),
+}
+
+/// `tunnelbroker server ...`.
+#[derive(Debug, Subcommand)]
+pub enum ServerCommand {
+    /// Write the OpenVPN server configurations, scripts and keys (Debian
+    /// layout: NAME.conf for openvpn-server@NAME); unchanged files stay
+    /// untouched, files of revoked clients are removed.
+    Render {
+        /// Output directory [default: <broker>/server]; e.g. /etc/openvpn/server.
+        #[arg(short, long, value_name = "DIR")]
+        out: Option<PathBuf>,
+    },
 }
 
 /// Arguments of `tunnelbroker init`.
@@ -115,6 +131,15 @@ pub enum ClientCommand {
     Purge {
         /// The client's ID.
         id: String,
+    },
+    /// Write a client's bundle: its OpenVPN configuration, scripts and README
+    /// (.tar.gz for Linux, .zip for Windows).
+    Bundle {
+        /// The client's ID.
+        id: String,
+        /// The archive to write [default: ./<id>.tar.gz or ./<id>.zip].
+        #[arg(short, long, value_name = "FILE")]
+        out: Option<PathBuf>,
     },
     /// Subscribe many clients from a CSV file: id,kind,os,email,name[,prefix].
     Import {

@@ -13,6 +13,7 @@ mod client;
 mod init;
 mod output;
 mod plan;
+mod server;
 
 fn main() -> ExitCode {
     // Usage errors and --help/--version exit here, through clap (status 2 / 0).
@@ -23,6 +24,7 @@ fn main() -> ExitCode {
         args::Command::Init(a) => init::init(&out, &cli.dir, a),
         args::Command::Client(c) => client::run(&out, &cli.dir, c),
         args::Command::Crl(a) => init::crl(&out, &cli.dir, a),
+        args::Command::Server(c) => server::run(&out, &cli.dir, c),
     };
     output::finish(result)
 }

@@ -2,6 +2,7 @@
 
 mod broker;
 mod plan;
+mod server;
 
 use std::process::{Command, Output};
 

@@ -23,7 +23,6 @@ from __future__ import annotations
 
 import argparse
 import csv
-import os
 import sys
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
@@ -44,24 +43,11 @@ class Outcome:
     error: Optional[str] = None
 
 
-def write_credentials(broker: Broker, client_id: str, out_dir: Path) -> Path:
-    """Writes a client's CA certificate, certificate and key (0600) into
-    ``out_dir/<id>/`` and returns that folder.
-
-    (Once the broker's ``bundle(id, path)`` is available, a single call
-    writes the client's whole OpenVPN archive instead.)
-    """
-    cred = broker.credentials(client_id)
-    folder = out_dir / client_id
-    folder.mkdir(mode=0o700, exist_ok=True)
-    (folder / "ca.crt").write_text(broker.ca_certificate)
-    (folder / f"{client_id}.crt").write_text(cred.certificate)
-    if cred.key is not None:
-        key_path = folder / f"{client_id}.key"
-        fd = os.open(key_path, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
-        with os.fdopen(fd, "w") as f:
-            f.write(cred.key)
-    return folder
+def write_bundle(broker: Broker, client_id: str, out_dir: Path) -> Path:
+    """Writes the client's OpenVPN bundle (``<id>.tar.gz`` for Linux,
+    ``<id>.zip`` for Windows, mode 0600: it holds the client's key) into
+    ``out_dir`` and returns its path."""
+    return broker.bundle(client_id, out_dir)
 
 
 def provision_row(broker: Broker, out_dir: Path, line: int, row: dict[str, str]) -> Outcome:
@@ -81,7 +67,7 @@ def provision_row(broker: Broker, out_dir: Path, line: int, row: dict[str, str])
             if existing.state != "active":
                 raise
             result.client, result.existed = existing, True
-        result.output = write_credentials(broker, username, out_dir)
+        result.output = write_bundle(broker, username, out_dir)
     except tunnelbroker.Error as e:
         result.error = str(e)
     return result

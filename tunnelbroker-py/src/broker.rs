@@ -482,6 +482,42 @@ impl PyBroker {
         Ok(py.detach(|| broker.refresh_crl()).py_err(py)?.into())
     }
 
+    /// Writes a client's bundle (`.tar.gz` for linux, `.zip` for windows;
+    /// mode 0600, it holds the client's key) to `path`, or into `path` when
+    /// it is a directory, and returns the file written.
+    fn bundle(&self, py: Python<'_>, id: &str, path: PathBuf) -> PyResult<PathBuf> {
+        let broker = self.get()?;
+        let id = id_arg(py, id)?;
+        py.detach(|| {
+            let out = if path.is_dir() {
+                path.join(broker.bundle_file_name(&id)?)
+            } else {
+                path
+            };
+            broker.bundle(&id, &out)
+        })
+        .py_err(py)
+    }
+
+    /// Renders the OpenVPN server files (Debian layout) into `path`, or
+    /// into the broker's `server/` directory. Unchanged files are left
+    /// alone; files of clients that are no longer active are removed.
+    #[pyo3(signature = (path = None))]
+    fn render_server(&self, py: Python<'_>, path: Option<PathBuf>) -> PyResult<PyRenderReport> {
+        let broker = self.get()?;
+        let r = py
+            .detach(|| broker.render_server(path.as_deref()))
+            .py_err(py)?;
+        Ok(PyRenderReport {
+            dir: r.dir,
+            written: r.written,
+            unchanged: r.unchanged,
+            removed: r.removed,
+            instances: r.instances,
+            warnings: r.warnings,
+        })
+    }
+
     /// Subscribes every good row of a CSV text (columns `id, kind, os,
     /// email, name[, prefix]`; a header row starting with `id` is skipped).
     /// Bad rows are reported, not raised. `progress(done, total)` is called
@@ -537,6 +573,36 @@ impl PyBroker {
     }
 }
 
+/// What `Broker.render_server` did.
+#[pyclass(name = "RenderReport", module = "tunnelbroker", frozen, get_all)]
+pub struct PyRenderReport {
+    /// The output directory.
+    dir: PathBuf,
+    /// Files written because they were new or had changed.
+    written: Vec<PathBuf>,
+    /// Files already up to date.
+    unchanged: Vec<PathBuf>,
+    /// Files of clients no longer active, removed.
+    removed: Vec<PathBuf>,
+    /// Instance names to start (`openvpn-server@NAME`).
+    instances: Vec<String>,
+    /// Things the operator should know.
+    warnings: Vec<String>,
+}
+
+#[pymethods]
+impl PyRenderReport {
+    fn __repr__(&self) -> String {
+        format!(
+            "RenderReport(dir='{}', written={}, unchanged={}, removed={})",
+            self.dir.display(),
+            self.written.len(),
+            self.unchanged.len(),
+            self.removed.len()
+        )
+    }
+}
+
 /// Adds the broker's classes to the module.
 pub(crate) fn register(m: &Bound<'_, PyModule>) -> PyResult<()> {
     m.add_class::<PyBroker>()?;
@@ -544,5 +610,6 @@ pub(crate) fn register(m: &Bound<'_, PyModule>) -> PyResult<()> {
     m.add_class::<PyCredentials>()?;
     m.add_class::<PyImportReport>()?;
     m.add_class::<PyRowError>()?;
+    m.add_class::<PyRenderReport>()?;
     Ok(())
 }

@@ -327,3 +327,27 @@ def test_threads_really_overlap(broker: Broker) -> None:
         done.set()
         t.join()
     assert ticks > 0
+
+
+def test_bundle_and_render_server(broker: Broker, tmp_path: Path) -> None:
+    alice = broker.add_client("alice", kind="subnet")
+    out = broker.bundle("alice", tmp_path)
+    assert out == tmp_path / "alice.tar.gz"
+    assert stat.S_IMODE(os.stat(out).st_mode) == 0o600
+    named = broker.bundle("alice", tmp_path / "copy.tgz")
+    assert named == tmp_path / "copy.tgz"
+    with pytest.raises(NotFoundError, match="no client named ghost"):
+        broker.bundle("ghost", tmp_path)
+    with pytest.raises(InvalidInputError):
+        broker.bundle("../etc", tmp_path)
+
+    report = broker.render_server(tmp_path / "server")
+    assert report.dir == (tmp_path / "server").resolve()
+    assert report.instances == [f"tb-client-{alice.id}"]
+    assert any(p.name == f"tb-client-{alice.id}.conf" for p in report.written)
+    again = broker.render_server(tmp_path / "server")
+    assert again.written == [] and len(again.unchanged) == len(report.written)
+    broker.revoke("alice")
+    gone = broker.render_server(tmp_path / "server")
+    assert any(p.name == f"tb-client-{alice.id}.conf" for p in gone.removed)
+    assert "RenderReport(" in repr(gone)

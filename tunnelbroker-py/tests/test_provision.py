@@ -4,6 +4,8 @@ from __future__ import annotations
 
 import importlib.util
 import sys
+import tarfile
+import zipfile
 from pathlib import Path
 from types import ModuleType
 
@@ -40,15 +42,19 @@ def test_provision_sample_csv(tmp_path: Path, capsys: pytest.CaptureFixture[str]
     assert "line 7: erin: invalid client kind" in cap.err
 
     names = sorted(p.name for p in out.iterdir())
-    assert names == ["alice", "bob", "carol", "frank"]
+    assert names == ["alice.tar.gz", "bob.zip", "carol.tar.gz", "frank.tar.gz"]
     for name in names:
-        folder = out / name
-        assert sorted(p.name for p in folder.iterdir()) == sorted(
-            ["ca.crt", f"{name}.crt", f"{name}.key"]
-        )
-        assert (folder / f"{name}.key").stat().st_mode & 0o077 == 0  # keys: 0600
-        assert "PRIVATE KEY" in (folder / f"{name}.key").read_text()
-        assert (folder / "ca.crt").read_text().startswith("-----BEGIN CERTIFICATE-----")
+        bundle = out / name
+        assert bundle.stat().st_mode & 0o077 == 0  # it holds the client's key: 0600
+    with tarfile.open(out / "alice.tar.gz") as tar:
+        members = {m.name: m for m in tar.getmembers()}
+        conf = tar.extractfile(members["alice/alice.conf"])
+        assert conf is not None
+        text = conf.read().decode()
+    assert "<key>" in text and "PRIVATE KEY" in text
+    assert "<ca>" in text and "<tls-crypt>" in text
+    with zipfile.ZipFile(out / "bob.zip") as z:
+        assert "bob/bob.ovpn" in z.namelist()
 
     with Broker.open(tmp_path / "b") as b:
         clients = {c.id: c for c in b.clients()}

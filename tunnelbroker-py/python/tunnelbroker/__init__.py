@@ -34,6 +34,7 @@ from ._tunnelbroker import (
     NotFoundError as NotFoundError,
     Pool as Pool,
     PoolExhaustedError as PoolExhaustedError,
+    RenderReport as RenderReport,
     RowError as RowError,
     Subnet as Subnet,
 )

@@ -24,6 +24,7 @@
 
 mod broker;
 mod client_id;
+pub mod doctor;
 mod error;
 #[allow(dead_code)] // the rest is for the PKI, OpenVPN and bundle modules as they land
 mod fsutil;

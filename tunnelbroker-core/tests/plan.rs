@@ -483,7 +483,14 @@ fn overlaps(a: &Ipv6Net, b: &Ipv6Net) -> bool {
 }
 
 proptest! {
-    #![proptest_config(ProptestConfig { cases: 256, .. ProptestConfig::default() })]
+    #![proptest_config(ProptestConfig {
+        cases: 256,
+        // Failing cases are saved next to this file, to be committed as regressions.
+        failure_persistence: Some(Box::new(
+            proptest::test_runner::FileFailurePersistence::Direct("tests/plan.proptest-regressions"),
+        )),
+        ..ProptestConfig::default()
+    })]
 
     #[test]
     fn invariants_hold(p in any_pool(), ops in prop::collection::vec(op(), 0..120)) {

@@ -1,4 +1,5 @@
 //! The integration tests of `tunnelbroker-core`: one binary, one module per topic.
 
 mod broker;
+mod pki;
 mod plan;

@@ -265,35 +265,7 @@ impl Settings {
                 });
             }
         }
-        let s = &self.subject;
-        for (field, value) in [
-            ("subject.country", s.country.as_deref()),
-            ("subject.organization", s.organization.as_deref()),
-            (
-                "subject.organizational_unit",
-                s.organizational_unit.as_deref(),
-            ),
-            ("subject.common_name", Some(s.common_name.as_str())),
-        ] {
-            if let Some(v) = value {
-                if v.is_empty() || v.chars().count() > 64 || v.chars().any(char::is_control) {
-                    return Err(Error::InvalidField {
-                        field,
-                        input: shown(v),
-                        reason: "1 to 64 characters without control characters".into(),
-                    });
-                }
-            }
-        }
-        if let Some(c) = &s.country {
-            if c.len() != 2 || !c.bytes().all(|b| b.is_ascii_uppercase()) {
-                return Err(Error::InvalidField {
-                    field: "subject.country",
-                    input: shown(c),
-                    reason: "a two-letter upper-case country code such as DE".into(),
-                });
-            }
-        }
+        self.subject.validate()?;
         Ok(())
     }
 

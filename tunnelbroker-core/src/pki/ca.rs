@@ -223,7 +223,7 @@ impl Ca {
             .self_signed(&pair)
             .map_err(|e| pki_err("signing the CA certificate", e))?;
         let certificate = Certificate::from_der(cert.der())?;
-        let key = PrivateKey::from_pair(&pair, params.key_type);
+        let key = PrivateKey::from_pair(&pair, params.key_type)?;
         Ca::assemble(certificate, key, pair)
     }
 
@@ -372,7 +372,7 @@ impl Ca {
             .map_err(|e| pki_err("signing a certificate", e))?;
         Ok(Issued {
             certificate: Certificate::from_der(cert.der())?,
-            key: PrivateKey::from_pair(&pair, key_type),
+            key: PrivateKey::from_pair(&pair, key_type)?,
         })
     }
 
@@ -588,5 +588,233 @@ fn reason_code(r: RevocationReason) -> rcgen::RevocationReason {
         RevocationReason::AffiliationChanged => rcgen::RevocationReason::AffiliationChanged,
         RevocationReason::Superseded => rcgen::RevocationReason::Superseded,
         RevocationReason::CessationOfOperation => rcgen::RevocationReason::CessationOfOperation,
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::ErrorKind;
+
+    fn id(s: &str) -> ClientId {
+        s.parse().unwrap()
+    }
+
+    /// A CA certificate made directly with rcgen, for the refusal tests.
+    fn raw_cert(is_ca: bool, not_after_year: i32) -> (String, String) {
+        let pair = KeyPair::generate_for(&rcgen::PKCS_ECDSA_P256_SHA256).unwrap();
+        let mut cp = CertificateParams::default();
+        cp.distinguished_name = DistinguishedName::new();
+        cp.distinguished_name.push(DnType::CommonName, "old ca");
+        cp.not_before = rcgen::date_time_ymd(2000, 1, 1);
+        cp.not_after = rcgen::date_time_ymd(not_after_year, 1, 1);
+        cp.is_ca = if is_ca {
+            IsCa::Ca(BasicConstraints::Unconstrained)
+        } else {
+            IsCa::ExplicitNoCa
+        };
+        let cert = cp.self_signed(&pair).unwrap();
+        (cert.pem(), pair.serialize_pem())
+    }
+
+    #[test]
+    fn generated_ca_has_ski_and_loads_back() {
+        for kt in [
+            KeyType::P256,
+            KeyType::P384,
+            KeyType::Ed25519,
+            KeyType::Rsa2048,
+        ] {
+            let ca = Ca::generate(&CaParams {
+                key_type: kt,
+                ..CaParams::default()
+            })
+            .unwrap();
+            assert_eq!(ca.subject_key_id().map(<[u8]>::len), Some(20));
+            let again = Ca::from_pem(ca.certificate().pem(), ca.key().to_pem()).unwrap();
+            assert_eq!(again.subject_key_id(), ca.subject_key_id());
+            let c = again.issue_client(&id("alice"), kt, 1).unwrap();
+            ca.verify(&c.certificate).unwrap();
+        }
+    }
+
+    #[test]
+    fn non_ca_mismatched_key_and_expired_ca_have_their_own_errors() {
+        let (leaf, leaf_key) = raw_cert(false, 2099);
+        let err = Ca::from_pem(&leaf, &leaf_key).unwrap_err();
+        assert!(matches!(err, Error::NotACa { .. }), "{err}");
+
+        let ca = Ca::generate(&CaParams::default()).unwrap();
+        let issued = ca.issue_client(&id("mallory"), KeyType::P256, 30).unwrap();
+        let err = Ca::from_pem(issued.certificate.pem(), issued.key.to_pem()).unwrap_err();
+        assert!(matches!(err, Error::NotACa { .. }), "{err}");
+
+        let other = PrivateKey::generate(KeyType::P256).unwrap();
+        let err = Ca::from_pem(ca.certificate().pem(), other.to_pem()).unwrap_err();
+        assert!(matches!(err, Error::CaKeyMismatch { .. }), "{err}");
+        assert_eq!(err.kind(), ErrorKind::Crypto);
+
+        let (old, old_key) = raw_cert(true, 2001);
+        let err = Ca::from_pem(&old, &old_key).unwrap_err();
+        assert!(matches!(err, Error::CaExpired { .. }), "{err}");
+        assert!(err.to_string().contains("2001-01-01"), "{err}");
+
+        let (good, good_key) = raw_cert(true, 2099);
+        Ca::from_pem(&good, &good_key).unwrap();
+        assert!(matches!(
+            Ca::from_pem(&good, "junk").unwrap_err(),
+            Error::InvalidKey { .. }
+        ));
+        assert!(matches!(
+            Ca::from_pem("junk", &good_key).unwrap_err(),
+            Error::InvalidCertificate { .. }
+        ));
+    }
+
+    #[test]
+    fn leaves_carry_the_ca_ski_as_aki() {
+        let ca = Ca::generate(&CaParams::default()).unwrap();
+        let server = ca
+            .issue_server("vpn.example.net", KeyType::P256, 730)
+            .unwrap();
+        let x509 = server.certificate.x509().unwrap();
+        let aki = x509
+            .iter_extensions()
+            .find_map(|e| match e.parsed_extension() {
+                ParsedExtension::AuthorityKeyIdentifier(a) => {
+                    a.key_identifier.as_ref().map(|k| k.0.to_vec())
+                }
+                _ => None,
+            })
+            .unwrap();
+        assert_eq!(Some(aki.as_slice()), ca.subject_key_id());
+        let bc = x509.basic_constraints().unwrap().unwrap();
+        assert!(!bc.value.ca);
+        let ku = x509.key_usage().unwrap().unwrap();
+        assert!(ku.value.digital_signature() && !ku.value.key_encipherment());
+    }
+
+    #[test]
+    fn csr_is_signed_with_forced_cn_and_bad_signature_is_refused() {
+        let ca = Ca::generate(&CaParams::default()).unwrap();
+        let client_key = KeyPair::generate_for(&rcgen::PKCS_ECDSA_P256_SHA256).unwrap();
+        let mut cp = CertificateParams::default();
+        cp.distinguished_name = DistinguishedName::new();
+        cp.distinguished_name.push(DnType::CommonName, "root");
+        let csr = cp.serialize_request(&client_key).unwrap();
+        let pem = csr.pem().unwrap();
+        let cert = ca.sign_client_csr(&id("erin"), &pem, 365).unwrap();
+        assert_eq!(cert.info().common_name, "erin");
+        assert_eq!(cert.info().purpose, crate::Purpose::Client);
+        ca.verify(&cert).unwrap();
+        let key = PrivateKey::from_pem(&client_key.serialize_pem()).unwrap();
+        assert!(cert.matches_key(&key));
+
+        // Flip one bit in the signature (the last byte of the DER).
+        let mut der = csr.der().to_vec();
+        let last = der.len() - 1;
+        der[last] ^= 0x01;
+        let forged = super::super::pem_encode("CERTIFICATE REQUEST", &der);
+        let err = ca.sign_client_csr(&id("erin"), &forged, 365).unwrap_err();
+        assert!(matches!(err, Error::CsrSignatureInvalid), "{err}");
+
+        // Flip a bit in the subject: the signature no longer covers it.
+        let mut der = csr.der().to_vec();
+        let pos = der.windows(4).position(|w| w == b"root").unwrap();
+        der[pos] = b'R';
+        let forged = super::super::pem_encode("CERTIFICATE REQUEST", &der);
+        let err = ca.sign_client_csr(&id("erin"), &forged, 365).unwrap_err();
+        assert!(matches!(err, Error::CsrSignatureInvalid), "{err}");
+
+        for junk in [
+            "",
+            "junk",
+            "-----BEGIN CERTIFICATE REQUEST-----\nAAAA\n-----END CERTIFICATE REQUEST-----\n",
+        ] {
+            let err = ca.sign_client_csr(&id("erin"), junk, 365).unwrap_err();
+            assert!(matches!(err, Error::InvalidCsr { .. }), "{err}");
+        }
+    }
+
+    #[test]
+    fn crl_lists_only_unexpired_entries_and_matches_the_ca() {
+        let ca = Ca::generate(&CaParams::default()).unwrap();
+        let now = OffsetDateTime::now_utc();
+        let live = Serial::random().unwrap();
+        let expired = Serial::random().unwrap();
+        let entries = [
+            RevokedCert {
+                serial: live.clone(),
+                revoked_at: now,
+                reason: RevocationReason::Superseded,
+                not_after: now + time::Duration::days(10),
+            },
+            RevokedCert {
+                serial: expired.clone(),
+                revoked_at: now - time::Duration::days(400),
+                reason: RevocationReason::KeyCompromise,
+                not_after: now - time::Duration::days(1),
+            },
+        ];
+        let crl = ca.crl(&entries, 42, 30).unwrap();
+        assert_eq!(crl.number(), 42);
+        assert_eq!(crl.revoked_serials(), vec![live.clone()]);
+        assert!(crl.is_revoked(&live) && !crl.is_revoked(&expired));
+        assert_eq!(crl.authority_key_id(), ca.subject_key_id());
+        let days = (crl.next_update() - crl.this_update()).whole_days();
+        assert_eq!(days, 30);
+        ca.check_crl(&crl).unwrap();
+        assert_eq!(Crl::from_pem(crl.pem()).unwrap(), crl);
+
+        let other = Ca::generate(&CaParams::default()).unwrap();
+        assert!(matches!(
+            other.check_crl(&crl).unwrap_err(),
+            Error::CrlNotFromCa { .. }
+        ));
+        assert!(ca.crl(&[], 0, 0).is_err());
+        assert!(ca.crl(&[], u64::MAX, u32::MAX).is_err());
+        assert_eq!(ca.crl(&[], u64::MAX, 1).unwrap().number(), u64::MAX);
+        assert_eq!(ca.crl(&[], 0, 1).unwrap().number(), 0);
+    }
+
+    #[test]
+    fn bad_names_and_validities_are_refused() {
+        let ca = Ca::generate(&CaParams::default()).unwrap();
+        for cn in ["", " x", "a\nb", &"x".repeat(65)] {
+            let err = ca.issue_server(cn, KeyType::P256, 1).unwrap_err();
+            assert!(matches!(err, Error::InvalidSubject { .. }), "{err}");
+        }
+        for days in [0, u32::MAX] {
+            let err = ca.issue_client(&id("a"), KeyType::P256, days).unwrap_err();
+            assert!(matches!(err, Error::InvalidValidity { .. }), "{err}");
+        }
+        let subject = Subject {
+            country: Some("de".into()),
+            ..Subject::default()
+        };
+        let err = Ca::generate(&CaParams {
+            subject,
+            ..CaParams::default()
+        })
+        .unwrap_err();
+        assert!(matches!(err, Error::InvalidSubject { .. }), "{err}");
+    }
+
+    #[test]
+    fn debug_of_ca_shows_no_key_material() {
+        let ca = Ca::generate(&CaParams::default()).unwrap();
+        let shown = format!("{ca:?} {ca:#?}");
+        assert!(shown.contains("[redacted]"), "{shown}");
+        assert!(!shown.contains("PRIVATE KEY"), "{shown}");
+        let body: String = ca
+            .key()
+            .to_pem()
+            .lines()
+            .nth(1)
+            .unwrap()
+            .chars()
+            .take(16)
+            .collect();
+        assert!(!shown.contains(&body), "{shown}");
     }
 }

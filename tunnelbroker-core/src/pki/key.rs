@@ -131,15 +131,26 @@ impl PrivateKey {
     /// ```
     pub fn generate(key_type: KeyType) -> Result<Self> {
         let pair = key_type.generate_pair()?;
-        Ok(Self::from_pair(&pair, key_type))
+        Self::from_pair(&pair, key_type)
     }
 
-    /// Wraps a freshly generated `rcgen` key pair.
-    pub(super) fn from_pair(pair: &KeyPair, key_type: KeyType) -> Self {
-        PrivateKey {
-            pem: pem_encode("PRIVATE KEY", pair.serialized_der()),
-            key_type,
-        }
+    /// Wraps an `rcgen` key pair, as PKCS#8 v1.
+    ///
+    /// aws-lc writes Ed25519 keys as PKCS#8 v2 (with the public key), which
+    /// OpenSSL 3.0, and so OpenVPN, cannot read: they are rewritten as v1.
+    pub(super) fn from_pair(pair: &KeyPair, key_type: KeyType) -> Result<Self> {
+        let der = pair.serialized_der();
+        let pem = if key_type == KeyType::Ed25519 {
+            let ed = aws_lc_rs::signature::Ed25519KeyPair::from_pkcs8_maybe_unchecked(der)
+                .map_err(|e| pki_err("reading an Ed25519 key", e))?;
+            let v1 = ed
+                .to_pkcs8v1()
+                .map_err(|e| pki_err("encoding an Ed25519 key", e))?;
+            pem_encode("PRIVATE KEY", v1.as_ref())
+        } else {
+            pem_encode("PRIVATE KEY", der)
+        };
+        Ok(PrivateKey { pem, key_type })
     }
 
     /// Reads a PKCS#8 (or SEC1/PKCS#1) PEM key.
@@ -158,7 +169,7 @@ impl PrivateKey {
     /// ```
     pub fn from_pem(pem: &str) -> Result<Self> {
         let (pair, key_type) = load_pair(pem)?;
-        Ok(Self::from_pair(&pair, key_type))
+        Self::from_pair(&pair, key_type)
     }
 
     /// The key as PKCS#8 PEM. This is secret material.
@@ -295,6 +306,18 @@ mod tests {
             assert_eq!(again.to_pem(), key.to_pem());
             assert_eq!(kt.to_string().parse::<KeyType>().unwrap(), kt);
         }
+    }
+
+    #[test]
+    fn ed25519_keys_are_pkcs8_v1_for_openssl_3_0() {
+        let key = PrivateKey::generate(KeyType::Ed25519).unwrap();
+        let der = pem::parse(key.to_pem()).unwrap().into_contents();
+        // SEQUENCE(46) { INTEGER 0, SEQUENCE { OID 1.3.101.112 }, OCTET STRING(34) }
+        assert_eq!(der.len(), 48);
+        assert_eq!(
+            &der[..16],
+            b"\x30\x2e\x02\x01\x00\x30\x05\x06\x03\x2b\x65\x70\x04\x22\x04\x20"
+        );
     }
 
     #[test]

@@ -1,0 +1,538 @@
+//! The CA checked with someone else's eyes: `openssl verify`, `openssl crl`
+//! and `pkilint`, for every key algorithm, for generated and imported CAs.
+//!
+//! `openssl` is looked up at /usr/bin/openssl and on PATH; `pkilint` in
+//! `$PKILINT_BIN_DIR` and on PATH (`scripts/lib/pki.sh` installs it into
+//! `target/test-venv`). A missing tool skips with a printed reason, except
+//! when `CI=true`, where it fails.
+
+use std::path::{Path, PathBuf};
+use std::process::{Command, Output};
+
+use time::OffsetDateTime;
+use tunnelbroker_core::{
+    Ca, CaParams, Certificate, ClientId, Crl, Error, KeyType, PrivateKey, Purpose,
+    RevocationReason, RevokedCert, Serial,
+};
+
+const ALL: [KeyType; 6] = [
+    KeyType::P256,
+    KeyType::P384,
+    KeyType::Ed25519,
+    KeyType::Rsa2048,
+    KeyType::Rsa3072,
+    KeyType::Rsa4096,
+];
+
+fn in_ci() -> bool {
+    std::env::var("CI").is_ok_and(|v| v == "true")
+}
+
+/// Skips (returns `None`) with a reason, or panics under `CI=true`.
+fn missing<T>(what: &str) -> Option<T> {
+    if in_ci() {
+        panic!("{what} is required when CI=true");
+    }
+    eprintln!("SKIPPED: {what} not found");
+    None
+}
+
+fn on_path(name: &str) -> Option<PathBuf> {
+    let path = std::env::var_os("PATH")?;
+    std::env::split_paths(&path)
+        .map(|d| d.join(name))
+        .find(|p| p.is_file())
+}
+
+fn openssl() -> Option<PathBuf> {
+    let fixed = PathBuf::from("/usr/bin/openssl");
+    if fixed.is_file() {
+        return Some(fixed);
+    }
+    on_path("openssl").or_else(|| missing("openssl"))
+}
+
+/// The directory holding pkilint's `lint_*` programs.
+fn pkilint_dir() -> Option<PathBuf> {
+    if let Some(dir) = std::env::var_os("PKILINT_BIN_DIR") {
+        let dir = PathBuf::from(dir);
+        if dir.join("lint_pkix_cert").is_file() {
+            return Some(dir);
+        }
+    }
+    if let Some(p) = on_path("lint_pkix_cert") {
+        return p.parent().map(Path::to_path_buf);
+    }
+    let venv = Path::new(env!("CARGO_MANIFEST_DIR")).join("../target/test-venv/bin");
+    if venv.join("lint_pkix_cert").is_file() {
+        return Some(venv);
+    }
+    missing("pkilint (set PKILINT_BIN_DIR or run scripts/test)")
+}
+
+fn run(program: &Path, args: &[&str]) -> Output {
+    Command::new(program)
+        .args(args)
+        .output()
+        .unwrap_or_else(|e| panic!("cannot run {}: {e}", program.display()))
+}
+
+fn text(out: &Output) -> String {
+    format!(
+        "{}{}",
+        String::from_utf8_lossy(&out.stdout),
+        String::from_utf8_lossy(&out.stderr)
+    )
+}
+
+fn write(dir: &Path, name: &str, data: &str) -> String {
+    let p = dir.join(name);
+    std::fs::write(&p, data).unwrap();
+    p.to_str().unwrap().to_owned()
+}
+
+fn id(s: &str) -> ClientId {
+    s.parse().unwrap()
+}
+
+fn revoke(cert: &Certificate, reason: RevocationReason) -> RevokedCert {
+    RevokedCert {
+        serial: cert.serial().clone(),
+        revoked_at: OffsetDateTime::now_utc(),
+        reason,
+        not_after: cert.info().not_after,
+    }
+}
+
+/// `openssl verify` of `leaf` against `ca`, optionally with a CRL.
+fn verify(openssl: &Path, ca: &str, leaf: &str, crl: Option<&str>) -> Output {
+    let mut args = vec!["verify", "-CAfile", ca];
+    if let Some(crl) = crl {
+        args.extend(["-crl_check", "-CRLfile", crl]);
+    }
+    args.push(leaf);
+    run(openssl, &args)
+}
+
+/// The serials `openssl crl -text` lists, upper-case hex without colons.
+fn openssl_crl_serials(openssl: &Path, crl: &str) -> Vec<String> {
+    let out = run(openssl, &["crl", "-in", crl, "-noout", "-text"]);
+    assert!(out.status.success(), "openssl crl: {}", text(&out));
+    let mut serials: Vec<String> = String::from_utf8_lossy(&out.stdout)
+        .lines()
+        .filter_map(|l| l.trim().strip_prefix("Serial Number: "))
+        .map(|s| s.trim().to_uppercase())
+        .collect();
+    serials.sort();
+    serials
+}
+
+fn sorted(serials: &[&Serial]) -> Vec<String> {
+    let mut v: Vec<String> = serials.iter().map(|s| s.to_string()).collect();
+    v.sort();
+    v
+}
+
+/// The full chain of checks for one CA: server and client verify, a
+/// certificate of another CA fails, the CRL lists exactly the revoked
+/// serials and `-crl_check` reports the revoked client as revoked.
+fn check_ca_with_openssl(openssl: &Path, dir: &Path, ca: &Ca, leaf_type: KeyType) {
+    let tag = format!("{leaf_type}");
+    let ca_pem = write(dir, "ca.pem", ca.certificate().pem());
+    let server = ca.issue_server("vpn.example.net", leaf_type, 730).unwrap();
+    let alice = ca.issue_client(&id("alice"), leaf_type, 365).unwrap();
+    let bob = ca.issue_client(&id("bob"), leaf_type, 365).unwrap();
+    assert_eq!(server.certificate.info().purpose, Purpose::Server);
+    assert_eq!(alice.certificate.info().purpose, Purpose::Client);
+    assert_eq!(alice.certificate.info().common_name, "alice");
+    let server_pem = write(dir, "server.pem", server.certificate.pem());
+    let alice_pem = write(dir, "alice.pem", alice.certificate.pem());
+    let bob_pem = write(dir, "bob.pem", bob.certificate.pem());
+
+    for leaf in [&server_pem, &alice_pem, &bob_pem] {
+        let out = verify(openssl, &ca_pem, leaf, None);
+        assert!(out.status.success(), "{tag}: {}", text(&out));
+        assert!(text(&out).contains(": OK"), "{tag}: {}", text(&out));
+    }
+    // openssl agrees that key and certificate belong together.
+    let key_path = write(dir, "alice.key", alice.key.to_pem());
+    let pub_from_key = run(openssl, &["pkey", "-in", &key_path, "-pubout"]);
+    let pub_from_cert = run(openssl, &["x509", "-in", &alice_pem, "-noout", "-pubkey"]);
+    assert!(pub_from_key.status.success(), "{}", text(&pub_from_key));
+    assert_eq!(pub_from_key.stdout, pub_from_cert.stdout, "{tag}");
+
+    // A certificate of another CA fails.
+    let stranger = Ca::generate(&CaParams::default()).unwrap();
+    let eve = stranger.issue_client(&id("eve"), leaf_type, 365).unwrap();
+    let eve_pem = write(dir, "eve.pem", eve.certificate.pem());
+    let out = verify(openssl, &ca_pem, &eve_pem, None);
+    assert!(!out.status.success(), "{tag}: {}", text(&out));
+    assert!(ca.verify(&eve.certificate).is_err());
+
+    // Revoke alice: the CRL lists exactly her serial, openssl says revoked,
+    // bob and the server still pass with -crl_check.
+    let crl = ca
+        .crl(
+            &[revoke(&alice.certificate, RevocationReason::KeyCompromise)],
+            1,
+            30,
+        )
+        .unwrap();
+    let crl_pem = write(dir, "crl.pem", crl.pem());
+    assert_eq!(
+        openssl_crl_serials(openssl, &crl_pem),
+        sorted(&[alice.certificate.serial()])
+    );
+    let out = verify(openssl, &ca_pem, &alice_pem, Some(&crl_pem));
+    assert!(!out.status.success(), "{tag}: {}", text(&out));
+    assert!(
+        text(&out).contains("certificate revoked"),
+        "{tag}: {}",
+        text(&out)
+    );
+    for leaf in [&server_pem, &bob_pem] {
+        let out = verify(openssl, &ca_pem, leaf, Some(&crl_pem));
+        assert!(out.status.success(), "{tag}: {}", text(&out));
+    }
+
+    // Two revoked: both listed, the CRL text says Key Compromise / Superseded.
+    let crl = ca
+        .crl(
+            &[
+                revoke(&alice.certificate, RevocationReason::KeyCompromise),
+                revoke(&bob.certificate, RevocationReason::Superseded),
+            ],
+            2,
+            30,
+        )
+        .unwrap();
+    let crl_pem = write(dir, "crl2.pem", crl.pem());
+    assert_eq!(
+        openssl_crl_serials(openssl, &crl_pem),
+        sorted(&[alice.certificate.serial(), bob.certificate.serial()])
+    );
+    let out = run(openssl, &["crl", "-in", &crl_pem, "-noout", "-text"]);
+    let t = text(&out);
+    assert!(
+        t.contains("Key Compromise") && t.contains("Superseded"),
+        "{t}"
+    );
+    assert!(
+        t.contains("X509v3 CRL Number") && t.contains("Next Update"),
+        "{t}"
+    );
+    let out = verify(openssl, &ca_pem, &bob_pem, Some(&crl_pem));
+    assert!(
+        text(&out).contains("certificate revoked"),
+        "{tag}: {}",
+        text(&out)
+    );
+}
+
+/// The key identifier `openssl x509 -text` shows after `label`.
+fn openssl_key_id(openssl: &Path, args: &[&str], label: &str) -> String {
+    let out = run(openssl, args);
+    let t = String::from_utf8_lossy(&out.stdout).into_owned();
+    let mut lines = t.lines();
+    while let Some(l) = lines.next() {
+        if l.contains(label) {
+            let v = lines.next().unwrap_or_default().trim();
+            return v.trim_start_matches("keyid:").to_owned();
+        }
+    }
+    panic!("no {label} in {t}");
+}
+
+#[test]
+fn every_algorithm_verifies_and_revokes_with_openssl() {
+    let Some(openssl) = openssl() else { return };
+    for kt in ALL {
+        let started = std::time::Instant::now();
+        let dir = tempfile::tempdir().unwrap();
+        let ca = Ca::generate(&CaParams {
+            key_type: kt,
+            ..CaParams::default()
+        })
+        .unwrap();
+        check_ca_with_openssl(&openssl, dir.path(), &ca, kt);
+        eprintln!("{kt}: {:?}", started.elapsed());
+    }
+}
+
+#[test]
+fn mixed_algorithms_verify_with_openssl() {
+    let Some(openssl) = openssl() else { return };
+    for (ca_type, leaf_type) in [
+        (KeyType::P256, KeyType::Ed25519),
+        (KeyType::Ed25519, KeyType::P256),
+        (KeyType::P384, KeyType::Rsa2048),
+        (KeyType::Rsa2048, KeyType::P256),
+    ] {
+        let dir = tempfile::tempdir().unwrap();
+        let ca = Ca::generate(&CaParams {
+            key_type: ca_type,
+            ..CaParams::default()
+        })
+        .unwrap();
+        check_ca_with_openssl(&openssl, dir.path(), &ca, leaf_type);
+    }
+}
+
+/// `openssl req -x509` CAs: EC (SEC1 and PKCS#8 keys), RSA (PKCS#1 key).
+/// OpenSSL derives its SKI with SHA-1, rcgen with SHA-256: the CRL's AKI
+/// must still be the CA's own SKI, or OpenVPN ignores the CRL.
+#[test]
+fn imported_openssl_cas_issue_and_revoke() {
+    let Some(openssl) = openssl() else { return };
+    let ku = "keyUsage=critical,keyCertSign,cRLSign";
+    let cases: [(&str, Vec<&str>); 3] = [
+        (
+            "ec-pkcs8",
+            vec!["-newkey", "ec", "-pkeyopt", "ec_paramgen_curve:P-256"],
+        ),
+        (
+            "ec-sec1",
+            vec!["-newkey", "ec", "-pkeyopt", "ec_paramgen_curve:P-384"],
+        ),
+        ("rsa-pkcs1", vec!["-newkey", "rsa:2048"]),
+    ];
+    for (name, newkey) in cases {
+        let dir = tempfile::tempdir().unwrap();
+        let d = dir.path();
+        let key = d.join("ca.key").to_str().unwrap().to_owned();
+        let cert = d.join("ca.pem").to_str().unwrap().to_owned();
+        let mut args = vec!["req", "-x509", "-nodes", "-days", "30", "-subj"];
+        args.push("/C=DE/O=Imported/CN=Imported CA");
+        args.extend(["-addext", ku, "-keyout", &key, "-out", &cert]);
+        args.extend(newkey.iter().copied());
+        let out = run(&openssl, &args);
+        assert!(out.status.success(), "{name}: {}", text(&out));
+        let mut key_pem = std::fs::read_to_string(&key).unwrap();
+        if name == "ec-sec1" {
+            let out = run(&openssl, &["ec", "-in", &key]);
+            key_pem = String::from_utf8(out.stdout).unwrap();
+            assert!(key_pem.contains("BEGIN EC PRIVATE KEY"), "{key_pem}");
+        }
+        if name == "rsa-pkcs1" {
+            let out = run(&openssl, &["rsa", "-in", &key, "-traditional"]);
+            key_pem = String::from_utf8(out.stdout).unwrap();
+            assert!(key_pem.contains("BEGIN RSA PRIVATE KEY"), "{key_pem}");
+        }
+        let cert_pem = std::fs::read_to_string(&cert).unwrap();
+        let ca = Ca::from_pem(&cert_pem, &key_pem).unwrap_or_else(|e| panic!("{name}: {e}"));
+        assert!(ca.key().to_pem().starts_with("-----BEGIN PRIVATE KEY-----"));
+        check_ca_with_openssl(&openssl, d, &ca, KeyType::P256);
+
+        // AKI of the CRL and of a leaf = SKI of the imported CA, as openssl sees them.
+        let ski = openssl_key_id(
+            &openssl,
+            &["x509", "-in", &cert, "-noout", "-text"],
+            "Subject Key Identifier",
+        );
+        let crl = ca.crl(&[], 3, 30).unwrap();
+        let crl_path = write(d, "empty.pem", crl.pem());
+        let crl_aki = openssl_key_id(
+            &openssl,
+            &["crl", "-in", &crl_path, "-noout", "-text"],
+            "Authority Key Identifier",
+        );
+        assert_eq!(crl_aki, ski, "{name}");
+        let leaf = ca.issue_client(&id("frank"), KeyType::P256, 30).unwrap();
+        let leaf_path = write(d, "frank.pem", leaf.certificate.pem());
+        let leaf_aki = openssl_key_id(
+            &openssl,
+            &["x509", "-in", &leaf_path, "-noout", "-text"],
+            "Authority Key Identifier",
+        );
+        assert_eq!(leaf_aki, ski, "{name}");
+    }
+}
+
+#[test]
+fn imported_non_ca_and_foreign_key_are_refused() {
+    let Some(openssl) = openssl() else { return };
+    let dir = tempfile::tempdir().unwrap();
+    let d = dir.path();
+    let key = d.join("leaf.key").to_str().unwrap().to_owned();
+    let cert = d.join("leaf.pem").to_str().unwrap().to_owned();
+    let out = run(
+        &openssl,
+        &[
+            "req",
+            "-x509",
+            "-nodes",
+            "-days",
+            "30",
+            "-subj",
+            "/CN=not a ca",
+            "-newkey",
+            "ec",
+            "-pkeyopt",
+            "ec_paramgen_curve:P-256",
+            "-addext",
+            "basicConstraints=critical,CA:FALSE",
+            "-keyout",
+            &key,
+            "-out",
+            &cert,
+        ],
+    );
+    assert!(out.status.success(), "{}", text(&out));
+    let cert_pem = std::fs::read_to_string(&cert).unwrap();
+    let key_pem = std::fs::read_to_string(&key).unwrap();
+    let err = Ca::from_pem(&cert_pem, &key_pem).unwrap_err();
+    assert!(matches!(err, Error::NotACa { .. }), "{err}");
+
+    let ours = Ca::generate(&CaParams::default()).unwrap();
+    let err = Ca::from_pem(ours.certificate().pem(), &key_pem).unwrap_err();
+    assert!(matches!(err, Error::CaKeyMismatch { .. }), "{err}");
+}
+
+/// A CSR made by openssl: the CN it asks for is replaced by the client ID,
+/// the client's key (which never reaches the broker) matches the result.
+#[test]
+fn openssl_csr_is_signed_for_the_client_id() {
+    let Some(openssl) = openssl() else { return };
+    let dir = tempfile::tempdir().unwrap();
+    let d = dir.path();
+    let ca = Ca::generate(&CaParams::default()).unwrap();
+    let ca_pem = write(d, "ca.pem", ca.certificate().pem());
+    for (name, newkey) in [
+        (
+            "ec",
+            vec!["-newkey", "ec", "-pkeyopt", "ec_paramgen_curve:P-256"],
+        ),
+        ("ed25519", vec!["-newkey", "ed25519"]),
+        ("rsa", vec!["-newkey", "rsa:2048"]),
+    ] {
+        let key = d.join(format!("{name}.key")).to_str().unwrap().to_owned();
+        let csr = d.join(format!("{name}.csr")).to_str().unwrap().to_owned();
+        let mut args = vec!["req", "-new", "-nodes", "-subj", "/CN=root/O=evil"];
+        args.extend(["-addext", "basicConstraints=critical,CA:TRUE"]);
+        args.extend(["-keyout", &key, "-out", &csr]);
+        args.extend(newkey.iter().copied());
+        let out = run(&openssl, &args);
+        assert!(out.status.success(), "{name}: {}", text(&out));
+        let csr_pem = std::fs::read_to_string(&csr).unwrap();
+        let cert = ca.sign_client_csr(&id("grace"), &csr_pem, 365).unwrap();
+        assert_eq!(cert.info().common_name, "grace");
+        assert_eq!(cert.info().purpose, Purpose::Client);
+        let client_key = PrivateKey::from_pem(&std::fs::read_to_string(&key).unwrap()).unwrap();
+        assert!(cert.matches_key(&client_key), "{name}");
+        let cert_path = write(d, &format!("{name}.pem"), cert.pem());
+        let out = verify(&openssl, &ca_pem, &cert_path, None);
+        assert!(out.status.success(), "{name}: {}", text(&out));
+        let out = run(
+            &openssl,
+            &[
+                "x509",
+                "-in",
+                &cert_path,
+                "-noout",
+                "-subject",
+                "-ext",
+                "basicConstraints",
+            ],
+        );
+        let t = text(&out);
+        assert!(
+            t.contains("CN = grace") && !t.contains("evil") && t.contains("CA:FALSE"),
+            "{t}"
+        );
+    }
+}
+
+/// pkilint at WARNING: CA, server, client, both chains and the CRL, for
+/// every key algorithm.
+#[test]
+fn pkilint_finds_nothing_at_warning() {
+    let Some(bin) = pkilint_dir() else { return };
+    for kt in ALL {
+        let dir = tempfile::tempdir().unwrap();
+        let d = dir.path();
+        let ca = Ca::generate(&CaParams {
+            key_type: kt,
+            ..CaParams::default()
+        })
+        .unwrap();
+        let server = ca.issue_server("vpn.example.net", kt, 730).unwrap();
+        let client = ca.issue_client(&id("alice"), kt, 365).unwrap();
+        let crl = ca
+            .crl(
+                &[revoke(&client.certificate, RevocationReason::KeyCompromise)],
+                1,
+                30,
+            )
+            .unwrap();
+        let ca_pem = write(d, "ca.pem", ca.certificate().pem());
+        let server_pem = write(d, "server.pem", server.certificate.pem());
+        let client_pem = write(d, "client.pem", client.certificate.pem());
+        let crl_pem = write(d, "crl.pem", crl.pem());
+        let empty_crl_pem = write(d, "crl0.pem", ca.crl(&[], 2, 30).unwrap().pem());
+        let mut runs: Vec<(&str, Vec<&str>)> = Vec::new();
+        for cert in [&ca_pem, &server_pem, &client_pem] {
+            runs.push(("lint_pkix_cert", vec!["lint", "-s", "WARNING", cert]));
+        }
+        for leaf in [&server_pem, &client_pem] {
+            runs.push((
+                "lint_pkix_signer_signee_cert_chain",
+                vec!["lint", "-s", "WARNING", &ca_pem, leaf],
+            ));
+        }
+        for c in [&crl_pem, &empty_crl_pem] {
+            runs.push((
+                "lint_crl",
+                vec!["lint", "-s", "WARNING", "-t", "CRL", "-p", "PKIX", c],
+            ));
+        }
+        // pkilint starts slowly: run this algorithm's lints side by side.
+        let children: Vec<_> = runs
+            .iter()
+            .map(|(prog, args)| {
+                Command::new(bin.join(prog))
+                    .args(args)
+                    .stdout(std::process::Stdio::piped())
+                    .stderr(std::process::Stdio::piped())
+                    .spawn()
+                    .unwrap_or_else(|e| panic!("cannot run {prog}: {e}"))
+            })
+            .collect();
+        for ((prog, args), child) in runs.iter().zip(children) {
+            let out = child.wait_with_output().unwrap();
+            let t = text(&out);
+            assert!(
+                out.status.success() && t.trim().is_empty(),
+                "{kt}: {prog} {args:?}: status {:?}\n{t}",
+                out.status
+            );
+        }
+    }
+}
+
+#[test]
+fn crl_read_back_matches_what_was_revoked() {
+    let ca = Ca::generate(&CaParams::default()).unwrap();
+    let a = ca.issue_client(&id("a"), KeyType::P256, 30).unwrap();
+    let b = ca.issue_client(&id("b"), KeyType::Ed25519, 30).unwrap();
+    let crl = ca
+        .crl(
+            &[
+                revoke(&a.certificate, RevocationReason::Unspecified),
+                revoke(&b.certificate, RevocationReason::CessationOfOperation),
+            ],
+            9,
+            30,
+        )
+        .unwrap();
+    let back = Crl::from_pem(crl.pem()).unwrap();
+    assert_eq!(back.number(), 9);
+    let mut got = back.revoked_serials();
+    got.sort();
+    let mut want = vec![
+        a.certificate.serial().clone(),
+        b.certificate.serial().clone(),
+    ];
+    want.sort();
+    assert_eq!(got, want);
+    assert!(back.next_update() > OffsetDateTime::now_utc() + time::Duration::days(29));
+}

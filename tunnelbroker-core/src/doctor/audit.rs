@@ -385,17 +385,17 @@ fn check_revoked_listed(snap: &Snapshot, crl: &Crl, r: &mut Report) -> bool {
         }
     }
     for (c, rec) in &snap.clients {
-        if c.state == ClientState::Revoked {
-            if let Some(rec) = rec.as_ref().filter(|rec| rec.state == CertState::Current) {
-                r.fail(
-                    "revocation",
-                    format!(
-                        "revoked client {}: its certificate {} is not marked revoked",
-                        c.id, rec.serial
-                    ),
-                    "the database was altered: restore it from a backup",
-                );
-            }
+        if c.state == ClientState::Revoked
+            && let Some(rec) = rec.as_ref().filter(|rec| rec.state == CertState::Current)
+        {
+            r.fail(
+                "revocation",
+                format!(
+                    "revoked client {}: its certificate {} is not marked revoked",
+                    c.id, rec.serial
+                ),
+                "the database was altered: restore it from a backup",
+            );
         }
     }
     if missing.is_empty() {

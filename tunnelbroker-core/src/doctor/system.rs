@@ -126,10 +126,10 @@ pub(crate) fn parse_interfaces(json: &str) -> Result<Vec<Interface>, String> {
                 .get("prefixlen")
                 .and_then(Value::as_u64)
                 .and_then(|l| u8::try_from(l).ok());
-            if let (Some(local), Some(len)) = (local, len) {
-                if let Ok(net) = Ipv6Net::new(local, len) {
-                    addrs.push(net);
-                }
+            if let (Some(local), Some(len)) = (local, len)
+                && let Ok(net) = Ipv6Net::new(local, len)
+            {
+                addrs.push(net);
             }
         }
         out.push(Interface {

@@ -2,7 +2,7 @@
 //! and `pkilint`, for every key algorithm, for generated and imported CAs.
 //!
 //! `openssl` is looked up at /usr/bin/openssl and on PATH; `pkilint` in
-//! `$PKILINT_BIN_DIR` and on PATH (`scripts/lib/pki.sh` installs it into
+//! `$PKILINT_BIN_DIR` and on PATH (`scripts/test` installs it into
 //! `target/test-venv`). A missing tool skips with a printed reason, except
 //! when `CI=true`, where it fails.
 
@@ -149,6 +149,10 @@ fn check_ca_with_openssl(openssl: &Path, dir: &Path, ca: &Ca, leaf_type: KeyType
     let alice_pem = write(dir, "alice.pem", alice.certificate.pem());
     let bob_pem = write(dir, "bob.pem", bob.certificate.pem());
 
+    for leaf in [&server, &alice, &bob] {
+        ca.verify(&leaf.certificate).unwrap();
+        assert!(leaf.certificate.matches_key(&leaf.key), "{tag}");
+    }
     for leaf in [&server_pem, &alice_pem, &bob_pem] {
         let out = verify(openssl, &ca_pem, leaf, None);
         assert!(out.status.success(), "{tag}: {}", text(&out));
@@ -535,4 +539,15 @@ fn crl_read_back_matches_what_was_revoked() {
     want.sort();
     assert_eq!(got, want);
     assert!(back.next_update() > OffsetDateTime::now_utc() + time::Duration::days(29));
+}
+
+/// The broker and the Python layer share these across threads.
+#[test]
+fn pki_values_are_send_and_sync() {
+    fn both<T: Send + Sync>() {}
+    both::<Ca>();
+    both::<PrivateKey>();
+    both::<Certificate>();
+    both::<Crl>();
+    both::<tunnelbroker_core::TlsCryptKey>();
 }

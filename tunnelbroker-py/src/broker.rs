@@ -1,0 +1,548 @@
+//! The broker (core module `broker`): `Broker`, `Client`, `Credentials`,
+//! `ImportReport`, `RowError`.
+//!
+//! `Broker` is shared between Python threads: the core broker is `Send +
+//! Sync` (its database connection sits behind a mutex and every change is one
+//! transaction), so each call takes a reference to it and releases the GIL
+//! for the work (key generation, signing, database I/O). `close()` (or
+//! leaving a `with` block) drops the reference; calls after it raise
+//! `tunnelbroker.Error`.
+
+use std::path::PathBuf;
+use std::sync::{Arc, RwLock};
+
+use pyo3::prelude::*;
+use pyo3::types::PyList;
+use tunnelbroker_core::{
+    Broker, Client, ClientCredentials, ClientId, ClientOs, Endpoint, ImportReport, ImportedCa,
+    InitOptions, KeyType, NewClient, Pool, RevocationReason, RowError, ServerMode, Settings,
+};
+
+use crate::errors::{self, IntoPy};
+use crate::ip;
+use crate::pki::PyCrl;
+use crate::plan::{PyAssignment, PyPool, kind_arg};
+
+fn id_arg(py: Python<'_>, id: &str) -> PyResult<ClientId> {
+    ClientId::new(id).py_err(py)
+}
+
+/// A subscribed client, as the client database holds it. A snapshot: it
+/// does not change when the broker does.
+#[pyclass(name = "Client", module = "tunnelbroker", frozen, eq)]
+#[derive(PartialEq)]
+pub struct PyClient {
+    inner: Client,
+}
+
+impl From<Client> for PyClient {
+    fn from(inner: Client) -> Self {
+        PyClient { inner }
+    }
+}
+
+#[pymethods]
+impl PyClient {
+    /// The client's ID, also its certificate's common name.
+    #[getter]
+    fn id(&self) -> &str {
+        self.inner.id.as_str()
+    }
+
+    /// "hermit" or "subnet".
+    #[getter]
+    fn kind(&self) -> String {
+        self.inner.kind.to_string()
+    }
+
+    /// "linux" or "windows".
+    #[getter]
+    fn os(&self) -> String {
+        self.inner.os.to_string()
+    }
+
+    /// The fixed assignment.
+    #[getter]
+    fn assignment(&self) -> PyAssignment {
+        self.inner.assignment.into()
+    }
+
+    /// The assigned prefix (/128 or /64).
+    #[getter]
+    fn prefix<'py>(&self, py: Python<'py>) -> PyResult<Bound<'py, PyAny>> {
+        ip::network(py, self.inner.prefix())
+    }
+
+    /// The client's tunnel address.
+    #[getter]
+    fn tunnel_address<'py>(&self, py: Python<'py>) -> PyResult<Bound<'py, PyAny>> {
+        ip::address(py, self.inner.tunnel_address())
+    }
+
+    /// The UDP port of its server instance (per-client mode), else None.
+    #[getter]
+    fn port(&self) -> Option<u16> {
+        self.inner.port
+    }
+
+    /// The serial of its current certificate, upper-case hex.
+    #[getter]
+    fn serial(&self) -> String {
+        self.inner.serial.to_string()
+    }
+
+    /// "active" or "revoked".
+    #[getter]
+    fn state(&self) -> String {
+        self.inner.state.to_string()
+    }
+
+    /// Contact e-mail.
+    #[getter]
+    fn email(&self) -> Option<&str> {
+        self.inner.email.as_deref()
+    }
+
+    /// Contact name.
+    #[getter]
+    fn name(&self) -> Option<&str> {
+        self.inner.name.as_deref()
+    }
+
+    /// When it was subscribed (UTC).
+    #[getter]
+    fn created_at<'py>(&self, py: Python<'py>) -> PyResult<Bound<'py, PyAny>> {
+        Ok(self.inner.created_at.into_pyobject(py)?.into_any())
+    }
+
+    /// When it was revoked (UTC), or None.
+    #[getter]
+    fn revoked_at<'py>(&self, py: Python<'py>) -> PyResult<Option<Bound<'py, PyAny>>> {
+        self.inner
+            .revoked_at
+            .map(|t| Ok(t.into_pyobject(py)?.into_any()))
+            .transpose()
+    }
+
+    /// When its current certificate expires (UTC).
+    #[getter]
+    fn not_after<'py>(&self, py: Python<'py>) -> PyResult<Bound<'py, PyAny>> {
+        Ok(self.inner.not_after.into_pyobject(py)?.into_any())
+    }
+
+    /// Whether the broker holds the client's key (False when it sent a CSR).
+    #[getter]
+    fn has_key(&self) -> bool {
+        self.inner.has_key
+    }
+
+    fn __repr__(&self) -> String {
+        format!(
+            "Client('{}', kind='{}', prefix='{}', state='{}')",
+            self.inner.id,
+            self.inner.kind,
+            self.inner.prefix(),
+            self.inner.state
+        )
+    }
+}
+
+/// A client's current certificate and, unless it sent a CSR, its private
+/// key (PEM). The key is secret: it is left out of `repr()`.
+#[pyclass(name = "Credentials", module = "tunnelbroker", frozen)]
+pub struct PyCredentials {
+    certificate: String,
+    key: Option<String>,
+}
+
+impl From<ClientCredentials> for PyCredentials {
+    fn from(c: ClientCredentials) -> Self {
+        PyCredentials {
+            certificate: c.certificate.pem().to_owned(),
+            key: c.key.map(|k| k.to_pem().to_owned()),
+        }
+    }
+}
+
+#[pymethods]
+impl PyCredentials {
+    /// The certificate, PEM.
+    #[getter]
+    fn certificate(&self) -> &str {
+        &self.certificate
+    }
+
+    /// The private key, PEM (secret), or None.
+    #[getter]
+    fn key(&self) -> Option<&str> {
+        self.key.as_deref()
+    }
+
+    fn __repr__(&self) -> &'static str {
+        if self.key.is_some() {
+            "Credentials(certificate=..., key=[redacted])"
+        } else {
+            "Credentials(certificate=..., key=None)"
+        }
+    }
+}
+
+/// A CSV row that was not subscribed.
+#[pyclass(name = "RowError", module = "tunnelbroker", frozen, get_all)]
+pub struct PyRowError {
+    /// The line of the file (1-based).
+    line: u64,
+    /// What was wrong: the same text as the CLI prints.
+    error: String,
+}
+
+#[pymethods]
+impl PyRowError {
+    fn __repr__(&self) -> String {
+        format!("RowError(line={}, error={:?})", self.line, self.error)
+    }
+}
+
+impl From<RowError> for PyRowError {
+    fn from(e: RowError) -> Self {
+        PyRowError {
+            line: e.line,
+            error: e.error,
+        }
+    }
+}
+
+/// The outcome of `Broker.import_csv`.
+#[pyclass(name = "ImportReport", module = "tunnelbroker", frozen, get_all)]
+pub struct PyImportReport {
+    /// The clients that were subscribed.
+    added: Py<PyList>,
+    /// The rows that were not, in line order.
+    errors: Py<PyList>,
+}
+
+impl PyImportReport {
+    fn new(py: Python<'_>, r: ImportReport) -> PyResult<Self> {
+        let added: Vec<PyClient> = r.added.into_iter().map(Into::into).collect();
+        let errors: Vec<PyRowError> = r.errors.into_iter().map(Into::into).collect();
+        Ok(PyImportReport {
+            added: PyList::new(py, added)?.unbind(),
+            errors: PyList::new(py, errors)?.unbind(),
+        })
+    }
+}
+
+#[pymethods]
+impl PyImportReport {
+    fn __repr__(&self, py: Python<'_>) -> String {
+        format!(
+            "ImportReport(added={}, errors={})",
+            self.added.bind(py).len(),
+            self.errors.bind(py).len()
+        )
+    }
+}
+
+/// A tunnel broker in a directory: settings, CA, client database.
+///
+/// Make one with `Broker.init(path, pool=..., endpoint=...)`, open an
+/// existing one with `Broker.open(path)`. Usable from several threads at
+/// once and as a context manager.
+#[pyclass(name = "Broker", module = "tunnelbroker", frozen)]
+pub struct PyBroker {
+    inner: RwLock<Option<Arc<Broker>>>,
+    path: PathBuf,
+}
+
+impl PyBroker {
+    fn new(broker: Broker) -> Self {
+        PyBroker {
+            path: broker.dir().to_owned(),
+            inner: RwLock::new(Some(Arc::new(broker))),
+        }
+    }
+
+    /// The open broker, or `tunnelbroker.Error` after `close()`.
+    fn get(&self) -> PyResult<Arc<Broker>> {
+        let guard = self.inner.read().unwrap_or_else(|p| p.into_inner());
+        guard.clone().ok_or_else(|| {
+            errors::Error::new_err(format!("{}: the broker is closed", self.path.display()))
+        })
+    }
+}
+
+#[pymethods]
+impl PyBroker {
+    /// Creates a broker in `path` (which must not exist or be empty):
+    /// settings, CA (generated, or imported from `ca_cert`/`ca_key` PEM),
+    /// server certificate, tls-crypt key, client database and CRL.
+    #[staticmethod]
+    #[pyo3(signature = (
+        path, *, pool, endpoint, mode = "per-client", port = 5000, key_type = "p256",
+        lan_interface = "eth0", ca_cert = None, ca_key = None, client_days = None,
+        server_days = None, ca_days = None, crl_days = None,
+    ))]
+    #[allow(clippy::too_many_arguments)]
+    fn init(
+        py: Python<'_>,
+        path: PathBuf,
+        pool: &Bound<'_, PyAny>,
+        endpoint: &str,
+        mode: &str,
+        port: u16,
+        key_type: &str,
+        lan_interface: &str,
+        ca_cert: Option<String>,
+        ca_key: Option<String>,
+        client_days: Option<u32>,
+        server_days: Option<u32>,
+        ca_days: Option<u32>,
+        crl_days: Option<u32>,
+    ) -> PyResult<Self> {
+        let pool = match pool.cast::<PyPool>() {
+            Ok(p) => p.get().inner,
+            Err(_) => ip::text_of(pool, "pool")?.parse::<Pool>().py_err(py)?,
+        };
+        let endpoint = endpoint.parse::<Endpoint>().py_err(py)?;
+        let mut settings = Settings::new(pool, endpoint);
+        settings.mode = mode.parse::<ServerMode>().py_err(py)?;
+        settings.port = port;
+        settings.key_type = key_type.parse::<KeyType>().py_err(py)?;
+        settings.lan_interface = lan_interface.to_owned();
+        let v = &mut settings.validity;
+        v.client_days = client_days.unwrap_or(v.client_days);
+        v.server_days = server_days.unwrap_or(v.server_days);
+        v.ca_days = ca_days.unwrap_or(v.ca_days);
+        v.crl_days = crl_days.unwrap_or(v.crl_days);
+        let mut options = InitOptions::new(settings);
+        options.ca = match (ca_cert, ca_key) {
+            (Some(cert_pem), Some(key_pem)) => Some(ImportedCa { cert_pem, key_pem }),
+            (None, None) => None,
+            _ => {
+                return Err(pyo3::exceptions::PyTypeError::new_err(
+                    "ca_cert and ca_key go together: give both or neither",
+                ));
+            }
+        };
+        let broker = py.detach(|| Broker::init(&path, &options)).py_err(py)?;
+        Ok(PyBroker::new(broker))
+    }
+
+    /// Opens the broker in `path`.
+    #[staticmethod]
+    fn open(py: Python<'_>, path: PathBuf) -> PyResult<Self> {
+        let broker = py.detach(|| Broker::open(&path)).py_err(py)?;
+        Ok(PyBroker::new(broker))
+    }
+
+    /// The broker directory.
+    #[getter]
+    fn path(&self) -> PathBuf {
+        self.path.clone()
+    }
+
+    /// The pool.
+    #[getter]
+    fn pool(&self) -> PyResult<PyPool> {
+        Ok(PyPool {
+            inner: self.get()?.settings().pool,
+        })
+    }
+
+    /// The host clients connect to.
+    #[getter]
+    fn endpoint(&self) -> PyResult<String> {
+        Ok(self.get()?.settings().endpoint.to_string())
+    }
+
+    /// "per-client" or "shared".
+    #[getter]
+    fn mode(&self) -> PyResult<String> {
+        Ok(self.get()?.settings().mode.to_string())
+    }
+
+    /// The shared server's port, or the first per-client port.
+    #[getter]
+    fn port(&self) -> PyResult<u16> {
+        Ok(self.get()?.settings().port)
+    }
+
+    /// The key type of new keys ("p256", "ed25519", "rsa2048", ...).
+    #[getter]
+    fn key_type(&self) -> PyResult<String> {
+        Ok(self.get()?.settings().key_type.to_string())
+    }
+
+    /// The CA certificate, PEM.
+    #[getter]
+    fn ca_certificate(&self) -> PyResult<String> {
+        Ok(self.get()?.ca().certificate().pem().to_owned())
+    }
+
+    /// Whether `close()` was called.
+    #[getter]
+    fn closed(&self) -> bool {
+        self.inner
+            .read()
+            .unwrap_or_else(|p| p.into_inner())
+            .is_none()
+    }
+
+    /// Subscribes a client: allocates its assignment (the lowest free one,
+    /// or `prefix`), a port in per-client mode, issues its certificate (for
+    /// its own `csr`, PEM, if given) and records it, all or nothing.
+    #[pyo3(signature = (id, kind = "subnet", os = "linux", email = None, name = None, prefix = None, csr = None))]
+    #[allow(clippy::too_many_arguments)]
+    fn add_client(
+        &self,
+        py: Python<'_>,
+        id: &str,
+        kind: &str,
+        os: &str,
+        email: Option<String>,
+        name: Option<String>,
+        prefix: Option<&Bound<'_, PyAny>>,
+        csr: Option<String>,
+    ) -> PyResult<PyClient> {
+        let mut req = NewClient::new(id_arg(py, id)?, kind_arg(py, kind)?);
+        req.os = os.parse::<ClientOs>().py_err(py)?;
+        req.email = email;
+        req.name = name;
+        req.prefix = prefix.map(|p| ip::prefix_arg(p, "prefix")).transpose()?;
+        req.csr = csr;
+        let broker = self.get()?;
+        let client = py.detach(|| broker.add_client(&req)).py_err(py)?;
+        Ok(client.into())
+    }
+
+    /// Every client, in ID order.
+    fn clients(&self, py: Python<'_>) -> PyResult<Vec<PyClient>> {
+        let broker = self.get()?;
+        let all = py.detach(|| broker.clients()).py_err(py)?;
+        Ok(all.into_iter().map(Into::into).collect())
+    }
+
+    /// One client; `NotFoundError` if there is none with this ID.
+    fn client(&self, py: Python<'_>, id: &str) -> PyResult<PyClient> {
+        let id = id_arg(py, id)?;
+        let broker = self.get()?;
+        Ok(py.detach(|| broker.client(&id)).py_err(py)?.into())
+    }
+
+    /// A client's certificate and (unless it sent a CSR) key.
+    fn credentials(&self, py: Python<'_>, id: &str) -> PyResult<PyCredentials> {
+        let id = id_arg(py, id)?;
+        let broker = self.get()?;
+        Ok(py
+            .detach(|| broker.client_credentials(&id))
+            .py_err(py)?
+            .into())
+    }
+
+    /// Revokes a client: its certificate goes on the CRL; its assignment
+    /// stays reserved until `purge`. `reason` is one of "unspecified",
+    /// "key-compromise", "affiliation-changed", "superseded",
+    /// "cessation-of-operation".
+    #[pyo3(signature = (id, reason = "unspecified"))]
+    fn revoke(&self, py: Python<'_>, id: &str, reason: &str) -> PyResult<PyClient> {
+        let id = id_arg(py, id)?;
+        let reason = reason.parse::<RevocationReason>().py_err(py)?;
+        let broker = self.get()?;
+        Ok(py.detach(|| broker.revoke(&id, reason)).py_err(py)?.into())
+    }
+
+    /// Gives an active client a new key and certificate (or a certificate
+    /// for its new `csr`); assignment and port stay.
+    #[pyo3(signature = (id, csr = None))]
+    fn renew(&self, py: Python<'_>, id: &str, csr: Option<String>) -> PyResult<PyClient> {
+        let id = id_arg(py, id)?;
+        let broker = self.get()?;
+        Ok(py
+            .detach(|| broker.renew(&id, csr.as_deref()))
+            .py_err(py)?
+            .into())
+    }
+
+    /// Removes a revoked client and frees its assignment and port.
+    fn purge(&self, py: Python<'_>, id: &str) -> PyResult<PyClient> {
+        let id = id_arg(py, id)?;
+        let broker = self.get()?;
+        Ok(py.detach(|| broker.purge(&id)).py_err(py)?.into())
+    }
+
+    /// The CRL as it is on disk.
+    fn crl(&self, py: Python<'_>) -> PyResult<PyCrl> {
+        let broker = self.get()?;
+        Ok(py.detach(|| broker.crl()).py_err(py)?.into())
+    }
+
+    /// Signs and writes a fresh CRL (next number, new nextUpdate).
+    fn refresh_crl(&self, py: Python<'_>) -> PyResult<PyCrl> {
+        let broker = self.get()?;
+        Ok(py.detach(|| broker.refresh_crl()).py_err(py)?.into())
+    }
+
+    /// Subscribes every good row of a CSV text (columns `id, kind, os,
+    /// email, name[, prefix]`; a header row starting with `id` is skipped).
+    /// Bad rows are reported, not raised. `progress(done, total)` is called
+    /// after each batch; an exception it raises is raised when the import
+    /// has finished (the rows it covered are subscribed). Runs without the
+    /// GIL, on every core.
+    #[pyo3(signature = (text, progress = None))]
+    fn import_csv(
+        &self,
+        py: Python<'_>,
+        text: &str,
+        progress: Option<Py<PyAny>>,
+    ) -> PyResult<PyImportReport> {
+        let broker = self.get()?;
+        let mut callback_err: Option<PyErr> = None;
+        let report = py
+            .detach(|| {
+                broker.import_csv(text, &mut |done, total| {
+                    if let (Some(cb), None) = (&progress, &callback_err) {
+                        Python::attach(|py| {
+                            if let Err(e) = cb.call1(py, (done, total)) {
+                                callback_err = Some(e);
+                            }
+                        });
+                    }
+                })
+            })
+            .py_err(py)?;
+        if let Some(e) = callback_err {
+            return Err(e);
+        }
+        PyImportReport::new(py, report)
+    }
+
+    /// Releases the broker; later calls raise `tunnelbroker.Error`. Calls
+    /// running in other threads finish first.
+    fn close(&self) {
+        let mut guard = self.inner.write().unwrap_or_else(|p| p.into_inner());
+        *guard = None;
+    }
+
+    fn __enter__(slf: Py<Self>) -> Py<Self> {
+        slf
+    }
+
+    #[pyo3(signature = (*_args))]
+    fn __exit__(&self, _args: &Bound<'_, pyo3::types::PyTuple>) {
+        self.close();
+    }
+
+    fn __repr__(&self) -> String {
+        format!("Broker('{}')", self.path.display())
+    }
+}
+
+/// Adds the broker's classes to the module.
+pub(crate) fn register(m: &Bound<'_, PyModule>) -> PyResult<()> {
+    m.add_class::<PyBroker>()?;
+    m.add_class::<PyClient>()?;
+    m.add_class::<PyCredentials>()?;
+    m.add_class::<PyImportReport>()?;
+    m.add_class::<PyRowError>()?;
+    Ok(())
+}

@@ -1,0 +1,26 @@
+"""Shared fixtures: a fresh broker in a temporary directory."""
+
+from __future__ import annotations
+
+from collections.abc import Iterator
+from pathlib import Path
+
+import pytest
+
+from tunnelbroker import Broker
+
+POOL = "2001:db8:0:f100::/56"
+
+
+@pytest.fixture
+def broker(tmp_path: Path) -> Iterator[Broker]:
+    with Broker.init(tmp_path / "broker", pool=POOL, endpoint="vpn.example.net") as b:
+        yield b
+
+
+@pytest.fixture
+def shared_broker(tmp_path: Path) -> Iterator[Broker]:
+    with Broker.init(
+        tmp_path / "shared", pool=POOL, endpoint="198.18.0.1", mode="shared", port=1194
+    ) as b:
+        yield b

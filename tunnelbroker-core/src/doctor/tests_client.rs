@@ -226,10 +226,13 @@ fn a_healthy_subnet_client_passes_everything_with_one_ping() {
     assert_eq!(*sys.pings.borrow(), [SERVER_END]);
 }
 
+/// A change that breaks a healthy machine.
+type Breakage = Box<dyn Fn(&mut Fake)>;
+
 #[test]
 fn each_system_breakage_fails_exactly_its_check() {
     let b = bundle(ClientKind::Subnet, ServerMode::PerClient);
-    let cases: Vec<(&str, Box<dyn Fn(&mut Fake)>)> = vec![
+    let cases: Vec<(&str, Breakage)> = vec![
         ("openvpn", Box::new(|f| f.openvpn = None)),
         (
             "openvpn",

@@ -61,7 +61,9 @@ struct Snapshot {
 /// assert!(!report.failed(), "{report}");
 /// std::fs::remove_file(&broker.paths().crl).unwrap();
 /// assert!(audit(&broker, &AuditOptions::default()).failed());
-/// let fixed = audit(&broker, &AuditOptions { fix: true, ..AuditOptions::default() });
+/// let mut options = AuditOptions::default();
+/// options.fix = true;
+/// let fixed = audit(&broker, &options);
 /// assert!(!fixed.failed(), "{fixed}");
 /// assert_eq!(fixed.actions.len(), 1);
 /// # Ok::<(), tunnelbroker_core::Error>(())

@@ -45,6 +45,22 @@ pub enum Command {
     Doctor(DoctorArgs),
     /// Check that the broker's database, CA, CRL and files agree; --fix makes safe repairs.
     Audit(AuditArgs),
+    /// The OpenVPN server side.
+    #[command(subcommand)]
+    Server(ServerCommand),
+}
+
+/// `tunnelbroker server ...`.
+#[derive(Debug, Subcommand)]
+pub enum ServerCommand {
+    /// Write the OpenVPN server configurations, scripts and keys (Debian
+    /// layout: NAME.conf for openvpn-server@NAME); unchanged files stay
+    /// untouched, files of revoked clients are removed.
+    Render {
+        /// Output directory [default: <broker>/server]; e.g. /etc/openvpn/server.
+        #[arg(short, long, value_name = "DIR")]
+        out: Option<PathBuf>,
+    },
 }
 
 /// Arguments of `tunnelbroker init`.
@@ -120,6 +136,15 @@ pub enum ClientCommand {
     Purge {
         /// The client's ID.
         id: String,
+    },
+    /// Write a client's bundle: its OpenVPN configuration, scripts and README
+    /// (.tar.gz for Linux, .zip for Windows).
+    Bundle {
+        /// The client's ID.
+        id: String,
+        /// The archive to write [default: ./<id>.tar.gz or ./<id>.zip].
+        #[arg(short, long, value_name = "FILE")]
+        out: Option<PathBuf>,
     },
     /// Subscribe many clients from a CSV file: id,kind,os,email,name[,prefix].
     Import {

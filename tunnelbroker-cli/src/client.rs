@@ -32,7 +32,10 @@ pub fn run(out: &Output, dir: &Path, cmd: &ClientCommand) -> Result<(), Failure>
                 None => Default::default(),
             };
             let client = broker.revoke(&id.parse()?, reason)?;
-            out.show(&ClientView(client))
+            let session = crate::server::end_session(&broker, &client);
+            out.show(&ClientView(client))?;
+            crate::server::tell_session(&session);
+            Ok(())
         }
         ClientCommand::Renew { id, csr } => {
             let broker = Broker::open(dir)?;
@@ -45,6 +48,9 @@ pub fn run(out: &Output, dir: &Path, cmd: &ClientCommand) -> Result<(), Failure>
             out.show(&Purged(client))
         }
         ClientCommand::Import { file } => import(out, dir, file),
+        ClientCommand::Bundle { id, out: file } => {
+            crate::server::bundle(out, dir, id, file.as_deref())
+        }
     }
 }
 

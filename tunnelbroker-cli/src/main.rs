@@ -14,6 +14,7 @@ mod doctor;
 mod init;
 mod output;
 mod plan;
+mod server;
 
 fn main() -> ExitCode {
     // Usage errors and --help/--version exit here, through clap (status 2 / 0).
@@ -26,6 +27,7 @@ fn main() -> ExitCode {
         args::Command::Crl(a) => init::crl(&out, &cli.dir, a),
         args::Command::Doctor(a) => doctor::doctor(&out, a),
         args::Command::Audit(a) => doctor::audit(&out, &cli.dir, a),
+        args::Command::Server(c) => server::run(&out, &cli.dir, c),
     };
     output::finish(result)
 }

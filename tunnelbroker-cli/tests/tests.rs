@@ -3,6 +3,7 @@
 mod broker;
 mod doctor;
 mod plan;
+mod server;
 
 use std::process::{Command, Output};
 

@@ -208,6 +208,27 @@ pub enum Error {
         reason: String,
     },
 
+    // ----- openvpn ---------------------------------------------------------
+    /// A value to be written into an OpenVPN configuration or script breaks
+    /// its rule.
+    #[error("invalid {what} {input}: {reason}")]
+    InvalidConfigValue {
+        /// What was being checked ("path", "host", "interface name", ...).
+        what: &'static str,
+        /// The offending input, quoted and shortened (never a secret).
+        input: String,
+        /// Which rule it breaks.
+        reason: String,
+    },
+    /// Talking to an OpenVPN management interface failed.
+    #[error("openvpn management socket {}: {reason}", .socket.display())]
+    Management {
+        /// The management socket.
+        socket: PathBuf,
+        /// What went wrong.
+        reason: String,
+    },
+
     // ----- pki -------------------------------------------------------------
     /// A private key could not be read.
     #[error("invalid private key: {reason}")]
@@ -408,7 +429,9 @@ impl Error {
             | Error::InvalidValidity { .. }
             | Error::InvalidTlsCryptKey { .. }
             | Error::NotACa { .. }
-            | Error::InvalidSettings { .. } => ErrorKind::InvalidInput,
+            | Error::InvalidSettings { .. }
+            | Error::InvalidConfigValue { .. } => ErrorKind::InvalidInput,
+            Error::Management { .. } => ErrorKind::Other,
             Error::CsrSignatureInvalid
             | Error::CaKeyMismatch { .. }
             | Error::CaExpired { .. }

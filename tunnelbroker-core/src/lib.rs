@@ -23,19 +23,21 @@
 #![deny(missing_docs)]
 
 mod broker;
+mod bundle;
 mod client_id;
 pub mod doctor;
 mod error;
 #[allow(dead_code)] // the rest is for the PKI, OpenVPN and bundle modules as they land
 mod fsutil;
+pub mod openvpn;
 mod pki;
 mod plan;
 mod registry;
 
 pub use broker::{
     Broker, BrokerPaths, Client, ClientCredentials, ClientOs, ClientState, Endpoint, ImportReport,
-    ImportedCa, InitOptions, NewClient, RowError, SERVER_CN, ServerMode, Settings,
-    ValiditySettings, check_interface_name,
+    ImportedCa, InitOptions, NewClient, RenderReport, RowError, SERVER_CN, ServerMode, SessionEnd,
+    Settings, ValiditySettings, check_interface_name,
 };
 pub use client_id::ClientId;
 pub use error::{Error, ErrorKind, Result};

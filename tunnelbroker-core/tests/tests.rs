@@ -2,5 +2,6 @@
 
 mod audit;
 mod broker;
+mod openvpn_e2e;
 mod pki;
 mod plan;

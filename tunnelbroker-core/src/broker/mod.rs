@@ -19,6 +19,7 @@
 
 mod client;
 mod import;
+mod render;
 mod settings;
 
 use std::collections::{BTreeMap, BTreeSet, HashSet};
@@ -31,6 +32,7 @@ use time::OffsetDateTime;
 
 pub use client::{Client, ClientOs, ClientState, NewClient};
 pub use import::{ImportReport, RowError};
+pub use render::{RenderReport, SessionEnd};
 pub use settings::{Endpoint, ServerMode, Settings, ValiditySettings, check_interface_name};
 
 use crate::client_id::ClientId;

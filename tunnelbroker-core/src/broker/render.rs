@@ -1,0 +1,283 @@
+//! Rendering the server side of a broker and ending live sessions
+//! (issue 5): glue between the [`Broker`] and [`crate::openvpn`].
+
+use std::collections::BTreeSet;
+use std::fs;
+use std::os::unix::fs::{DirBuilderExt, PermissionsExt};
+use std::path::{Path, PathBuf};
+
+use super::{Broker, Client, ClientState, ServerMode};
+use crate::error::{Error, Result};
+use crate::fsutil;
+use crate::openvpn::{
+    CommonName, ConfigPath, Management, PerClientServer, RenderedFile, ServerFiles, ServerOptions,
+    SharedServer,
+};
+
+/// What [`Broker::render_server`] did.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+#[non_exhaustive]
+pub struct RenderReport {
+    /// The output directory.
+    pub dir: PathBuf,
+    /// Files written because they were new or had changed.
+    pub written: Vec<PathBuf>,
+    /// Files left untouched because they were already up to date.
+    pub unchanged: Vec<PathBuf>,
+    /// Files of clients that are no longer active, removed.
+    pub removed: Vec<PathBuf>,
+    /// The instance names to start (`openvpn-server@NAME`).
+    pub instances: Vec<String>,
+    /// Things the operator should know (for example a CRL that OpenVPN
+    /// cannot read after dropping privileges).
+    pub warnings: Vec<String>,
+}
+
+/// What [`Broker::end_session`] achieved.
+#[derive(Debug, Clone, PartialEq, Eq)]
+#[non_exhaustive]
+pub enum SessionEnd {
+    /// The server ended the session; the text is its answer.
+    Ended(String),
+    /// The server runs but the client was not connected.
+    NotConnected,
+    /// No server instance answers on this host (no management socket).
+    NoServer(PathBuf),
+}
+
+const KEY_FILES: [&str; 2] = ["server.key", "tls-crypt.key"];
+
+impl Broker {
+    /// The server-side options of this broker for files installed in
+    /// `config_dir` (absolute).
+    fn server_options(&self, config_dir: &Path) -> Result<ServerOptions> {
+        let abs = |p: &Path| -> Result<ConfigPath> {
+            let p = std::path::absolute(p).map_err(|e| Error::io(p, e))?;
+            ConfigPath::from_path(&p)
+        };
+        Ok(ServerOptions {
+            files: ServerFiles {
+                crl: abs(&self.paths.crl)?,
+                ..ServerFiles::default()
+            },
+            config_dir: abs(config_dir)?,
+            run_dir: abs(&self.paths.run_dir)?,
+            log_dir: abs(&self.paths.dir.join("log"))?,
+            ..ServerOptions::default()
+        })
+    }
+
+    /// The rendered files of the server side (without key material).
+    fn server_files(&self, config_dir: &Path) -> Result<(Vec<RenderedFile>, Vec<String>)> {
+        let options = self.server_options(config_dir)?;
+        let settings = &self.settings;
+        let active: Vec<Client> = self
+            .clients()?
+            .into_iter()
+            .filter(|c| c.state == ClientState::Active)
+            .collect();
+        let mut files = Vec::new();
+        let mut instances = Vec::new();
+        match settings.mode {
+            ServerMode::PerClient => {
+                for c in &active {
+                    let port = c.port.ok_or_else(|| Error::InvalidSettings {
+                        reason: format!("client {} has no UDP port in per-client mode", c.id),
+                    })?;
+                    let srv =
+                        PerClientServer::new(c.id.clone(), c.assignment, port, options.clone())?;
+                    instances.push(srv.name());
+                    files.extend(srv.emit()?);
+                }
+            }
+            ServerMode::Shared => {
+                let srv = SharedServer::new(settings.pool, settings.port, options)?;
+                instances.push(srv.name().to_owned());
+                files.extend(srv.emit(active.iter().map(|c| (&c.id, &c.assignment)))?);
+            }
+        }
+        Ok((files, instances))
+    }
+
+    /// Writes the server side into `out_dir` (default
+    /// [`paths().server_dir`](super::BrokerPaths::server_dir)) in the layout
+    /// Debian's `openvpn-server@NAME` expects of `/etc/openvpn/server`:
+    /// `NAME.conf` per instance (per-client mode: `tb-client-<id>.conf` with
+    /// its `.up`/`.down` scripts; shared mode: `tb-shared.conf` and
+    /// `ccd/<id>`), `ca.crt`, `server.crt`, `server.key` and `tls-crypt.key`
+    /// (0600). The CRL is referenced where the broker keeps it, so that a
+    /// revocation takes effect at the next connection without re-rendering.
+    ///
+    /// Idempotent: files whose contents and mode are right are not touched;
+    /// files of clients that are no longer active are removed.
+    pub fn render_server(&self, out_dir: Option<&Path>) -> Result<RenderReport> {
+        let dir = out_dir.unwrap_or(&self.paths.server_dir);
+        make_dir(dir)?;
+        let dir = fs::canonicalize(dir).map_err(|e| Error::io(dir, e))?;
+        make_dir(&self.paths.dir.join("log"))?;
+        let (mut files, instances) = self.server_files(&dir)?;
+        let ccd = dir.join(SharedServer::CCD_DIR);
+        if self.settings.mode == ServerMode::Shared {
+            make_dir(&ccd)?;
+        }
+        let secret = |name: &str, text: String| RenderedFile {
+            name: name.into(),
+            text,
+            executable: false,
+        };
+        files.push(secret("ca.crt", self.ca.certificate().pem().to_owned()));
+        files.push(secret(
+            "server.crt",
+            self.server_certificate()?.pem().to_owned(),
+        ));
+        files.push(secret("server.key", self.server_key()?.to_pem().to_owned()));
+        files.push(secret(
+            "tls-crypt.key",
+            self.tls_crypt_key()?.to_text().to_owned(),
+        ));
+
+        let mut report = RenderReport {
+            dir: dir.clone(),
+            instances,
+            ..RenderReport::default()
+        };
+        let mut keep = BTreeSet::new();
+        for f in &files {
+            let path = dir.join(&f.name);
+            let mode = if KEY_FILES.contains(&f.name.as_str()) {
+                fsutil::SECRET
+            } else if f.executable {
+                fsutil::EXECUTABLE
+            } else {
+                fsutil::PUBLIC
+            };
+            if up_to_date(&path, f.text.as_bytes(), mode) {
+                report.unchanged.push(path.clone());
+            } else {
+                fsutil::write_atomic(&path, f.text.as_bytes(), mode)?;
+                report.written.push(path.clone());
+            }
+            keep.insert(path);
+        }
+        // Remove what earlier renderings wrote for clients that are gone.
+        for (d, ours) in [
+            (&dir, is_instance_file as fn(&str) -> bool),
+            (&ccd, |_: &str| true),
+        ] {
+            let Ok(entries) = fs::read_dir(d) else {
+                continue;
+            };
+            for e in entries.flatten() {
+                let path = e.path();
+                let name = e.file_name().to_string_lossy().into_owned();
+                let is_file = e.file_type().map(|t| t.is_file()).unwrap_or(false);
+                if is_file && ours(&name) && !name.starts_with('.') && !keep.contains(&path) {
+                    fs::remove_file(&path).map_err(|err| Error::io(&path, err))?;
+                    report.removed.push(path);
+                }
+            }
+        }
+        report.warnings = self.readability_warnings();
+        Ok(report)
+    }
+
+    /// Whether OpenVPN, after becoming `nobody`, can still read the CRL.
+    fn readability_warnings(&self) -> Vec<String> {
+        let crl = match std::path::absolute(&self.paths.crl) {
+            Ok(p) => p,
+            Err(_) => return Vec::new(),
+        };
+        let mut warnings = Vec::new();
+        match fs::metadata(&crl) {
+            Ok(m) if m.permissions().mode() & 0o004 == 0 => warnings.push(format!(
+                "{} is not readable by others; OpenVPN re-reads it as nobody at every connection",
+                crl.display()
+            )),
+            Err(e) => warnings.push(format!("{}: {e}", crl.display())),
+            _ => {}
+        }
+        for dir in crl.ancestors().skip(1) {
+            if let Ok(m) = fs::metadata(dir)
+                && m.permissions().mode() & 0o001 == 0
+            {
+                warnings.push(format!(
+                    "{} is not searchable by others, so OpenVPN cannot re-read the CRL after dropping privileges (chmod o+x it)",
+                    dir.display()
+                ));
+            }
+        }
+        warnings
+    }
+
+    /// Ends a client's live session on this host, for example after
+    /// [`revoke`](Broker::revoke): in per-client mode its instance is told
+    /// to terminate (`signal SIGTERM`), in shared mode the server is told to
+    /// `kill` its common name. Both go through the management socket in the
+    /// broker's run directory.
+    pub fn end_session(&self, client: &Client) -> Result<SessionEnd> {
+        let options = self.server_options(&self.paths.server_dir)?;
+        match self.settings.mode {
+            ServerMode::PerClient => {
+                let port = match client.port {
+                    Some(p) => p,
+                    None => return Ok(SessionEnd::NoServer(self.paths.run_dir.clone())),
+                };
+                let srv =
+                    PerClientServer::new(client.id.clone(), client.assignment, port, options)?;
+                let socket = PathBuf::from(srv.management_socket()?.as_str());
+                let Some(mut m) = connect(&socket)? else {
+                    return Ok(SessionEnd::NoServer(socket));
+                };
+                m.terminate().map(SessionEnd::Ended)
+            }
+            ServerMode::Shared => {
+                let srv = SharedServer::new(self.settings.pool, self.settings.port, options)?;
+                let socket = PathBuf::from(srv.management_socket()?.as_str());
+                let Some(mut m) = connect(&socket)? else {
+                    return Ok(SessionEnd::NoServer(socket));
+                };
+                match m.kill_client(&CommonName::from(&client.id)) {
+                    Ok(text) => Ok(SessionEnd::Ended(text)),
+                    Err(Error::Management { reason, .. }) if reason.contains("not found") => {
+                        Ok(SessionEnd::NotConnected)
+                    }
+                    Err(e) => Err(e),
+                }
+            }
+        }
+    }
+}
+
+/// Connects to a management socket; `None` when nothing listens there.
+fn connect(socket: &Path) -> Result<Option<Management>> {
+    match Management::connect(socket) {
+        Ok(m) => Ok(Some(m)),
+        Err(_) if !socket.exists() => Ok(None),
+        Err(Error::Management { reason, .. }) if reason.contains("refused") => Ok(None),
+        Err(e) => Err(e),
+    }
+}
+
+/// Files this crate writes per instance in the output directory.
+fn is_instance_file(name: &str) -> bool {
+    name.starts_with("tb-client-")
+        && (name.ends_with(".conf") || name.ends_with(".up") || name.ends_with(".down"))
+        || name == "tb-shared.conf"
+}
+
+fn up_to_date(path: &Path, data: &[u8], mode: u32) -> bool {
+    match (fs::read(path), fs::symlink_metadata(path)) {
+        (Ok(old), Ok(meta)) => {
+            meta.file_type().is_file() && old == data && meta.permissions().mode() & 0o7777 == mode
+        }
+        _ => false,
+    }
+}
+
+fn make_dir(dir: &Path) -> Result<()> {
+    fs::DirBuilder::new()
+        .recursive(true)
+        .mode(0o755)
+        .create(dir)
+        .map_err(|e| Error::io(dir, e))
+}

@@ -1,0 +1,165 @@
+//! Client bundles (issue 5): the archive a subscribed client installs.
+//!
+//! A Linux client gets `<id>.tar.gz`, a Windows client `<id>.zip`, each with
+//! one folder `<id>/` holding its configuration (CA certificate, its own
+//! certificate and key and the tls-crypt key inline), for Linux subnet
+//! clients the executable `up`/`down` scripts, and a `README.txt` with the
+//! three steps. A bundle never holds the CA key, the server key or any other
+//! client's material: it is built only from the client's own record.
+
+use std::io::Write;
+use std::path::{Path, PathBuf};
+
+use crate::broker::{Broker, ClientOs, ClientState, SERVER_CN, ServerMode};
+use crate::client_id::ClientId;
+use crate::error::{Error, Result};
+use crate::fsutil;
+use crate::openvpn::{
+    ClientConfig, ClientMaterial, ClientTunnel, CommonName, Host, InterfaceName, Platform,
+    RenderedFile,
+};
+
+/// Mode of the configuration inside an archive: it holds the private key.
+const CONFIG_MODE: u32 = 0o600;
+
+fn archive_err(path: &Path, e: impl std::fmt::Display) -> Error {
+    Error::io(
+        path,
+        std::io::Error::other(format!("cannot build the bundle: {e}")),
+    )
+}
+
+impl Broker {
+    /// The OpenVPN configuration of an active client, as its bundle holds
+    /// it.
+    pub fn client_config(&self, id: &ClientId) -> Result<ClientConfig> {
+        let client = self.client(id)?;
+        if client.state != ClientState::Active {
+            return Err(Error::ClientState {
+                id: id.to_string(),
+                state: client.state,
+                action: "bundle",
+            });
+        }
+        let creds = self.client_credentials(id)?;
+        let settings = self.settings();
+        let (tunnel, port) = match settings.mode {
+            ServerMode::PerClient => (
+                ClientTunnel::PerClient,
+                client.port.ok_or_else(|| Error::InvalidSettings {
+                    reason: format!("client {id} has no UDP port in per-client mode"),
+                })?,
+            ),
+            ServerMode::Shared => (ClientTunnel::Shared, settings.port),
+        };
+        let tls = self.tls_crypt_key()?;
+        Ok(ClientConfig {
+            client: client.id.clone(),
+            assignment: client.assignment,
+            platform: match client.os {
+                ClientOs::Linux => Platform::Linux,
+                ClientOs::Windows => Platform::Windows,
+            },
+            tunnel,
+            remote: Host::new(settings.endpoint.as_str())?,
+            port,
+            server_name: CommonName::new(SERVER_CN)?,
+            lan_interface: InterfaceName::new(&settings.lan_interface)?,
+            material: ClientMaterial::new(
+                self.ca().certificate().pem(),
+                creds.certificate.pem(),
+                creds.key.as_ref().map(|k| k.to_pem()),
+                tls.to_text(),
+            )?,
+        })
+    }
+
+    /// The default file name of a client's bundle: `<id>.tar.gz` (Linux) or
+    /// `<id>.zip` (Windows).
+    pub fn bundle_file_name(&self, id: &ClientId) -> Result<String> {
+        Ok(match self.client(id)?.os {
+            ClientOs::Linux => format!("{id}.tar.gz"),
+            ClientOs::Windows => format!("{id}.zip"),
+        })
+    }
+
+    /// Writes the bundle of an active client to `out` (mode 0600: it holds
+    /// the client's key) and returns the path.
+    pub fn bundle(&self, id: &ClientId, out: &Path) -> Result<PathBuf> {
+        let cfg = self.client_config(id)?;
+        let files = cfg.emit()?;
+        let data = match cfg.platform {
+            Platform::Linux => tar_gz(id, &cfg, &files, out)?,
+            Platform::Windows => zip_archive(id, &cfg, &files, out)?,
+        };
+        fsutil::write_secret(out, &data)?;
+        Ok(out.to_owned())
+    }
+}
+
+fn mode_of(cfg: &ClientConfig, f: &RenderedFile) -> u32 {
+    if f.executable {
+        fsutil::EXECUTABLE
+    } else if f.name == cfg.file_name() {
+        CONFIG_MODE
+    } else {
+        fsutil::PUBLIC
+    }
+}
+
+fn tar_gz(
+    id: &ClientId,
+    cfg: &ClientConfig,
+    files: &[RenderedFile],
+    out: &Path,
+) -> Result<Vec<u8>> {
+    let err = |e: std::io::Error| archive_err(out, e);
+    let gz = flate2::write::GzEncoder::new(Vec::new(), flate2::Compression::default());
+    let mut tar = tar::Builder::new(gz);
+    let mtime = time::OffsetDateTime::now_utc().unix_timestamp().max(0) as u64;
+    let mut dir = tar::Header::new_gnu();
+    dir.set_entry_type(tar::EntryType::Directory);
+    dir.set_mode(0o755);
+    dir.set_size(0);
+    dir.set_mtime(mtime);
+    tar.append_data(&mut dir, format!("{id}/"), std::io::empty())
+        .map_err(err)?;
+    for f in files {
+        let mut h = tar::Header::new_gnu();
+        h.set_entry_type(tar::EntryType::Regular);
+        h.set_mode(mode_of(cfg, f));
+        h.set_size(f.text.len() as u64);
+        h.set_mtime(mtime);
+        tar.append_data(&mut h, format!("{id}/{}", f.name), f.text.as_bytes())
+            .map_err(err)?;
+    }
+    tar.into_inner().map_err(err)?.finish().map_err(err)
+}
+
+fn zip_archive(
+    id: &ClientId,
+    cfg: &ClientConfig,
+    files: &[RenderedFile],
+    out: &Path,
+) -> Result<Vec<u8>> {
+    use zip::write::SimpleFileOptions;
+    let mut w = zip::ZipWriter::new(std::io::Cursor::new(Vec::new()));
+    w.add_directory(format!("{id}/"), SimpleFileOptions::default())
+        .map_err(|e| archive_err(out, e))?;
+    for f in files {
+        let opts = SimpleFileOptions::default()
+            .compression_method(zip::CompressionMethod::Deflated)
+            .unix_permissions(mode_of(cfg, f));
+        w.start_file(format!("{id}/{}", f.name), opts)
+            .map_err(|e| archive_err(out, e))?;
+        // Windows users open README.txt with Notepad: CRLF line ends there.
+        let text = if f.name.ends_with(".txt") {
+            f.text.replace('\n', "\r\n")
+        } else {
+            f.text.clone()
+        };
+        w.write_all(text.as_bytes())
+            .map_err(|e| archive_err(out, e))?;
+    }
+    Ok(w.finish().map_err(|e| archive_err(out, e))?.into_inner())
+}

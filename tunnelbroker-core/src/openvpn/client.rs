@@ -1,0 +1,456 @@
+//! Client side: the configuration a client starts OpenVPN with, its scripts
+//! and the README of its bundle.
+
+use std::fmt;
+
+use super::text::{ConfigText, ScriptText, Step, Word};
+use super::values::{CommonName, Host, InlineText, InterfaceName};
+use super::{ConfigFile, KEEPALIVE, RenderedFile, Script};
+use crate::error::{Error, Result};
+use crate::{Assignment, ClientId};
+
+/// The environment variable that overrides the LAN interface in a subnet
+/// client's scripts.
+pub const LAN_INTERFACE_ENV: &str = "TUNNELBROKER_LAN_IF";
+
+/// The operating system a client configuration is written for.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+pub enum Platform {
+    /// OpenVPN on Linux: `.conf` with `up`/`down` scripts.
+    Linux,
+    /// OpenVPN for Windows: `.ovpn`, no scripts.
+    Windows,
+}
+
+/// How the client gets its tunnel address.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+pub enum ClientTunnel {
+    /// Per-client mode: a point-to-point TLS client (`tls-client`) that sets
+    /// its own addresses with `ifconfig-ipv6`, since a p2p server pushes
+    /// nothing.
+    PerClient,
+    /// Shared mode: `client` (pull); the server pushes the address from the
+    /// client's CCD entry.
+    Shared,
+}
+
+/// A client's key and certificate material, inlined into its configuration.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ClientMaterial {
+    /// The broker's CA certificate.
+    pub ca: InlineText,
+    /// The client's certificate.
+    pub cert: InlineText,
+    /// The client's private key; `None` when the client made its own key
+    /// (it sent a CSR): the configuration then reads `<id>.key` from its
+    /// directory.
+    pub key: Option<InlineText>,
+    /// The `tls-crypt` key.
+    pub tls_crypt: InlineText,
+}
+
+impl ClientMaterial {
+    /// Checks PEM and key texts for inlining.
+    pub fn new(ca: &str, cert: &str, key: Option<&str>, tls_crypt: &str) -> Result<Self> {
+        Ok(ClientMaterial {
+            ca: InlineText::new("CA certificate", ca)?,
+            cert: InlineText::new("client certificate", cert)?,
+            key: key.map(|k| InlineText::new("client key", k)).transpose()?,
+            tls_crypt: InlineText::new("tls-crypt key", tls_crypt)?,
+        })
+    }
+}
+
+/// A client's OpenVPN configuration (`<id>.conf` on Linux, `<id>.ovpn` on
+/// Windows) with its scripts.
+///
+/// It routes all global IPv6 through the tunnel (`redirect-gateway ipv6
+/// !ipv4`) and, in per-client mode, sets the tunnel address itself: a subnet
+/// client `routing::H:2/112` (and `fe80::H:2/64` from its `up` script on
+/// Linux), a hermit its address as `/64` (OpenVPN's shortest accepted length
+/// that holds it) with `fe80::1` as the gateway. A Linux subnet client's
+/// scripts turn on IPv6 forwarding and put `PREFIX::1/64` on its LAN
+/// interface, which the variable [`LAN_INTERFACE_ENV`] overrides (OpenVPN
+/// hands scripts only its own variables, so set it with `setenv` in the
+/// configuration or `--setenv` on the command line); `down` undoes `up`.
+///
+/// ```
+/// use tunnelbroker_core::openvpn::*;
+/// use tunnelbroker_core::{Assignment, Pool};
+/// let pool: Pool = "2001:db8:0:f100::/56".parse()?;
+/// let a = Assignment::Hermit(pool.hermit("2001:db8:0:f1ff::7".parse().unwrap())?);
+/// let pem = "-----BEGIN X-----\nAAAA\n-----END X-----\n";
+/// let cfg = ClientConfig {
+///     client: "bob".parse()?,
+///     assignment: a,
+///     platform: Platform::Windows,
+///     tunnel: ClientTunnel::PerClient,
+///     remote: Host::new("vpn.example.org")?,
+///     port: 5001,
+///     server_name: CommonName::new("server")?,
+///     lan_interface: InterfaceName::new("eth0")?,
+///     material: ClientMaterial::new(pem, pem, Some(pem), pem)?,
+/// };
+/// assert_eq!(cfg.file_name(), "bob.ovpn");
+/// let text = cfg.config().to_string();
+/// assert!(text.contains("\nifconfig-ipv6 2001:db8:0:f1ff::7/64 fe80::1\n"));
+/// assert!(!text.contains("\nup "));
+/// # Ok::<(), tunnelbroker_core::Error>(())
+/// ```
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ClientConfig {
+    /// The client.
+    pub client: ClientId,
+    /// Its assignment.
+    pub assignment: Assignment,
+    /// Linux or Windows.
+    pub platform: Platform,
+    /// Per-client or shared server.
+    pub tunnel: ClientTunnel,
+    /// The broker's public host name or address.
+    pub remote: Host,
+    /// The server's UDP port for this client.
+    pub port: u16,
+    /// The server certificate's CN (`verify-x509-name`).
+    pub server_name: CommonName,
+    /// The LAN interface of a subnet client (Linux scripts).
+    pub lan_interface: InterfaceName,
+    /// CA, certificate, key, tls-crypt key.
+    pub material: ClientMaterial,
+}
+
+impl ClientConfig {
+    /// `<id>.conf` (Linux) or `<id>.ovpn` (Windows).
+    pub fn file_name(&self) -> String {
+        match self.platform {
+            Platform::Linux => format!("{}.conf", self.client),
+            Platform::Windows => format!("{}.ovpn", self.client),
+        }
+    }
+
+    /// The key file a CSR client supplies itself: `<id>.key`.
+    pub fn key_file_name(&self) -> String {
+        format!("{}.key", self.client)
+    }
+
+    fn has_scripts(&self) -> bool {
+        self.platform == Platform::Linux && self.assignment.as_subnet().is_some()
+    }
+
+    /// The configuration text.
+    pub fn config(&self) -> ConfigFile {
+        let mut c = ConfigText::default();
+        c.comment(format!(
+            "tunnelbroker: client {} ({})",
+            self.client,
+            super::server::describe(&self.assignment)
+        ));
+        match self.platform {
+            Platform::Linux => c.comment(format!(
+                "start: openvpn --cd DIR --config {} (or copy to /etc/openvpn/client/ and use openvpn-client@{})",
+                self.file_name(),
+                self.client
+            )),
+            Platform::Windows => c.comment(
+                "import this file into OpenVPN for Windows (OpenVPN GUI or OpenVPN Connect)",
+            ),
+        };
+        c.blank();
+        match self.tunnel {
+            ClientTunnel::PerClient => c.opt("tls-client"),
+            ClientTunnel::Shared => c.opt("client"),
+        };
+        c.opt_args("dev", ["tun"])
+            .opt_args("proto", ["udp"])
+            .opt_args("remote", [self.remote.to_string(), self.port.to_string()])
+            .opt("nobind")
+            .opt_args("remote-cert-tls", ["server"])
+            .opt_args("verify-x509-name", [self.server_name.as_str(), "name"]);
+        if self.tunnel == ClientTunnel::PerClient {
+            match &self.assignment {
+                Assignment::Subnet(s) => c.opt_args(
+                    "ifconfig-ipv6",
+                    [
+                        format!("{}/112", s.client_end()),
+                        s.server_end().to_string(),
+                    ],
+                ),
+                Assignment::Hermit(h) => c.opt_args(
+                    "ifconfig-ipv6",
+                    [
+                        format!("{}/64", h.address()),
+                        h.server_link_local().to_string(),
+                    ],
+                ),
+            };
+        }
+        c.opt_args("redirect-gateway", ["ipv6", "!ipv4"]);
+        if self.has_scripts() {
+            c.comment(format!(
+                "another LAN interface than {}: setenv {LAN_INTERFACE_ENV} <name>",
+                self.lan_interface
+            ));
+            c.opt_args("script-security", [2])
+                .opt_args("up", [format!("{}.up", self.client)])
+                .opt_args("down", [format!("{}.down", self.client)]);
+        }
+        c.opt_args("keepalive", KEEPALIVE)
+            .opt("persist-key")
+            .opt("persist-tun")
+            .opt_args("verb", [3]);
+        let m = &self.material;
+        c.inline("ca", &m.ca).inline("cert", &m.cert);
+        match &m.key {
+            Some(k) => c.inline("key", k),
+            None => c.opt_args("key", [self.key_file_name()]),
+        };
+        c.inline("tls-crypt", &m.tls_crypt);
+        ConfigFile(c)
+    }
+
+    fn marker(&self) -> String {
+        format!("/run/tunnelbroker-{}.forwarding", self.client)
+    }
+
+    fn lan_step(&self) -> Step {
+        Step::EnvDefault {
+            var: "lan",
+            env: LAN_INTERFACE_ENV,
+            default: self.lan_interface.to_string(),
+        }
+    }
+
+    /// The Linux `up` script of a subnet client (`None` otherwise).
+    pub fn up_script(&self) -> Option<Script> {
+        if !self.has_scripts() {
+            return None;
+        }
+        let s = self.assignment.as_subnet()?;
+        let mut t = ScriptText::default();
+        t.header(format!(
+            "tunnelbroker: up script of client {} (subnet {})",
+            self.client,
+            s.prefix()
+        ))
+        .header(format!(
+            "LAN interface: {} unless {LAN_INTERFACE_ENV} names another",
+            self.lan_interface
+        ));
+        t.step(self.lan_step());
+        if self.tunnel == ClientTunnel::PerClient {
+            t.run(ip_addr(
+                "replace",
+                format!("{}/64", s.client_link_local()),
+                "dev",
+            ));
+        }
+        t.step(Step::EnableForwarding {
+            marker: self.marker(),
+        });
+        t.run(ip_addr("replace", format!("{}/64", s.lan_address()), "lan"));
+        Some(Script(t))
+    }
+
+    /// The Linux `down` script of a subnet client: undoes
+    /// [`up_script`](Self::up_script).
+    pub fn down_script(&self) -> Option<Script> {
+        if !self.has_scripts() {
+            return None;
+        }
+        let s = self.assignment.as_subnet()?;
+        let mut t = ScriptText::default();
+        t.header(format!(
+            "tunnelbroker: down script of client {} (subnet {})",
+            self.client,
+            s.prefix()
+        ))
+        .header("Undoes the up script.");
+        t.step(self.lan_step());
+        t.step(Step::RunTolerant(ip_addr(
+            "del",
+            format!("{}/64", s.lan_address()),
+            "lan",
+        )));
+        t.step(Step::RestoreForwarding {
+            marker: self.marker(),
+        });
+        if self.tunnel == ClientTunnel::PerClient {
+            t.step(Step::RunTolerant(ip_addr(
+                "del",
+                format!("{}/64", s.client_link_local()),
+                "dev",
+            )));
+        }
+        Some(Script(t))
+    }
+
+    /// The bundle's README.
+    pub fn readme(&self) -> Readme<'_> {
+        Readme(self)
+    }
+
+    /// Every file of the client's bundle: the configuration, the scripts
+    /// (executable) and `README.txt`.
+    pub fn emit(&self) -> Result<Vec<RenderedFile>> {
+        if self.port == 0 {
+            return Err(Error::InvalidConfigValue {
+                what: "port",
+                input: "0".into(),
+                reason: "use a UDP port from 1 to 65535".into(),
+            });
+        }
+        let mut files = vec![RenderedFile::config(
+            self.file_name(),
+            self.config().to_string(),
+        )];
+        if let (Some(up), Some(down)) = (self.up_script(), self.down_script()) {
+            files.push(RenderedFile::script(
+                format!("{}.up", self.client),
+                up.to_string(),
+            ));
+            files.push(RenderedFile::script(
+                format!("{}.down", self.client),
+                down.to_string(),
+            ));
+        }
+        files.push(RenderedFile::config(
+            "README.txt".into(),
+            self.readme().to_string(),
+        ));
+        Ok(files)
+    }
+}
+
+fn ip_addr(verb: &'static str, addr: String, dev_var: &'static str) -> Vec<Word> {
+    vec![
+        Word::Cmd("ip"),
+        Word::Cmd("-6"),
+        Word::Cmd("addr"),
+        Word::Cmd(verb),
+        Word::Lit(addr),
+        Word::Cmd("dev"),
+        Word::Var(dev_var),
+    ]
+}
+
+/// The README of a client's bundle: the guide's three steps.
+#[derive(Debug)]
+pub struct Readme<'a>(&'a ClientConfig);
+
+impl fmt::Display for Readme<'_> {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        let c = self.0;
+        let id = &c.client;
+        let title = format!("IPv6 tunnel for client {id}");
+        writeln!(f, "{title}\n{}", "=".repeat(title.len()))?;
+        writeln!(f)?;
+        match &c.assignment {
+            Assignment::Subnet(s) => {
+                writeln!(f, "Your network:        {}", s.prefix())?;
+                writeln!(f, "Your tunnel address: {}", s.client_end())?;
+                writeln!(
+                    f,
+                    "Your LAN router:     {} (on your LAN interface)",
+                    s.lan_address()
+                )?;
+            }
+            Assignment::Hermit(h) => {
+                writeln!(f, "Your address: {}", h.address())?;
+            }
+        }
+        writeln!(f, "Server:       {} UDP port {}", c.remote, c.port)?;
+        writeln!(f)?;
+        match c.platform {
+            Platform::Linux => {
+                writeln!(
+                    f,
+                    "1. Install OpenVPN 2.6 or later, e.g. `apt-get install openvpn`."
+                )?;
+                writeln!(
+                    f,
+                    "2. Copy every file of this bundle to /etc/openvpn/client/"
+                )?;
+                writeln!(f, "   (keep the scripts executable).")?;
+                if c.material.key.is_none() {
+                    writeln!(
+                        f,
+                        "   Put your own private key there as {} (mode 0600).",
+                        c.key_file_name()
+                    )?;
+                }
+                writeln!(f, "3. Start it: `systemctl start openvpn-client@{id}`")?;
+                writeln!(
+                    f,
+                    "   or by hand: `openvpn --cd /etc/openvpn/client --config {}`.",
+                    c.file_name()
+                )?;
+                if c.assignment.as_subnet().is_some() {
+                    writeln!(f)?;
+                    writeln!(
+                        f,
+                        "The scripts {id}.up and {id}.down turn IPv6 forwarding on (and off"
+                    )?;
+                    writeln!(
+                        f,
+                        "again) and give your LAN interface ({}) the router address.",
+                        c.lan_interface
+                    )?;
+                    writeln!(
+                        f,
+                        "To use another interface, set {LAN_INTERFACE_ENV} for the scripts: add"
+                    )?;
+                    writeln!(
+                        f,
+                        "`setenv {LAN_INTERFACE_ENV} lan0` to {} (or pass `--setenv {LAN_INTERFACE_ENV} lan0`;",
+                        c.file_name()
+                    )?;
+                    writeln!(f, "OpenVPN does not hand its own environment to scripts).")?;
+                }
+            }
+            Platform::Windows => {
+                writeln!(
+                    f,
+                    "1. Install OpenVPN for Windows 2.6 or later (https://openvpn.net/community-downloads/)."
+                )?;
+                writeln!(
+                    f,
+                    "2. Copy {} to C:\\Program Files\\OpenVPN\\config\\",
+                    c.file_name()
+                )?;
+                if c.material.key.is_none() {
+                    writeln!(
+                        f,
+                        "   together with your own private key as {}.",
+                        c.key_file_name()
+                    )?;
+                }
+                writeln!(f, "3. Start OpenVPN GUI and connect \"{id}\".")?;
+                if let Some(s) = c.assignment.as_subnet() {
+                    writeln!(f)?;
+                    writeln!(
+                        f,
+                        "To route your network, enable forwarding and set the router address"
+                    )?;
+                    writeln!(
+                        f,
+                        "on your LAN adapter (an administrator prompt; \"LAN\" is its name):"
+                    )?;
+                    writeln!(
+                        f,
+                        "  netsh interface ipv6 set interface \"LAN\" forwarding=enabled advertise=enabled"
+                    )?;
+                    writeln!(
+                        f,
+                        "  netsh interface ipv6 add address \"LAN\" {}/64",
+                        s.lan_address()
+                    )?;
+                    writeln!(
+                        f,
+                        "  netsh interface ipv6 set interface \"OpenVPN\" forwarding=enabled"
+                    )?;
+                }
+            }
+        }
+        Ok(())
+    }
+}

@@ -1,0 +1,580 @@
+//! Server side: one instance per client (per-client mode) or one instance
+//! for all clients with `client-config-dir` entries (shared mode).
+
+use std::fmt;
+use std::net::Ipv6Addr;
+
+use ipnet::Ipv6Net;
+
+use super::text::{ConfigText, ScriptText, Step, Word};
+use super::values::{CommonName, ConfigPath, InterfaceName};
+use super::{ConfigFile, KEEPALIVE, RenderedFile, Script};
+use crate::error::{Error, Result, shown};
+use crate::{Assignment, ClientId, Pool};
+
+/// The name of OpenVPN's plugin that runs the `down` script as root after
+/// the server has dropped its privileges (found in OpenVPN's plugin
+/// directory).
+pub const DOWN_ROOT_PLUGIN: &str = "openvpn-plugin-down-root.so";
+
+/// Where a server configuration finds its keys and certificates.
+///
+/// Paths are as OpenVPN reads them: relative to its `--cd` directory
+/// (`/etc/openvpn/server` under Debian's `openvpn-server@NAME`) or absolute.
+/// The CRL is re-read at every connection after OpenVPN has become `nobody`,
+/// so it and every directory above it must be readable by others.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ServerFiles {
+    /// The CA certificate (`ca`).
+    pub ca: ConfigPath,
+    /// The server certificate (`cert`).
+    pub cert: ConfigPath,
+    /// The server's private key (`key`), mode 0600.
+    pub key: ConfigPath,
+    /// The `tls-crypt` key, mode 0600.
+    pub tls_crypt: ConfigPath,
+    /// The CRL (`crl-verify`), mode 0644.
+    pub crl: ConfigPath,
+}
+
+impl Default for ServerFiles {
+    /// `ca.crt`, `server.crt`, `server.key`, `tls-crypt.key`, `crl.pem`.
+    fn default() -> Self {
+        let p = |s: &str| ConfigPath(s.to_owned());
+        ServerFiles {
+            ca: p("ca.crt"),
+            cert: p("server.crt"),
+            key: p("server.key"),
+            tls_crypt: p("tls-crypt.key"),
+            crl: p("crl.pem"),
+        }
+    }
+}
+
+/// A user or group name for `user`/`group`: a lowercase letter or `_`, then
+/// lowercase letters, digits, `_` and `-`, at most 32 bytes.
+///
+/// ```
+/// use tunnelbroker_core::openvpn::Account;
+/// assert_eq!(Account::new("nogroup")?.as_str(), "nogroup");
+/// assert!(Account::new("root;id").is_err());
+/// # Ok::<(), tunnelbroker_core::Error>(())
+/// ```
+#[derive(Debug, Clone, PartialEq, Eq, Hash)]
+pub struct Account(String);
+
+impl Account {
+    /// Checks `s` and makes it an account name.
+    pub fn new(s: &str) -> Result<Self> {
+        let ok = !s.is_empty()
+            && s.len() <= 32
+            && s.starts_with(|c: char| c.is_ascii_lowercase() || c == '_')
+            && s.chars()
+                .all(|c| c.is_ascii_lowercase() || c.is_ascii_digit() || c == '_' || c == '-');
+        if ok {
+            Ok(Account(s.to_owned()))
+        } else {
+            Err(Error::InvalidConfigValue {
+                what: "user or group name",
+                input: shown(s),
+                reason: "use 1 to 32 lowercase letters, digits, '_' and '-', starting with a letter or '_'".into(),
+            })
+        }
+    }
+
+    /// The name as text.
+    pub fn as_str(&self) -> &str {
+        &self.0
+    }
+}
+
+impl fmt::Display for Account {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(&self.0)
+    }
+}
+
+/// Settings shared by every server configuration of a broker.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ServerOptions {
+    /// Keys and certificates.
+    pub files: ServerFiles,
+    /// The directory the rendered files are installed in; scripts and the
+    /// CCD directory are referenced from here (absolute, so that the
+    /// down-root helper finds them after OpenVPN has daemonised).
+    pub config_dir: ConfigPath,
+    /// Directory of the management sockets (`tb<port>.sock`).
+    pub run_dir: ConfigPath,
+    /// Directory of the per-instance logs (`NAME.log`).
+    pub log_dir: ConfigPath,
+    /// Account to drop privileges to (`user`, `group`); `None` keeps root.
+    pub drop_to: Option<(Account, Account)>,
+}
+
+impl Default for ServerOptions {
+    /// Debian's layout: `/etc/openvpn/server`, `/run/tunnelbroker`,
+    /// `/var/log/openvpn`, `nobody`/`nogroup`.
+    fn default() -> Self {
+        let p = |s: &str| ConfigPath(s.to_owned());
+        ServerOptions {
+            files: ServerFiles::default(),
+            config_dir: p("/etc/openvpn/server"),
+            run_dir: p("/run/tunnelbroker"),
+            log_dir: p("/var/log/openvpn"),
+            drop_to: Some((Account("nobody".into()), Account("nogroup".into()))),
+        }
+    }
+}
+
+impl ServerOptions {
+    fn common_head(&self, c: &mut ConfigText, port: u16, dev: &InterfaceName) {
+        c.opt_args("port", [port])
+            .opt_args("proto", ["udp"])
+            .opt_args("dev", [dev.as_str()])
+            .opt_args("dev-type", ["tun"]);
+    }
+
+    fn tls(&self, c: &mut ConfigText) {
+        let f = &self.files;
+        c.opt("tls-server")
+            .opt_args("ca", [&f.ca])
+            .opt_args("cert", [&f.cert])
+            .opt_args("key", [&f.key])
+            .opt_args("dh", ["none"])
+            .opt_args("tls-crypt", [&f.tls_crypt])
+            .opt_args("crl-verify", [&f.crl])
+            .opt_args("remote-cert-tls", ["client"]);
+    }
+
+    fn common_tail(&self, c: &mut ConfigText, name: &str, socket: &ConfigPath) -> Result<()> {
+        c.opt_args("keepalive", KEEPALIVE)
+            .opt("persist-key")
+            .opt("persist-tun");
+        if let Some((user, group)) = &self.drop_to {
+            c.opt_args("user", [user]).opt_args("group", [group]);
+        }
+        c.opt_args("management", [socket.to_string(), "unix".into()])
+            .opt_args("log-append", [self.log_dir.join(&format!("{name}.log"))?])
+            .opt_args("verb", [3]);
+        Ok(())
+    }
+
+    /// The management socket `<run_dir>/<device>.sock`, checked against the
+    /// length limit of unix socket addresses.
+    fn socket(&self, device: &InterfaceName) -> Result<ConfigPath> {
+        let path = self.run_dir.join(&format!("{device}.sock"))?;
+        if path.as_str().len() > MAX_SOCKET_PATH {
+            return Err(Error::InvalidConfigValue {
+                what: "management socket path",
+                input: shown(path.as_str()),
+                reason: format!(
+                    "a unix socket path has at most {MAX_SOCKET_PATH} bytes; use a shorter run directory"
+                ),
+            });
+        }
+        Ok(path)
+    }
+}
+
+/// The longest unix socket path (`sun_path` holds 108 bytes with the NUL).
+const MAX_SOCKET_PATH: usize = 107;
+
+fn check_port(port: u16) -> Result<()> {
+    if port == 0 {
+        return Err(Error::InvalidConfigValue {
+            what: "port",
+            input: "0".into(),
+            reason: "use a UDP port from 1 to 65535".into(),
+        });
+    }
+    Ok(())
+}
+
+pub(crate) fn describe(assignment: &Assignment) -> String {
+    match assignment {
+        Assignment::Subnet(s) => format!(
+            "subnet {}, tunnel address {} (routing net {})",
+            s.prefix(),
+            s.client_end(),
+            s.routing_net()
+        ),
+        Assignment::Hermit(h) => format!("hermit {}", h.prefix()),
+    }
+}
+
+/// A per-client server instance (DESIGN.md §3, JOIN's original layout): one
+/// point-to-point TLS server for one client on its own UDP port and its own
+/// tun device `tb<port>`, accepting only that client's certificate.
+///
+/// * subnet client: `ifconfig-ipv6 routing::H:1/112 routing::H:2`,
+///   `route-ipv6 PREFIX/64`, and `up`/`down` scripts for the link-local
+///   address `fe80::H:1/64` (OpenVPN sets only one address itself);
+/// * hermit client: `ifconfig-ipv6 fe80::1/64 ADDRESS` and
+///   `route-ipv6 ADDRESS/128`; no scripts.
+///
+/// ```
+/// use tunnelbroker_core::openvpn::{PerClientServer, ServerOptions};
+/// use tunnelbroker_core::{Assignment, ClientId, Pool};
+/// let pool: Pool = "2001:db8:0:f100::/56".parse()?;
+/// let a = Assignment::Subnet(pool.subnet("2001:db8:0:f1ab::/64".parse().unwrap())?);
+/// let srv = PerClientServer::new("alice".parse()?, a, 5000, ServerOptions::default())?;
+/// assert_eq!(srv.name(), "tb-client-alice");
+/// let conf = srv.config()?.to_string();
+/// assert!(conf.contains("\nverify-x509-name alice name\n"));
+/// assert!(conf.contains("\nifconfig-ipv6 2001:db8:0:f100::f1ab:1/112 2001:db8:0:f100::f1ab:2\n"));
+/// assert!(srv.up_script().unwrap().to_string().contains("'fe80::f1ab:1/64'"));
+/// assert!(PerClientServer::new("alice".parse()?, a, 0, ServerOptions::default()).is_err());
+/// # Ok::<(), tunnelbroker_core::Error>(())
+/// ```
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct PerClientServer {
+    client: ClientId,
+    assignment: Assignment,
+    port: u16,
+    options: ServerOptions,
+}
+
+impl PerClientServer {
+    /// The instance for `client` with `assignment` on UDP `port` (not 0).
+    pub fn new(
+        client: ClientId,
+        assignment: Assignment,
+        port: u16,
+        options: ServerOptions,
+    ) -> Result<Self> {
+        check_port(port)?;
+        Ok(PerClientServer {
+            client,
+            assignment,
+            port,
+            options,
+        })
+    }
+
+    /// The instance name, `tb-client-<id>`: the configuration is `NAME.conf`,
+    /// started by `openvpn-server@NAME`.
+    pub fn name(&self) -> String {
+        instance_name(&self.client)
+    }
+
+    /// The tun device, `tb<port>`.
+    pub fn device(&self) -> InterfaceName {
+        InterfaceName::for_port(self.port)
+    }
+
+    /// The client.
+    pub fn client(&self) -> &ClientId {
+        &self.client
+    }
+
+    /// The UDP port.
+    pub fn port(&self) -> u16 {
+        self.port
+    }
+
+    /// The management socket of the instance, `<run_dir>/tb<port>.sock`.
+    pub fn management_socket(&self) -> Result<ConfigPath> {
+        self.options.socket(&self.device())
+    }
+
+    fn script_path(&self, which: &str) -> Result<ConfigPath> {
+        self.options
+            .config_dir
+            .join(&format!("{}.{which}", self.name()))
+    }
+
+    /// The server configuration (`NAME.conf`).
+    pub fn config(&self) -> Result<ConfigFile> {
+        let name = self.name();
+        let mut c = ConfigText::default();
+        c.comment(format!(
+            "tunnelbroker: per-client server for client {}",
+            self.client
+        ))
+        .comment(describe(&self.assignment))
+        .comment(format!("started by: systemctl start openvpn-server@{name}"))
+        .blank();
+        self.options.common_head(&mut c, self.port, &self.device());
+        c.opt("float");
+        self.options.tls(&mut c);
+        c.opt_args("verify-x509-name", [self.client.as_str(), "name"]);
+        match &self.assignment {
+            Assignment::Subnet(s) => {
+                c.opt_args(
+                    "ifconfig-ipv6",
+                    [with_len(s.server_end(), 112), s.client_end().to_string()],
+                )
+                .opt_args(
+                    "route-ipv6",
+                    [s.prefix().to_string(), s.client_end().to_string()],
+                )
+                .opt_args("script-security", [2])
+                .opt_args("up", [self.script_path("up")?])
+                .opt_args(
+                    "plugin",
+                    [
+                        DOWN_ROOT_PLUGIN.to_string(),
+                        self.script_path("down")?.to_string(),
+                    ],
+                );
+            }
+            Assignment::Hermit(h) => {
+                c.opt_args(
+                    "ifconfig-ipv6",
+                    [with_len(h.server_link_local(), 64), h.address().to_string()],
+                )
+                .opt_args("route-ipv6", [h.prefix().to_string()]);
+            }
+        }
+        self.options
+            .common_tail(&mut c, &name, &self.management_socket()?)?;
+        Ok(ConfigFile(c))
+    }
+
+    /// The `up` script, for subnet clients: adds the server's link-local
+    /// address `fe80::H:1/64` to the tun device.
+    pub fn up_script(&self) -> Option<Script> {
+        let s = self.assignment.as_subnet()?;
+        let mut t = ScriptText::default();
+        t.header(format!(
+            "tunnelbroker: up script of {} (subnet {})",
+            self.name(),
+            s.prefix()
+        ))
+        .header("OpenVPN sets the routing net address; this adds the link-local one.");
+        t.run(ip_addr("replace", with_len(s.server_link_local(), 64)));
+        Some(Script(t))
+    }
+
+    /// The `down` script (run as root by the down-root plugin): undoes
+    /// [`up_script`](Self::up_script).
+    pub fn down_script(&self) -> Option<Script> {
+        let s = self.assignment.as_subnet()?;
+        let mut t = ScriptText::default();
+        t.header(format!(
+            "tunnelbroker: down script of {} (subnet {})",
+            self.name(),
+            s.prefix()
+        ))
+        .header("Undoes the up script.");
+        t.step(Step::RunTolerant(ip_addr(
+            "del",
+            with_len(s.server_link_local(), 64),
+        )));
+        Some(Script(t))
+    }
+
+    /// Every file of this instance: `NAME.conf` and, for subnet clients,
+    /// the executable `NAME.up` and `NAME.down`.
+    pub fn emit(&self) -> Result<Vec<RenderedFile>> {
+        let name = self.name();
+        let mut files = vec![RenderedFile::config(
+            format!("{name}.conf"),
+            self.config()?.to_string(),
+        )];
+        if let (Some(up), Some(down)) = (self.up_script(), self.down_script()) {
+            files.push(RenderedFile::script(format!("{name}.up"), up.to_string()));
+            files.push(RenderedFile::script(
+                format!("{name}.down"),
+                down.to_string(),
+            ));
+        }
+        Ok(files)
+    }
+}
+
+/// The per-client instance name of `client`: `tb-client-<id>`.
+pub fn instance_name(client: &ClientId) -> String {
+    format!("tb-client-{client}")
+}
+
+fn with_len(addr: Ipv6Addr, len: u8) -> String {
+    format!("{addr}/{len}")
+}
+
+fn ip_addr(verb: &'static str, addr: String) -> Vec<Word> {
+    vec![
+        Word::Cmd("ip"),
+        Word::Cmd("-6"),
+        Word::Cmd("addr"),
+        Word::Cmd(verb),
+        Word::Lit(addr),
+        Word::Cmd("dev"),
+        Word::Var("dev"),
+    ]
+}
+
+/// The shared server (DESIGN.md §3, modern layout): one OpenVPN server for
+/// all clients, each client's assignment in its `client-config-dir` entry
+/// ([`CcdEntry`]) named after its certificate CN; clients without one are
+/// refused (`ccd-exclusive`).
+///
+/// The server's tun address is `ROUTING::1/64` (the routing /64's interface
+/// ID 1, never a routing-net end), and the whole pool is routed into the tun
+/// device (`route-ipv6 POOL`).
+///
+/// ```
+/// use tunnelbroker_core::openvpn::{ServerOptions, SharedServer};
+/// let srv = SharedServer::new("2001:db8:0:f100::/56".parse()?, 5000, ServerOptions::default())?;
+/// assert_eq!(srv.server_address().to_string(), "2001:db8:0:f100::1");
+/// let conf = srv.config()?.to_string();
+/// assert!(conf.contains("\nroute-ipv6 2001:db8:0:f100::/56\n"));
+/// assert!(conf.contains("\nccd-exclusive\n"));
+/// # Ok::<(), tunnelbroker_core::Error>(())
+/// ```
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct SharedServer {
+    pool: Pool,
+    port: u16,
+    options: ServerOptions,
+}
+
+impl SharedServer {
+    /// The instance name, `tb-shared`.
+    pub const NAME: &'static str = "tb-shared";
+    /// The CCD directory, below [`ServerOptions::config_dir`].
+    pub const CCD_DIR: &'static str = "ccd";
+
+    /// The server for `pool` on UDP `port` (not 0).
+    pub fn new(pool: Pool, port: u16, options: ServerOptions) -> Result<Self> {
+        check_port(port)?;
+        Ok(SharedServer {
+            pool,
+            port,
+            options,
+        })
+    }
+
+    /// The instance name.
+    pub fn name(&self) -> &'static str {
+        Self::NAME
+    }
+
+    /// The tun device, `tb<port>`.
+    pub fn device(&self) -> InterfaceName {
+        InterfaceName::for_port(self.port)
+    }
+
+    /// The server's tun address: interface ID 1 of the routing /64.
+    pub fn server_address(&self) -> Ipv6Addr {
+        Ipv6Addr::from(u128::from(self.pool.routing_net().network()) | 1)
+    }
+
+    /// The management socket, `<run_dir>/tb<port>.sock`.
+    pub fn management_socket(&self) -> Result<ConfigPath> {
+        self.options.socket(&self.device())
+    }
+
+    /// The server configuration (`tb-shared.conf`).
+    pub fn config(&self) -> Result<ConfigFile> {
+        let routing = self.pool.routing_net();
+        let mut c = ConfigText::default();
+        c.comment(format!(
+            "tunnelbroker: shared server for pool {}",
+            self.pool
+        ))
+        .comment("each client's assignment is in ccd/<client id>")
+        .comment(format!(
+            "started by: systemctl start openvpn-server@{}",
+            Self::NAME
+        ))
+        .blank();
+        self.options.common_head(&mut c, self.port, &self.device());
+        c.opt_args("mode", ["server"]);
+        self.options.tls(&mut c);
+        c.opt_args(
+            "ifconfig-ipv6",
+            [
+                with_len(self.server_address(), routing.prefix_len()),
+                Ipv6Addr::from(u128::from(routing.network()) | 2).to_string(),
+            ],
+        )
+        .opt_args("route-ipv6", [self.pool.net().to_string()])
+        .opt_args(
+            "client-config-dir",
+            [self.options.config_dir.join(Self::CCD_DIR)?],
+        )
+        .opt("ccd-exclusive");
+        self.options
+            .common_tail(&mut c, Self::NAME, &self.management_socket()?)?;
+        Ok(ConfigFile(c))
+    }
+
+    /// The CCD entry of `client`; its assignment must lie in the pool.
+    pub fn ccd(&self, client: &ClientId, assignment: &Assignment) -> Result<CcdEntry> {
+        let prefix = assignment.prefix();
+        if !self.pool.net().contains(&prefix) {
+            return Err(Error::OutsidePool {
+                prefix,
+                pool: self.pool,
+            });
+        }
+        Ok(CcdEntry {
+            client: CommonName::from(client),
+            assignment: *assignment,
+            gateway: self.server_address(),
+        })
+    }
+
+    /// The server's files: `tb-shared.conf` and `ccd/<id>` for each client.
+    pub fn emit<'a>(
+        &self,
+        clients: impl IntoIterator<Item = (&'a ClientId, &'a Assignment)>,
+    ) -> Result<Vec<RenderedFile>> {
+        let mut files = vec![RenderedFile::config(
+            format!("{}.conf", Self::NAME),
+            self.config()?.to_string(),
+        )];
+        for (id, a) in clients {
+            files.push(RenderedFile::config(
+                format!("{}/{id}", Self::CCD_DIR),
+                self.ccd(id, a)?.to_string(),
+            ));
+        }
+        Ok(files)
+    }
+}
+
+/// A client's `client-config-dir` entry in shared mode, named after its CN.
+///
+/// * subnet: `ifconfig-ipv6-push routing::H:2/64 ROUTING::1` (the routing
+///   /64 is on-link on the server's tun) and `iroute-ipv6 PREFIX/64`;
+/// * hermit: `ifconfig-ipv6-push ADDRESS/64 ROUTING::1` (OpenVPN pushes
+///   64..124 only; the server routes just the /128 to this client) and
+///   `iroute-ipv6 ADDRESS/128`.
+///
+/// Exactly one `ifconfig-ipv6-push` is written (OpenVPN honours only the
+/// last one).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct CcdEntry {
+    client: CommonName,
+    assignment: Assignment,
+    gateway: Ipv6Addr,
+}
+
+impl CcdEntry {
+    fn text(&self) -> ConfigText {
+        let mut c = ConfigText::default();
+        c.comment(format!(
+            "tunnelbroker: client {}: {}",
+            self.client,
+            describe(&self.assignment)
+        ));
+        let (tunnel, iroute): (Ipv6Addr, Ipv6Net) = match &self.assignment {
+            Assignment::Subnet(s) => (s.client_end(), s.prefix()),
+            Assignment::Hermit(h) => (h.address(), h.prefix()),
+        };
+        c.opt_args(
+            "ifconfig-ipv6-push",
+            [with_len(tunnel, 64), self.gateway.to_string()],
+        )
+        .opt_args("iroute-ipv6", [iroute]);
+        c
+    }
+}
+
+impl fmt::Display for CcdEntry {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        fmt::Display::fmt(&self.text(), f)
+    }
+}

@@ -1,0 +1,256 @@
+//! Snapshot and hostile-input tests of the rendered files.
+
+use super::*;
+use crate::{Assignment, ClientId, Pool};
+
+const CA: &str = "-----BEGIN CERTIFICATE-----\nQ0EgY2VydGlmaWNhdGU=\n-----END CERTIFICATE-----\n";
+const CERT: &str = "-----BEGIN CERTIFICATE-----\nY2xpZW50IGNlcnQ=\n-----END CERTIFICATE-----\n";
+const KEY: &str = "-----BEGIN PRIVATE KEY-----\nY2xpZW50IGtleQ==\n-----END PRIVATE KEY-----\n";
+const TC: &str = "#\n# 2048 bit OpenVPN static key\n#\n-----BEGIN OpenVPN Static key V1-----\n00112233445566778899aabbccddeeff\n-----END OpenVPN Static key V1-----\n";
+
+fn pool() -> Pool {
+    "2001:db8:0:f100::/56".parse().unwrap()
+}
+fn subnet() -> Assignment {
+    Assignment::Subnet(
+        pool()
+            .subnet("2001:db8:0:f1ab::/64".parse().unwrap())
+            .unwrap(),
+    )
+}
+fn hermit() -> Assignment {
+    Assignment::Hermit(
+        pool()
+            .hermit("2001:db8:0:f1ff::7".parse().unwrap())
+            .unwrap(),
+    )
+}
+fn id(s: &str) -> ClientId {
+    s.parse().unwrap()
+}
+
+fn client(name: &str, a: Assignment, platform: Platform, tunnel: ClientTunnel) -> ClientConfig {
+    ClientConfig {
+        client: id(name),
+        assignment: a,
+        platform,
+        tunnel,
+        remote: Host::new("vpn.example.org").unwrap(),
+        port: 5000,
+        server_name: CommonName::new("tunnelbroker-server").unwrap(),
+        lan_interface: InterfaceName::new("eth0").unwrap(),
+        material: ClientMaterial::new(CA, CERT, Some(KEY), TC).unwrap(),
+    }
+}
+
+fn all(files: &[RenderedFile]) -> String {
+    files
+        .iter()
+        .map(|f| {
+            format!(
+                "===== {}{} =====\n{}",
+                f.name,
+                if f.executable { " (0755)" } else { "" },
+                f.text
+            )
+        })
+        .collect()
+}
+
+#[test]
+fn per_client_server_subnet() {
+    let s = PerClientServer::new(id("alice"), subnet(), 5000, ServerOptions::default()).unwrap();
+    insta::assert_snapshot!(all(&s.emit().unwrap()));
+}
+
+#[test]
+fn per_client_server_hermit() {
+    let s = PerClientServer::new(id("bob"), hermit(), 5001, ServerOptions::default()).unwrap();
+    let files = s.emit().unwrap();
+    assert_eq!(files.len(), 1, "a hermit instance needs no scripts");
+    insta::assert_snapshot!(all(&files));
+}
+
+#[test]
+fn shared_server_with_ccd() {
+    let s = SharedServer::new(pool(), 5000, ServerOptions::default()).unwrap();
+    let (a, b) = (id("alice"), id("bob"));
+    let (sa, hb) = (subnet(), hermit());
+    insta::assert_snapshot!(all(&s.emit([(&a, &sa), (&b, &hb)]).unwrap()));
+}
+
+#[test]
+fn linux_clients() {
+    for (name, a, t) in [
+        ("linux_subnet_per_client", subnet(), ClientTunnel::PerClient),
+        ("linux_hermit_per_client", hermit(), ClientTunnel::PerClient),
+        ("linux_subnet_shared", subnet(), ClientTunnel::Shared),
+        ("linux_hermit_shared", hermit(), ClientTunnel::Shared),
+    ] {
+        let c = client("alice", a, Platform::Linux, t);
+        insta::assert_snapshot!(name, all(&c.emit().unwrap()));
+    }
+}
+
+#[test]
+fn windows_clients() {
+    for (name, a, t) in [
+        (
+            "windows_subnet_per_client",
+            subnet(),
+            ClientTunnel::PerClient,
+        ),
+        ("windows_hermit_shared", hermit(), ClientTunnel::Shared),
+    ] {
+        let c = client("alice", a, Platform::Windows, t);
+        let files = c.emit().unwrap();
+        assert_eq!(files.len(), 2, "a Windows bundle has no scripts");
+        let conf = &files[0].text;
+        for unknown in ["\nup ", "\ndown ", "script-security", "\nuser ", "plugin"] {
+            assert!(!conf.contains(unknown), "{unknown} in {conf}");
+        }
+        insta::assert_snapshot!(name, all(&files));
+    }
+}
+
+#[test]
+fn csr_client_reads_its_own_key_file() {
+    let mut c = client("carol", hermit(), Platform::Linux, ClientTunnel::Shared);
+    c.material.key = None;
+    let text = c.config().to_string();
+    assert!(text.contains("\nkey carol.key\n"), "{text}");
+    assert!(!text.contains("<key>"), "{text}");
+    assert!(c.readme().to_string().contains("carol.key"));
+}
+
+#[test]
+fn every_config_avoids_what_openvpn_26_refuses_or_ignores() {
+    let per = PerClientServer::new(id("alice"), subnet(), 5000, ServerOptions::default()).unwrap();
+    let shared = SharedServer::new(pool(), 5000, ServerOptions::default()).unwrap();
+    let mut texts = vec![
+        per.config().unwrap().to_string(),
+        shared.config().unwrap().to_string(),
+    ];
+    for t in [ClientTunnel::PerClient, ClientTunnel::Shared] {
+        for p in [Platform::Linux, Platform::Windows] {
+            texts.push(client("alice", subnet(), p, t).config().to_string());
+        }
+    }
+    for text in &texts {
+        for bad in ["tun-ipv6", "cipher", "ncp-disable", "comp-lzo", "tls-auth"] {
+            assert!(!text.contains(bad), "{bad} in\n{text}");
+        }
+    }
+    for server in &texts[..2] {
+        assert!(server.contains("\ndh none\n"));
+        assert!(server.contains("\nremote-cert-tls client\n"));
+        assert!(server.contains("\ncrl-verify crl.pem\n"));
+        assert!(server.contains("\nuser nobody\ngroup nogroup\n"));
+    }
+}
+
+#[test]
+fn ccd_has_exactly_one_push_and_the_per_client_addresses() {
+    let s = SharedServer::new(pool(), 5000, ServerOptions::default()).unwrap();
+    let sub = s.ccd(&id("alice"), &subnet()).unwrap().to_string();
+    assert_eq!(sub.matches("ifconfig-ipv6-push").count(), 1);
+    // Same tunnel address as in per-client mode: routing::H:2.
+    assert!(sub.contains("ifconfig-ipv6-push 2001:db8:0:f100::f1ab:2/64 2001:db8:0:f100::1\n"));
+    assert!(sub.contains("iroute-ipv6 2001:db8:0:f1ab::/64\n"));
+    let her = s.ccd(&id("bob"), &hermit()).unwrap().to_string();
+    assert!(her.contains("ifconfig-ipv6-push 2001:db8:0:f1ff::7/64 "));
+    assert!(her.contains("iroute-ipv6 2001:db8:0:f1ff::7/128\n"));
+    // An assignment from another pool is refused.
+    let other: Pool = "2001:db8:0:f200::/56".parse().unwrap();
+    let foreign = Assignment::Hermit(other.hermit("2001:db8:0:f2ff::7".parse().unwrap()).unwrap());
+    assert!(s.ccd(&id("eve"), &foreign).is_err());
+}
+
+#[test]
+fn device_names_fit_linux() {
+    for port in [1, 5000, 65535] {
+        let s = PerClientServer::new(id("a"), hermit(), port, ServerOptions::default()).unwrap();
+        assert!(s.device().as_str().len() <= 15);
+        assert!(InterfaceName::new(s.device().as_str()).is_ok());
+    }
+}
+
+#[test]
+fn hostile_material_cannot_inject_options() {
+    let evil = "-----BEGIN CERTIFICATE-----\n</cert>\nup /tmp/evil.sh\n<cert>\n";
+    let e = ClientMaterial::new(CA, evil, Some(KEY), TC).unwrap_err();
+    assert_eq!(e.kind(), crate::ErrorKind::InvalidInput);
+    assert!(ClientMaterial::new(CA, CERT, Some("not a key"), TC).is_err());
+    assert!(ClientMaterial::new(CA, CERT, Some(KEY), "-----BEGIN X-----\n\u{1b}[2J").is_err());
+}
+
+#[test]
+fn hostile_options_are_refused() {
+    assert!(Host::new("vpn.example.org\nup /bin/sh").is_err());
+    assert!(InterfaceName::new("eth0\"; reboot; \"").is_err());
+    assert!(ConfigPath::new("/etc/openvpn/server x").is_err());
+    assert!(Account::new("nobody\ngroup root").is_err());
+    assert!(PerClientServer::new(id("a"), hermit(), 0, ServerOptions::default()).is_err());
+    assert!(SharedServer::new(pool(), 0, ServerOptions::default()).is_err());
+    let mut c = client("a", hermit(), Platform::Linux, ClientTunnel::Shared);
+    c.port = 0;
+    assert!(c.emit().is_err());
+}
+
+#[test]
+fn scripts_quote_every_interpolated_word() {
+    let c = client("alice", subnet(), Platform::Linux, ClientTunnel::PerClient);
+    let up = c.up_script().unwrap().to_string();
+    let down = c.down_script().unwrap().to_string();
+    for s in [&up, &down] {
+        assert!(s.starts_with("#!/bin/sh\n"));
+        assert!(s.contains("\nset -eu\n"));
+        assert!(s.contains("'2001:db8:0:f1ab::1/64'"), "{s}");
+        assert!(s.contains("\"$lan\""), "{s}");
+        // No unquoted expansion anywhere.
+        for line in s.lines().filter(|l| !l.starts_with('#')) {
+            let unquoted: String = line.split('\'').step_by(2).collect();
+            assert!(
+                !unquoted.contains("$(")
+                    || unquoted.contains("\"$(sysctl -n net.ipv6.conf.all.forwarding)\""),
+                "{line}"
+            );
+        }
+    }
+}
+
+#[test]
+fn scripts_pass_sh_syntax_check() {
+    if std::process::Command::new("sh")
+        .arg("-c")
+        .arg("true")
+        .status()
+        .is_err()
+    {
+        eprintln!("skipped: no sh");
+        return;
+    }
+    let dir = tempfile::tempdir().unwrap();
+    let per = PerClientServer::new(id("alice"), subnet(), 5000, ServerOptions::default()).unwrap();
+    let mut scripts = vec![per.up_script().unwrap(), per.down_script().unwrap()];
+    for t in [ClientTunnel::PerClient, ClientTunnel::Shared] {
+        let c = client("alice", subnet(), Platform::Linux, t);
+        scripts.push(c.up_script().unwrap());
+        scripts.push(c.down_script().unwrap());
+    }
+    for (i, s) in scripts.iter().enumerate() {
+        let p = dir.path().join(format!("s{i}"));
+        std::fs::write(&p, s.to_string()).unwrap();
+        let out = std::process::Command::new("sh")
+            .arg("-n")
+            .arg(&p)
+            .output()
+            .unwrap();
+        assert!(
+            out.status.success(),
+            "{}\n{}",
+            s,
+            String::from_utf8_lossy(&out.stderr)
+        );
+    }
+}

@@ -1,0 +1,295 @@
+//! The two text formats this module emits: OpenVPN configuration files and
+//! POSIX shell scripts.
+//!
+//! Both are built as typed lines first and only turned into text in their
+//! `Display` implementations. OpenVPN arguments are validated words (see
+//! [`values`](super::values)); should one ever hold a character that the
+//! OpenVPN parser treats specially, it is double-quoted and escaped. Shell
+//! words are always single-quoted, environment variables always
+//! double-quoted, so no interpolated value can become code.
+
+use std::fmt;
+
+use super::values::InlineText;
+
+/// One line (or inline block) of an OpenVPN configuration.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub(crate) enum Line {
+    /// `# text`
+    Comment(String),
+    /// An empty line.
+    Blank,
+    /// `name arg arg ...`
+    Directive(&'static str, Vec<String>),
+    /// `<tag>\ntext</tag>`
+    Inline(&'static str, InlineText),
+}
+
+/// An OpenVPN configuration file (server config, client config or CCD entry).
+#[derive(Debug, Clone, PartialEq, Eq, Default)]
+pub(crate) struct ConfigText {
+    lines: Vec<Line>,
+}
+
+impl ConfigText {
+    pub(crate) fn comment(&mut self, text: impl Into<String>) -> &mut Self {
+        self.lines.push(Line::Comment(text.into()));
+        self
+    }
+    pub(crate) fn blank(&mut self) -> &mut Self {
+        self.lines.push(Line::Blank);
+        self
+    }
+    pub(crate) fn opt(&mut self, name: &'static str) -> &mut Self {
+        self.lines.push(Line::Directive(name, Vec::new()));
+        self
+    }
+    pub(crate) fn opt_args<I, S>(&mut self, name: &'static str, args: I) -> &mut Self
+    where
+        I: IntoIterator<Item = S>,
+        S: ToString,
+    {
+        self.lines.push(Line::Directive(
+            name,
+            args.into_iter().map(|a| a.to_string()).collect(),
+        ));
+        self
+    }
+    pub(crate) fn inline(&mut self, tag: &'static str, text: &InlineText) -> &mut Self {
+        self.lines.push(Line::Inline(tag, text.clone()));
+        self
+    }
+}
+
+/// Writes an OpenVPN argument, quoting it if its characters need it.
+fn write_arg(f: &mut fmt::Formatter<'_>, arg: &str) -> fmt::Result {
+    let plain = !arg.is_empty()
+        && arg
+            .chars()
+            .all(|c| c.is_ascii_graphic() && !matches!(c, '"' | '\'' | '\\' | '#' | ';'));
+    if plain {
+        return f.write_str(arg);
+    }
+    f.write_str("\"")?;
+    for c in arg.chars() {
+        match c {
+            '"' => f.write_str("\\\"")?,
+            '\\' => f.write_str("\\\\")?,
+            '\n' | '\r' => f.write_str(" ")?,
+            c => write!(f, "{c}")?,
+        }
+    }
+    f.write_str("\"")
+}
+
+/// Comments never span lines.
+fn one_line(text: &str) -> String {
+    text.chars()
+        .map(|c| if c.is_control() { ' ' } else { c })
+        .collect()
+}
+
+impl fmt::Display for ConfigText {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        for line in &self.lines {
+            match line {
+                Line::Comment(t) => writeln!(f, "# {}", one_line(t))?,
+                Line::Blank => writeln!(f)?,
+                Line::Directive(name, args) => {
+                    f.write_str(name)?;
+                    for a in args {
+                        f.write_str(" ")?;
+                        write_arg(f, a)?;
+                    }
+                    writeln!(f)?;
+                }
+                Line::Inline(tag, text) => {
+                    writeln!(f, "<{tag}>")?;
+                    f.write_str(text.as_str())?;
+                    writeln!(f, "</{tag}>")?;
+                }
+            }
+        }
+        Ok(())
+    }
+}
+
+/// A word of a shell command.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub(crate) enum Word {
+    /// A command or option word fixed in this crate's source (never
+    /// interpolated), written as is.
+    Cmd(&'static str),
+    /// A literal, always single-quoted.
+    Lit(String),
+    /// An environment or script variable, `"$name"`.
+    Var(&'static str),
+}
+
+/// Single-quotes `s` for a POSIX shell.
+pub(crate) fn sh_quote(s: &str) -> String {
+    let mut out = String::with_capacity(s.len() + 2);
+    out.push('\'');
+    for c in s.chars() {
+        if c == '\'' {
+            out.push_str("'\\''");
+        } else {
+            out.push(c);
+        }
+    }
+    out.push('\'');
+    out
+}
+
+impl fmt::Display for Word {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            Word::Cmd(s) => f.write_str(s),
+            Word::Lit(s) => f.write_str(&sh_quote(s)),
+            Word::Var(v) => write!(f, "\"${v}\""),
+        }
+    }
+}
+
+/// One step of a generated script.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub(crate) enum Step {
+    /// `name="${ENV:-default}"`: a variable from the environment with a
+    /// validated default.
+    EnvDefault {
+        /// Script variable.
+        var: &'static str,
+        /// Environment variable that overrides the default.
+        env: &'static str,
+        /// Default value.
+        default: String,
+    },
+    /// A command, word by word.
+    Run(Vec<Word>),
+    /// A command whose failure is ignored (`... 2>/dev/null || true`), for
+    /// undoing something that may be gone already.
+    RunTolerant(Vec<Word>),
+    /// Turns IPv6 forwarding on, leaving a marker file when it was off, so
+    /// that [`Step::RestoreForwarding`] can turn it off again.
+    EnableForwarding {
+        /// The marker file.
+        marker: String,
+    },
+    /// Turns IPv6 forwarding off again if the marker file says that the up
+    /// script turned it on.
+    RestoreForwarding {
+        /// The marker file.
+        marker: String,
+    },
+}
+
+/// A generated POSIX shell script: `#!/bin/sh`, a header comment, `set -eu`,
+/// then its steps.
+#[derive(Debug, Clone, PartialEq, Eq, Default)]
+pub(crate) struct ScriptText {
+    header: Vec<String>,
+    steps: Vec<Step>,
+}
+
+impl ScriptText {
+    pub(crate) fn header(&mut self, text: impl Into<String>) -> &mut Self {
+        self.header.push(text.into());
+        self
+    }
+    pub(crate) fn step(&mut self, step: Step) -> &mut Self {
+        self.steps.push(step);
+        self
+    }
+    pub(crate) fn run(&mut self, words: Vec<Word>) -> &mut Self {
+        self.steps.push(Step::Run(words));
+        self
+    }
+}
+
+fn write_words(f: &mut fmt::Formatter<'_>, words: &[Word]) -> fmt::Result {
+    for (i, w) in words.iter().enumerate() {
+        if i > 0 {
+            f.write_str(" ")?;
+        }
+        write!(f, "{w}")?;
+    }
+    Ok(())
+}
+
+const FORWARDING: &str = "net.ipv6.conf.all.forwarding";
+
+impl fmt::Display for ScriptText {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        writeln!(f, "#!/bin/sh")?;
+        for h in &self.header {
+            writeln!(f, "# {}", one_line(h))?;
+        }
+        writeln!(f, "set -eu")?;
+        for step in &self.steps {
+            match step {
+                Step::EnvDefault { var, env, default } => {
+                    // `default` is a validated word; quoting keeps it inert anyway.
+                    writeln!(f, "{var}=\"${{{env}:-}}\"")?;
+                    writeln!(f, "[ -n \"${var}\" ] || {var}={}", sh_quote(default))?;
+                }
+                Step::Run(words) => {
+                    write_words(f, words)?;
+                    writeln!(f)?;
+                }
+                Step::RunTolerant(words) => {
+                    write_words(f, words)?;
+                    writeln!(f, " 2>/dev/null || true")?;
+                }
+                Step::EnableForwarding { marker } => {
+                    let m = sh_quote(marker);
+                    writeln!(f, "if [ \"$(sysctl -n {FORWARDING})\" != 1 ]; then")?;
+                    writeln!(f, "    sysctl -q -w {FORWARDING}=1")?;
+                    writeln!(f, "    : > {m}")?;
+                    writeln!(f, "fi")?;
+                }
+                Step::RestoreForwarding { marker } => {
+                    let m = sh_quote(marker);
+                    writeln!(f, "if [ -e {m} ]; then")?;
+                    writeln!(f, "    sysctl -q -w {FORWARDING}=0")?;
+                    writeln!(f, "    rm -f {m}")?;
+                    writeln!(f, "fi")?;
+                }
+            }
+        }
+        Ok(())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn shell_quoting_keeps_words_inert() {
+        assert_eq!(sh_quote("a'b"), "'a'\\''b'");
+        assert_eq!(sh_quote("$(reboot)"), "'$(reboot)'");
+        let mut s = ScriptText::default();
+        s.run(vec![
+            Word::Cmd("echo"),
+            Word::Lit("x'; rm -rf /; '".into()),
+            Word::Var("dev"),
+        ]);
+        let text = s.to_string();
+        assert!(
+            text.contains("echo 'x'\\''; rm -rf /; '\\''' \"$dev\""),
+            "{text}"
+        );
+        assert!(text.starts_with("#!/bin/sh\nset -eu\n"), "{text}");
+    }
+
+    #[test]
+    fn config_arguments_with_odd_characters_are_quoted() {
+        let mut c = ConfigText::default();
+        c.opt_args("x", ["a b", "c\"d", "#e", "plain"]);
+        c.comment("two\nlines");
+        assert_eq!(
+            c.to_string(),
+            "x \"a b\" \"c\\\"d\" \"#e\" plain\n# two lines\n"
+        );
+    }
+}

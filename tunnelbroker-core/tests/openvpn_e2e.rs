@@ -1,0 +1,1065 @@
+//! Real OpenVPN 2.6 carrying IPv6 between network namespaces (issue 5,
+//! "Proof with real OpenVPN"), plus the contents of client bundles.
+//!
+//! The namespace tests need root, `/dev/net/tun`, `openvpn`, `ip`, `ping`
+//! and `tar`. Without them they print why and pass, except with `CI=true`,
+//! where they fail. They make their own namespaces (named after the test's
+//! PID), an IPv4 underlay in 198.18.0.0/15 and IPv6 only from
+//! 2001:db8::/32, and a guard ends every process they started (by PID) and
+//! deletes the namespaces on every exit path. They run one at a time.
+
+use std::fs;
+use std::os::unix::fs::PermissionsExt;
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, Stdio};
+use std::sync::Mutex;
+use std::time::{Duration, Instant};
+
+use tunnelbroker_core::openvpn::{
+    ClientConfig, ClientMaterial, ClientTunnel, CommonName, Host, InterfaceName, Platform,
+};
+use tunnelbroker_core::{
+    Broker, CaParams, ClientId, ClientKind, ClientOs, InitOptions, KeyType, NewClient,
+    RevocationReason, SERVER_CN, ServerMode, SessionEnd, Settings,
+};
+
+static SERIAL: Mutex<()> = Mutex::new(());
+
+const POOL: &str = "2001:db8:0:f100::/56";
+const SERVER_IP: &str = "198.18.0.1";
+const LAN_IF: &str = "lan0";
+
+/// Why this machine cannot run the namespace tests, if it cannot.
+fn cannot_run() -> Option<String> {
+    let status = fs::read_to_string("/proc/self/status").unwrap_or_default();
+    let root = status
+        .lines()
+        .find(|l| l.starts_with("Uid:"))
+        .and_then(|l| l.split_whitespace().nth(2))
+        == Some("0");
+    if !root {
+        return Some("not running as root (effective uid is not 0)".into());
+    }
+    if !Path::new("/dev/net/tun").exists() {
+        return Some("/dev/net/tun is missing".into());
+    }
+    for (tool, arg) in [
+        ("openvpn", "--version"),
+        ("ip", "-V"),
+        ("ping", "-V"),
+        ("tar", "--version"),
+    ] {
+        let ok = Command::new(tool)
+            .arg(arg)
+            .stdout(Stdio::null())
+            .stderr(Stdio::null())
+            .status()
+            .is_ok();
+        if !ok {
+            return Some(format!("`{tool}` is not installed"));
+        }
+    }
+    None
+}
+
+/// Runs `f` if the machine can, else explains (and fails under CI=true).
+fn needs_root(name: &str, f: impl FnOnce()) {
+    if let Some(why) = cannot_run() {
+        if std::env::var("CI").as_deref() == Ok("true") {
+            panic!("{name} must run with CI=true but cannot: {why}");
+        }
+        eprintln!("skipped {name}: {why}");
+        return;
+    }
+    let _serial = SERIAL.lock().unwrap_or_else(|e| e.into_inner());
+    f();
+}
+
+/// Namespaces, links and processes of one test, undone on drop.
+struct Lab {
+    tag: String,
+    namespaces: Vec<String>,
+    children: Vec<(String, Child)>,
+    links: usize,
+}
+
+impl Lab {
+    fn new(scenario: &str) -> Lab {
+        Lab {
+            tag: format!("tbe{}{scenario}", std::process::id() % 100_000),
+            namespaces: Vec::new(),
+            children: Vec::new(),
+            links: 0,
+        }
+    }
+
+    fn ns_name(&self, short: &str) -> String {
+        format!("{}-{short}", self.tag)
+    }
+
+    fn add_ns(&mut self, short: &str) -> String {
+        let name = self.ns_name(short);
+        run(&["ip", "netns", "add", &name]);
+        self.namespaces.push(name.clone());
+        self.ns(&name, &["ip", "link", "set", "lo", "up"]);
+        name
+    }
+
+    /// Runs a command in a namespace and insists that it succeeds.
+    fn ns(&self, ns: &str, args: &[&str]) -> String {
+        let mut full = vec!["ip", "netns", "exec", ns];
+        full.extend_from_slice(args);
+        run(&full)
+    }
+
+    /// Whether a command in a namespace succeeds.
+    fn ns_ok(&self, ns: &str, args: &[&str]) -> bool {
+        Command::new("ip")
+            .args(["netns", "exec", ns])
+            .args(args)
+            .stdout(Stdio::null())
+            .stderr(Stdio::null())
+            .status()
+            .map(|s| s.success())
+            .unwrap_or(false)
+    }
+
+    /// A veth pair `a_if` in `a`, `b_if` in `b`.
+    fn link(&mut self, a: &str, a_if: &str, b: &str, b_if: &str) {
+        self.links += 1;
+        let tmp_a = format!("tbv{}a{}", std::process::id() % 100_000, self.links);
+        let tmp_b = format!("tbv{}b{}", std::process::id() % 100_000, self.links);
+        run(&[
+            "ip", "link", "add", &tmp_a, "type", "veth", "peer", "name", &tmp_b,
+        ]);
+        run(&["ip", "link", "set", &tmp_a, "netns", a, "name", a_if]);
+        run(&["ip", "link", "set", &tmp_b, "netns", b, "name", b_if]);
+        self.ns(a, &["ip", "link", "set", a_if, "up"]);
+        self.ns(b, &["ip", "link", "set", b_if, "up"]);
+    }
+
+    /// Starts OpenVPN in a namespace.
+    fn openvpn(&mut self, label: &str, ns: &str, args: &[&str]) {
+        let child = Command::new("ip")
+            .args(["netns", "exec", ns, "openvpn"])
+            .args(args)
+            .stdin(Stdio::null())
+            .stdout(Stdio::null())
+            .stderr(Stdio::null())
+            .spawn()
+            .expect("start openvpn");
+        self.children.push((label.to_owned(), child));
+    }
+
+    /// Whether the process started under `label` has exited, waiting up to
+    /// `timeout`.
+    fn exited(&mut self, label: &str, timeout: Duration) -> bool {
+        let deadline = Instant::now() + timeout;
+        loop {
+            let child = &mut self
+                .children
+                .iter_mut()
+                .find(|(l, _)| l == label)
+                .expect("known label")
+                .1;
+            if matches!(child.try_wait(), Ok(Some(_))) {
+                return true;
+            }
+            if Instant::now() > deadline {
+                return false;
+            }
+            std::thread::sleep(Duration::from_millis(100));
+        }
+    }
+
+    /// Ends a started process: SIGTERM (so that down scripts run), then
+    /// SIGKILL after two seconds.
+    fn stop(&mut self, label: &str) {
+        if let Some(i) = self.children.iter().position(|(l, _)| l == label) {
+            let (_, mut child) = self.children.remove(i);
+            end(&mut child);
+        }
+    }
+
+    /// Pings `dst` from `ns`, retrying for up to `tries` seconds.
+    fn ping(&self, ns: &str, dst: &str, src: Option<&str>, tries: u32) -> bool {
+        for _ in 0..tries {
+            let mut args = vec!["ping", "-6", "-n", "-c", "1", "-W", "1"];
+            if let Some(s) = src {
+                args.extend(["-I", s]);
+            }
+            args.push(dst);
+            if self.ns_ok(ns, &args) {
+                return true;
+            }
+            std::thread::sleep(Duration::from_millis(300));
+        }
+        false
+    }
+}
+
+fn end(child: &mut Child) {
+    if matches!(child.try_wait(), Ok(Some(_))) {
+        return;
+    }
+    let _ = Command::new("kill")
+        .args(["-TERM", &child.id().to_string()])
+        .status();
+    let deadline = Instant::now() + Duration::from_secs(2);
+    while Instant::now() < deadline {
+        if matches!(child.try_wait(), Ok(Some(_))) {
+            return;
+        }
+        std::thread::sleep(Duration::from_millis(50));
+    }
+    let _ = child.kill();
+    let _ = child.wait();
+}
+
+impl Drop for Lab {
+    fn drop(&mut self) {
+        for (_, child) in &mut self.children {
+            end(child);
+        }
+        for ns in self.namespaces.iter().rev() {
+            let _ = Command::new("ip").args(["netns", "del", ns]).status();
+        }
+    }
+}
+
+fn run(args: &[&str]) -> String {
+    let out = Command::new(args[0])
+        .args(&args[1..])
+        .output()
+        .unwrap_or_else(|e| panic!("{args:?}: {e}"));
+    assert!(
+        out.status.success(),
+        "{args:?} failed: {}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    String::from_utf8_lossy(&out.stdout).into_owned()
+}
+
+/// Waits until `path` contains `needle`.
+fn log_has(path: &Path, needle: &str, timeout: Duration) -> bool {
+    let deadline = Instant::now() + timeout;
+    loop {
+        if fs::read_to_string(path).is_ok_and(|t| t.contains(needle)) {
+            return true;
+        }
+        if Instant::now() > deadline {
+            return false;
+        }
+        std::thread::sleep(Duration::from_millis(200));
+    }
+}
+
+/// Waits until one line of `path` contains every needle.
+fn log_line(path: &Path, needles: &[&str], timeout: Duration) -> bool {
+    let deadline = Instant::now() + timeout;
+    loop {
+        if fs::read_to_string(path)
+            .is_ok_and(|t| t.lines().any(|l| needles.iter().all(|n| l.contains(n))))
+        {
+            return true;
+        }
+        if Instant::now() > deadline {
+            return false;
+        }
+        std::thread::sleep(Duration::from_millis(200));
+    }
+}
+
+const READY: &str = "Initialization Sequence Completed";
+const UP: Duration = Duration::from_secs(20);
+/// How long a refused client is given to (wrongly) come up.
+const REFUSED: Duration = Duration::from_secs(8);
+
+fn tail(path: &Path) -> String {
+    let text = fs::read_to_string(path).unwrap_or_default();
+    let lines: Vec<&str> = text.lines().collect();
+    lines[lines.len().saturating_sub(25)..].join("\n")
+}
+
+/// A broker in a world-searchable temporary directory (OpenVPN re-reads
+/// the CRL as `nobody`).
+fn broker(tmp: &Path, mode: ServerMode, port: u16) -> Broker {
+    fs::set_permissions(tmp, fs::Permissions::from_mode(0o755)).unwrap();
+    let mut s = Settings::new(POOL.parse().unwrap(), SERVER_IP.parse().unwrap());
+    s.mode = mode;
+    s.port = port;
+    s.lan_interface = LAN_IF.into();
+    Broker::init(&tmp.join("broker"), &InitOptions::new(s)).unwrap()
+}
+
+fn add(b: &Broker, id: &str, kind: ClientKind) -> tunnelbroker_core::Client {
+    b.add_client(&NewClient::new(id.parse().unwrap(), kind))
+        .unwrap()
+}
+
+/// Extracts a Linux bundle with the system's `tar` and returns the
+/// client's folder.
+fn unpack(b: &Broker, id: &str, tmp: &Path) -> PathBuf {
+    let id: ClientId = id.parse().unwrap();
+    let archive = tmp.join(format!("{id}.tar.gz"));
+    b.bundle(&id, &archive).unwrap();
+    let dest = tmp.join("clients");
+    fs::create_dir_all(&dest).unwrap();
+    run(&[
+        "tar",
+        "-xzf",
+        archive.to_str().unwrap(),
+        "-C",
+        dest.to_str().unwrap(),
+    ]);
+    dest.join(id.as_str())
+}
+
+/// The server namespace with a bridge at 198.18.0.1/24 and `n` client
+/// namespaces at 198.18.0.(10+i)/24.
+fn underlay(lab: &mut Lab, clients: &[&str]) -> (String, Vec<String>) {
+    let s = lab.add_ns("s");
+    lab.ns(&s, &["ip", "link", "add", "br0", "type", "bridge"]);
+    lab.ns(&s, &["ip", "link", "set", "br0", "up"]);
+    lab.ns(
+        &s,
+        &[
+            "ip",
+            "addr",
+            "add",
+            &format!("{SERVER_IP}/24"),
+            "dev",
+            "br0",
+        ],
+    );
+    // The broker's server is a router.
+    lab.ns(
+        &s,
+        &["sysctl", "-q", "-w", "net.ipv6.conf.all.forwarding=1"],
+    );
+    let mut names = Vec::new();
+    for (i, c) in clients.iter().enumerate() {
+        let ns = lab.add_ns(c);
+        let port = format!("p{i}");
+        lab.link(&s, &port, &ns, "wan0");
+        lab.ns(&s, &["ip", "link", "set", &port, "master", "br0"]);
+        lab.ns(
+            &ns,
+            &[
+                "ip",
+                "addr",
+                "add",
+                &format!("198.18.0.{}/24", 10 + i),
+                "dev",
+                "wan0",
+            ],
+        );
+        names.push(ns);
+    }
+    (s, names)
+}
+
+fn start_client(lab: &mut Lab, label: &str, ns: &str, dir: &Path, id: &str) -> PathBuf {
+    start_client_with(lab, label, ns, dir, id, &[])
+}
+
+/// Starts a client from its unpacked bundle, with extra OpenVPN arguments.
+fn start_client_with(
+    lab: &mut Lab,
+    label: &str,
+    ns: &str,
+    dir: &Path,
+    id: &str,
+    extra: &[&str],
+) -> PathBuf {
+    let log = dir.join("openvpn.log");
+    let file = format!("{id}.conf");
+    let mut args = vec![
+        "--cd",
+        dir.to_str().unwrap(),
+        "--config",
+        &file,
+        "--log",
+        log.to_str().unwrap(),
+    ];
+    args.extend_from_slice(extra);
+    lab.openvpn(label, ns, &args);
+    log
+}
+
+/// Scenario 1: per-client mode with a subnet client (and a host on its
+/// LAN), a hermit client, and a hermit whose live session ends on revocation.
+fn per_client_mode() {
+    let tmp = tempfile::tempdir().unwrap();
+    let b = broker(tmp.path(), ServerMode::PerClient, 5000);
+    let alice = add(&b, "alice", ClientKind::Subnet);
+    let bob = add(&b, "bob", ClientKind::Hermit);
+    let carol = add(&b, "carol", ClientKind::Hermit);
+    // Dave's instance runs, but only impostors try it.
+    let dave = add(&b, "dave", ClientKind::Hermit);
+    let report = b.render_server(None).unwrap();
+    assert!(report.warnings.is_empty(), "{:?}", report.warnings);
+    assert_eq!(report.instances.len(), 4);
+
+    let mut lab = Lab::new("p");
+    let (s, ns) = underlay(&mut lab, &["a", "b", "c"]);
+    let lan = lab.add_ns("l");
+    lab.link(&ns[0], LAN_IF, &lan, "eth0");
+
+    let server_dir = report.dir.clone();
+    let logs = b.dir().join("log");
+    for c in [&alice, &bob, &carol, &dave] {
+        let name = format!("tb-client-{}", c.id);
+        lab.openvpn(
+            &name,
+            &s,
+            &[
+                "--cd",
+                server_dir.to_str().unwrap(),
+                "--config",
+                &format!("{name}.conf"),
+            ],
+        );
+    }
+    let mut client_logs = Vec::new();
+    for (c, n) in [&alice, &bob, &carol].iter().zip(&ns) {
+        let dir = unpack(&b, c.id.as_str(), tmp.path());
+        client_logs.push(start_client(
+            &mut lab,
+            c.id.as_str(),
+            n,
+            &dir,
+            c.id.as_str(),
+        ));
+    }
+    for (c, log) in [&alice, &bob, &carol].iter().zip(&client_logs) {
+        let srv_log = logs.join(format!("tb-client-{}.log", c.id));
+        assert!(
+            log_has(log, READY, UP),
+            "{} did not connect:\n{}\n--- server:\n{}",
+            c.id,
+            tail(log),
+            tail(&srv_log)
+        );
+    }
+
+    // The subnet client reaches its server end over the routing net and the
+    // link-local tunnel ends are in place.
+    let sa = alice.assignment.as_subnet().unwrap();
+    assert!(
+        lab.ping(&ns[0], &sa.server_end().to_string(), None, 10),
+        "alice -> server end"
+    );
+    let ll = format!("{}%tun0", sa.server_link_local());
+    assert!(
+        lab.ping(&ns[0], &ll, None, 10),
+        "alice -> server link-local"
+    );
+    let addrs = lab.ns(&ns[0], &["ip", "-6", "addr", "show", "dev", "tun0"]);
+    assert!(
+        addrs.contains(&format!("{}/112", sa.client_end())),
+        "{addrs}"
+    );
+    assert!(
+        addrs.contains(&format!("{}/64", sa.client_link_local())),
+        "{addrs}"
+    );
+    // The up script put PREFIX::1/64 on the LAN interface and enabled forwarding.
+    let lan_addrs = lab.ns(&ns[0], &["ip", "-6", "addr", "show", "dev", LAN_IF]);
+    assert!(
+        lan_addrs.contains(&format!("{}/64", sa.lan_address())),
+        "{lan_addrs}"
+    );
+    let fwd = lab.ns(&ns[0], &["sysctl", "-n", "net.ipv6.conf.all.forwarding"]);
+    assert_eq!(fwd.trim(), "1");
+
+    // A host on alice's LAN, with the client as its default router.
+    let host = std::net::Ipv6Addr::from(u128::from(sa.prefix().network()) | 0x100);
+    lab.ns(
+        &lan,
+        &[
+            "ip",
+            "-6",
+            "addr",
+            "add",
+            &format!("{host}/64"),
+            "dev",
+            "eth0",
+            "nodad",
+        ],
+    );
+    lab.ns(
+        &lan,
+        &[
+            "ip",
+            "-6",
+            "route",
+            "add",
+            "default",
+            "via",
+            &sa.lan_address().to_string(),
+        ],
+    );
+    assert!(
+        lab.ping(&lan, &sa.server_end().to_string(), None, 15),
+        "LAN host -> server through alice's tunnel"
+    );
+
+    // The hermit has its /128 on the tunnel and reaches its server end
+    // (fe80::1) and, via the default route, another tunnel's server end.
+    let hb = bob.assignment.as_hermit().unwrap();
+    let addrs = lab.ns(&ns[1], &["ip", "-6", "addr", "show", "dev", "tun0"]);
+    assert!(addrs.contains(&hb.address().to_string()), "{addrs}");
+    assert!(lab.ping(&ns[1], "fe80::1%tun0", None, 10), "bob -> fe80::1");
+    assert!(
+        lab.ping(&ns[1], &sa.server_end().to_string(), None, 10),
+        "bob -> routed"
+    );
+    assert!(
+        lab.ping(&ns[2], "fe80::1%tun0", None, 10),
+        "carol -> fe80::1"
+    );
+
+    // Revoking carol ends her instance, and with it her session; the others keep working.
+    b.revoke(&carol.id, RevocationReason::Unspecified).unwrap();
+    let carol = b.client(&carol.id).unwrap();
+    match b.end_session(&carol).unwrap() {
+        SessionEnd::Ended(_) => {}
+        other => panic!("carol's session was not ended: {other:?}"),
+    }
+    assert!(
+        lab.exited("tb-client-carol", Duration::from_secs(10)),
+        "carol's instance still runs"
+    );
+    assert!(
+        !lab.ping(&ns[2], "fe80::1%tun0", None, 2),
+        "carol still reaches the server"
+    );
+    assert!(
+        lab.ping(&ns[0], &sa.server_end().to_string(), None, 5),
+        "alice lost her tunnel"
+    );
+    assert!(
+        lab.ping(&ns[1], "fe80::1%tun0", None, 5),
+        "bob lost his tunnel"
+    );
+
+    // Re-rendering removes carol's files and leaves the others untouched.
+    let again = b.render_server(None).unwrap();
+    assert!(again.written.is_empty(), "{:?}", again.written);
+    assert_eq!(again.removed.len(), 1, "{:?}", again.removed);
+    assert!(!server_dir.join("tb-client-carol.conf").exists());
+
+    // A certificate for dave from another CA is refused by dave's instance;
+    // so is bob's own, valid certificate: the instance accepts only CN dave,
+    // so nobody else can take dave's assignment.
+    let dave_log = logs.join("tb-client-dave.log");
+    let dave_port = dave.port.unwrap();
+    let mallory = foreign_client(
+        &b,
+        "dave",
+        &dave,
+        tmp.path(),
+        ClientTunnel::PerClient,
+        dave_port,
+    );
+    let log = start_client(&mut lab, "mallory", &ns[2], &mallory, "dave");
+    assert!(
+        !log_has(&log, READY, REFUSED),
+        "a foreign CA's certificate was accepted"
+    );
+    assert!(
+        log_line(&dave_log, &["VERIFY ERROR", "CN=dave"], UP),
+        "{}",
+        tail(&dave_log)
+    );
+    lab.stop("mallory");
+    let bob_dir = tmp.path().join("clients").join("bob");
+    let conf = fs::read_to_string(bob_dir.join("bob.conf")).unwrap();
+    let bob_port = bob.port.unwrap();
+    let hijack = conf.replace(
+        &format!("\nremote {SERVER_IP} {bob_port}\n"),
+        &format!("\nremote {SERVER_IP} {dave_port}\n"),
+    );
+    assert_ne!(hijack, conf);
+    let hijack_dir = tmp.path().join("hijack");
+    fs::create_dir_all(&hijack_dir).unwrap();
+    fs::write(hijack_dir.join("bob.conf"), hijack).unwrap();
+    let log = start_client(&mut lab, "hijack", &ns[2], &hijack_dir, "bob");
+    assert!(!log_has(&log, READY, REFUSED), "bob took dave's instance");
+    assert!(
+        log_line(&dave_log, &["X509NAME", "CN=bob"], UP),
+        "{}",
+        tail(&dave_log)
+    );
+    lab.stop("hijack");
+    // Stopping the subnet client runs its down script: the LAN address goes.
+    lab.stop("alice");
+    let lan_addrs = lab.ns(&ns[0], &["ip", "-6", "addr", "show", "dev", LAN_IF]);
+    assert!(
+        !lan_addrs.contains(&sa.lan_address().to_string()),
+        "{lan_addrs}"
+    );
+    let fwd = lab.ns(&ns[0], &["sysctl", "-n", "net.ipv6.conf.all.forwarding"]);
+    assert_eq!(fwd.trim(), "0", "down did not restore forwarding");
+}
+
+/// A client configuration with a certificate for `cn` from a different CA
+/// (but this broker's CA certificate and tls-crypt key), in its own folder.
+fn foreign_client(
+    b: &Broker,
+    cn: &str,
+    like: &tunnelbroker_core::Client,
+    tmp: &Path,
+    tunnel: ClientTunnel,
+    port: u16,
+) -> PathBuf {
+    let other = tunnelbroker_core::Ca::generate(&CaParams::default()).unwrap();
+    let issued = other
+        .issue_client(&cn.parse().unwrap(), KeyType::P256, 30)
+        .unwrap();
+    let cfg = ClientConfig {
+        client: cn.parse().unwrap(),
+        assignment: like.assignment,
+        platform: Platform::Linux,
+        tunnel,
+        remote: Host::new(SERVER_IP).unwrap(),
+        port,
+        server_name: CommonName::new(SERVER_CN).unwrap(),
+        lan_interface: InterfaceName::new(LAN_IF).unwrap(),
+        material: ClientMaterial::new(
+            b.ca().certificate().pem(),
+            issued.certificate.pem(),
+            Some(issued.key.to_pem()),
+            b.tls_crypt_key().unwrap().to_text(),
+        )
+        .unwrap(),
+    };
+    let dir = tmp.join("foreign").join(cn);
+    fs::create_dir_all(&dir).unwrap();
+    for f in cfg.emit().unwrap() {
+        fs::write(dir.join(&f.name), &f.text).unwrap();
+        if f.executable {
+            fs::set_permissions(dir.join(&f.name), fs::Permissions::from_mode(0o755)).unwrap();
+        }
+    }
+    dir
+}
+
+/// Scenarios 2 and 3: shared mode with three clients at once; a client
+/// cannot use another's addresses; a revoked client is refused; a live
+/// session ends on revocation while the others keep working; a foreign CA
+/// is refused.
+fn shared_mode() {
+    let tmp = tempfile::tempdir().unwrap();
+    let b = broker(tmp.path(), ServerMode::Shared, 5100);
+    let alice = add(&b, "alice", ClientKind::Subnet);
+    let bob = add(&b, "bob", ClientKind::Hermit);
+    let carol = add(&b, "carol", ClientKind::Subnet);
+    let dave = add(&b, "dave", ClientKind::Hermit);
+    let report = b.render_server(None).unwrap();
+    assert!(report.warnings.is_empty(), "{:?}", report.warnings);
+    assert_eq!(report.instances, ["tb-shared"]);
+
+    let mut lab = Lab::new("s");
+    let (s, ns) = underlay(&mut lab, &["a", "b", "c", "d"]);
+    let srv_log = b.dir().join("log").join("tb-shared.log");
+    lab.openvpn(
+        "server",
+        &s,
+        &[
+            "--cd",
+            report.dir.to_str().unwrap(),
+            "--config",
+            "tb-shared.conf",
+        ],
+    );
+    assert!(log_has(&srv_log, READY, UP), "server:\n{}", tail(&srv_log));
+    let server_addr = "2001:db8:0:f100::1";
+
+    // LAN interfaces of the subnet clients: alice's has the configured
+    // name, carol's another one, named by the environment variable.
+    for (n, name) in [(&ns[0], LAN_IF), (&ns[2], "lan7")] {
+        let peer = format!("{name}p");
+        lab.ns(
+            n,
+            &[
+                "ip", "link", "add", name, "type", "veth", "peer", "name", &peer,
+            ],
+        );
+        lab.ns(n, &["ip", "link", "set", name, "up"]);
+        lab.ns(n, &["ip", "link", "set", &peer, "up"]);
+    }
+
+    let clients = [&alice, &bob, &carol];
+    let mut logs = Vec::new();
+    for (c, n) in clients.iter().zip(&ns) {
+        let dir = unpack(&b, c.id.as_str(), tmp.path());
+        // OpenVPN hands its scripts only its own variables: `setenv`.
+        let extra: &[&str] = if c.id.as_str() == "carol" {
+            &["--setenv", "TUNNELBROKER_LAN_IF", "lan7"]
+        } else {
+            &[]
+        };
+        logs.push(start_client_with(
+            &mut lab,
+            c.id.as_str(),
+            n,
+            &dir,
+            c.id.as_str(),
+            extra,
+        ));
+    }
+    for (c, log) in clients.iter().zip(&logs) {
+        assert!(
+            log_has(log, READY, UP),
+            "{}:\n{}\n--- server:\n{}",
+            c.id,
+            tail(log),
+            tail(&srv_log)
+        );
+    }
+    // Each client has the same tunnel address as in per-client mode and
+    // reaches the server, all at once.
+    for (c, n) in clients.iter().zip(&ns) {
+        let addrs = lab.ns(n, &["ip", "-6", "addr", "show", "dev", "tun0"]);
+        assert!(
+            addrs.contains(&c.assignment.tunnel_address().to_string()),
+            "{}: {addrs}",
+            c.id
+        );
+        assert!(lab.ping(n, server_addr, None, 10), "{} -> server", c.id);
+    }
+    // Subnet clients' /64s are routed to them: ping alice's LAN address.
+    let sa = alice.assignment.as_subnet().unwrap();
+    let sc = carol.assignment.as_subnet().unwrap();
+    let lan7 = lab.ns(&ns[2], &["ip", "-6", "addr", "show", "dev", "lan7"]);
+    assert!(
+        lan7.contains(&format!("{}/64", sc.lan_address())),
+        "TUNNELBROKER_LAN_IF ignored: {lan7}"
+    );
+    assert!(
+        lab.ping(&ns[1], &sa.lan_address().to_string(), None, 10),
+        "bob -> alice's /64"
+    );
+
+    // Alice cannot use carol's assignment: the server drops her packets.
+    let stolen = std::net::Ipv6Addr::from(u128::from(sc.prefix().network()) | 0x99);
+    lab.ns(
+        &ns[0],
+        &[
+            "ip",
+            "-6",
+            "addr",
+            "add",
+            &format!("{stolen}/128"),
+            "dev",
+            "tun0",
+            "nodad",
+        ],
+    );
+    assert!(
+        !lab.ping(&ns[0], server_addr, Some(&stolen.to_string()), 3),
+        "alice used carol's /64"
+    );
+    let own = std::net::Ipv6Addr::from(u128::from(sa.prefix().network()) | 0x99);
+    lab.ns(
+        &ns[0],
+        &[
+            "ip",
+            "-6",
+            "addr",
+            "add",
+            &format!("{own}/128"),
+            "dev",
+            "tun0",
+            "nodad",
+        ],
+    );
+    assert!(
+        lab.ping(&ns[0], server_addr, Some(&own.to_string()), 5),
+        "alice's own /64 works"
+    );
+
+    // Dave got his bundle, then was revoked before he ever connected: refused.
+    let dave_dir = unpack(&b, "dave", tmp.path());
+    b.revoke(&dave.id, RevocationReason::KeyCompromise).unwrap();
+    assert!(
+        b.bundle(&dave.id, &tmp.path().join("dave.tar.gz")).is_err(),
+        "bundle for a revoked client"
+    );
+    let log = start_client(&mut lab, "dave", &ns[3], &dave_dir, "dave");
+    assert!(
+        !log_has(&log, READY, REFUSED),
+        "revoked dave connected:\n{}",
+        tail(&log)
+    );
+    assert!(
+        log_line(&srv_log, &["certificate revoked", "CN=dave"], UP),
+        "{}",
+        tail(&srv_log)
+    );
+    lab.stop("dave");
+
+    // Carol is connected and gets revoked: her session ends, the others keep theirs.
+    b.revoke(&carol.id, RevocationReason::Unspecified).unwrap();
+    let carol_now = b.client(&carol.id).unwrap();
+    match b.end_session(&carol_now).unwrap() {
+        SessionEnd::Ended(_) => {}
+        other => panic!("carol's session was not ended: {other:?}"),
+    }
+    assert!(
+        !lab.ping(&ns[2], server_addr, None, 2),
+        "carol still has a session"
+    );
+    assert!(
+        lab.ping(&ns[0], server_addr, None, 5),
+        "alice lost her session"
+    );
+    assert!(
+        lab.ping(&ns[1], server_addr, None, 5),
+        "bob lost his session"
+    );
+    // Her reconnection is refused by the CRL.
+    lab.stop("carol");
+    let carol_dir = tmp.path().join("clients").join("carol");
+    let log = carol_dir.join("openvpn.log");
+    let _ = fs::remove_file(&log);
+    start_client(&mut lab, "carol", &ns[2], &carol_dir, "carol");
+    assert!(
+        !log_has(&log, READY, REFUSED),
+        "revoked carol reconnected:\n{}",
+        tail(&log)
+    );
+    assert!(
+        log_line(&srv_log, &["certificate revoked", "CN=carol"], UP),
+        "{}",
+        tail(&srv_log)
+    );
+    lab.stop("carol");
+    // A second end_session finds her gone.
+    assert_eq!(b.end_session(&carol_now).unwrap(), SessionEnd::NotConnected);
+
+    // A certificate for "bob" from another CA is refused.
+    let mallory = foreign_client(&b, "bob", &bob, tmp.path(), ClientTunnel::Shared, 5100);
+    let log = start_client(&mut lab, "mallory", &ns[3], &mallory, "bob");
+    assert!(
+        !log_has(&log, READY, REFUSED),
+        "a foreign CA's certificate was accepted"
+    );
+    assert!(
+        log_line(&srv_log, &["VERIFY ERROR", "CN=bob"], UP),
+        "{}",
+        tail(&srv_log)
+    );
+    assert!(
+        lab.ping(&ns[1], server_addr, None, 5),
+        "the real bob lost his session"
+    );
+}
+
+#[test]
+fn openvpn_carries_ipv6_in_both_modes() {
+    needs_root("openvpn_carries_ipv6_in_both_modes", || {
+        per_client_mode();
+        shared_mode();
+    });
+}
+
+/// Everything in a bundle, by name.
+fn bundle_entries(path: &Path, os: ClientOs) -> Vec<(String, u32, String)> {
+    let data = fs::read(path).unwrap();
+    let mut out = Vec::new();
+    match os {
+        ClientOs::Linux => {
+            let gz = flate2::read::GzDecoder::new(&data[..]);
+            let mut ar = tar::Archive::new(gz);
+            for e in ar.entries().unwrap() {
+                let mut e = e.unwrap();
+                let name = e.path().unwrap().to_string_lossy().into_owned();
+                let mode = e.header().mode().unwrap();
+                let mut text = String::new();
+                std::io::Read::read_to_string(&mut e, &mut text).unwrap();
+                out.push((name, mode, text));
+            }
+        }
+        _ => {
+            let mut z = zip::ZipArchive::new(std::io::Cursor::new(data)).unwrap();
+            for i in 0..z.len() {
+                let mut f = z.by_index(i).unwrap();
+                let name = f.name().unwrap().to_string();
+                let mode = f.unix_mode().unwrap_or(0) & 0o7777;
+                let mut text = String::new();
+                std::io::Read::read_to_string(&mut f, &mut text).unwrap();
+                out.push((name, mode, text));
+            }
+        }
+    }
+    out
+}
+
+#[test]
+fn bundles_hold_only_the_clients_own_material() {
+    let tmp = tempfile::tempdir().unwrap();
+    for mode in [ServerMode::PerClient, ServerMode::Shared] {
+        let dir = tmp.path().join(mode.to_string());
+        fs::create_dir_all(&dir).unwrap();
+        let b = broker(&dir, mode, 5000);
+        let mut linux = NewClient::new("alice".parse().unwrap(), ClientKind::Subnet);
+        linux.os = ClientOs::Linux;
+        let mut win = NewClient::new("bob".parse().unwrap(), ClientKind::Subnet);
+        win.os = ClientOs::Windows;
+        b.add_client(&linux).unwrap();
+        b.add_client(&win).unwrap();
+        let secrets_of_others = |id: &str| {
+            let other: ClientId = (if id == "alice" { "bob" } else { "alice" })
+                .parse()
+                .unwrap();
+            let creds = b.client_credentials(&other).unwrap();
+            vec![
+                fs::read_to_string(&b.paths().ca_key).unwrap(),
+                fs::read_to_string(&b.paths().server_key).unwrap(),
+                creds.key.unwrap().to_pem().to_owned(),
+                creds.certificate.pem().to_owned(),
+            ]
+        };
+        for (id, os, ext) in [
+            ("alice", ClientOs::Linux, "tar.gz"),
+            ("bob", ClientOs::Windows, "zip"),
+        ] {
+            let cid: ClientId = id.parse().unwrap();
+            assert_eq!(b.bundle_file_name(&cid).unwrap(), format!("{id}.{ext}"));
+            let path = dir.join(format!("{id}.{ext}"));
+            b.bundle(&cid, &path).unwrap();
+            assert_eq!(
+                fs::metadata(&path).unwrap().permissions().mode() & 0o777,
+                0o600
+            );
+            let entries = bundle_entries(&path, os);
+            let names: Vec<&str> = entries.iter().map(|e| e.0.as_str()).collect();
+            let own = b.client_credentials(&cid).unwrap();
+            let all: String = entries.iter().map(|e| e.2.as_str()).collect();
+            for secret in secrets_of_others(id) {
+                let body = secret.lines().nth(1).unwrap().to_owned();
+                assert!(
+                    !all.contains(&body),
+                    "{id}'s bundle holds material that is not its own"
+                );
+            }
+            assert!(all.contains(own.key.unwrap().to_pem().lines().nth(1).unwrap()));
+            assert!(all.contains(own.certificate.pem().lines().nth(1).unwrap()));
+            match os {
+                ClientOs::Linux => {
+                    assert_eq!(
+                        names,
+                        [
+                            "alice/",
+                            "alice/alice.conf",
+                            "alice/alice.up",
+                            "alice/alice.down",
+                            "alice/README.txt"
+                        ]
+                    );
+                    let mode_of = |n: &str| entries.iter().find(|e| e.0 == n).unwrap().1;
+                    assert_eq!(mode_of("alice/alice.up"), 0o755);
+                    assert_eq!(mode_of("alice/alice.down"), 0o755);
+                    assert_eq!(mode_of("alice/alice.conf"), 0o600);
+                }
+                _ => {
+                    assert_eq!(names, ["bob/", "bob/bob.ovpn", "bob/README.txt"]);
+                    let readme = &entries[2].2;
+                    assert!(readme.contains("forwarding=enabled"), "{readme}");
+                }
+            }
+        }
+        // A revoked client gets no bundle; an unknown one neither.
+        b.revoke(&"bob".parse().unwrap(), RevocationReason::Unspecified)
+            .unwrap();
+        assert!(
+            b.bundle(&"bob".parse().unwrap(), &dir.join("x.zip"))
+                .is_err()
+        );
+        assert!(
+            b.bundle(&"nobody".parse().unwrap(), &dir.join("y.zip"))
+                .is_err()
+        );
+        assert!(!dir.join("x.zip").exists());
+    }
+}
+
+#[test]
+fn render_server_is_idempotent_and_keeps_keys_private() {
+    let tmp = tempfile::tempdir().unwrap();
+    for mode in [ServerMode::PerClient, ServerMode::Shared] {
+        let dir = tmp.path().join(mode.to_string());
+        fs::create_dir_all(&dir).unwrap();
+        let b = broker(&dir, mode, 5000);
+        add(&b, "alice", ClientKind::Subnet);
+        add(&b, "bob", ClientKind::Hermit);
+        let first = b.render_server(None).unwrap();
+        assert!(first.unchanged.is_empty());
+        let out = first.dir.clone();
+        for key in ["server.key", "tls-crypt.key"] {
+            assert_eq!(
+                fs::metadata(out.join(key)).unwrap().permissions().mode() & 0o777,
+                0o600
+            );
+        }
+        let stamp = |p: &Path| fs::metadata(p).unwrap().modified().unwrap();
+        let before: Vec<_> = first
+            .written
+            .iter()
+            .map(|p| (p.clone(), stamp(p)))
+            .collect();
+        std::thread::sleep(Duration::from_millis(20));
+        let second = b.render_server(None).unwrap();
+        assert!(second.written.is_empty(), "{:?}", second.written);
+        assert!(second.removed.is_empty());
+        for (p, t) in before {
+            assert_eq!(stamp(&p), t, "{} was rewritten", p.display());
+        }
+        // A foreign file in the directory is left alone; a revoked client's files go.
+        fs::write(out.join("operator-notes.txt"), "mine").unwrap();
+        b.revoke(&"bob".parse().unwrap(), RevocationReason::Unspecified)
+            .unwrap();
+        let third = b.render_server(None).unwrap();
+        assert!(out.join("operator-notes.txt").exists());
+        let removed: Vec<String> = third
+            .removed
+            .iter()
+            .map(|p| p.file_name().unwrap().to_string_lossy().into_owned())
+            .collect();
+        match mode {
+            ServerMode::PerClient => assert_eq!(removed, ["tb-client-bob.conf"]),
+            _ => {
+                assert_eq!(removed, ["bob"]);
+                assert!(out.join("ccd/alice").exists());
+            }
+        }
+        // The CRL is referenced where the broker rewrites it.
+        let conf_name = if mode == ServerMode::Shared {
+            "tb-shared.conf"
+        } else {
+            "tb-client-alice.conf"
+        };
+        let conf = fs::read_to_string(out.join(conf_name)).unwrap();
+        let crl = fs::canonicalize(&b.paths().crl).unwrap();
+        assert!(
+            conf.contains(&format!("\ncrl-verify {}\n", crl.display())),
+            "{conf}"
+        );
+    }
+}
+
+#[test]
+fn render_server_warns_when_nobody_cannot_read_the_crl() {
+    let tmp = tempfile::tempdir().unwrap();
+    let b = broker(tmp.path(), ServerMode::Shared, 5000);
+    fs::set_permissions(tmp.path(), fs::Permissions::from_mode(0o700)).unwrap();
+    let r = b.render_server(Some(&tmp.path().join("out"))).unwrap();
+    assert!(
+        r.warnings.iter().any(|w| w.contains("o+x")),
+        "{:?}",
+        r.warnings
+    );
+}

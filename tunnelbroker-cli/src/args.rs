@@ -40,6 +40,11 @@ pub enum Command {
     Client(ClientCommand),
     /// Sign a fresh CRL and write it (to the broker, and to -o FILE or stdout).
     Crl(CrlArgs),
+    /// Check a client's tunnel setup on this machine: OpenVPN, kernel, certificates,
+    /// addresses, routes. Read-only; sends one ping to the server.
+    Doctor(DoctorArgs),
+    /// Check that the broker's database, CA, CRL and files agree; --fix makes safe repairs.
+    Audit(AuditArgs),
     /// The OpenVPN server side.
     #[command(subcommand)]
     Server(ServerCommand),
@@ -183,6 +188,31 @@ pub struct CrlArgs {
     /// Also write the CRL to this file.
     #[arg(short, long, value_name = "FILE")]
     pub output: Option<PathBuf>,
+}
+
+/// Arguments of `tunnelbroker doctor`.
+#[derive(Debug, Args)]
+pub struct DoctorArgs {
+    /// The client's OpenVPN configuration (the .conf or .ovpn of its extracted bundle).
+    #[arg(long, value_name = "FILE")]
+    pub config: PathBuf,
+    /// The LAN interface of a subnet client [default: from the configuration, else eth0].
+    #[arg(long, value_name = "IFACE")]
+    pub lan: Option<String>,
+    /// Do not ping the server's end of the tunnel.
+    #[arg(long)]
+    pub no_ping: bool,
+}
+
+/// Arguments of `tunnelbroker audit`.
+#[derive(Debug, Args)]
+pub struct AuditArgs {
+    /// List certificates that expire within this many days.
+    #[arg(long, value_name = "N", default_value_t = 30)]
+    pub days: u32,
+    /// Make the safe repairs (sign a fresh CRL, re-render server files) and say what was done.
+    #[arg(long)]
+    pub fix: bool,
 }
 
 /// Arguments of `tunnelbroker plan`.

@@ -10,6 +10,7 @@ use clap::Parser;
 
 mod args;
 mod client;
+mod doctor;
 mod init;
 mod output;
 mod plan;
@@ -24,6 +25,8 @@ fn main() -> ExitCode {
         args::Command::Init(a) => init::init(&out, &cli.dir, a),
         args::Command::Client(c) => client::run(&out, &cli.dir, c),
         args::Command::Crl(a) => init::crl(&out, &cli.dir, a),
+        args::Command::Doctor(a) => doctor::doctor(&out, a),
+        args::Command::Audit(a) => doctor::audit(&out, &cli.dir, a),
         args::Command::Server(c) => server::run(&out, &cli.dir, c),
     };
     output::finish(result)

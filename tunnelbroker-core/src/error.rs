@@ -362,6 +362,17 @@ pub enum Error {
         reason: String,
     },
 
+    // ----- diagnostics -----------------------------------------------------
+    /// A client configuration that `doctor` cannot read: not text, too
+    /// large, malformed, or naming a file outside its own directory.
+    #[error("{}: {reason}", .path.display())]
+    InvalidClientConfig {
+        /// The configuration file.
+        path: PathBuf,
+        /// What is wrong (with the line number where there is one).
+        reason: String,
+    },
+
     // ----- files -----------------------------------------------------------
     /// Reading or writing a file failed.
     #[error("{}: {source}", .path.display())]
@@ -438,6 +449,7 @@ impl Error {
             Error::Database { .. } => ErrorKind::Database,
             Error::NotAssigned { .. } => ErrorKind::NotFound,
             Error::PoolExhausted { .. } => ErrorKind::Exhausted,
+            Error::InvalidClientConfig { .. } => ErrorKind::InvalidInput,
             Error::Io { .. } => ErrorKind::Io,
         }
     }

@@ -1,5 +1,6 @@
 //! The integration tests of `tunnelbroker-core`: one binary, one module per topic.
 
+mod audit;
 mod broker;
 mod openvpn_e2e;
 mod pki;

@@ -306,6 +306,11 @@ impl Broker {
         &self.ca
     }
 
+    /// The client database, for the audit.
+    pub(crate) fn store(&self) -> &SqliteStore {
+        &self.store
+    }
+
     /// The OpenVPN server's certificate.
     pub fn server_certificate(&self) -> Result<Certificate> {
         Certificate::from_pem(&fsutil::read_to_string(&self.paths.server_cert)?)

@@ -247,6 +247,42 @@ impl Certificate {
         }
     }
 
+    /// Checks that `issuer` signed this certificate (issuer name and
+    /// signature; validity is not looked at). Unlike [`Ca::verify`] this needs
+    /// only the CA certificate, not its key: `doctor` uses it on a client's
+    /// bundle.
+    ///
+    /// ```
+    /// use tunnelbroker_core::{Ca, CaParams, ClientId, KeyType};
+    /// let ca = Ca::generate(&CaParams::default())?;
+    /// let other = Ca::generate(&CaParams::default())?;
+    /// let issued = ca.issue_client(&"erin".parse::<ClientId>()?, KeyType::P256, 30)?;
+    /// issued.certificate.check_issued_by(ca.certificate())?;
+    /// assert!(issued.certificate.check_issued_by(other.certificate()).is_err());
+    /// # Ok::<(), tunnelbroker_core::Error>(())
+    /// ```
+    ///
+    /// [`Ca::verify`]: crate::Ca::verify
+    pub fn check_issued_by(&self, issuer: &Certificate) -> Result<()> {
+        let ca = issuer.x509()?;
+        let x509 = self.x509()?;
+        let not_ours = |reason: String| Error::NotIssuedByCa {
+            common_name: shown(&self.info.common_name),
+            reason,
+        };
+        if x509.issuer().as_raw() != ca.subject().as_raw()
+            && x509.issuer().to_string() != ca.subject().to_string()
+        {
+            return Err(not_ours(format!(
+                "its issuer is {}, the CA is {}",
+                shown(&x509.issuer().to_string()),
+                shown(&ca.subject().to_string())
+            )));
+        }
+        x509.verify_signature(Some(ca.public_key()))
+            .map_err(|_| not_ours("its signature does not verify with the CA's key".into()))
+    }
+
     /// The parsed form, for checks inside the module.
     pub(super) fn x509(&self) -> Result<X509Certificate<'_>> {
         parse_x509(&self.der)

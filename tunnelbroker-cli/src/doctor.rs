@@ -1,0 +1,40 @@
+//! `tunnelbroker doctor` (client side) and `tunnelbroker audit` (broker side).
+
+use std::path::Path;
+
+use tunnelbroker_core::doctor::{self, AuditOptions, DoctorOptions, LiveSystem, Report, Status};
+use tunnelbroker_core::{Broker, check_interface_name};
+
+use crate::args::{AuditArgs, DoctorArgs};
+use crate::output::{Failure, Output};
+
+/// Runs the client checks and prints them; exits 1 when any failed.
+pub fn doctor(out: &Output, a: &DoctorArgs) -> Result<(), Failure> {
+    let mut options = DoctorOptions::default();
+    if let Some(lan) = &a.lan {
+        check_interface_name(lan)?;
+        options.lan_interface = Some(lan.clone());
+    }
+    options.ping = !a.no_ping;
+    let report = doctor::run(&a.config, &options, &LiveSystem);
+    finish(out, &report)
+}
+
+/// Audits the broker in `dir` (and repairs with --fix); exits 1 when any check failed.
+pub fn audit(out: &Output, dir: &Path, a: &AuditArgs) -> Result<(), Failure> {
+    let broker = Broker::open(dir)?;
+    let mut options = AuditOptions::default();
+    options.days = a.days;
+    options.fix = a.fix;
+    let report = doctor::audit(&broker, &options);
+    finish(out, &report)
+}
+
+fn finish(out: &Output, report: &Report) -> Result<(), Failure> {
+    out.show(report)?;
+    match report.count(Status::Fail) {
+        0 => Ok(()),
+        1 => Err(Failure::other("1 check failed")),
+        n => Err(Failure::other(format!("{n} checks failed"))),
+    }
+}

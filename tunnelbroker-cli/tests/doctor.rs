@@ -1,0 +1,119 @@
+//! `tunnelbroker doctor` and `tunnelbroker audit` from the command line
+//! (issue 7): exit statuses, text and JSON.
+
+use std::path::Path;
+use std::process::{Command, Output};
+
+use serde_json::Value;
+
+fn tb(dir: &Path, args: &[&str]) -> Output {
+    Command::new(env!("CARGO_BIN_EXE_tunnelbroker"))
+        .arg("--dir")
+        .arg(dir)
+        .args(args)
+        .env_remove("TUNNELBROKER_DIR")
+        .output()
+        .unwrap()
+}
+
+fn text(b: &[u8]) -> String {
+    String::from_utf8_lossy(b).into_owned()
+}
+
+#[test]
+fn audit_exits_1_on_a_failure_and_fix_repairs_the_crl() {
+    let tmp = tempfile::tempdir().unwrap();
+    let dir = tmp.path().join("b");
+    let init = tb(
+        &dir,
+        &[
+            "init",
+            "--pool",
+            "2001:db8:0:f100::/56",
+            "--endpoint",
+            "vpn.example.net",
+        ],
+    );
+    assert!(init.status.success(), "{}", text(&init.stderr));
+    assert!(
+        tb(&dir, &["client", "add", "alice", "--subnet"])
+            .status
+            .success()
+    );
+
+    let out = tb(&dir, &["audit"]);
+    assert_eq!(out.status.code(), Some(0), "{}", text(&out.stderr));
+    assert!(
+        text(&out.stdout).contains("PASS  crl "),
+        "{}",
+        text(&out.stdout)
+    );
+
+    std::fs::remove_file(dir.join("crl.pem")).unwrap();
+    let out = tb(&dir, &["--json", "audit"]);
+    assert_eq!(out.status.code(), Some(1));
+    assert_eq!(text(&out.stderr), "tunnelbroker: error: 1 check failed\n");
+    let json: Value = serde_json::from_slice(&out.stdout).unwrap();
+    let failed: Vec<_> = json["checks"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .filter(|c| c["status"] == "fail")
+        .map(|c| c["name"].as_str().unwrap().to_owned())
+        .collect();
+    assert_eq!(failed, ["crl"]);
+
+    let out = tb(&dir, &["audit", "--fix", "--days", "400"]);
+    assert_eq!(out.status.code(), Some(0), "{}", text(&out.stderr));
+    let stdout = text(&out.stdout);
+    assert!(stdout.contains("fixed: signed a fresh CRL"), "{stdout}");
+    assert!(stdout.contains("WARN  expiry"), "{stdout}");
+    assert!(dir.join("crl.pem").exists());
+
+    // Not a broker: one line, exit 1.
+    let out = tb(&tmp.path().join("nothing"), &["audit"]);
+    assert_eq!(out.status.code(), Some(1));
+    assert_eq!(text(&out.stderr).lines().count(), 1);
+}
+
+#[test]
+fn doctor_reports_an_unreadable_configuration_and_exits_1() {
+    let tmp = tempfile::tempdir().unwrap();
+    let conf = tmp.path().join("alice.conf");
+    std::fs::write(&conf, "client\n<ca>\nnever closed\n").unwrap();
+    let out = tb(
+        tmp.path(),
+        &[
+            "--json",
+            "doctor",
+            "--no-ping",
+            "--config",
+            conf.to_str().unwrap(),
+        ],
+    );
+    assert_eq!(out.status.code(), Some(1), "{}", text(&out.stderr));
+    let json: Value = serde_json::from_slice(&out.stdout).unwrap();
+    let config = json["checks"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|c| c["name"] == "config")
+        .unwrap();
+    assert_eq!(config["status"], "fail");
+    assert!(config["message"].as_str().unwrap().contains("never closed"));
+    assert!(config["hint"].is_string());
+
+    // A bad --lan is bad input: exit 2.
+    let out = tb(
+        tmp.path(),
+        &[
+            "doctor",
+            "--lan",
+            "eth0;reboot",
+            "--config",
+            conf.to_str().unwrap(),
+        ],
+    );
+    assert_eq!(out.status.code(), Some(2));
+    assert!(out.stdout.is_empty());
+}

@@ -109,6 +109,14 @@ fn init_refuses_a_non_empty_directory_and_bad_settings_leave_nothing() {
 }
 
 #[test]
+fn init_creates_missing_parent_directories() {
+    let tmp = tempfile::tempdir().unwrap();
+    let dir = tmp.path().join("srv").join("tb").join("broker");
+    Broker::init(&dir, &InitOptions::new(settings("2001:db8:0:f100::/56"))).unwrap();
+    assert!(dir.join("tunnelbroker.toml").exists());
+}
+
+#[test]
 fn open_refuses_a_directory_without_a_broker_and_a_hostile_settings_file() {
     let tmp = tempfile::tempdir().unwrap();
     let err = Broker::open(tmp.path()).unwrap_err();

@@ -210,6 +210,7 @@ impl Broker {
         tmp_name.push(name);
         tmp_name.push(format!(".init-{}", std::process::id()));
         let tmp = parent.join(tmp_name);
+        fs::create_dir_all(&parent).map_err(|e| Error::io(&parent, e))?;
         let _ = fs::remove_dir_all(&tmp);
         let built = Self::build(&tmp, options);
         let result = built.and_then(|()| {

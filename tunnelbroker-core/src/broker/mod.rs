@@ -507,13 +507,7 @@ impl Broker {
         let mut out = None;
         self.store.write(&mut |tx| {
             let client = load_client(tx, id)?;
-            if client.state == ClientState::Revoked {
-                return Err(Error::ClientState {
-                    id: id.to_string(),
-                    state: client.state,
-                    action: "revoke",
-                });
-            }
+            require_state(&client, ClientState::Active, "revoke")?;
             let now = OffsetDateTime::now_utc();
             tx.revoke_certificate(&client.serial, now, reason)?;
             tx.set_client_state(id, ClientState::Revoked, Some(now))?;
@@ -531,13 +525,7 @@ impl Broker {
         let mut out = None;
         self.store.write(&mut |tx| {
             let client = load_client(tx, id)?;
-            if client.state == ClientState::Revoked {
-                return Err(Error::ClientState {
-                    id: id.to_string(),
-                    state: client.state,
-                    action: "renew",
-                });
-            }
+            require_state(&client, ClientState::Active, "renew")?;
             if !client.has_key && csr.is_none() {
                 return Err(Error::CsrRequired { id: id.to_string() });
             }
@@ -568,13 +556,7 @@ impl Broker {
         let mut out = None;
         self.store.write(&mut |tx| {
             let client = load_client(tx, id)?;
-            if client.state != ClientState::Revoked {
-                return Err(Error::ClientState {
-                    id: id.to_string(),
-                    state: client.state,
-                    action: "purge",
-                });
-            }
+            require_state(&client, ClientState::Revoked, "purge")?;
             tx.delete_client(id)?;
             out = Some(client);
             Ok(())
@@ -617,6 +599,18 @@ fn mkdir(path: &Path, mode: u32) -> Result<()> {
         .create(path)
         .map_err(|e| Error::io(path, e))?;
     fs::set_permissions(path, fs::Permissions::from_mode(mode)).map_err(|e| Error::io(path, e))
+}
+
+/// Refuses `action` on a client that is not in state `needed`.
+fn require_state(client: &Client, needed: ClientState, action: &'static str) -> Result<()> {
+    if client.state == needed {
+        return Ok(());
+    }
+    Err(Error::ClientState {
+        id: client.id.to_string(),
+        state: client.state,
+        action,
+    })
 }
 
 fn load_client(tx: &mut dyn Transaction, id: &ClientId) -> Result<Client> {

@@ -3,7 +3,7 @@
 
 use std::fmt;
 
-use super::text::{ConfigText, ScriptText, Step, Word};
+use super::text::{ConfigText, ScriptText, Step, ip_addr};
 use super::values::{CommonName, Host, InlineText, InterfaceName};
 use super::{ConfigFile, KEEPALIVE, RenderedFile, Script};
 use crate::error::{Error, Result};
@@ -319,18 +319,6 @@ impl ClientConfig {
         ));
         Ok(files)
     }
-}
-
-fn ip_addr(verb: &'static str, addr: String, dev_var: &'static str) -> Vec<Word> {
-    vec![
-        Word::Cmd("ip"),
-        Word::Cmd("-6"),
-        Word::Cmd("addr"),
-        Word::Cmd(verb),
-        Word::Lit(addr),
-        Word::Cmd("dev"),
-        Word::Var(dev_var),
-    ]
 }
 
 /// The README of a client's bundle: the guide's three steps.

@@ -6,7 +6,7 @@ use std::net::Ipv6Addr;
 
 use ipnet::Ipv6Net;
 
-use super::text::{ConfigText, ScriptText, Step, Word};
+use super::text::{ConfigText, ScriptText, Step, ip_addr};
 use super::values::{CommonName, ConfigPath, InterfaceName};
 use super::{ConfigFile, KEEPALIVE, RenderedFile, Script};
 use crate::error::{Error, Result, shown};
@@ -342,7 +342,11 @@ impl PerClientServer {
             s.prefix()
         ))
         .header("OpenVPN sets the routing net address; this adds the link-local one.");
-        t.run(ip_addr("replace", with_len(s.server_link_local(), 64)));
+        t.run(ip_addr(
+            "replace",
+            with_len(s.server_link_local(), 64),
+            "dev",
+        ));
         Some(Script(t))
     }
 
@@ -360,6 +364,7 @@ impl PerClientServer {
         t.step(Step::RunTolerant(ip_addr(
             "del",
             with_len(s.server_link_local(), 64),
+            "dev",
         )));
         Some(Script(t))
     }
@@ -390,18 +395,6 @@ pub fn instance_name(client: &ClientId) -> String {
 
 fn with_len(addr: Ipv6Addr, len: u8) -> String {
     format!("{addr}/{len}")
-}
-
-fn ip_addr(verb: &'static str, addr: String) -> Vec<Word> {
-    vec![
-        Word::Cmd("ip"),
-        Word::Cmd("-6"),
-        Word::Cmd("addr"),
-        Word::Cmd(verb),
-        Word::Lit(addr),
-        Word::Cmd("dev"),
-        Word::Var("dev"),
-    ]
 }
 
 /// The shared server (DESIGN.md §3, modern layout): one OpenVPN server for

@@ -260,6 +260,20 @@ impl fmt::Display for ScriptText {
     }
 }
 
+/// `ip -6 addr VERB ADDR dev "$DEV_VAR"`, the one command the up and down
+/// scripts of servers and clients run on an interface.
+pub(crate) fn ip_addr(verb: &'static str, addr: String, dev_var: &'static str) -> Vec<Word> {
+    vec![
+        Word::Cmd("ip"),
+        Word::Cmd("-6"),
+        Word::Cmd("addr"),
+        Word::Cmd(verb),
+        Word::Lit(addr),
+        Word::Cmd("dev"),
+        Word::Var(dev_var),
+    ]
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

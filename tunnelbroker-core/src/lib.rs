@@ -49,7 +49,9 @@ pub use plan::{
     Allocator, Assignment, ClientKind, Counts, Hermit, Pool, Role, Subnet, parse_prefix,
 };
 
-pub use registry::{CertRecord, CertState, ClientRecord, SqliteStore, Store, Transaction};
+pub use registry::{
+    Allocation, CertRecord, CertState, ClientRecord, SqliteStore, Store, Transaction,
+};
 
 /// Re-exported so that callers can name prefixes without adding `ipnet`.
 pub use ipnet::Ipv6Net;

@@ -5,3 +5,4 @@ mod broker;
 mod openvpn_e2e;
 mod pki;
 mod plan;
+mod plan_state;

@@ -11,11 +11,11 @@ use std::thread;
 
 use serde::Serialize;
 
-use super::{Broker, Client, NewClient, Reserved};
+use super::{Broker, Client, NewClient, Taken};
 use crate::client_id::ClientId;
 use crate::error::{Error, Result};
 use crate::plan::{ClientKind, parse_prefix};
-use crate::registry::Store;
+use crate::registry::{CertRecord, Store};
 
 /// How many rows one transaction subscribes.
 const BATCH: usize = 500;
@@ -129,33 +129,32 @@ impl Broker {
         let mut added = Vec::with_capacity(total);
         let mut done = 0;
         for batch in rows.chunks(BATCH) {
+            // Keys and certificates first, on every core and outside the
+            // write lock; then one transaction reserves and records the batch.
+            let issued = self.issue_parallel(batch);
             let mut batch_added = Vec::new();
             let mut batch_errors = Vec::new();
             self.store.write(&mut |tx| {
                 batch_added.clear();
                 batch_errors.clear();
-                let mut taken = Self::taken(tx, &self.settings)?;
-                let mut reserved = Vec::with_capacity(batch.len());
-                for row in batch {
-                    match self.reserve(&mut taken, &row.req) {
-                        Ok(r) => reserved.push((row.line, r)),
-                        Err(e) => batch_errors.push(RowError {
+                let mut taken = Taken::load(tx, self.settings.pool)?;
+                for (row, cert) in batch.iter().zip(&issued) {
+                    let reserved = match cert {
+                        Ok(cert) => match self.reserve(tx, &mut taken, &row.req) {
+                            Ok(r) => Ok((r, cert.clone())),
+                            Err(e) => Err(e.to_string()),
+                        },
+                        Err(e) => Err(e.to_string()),
+                    };
+                    match reserved {
+                        Ok((r, cert)) => batch_added.push(self.record(tx, &r, cert)?),
+                        Err(error) => batch_errors.push(RowError {
                             line: row.line,
-                            error: e.to_string(),
+                            error,
                         }),
                     }
                 }
-                let certs = self.issue_parallel(&reserved);
-                for ((line, r), cert) in reserved.iter().zip(certs) {
-                    match cert {
-                        Ok(cert) => batch_added.push(self.record(tx, r, cert)?),
-                        Err(e) => batch_errors.push(RowError {
-                            line: *line,
-                            error: e.to_string(),
-                        }),
-                    }
-                }
-                Ok(())
+                taken.save(tx)
             })?;
             added.append(&mut batch_added);
             errors.append(&mut batch_errors);
@@ -167,26 +166,28 @@ impl Broker {
     }
 
     /// Issues the certificates of a batch on every core.
-    fn issue_parallel(
-        &self,
-        reserved: &[(u64, Reserved<'_>)],
-    ) -> Vec<Result<crate::registry::CertRecord>> {
+    fn issue_parallel(&self, rows: &[Row]) -> Vec<Result<CertRecord>> {
         let threads = thread::available_parallelism().map_or(1, |n| n.get());
-        let chunk = reserved.len().div_ceil(threads).max(1);
+        let chunk = rows.len().div_ceil(threads).max(1);
         thread::scope(|s| {
-            let handles: Vec<_> = reserved
+            let handles: Vec<_> = rows
                 .chunks(chunk)
                 .map(|part| {
-                    s.spawn(move || part.iter().map(|(_, r)| self.issue(r)).collect::<Vec<_>>())
+                    s.spawn(move || part.iter().map(|r| self.issue(&r.req)).collect::<Vec<_>>())
                 })
                 .collect();
             handles
                 .into_iter()
-                .flat_map(|h| {
+                .zip(rows.chunks(chunk))
+                .flat_map(|(h, part)| {
                     h.join().unwrap_or_else(|_| {
-                        vec![Err(Error::Database {
-                            reason: "a certificate worker panicked".into(),
-                        })]
+                        part.iter()
+                            .map(|_| {
+                                Err(Error::Database {
+                                    reason: "a certificate worker panicked".into(),
+                                })
+                            })
+                            .collect()
                     })
                 })
                 .collect()

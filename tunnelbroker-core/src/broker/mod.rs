@@ -22,12 +22,13 @@ mod import;
 mod render;
 mod settings;
 
-use std::collections::{BTreeMap, BTreeSet, HashSet};
+use std::collections::{HashMap, HashSet};
 use std::fs;
 use std::os::unix::fs::{DirBuilderExt, PermissionsExt};
 use std::path::{Path, PathBuf};
 
 use ipnet::Ipv6Net;
+use serde::{Deserialize, Serialize};
 use time::OffsetDateTime;
 
 pub use client::{Client, ClientOs, ClientState, NewClient};
@@ -39,8 +40,10 @@ use crate::client_id::ClientId;
 use crate::error::{Error, Result};
 use crate::fsutil;
 use crate::pki::{Ca, CaParams, Certificate, Crl, PrivateKey, RevocationReason, TlsCryptKey};
-use crate::plan::{Allocator, Assignment};
-use crate::registry::{CertRecord, CertState, ClientRecord, SqliteStore, Store, Transaction};
+use crate::plan::{Allocator, Assignment, Pool, RangeSet};
+use crate::registry::{
+    Allocation, CertRecord, CertState, ClientRecord, SqliteStore, Store, Transaction,
+};
 
 /// The common name of the broker's OpenVPN server certificate. No client may
 /// take it as its ID.
@@ -157,14 +160,107 @@ pub struct Broker {
 }
 
 /// What a write transaction knows about the assignments and ports in use.
+///
+/// It starts from the saved runs (the `plan_state` of the database, which
+/// every change rewrites), so a subscription costs the same with ten clients
+/// or a million; without a saved state, or with one that does not match the
+/// client rows, it is rebuilt from the rows. IDs and owners are looked up by
+/// index, plus those reserved earlier in the same transaction (an import).
 struct Taken {
     plan: Allocator,
-    owners: BTreeMap<Ipv6Net, ClientId>,
-    ports: BTreeSet<u16>,
-    ids: HashSet<ClientId>,
+    ports: RangeSet,
+    /// Read from the saved state: what it calls free is checked against the
+    /// rows before it is handed out, and a mismatch rebuilds it.
+    saved: bool,
+    /// Assignments reserved in this transaction, by prefix.
+    new_owners: HashMap<Ipv6Net, ClientId>,
+    /// IDs reserved in this transaction.
+    new_ids: HashSet<ClientId>,
 }
 
-/// A client whose assignment and port are reserved, before its certificate exists.
+/// The saved allocation state: runs of taken assignments and ports.
+#[derive(Serialize, Deserialize)]
+struct SavedPlan {
+    plan: Allocator,
+    ports: Vec<(u16, u16)>,
+}
+
+impl Taken {
+    /// The saved state if there is one that fits, else a rebuild from rows.
+    fn load(tx: &mut dyn Transaction, pool: Pool) -> Result<Taken> {
+        let mut taken = Taken {
+            plan: Allocator::new(pool),
+            ports: RangeSet::default(),
+            saved: false,
+            new_owners: HashMap::new(),
+            new_ids: HashSet::new(),
+        };
+        if !taken.load_saved(tx)? {
+            taken.rebuild(tx)?;
+        }
+        Ok(taken)
+    }
+
+    fn load_saved(&mut self, tx: &mut dyn Transaction) -> Result<bool> {
+        let Some(text) = tx.plan_state()? else {
+            return Ok(false);
+        };
+        let Ok(saved) = serde_json::from_str::<SavedPlan>(&text) else {
+            return Ok(false);
+        };
+        if saved.plan.pool() != self.plan.pool() {
+            return Ok(false);
+        }
+        let mut ports = RangeSet::default();
+        for (s, e) in saved.ports {
+            let (s, e) = (u64::from(s), u64::from(e));
+            if s > e || !ports.is_free(s, e) {
+                return Ok(false);
+            }
+            ports.insert_run(s, e);
+        }
+        let counts = saved.plan.counts();
+        if counts.subnets_used + counts.hermits_used != tx.client_count()? {
+            return Ok(false);
+        }
+        self.plan = saved.plan;
+        self.ports = ports;
+        self.saved = true;
+        Ok(true)
+    }
+
+    /// Reads every client row (including those written earlier in this
+    /// transaction).
+    fn rebuild(&mut self, tx: &mut dyn Transaction) -> Result<()> {
+        self.plan = Allocator::new(self.plan.pool());
+        self.ports = RangeSet::default();
+        self.saved = false;
+        for Allocation { assignment, port } in tx.allocations()? {
+            self.plan.insert(&assignment)?;
+            if let Some(p) = port {
+                self.ports.insert(u64::from(p));
+            }
+        }
+        Ok(())
+    }
+
+    fn save(&self, tx: &mut dyn Transaction) -> Result<()> {
+        let saved = SavedPlan {
+            plan: self.plan.clone(),
+            ports: self
+                .ports
+                .runs()
+                .filter_map(|(s, e)| Some((u16::try_from(s).ok()?, u16::try_from(e).ok()?)))
+                .collect(),
+        };
+        let text = serde_json::to_string(&saved).map_err(|e| Error::Database {
+            reason: format!("cannot save the allocation state: {e}"),
+        })?;
+        tx.set_plan_state(Some(&text))
+    }
+}
+
+/// A client whose assignment and port are reserved.
 struct Reserved<'a> {
     req: &'a NewClient,
     assignment: Assignment,
@@ -331,15 +427,20 @@ impl Broker {
     /// (the lowest free one, or the requested one) and, in per-client mode,
     /// a UDP port, issues its certificate and records it, in one
     /// transaction.
+    ///
+    /// The key and certificate are made before the transaction starts, so
+    /// that key generation (slow for RSA) never holds the database's write
+    /// lock; a certificate whose subscription then fails is never recorded
+    /// and its key never leaves the process.
     pub fn add_client(&self, req: &NewClient) -> Result<Client> {
         Self::check_request(req)?;
+        let cert = self.issue(req)?;
         let mut out = None;
         self.store.write(&mut |tx| {
-            let mut taken = Self::taken(tx, &self.settings)?;
-            let reserved = self.reserve(&mut taken, req)?;
-            let cert = self.issue(&reserved)?;
-            out = Some(self.record(tx, &reserved, cert)?);
-            Ok(())
+            let mut taken = Taken::load(tx, self.settings.pool)?;
+            let reserved = self.reserve(tx, &mut taken, req)?;
+            out = Some(self.record(tx, &reserved, cert.clone())?);
+            taken.save(tx)
         })?;
         out.ok_or_else(|| unreachable_err("add_client"))
     }
@@ -355,74 +456,102 @@ impl Broker {
         Ok(())
     }
 
-    fn taken(tx: &mut dyn Transaction, settings: &Settings) -> Result<Taken> {
-        let mut taken = Taken {
-            plan: Allocator::new(settings.pool),
-            owners: BTreeMap::new(),
-            ports: BTreeSet::new(),
-            ids: HashSet::new(),
-        };
-        for c in tx.clients()? {
-            taken.plan.insert(&c.assignment)?;
-            taken.owners.insert(c.assignment.prefix(), c.id.clone());
-            if let Some(p) = c.port {
-                taken.ports.insert(p);
-            }
-            taken.ids.insert(c.id);
-        }
-        Ok(taken)
-    }
-
-    fn reserve<'a>(&self, taken: &mut Taken, req: &'a NewClient) -> Result<Reserved<'a>> {
-        if taken.ids.contains(&req.id) {
+    /// Reserves an assignment and a port for `req` in `taken`.
+    fn reserve<'a>(
+        &self,
+        tx: &mut dyn Transaction,
+        taken: &mut Taken,
+        req: &'a NewClient,
+    ) -> Result<Reserved<'a>> {
+        if taken.new_ids.contains(&req.id) || tx.has_client(&req.id)? {
             return Err(Error::ClientExists {
                 id: req.id.to_string(),
             });
         }
+        loop {
+            if let Some(r) = self.try_reserve(tx, taken, req)? {
+                taken
+                    .new_owners
+                    .insert(r.assignment.prefix(), req.id.clone());
+                taken.new_ids.insert(req.id.clone());
+                return Ok(r);
+            }
+            // The saved state and the rows disagree: trust the rows.
+            taken.rebuild(tx)?;
+        }
+    }
+
+    /// One try of [`reserve`](Self::reserve); `None` when the saved state
+    /// turned out stale.
+    fn try_reserve<'a>(
+        &self,
+        tx: &mut dyn Transaction,
+        taken: &mut Taken,
+        req: &'a NewClient,
+    ) -> Result<Option<Reserved<'a>>> {
         let assignment = match req.prefix {
-            Some(p) => taken.plan.request(req.kind, p).map_err(|e| match e {
-                Error::AlreadyAssigned { prefix, .. } => Error::AlreadyAssigned {
-                    prefix,
-                    owner: taken.owners.get(&prefix).map(ToString::to_string),
-                },
-                other => other,
-            })?,
-            None => taken.plan.allocate(req.kind)?,
+            Some(p) => match taken.plan.request(req.kind, p) {
+                Err(Error::AlreadyAssigned { prefix, .. }) => {
+                    let owner = match taken.new_owners.get(&prefix) {
+                        Some(id) => Some(id.clone()),
+                        None => tx.prefix_owner(prefix)?,
+                    };
+                    if owner.is_none() && taken.saved {
+                        return Ok(None);
+                    }
+                    return Err(Error::AlreadyAssigned {
+                        prefix,
+                        owner: owner.map(|id| id.to_string()),
+                    });
+                }
+                other => other?,
+            },
+            None => {
+                let a = taken.plan.allocate(req.kind)?;
+                if taken.saved && tx.prefix_owner(a.prefix())?.is_some() {
+                    return Ok(None);
+                }
+                a
+            }
         };
         let port = match self.settings.mode {
             ServerMode::Shared => None,
             ServerMode::PerClient => {
                 let first = self.settings.port;
-                let p = (first..=u16::MAX)
-                    .find(|p| !taken.ports.contains(p))
+                let p = taken
+                    .ports
+                    .first_free(u64::from(first), u64::from(u16::MAX))
+                    .and_then(|p| u16::try_from(p).ok())
                     .ok_or(Error::PortsExhausted { first })?;
-                taken.ports.insert(p);
+                if taken.saved && tx.port_owner(p)?.is_some() {
+                    return Ok(None);
+                }
+                taken.ports.insert(u64::from(p));
                 Some(p)
             }
         };
-        taken.owners.insert(assignment.prefix(), req.id.clone());
-        taken.ids.insert(req.id.clone());
-        Ok(Reserved {
+        Ok(Some(Reserved {
             req,
             assignment,
             port,
-        })
+        }))
     }
 
-    fn issue(&self, r: &Reserved<'_>) -> Result<CertRecord> {
+    /// Issues a client's certificate (and key, unless it sent a CSR).
+    fn issue(&self, req: &NewClient) -> Result<CertRecord> {
         let days = self.settings.validity.client_days;
-        let (certificate, key_pem) = match &r.req.csr {
-            Some(csr) => (self.ca.sign_client_csr(&r.req.id, csr, days)?, None),
+        let (certificate, key_pem) = match &req.csr {
+            Some(csr) => (self.ca.sign_client_csr(&req.id, csr, days)?, None),
             None => {
                 let issued = self
                     .ca
-                    .issue_client(&r.req.id, self.settings.key_type, days)?;
+                    .issue_client(&req.id, self.settings.key_type, days)?;
                 (issued.certificate, Some(issued.key.to_pem().to_owned()))
             }
         };
         Ok(CertRecord {
             serial: certificate.serial().clone(),
-            client_id: r.req.id.clone(),
+            client_id: req.id.clone(),
             not_after: certificate.info().not_after,
             pem: certificate.pem().to_owned(),
             key_pem,
@@ -522,6 +651,16 @@ impl Broker {
     /// certificate for its new request); the assignment and port stay. The
     /// old certificate is revoked as superseded.
     pub fn renew(&self, id: &ClientId, csr: Option<&str>) -> Result<Client> {
+        // Checked again in the transaction; this first look only avoids
+        // making a key for a client that cannot be renewed.
+        let before = self.client(id)?;
+        require_state(&before, ClientState::Active, "renew")?;
+        if !before.has_key && csr.is_none() {
+            return Err(Error::CsrRequired { id: id.to_string() });
+        }
+        let mut req = NewClient::new(id.clone(), before.kind);
+        req.csr = csr.map(str::to_owned);
+        let cert = self.issue(&req)?;
         let mut out = None;
         self.store.write(&mut |tx| {
             let client = load_client(tx, id)?;
@@ -529,14 +668,6 @@ impl Broker {
             if !client.has_key && csr.is_none() {
                 return Err(Error::CsrRequired { id: id.to_string() });
             }
-            let mut req = NewClient::new(id.clone(), client.kind);
-            req.csr = csr.map(str::to_owned);
-            let reserved = Reserved {
-                req: &req,
-                assignment: client.assignment,
-                port: client.port,
-            };
-            let cert = self.issue(&reserved)?;
             tx.revoke_certificate(
                 &client.serial,
                 OffsetDateTime::now_utc(),
@@ -557,7 +688,15 @@ impl Broker {
         self.store.write(&mut |tx| {
             let client = load_client(tx, id)?;
             require_state(&client, ClientState::Revoked, "purge")?;
+            let mut taken = Taken::load(tx, self.settings.pool)?;
             tx.delete_client(id)?;
+            let released = taken.plan.release(&client.assignment).is_ok()
+                && client.port.is_none_or(|p| taken.ports.remove(u64::from(p)));
+            if released {
+                taken.save(tx)?;
+            } else {
+                tx.set_plan_state(None)?;
+            }
             out = Some(client);
             Ok(())
         })?;

@@ -21,3 +21,4 @@ mod ranges;
 pub use allocator::{Allocator, Counts};
 pub use assignment::{Assignment, ClientKind, Hermit, Subnet};
 pub use pool::{Pool, Role, parse_prefix};
+pub(crate) use ranges::RangeSet;

@@ -10,6 +10,7 @@ mod sqlite;
 
 pub use sqlite::SqliteStore;
 
+use ipnet::Ipv6Net;
 use time::OffsetDateTime;
 
 use crate::broker::{ClientOs, ClientState};
@@ -39,6 +40,16 @@ pub struct ClientRecord {
     pub created_at: OffsetDateTime,
     /// Revocation time.
     pub revoked_at: Option<OffsetDateTime>,
+}
+
+/// What one client row holds of the address plan: the part of it that
+/// allocation needs, read without the rest of the row.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Allocation {
+    /// The assignment.
+    pub assignment: Assignment,
+    /// The UDP port (per-client mode).
+    pub port: Option<u16>,
 }
 
 /// The state of a certificate record.
@@ -74,6 +85,23 @@ pub struct CertRecord {
 pub trait Transaction {
     /// All client rows, in ID order.
     fn clients(&mut self) -> Result<Vec<ClientRecord>>;
+    /// The assignment and port of every client row (cheaper than
+    /// [`clients`](Self::clients): allocation reads this in every write).
+    fn allocations(&mut self) -> Result<Vec<Allocation>>;
+    /// How many client rows there are.
+    fn client_count(&mut self) -> Result<u64>;
+    /// The client that holds this UDP port, if any.
+    fn port_owner(&mut self, port: u16) -> Result<Option<ClientId>>;
+    /// The saved allocation state (opaque text the broker wrote with
+    /// [`set_plan_state`](Self::set_plan_state)), if any.
+    fn plan_state(&mut self) -> Result<Option<String>>;
+    /// Saves the allocation state, or forgets it (`None`) so that the next
+    /// writer rebuilds it from the client rows.
+    fn set_plan_state(&mut self, state: Option<&str>) -> Result<()>;
+    /// Whether a client with this ID exists.
+    fn has_client(&mut self, id: &ClientId) -> Result<bool>;
+    /// The client that holds this prefix, if any.
+    fn prefix_owner(&mut self, prefix: Ipv6Net) -> Result<Option<ClientId>>;
     /// One client row.
     fn client(&mut self, id: &ClientId) -> Result<Option<ClientRecord>>;
     /// Adds a client row (the ID, the assignment and the port must be unused).

@@ -15,7 +15,9 @@ use rusqlite::{Connection, OptionalExtension, TransactionBehavior, params};
 use time::OffsetDateTime;
 use time::format_description::well_known::Rfc3339;
 
-use super::{CertRecord, CertState, ClientRecord, Store, Transaction};
+use ipnet::Ipv6Net;
+
+use super::{Allocation, CertRecord, CertState, ClientRecord, Store, Transaction};
 use crate::broker::{ClientOs, ClientState};
 use crate::client_id::ClientId;
 use crate::error::{Error, Result};
@@ -54,6 +56,20 @@ const MIGRATIONS: &[&str] = &[
         value INTEGER NOT NULL
     ) STRICT;
     INSERT INTO meta (key, value) VALUES ('crl_number', 0);",
+    // 1 -> 2: a client's certificates are looked up by client; without this
+    // index `client list` scanned every certificate once per client.
+    // Allocation reads kind, prefix and port of every client in each write:
+    // a covering index keeps that scan off the wider client rows.
+    //
+    // Allocation starts from the saved runs of taken assignments and ports
+    // (plan_state, one row, written by every change) instead of reading
+    // every client; without the row the next writer rebuilds it.
+    "CREATE INDEX certificates_by_client ON certificates (client_id);
+    CREATE INDEX clients_allocation ON clients (prefix, kind, port, id);
+    CREATE TABLE plan_state (
+        id     INTEGER PRIMARY KEY NOT NULL CHECK (id = 1),
+        state  TEXT NOT NULL
+    ) STRICT;",
 ];
 
 /// The current schema version.
@@ -243,6 +259,12 @@ impl SqliteTx<'_> {
     }
 }
 
+fn parse_stored_id(id: &str) -> Result<ClientId> {
+    ClientId::new(id).map_err(|e| Error::Database {
+        reason: format!("a client ID in the database does not parse: {e}"),
+    })
+}
+
 /// Turns a constraint violation into the error a person needs.
 fn insert_err(e: rusqlite::Error, c: &ClientRecord) -> Error {
     let text = e.to_string();
@@ -265,6 +287,98 @@ fn insert_err(e: rusqlite::Error, c: &ClientRecord) -> Error {
 }
 
 impl Transaction for SqliteTx<'_> {
+    fn allocations(&mut self) -> Result<Vec<Allocation>> {
+        let mut stmt = self
+            .tx
+            .prepare_cached("SELECT id, kind, prefix, port FROM clients")
+            .map_err(db_err)?;
+        let mut rows = stmt.query([]).map_err(db_err)?;
+        let mut out = Vec::new();
+        while let Some(r) = rows.next().map_err(db_err)? {
+            let text = |i: usize| r.get_ref(i).and_then(|v| Ok(v.as_str()?)).map_err(db_err);
+            let corrupt = |e: Error| Error::Database {
+                reason: format!(
+                    "the row of client {:?} does not parse: {e}",
+                    text(0).unwrap_or_default()
+                ),
+            };
+            let kind: ClientKind = text(1)?.parse().map_err(corrupt)?;
+            let assignment = Assignment::parse_in(&self.pool, kind, text(2)?).map_err(corrupt)?;
+            let port: Option<i64> = r.get(3).map_err(db_err)?;
+            let port = port
+                .map(|p| {
+                    u16::try_from(p).map_err(|_| Error::Database {
+                        reason: format!("port {p} of client {:?} is out of range", text(0)),
+                    })
+                })
+                .transpose()?;
+            out.push(Allocation { assignment, port });
+        }
+        Ok(out)
+    }
+
+    fn client_count(&mut self) -> Result<u64> {
+        let n: i64 = self
+            .tx
+            .query_row("SELECT COUNT(*) FROM clients", [], |r| r.get(0))
+            .map_err(db_err)?;
+        Ok(n.unsigned_abs())
+    }
+
+    fn port_owner(&mut self, port: u16) -> Result<Option<ClientId>> {
+        let mut stmt = self
+            .tx
+            .prepare_cached("SELECT id FROM clients WHERE port = ?1")
+            .map_err(db_err)?;
+        let id: Option<String> = stmt
+            .query_row([i64::from(port)], |r| r.get(0))
+            .optional()
+            .map_err(db_err)?;
+        id.as_deref().map(parse_stored_id).transpose()
+    }
+
+    fn plan_state(&mut self) -> Result<Option<String>> {
+        self.tx
+            .query_row("SELECT state FROM plan_state WHERE id = 1", [], |r| {
+                r.get(0)
+            })
+            .optional()
+            .map_err(db_err)
+    }
+
+    fn set_plan_state(&mut self, state: Option<&str>) -> Result<()> {
+        match state {
+            Some(text) => self.tx.execute(
+                "INSERT INTO plan_state (id, state) VALUES (1, ?1)
+                 ON CONFLICT (id) DO UPDATE SET state = excluded.state",
+                [text],
+            ),
+            None => self.tx.execute("DELETE FROM plan_state", []),
+        }
+        .map_err(db_err)?;
+        Ok(())
+    }
+
+    fn has_client(&mut self, id: &ClientId) -> Result<bool> {
+        let mut stmt = self
+            .tx
+            .prepare_cached("SELECT 1 FROM clients WHERE id = ?1")
+            .map_err(db_err)?;
+        stmt.exists([id.as_str()]).map_err(db_err)
+    }
+
+    fn prefix_owner(&mut self, prefix: Ipv6Net) -> Result<Option<ClientId>> {
+        let mut stmt = self
+            .tx
+            .prepare_cached("SELECT id FROM clients WHERE prefix = ?1")
+            .map_err(db_err)?;
+        let id: Option<String> = stmt
+            .query_row([prefix.to_string()], |r| r.get(0))
+            .optional()
+            .map_err(db_err)?;
+        id.as_deref().map(parse_stored_id).transpose()
+    }
+
     fn clients(&mut self) -> Result<Vec<ClientRecord>> {
         let mut stmt = self
             .tx

@@ -109,6 +109,38 @@ fn init_refuses_a_non_empty_directory_and_bad_settings_leave_nothing() {
 }
 
 #[test]
+fn settings_follow_the_pki_rule_for_validity_periods() {
+    let tmp = tempfile::tempdir().unwrap();
+    let fields: [(&str, fn(&mut Settings) -> &mut u32); 4] = [
+        ("validity.ca_days", |s| &mut s.validity.ca_days),
+        ("validity.server_days", |s| &mut s.validity.server_days),
+        ("validity.client_days", |s| &mut s.validity.client_days),
+        ("validity.crl_days", |s| &mut s.validity.crl_days),
+    ];
+    for (name, field) in fields {
+        for (days, ok) in [(0, false), (1, true), (36_525, true), (36_526, false)] {
+            let mut s = settings("2001:db8:0:f100::/56");
+            *field(&mut s) = days;
+            match s.validate() {
+                Ok(()) => assert!(ok, "{name} = {days} was accepted"),
+                Err(err) => {
+                    assert!(!ok, "{name} = {days}: {err}");
+                    assert_eq!(err.kind(), ErrorKind::InvalidInput);
+                    let text = err.to_string();
+                    assert!(
+                        text.contains(name) && text.contains(&days.to_string()),
+                        "{text}"
+                    );
+                    let dir = tmp.path().join(format!("{name}-{days}"));
+                    assert!(Broker::init(&dir, &InitOptions::new(s)).is_err());
+                    assert!(!dir.exists());
+                }
+            }
+        }
+    }
+}
+
+#[test]
 fn init_creates_missing_parent_directories() {
     let tmp = tempfile::tempdir().unwrap();
     let dir = tmp.path().join("srv").join("tb").join("broker");

@@ -257,13 +257,7 @@ impl Settings {
             ("validity.client_days", v.client_days),
             ("validity.crl_days", v.crl_days),
         ] {
-            if days == 0 || days > 36500 {
-                return Err(Error::InvalidField {
-                    field,
-                    input: days.to_string(),
-                    reason: "a validity is 1 to 36500 days".into(),
-                });
-            }
+            crate::pki::check_days(field, days)?;
         }
         self.subject.validate()?;
         Ok(())

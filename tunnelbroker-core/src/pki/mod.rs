@@ -65,8 +65,9 @@ fn validity_window(what: &'static str, days: u32) -> Result<(OffsetDateTime, Off
     Ok((now - BACKDATE, end))
 }
 
-/// `start` plus `days` days, refusing zero and absurd spans.
-fn days_from(start: OffsetDateTime, what: &'static str, days: u32) -> Result<OffsetDateTime> {
+/// The one rule for validity periods (certificates, CRLs, and the settings
+/// that ask for them): 1 day to 100 years.
+pub(crate) fn check_days(what: &'static str, days: u32) -> Result<()> {
     let bad = |reason| Error::InvalidValidity { what, days, reason };
     if days == 0 {
         return Err(bad("it must be at least 1 day"));
@@ -74,6 +75,13 @@ fn days_from(start: OffsetDateTime, what: &'static str, days: u32) -> Result<Off
     if days > MAX_DAYS {
         return Err(bad("it must be at most 36525 days (100 years)"));
     }
+    Ok(())
+}
+
+/// `start` plus `days` days, refusing zero and absurd spans.
+fn days_from(start: OffsetDateTime, what: &'static str, days: u32) -> Result<OffsetDateTime> {
+    check_days(what, days)?;
+    let bad = |reason| Error::InvalidValidity { what, days, reason };
     start
         .checked_add(Duration::days(i64::from(days)))
         .ok_or_else(|| bad("the end date is out of range"))

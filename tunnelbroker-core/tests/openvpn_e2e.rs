@@ -623,6 +623,7 @@ fn foreign_client(
         assignment: like.assignment,
         platform: Platform::Linux,
         tunnel,
+        server_address: tunnel.server_address(&POOL.parse().unwrap(), &like.assignment),
         remote: Host::new(SERVER_IP).unwrap(),
         port,
         server_name: CommonName::new(SERVER_CN).unwrap(),

@@ -126,10 +126,11 @@ pub fn audit(broker: &Broker, options: &AuditOptions) -> Report {
                     line.push_str(&format!(" removed {}", names(&done.removed)));
                 }
                 actions.push(line);
-                if !done.written.is_empty() {
+                let restart = to_restart(&done.dir, &done.written, &done.instances);
+                if !restart.is_empty() {
                     actions.push(format!(
                         "restart the OpenVPN instances whose files changed: {}",
-                        done.instances
+                        restart
                             .iter()
                             .map(|i| format!("openvpn-server@{i}"))
                             .collect::<Vec<_>>()
@@ -143,6 +144,27 @@ pub fn audit(broker: &Broker, options: &AuditOptions) -> Report {
     let (mut again, _) = check(broker, options);
     again.actions = actions;
     again
+}
+
+/// The instances that read one of the `written` files at start: an
+/// instance's own `NAME.conf`/`.up`/`.down`, and every instance for the
+/// shared keys and certificates. CCD entries are read at each connection.
+fn to_restart<'a>(dir: &Path, written: &[PathBuf], instances: &'a [String]) -> Vec<&'a str> {
+    let names: Vec<String> = written.iter().map(|p| relative(dir, p)).collect();
+    let shared = names
+        .iter()
+        .any(|n| !n.starts_with("tb-") && !n.starts_with("ccd/"));
+    instances
+        .iter()
+        .filter(|i| {
+            shared
+                || names.iter().any(|n| {
+                    n.strip_prefix(i.as_str())
+                        .is_some_and(|rest| matches!(rest, ".conf" | ".up" | ".down"))
+                })
+        })
+        .map(String::as_str)
+        .collect()
 }
 
 /// `path` relative to `dir`, for messages.

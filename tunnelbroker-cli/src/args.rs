@@ -213,6 +213,9 @@ pub struct AuditArgs {
     /// Make the safe repairs (sign a fresh CRL, re-render server files) and say what was done.
     #[arg(long)]
     pub fix: bool,
+    /// Where the rendered server files are (what `server render --out DIR` wrote) [default: <broker>/server].
+    #[arg(long, value_name = "DIR")]
+    pub server_dir: Option<PathBuf>,
 }
 
 /// Arguments of `tunnelbroker plan`.

@@ -26,6 +26,7 @@ pub fn audit(out: &Output, dir: &Path, a: &AuditArgs) -> Result<(), Failure> {
     let mut options = AuditOptions::default();
     options.days = a.days;
     options.fix = a.fix;
+    options.server_dir = a.server_dir.clone();
     let report = doctor::audit(&broker, &options);
     finish(out, &report)
 }

@@ -117,3 +117,125 @@ fn doctor_reports_an_unreadable_configuration_and_exits_1() {
     assert_eq!(out.status.code(), Some(2));
     assert!(out.stdout.is_empty());
 }
+
+fn checks(out: &Output, status: &str) -> Vec<(String, String)> {
+    let json: Value = serde_json::from_slice(&out.stdout).unwrap();
+    json["checks"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .filter(|c| c["status"] == status)
+        .map(|c| {
+            (
+                c["name"].as_str().unwrap().to_owned(),
+                c["message"].as_str().unwrap().to_owned(),
+            )
+        })
+        .collect()
+}
+
+#[test]
+fn audit_checks_the_rendered_server_files() {
+    let tmp = tempfile::tempdir().unwrap();
+    let dir = tmp.path().join("b");
+    let init = tb(
+        &dir,
+        &[
+            "init",
+            "--pool",
+            "2001:db8:0:f100::/56",
+            "--endpoint",
+            "vpn.example.net",
+            "--mode",
+            "shared",
+        ],
+    );
+    assert!(init.status.success(), "{}", text(&init.stderr));
+    for (id, kind) in [("alice", "--subnet"), ("bob", "--hermit")] {
+        let out = tb(&dir, &["client", "add", id, kind]);
+        assert!(out.status.success(), "{}", text(&out.stderr));
+    }
+    // Never rendered: a warning, exit 0.
+    let out = tb(&dir, &["--json", "audit"]);
+    assert_eq!(out.status.code(), Some(0), "{}", text(&out.stderr));
+    let warned = checks(&out, "warn");
+    assert_eq!(warned.len(), 1, "{warned:?}");
+    assert_eq!(warned[0].0, "server-files");
+
+    assert!(tb(&dir, &["server", "render"]).status.success());
+    let server = std::fs::canonicalize(dir.join("server")).unwrap();
+    let out = tb(&dir, &["--json", "audit"]);
+    assert_eq!(out.status.code(), Some(0), "{}", text(&out.stdout));
+    assert!(checks(&out, "warn").is_empty());
+
+    // A missing CCD entry: FAIL naming it, exit 1.
+    std::fs::remove_file(server.join("ccd/alice")).unwrap();
+    let out = tb(&dir, &["--json", "audit"]);
+    assert_eq!(out.status.code(), Some(1));
+    assert_eq!(text(&out.stderr), "tunnelbroker: error: 1 check failed\n");
+    assert_eq!(
+        checks(&out, "fail"),
+        [(
+            "server-files".to_owned(),
+            format!("{} is missing", server.join("ccd/alice").display())
+        )]
+    );
+
+    // --fix writes it and says so; afterwards all is well.
+    let out = tb(&dir, &["audit", "--fix"]);
+    assert_eq!(out.status.code(), Some(0), "{}", text(&out.stdout));
+    let stdout = text(&out.stdout);
+    assert!(
+        stdout.contains(&format!(
+            "fixed: re-rendered {}: wrote ccd/alice\n",
+            server.display()
+        )),
+        "{stdout}"
+    );
+    assert!(server.join("ccd/alice").exists());
+
+    // A revoked client's entry is an orphan: a warning (exit 0) until --fix
+    // removes it; JSON lists the action.
+    assert!(tb(&dir, &["client", "revoke", "bob"]).status.success());
+    let out = tb(&dir, &["--json", "audit"]);
+    assert_eq!(out.status.code(), Some(0));
+    assert_eq!(
+        checks(&out, "warn"),
+        [(
+            "orphan-files".to_owned(),
+            format!(
+                "{} was rendered for revoked client bob; nothing uses it",
+                server.join("ccd/bob").display()
+            )
+        )]
+    );
+    let out = tb(&dir, &["--json", "audit", "--fix"]);
+    assert_eq!(out.status.code(), Some(0));
+    let json: Value = serde_json::from_slice(&out.stdout).unwrap();
+    assert_eq!(
+        json["actions"],
+        serde_json::json!([format!("re-rendered {}: removed ccd/bob", server.display())])
+    );
+    assert!(!server.join("ccd/bob").exists());
+
+    // Files rendered elsewhere: --server-dir.
+    let other = tmp.path().join("etc");
+    assert!(
+        tb(
+            &dir,
+            &["server", "render", "--out", other.to_str().unwrap()]
+        )
+        .status
+        .success()
+    );
+    let out = tb(&dir, &["audit", "--server-dir", other.to_str().unwrap()]);
+    assert_eq!(out.status.code(), Some(0), "{}", text(&out.stdout));
+    assert!(
+        text(&out.stdout).contains(&format!(
+            "PASS  server-files     all 6 server files in {}",
+            std::fs::canonicalize(&other).unwrap().display()
+        )),
+        "{}",
+        text(&out.stdout)
+    );
+}

@@ -56,6 +56,7 @@ impl Broker {
         Ok(ClientConfig {
             client: client.id.clone(),
             assignment: client.assignment,
+            server_address: tunnel.server_address(&settings.pool, &client.assignment),
             platform: match client.os {
                 ClientOs::Linux => Platform::Linux,
                 ClientOs::Windows => Platform::Windows,

@@ -1,391 +1,21 @@
 //! Real OpenVPN 2.6 carrying IPv6 between network namespaces (issue 5,
-//! "Proof with real OpenVPN"), plus the contents of client bundles.
-//!
-//! The namespace tests need root, `/dev/net/tun`, `openvpn`, `ip`, `ping`
-//! and `tar`. Without them they print why and pass, except with `CI=true`,
-//! where they fail. They make their own namespaces (named after the test's
-//! PID), an IPv4 underlay in 198.18.0.0/15 and IPv6 only from
-//! 2001:db8::/32, and a guard ends every process they started (by PID) and
-//! deletes the namespaces on every exit path. They run one at a time.
+//! "Proof with real OpenVPN"), plus the contents of client bundles. The
+//! namespace harness is in `lab.rs`.
 
 use std::fs;
 use std::os::unix::fs::PermissionsExt;
 use std::path::{Path, PathBuf};
-use std::process::{Child, Command, Stdio};
-use std::sync::Mutex;
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
 use tunnelbroker_core::openvpn::{
     ClientConfig, ClientMaterial, ClientTunnel, CommonName, Host, InterfaceName, Platform,
 };
 use tunnelbroker_core::{
-    Broker, CaParams, ClientId, ClientKind, ClientOs, InitOptions, KeyType, NewClient,
-    RevocationReason, SERVER_CN, ServerMode, SessionEnd, Settings,
+    Broker, CaParams, ClientId, ClientKind, ClientOs, KeyType, NewClient, RevocationReason,
+    SERVER_CN, ServerMode, SessionEnd,
 };
 
-static SERIAL: Mutex<()> = Mutex::new(());
-
-const POOL: &str = "2001:db8:0:f100::/56";
-const SERVER_IP: &str = "198.18.0.1";
-const LAN_IF: &str = "lan0";
-
-/// Why this machine cannot run the namespace tests, if it cannot.
-fn cannot_run() -> Option<String> {
-    let status = fs::read_to_string("/proc/self/status").unwrap_or_default();
-    let root = status
-        .lines()
-        .find(|l| l.starts_with("Uid:"))
-        .and_then(|l| l.split_whitespace().nth(2))
-        == Some("0");
-    if !root {
-        return Some("not running as root (effective uid is not 0)".into());
-    }
-    if !Path::new("/dev/net/tun").exists() {
-        return Some("/dev/net/tun is missing".into());
-    }
-    for (tool, arg) in [
-        ("openvpn", "--version"),
-        ("ip", "-V"),
-        ("ping", "-V"),
-        ("tar", "--version"),
-    ] {
-        let ok = Command::new(tool)
-            .arg(arg)
-            .stdout(Stdio::null())
-            .stderr(Stdio::null())
-            .status()
-            .is_ok();
-        if !ok {
-            return Some(format!("`{tool}` is not installed"));
-        }
-    }
-    None
-}
-
-/// Runs `f` if the machine can, else explains (and fails under CI=true).
-fn needs_root(name: &str, f: impl FnOnce()) {
-    if let Some(why) = cannot_run() {
-        if std::env::var("CI").as_deref() == Ok("true") {
-            panic!("{name} must run with CI=true but cannot: {why}");
-        }
-        eprintln!("skipped {name}: {why}");
-        return;
-    }
-    let _serial = SERIAL.lock().unwrap_or_else(|e| e.into_inner());
-    f();
-}
-
-/// Namespaces, links and processes of one test, undone on drop.
-struct Lab {
-    tag: String,
-    namespaces: Vec<String>,
-    children: Vec<(String, Child)>,
-    links: usize,
-}
-
-impl Lab {
-    fn new(scenario: &str) -> Lab {
-        Lab {
-            tag: format!("tbe{}{scenario}", std::process::id() % 100_000),
-            namespaces: Vec::new(),
-            children: Vec::new(),
-            links: 0,
-        }
-    }
-
-    fn ns_name(&self, short: &str) -> String {
-        format!("{}-{short}", self.tag)
-    }
-
-    fn add_ns(&mut self, short: &str) -> String {
-        let name = self.ns_name(short);
-        run(&["ip", "netns", "add", &name]);
-        self.namespaces.push(name.clone());
-        self.ns(&name, &["ip", "link", "set", "lo", "up"]);
-        name
-    }
-
-    /// Runs a command in a namespace and insists that it succeeds.
-    fn ns(&self, ns: &str, args: &[&str]) -> String {
-        let mut full = vec!["ip", "netns", "exec", ns];
-        full.extend_from_slice(args);
-        run(&full)
-    }
-
-    /// Whether a command in a namespace succeeds.
-    fn ns_ok(&self, ns: &str, args: &[&str]) -> bool {
-        Command::new("ip")
-            .args(["netns", "exec", ns])
-            .args(args)
-            .stdout(Stdio::null())
-            .stderr(Stdio::null())
-            .status()
-            .map(|s| s.success())
-            .unwrap_or(false)
-    }
-
-    /// A veth pair `a_if` in `a`, `b_if` in `b`.
-    fn link(&mut self, a: &str, a_if: &str, b: &str, b_if: &str) {
-        self.links += 1;
-        let tmp_a = format!("tbv{}a{}", std::process::id() % 100_000, self.links);
-        let tmp_b = format!("tbv{}b{}", std::process::id() % 100_000, self.links);
-        run(&[
-            "ip", "link", "add", &tmp_a, "type", "veth", "peer", "name", &tmp_b,
-        ]);
-        run(&["ip", "link", "set", &tmp_a, "netns", a, "name", a_if]);
-        run(&["ip", "link", "set", &tmp_b, "netns", b, "name", b_if]);
-        self.ns(a, &["ip", "link", "set", a_if, "up"]);
-        self.ns(b, &["ip", "link", "set", b_if, "up"]);
-    }
-
-    /// Starts OpenVPN in a namespace.
-    fn openvpn(&mut self, label: &str, ns: &str, args: &[&str]) {
-        let child = Command::new("ip")
-            .args(["netns", "exec", ns, "openvpn"])
-            .args(args)
-            .stdin(Stdio::null())
-            .stdout(Stdio::null())
-            .stderr(Stdio::null())
-            .spawn()
-            .expect("start openvpn");
-        self.children.push((label.to_owned(), child));
-    }
-
-    /// Whether the process started under `label` has exited, waiting up to
-    /// `timeout`.
-    fn exited(&mut self, label: &str, timeout: Duration) -> bool {
-        let deadline = Instant::now() + timeout;
-        loop {
-            let child = &mut self
-                .children
-                .iter_mut()
-                .find(|(l, _)| l == label)
-                .expect("known label")
-                .1;
-            if matches!(child.try_wait(), Ok(Some(_))) {
-                return true;
-            }
-            if Instant::now() > deadline {
-                return false;
-            }
-            std::thread::sleep(Duration::from_millis(100));
-        }
-    }
-
-    /// Ends a started process: SIGTERM (so that down scripts run), then
-    /// SIGKILL after two seconds.
-    fn stop(&mut self, label: &str) {
-        if let Some(i) = self.children.iter().position(|(l, _)| l == label) {
-            let (_, mut child) = self.children.remove(i);
-            end(&mut child);
-        }
-    }
-
-    /// Pings `dst` from `ns`, retrying for up to `tries` seconds.
-    fn ping(&self, ns: &str, dst: &str, src: Option<&str>, tries: u32) -> bool {
-        for _ in 0..tries {
-            let mut args = vec!["ping", "-6", "-n", "-c", "1", "-W", "1"];
-            if let Some(s) = src {
-                args.extend(["-I", s]);
-            }
-            args.push(dst);
-            if self.ns_ok(ns, &args) {
-                return true;
-            }
-            std::thread::sleep(Duration::from_millis(300));
-        }
-        false
-    }
-}
-
-fn end(child: &mut Child) {
-    if matches!(child.try_wait(), Ok(Some(_))) {
-        return;
-    }
-    let _ = Command::new("kill")
-        .args(["-TERM", &child.id().to_string()])
-        .status();
-    let deadline = Instant::now() + Duration::from_secs(2);
-    while Instant::now() < deadline {
-        if matches!(child.try_wait(), Ok(Some(_))) {
-            return;
-        }
-        std::thread::sleep(Duration::from_millis(50));
-    }
-    let _ = child.kill();
-    let _ = child.wait();
-}
-
-impl Drop for Lab {
-    fn drop(&mut self) {
-        for (_, child) in &mut self.children {
-            end(child);
-        }
-        for ns in self.namespaces.iter().rev() {
-            let _ = Command::new("ip").args(["netns", "del", ns]).status();
-        }
-    }
-}
-
-fn run(args: &[&str]) -> String {
-    let out = Command::new(args[0])
-        .args(&args[1..])
-        .output()
-        .unwrap_or_else(|e| panic!("{args:?}: {e}"));
-    assert!(
-        out.status.success(),
-        "{args:?} failed: {}",
-        String::from_utf8_lossy(&out.stderr)
-    );
-    String::from_utf8_lossy(&out.stdout).into_owned()
-}
-
-/// Waits until `path` contains `needle`.
-fn log_has(path: &Path, needle: &str, timeout: Duration) -> bool {
-    let deadline = Instant::now() + timeout;
-    loop {
-        if fs::read_to_string(path).is_ok_and(|t| t.contains(needle)) {
-            return true;
-        }
-        if Instant::now() > deadline {
-            return false;
-        }
-        std::thread::sleep(Duration::from_millis(200));
-    }
-}
-
-/// Waits until one line of `path` contains every needle.
-fn log_line(path: &Path, needles: &[&str], timeout: Duration) -> bool {
-    let deadline = Instant::now() + timeout;
-    loop {
-        if fs::read_to_string(path)
-            .is_ok_and(|t| t.lines().any(|l| needles.iter().all(|n| l.contains(n))))
-        {
-            return true;
-        }
-        if Instant::now() > deadline {
-            return false;
-        }
-        std::thread::sleep(Duration::from_millis(200));
-    }
-}
-
-const READY: &str = "Initialization Sequence Completed";
-const UP: Duration = Duration::from_secs(20);
-/// How long a refused client is given to (wrongly) come up.
-const REFUSED: Duration = Duration::from_secs(8);
-
-fn tail(path: &Path) -> String {
-    let text = fs::read_to_string(path).unwrap_or_default();
-    let lines: Vec<&str> = text.lines().collect();
-    lines[lines.len().saturating_sub(25)..].join("\n")
-}
-
-/// A broker in a world-searchable temporary directory (OpenVPN re-reads
-/// the CRL as `nobody`).
-fn broker(tmp: &Path, mode: ServerMode, port: u16) -> Broker {
-    fs::set_permissions(tmp, fs::Permissions::from_mode(0o755)).unwrap();
-    let mut s = Settings::new(POOL.parse().unwrap(), SERVER_IP.parse().unwrap());
-    s.mode = mode;
-    s.port = port;
-    s.lan_interface = LAN_IF.into();
-    Broker::init(&tmp.join("broker"), &InitOptions::new(s)).unwrap()
-}
-
-fn add(b: &Broker, id: &str, kind: ClientKind) -> tunnelbroker_core::Client {
-    b.add_client(&NewClient::new(id.parse().unwrap(), kind))
-        .unwrap()
-}
-
-/// Extracts a Linux bundle with the system's `tar` and returns the
-/// client's folder.
-fn unpack(b: &Broker, id: &str, tmp: &Path) -> PathBuf {
-    let id: ClientId = id.parse().unwrap();
-    let archive = tmp.join(format!("{id}.tar.gz"));
-    b.bundle(&id, &archive).unwrap();
-    let dest = tmp.join("clients");
-    fs::create_dir_all(&dest).unwrap();
-    run(&[
-        "tar",
-        "-xzf",
-        archive.to_str().unwrap(),
-        "-C",
-        dest.to_str().unwrap(),
-    ]);
-    dest.join(id.as_str())
-}
-
-/// The server namespace with a bridge at 198.18.0.1/24 and `n` client
-/// namespaces at 198.18.0.(10+i)/24.
-fn underlay(lab: &mut Lab, clients: &[&str]) -> (String, Vec<String>) {
-    let s = lab.add_ns("s");
-    lab.ns(&s, &["ip", "link", "add", "br0", "type", "bridge"]);
-    lab.ns(&s, &["ip", "link", "set", "br0", "up"]);
-    lab.ns(
-        &s,
-        &[
-            "ip",
-            "addr",
-            "add",
-            &format!("{SERVER_IP}/24"),
-            "dev",
-            "br0",
-        ],
-    );
-    // The broker's server is a router.
-    lab.ns(
-        &s,
-        &["sysctl", "-q", "-w", "net.ipv6.conf.all.forwarding=1"],
-    );
-    let mut names = Vec::new();
-    for (i, c) in clients.iter().enumerate() {
-        let ns = lab.add_ns(c);
-        let port = format!("p{i}");
-        lab.link(&s, &port, &ns, "wan0");
-        lab.ns(&s, &["ip", "link", "set", &port, "master", "br0"]);
-        lab.ns(
-            &ns,
-            &[
-                "ip",
-                "addr",
-                "add",
-                &format!("198.18.0.{}/24", 10 + i),
-                "dev",
-                "wan0",
-            ],
-        );
-        names.push(ns);
-    }
-    (s, names)
-}
-
-fn start_client(lab: &mut Lab, label: &str, ns: &str, dir: &Path, id: &str) -> PathBuf {
-    start_client_with(lab, label, ns, dir, id, &[])
-}
-
-/// Starts a client from its unpacked bundle, with extra OpenVPN arguments.
-fn start_client_with(
-    lab: &mut Lab,
-    label: &str,
-    ns: &str,
-    dir: &Path,
-    id: &str,
-    extra: &[&str],
-) -> PathBuf {
-    let log = dir.join("openvpn.log");
-    let file = format!("{id}.conf");
-    let mut args = vec![
-        "--cd",
-        dir.to_str().unwrap(),
-        "--config",
-        &file,
-        "--log",
-        log.to_str().unwrap(),
-    ];
-    args.extend_from_slice(extra);
-    lab.openvpn(label, ns, &args);
-    log
-}
+use crate::lab::*;
 
 /// Scenario 1: per-client mode with a subnet client (and a host on its
 /// LAN), a hermit client, and a hermit whose live session ends on revocation.
@@ -408,18 +38,10 @@ fn per_client_mode() {
 
     let server_dir = report.dir.clone();
     let logs = b.dir().join("log");
+    let mut server_logs = Vec::new();
     for c in [&alice, &bob, &carol, &dave] {
         let name = format!("tb-client-{}", c.id);
-        lab.openvpn(
-            &name,
-            &s,
-            &[
-                "--cd",
-                server_dir.to_str().unwrap(),
-                "--config",
-                &format!("{name}.conf"),
-            ],
-        );
+        server_logs.push(start_server(&mut lab, &s, &b, &server_dir, &name));
     }
     let mut client_logs = Vec::new();
     for (c, n) in [&alice, &bob, &carol].iter().zip(&ns) {
@@ -432,15 +54,8 @@ fn per_client_mode() {
             c.id.as_str(),
         ));
     }
-    for (c, log) in [&alice, &bob, &carol].iter().zip(&client_logs) {
-        let srv_log = logs.join(format!("tb-client-{}.log", c.id));
-        assert!(
-            log_has(log, READY, UP),
-            "{} did not connect:\n{}\n--- server:\n{}",
-            c.id,
-            tail(log),
-            tail(&srv_log)
-        );
+    for (log, srv_log) in client_logs.iter().zip(&server_logs) {
+        wait_connected(log, srv_log);
     }
 
     // The subnet client reaches its server end over the routing net and the
@@ -623,6 +238,7 @@ fn foreign_client(
         assignment: like.assignment,
         platform: Platform::Linux,
         tunnel,
+        server_address: tunnel.server_address(&POOL.parse().unwrap(), &like.assignment),
         remote: Host::new(SERVER_IP).unwrap(),
         port,
         server_name: CommonName::new(SERVER_CN).unwrap(),
@@ -663,17 +279,7 @@ fn shared_mode() {
 
     let mut lab = Lab::new("s");
     let (s, ns) = underlay(&mut lab, &["a", "b", "c", "d"]);
-    let srv_log = b.dir().join("log").join("tb-shared.log");
-    lab.openvpn(
-        "server",
-        &s,
-        &[
-            "--cd",
-            report.dir.to_str().unwrap(),
-            "--config",
-            "tb-shared.conf",
-        ],
-    );
+    let srv_log = start_server(&mut lab, &s, &b, &report.dir, "tb-shared");
     assert!(log_has(&srv_log, READY, UP), "server:\n{}", tail(&srv_log));
     let server_addr = "2001:db8:0:f100::1";
 
@@ -710,14 +316,8 @@ fn shared_mode() {
             extra,
         ));
     }
-    for (c, log) in clients.iter().zip(&logs) {
-        assert!(
-            log_has(log, READY, UP),
-            "{}:\n{}\n--- server:\n{}",
-            c.id,
-            tail(log),
-            tail(&srv_log)
-        );
+    for log in &logs {
+        wait_connected(log, &srv_log);
     }
     // Each client has the same tunnel address as in per-client mode and
     // reaches the server, all at once.

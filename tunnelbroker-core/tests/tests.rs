@@ -2,6 +2,8 @@
 
 mod audit;
 mod broker;
+mod doctor_e2e;
+mod lab;
 mod openvpn_e2e;
 mod pki;
 mod plan;

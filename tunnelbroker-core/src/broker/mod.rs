@@ -33,6 +33,7 @@ use time::OffsetDateTime;
 
 pub use client::{Client, ClientOs, ClientState, NewClient};
 pub use import::{ImportReport, RowError};
+pub(crate) use render::ServerFilesState;
 pub use render::{RenderReport, SessionEnd};
 pub use settings::{Endpoint, ServerMode, Settings, ValiditySettings, check_interface_name};
 

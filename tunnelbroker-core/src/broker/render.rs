@@ -99,27 +99,10 @@ impl Broker {
         Ok((files, instances))
     }
 
-    /// Writes the server side into `out_dir` (default
-    /// [`paths().server_dir`](super::BrokerPaths::server_dir)) in the layout
-    /// Debian's `openvpn-server@NAME` expects of `/etc/openvpn/server`:
-    /// `NAME.conf` per instance (per-client mode: `tb-client-<id>.conf` with
-    /// its `.up`/`.down` scripts; shared mode: `tb-shared.conf` and
-    /// `ccd/<id>`), `ca.crt`, `server.crt`, `server.key` and `tls-crypt.key`
-    /// (0600). The CRL is referenced where the broker keeps it, so that a
-    /// revocation takes effect at the next connection without re-rendering.
-    ///
-    /// Idempotent: files whose contents and mode are right are not touched;
-    /// files of clients that are no longer active are removed.
-    pub fn render_server(&self, out_dir: Option<&Path>) -> Result<RenderReport> {
-        let dir = out_dir.unwrap_or(&self.paths.server_dir);
-        make_dir(dir)?;
-        let dir = fs::canonicalize(dir).map_err(|e| Error::io(dir, e))?;
-        make_dir(&self.paths.dir.join("log"))?;
-        let (mut files, instances) = self.server_files(&dir)?;
-        let ccd = dir.join(SharedServer::CCD_DIR);
-        if self.settings.mode == ServerMode::Shared {
-            make_dir(&ccd)?;
-        }
+    /// Every file [`render_server`](Self::render_server) writes into `dir`
+    /// (canonical), with its mode, and the instance names.
+    fn planned_files(&self, dir: &Path) -> Result<(Vec<Planned>, Vec<String>)> {
+        let (mut files, instances) = self.server_files(dir)?;
         let secret = |name: &str, text: String| RenderedFile {
             name: name.into(),
             text,
@@ -135,7 +118,49 @@ impl Broker {
             "tls-crypt.key",
             self.tls_crypt_key()?.to_text().to_owned(),
         ));
+        let planned = files
+            .into_iter()
+            .map(|f| {
+                let mode = if KEY_FILES.contains(&f.name.as_str()) {
+                    fsutil::SECRET
+                } else if f.executable {
+                    fsutil::EXECUTABLE
+                } else {
+                    fsutil::PUBLIC
+                };
+                Planned {
+                    path: dir.join(&f.name),
+                    text: f.text,
+                    mode,
+                }
+            })
+            .collect();
+        Ok((planned, instances))
+    }
 
+    /// Writes the server side into `out_dir` (default
+    /// [`paths().server_dir`](super::BrokerPaths::server_dir)) in the layout
+    /// Debian's `openvpn-server@NAME` expects of `/etc/openvpn/server`:
+    /// `NAME.conf` per instance (per-client mode: `tb-client-<id>.conf` with
+    /// its `.up`/`.down` scripts; shared mode: `tb-shared.conf` and
+    /// `ccd/<id>`), `ca.crt`, `server.crt`, `server.key` and `tls-crypt.key`
+    /// (0600). The CRL is referenced where the broker keeps it, so that a
+    /// revocation takes effect at the next connection without re-rendering.
+    ///
+    /// Idempotent: files whose contents and mode are right are not touched;
+    /// files an earlier rendering wrote for clients that are no longer
+    /// active are removed. Files the broker did not write (no
+    /// `# tunnelbroker:` header) are never removed, only named in the
+    /// warnings.
+    pub fn render_server(&self, out_dir: Option<&Path>) -> Result<RenderReport> {
+        let dir = out_dir.unwrap_or(&self.paths.server_dir);
+        make_dir(dir)?;
+        let dir = fs::canonicalize(dir).map_err(|e| Error::io(dir, e))?;
+        make_dir(&self.paths.dir.join("log"))?;
+        let (files, instances) = self.planned_files(&dir)?;
+        if self.settings.mode == ServerMode::Shared {
+            make_dir(&dir.join(SharedServer::CCD_DIR))?;
+        }
         let mut report = RenderReport {
             dir: dir.clone(),
             instances,
@@ -143,42 +168,83 @@ impl Broker {
         };
         let mut keep = BTreeSet::new();
         for f in &files {
-            let path = dir.join(&f.name);
-            let mode = if KEY_FILES.contains(&f.name.as_str()) {
-                fsutil::SECRET
-            } else if f.executable {
-                fsutil::EXECUTABLE
+            if up_to_date(&f.path, f.text.as_bytes(), f.mode) {
+                report.unchanged.push(f.path.clone());
             } else {
-                fsutil::PUBLIC
-            };
-            if up_to_date(&path, f.text.as_bytes(), mode) {
-                report.unchanged.push(path.clone());
-            } else {
-                fsutil::write_atomic(&path, f.text.as_bytes(), mode)?;
-                report.written.push(path.clone());
+                fsutil::write_atomic(&f.path, f.text.as_bytes(), f.mode)?;
+                report.written.push(f.path.clone());
             }
-            keep.insert(path);
+            keep.insert(f.path.clone());
         }
         // Remove what earlier renderings wrote for clients that are gone.
-        for (d, ours) in [
-            (&dir, is_instance_file as fn(&str) -> bool),
-            (&ccd, |_: &str| true),
-        ] {
-            let Ok(entries) = fs::read_dir(d) else {
-                continue;
-            };
-            for e in entries.flatten() {
-                let path = e.path();
-                let name = e.file_name().to_string_lossy().into_owned();
-                let is_file = e.file_type().map(|t| t.is_file()).unwrap_or(false);
-                if is_file && ours(&name) && !name.starts_with('.') && !keep.contains(&path) {
-                    fs::remove_file(&path).map_err(|err| Error::io(&path, err))?;
-                    report.removed.push(path);
-                }
-            }
+        let (orphans, foreign) = leftovers(&dir, &keep);
+        for path in orphans {
+            fs::remove_file(&path).map_err(|err| Error::io(&path, err))?;
+            report.removed.push(path);
         }
-        report.warnings = self.readability_warnings();
+        report.warnings = foreign
+            .iter()
+            .map(|p| {
+                format!(
+                    "{} looks like a broker file but was not written by the broker; left in place",
+                    p.display()
+                )
+            })
+            .collect();
+        report.warnings.extend(self.readability_warnings());
         Ok(report)
+    }
+
+    /// How the server files in `out_dir` (default
+    /// [`paths().server_dir`](super::BrokerPaths::server_dir)) compare with
+    /// what [`render_server`](Self::render_server) would write now. Reads
+    /// only.
+    pub(crate) fn check_server_files(&self, out_dir: Option<&Path>) -> Result<ServerFilesState> {
+        let dir = out_dir.unwrap_or(&self.paths.server_dir);
+        if !dir.is_dir() {
+            return Ok(ServerFilesState {
+                dir: dir.to_owned(),
+                ..ServerFilesState::default()
+            });
+        }
+        let dir = fs::canonicalize(dir).map_err(|e| Error::io(dir, e))?;
+        let (files, _) = self.planned_files(&dir)?;
+        let mut state = ServerFilesState {
+            dir: dir.clone(),
+            exists: true,
+            ..ServerFilesState::default()
+        };
+        let mut keep = BTreeSet::new();
+        for f in files {
+            match fs::symlink_metadata(&f.path) {
+                Err(e) if e.kind() == std::io::ErrorKind::NotFound => {
+                    state.missing.push(f.path.clone());
+                }
+                Err(e) => state.differing.push((f.path.clone(), e.to_string())),
+                Ok(m) if !m.file_type().is_file() => state
+                    .differing
+                    .push((f.path.clone(), "is not a regular file".into())),
+                Ok(m) => match fs::read(&f.path) {
+                    Err(e) => state.differing.push((f.path.clone(), e.to_string())),
+                    Ok(data) if data != f.text.as_bytes() => state.differing.push((
+                        f.path.clone(),
+                        "differs from what would be rendered now".into(),
+                    )),
+                    Ok(_) if m.permissions().mode() & 0o7777 != f.mode => state.differing.push((
+                        f.path.clone(),
+                        format!(
+                            "has mode {:04o}, should have {:04o}",
+                            m.permissions().mode() & 0o7777,
+                            f.mode
+                        ),
+                    )),
+                    Ok(_) => state.matching += 1,
+                },
+            }
+            keep.insert(f.path);
+        }
+        (state.orphans, state.foreign) = leftovers(&dir, &keep);
+        Ok(state)
     }
 
     /// Whether OpenVPN, after becoming `nobody`, can still read the CRL.
@@ -256,6 +322,87 @@ fn connect(socket: &Path) -> Result<Option<Management>> {
         Err(Error::Management { reason, .. }) if reason.contains("refused") => Ok(None),
         Err(e) => Err(e),
     }
+}
+
+/// One file of the server side, as [`Broker::render_server`] writes it.
+struct Planned {
+    path: PathBuf,
+    text: String,
+    mode: u32,
+}
+
+/// What [`Broker::check_server_files`] found.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub(crate) struct ServerFilesState {
+    /// The directory (canonical when it exists).
+    pub dir: PathBuf,
+    /// Whether it exists at all.
+    pub exists: bool,
+    /// How many files are as they would be rendered now.
+    pub matching: usize,
+    /// Files that would be rendered but do not exist.
+    pub missing: Vec<PathBuf>,
+    /// Files whose contents or mode differ, with how.
+    pub differing: Vec<(PathBuf, String)>,
+    /// Files an earlier rendering wrote for clients that are no longer
+    /// active (rendering removes them).
+    pub orphans: Vec<PathBuf>,
+    /// Files named like the broker's but not written by it (rendering
+    /// leaves them alone).
+    pub foreign: Vec<PathBuf>,
+}
+
+/// Files in `dir` and its CCD directory, named like the files the broker
+/// writes but not in `keep`: those an earlier rendering wrote (they start
+/// with a `# tunnelbroker:` header), and the others.
+fn leftovers(dir: &Path, keep: &BTreeSet<PathBuf>) -> (Vec<PathBuf>, Vec<PathBuf>) {
+    let (mut ours, mut foreign) = (Vec::new(), Vec::new());
+    let ccd = dir.join(SharedServer::CCD_DIR);
+    for (d, named_like_ours) in [
+        (dir, is_instance_file as fn(&str) -> bool),
+        (&ccd, |_: &str| true),
+    ] {
+        let Ok(entries) = fs::read_dir(d) else {
+            continue;
+        };
+        let mut found: Vec<_> = entries
+            .flatten()
+            .filter(|e| e.file_type().map(|t| t.is_file()).unwrap_or(false))
+            .map(|e| (e.path(), e.file_name().to_string_lossy().into_owned()))
+            .filter(|(path, name)| {
+                named_like_ours(name) && !name.starts_with('.') && !keep.contains(path)
+            })
+            .map(|(path, _)| path)
+            .collect();
+        found.sort();
+        for path in found {
+            if written_by_broker(&path) {
+                ours.push(path);
+            } else {
+                foreign.push(path);
+            }
+        }
+    }
+    (ours, foreign)
+}
+
+/// Whether a file starts like the files the broker renders: a
+/// `# tunnelbroker:` comment on its first line, or on its second after a
+/// script's `#!/bin/sh`.
+fn written_by_broker(path: &Path) -> bool {
+    let mut head = [0u8; 256];
+    let n = fs::File::open(path)
+        .and_then(|mut f| std::io::Read::read(&mut f, &mut head))
+        .unwrap_or(0);
+    let text = String::from_utf8_lossy(&head[..n]);
+    let mut lines = text.lines();
+    let first = lines.next().unwrap_or("");
+    let line = if first == "#!/bin/sh" {
+        lines.next().unwrap_or("")
+    } else {
+        first
+    };
+    line.starts_with("# tunnelbroker: ")
 }
 
 /// Files this crate writes per instance in the output directory.

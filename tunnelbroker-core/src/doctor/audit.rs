@@ -1,11 +1,12 @@
 //! `audit`: the broker-side checks, and the safe repairs of `--fix`.
 
 use std::collections::{BTreeMap, BTreeSet};
+use std::path::{Path, PathBuf};
 
 use time::{Duration, OffsetDateTime};
 
 use super::Report;
-use crate::broker::{Broker, ClientState, ServerMode};
+use crate::broker::{Broker, ClientState, ServerFilesState, ServerMode};
 use crate::client_id::ClientId;
 use crate::error::shown;
 use crate::pki::{Certificate, Crl, RevokedCert, Serial};
@@ -21,6 +22,10 @@ pub struct AuditOptions {
     /// Make the safe repairs (sign a fresh CRL, re-render server files) and
     /// say what was done.
     pub fix: bool,
+    /// Where the rendered server files are (what `server render --out DIR`
+    /// wrote); default the broker's
+    /// [`paths().server_dir`](crate::BrokerPaths::server_dir).
+    pub server_dir: Option<PathBuf>,
 }
 
 impl Default for AuditOptions {
@@ -28,8 +33,16 @@ impl Default for AuditOptions {
         AuditOptions {
             days: 30,
             fix: false,
+            server_dir: None,
         }
     }
+}
+
+/// The repairs a check found needed (and, for re-rendering, safe).
+#[derive(Debug, Default)]
+struct Repairs {
+    crl: bool,
+    render: Option<PathBuf>,
 }
 
 /// What the database holds, read in one snapshot.
@@ -47,9 +60,16 @@ struct Snapshot {
 /// * certificates expiring within `days` are listed (WARN);
 /// * the CRL is signed by this CA (with the key identifier OpenVPN
 ///   matches) and its nextUpdate is not past (FAIL) or near (WARN);
+/// * the rendered server files are what
+///   [`Broker::render_server`] would write now: a missing file or one whose
+///   contents or mode differ FAILs, naming it (`server-files`); files
+///   rendered for clients that are no longer active, and files named like
+///   the broker's that it did not write, WARN (`orphan-files`).
 ///
 /// With `fix`, a fresh CRL is signed when the CRL is missing, foreign,
-/// stale or incomplete, and the report is made again after the repair.
+/// stale or incomplete; the server files are re-rendered when they differ
+/// and the database is consistent (which removes the orphans the broker
+/// wrote, never other files); then the report is made again.
 ///
 /// ```
 /// use tunnelbroker_core::{Broker, InitOptions, Settings};
@@ -69,27 +89,92 @@ struct Snapshot {
 /// # Ok::<(), tunnelbroker_core::Error>(())
 /// ```
 pub fn audit(broker: &Broker, options: &AuditOptions) -> Report {
-    let (report, crl_needs_refresh) = check(broker, options);
-    if !options.fix || !crl_needs_refresh {
+    let (report, repairs) = check(broker, options);
+    if !options.fix || (!repairs.crl && repairs.render.is_none()) {
         return report;
     }
     let mut actions = Vec::new();
-    match broker.refresh_crl() {
-        Ok(crl) => actions.push(format!(
-            "signed a fresh CRL: number {}, {} revoked, next update {}",
-            crl.number(),
-            crl.revoked_serials().len(),
-            crl.next_update().date()
-        )),
-        Err(e) => actions.push(format!("could not sign a fresh CRL: {e}")),
+    if repairs.crl {
+        match broker.refresh_crl() {
+            Ok(crl) => actions.push(format!(
+                "signed a fresh CRL: number {}, {} revoked, next update {}",
+                crl.number(),
+                crl.revoked_serials().len(),
+                crl.next_update().date()
+            )),
+            Err(e) => actions.push(format!("could not sign a fresh CRL: {e}")),
+        }
+    }
+    if let Some(dir) = &repairs.render {
+        match broker.render_server(Some(dir)) {
+            Ok(done) => {
+                let names = |paths: &[PathBuf]| {
+                    paths
+                        .iter()
+                        .map(|p| relative(&done.dir, p))
+                        .collect::<Vec<_>>()
+                        .join(", ")
+                };
+                let mut line = format!("re-rendered {}:", done.dir.display());
+                if !done.written.is_empty() {
+                    line.push_str(&format!(" wrote {}", names(&done.written)));
+                }
+                if !done.removed.is_empty() {
+                    if !done.written.is_empty() {
+                        line.push(';');
+                    }
+                    line.push_str(&format!(" removed {}", names(&done.removed)));
+                }
+                actions.push(line);
+                let restart = to_restart(&done.dir, &done.written, &done.instances);
+                if !restart.is_empty() {
+                    actions.push(format!(
+                        "restart the OpenVPN instances whose files changed: {}",
+                        restart
+                            .iter()
+                            .map(|i| format!("openvpn-server@{i}"))
+                            .collect::<Vec<_>>()
+                            .join(" ")
+                    ));
+                }
+            }
+            Err(e) => actions.push(format!("could not re-render {}: {e}", dir.display())),
+        }
     }
     let (mut again, _) = check(broker, options);
     again.actions = actions;
     again
 }
 
-fn check(broker: &Broker, options: &AuditOptions) -> (Report, bool) {
+/// The instances that read one of the `written` files at start: an
+/// instance's own `NAME.conf`/`.up`/`.down`, and every instance for the
+/// shared keys and certificates. CCD entries are read at each connection.
+fn to_restart<'a>(dir: &Path, written: &[PathBuf], instances: &'a [String]) -> Vec<&'a str> {
+    let names: Vec<String> = written.iter().map(|p| relative(dir, p)).collect();
+    let shared = names
+        .iter()
+        .any(|n| !n.starts_with("tb-") && !n.starts_with("ccd/"));
+    instances
+        .iter()
+        .filter(|i| {
+            shared
+                || names.iter().any(|n| {
+                    n.strip_prefix(i.as_str())
+                        .is_some_and(|rest| matches!(rest, ".conf" | ".up" | ".down"))
+                })
+        })
+        .map(String::as_str)
+        .collect()
+}
+
+/// `path` relative to `dir`, for messages.
+fn relative(dir: &Path, path: &Path) -> String {
+    path.strip_prefix(dir).unwrap_or(path).display().to_string()
+}
+
+fn check(broker: &Broker, options: &AuditOptions) -> (Report, Repairs) {
     let mut r = Report::new(format!("tunnelbroker audit: {}", broker.dir().display()));
+    let mut repairs = Repairs::default();
     let snap = match read(broker) {
         Ok(s) => {
             r.pass("database", format!("{} clients read", s.clients.len()));
@@ -101,17 +186,27 @@ fn check(broker: &Broker, options: &AuditOptions) -> (Report, bool) {
                 e.to_string(),
                 "restore clients.db from a backup; the broker cannot work with it",
             );
-            return (r, false);
+            return (r, repairs);
         }
     };
-    check_assignments(broker, &snap, &mut r);
+    let consistent = check_assignments(broker, &snap, &mut r);
     let crl = check_crl_file(broker, &mut r);
-    let mut refresh = crl.as_ref().is_none_or(|(_, stale)| *stale);
+    repairs.crl = crl.as_ref().is_none_or(|(_, stale)| *stale);
     check_certificates(broker, &snap, crl.as_ref().map(|(c, _)| c), options, &mut r);
     if let Some((crl, _)) = &crl {
-        refresh |= check_revoked_listed(&snap, crl, &mut r);
+        repairs.crl |= check_revoked_listed(&snap, crl, &mut r);
     }
-    (r, refresh)
+    if consistent {
+        repairs.render = check_server_files(broker, &snap, options, &mut r);
+    } else {
+        for name in ["server-files", "orphan-files"] {
+            r.skip(
+                name,
+                "the database is inconsistent: what to render is unclear until the FAILs above are fixed",
+            );
+        }
+    }
+    (r, repairs)
 }
 
 fn read(broker: &Broker) -> crate::Result<Snapshot> {
@@ -133,7 +228,8 @@ fn read(broker: &Broker) -> crate::Result<Snapshot> {
     })
 }
 
-fn check_assignments(broker: &Broker, snap: &Snapshot, r: &mut Report) {
+/// Returns whether assignments and ports are consistent.
+fn check_assignments(broker: &Broker, snap: &Snapshot, r: &mut Report) -> bool {
     let settings = broker.settings();
     let mut plan = Allocator::new(settings.pool);
     let mut owners: BTreeMap<_, &ClientId> = BTreeMap::new();
@@ -191,6 +287,7 @@ fn check_assignments(broker: &Broker, snap: &Snapshot, r: &mut Report) {
             ),
         );
     }
+    bad == 0
 }
 
 /// The CRL, and whether it should be re-signed (near or past nextUpdate,
@@ -417,5 +514,126 @@ fn check_revoked_listed(snap: &Snapshot, crl: &Crl, r: &mut Report) -> bool {
             "sign a fresh CRL: `tunnelbroker crl` (or `tunnelbroker audit --fix`)",
         );
         true
+    }
+}
+
+/// Compares the rendered server files with what would be rendered now.
+/// Returns the directory to re-render when that is needed.
+fn check_server_files(
+    broker: &Broker,
+    snap: &Snapshot,
+    options: &AuditOptions,
+    r: &mut Report,
+) -> Option<PathBuf> {
+    let render = "`tunnelbroker server render` (or `tunnelbroker audit --fix`)";
+    let state: ServerFilesState = match broker.check_server_files(options.server_dir.as_deref()) {
+        Ok(s) => s,
+        Err(e) => {
+            r.fail(
+                "server-files",
+                format!("the server files cannot be compared: {e}"),
+                "fix the cause, then run `tunnelbroker server render`",
+            );
+            r.skip("orphan-files", "the server files could not be compared");
+            return None;
+        }
+    };
+    let dir = state.dir.display().to_string();
+    if !state.exists {
+        r.warn(
+            "server-files",
+            format!("{dir} does not exist: the server side was never rendered there"),
+            "`tunnelbroker server render` writes it; if you render elsewhere (--out DIR), audit that with --server-dir DIR",
+        );
+        r.skip("orphan-files", format!("{dir} does not exist"));
+        return None;
+    }
+    for p in &state.missing {
+        r.fail(
+            "server-files",
+            format!("{} is missing", p.display()),
+            format!("{render} writes it"),
+        );
+    }
+    for (p, how) in &state.differing {
+        r.fail(
+            "server-files",
+            format!("{} {how}", p.display()),
+            format!("{render} rewrites it; edits by hand are lost, so make them in the broker"),
+        );
+    }
+    if state.missing.is_empty() && state.differing.is_empty() {
+        r.pass(
+            "server-files",
+            format!(
+                "all {} server files in {dir} are as the database renders them",
+                state.matching
+            ),
+        );
+    }
+    for p in &state.orphans {
+        r.warn(
+            "orphan-files",
+            format!(
+                "{} was rendered for {}; nothing uses it",
+                p.display(),
+                owner(&state.dir, p, broker, snap)
+            ),
+            format!("{render} removes it"),
+        );
+    }
+    for p in &state.foreign {
+        r.warn(
+            "orphan-files",
+            format!(
+                "{} is named like a file of {} but was not written by the broker",
+                p.display(),
+                owner(&state.dir, p, broker, snap)
+            ),
+            "the broker never removes files it did not write: check it and remove it by hand",
+        );
+    }
+    if state.orphans.is_empty() && state.foreign.is_empty() {
+        r.pass(
+            "orphan-files",
+            format!("{dir} holds no files of former clients"),
+        );
+    }
+    let needed =
+        !(state.missing.is_empty() && state.differing.is_empty() && state.orphans.is_empty());
+    needed.then_some(state.dir)
+}
+
+/// Whose a leftover server file is, in words: from its name
+/// (`tb-client-<id>.conf|.up|.down`, `ccd/<id>`, `tb-shared.conf`) and the
+/// database.
+fn owner(dir: &Path, path: &Path, broker: &Broker, snap: &Snapshot) -> String {
+    let rel = relative(dir, path);
+    if rel == "tb-shared.conf" {
+        return format!(
+            "the shared server, but the broker runs in {} mode",
+            broker.settings().mode
+        );
+    }
+    let stem = rel
+        .strip_prefix("ccd/")
+        .or_else(|| {
+            rel.strip_prefix("tb-client-").map(|r| {
+                r.trim_end_matches(".conf")
+                    .trim_end_matches(".up")
+                    .trim_end_matches(".down")
+            })
+        })
+        .unwrap_or(&rel);
+    let Ok(id) = stem.parse::<ClientId>() else {
+        return format!("client {}", shown(stem));
+    };
+    match snap.clients.iter().find(|(c, _)| c.id == id) {
+        Some((c, _)) if c.state == ClientState::Revoked => format!("revoked client {id}"),
+        Some(_) => format!(
+            "client {id} in the other server mode (the broker runs in {} mode)",
+            broker.settings().mode
+        ),
+        None => format!("client {id}, which is no longer in the database"),
     }
 }

@@ -159,8 +159,20 @@ fn check_kernel(sys: &dyn System, r: &mut Report) {
 
 fn check_assignment(cfg: &ClientConfigFile, r: &mut Report) -> Option<BundleFacts> {
     match cfg.facts() {
-        Some((_, Ok(f))) => {
-            r.pass("assignment", describe(&f));
+        Some((line, Ok(f))) => {
+            // The facts line wins; a per-client configuration's own
+            // `ifconfig-ipv6` must agree with it.
+            match cfg.derived_facts() {
+                Some(d) if (d.tunnel, d.server) != (f.tunnel, f.server) => r.fail(
+                    "assignment",
+                    format!(
+                        "line {line} says tunnel address {} and server {}, but `ifconfig-ipv6` sets {} and {}",
+                        f.tunnel, f.server, d.tunnel, d.server
+                    ),
+                    "the configuration was altered: get a fresh bundle from your broker",
+                ),
+                _ => r.pass("assignment", describe(&f)),
+            }
             Some(f)
         }
         Some((line, Err(e))) => {

@@ -19,6 +19,7 @@ use serde::Serialize;
 use crate::broker::{ServerMode, check_interface_name};
 use crate::client_id::ClientId;
 use crate::error::{Error, Result, shown};
+use crate::openvpn::ClientTunnel;
 use crate::plan::{Assignment, ClientKind, Pool};
 
 /// Largest configuration (and referenced file) `doctor` reads.
@@ -73,18 +74,16 @@ impl BundleFacts {
         mode: ServerMode,
         lan: &str,
     ) -> Self {
-        let shared_server = first_host(pool.routing_net());
-        let (tunnel, server) = match (assignment, mode) {
-            (Assignment::Subnet(s), ServerMode::PerClient) => (s.client_end(), s.server_end()),
-            (Assignment::Hermit(h), ServerMode::PerClient) => (h.address(), h.server_link_local()),
-            (a, _) => (a.tunnel_address(), shared_server),
+        let tunnel = match mode {
+            ServerMode::PerClient => ClientTunnel::PerClient,
+            ServerMode::Shared => ClientTunnel::Shared,
         };
         BundleFacts {
             id: Some(id.clone()),
             kind: assignment.kind(),
             prefix: assignment.prefix(),
-            tunnel,
-            server,
+            tunnel: assignment.tunnel_address(),
+            server: tunnel.server_address(pool, assignment),
             lan: (assignment.kind() == ClientKind::Subnet).then(|| lan.to_owned()),
         }
     }

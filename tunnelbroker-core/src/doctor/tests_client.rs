@@ -9,6 +9,9 @@ use time::{Duration, OffsetDateTime};
 
 use super::*;
 use crate::broker::ServerMode;
+use crate::openvpn::{
+    ClientConfig, ClientMaterial, ClientTunnel, CommonName, Host, InterfaceName, Platform,
+};
 use crate::pki::{Ca, CaParams, Issued, KeyType, TlsCryptKey};
 use crate::plan::{Assignment, ClientKind, Pool};
 
@@ -155,12 +158,12 @@ fn pool() -> Pool {
     "2001:db8:0:f100::/56".parse().unwrap()
 }
 
-/// A client bundle as the broker writes it (inline material and the facts line).
+/// A client bundle as the broker writes it: the real renderer's files,
+/// with the facts line and the material inline.
 fn bundle(kind: ClientKind, mode: ServerMode) -> Bundle {
     let ca = Ca::generate(&CaParams::default()).unwrap();
-    let issued = ca
-        .issue_client(&"alice".parse().unwrap(), KeyType::P256, 365)
-        .unwrap();
+    let id: crate::ClientId = "alice".parse().unwrap();
+    let issued = ca.issue_client(&id, KeyType::P256, 365).unwrap();
     let tls = TlsCryptKey::generate().unwrap();
     let a = match kind {
         ClientKind::Subnet => {
@@ -171,32 +174,43 @@ fn bundle(kind: ClientKind, mode: ServerMode) -> Bundle {
         }
     }
     .unwrap();
-    let facts = BundleFacts::new(&"alice".parse().unwrap(), &a, &pool(), mode, "eth0");
-    let dir = tempfile::tempdir().unwrap();
-    let conf = dir.path().join("alice.conf");
-    let text = config_text(
-        &facts,
-        ca.certificate().pem(),
-        issued.certificate.pem(),
-        issued.key.to_pem(),
-        tls.to_text(),
+    let tunnel = match mode {
+        ServerMode::PerClient => ClientTunnel::PerClient,
+        ServerMode::Shared => ClientTunnel::Shared,
+    };
+    let cfg = ClientConfig {
+        client: id.clone(),
+        assignment: a,
+        platform: Platform::Linux,
+        tunnel,
+        server_address: tunnel.server_address(&pool(), &a),
+        remote: Host::new("vpn.example.org").unwrap(),
+        port: 5000,
+        server_name: CommonName::new("tunnelbroker-server").unwrap(),
+        lan_interface: InterfaceName::new("eth0").unwrap(),
+        material: ClientMaterial::new(
+            ca.certificate().pem(),
+            issued.certificate.pem(),
+            Some(issued.key.to_pem()),
+            tls.to_text(),
+        )
+        .unwrap(),
+    };
+    // The renderer and BundleFacts::new agree on what the client should have.
+    assert_eq!(
+        cfg.facts(),
+        BundleFacts::new(&id, &a, &pool(), mode, "eth0")
     );
-    std::fs::write(&conf, text).unwrap();
+    let dir = tempfile::tempdir().unwrap();
+    for f in cfg.emit().unwrap() {
+        std::fs::write(dir.path().join(&f.name), &f.text).unwrap();
+    }
     Bundle {
+        conf: dir.path().join(cfg.file_name()),
         _dir: dir,
-        conf,
         ca,
         issued,
     }
-}
-
-fn config_text(facts: &BundleFacts, ca: &str, cert: &str, key: &str, tls: &str) -> String {
-    format!(
-        "# tunnelbroker: client alice\n# {facts}\n\ntls-client\ndev tun\nproto udp\nremote vpn.example.org 5000\n\
-         ifconfig-ipv6 {}/112 {}\nredirect-gateway ipv6 !ipv4\n\
-         <ca>\n{ca}</ca>\n<cert>\n{cert}</cert>\n<key>\n{key}</key>\n<tls-crypt>\n{tls}</tls-crypt>\n",
-        facts.tunnel, facts.server
-    )
 }
 
 fn doctor(b: &Bundle, sys: &Fake) -> Report {
@@ -355,6 +369,14 @@ fn each_material_breakage_fails_exactly_its_check() {
         ),
         ("config", text.replace("</ca>", "")),
         ("assignment", text.replace("kind=subnet", "kind=router")),
+        // the facts line and `ifconfig-ipv6` disagree
+        (
+            "assignment",
+            text.replace(
+                &format!("server={SERVER_END}"),
+                "server=2001:db8:0:f100::f1ab:3",
+            ),
+        ),
     ];
     for (name, t) in cases {
         std::fs::write(&b.conf, &t).unwrap();

@@ -2,12 +2,14 @@
 //! and the README of its bundle.
 
 use std::fmt;
+use std::net::Ipv6Addr;
 
 use super::text::{ConfigText, ScriptText, Step, ip_addr};
 use super::values::{CommonName, Host, InlineText, InterfaceName};
 use super::{ConfigFile, KEEPALIVE, RenderedFile, Script};
-use crate::error::{Error, Result};
-use crate::{Assignment, ClientId};
+use crate::doctor::BundleFacts;
+use crate::error::{Error, Result, shown};
+use crate::{Assignment, ClientId, Pool};
 
 /// The environment variable that overrides the LAN interface in a subnet
 /// client's scripts.
@@ -32,6 +34,45 @@ pub enum ClientTunnel {
     /// Shared mode: `client` (pull); the server pushes the address from the
     /// client's CCD entry.
     Shared,
+}
+
+impl ClientTunnel {
+    /// The server's address on the tunnel of a client with `assignment` in
+    /// `pool`: what the server configuration sets on its tun device and what
+    /// the client's `doctor` pings.
+    ///
+    /// * per-client mode, subnet: the routing net's server end `routing::H:1`;
+    /// * per-client mode, hermit: the link-local `fe80::1`;
+    /// * shared mode: the routing /64's `::1`, for every client
+    ///   ([`SharedServer::server_address`](super::SharedServer::server_address)).
+    ///
+    /// ```
+    /// use tunnelbroker_core::openvpn::ClientTunnel;
+    /// use tunnelbroker_core::{Assignment, Pool};
+    /// let pool: Pool = "2001:db8:0:f100::/56".parse()?;
+    /// let s = Assignment::Subnet(pool.subnet("2001:db8:0:f1ab::/64".parse().unwrap())?);
+    /// let h = Assignment::Hermit(pool.hermit("2001:db8:0:f1ff::7".parse().unwrap())?);
+    /// let addr = |t: ClientTunnel, a| t.server_address(&pool, &a).to_string();
+    /// assert_eq!(addr(ClientTunnel::PerClient, s), "2001:db8:0:f100::f1ab:1");
+    /// assert_eq!(addr(ClientTunnel::PerClient, h), "fe80::1");
+    /// assert_eq!(addr(ClientTunnel::Shared, s), "2001:db8:0:f100::1");
+    /// assert_eq!(addr(ClientTunnel::Shared, h), "2001:db8:0:f100::1");
+    /// # Ok::<(), tunnelbroker_core::Error>(())
+    /// ```
+    pub fn server_address(self, pool: &Pool, assignment: &Assignment) -> Ipv6Addr {
+        match self {
+            ClientTunnel::PerClient => per_client_server_address(assignment),
+            ClientTunnel::Shared => super::server::shared_server_address(pool),
+        }
+    }
+}
+
+/// The server end a per-client instance sets (`ifconfig-ipv6 SERVER/LEN ..`).
+fn per_client_server_address(assignment: &Assignment) -> Ipv6Addr {
+    match assignment {
+        Assignment::Subnet(s) => s.server_end(),
+        Assignment::Hermit(h) => h.server_link_local(),
+    }
 }
 
 /// A client's key and certificate material, inlined into its configuration.
@@ -85,6 +126,7 @@ impl ClientMaterial {
 ///     assignment: a,
 ///     platform: Platform::Windows,
 ///     tunnel: ClientTunnel::PerClient,
+///     server_address: ClientTunnel::PerClient.server_address(&pool, &a),
 ///     remote: Host::new("vpn.example.org")?,
 ///     port: 5001,
 ///     server_name: CommonName::new("server")?,
@@ -95,6 +137,12 @@ impl ClientMaterial {
 /// let text = cfg.config().to_string();
 /// assert!(text.contains("\nifconfig-ipv6 2001:db8:0:f1ff::7/64 fe80::1\n"));
 /// assert!(!text.contains("\nup "));
+/// assert!(text.contains("\n# tunnelbroker-doctor: id=bob kind=hermit prefix=2001:db8:0:f1ff::7/128 \
+///     tunnel=2001:db8:0:f1ff::7 server=fe80::1\n"));
+/// assert_eq!(cfg.facts().server.to_string(), "fe80::1");
+/// // In per-client mode the server address follows from the assignment.
+/// let wrong = ClientConfig { server_address: "2001:db8:0:f100::1".parse().unwrap(), ..cfg };
+/// assert!(wrong.emit().is_err());
 /// # Ok::<(), tunnelbroker_core::Error>(())
 /// ```
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -107,6 +155,11 @@ pub struct ClientConfig {
     pub platform: Platform,
     /// Per-client or shared server.
     pub tunnel: ClientTunnel,
+    /// The server's address on the tunnel, as the server configuration sets
+    /// it ([`ClientTunnel::server_address`]); written into the configuration's
+    /// `# tunnelbroker-doctor:` line for `doctor` to ping. In per-client mode
+    /// it must be the assignment's server end ([`emit`](Self::emit) checks).
+    pub server_address: Ipv6Addr,
     /// The broker's public host name or address.
     pub remote: Host,
     /// The server's UDP port for this client.
@@ -133,6 +186,56 @@ impl ClientConfig {
         format!("{}.key", self.client)
     }
 
+    /// What `doctor` should find on the client, as the configuration's
+    /// `# tunnelbroker-doctor:` line says it ([`BundleFacts`]). The LAN
+    /// interface is named only for Linux, where the scripts use it.
+    pub fn facts(&self) -> BundleFacts {
+        BundleFacts {
+            id: Some(self.client.clone()),
+            kind: self.assignment.kind(),
+            prefix: self.assignment.prefix(),
+            tunnel: self.assignment.tunnel_address(),
+            server: self.server_address,
+            lan: self.has_scripts().then(|| self.lan_interface.to_string()),
+        }
+    }
+
+    /// Checks [`server_address`](Self::server_address) against the
+    /// assignment and the tunnel kind.
+    fn check_server_address(&self) -> Result<()> {
+        let addr = self.server_address;
+        let bad = |reason: String| {
+            Err(Error::InvalidConfigValue {
+                what: "server address",
+                input: shown(&addr.to_string()),
+                reason,
+            })
+        };
+        match self.tunnel {
+            ClientTunnel::PerClient => {
+                let want = per_client_server_address(&self.assignment);
+                if addr != want {
+                    return bad(format!(
+                        "a per-client server of {} has the address {want}",
+                        super::server::describe(&self.assignment)
+                    ));
+                }
+            }
+            ClientTunnel::Shared => {
+                if addr.is_unspecified() || addr.is_loopback() || addr.is_multicast() {
+                    return bad("not a unicast address".into());
+                }
+                if self.assignment.prefix().contains(&addr) {
+                    return bad(format!(
+                        "it lies in the client's own {}",
+                        self.assignment.prefix()
+                    ));
+                }
+            }
+        }
+        Ok(())
+    }
+
     fn has_scripts(&self) -> bool {
         self.platform == Platform::Linux && self.assignment.as_subnet().is_some()
     }
@@ -145,6 +248,7 @@ impl ClientConfig {
             self.client,
             super::server::describe(&self.assignment)
         ));
+        c.comment(self.facts().to_string());
         match self.platform {
             Platform::Linux => c.comment(format!(
                 "start: openvpn --cd DIR --config {} (or copy to /etc/openvpn/client/ and use openvpn-client@{})",
@@ -290,7 +394,8 @@ impl ClientConfig {
     }
 
     /// Every file of the client's bundle: the configuration, the scripts
-    /// (executable) and `README.txt`.
+    /// (executable) and `README.txt`. Fails on port 0 and on a
+    /// [`server_address`](Self::server_address) that cannot be the server's.
     pub fn emit(&self) -> Result<Vec<RenderedFile>> {
         if self.port == 0 {
             return Err(Error::InvalidConfigValue {
@@ -299,6 +404,7 @@ impl ClientConfig {
                 reason: "use a UDP port from 1 to 65535".into(),
             });
         }
+        self.check_server_address()?;
         let mut files = vec![RenderedFile::config(
             self.file_name(),
             self.config().to_string(),

@@ -388,6 +388,11 @@ impl PerClientServer {
     }
 }
 
+/// The shared server's tun address: interface ID 1 of the routing /64.
+pub(crate) fn shared_server_address(pool: &Pool) -> Ipv6Addr {
+    Ipv6Addr::from(u128::from(pool.routing_net().network()) | 1)
+}
+
 /// The per-client instance name of `client`: `tb-client-<id>`.
 pub fn instance_name(client: &ClientId) -> String {
     format!("tb-client-{client}")
@@ -450,7 +455,7 @@ impl SharedServer {
 
     /// The server's tun address: interface ID 1 of the routing /64.
     pub fn server_address(&self) -> Ipv6Addr {
-        Ipv6Addr::from(u128::from(self.pool.routing_net().network()) | 1)
+        shared_server_address(&self.pool)
     }
 
     /// The management socket, `<run_dir>/tb<port>.sock`.

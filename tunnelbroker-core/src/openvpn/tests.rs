@@ -35,6 +35,7 @@ fn client(name: &str, a: Assignment, platform: Platform, tunnel: ClientTunnel) -
         assignment: a,
         platform,
         tunnel,
+        server_address: tunnel.server_address(&pool(), &a),
         remote: Host::new("vpn.example.org").unwrap(),
         port: 5000,
         server_name: CommonName::new("tunnelbroker-server").unwrap(),
@@ -253,4 +254,111 @@ fn scripts_pass_sh_syntax_check() {
             String::from_utf8_lossy(&out.stderr)
         );
     }
+}
+
+/// The address of the last `ifconfig-ipv6`/`ifconfig-ipv6-push` of a
+/// configuration, read back with `doctor`'s parser: (local, remote).
+fn ifconfig(text: &str, option: &str) -> Option<(std::net::Ipv6Addr, std::net::Ipv6Addr)> {
+    let cfg = crate::doctor::ClientConfigFile::parse(std::path::Path::new("x.conf"), text).unwrap();
+    let d = cfg.directive(option)?;
+    let local: ipnet::Ipv6Net = d.args[0].parse().unwrap();
+    Some((local.addr(), d.args[1].parse().unwrap()))
+}
+
+#[test]
+fn every_client_config_carries_facts_that_parse_back() {
+    use crate::doctor::{BundleFacts, ClientConfigFile};
+    for t in [ClientTunnel::PerClient, ClientTunnel::Shared] {
+        for p in [Platform::Linux, Platform::Windows] {
+            for (a, kind) in [
+                (subnet(), crate::ClientKind::Subnet),
+                (hermit(), crate::ClientKind::Hermit),
+            ] {
+                let c = client("alice", a, p, t);
+                let text = c.config().to_string();
+                let lines: Vec<&str> = text
+                    .lines()
+                    .filter(|l| l.starts_with("# tunnelbroker-doctor: "))
+                    .collect();
+                assert_eq!(lines.len(), 1, "{text}");
+                let parsed: BundleFacts = lines[0][2..].parse().unwrap();
+                assert_eq!(parsed, c.facts());
+                let read = ClientConfigFile::parse(std::path::Path::new("alice.conf"), &text)
+                    .unwrap()
+                    .facts()
+                    .unwrap()
+                    .1
+                    .unwrap();
+                assert_eq!(read, parsed);
+                assert_eq!(read.id.as_ref().map(ClientId::as_str), Some("alice"));
+                assert_eq!(read.kind, kind);
+                assert_eq!(read.prefix, a.prefix());
+                assert_eq!(read.tunnel, a.tunnel_address());
+                assert_eq!(read.server, t.server_address(&pool(), &a));
+                // Only a Linux subnet client has scripts that use a LAN interface.
+                let lan = p == Platform::Linux && kind == crate::ClientKind::Subnet;
+                assert_eq!(read.lan.as_deref(), lan.then_some("eth0"), "{text}");
+                // A per-client configuration's own ifconfig-ipv6 agrees.
+                match t {
+                    ClientTunnel::PerClient => {
+                        assert_eq!(
+                            ifconfig(&text, "ifconfig-ipv6"),
+                            Some((read.tunnel, read.server))
+                        );
+                    }
+                    ClientTunnel::Shared => assert_eq!(ifconfig(&text, "ifconfig-ipv6"), None),
+                }
+            }
+        }
+    }
+}
+
+#[test]
+fn the_facts_name_the_address_the_server_configures() {
+    // Per-client: the server instance's `ifconfig-ipv6 SERVER/LEN CLIENT`.
+    for a in [subnet(), hermit()] {
+        let c = client("alice", a, Platform::Linux, ClientTunnel::PerClient);
+        let srv = PerClientServer::new(id("alice"), a, 5000, ServerOptions::default()).unwrap();
+        let (server, peer) = ifconfig(&srv.config().unwrap().to_string(), "ifconfig-ipv6").unwrap();
+        assert_eq!(c.facts().server, server);
+        assert_eq!(c.facts().tunnel, peer);
+    }
+    // Shared: the server's tun address, and the gateway its CCD entry pushes.
+    let srv = SharedServer::new(pool(), 5000, ServerOptions::default()).unwrap();
+    let (server, _) = ifconfig(&srv.config().unwrap().to_string(), "ifconfig-ipv6").unwrap();
+    for a in [subnet(), hermit()] {
+        let c = client("alice", a, Platform::Linux, ClientTunnel::Shared);
+        assert_eq!(c.facts().server, server);
+        let ccd = srv.ccd(&id("alice"), &a).unwrap().to_string();
+        let (tunnel, gateway) = ifconfig(&ccd, "ifconfig-ipv6-push").unwrap();
+        assert_eq!(c.facts().server, gateway);
+        assert_eq!(c.facts().tunnel, tunnel);
+    }
+}
+
+#[test]
+fn a_server_address_that_cannot_be_the_servers_is_refused() {
+    let per = |addr: &str| {
+        let mut c = client("alice", subnet(), Platform::Linux, ClientTunnel::PerClient);
+        c.server_address = addr.parse().unwrap();
+        c.emit()
+    };
+    assert!(per("2001:db8:0:f100::f1ab:1").is_ok());
+    for bad in ["2001:db8:0:f100::1", "fe80::1", "2001:db8:0:f100::f1ab:2"] {
+        let e = per(bad).unwrap_err();
+        assert_eq!(e.kind(), crate::ErrorKind::InvalidInput);
+        assert!(e.to_string().contains("2001:db8:0:f100::f1ab:1"), "{e}");
+    }
+    let shared = |a: Assignment, addr: &str| {
+        let mut c = client("alice", a, Platform::Windows, ClientTunnel::Shared);
+        c.server_address = addr.parse().unwrap();
+        c.emit()
+    };
+    assert!(shared(subnet(), "2001:db8:0:f100::1").is_ok());
+    assert!(shared(hermit(), "2001:db8:0:f100::1").is_ok());
+    for bad in ["::", "::1", "ff02::1", "2001:db8:0:f1ab::1"] {
+        let e = shared(subnet(), bad).unwrap_err();
+        assert!(e.to_string().contains("server address"), "{e}");
+    }
+    assert!(shared(hermit(), "2001:db8:0:f1ff::7").is_err());
 }

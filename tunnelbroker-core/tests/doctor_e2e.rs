@@ -1,0 +1,365 @@
+//! `doctor` on a real client (issue 7): a subnet client connected by real
+//! OpenVPN 2.6 in its own network namespace, with a LAN behind it, passes
+//! every check; each broken setup (forwarding off, LAN address missing,
+//! default route missing, certificate expired, key of another client) gives
+//! exactly the FAIL that names it, and nothing else fails. A shared-mode
+//! client passes too: its configuration's facts line names the server.
+//!
+//! `doctor` runs as the library call with the real machine, seen from
+//! inside the client's namespace: [`InNamespace`] runs every command
+//! `doctor` runs and reads every `/proc` file it reads through
+//! `ip netns exec`. The harness (root, namespaces, cleanup) is `lab.rs`.
+
+use std::fs;
+use std::os::unix::fs::PermissionsExt;
+use std::path::Path;
+
+use serde_json::Value;
+use time::OffsetDateTime;
+use tunnelbroker_core::doctor::{
+    self, CommandOutput, DoctorOptions, LiveSystem, Report, Status, System,
+};
+use tunnelbroker_core::{Broker, ClientKind, KeyType, NewClient, PrivateKey, ServerMode};
+
+use crate::lab::*;
+
+/// The machine as a process inside network namespace `ns` sees it.
+struct InNamespace {
+    ns: String,
+}
+
+impl System for InNamespace {
+    fn run(&self, program: &str, args: &[&str]) -> Option<CommandOutput> {
+        let mut full = vec!["netns", "exec", &self.ns, program];
+        full.extend_from_slice(args);
+        LiveSystem.run("ip", &full)
+    }
+
+    fn read(&self, path: &str) -> Option<String> {
+        // /proc/net and /proc/sys/net belong to the reader's namespace.
+        self.run("cat", &[path])
+            .filter(|o| o.success)
+            .map(|o| o.stdout)
+    }
+
+    fn is_char_device(&self, path: &str) -> Option<bool> {
+        LiveSystem.is_char_device(path)
+    }
+
+    fn now(&self) -> OffsetDateTime {
+        LiveSystem.now()
+    }
+}
+
+/// Every check `doctor` makes on a subnet client whose tunnel is up.
+const SUBNET_CHECKS: [&str; 16] = [
+    "openvpn",
+    "tun-device",
+    "ipv6",
+    "config",
+    "assignment",
+    "ca",
+    "certificate",
+    "key",
+    "validity",
+    "tls-crypt",
+    "tunnel",
+    "route",
+    "ping",
+    "forwarding",
+    "lan-address",
+    "prefix-owner",
+];
+
+fn doctor(ns: &str, conf: &Path) -> Report {
+    doctor::run(
+        conf,
+        &DoctorOptions::default(),
+        &InNamespace { ns: ns.to_owned() },
+    )
+}
+
+/// Every check passes: nothing fails, warns or is skipped.
+fn assert_all_pass(r: &Report) {
+    let names: Vec<&str> = r.checks.iter().map(|c| c.name.as_str()).collect();
+    assert_eq!(names, SUBNET_CHECKS, "{r}");
+    assert_eq!(r.count(Status::Pass), SUBNET_CHECKS.len(), "{r}");
+}
+
+/// Exactly one check fails, the named one, and its message says `what`.
+fn assert_only_fail(r: &Report, name: &str, what: &str) {
+    let failed: Vec<_> = r.with_status(Status::Fail).collect();
+    assert_eq!(failed.len(), 1, "{r}");
+    assert_eq!(failed[0].name, name, "{r}");
+    assert!(failed[0].message.contains(what), "{what}: {r}");
+    assert!(failed[0].hint.is_some(), "{r}");
+}
+
+/// A PKCS#10 request for `key`, as a client that keeps its key makes it.
+fn csr(key: &PrivateKey, cn: &str) -> String {
+    let pair = rcgen::KeyPair::from_pem(key.to_pem()).unwrap();
+    let mut p = rcgen::CertificateParams::new(Vec::<String>::new()).unwrap();
+    p.distinguished_name.push(rcgen::DnType::CommonName, cn);
+    p.serialize_request(&pair).unwrap().pem().unwrap()
+}
+
+/// A client certificate for `cn` and `key`, signed by the broker's CA like
+/// its own, but valid from 60 days ago to yesterday.
+fn expired_certificate(b: &Broker, cn: &str, key: &PrivateKey) -> String {
+    let ca_key = rcgen::KeyPair::from_pem(b.ca().key().to_pem()).unwrap();
+    let issuer = rcgen::Issuer::from_ca_cert_pem(b.ca().certificate().pem(), ca_key).unwrap();
+    let mut p = rcgen::CertificateParams::new(Vec::<String>::new()).unwrap();
+    p.distinguished_name.push(rcgen::DnType::CommonName, cn);
+    let now = OffsetDateTime::now_utc();
+    p.not_before = now - time::Duration::days(60);
+    p.not_after = now - time::Duration::days(1);
+    p.serial_number = Some(rcgen::SerialNumber::from_slice(&[
+        0x4e, 0x0f, 0x1d, 0x2c, 0x3b, 0x4a, 0x59, 0x68, 0x77,
+    ]));
+    p.is_ca = rcgen::IsCa::ExplicitNoCa;
+    p.key_usages = vec![rcgen::KeyUsagePurpose::DigitalSignature];
+    p.extended_key_usages = vec![rcgen::ExtendedKeyUsagePurpose::ClientAuth];
+    p.use_authority_key_identifier_extension = true;
+    let pair = rcgen::KeyPair::from_pem(key.to_pem()).unwrap();
+    p.signed_by(&pair, &issuer).unwrap().pem()
+}
+
+/// The routes the client configuration's `redirect-gateway ipv6` put on
+/// `dev`: everything shorter than a /16 there (the routing net and the
+/// link-local net are longer). Each as `ip -6 route` arguments.
+fn redirect_routes(lab: &Lab, ns: &str, dev: &str) -> Vec<Vec<String>> {
+    let json: Value =
+        serde_json::from_str(&lab.ns(ns, &["ip", "-j", "-6", "route", "show", "dev", dev]))
+            .unwrap();
+    let mut routes = Vec::new();
+    for r in json.as_array().unwrap() {
+        let dst = r["dst"].as_str().unwrap().to_owned();
+        let len = if dst == "default" {
+            0
+        } else {
+            dst.split_once('/')
+                .map_or(128, |(_, l)| l.parse::<u8>().unwrap())
+        };
+        if len >= 16 {
+            continue;
+        }
+        let mut args = vec![dst, "dev".to_owned(), dev.to_owned()];
+        if let Some(m) = r["metric"].as_u64() {
+            args.extend(["metric".to_owned(), m.to_string()]);
+        }
+        routes.push(args);
+    }
+    routes
+}
+
+/// Waits until the tunnel carries traffic to `server` (doctor's one ping
+/// is meant for a tunnel that is up, not for one still coming up).
+fn carries(lab: &Lab, ns: &str, server: &str) {
+    assert!(
+        lab.ping(ns, server, None, 15),
+        "the tunnel does not carry traffic to {server}"
+    );
+}
+
+fn ip6_route(lab: &Lab, ns: &str, verb: &str, args: &[String]) {
+    let mut full = vec!["ip", "-6", "route", verb];
+    full.extend(args.iter().map(String::as_str));
+    lab.ns(ns, &full);
+}
+
+/// A broker with `alice`, a subnet client that made her own key (her
+/// configuration reads `alice.key` from its folder), and `bob`, a hermit
+/// whose key the broker made. Returns the broker and alice's key.
+fn broker_with_alice(tmp: &Path, mode: ServerMode, port: u16) -> (Broker, PrivateKey) {
+    let b = broker(tmp, mode, port);
+    let key = PrivateKey::generate(KeyType::P256).unwrap();
+    let mut req = NewClient::new("alice".parse().unwrap(), ClientKind::Subnet);
+    req.csr = Some(csr(&key, "alice"));
+    b.add_client(&req).unwrap();
+    add(&b, "bob", ClientKind::Hermit);
+    (b, key)
+}
+
+/// Unpacks alice's bundle and puts her key next to the configuration.
+fn install_alice(b: &Broker, key: &PrivateKey, tmp: &Path) -> std::path::PathBuf {
+    let dir = unpack(b, "alice", tmp);
+    let path = dir.join("alice.key");
+    fs::write(&path, key.to_pem()).unwrap();
+    fs::set_permissions(&path, fs::Permissions::from_mode(0o600)).unwrap();
+    dir
+}
+
+/// Per-client mode: all PASS, then each breakage alone.
+fn per_client_subnet_client() {
+    let tmp = tempfile::tempdir().unwrap();
+    let (b, alice_key) = broker_with_alice(tmp.path(), ServerMode::PerClient, 5200);
+    let alice = b.client(&"alice".parse().unwrap()).unwrap();
+    let sa = *alice.assignment.as_subnet().unwrap();
+    let report = b.render_server(None).unwrap();
+
+    let mut lab = Lab::new("d");
+    let (s, ns) = underlay(&mut lab, &["a"]);
+    let client = ns[0].clone();
+    let lan = lab.add_ns("l");
+    lab.link(&client, LAN_IF, &lan, "eth0");
+    let srv_log = start_server(&mut lab, &s, &b, &report.dir, "tb-client-alice");
+    let dir = install_alice(&b, &alice_key, tmp.path());
+    let log = start_client(&mut lab, "alice", &client, &dir, "alice");
+    wait_connected(&log, &srv_log);
+    let conf = dir.join("alice.conf");
+    // The server instance completes its side a moment after the client.
+    carries(&lab, &client, &sa.server_end().to_string());
+
+    // Healthy: every check passes, with the bundle's own scripts having
+    // set forwarding and the LAN address, and the server end answering.
+    let r = doctor(&client, &conf);
+    assert_all_pass(&r);
+    let ping = r.checks.iter().find(|c| c.name == "ping").unwrap();
+    assert_eq!(
+        ping.message,
+        format!("the server's end {} answers", sa.server_end())
+    );
+    let lan_check = r.checks.iter().find(|c| c.name == "lan-address").unwrap();
+    assert_eq!(
+        lan_check.message,
+        format!("{LAN_IF} carries {}/64", sa.lan_address())
+    );
+
+    // Forwarding off.
+    let sysctl = |v: &str| {
+        lab.ns(
+            &client,
+            &[
+                "sysctl",
+                "-q",
+                "-w",
+                &format!("net.ipv6.conf.all.forwarding={v}"),
+            ],
+        );
+    };
+    sysctl("0");
+    assert_only_fail(
+        &doctor(&client, &conf),
+        "forwarding",
+        "IPv6 forwarding is off",
+    );
+    sysctl("1");
+    assert_all_pass(&doctor(&client, &conf));
+
+    // The LAN address removed.
+    let lan_addr = format!("{}/64", sa.lan_address());
+    lab.ns(
+        &client,
+        &["ip", "-6", "addr", "del", &lan_addr, "dev", LAN_IF],
+    );
+    assert_only_fail(
+        &doctor(&client, &conf),
+        "lan-address",
+        &format!("{LAN_IF} does not carry {lan_addr}"),
+    );
+    lab.ns(
+        &client,
+        &["ip", "-6", "addr", "add", &lan_addr, "dev", LAN_IF, "nodad"],
+    );
+    assert_all_pass(&doctor(&client, &conf));
+
+    // The default IPv6 route through the tunnel removed: what
+    // `redirect-gateway ipv6` installed (OpenVPN 2.6: ::/3, 2000::/4,
+    // 3000::/4, fc00::/7; at least the one that covers 2000::/3).
+    let routes = redirect_routes(&lab, &client, "tun0");
+    assert!(
+        routes
+            .iter()
+            .any(|r| r[0] == "2000::/4" || r[0] == "2000::/3" || r[0] == "default"),
+        "{routes:?}"
+    );
+    for r in &routes {
+        ip6_route(&lab, &client, "del", r);
+    }
+    assert_only_fail(
+        &doctor(&client, &conf),
+        "route",
+        "there is no route for global IPv6",
+    );
+    for r in &routes {
+        ip6_route(&lab, &client, "add", r);
+    }
+    assert_all_pass(&doctor(&client, &conf));
+
+    // An expired certificate (the CA's signature, alice's key).
+    let text = fs::read_to_string(&conf).unwrap();
+    let current = b.client_credentials(&alice.id).unwrap().certificate;
+    let expired = expired_certificate(&b, "alice", &alice_key);
+    let with_expired = text.replace(current.pem(), &expired);
+    assert_ne!(with_expired, text);
+    fs::write(&conf, &with_expired).unwrap();
+    assert_only_fail(
+        &doctor(&client, &conf),
+        "validity",
+        "the certificate expired on",
+    );
+    fs::write(&conf, &text).unwrap();
+    assert_all_pass(&doctor(&client, &conf));
+
+    // The key of another client in alice's key file.
+    let key_file = dir.join("alice.key");
+    let bob_key = b
+        .client_credentials(&"bob".parse().unwrap())
+        .unwrap()
+        .key
+        .unwrap();
+    fs::write(&key_file, bob_key.to_pem()).unwrap();
+    assert_only_fail(
+        &doctor(&client, &conf),
+        "key",
+        "the key does not belong to the certificate of \"alice\"",
+    );
+    fs::write(&key_file, alice_key.to_pem()).unwrap();
+    assert_all_pass(&doctor(&client, &conf));
+}
+
+/// Shared mode: the server's address is not in the configuration's
+/// options, only in its facts line; doctor pings it and passes.
+fn shared_subnet_client() {
+    let tmp = tempfile::tempdir().unwrap();
+    let (b, alice_key) = broker_with_alice(tmp.path(), ServerMode::Shared, 5300);
+    let report = b.render_server(None).unwrap();
+    let mut lab = Lab::new("e");
+    let (s, ns) = underlay(&mut lab, &["a"]);
+    let client = ns[0].clone();
+    let lan = lab.add_ns("l");
+    lab.link(&client, LAN_IF, &lan, "eth0");
+    let srv_log = start_server(&mut lab, &s, &b, &report.dir, "tb-shared");
+    let dir = install_alice(&b, &alice_key, tmp.path());
+    let conf = dir.join("alice.conf");
+    assert!(
+        !fs::read_to_string(&conf)
+            .unwrap()
+            .contains("\nifconfig-ipv6 ")
+    );
+    let log = start_client(&mut lab, "alice", &client, &dir, "alice");
+    wait_connected(&log, &srv_log);
+    carries(&lab, &client, "2001:db8:0:f100::1");
+    let r = doctor(&client, &conf);
+    assert_all_pass(&r);
+    assert!(
+        r.to_string()
+            .contains("PASS  ping          the server's end 2001:db8:0:f100::1 answers"),
+        "{r}"
+    );
+    // With the server gone, the tunnel stays up but carries nothing:
+    // exactly `ping` fails.
+    lab.stop("tb-shared");
+    assert_only_fail(&doctor(&client, &conf), "ping", "does not answer");
+}
+
+#[test]
+fn doctor_passes_a_working_client_and_names_each_breakage() {
+    needs_root(
+        "doctor_passes_a_working_client_and_names_each_breakage",
+        || {
+            per_client_subnet_client();
+            shared_subnet_client();
+        },
+    );
+}

@@ -167,23 +167,27 @@ fn ip6_route(lab: &Lab, ns: &str, verb: &str, args: &[String]) {
     lab.ns(ns, &full);
 }
 
-/// A broker with `alice`, a subnet client that made her own key (her
-/// configuration reads `alice.key` from its folder), and `bob`, a hermit
-/// whose key the broker made. Returns the broker and alice's key.
-fn broker_with_alice(tmp: &Path, mode: ServerMode, port: u16) -> (Broker, PrivateKey) {
+/// A broker with `dora`, a subnet client that made her own key (her
+/// configuration reads `dora.key` from its folder), and `bob`, a hermit
+/// whose key the broker made. Returns the broker and dora's key.
+///
+/// Not `alice`, the subnet client of openvpn_e2e.rs, which runs at the same
+/// time: a subnet client's up script keeps its forwarding marker in `/run`
+/// under the client's ID, and `/run` is shared by every namespace.
+fn broker_with_dora(tmp: &Path, mode: ServerMode, port: u16) -> (Broker, PrivateKey) {
     let b = broker(tmp, mode, port);
     let key = PrivateKey::generate(KeyType::P256).unwrap();
-    let mut req = NewClient::new("alice".parse().unwrap(), ClientKind::Subnet);
-    req.csr = Some(csr(&key, "alice"));
+    let mut req = NewClient::new("dora".parse().unwrap(), ClientKind::Subnet);
+    req.csr = Some(csr(&key, "dora"));
     b.add_client(&req).unwrap();
     add(&b, "bob", ClientKind::Hermit);
     (b, key)
 }
 
-/// Unpacks alice's bundle and puts her key next to the configuration.
-fn install_alice(b: &Broker, key: &PrivateKey, tmp: &Path) -> std::path::PathBuf {
-    let dir = unpack(b, "alice", tmp);
-    let path = dir.join("alice.key");
+/// Unpacks dora's bundle and puts her key next to the configuration.
+fn install_dora(b: &Broker, key: &PrivateKey, tmp: &Path) -> std::path::PathBuf {
+    let dir = unpack(b, "dora", tmp);
+    let path = dir.join("dora.key");
     fs::write(&path, key.to_pem()).unwrap();
     fs::set_permissions(&path, fs::Permissions::from_mode(0o600)).unwrap();
     dir
@@ -192,9 +196,9 @@ fn install_alice(b: &Broker, key: &PrivateKey, tmp: &Path) -> std::path::PathBuf
 /// Per-client mode: all PASS, then each breakage alone.
 fn per_client_subnet_client() {
     let tmp = tempfile::tempdir().unwrap();
-    let (b, alice_key) = broker_with_alice(tmp.path(), ServerMode::PerClient, 5200);
-    let alice = b.client(&"alice".parse().unwrap()).unwrap();
-    let sa = *alice.assignment.as_subnet().unwrap();
+    let (b, dora_key) = broker_with_dora(tmp.path(), ServerMode::PerClient, 5200);
+    let dora = b.client(&"dora".parse().unwrap()).unwrap();
+    let sa = *dora.assignment.as_subnet().unwrap();
     let report = b.render_server(None).unwrap();
 
     let mut lab = Lab::new("d");
@@ -202,11 +206,11 @@ fn per_client_subnet_client() {
     let client = ns[0].clone();
     let lan = lab.add_ns("l");
     lab.link(&client, LAN_IF, &lan, "eth0");
-    let srv_log = start_server(&mut lab, &s, &b, &report.dir, "tb-client-alice");
-    let dir = install_alice(&b, &alice_key, tmp.path());
-    let log = start_client(&mut lab, "alice", &client, &dir, "alice");
+    let srv_log = start_server(&mut lab, &s, &b, &report.dir, "tb-client-dora");
+    let dir = install_dora(&b, &dora_key, tmp.path());
+    let log = start_client(&mut lab, "dora", &client, &dir, "dora");
     wait_connected(&log, &srv_log);
-    let conf = dir.join("alice.conf");
+    let conf = dir.join("dora.conf");
     // The server instance completes its side a moment after the client.
     carries(&lab, &client, &sa.server_end().to_string());
 
@@ -286,10 +290,10 @@ fn per_client_subnet_client() {
     }
     assert_all_pass(&doctor(&client, &conf));
 
-    // An expired certificate (the CA's signature, alice's key).
+    // An expired certificate (the CA's signature, dora's key).
     let text = fs::read_to_string(&conf).unwrap();
-    let current = b.client_credentials(&alice.id).unwrap().certificate;
-    let expired = expired_certificate(&b, "alice", &alice_key);
+    let current = b.client_credentials(&dora.id).unwrap().certificate;
+    let expired = expired_certificate(&b, "dora", &dora_key);
     let with_expired = text.replace(current.pem(), &expired);
     assert_ne!(with_expired, text);
     fs::write(&conf, &with_expired).unwrap();
@@ -301,8 +305,8 @@ fn per_client_subnet_client() {
     fs::write(&conf, &text).unwrap();
     assert_all_pass(&doctor(&client, &conf));
 
-    // The key of another client in alice's key file.
-    let key_file = dir.join("alice.key");
+    // The key of another client in dora's key file.
+    let key_file = dir.join("dora.key");
     let bob_key = b
         .client_credentials(&"bob".parse().unwrap())
         .unwrap()
@@ -312,9 +316,9 @@ fn per_client_subnet_client() {
     assert_only_fail(
         &doctor(&client, &conf),
         "key",
-        "the key does not belong to the certificate of \"alice\"",
+        "the key does not belong to the certificate of \"dora\"",
     );
-    fs::write(&key_file, alice_key.to_pem()).unwrap();
+    fs::write(&key_file, dora_key.to_pem()).unwrap();
     assert_all_pass(&doctor(&client, &conf));
 }
 
@@ -322,7 +326,7 @@ fn per_client_subnet_client() {
 /// options, only in its facts line; doctor pings it and passes.
 fn shared_subnet_client() {
     let tmp = tempfile::tempdir().unwrap();
-    let (b, alice_key) = broker_with_alice(tmp.path(), ServerMode::Shared, 5300);
+    let (b, dora_key) = broker_with_dora(tmp.path(), ServerMode::Shared, 5300);
     let report = b.render_server(None).unwrap();
     let mut lab = Lab::new("e");
     let (s, ns) = underlay(&mut lab, &["a"]);
@@ -330,14 +334,14 @@ fn shared_subnet_client() {
     let lan = lab.add_ns("l");
     lab.link(&client, LAN_IF, &lan, "eth0");
     let srv_log = start_server(&mut lab, &s, &b, &report.dir, "tb-shared");
-    let dir = install_alice(&b, &alice_key, tmp.path());
-    let conf = dir.join("alice.conf");
+    let dir = install_dora(&b, &dora_key, tmp.path());
+    let conf = dir.join("dora.conf");
     assert!(
         !fs::read_to_string(&conf)
             .unwrap()
             .contains("\nifconfig-ipv6 ")
     );
-    let log = start_client(&mut lab, "alice", &client, &dir, "alice");
+    let log = start_client(&mut lab, "dora", &client, &dir, "dora");
     wait_connected(&log, &srv_log);
     carries(&lab, &client, "2001:db8:0:f100::1");
     let r = doctor(&client, &conf);

@@ -111,7 +111,8 @@ fn init_refuses_a_non_empty_directory_and_bad_settings_leave_nothing() {
 #[test]
 fn settings_follow_the_pki_rule_for_validity_periods() {
     let tmp = tempfile::tempdir().unwrap();
-    let fields: [(&str, fn(&mut Settings) -> &mut u32); 4] = [
+    type Field = fn(&mut Settings) -> &mut u32;
+    let fields: [(&str, Field); 4] = [
         ("validity.ca_days", |s| &mut s.validity.ca_days),
         ("validity.server_days", |s| &mut s.validity.server_days),
         ("validity.client_days", |s| &mut s.validity.client_days),

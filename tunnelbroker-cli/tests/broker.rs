@@ -4,73 +4,13 @@
 
 use std::collections::HashSet;
 use std::path::Path;
-use std::process::{Command, Output, Stdio};
+use std::process::{Command, Stdio};
 use std::time::Duration;
 
 use serde_json::Value;
 use tunnelbroker_core::{Broker, ClientId};
 
-fn tb(dir: &Path, args: &[&str]) -> Output {
-    Command::new(env!("CARGO_BIN_EXE_tunnelbroker"))
-        .arg("--dir")
-        .arg(dir)
-        .args(args)
-        .env_remove("TUNNELBROKER_DIR")
-        .env("RUST_BACKTRACE", "1")
-        .output()
-        .unwrap()
-}
-
-fn ok(out: &Output) -> String {
-    assert!(
-        out.status.success(),
-        "status {:?}\nstdout: {}\nstderr: {}",
-        out.status,
-        String::from_utf8_lossy(&out.stdout),
-        String::from_utf8_lossy(&out.stderr)
-    );
-    String::from_utf8(out.stdout.clone()).unwrap()
-}
-
-/// Asserts a failure with `status` and exactly one line on stderr, no panic.
-fn fails(out: &Output, status: i32) -> String {
-    let err = String::from_utf8_lossy(&out.stderr).to_string();
-    assert_eq!(out.status.code(), Some(status), "stderr: {err}");
-    assert!(
-        !err.contains("panicked") && !err.contains("backtrace"),
-        "{err}"
-    );
-    assert_eq!(
-        err.trim_end().lines().count(),
-        1,
-        "one line expected: {err}"
-    );
-    err
-}
-
-/// Asserts a usage error from clap: status 2, no panic (clap's own
-/// multi-line message with the usage is expected here).
-fn usage_error(out: &Output) {
-    let err = String::from_utf8_lossy(&out.stderr);
-    assert_eq!(out.status.code(), Some(2), "stderr: {err}");
-    assert!(!err.contains("panicked"), "{err}");
-}
-
-fn init(dir: &Path, extra: &[&str]) {
-    let mut args = vec![
-        "init",
-        "--pool",
-        "2001:db8:0:f100::/56",
-        "--endpoint",
-        "vpn.example.net",
-    ];
-    args.extend_from_slice(extra);
-    ok(&tb(dir, &args));
-}
-
-fn json(out: &Output) -> Value {
-    serde_json::from_str(&ok(out)).unwrap()
-}
+use crate::{fails, init, json, ok, tb, usage_error};
 
 #[test]
 fn init_then_add_prints_the_assignment() {
@@ -261,73 +201,32 @@ fn every_failure_path_has_its_status_and_line() {
     usage_error(&tb(&dir, &["client", "add", "x"])); // neither --hermit nor --subnet
     usage_error(&tb(&dir, &["client", "add", "x", "--hermit", "--subnet"]));
     usage_error(&tb(&dir, &["client", "frobnicate"]));
-    let e = fails(&tb(&dir, &["client", "add", "a", "--hermit"]), 2);
-    assert!(e.contains("exists already"), "{e}");
-    let e = fails(
-        &tb(
-            &dir,
-            &[
-                "client",
-                "add",
-                "b",
-                "--subnet",
-                "--prefix",
-                "2001:db8:0:f1fd::/64",
-            ],
+    // (arguments after `client add`, what the one line must say); exit 2.
+    let bad_adds: [(&[&str], &str); 6] = [
+        (&["a", "--hermit"], "exists already"),
+        (
+            &["b", "--subnet", "--prefix", "2001:db8:0:f1fd::/64"],
+            "already assigned to a",
         ),
-        2,
-    );
-    assert!(e.contains("already assigned to a"), "{e}");
-    let e = fails(
-        &tb(
-            &dir,
-            &[
-                "client",
-                "add",
-                "b",
-                "--subnet",
-                "--prefix",
-                "2001:db8:9::/64",
-            ],
+        (
+            &["b", "--subnet", "--prefix", "2001:db8:9::/64"],
+            "outside the pool",
         ),
-        2,
-    );
-    assert!(e.contains("outside the pool"), "{e}");
-    let e = fails(
-        &tb(
-            &dir,
-            &[
-                "client",
-                "add",
-                "b",
-                "--subnet",
-                "--prefix",
-                "2001:db8:0:f1ff::/64",
-            ],
+        (
+            &["b", "--subnet", "--prefix", "2001:db8:0:f1ff::/64"],
+            "hermit",
         ),
-        2,
-    );
-    assert!(e.contains("hermit"), "{e}");
-    let e = fails(
-        &tb(&dir, &["client", "add", "b", "--subnet", "--os", "plan9"]),
-        2,
-    );
-    assert!(e.contains("linux, windows"), "{e}");
-    let e = fails(
-        &tb(
-            &dir,
-            &[
-                "client",
-                "add",
-                "b",
-                "--subnet",
-                "--csr",
-                "/nonexistent.csr",
-            ],
+        (&["b", "--subnet", "--os", "plan9"], "linux, windows"),
+        (
+            &["b", "--subnet", "--csr", "/nonexistent.csr"],
+            "nonexistent",
         ),
-        2,
-    );
-    assert!(e.contains("nonexistent"), "{e}");
+    ];
+    for (args, says) in bad_adds {
+        let all = [&["client", "add"][..], args].concat();
+        let e = fails(&tb(&dir, &all), 2);
+        assert!(e.contains(says), "{all:?}: {e}");
+    }
     ok(&tb(&dir, &["client", "add", "b", "--subnet"]));
     let e = fails(&tb(&dir, &["client", "add", "c", "--subnet"]), 1);
     assert!(e.contains("no free subnet"), "{e}");

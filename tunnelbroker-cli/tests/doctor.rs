@@ -1,45 +1,18 @@
 //! `tunnelbroker doctor` and `tunnelbroker audit` from the command line
 //! (issue 7): exit statuses, text and JSON.
 
-use std::path::Path;
-use std::process::{Command, Output};
+use std::process::Output;
 
 use serde_json::Value;
 
-fn tb(dir: &Path, args: &[&str]) -> Output {
-    Command::new(env!("CARGO_BIN_EXE_tunnelbroker"))
-        .arg("--dir")
-        .arg(dir)
-        .args(args)
-        .env_remove("TUNNELBROKER_DIR")
-        .output()
-        .unwrap()
-}
-
-fn text(b: &[u8]) -> String {
-    String::from_utf8_lossy(b).into_owned()
-}
+use crate::{init, ok, tb, text};
 
 #[test]
 fn audit_exits_1_on_a_failure_and_fix_repairs_the_crl() {
     let tmp = tempfile::tempdir().unwrap();
     let dir = tmp.path().join("b");
-    let init = tb(
-        &dir,
-        &[
-            "init",
-            "--pool",
-            "2001:db8:0:f100::/56",
-            "--endpoint",
-            "vpn.example.net",
-        ],
-    );
-    assert!(init.status.success(), "{}", text(&init.stderr));
-    assert!(
-        tb(&dir, &["client", "add", "alice", "--subnet"])
-            .status
-            .success()
-    );
+    init(&dir, &[]);
+    ok(&tb(&dir, &["client", "add", "alice", "--subnet"]));
 
     let out = tb(&dir, &["audit"]);
     assert_eq!(out.status.code(), Some(0), "{}", text(&out.stderr));
@@ -138,19 +111,7 @@ fn checks(out: &Output, status: &str) -> Vec<(String, String)> {
 fn audit_checks_the_rendered_server_files() {
     let tmp = tempfile::tempdir().unwrap();
     let dir = tmp.path().join("b");
-    let init = tb(
-        &dir,
-        &[
-            "init",
-            "--pool",
-            "2001:db8:0:f100::/56",
-            "--endpoint",
-            "vpn.example.net",
-            "--mode",
-            "shared",
-        ],
-    );
-    assert!(init.status.success(), "{}", text(&init.stderr));
+    init(&dir, &["--mode", "shared"]);
     for (id, kind) in [("alice", "--subnet"), ("bob", "--hermit")] {
         let out = tb(&dir, &["client", "add", id, kind]);
         assert!(out.status.success(), "{}", text(&out.stderr));

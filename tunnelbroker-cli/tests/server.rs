@@ -5,18 +5,13 @@ use std::path::Path;
 
 use serde_json::Value;
 
-use crate::{failure, success, tunnelbroker};
-
-fn at(dir: &Path, args: &[&str]) -> Vec<String> {
-    let mut v = vec!["--dir".to_owned(), dir.to_str().unwrap().to_owned()];
-    v.extend(args.iter().map(|s| s.to_string()));
-    v
-}
+use crate::{fails, ok, tb, text};
 
 fn run_ok(dir: &Path, args: &[&str]) -> String {
-    let v = at(dir, args);
-    let refs: Vec<&str> = v.iter().map(String::as_str).collect();
-    success(&refs)
+    let out = tb(dir, args);
+    let stdout = ok(&out);
+    assert!(out.stderr.is_empty(), "{args:?}: {}", text(&out.stderr));
+    stdout
 }
 
 #[test]
@@ -53,11 +48,11 @@ fn render_bundle_and_revoke() {
     assert!(again.contains("openvpn-server@tb-shared"), "{again}");
 
     let tgz = tmp.path().join("alice.tar.gz");
-    let text = run_ok(
+    let printed = run_ok(
         &dir,
         &["client", "bundle", "alice", "-o", tgz.to_str().unwrap()],
     );
-    assert!(text.contains("alice.tar.gz"), "{text}");
+    assert!(printed.contains("alice.tar.gz"), "{printed}");
     assert!(std::fs::metadata(&tgz).unwrap().len() > 500);
     let zip = tmp.path().join("bob.zip");
     run_ok(
@@ -67,11 +62,9 @@ fn render_bundle_and_revoke() {
     assert_eq!(&std::fs::read(&zip).unwrap()[..2], b"PK");
 
     // Revoking says on stderr that no server runs here to end a session.
-    let v = at(&dir, &["client", "revoke", "bob"]);
-    let refs: Vec<&str> = v.iter().map(String::as_str).collect();
-    let r = tunnelbroker(&refs);
-    assert!(r.status.success());
-    let err = String::from_utf8_lossy(&r.stderr);
+    let r = tb(&dir, &["client", "revoke", "bob"]);
+    ok(&r);
+    let err = text(&r.stderr);
     assert!(err.contains("no OpenVPN server answers"), "{err}");
     let after = run_ok(&dir, &["server", "render", "-o", o]);
     assert!(after.contains("removed"), "{after}");
@@ -79,17 +72,10 @@ fn render_bundle_and_revoke() {
 
     // No bundle for a revoked or unknown client, or with a bad ID: exit 2.
     for id in ["bob", "ghost", "../x"] {
-        let v = at(
-            &dir,
-            &[
-                "client",
-                "bundle",
-                id,
-                "-o",
-                tmp.path().join("x").to_str().unwrap(),
-            ],
-        );
-        let refs: Vec<&str> = v.iter().map(String::as_str).collect();
-        failure(&refs, 2);
+        let x = tmp.path().join("x");
+        let out = tb(&dir, &["client", "bundle", id, "-o", x.to_str().unwrap()]);
+        fails(&out, 2);
+        assert!(out.stdout.is_empty());
+        assert!(!x.exists());
     }
 }

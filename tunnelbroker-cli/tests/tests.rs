@@ -5,44 +5,110 @@ mod doctor;
 mod plan;
 mod server;
 
+use std::ffi::OsStr;
+use std::path::Path;
 use std::process::{Command, Output};
 
-/// Runs the built `tunnelbroker` with `args` and no inherited broker directory.
-pub fn tunnelbroker(args: &[&str]) -> Output {
+use serde_json::Value;
+
+/// Runs the built `tunnelbroker` with `args` and no inherited broker
+/// directory. `RUST_BACKTRACE=1`, so that a panic could not hide.
+pub fn run<S: AsRef<OsStr>>(args: &[S]) -> Output {
     Command::new(env!("CARGO_BIN_EXE_tunnelbroker"))
         .args(args)
         .env_remove("TUNNELBROKER_DIR")
-        .env_remove("RUST_BACKTRACE")
+        .env("RUST_BACKTRACE", "1")
         .output()
         .expect("run tunnelbroker")
+}
+
+/// Runs `tunnelbroker` with `args` (no `--dir`).
+pub fn tunnelbroker(args: &[&str]) -> Output {
+    run(args)
+}
+
+/// Runs `tunnelbroker --dir DIR` with `args`.
+pub fn tb(dir: &Path, args: &[&str]) -> Output {
+    let mut all = vec![OsStr::new("--dir"), dir.as_os_str()];
+    all.extend(args.iter().map(OsStr::new));
+    run(&all)
+}
+
+/// Bytes of an output as text.
+pub fn text(bytes: &[u8]) -> String {
+    String::from_utf8_lossy(bytes).into_owned()
+}
+
+/// Stdout as text, after checking that the command succeeded.
+pub fn ok(out: &Output) -> String {
+    assert!(
+        out.status.success(),
+        "status {:?}\nstdout: {}\nstderr: {}",
+        out.status,
+        text(&out.stdout),
+        text(&out.stderr)
+    );
+    String::from_utf8(out.stdout.clone()).expect("stdout is UTF-8")
+}
+
+/// Stdout parsed as JSON, after checking that the command succeeded.
+pub fn json(out: &Output) -> Value {
+    serde_json::from_str(&ok(out)).expect("stdout is JSON")
+}
+
+/// Stderr as text, after checking exit status `code`, exactly one line of
+/// stderr in the agreed form and no panic.
+pub fn fails(out: &Output, code: i32) -> String {
+    let stderr = text(&out.stderr);
+    assert_eq!(out.status.code(), Some(code), "stderr: {stderr}");
+    assert!(
+        !stderr.contains("panicked") && !stderr.contains("backtrace"),
+        "{stderr}"
+    );
+    assert_eq!(stderr.lines().count(), 1, "not one line: {stderr:?}");
+    assert!(stderr.starts_with("tunnelbroker: error: "), "{stderr:?}");
+    stderr
+}
+
+/// A usage error from clap: status 2, no panic (clap's own multi-line
+/// message with the usage is expected here).
+pub fn usage_error(out: &Output) {
+    let stderr = text(&out.stderr);
+    assert_eq!(out.status.code(), Some(2), "stderr: {stderr}");
+    assert!(!stderr.contains("panicked"), "{stderr}");
 }
 
 /// Stdout as text, after checking that the command succeeded quietly.
 pub fn success(args: &[&str]) -> String {
     let out = tunnelbroker(args);
-    let stderr = String::from_utf8_lossy(&out.stderr);
-    assert!(out.status.success(), "{args:?} failed: {stderr}");
-    assert!(stderr.is_empty(), "{args:?} wrote to stderr: {stderr}");
-    String::from_utf8(out.stdout).expect("stdout is UTF-8")
+    let stdout = ok(&out);
+    assert!(
+        out.stderr.is_empty(),
+        "{args:?} wrote to stderr: {}",
+        text(&out.stderr)
+    );
+    stdout
 }
 
 /// Stderr as text, after checking exit status `code`, one line of stderr
 /// in the agreed form, no stdout and no panic.
 pub fn failure(args: &[&str], code: i32) -> String {
     let out = tunnelbroker(args);
-    let stderr = String::from_utf8_lossy(&out.stderr).into_owned();
-    assert_eq!(out.status.code(), Some(code), "{args:?}: {stderr}");
+    let stderr = fails(&out, code);
     assert!(out.stdout.is_empty(), "{args:?} wrote to stdout");
-    assert!(!stderr.contains("panicked"), "{args:?} panicked: {stderr}");
-    assert!(!stderr.contains("RUST_BACKTRACE"), "{args:?}: {stderr}");
-    assert_eq!(
-        stderr.lines().count(),
-        1,
-        "{args:?}: not one line: {stderr:?}"
-    );
-    assert!(
-        stderr.starts_with("tunnelbroker: error: "),
-        "{args:?}: {stderr:?}"
-    );
     stderr
+}
+
+/// `tunnelbroker init` of a broker on the documentation pool in `dir`,
+/// with `extra` options.
+pub fn init(dir: &Path, extra: &[&str]) {
+    let mut args = vec![
+        "init",
+        "--pool",
+        "2001:db8:0:f100::/56",
+        "--endpoint",
+        "vpn.example.net",
+    ];
+    args.extend_from_slice(extra);
+    ok(&tb(dir, &args));
 }

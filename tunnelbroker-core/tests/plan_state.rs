@@ -285,3 +285,28 @@ proptest! {
         assert_unique(&b);
     }
 }
+
+#[test]
+fn a_database_from_a_newer_tunnelbroker_is_refused_untouched() {
+    let (_t, b) = new_broker();
+    add(&b, "a", ClientKind::Hermit);
+    let dir = b.dir().to_owned();
+    let path = b.paths().database.clone();
+    drop(b);
+    Connection::open(&path)
+        .unwrap()
+        .execute_batch("PRAGMA user_version = 99;")
+        .unwrap();
+    let err = Broker::open(&dir).unwrap_err();
+    let text = err.to_string();
+    assert!(
+        text.contains("schema version 99") && text.contains("upgrade tunnelbroker"),
+        "{text}"
+    );
+    assert_eq!(text.lines().count(), 1);
+    let version: u32 = Connection::open(&path)
+        .unwrap()
+        .query_row("PRAGMA user_version", [], |r| r.get(0))
+        .unwrap();
+    assert_eq!(version, 99);
+}

@@ -39,7 +39,7 @@ mod config;
 mod system;
 
 pub use audit::{AuditOptions, audit};
-pub use client::{DoctorOptions, run};
+pub use client::{CHECKS, DoctorOptions, run};
 pub use config::{BundleFacts, ClientConfigFile, Directive, FACTS_TAG, Material};
 pub use system::{CommandOutput, LiveSystem, System};
 

@@ -453,6 +453,8 @@ fn a_hermit_pings_the_link_local_server_on_the_tunnel() {
     let r = doctor(&b, &sys);
     assert!(!r.failed(), "{r}");
     assert_eq!(r.status_of("forwarding"), None);
+    let names: Vec<&str> = r.checks.iter().map(|c| &*c.name).collect();
+    assert_eq!(names, client::CHECKS[..13], "the subnet checks come last");
     assert_eq!(*sys.pings.borrow(), ["fe80::1%tun0"]);
 }
 

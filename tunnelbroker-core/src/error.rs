@@ -6,6 +6,7 @@
 //! that need to react to a class of error (the CLI's exit status, the Python
 //! exception hierarchy) ask [`Error::kind`].
 
+use std::fmt;
 use std::net::Ipv6Addr;
 use std::path::PathBuf;
 
@@ -475,9 +476,40 @@ pub(crate) fn shown(input: &str) -> String {
     format!("{cut:?}")
 }
 
+/// The message of another library's error (PEM, X.509, TOML, CSV parsers)
+/// made fit for one of ours: control characters (newlines from the input the
+/// library quotes) escaped, and at most 200 characters, so that an error
+/// stays one short line whatever the input was.
+pub(crate) fn one_line(err: impl fmt::Display) -> String {
+    const MAX: usize = 200;
+    let text = err.to_string();
+    let mut out = String::new();
+    for (n, c) in text.chars().enumerate() {
+        if n == MAX {
+            out.push('…');
+            break;
+        }
+        if c.is_control() {
+            out.extend(c.escape_default());
+        } else {
+            out.push(c);
+        }
+    }
+    out
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn one_line_escapes_controls_and_shortens() {
+        assert_eq!(one_line("END (\"\nX\")"), "END (\"\\nX\")");
+        let long = one_line("y".repeat(1000));
+        assert_eq!(long.chars().count(), 201);
+        assert!(long.ends_with('…'));
+        assert_eq!(one_line("plain"), "plain");
+    }
 
     #[test]
     fn shown_escapes_and_shortens() {

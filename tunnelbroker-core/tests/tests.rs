@@ -5,6 +5,7 @@ mod broker;
 mod doctor_e2e;
 mod lab;
 mod openvpn_e2e;
+mod parsers;
 mod pki;
 mod plan;
 mod plan_state;

@@ -59,7 +59,7 @@ fn parse_rows(text: &str) -> (Vec<Row>, Vec<RowError>) {
                 let line = e.position().map_or(0, |p| p.line());
                 errors.push(RowError {
                     line,
-                    error: format!("not a CSV row: {e}"),
+                    error: format!("not a CSV row: {}", crate::error::one_line(e)),
                 });
                 continue;
             }

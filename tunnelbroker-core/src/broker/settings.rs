@@ -266,7 +266,7 @@ impl Settings {
     /// Parses and checks the TOML text.
     pub fn from_toml(text: &str) -> Result<Self> {
         let s: Settings = toml::from_str(text).map_err(|e| Error::InvalidSettings {
-            reason: e.message().to_string(),
+            reason: crate::error::one_line(e.message()),
         })?;
         s.validate()?;
         Ok(s)

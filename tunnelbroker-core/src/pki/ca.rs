@@ -305,7 +305,7 @@ impl Ca {
         };
         let issuer = Issuer::from_ca_cert_pem(certificate.pem(), pair).map_err(|e| {
             Error::InvalidCertificate {
-                reason: format!("cannot use it as an issuer: {e}"),
+                reason: format!("cannot use it as an issuer: {}", crate::error::one_line(e)),
             }
         })?;
         Ok(Ca {
@@ -415,8 +415,12 @@ impl Ca {
             (None, _) => return Err(invalid("no CERTIFICATE REQUEST block found".into())),
             (Some(_), Some(_)) => return Err(invalid("more than one request in the text".into())),
         };
-        let (rest, csr) = X509CertificationRequest::from_der(der)
-            .map_err(|e| invalid(format!("not a PKCS#10 request: {e}")))?;
+        let (rest, csr) = X509CertificationRequest::from_der(der).map_err(|e| {
+            invalid(format!(
+                "not a PKCS#10 request: {}",
+                crate::error::one_line(e)
+            ))
+        })?;
         if !rest.is_empty() {
             return Err(invalid("trailing bytes after the request".into()));
         }

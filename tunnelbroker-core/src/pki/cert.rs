@@ -292,7 +292,7 @@ impl Certificate {
 /// Parses DER into an `x509-parser` certificate, refusing trailing bytes.
 pub(super) fn parse_x509(der: &[u8]) -> Result<X509Certificate<'_>> {
     let (rest, x509) = X509Certificate::from_der(der).map_err(|e| Error::InvalidCertificate {
-        reason: format!("not an X.509 certificate: {e}"),
+        reason: format!("not an X.509 certificate: {}", crate::error::one_line(e)),
     })?;
     if !rest.is_empty() {
         return Err(Error::InvalidCertificate {

@@ -217,7 +217,7 @@ impl Crl {
 
 fn parse(der: &[u8]) -> Result<CertificateRevocationList<'_>> {
     let (rest, crl) = CertificateRevocationList::from_der(der).map_err(|e| Error::InvalidCrl {
-        reason: format!("not an X.509 crl: {e}"),
+        reason: format!("not an X.509 crl: {}", crate::error::one_line(e)),
     })?;
     if !rest.is_empty() {
         return Err(Error::InvalidCrl {

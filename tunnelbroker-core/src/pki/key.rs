@@ -224,7 +224,7 @@ fn load_pair(text: &str) -> Result<(KeyPair, KeyType)> {
         "EC PRIVATE KEY" => sec1_to_pkcs8(block.contents())?,
         "RSA PRIVATE KEY" => {
             let pair = aws_lc_rs::rsa::KeyPair::from_der(block.contents())
-                .map_err(|e| invalid(format!("not an RSA key: {e}")))?;
+                .map_err(|e| invalid(format!("not an RSA key: {}", crate::error::one_line(e))))?;
             let doc: aws_lc_rs::encoding::Pkcs8V1Der<'static> = pair
                 .as_der()
                 .map_err(|e| pki_err("encoding an RSA key", e))?;
@@ -255,7 +255,7 @@ fn load_pair(text: &str) -> Result<(KeyPair, KeyType)> {
         KeyType::Ed25519
     } else if alg == &PKCS_RSA_SHA256 {
         let rsa = aws_lc_rs::rsa::KeyPair::from_pkcs8(&pkcs8)
-            .map_err(|e| invalid(format!("not an RSA key: {e}")))?;
+            .map_err(|e| invalid(format!("not an RSA key: {}", crate::error::one_line(e))))?;
         KeyType::rsa_of_bits(rsa.public_modulus_len() * 8)?
     } else {
         return Err(Error::UnsupportedKey {

@@ -103,7 +103,7 @@ fn random_bytes(buf: &mut [u8]) -> Result<()> {
 /// Maps a failure inside `rcgen` or `aws-lc-rs` to our error.
 fn pki_err(context: &str, e: impl std::fmt::Display) -> Error {
     Error::Pki {
-        reason: format!("{context}: {e}"),
+        reason: format!("{context}: {}", crate::error::one_line(e)),
     }
 }
 
@@ -112,7 +112,8 @@ fn pem_blocks(text: &str, what: &str) -> std::result::Result<Vec<pem::Pem>, Stri
     if text.len() > MAX_PEM {
         return Err(format!("the {what} text is longer than {MAX_PEM} bytes"));
     }
-    let blocks = pem::parse_many(text).map_err(|e| format!("not PEM: {e}"))?;
+    let blocks =
+        pem::parse_many(text).map_err(|e| format!("not PEM: {}", crate::error::one_line(e)))?;
     if blocks.is_empty() {
         return Err(format!("no PEM block found (expected a {what})"));
     }

@@ -1,0 +1,249 @@
+//! Hostile input for every text parser of the core: client configurations
+//! (what `doctor` reads), settings, PEM certificates, keys, CRLs and CSRs,
+//! tls-crypt keys, client IDs and CSV imports. Random text and random edits
+//! of valid text: never a panic, and every refusal is one line of bounded
+//! length (a message must not echo a megabyte of garbage back).
+
+use std::path::Path;
+use std::sync::OnceLock;
+
+use proptest::prelude::*;
+use tunnelbroker_core::doctor::ClientConfigFile;
+use tunnelbroker_core::{
+    Broker, Certificate, ClientId, ClientKind, Crl, InitOptions, NewClient, PrivateKey, ServerMode,
+    Settings, TlsCryptKey,
+};
+
+/// Valid texts to edit: a broker with a subnet and a hermit client.
+struct Fixture {
+    _dir: tempfile::TempDir,
+    broker: Broker,
+    configs: Vec<String>,
+    settings: String,
+    cert: String,
+    key: String,
+    crl: String,
+    tls: String,
+    csr: String,
+}
+
+fn fixture() -> &'static Fixture {
+    static F: OnceLock<Fixture> = OnceLock::new();
+    F.get_or_init(|| {
+        let dir = tempfile::tempdir().unwrap();
+        let mut s = Settings::new(
+            "2001:db8:0:f100::/56".parse().unwrap(),
+            "vpn.example.net".parse().unwrap(),
+        );
+        s.mode = ServerMode::PerClient;
+        let broker = Broker::init(&dir.path().join("b"), &InitOptions::new(s)).unwrap();
+        let mut configs = Vec::new();
+        for (id, kind) in [("alice", ClientKind::Subnet), ("bob", ClientKind::Hermit)] {
+            let id: ClientId = id.parse().unwrap();
+            broker
+                .add_client(&NewClient::new(id.clone(), kind))
+                .unwrap();
+            let cfg = broker.client_config(&id).unwrap();
+            let name = cfg.file_name();
+            let files = cfg.emit().unwrap();
+            let conf = files.iter().find(|f| f.name == name).unwrap();
+            configs.push(conf.text.clone());
+        }
+        let alice = broker
+            .client_credentials(&"alice".parse().unwrap())
+            .unwrap();
+        let csr = rcgen::CertificateParams::new(vec![])
+            .unwrap()
+            .serialize_request(&rcgen::KeyPair::generate().unwrap())
+            .unwrap()
+            .pem()
+            .unwrap();
+        Fixture {
+            settings: std::fs::read_to_string(&broker.paths().settings).unwrap(),
+            cert: alice.certificate.pem().to_owned(),
+            key: alice.key.unwrap().to_pem().to_owned(),
+            crl: broker.crl().unwrap().pem().to_owned(),
+            tls: broker.tls_crypt_key().unwrap().to_text().to_owned(),
+            csr,
+            configs,
+            broker,
+            _dir: dir,
+        }
+    })
+}
+
+/// One edit of a text: delete a span, insert text, or repeat a line.
+#[derive(Debug, Clone)]
+enum Edit {
+    Delete(usize, usize),
+    Insert(usize, String),
+    RepeatLine(usize),
+}
+
+fn edit() -> impl Strategy<Value = Edit> {
+    let junk = prop_oneof![
+        "[ -~]{0,40}",
+        "\\PC{0,20}",
+        Just("\n".to_owned()),
+        Just("<key>\n".to_owned()),
+        Just("</ca>".to_owned()),
+        Just("-----END CERTIFICATE-----\n".to_owned()),
+        Just("# tunnelbroker-doctor: id=x kind=subnet prefix=::/0\n".to_owned()),
+        Just("\u{0}".to_owned()),
+        Just("=\"\"\"".to_owned()),
+    ];
+    prop_oneof![
+        (any::<usize>(), 0usize..200).prop_map(|(at, n)| Edit::Delete(at, n)),
+        (any::<usize>(), junk).prop_map(|(at, s)| Edit::Insert(at, s)),
+        any::<usize>().prop_map(Edit::RepeatLine),
+    ]
+}
+
+fn apply(text: &str, edits: &[Edit]) -> String {
+    let mut t = text.to_owned();
+    let boundary = |t: &str, at: usize| {
+        let mut i = at % (t.len() + 1);
+        while !t.is_char_boundary(i) {
+            i -= 1;
+        }
+        i
+    };
+    for e in edits {
+        match e {
+            Edit::Delete(at, n) => {
+                let s = boundary(&t, *at);
+                let e = boundary(&t, s.saturating_add(*n).min(t.len()));
+                if s <= e {
+                    t.replace_range(s..e, "");
+                }
+            }
+            Edit::Insert(at, s) => {
+                let i = boundary(&t, *at);
+                t.insert_str(i, s);
+            }
+            Edit::RepeatLine(n) => {
+                let lines: Vec<&str> = t.lines().collect();
+                if !lines.is_empty() {
+                    let line = lines[n % lines.len()].to_owned();
+                    t.push('\n');
+                    t.push_str(&line);
+                    t.push('\n');
+                }
+            }
+        }
+    }
+    t
+}
+
+/// A refusal is one line, not empty, and short.
+fn check<T>(what: &str, input: &str, r: tunnelbroker_core::Result<T>) -> Result<(), TestCaseError> {
+    if let Err(e) = r {
+        let text = e.to_string();
+        prop_assert!(!text.is_empty(), "{what}: empty message for {input:?}");
+        prop_assert_eq!(text.lines().count(), 1, "{}: {:?}", what, text);
+        prop_assert!(text.len() <= 600, "{what}: {} bytes: {text}", text.len());
+    }
+    Ok(())
+}
+
+/// Each parser over `input`.
+fn parse_all(input: &str) -> Result<(), TestCaseError> {
+    let f = fixture();
+    check(
+        "config",
+        input,
+        ClientConfigFile::parse(Path::new("x.conf"), input),
+    )?;
+    check("settings", input, Settings::from_toml(input))?;
+    check("certificate", input, Certificate::from_pem(input))?;
+    check("key", input, PrivateKey::from_pem(input))?;
+    check("crl", input, Crl::from_pem(input))?;
+    check("tls-crypt", input, TlsCryptKey::parse(input))?;
+    check("client id", input, ClientId::new(input))?;
+    let id: ClientId = "mallory".parse().unwrap();
+    check("csr", input, f.broker.ca().sign_client_csr(&id, input, 30))?;
+    Ok(())
+}
+
+// 256 cases each (proptest's default; PROPTEST_CASES=N for a longer hunt).
+proptest! {
+    #[test]
+    fn random_text_is_refused_cleanly(input in prop_oneof!["\\PC{0,300}", "[ -~\n]{0,300}"]) {
+        parse_all(&input)?;
+    }
+
+    #[test]
+    fn edited_valid_texts_are_parsed_or_refused_cleanly(
+        which in 0usize..7,
+        edits in proptest::collection::vec(edit(), 1..6),
+    ) {
+        let f = fixture();
+        let base = match which {
+            0 => &f.configs[0],
+            1 => &f.configs[1],
+            2 => &f.settings,
+            3 => &f.cert,
+            4 => &f.key,
+            5 => &f.crl,
+            _ => &f.tls,
+        };
+        parse_all(&apply(base, &edits))?;
+        let csr = apply(&f.csr, &edits);
+        let id: ClientId = "mallory".parse().unwrap();
+        check("csr", &csr, f.broker.ca().sign_client_csr(&id, &csr, 30))?;
+    }
+}
+
+#[test]
+fn the_unedited_texts_parse() {
+    let f = fixture();
+    for c in &f.configs {
+        ClientConfigFile::parse(Path::new("x.conf"), c).unwrap();
+    }
+    Settings::from_toml(&f.settings).unwrap();
+    Certificate::from_pem(&f.cert).unwrap();
+    PrivateKey::from_pem(&f.key).unwrap();
+    Crl::from_pem(&f.crl).unwrap();
+    TlsCryptKey::parse(&f.tls).unwrap();
+    f.broker
+        .ca()
+        .sign_client_csr(&"mallory".parse().unwrap(), &f.csr, 30)
+        .unwrap();
+}
+
+#[test]
+fn overlong_input_gets_a_short_answer() {
+    let big = "A".repeat(2 << 20);
+    let lines = "remote x 1\n".repeat(200_000);
+    for input in [&big, &lines] {
+        parse_all(input).unwrap();
+    }
+}
+
+#[test]
+fn a_csv_import_of_edited_rows_keeps_every_good_row() {
+    let f = fixture();
+    let good = "id,kind,os,email,name\nc1,subnet,linux,a@example.org,A\nc2,hermit,windows,,\n";
+    let hostile = "\
+../etc/passwd,hermit,linux,,
+c3;reboot,hermit,linux,,
+c4,subnet,plan9,,
+c5,hermit,linux,,,2001:db8:9::1
+c6,router,linux,,
+\u{e9}t\u{e9},hermit,linux,,
+c7,hermit,linux,\"a\nb\",
+,hermit,linux,,
+c8,subnet,linux,,,2001:db8:0:f1ff::/64
+";
+    let report = f
+        .broker
+        .import_csv(&format!("{good}{hostile}"), &mut |_, _| {})
+        .unwrap();
+    let added: Vec<_> = report.added.iter().map(|c| c.id.to_string()).collect();
+    assert_eq!(added, ["c1", "c2"]);
+    assert_eq!(report.errors.len(), 9, "{:?}", report.errors);
+    for e in &report.errors {
+        assert_eq!(e.error.lines().count(), 1, "{e:?}");
+        assert!(e.line >= 4, "{e:?}");
+    }
+}

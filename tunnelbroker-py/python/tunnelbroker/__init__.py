@@ -68,6 +68,7 @@ __all__ = [
     "NotFoundError",
     "Pool",
     "PoolExhaustedError",
+    "RenderReport",
     "Report",
     "RowError",
     "Subnet",

@@ -141,6 +141,19 @@ fn certificates_expiring_within_n_days_are_listed() {
 }
 
 #[test]
+fn any_number_of_days_is_accepted_without_panicking() {
+    let (_t, b) = broker();
+    for days in [0, 2_900_000, 3_000_000, u32::MAX] {
+        let mut o = AuditOptions::default();
+        o.days = days;
+        let r = audit(&b, &o);
+        assert!(fails(&r).is_empty(), "{days}: {r}");
+        let expiring = if days == 0 { 0 } else { 3 };
+        assert_eq!(r.count(Status::Warn), expiring, "{days}: {r}");
+    }
+}
+
+#[test]
 fn a_shared_assignment_fails() {
     let (_t, b) = broker();
     // The same /64 as alice's, written differently (the UNIQUE column sees two texts).

@@ -1,5 +1,6 @@
 //! The broker (core module `broker`): `Broker`, `Client`, `Credentials`,
-//! `ImportReport`, `RowError`.
+//! `ImportReport`, `RowError`, `RenderReport`; `Broker.audit` returns the
+//! diagnostics' `Report` (see `doctor.rs`).
 //!
 //! `Broker` is shared between Python threads: the core broker is `Send +
 //! Sync` (its database connection sits behind a mutex and every change is one
@@ -13,11 +14,13 @@ use std::sync::{Arc, RwLock};
 
 use pyo3::prelude::*;
 use pyo3::types::PyList;
+use tunnelbroker_core::doctor::{self, AuditOptions};
 use tunnelbroker_core::{
     Broker, Client, ClientCredentials, ClientId, ClientOs, Endpoint, ImportReport, ImportedCa,
     InitOptions, KeyType, NewClient, Pool, RevocationReason, RowError, ServerMode, Settings,
 };
 
+use crate::doctor::{PyReport, path_arg};
 use crate::errors::{self, IntoPy};
 use crate::ip;
 use crate::pki::PyCrl;
@@ -516,6 +519,31 @@ impl PyBroker {
             instances: r.instances,
             warnings: r.warnings,
         })
+    }
+
+    /// Checks that the client database, the CA, the CRL and the rendered
+    /// server files agree, as `tunnelbroker audit` does. Certificates that
+    /// expire within `days` WARN. `server_dir` is where the server files
+    /// were rendered (default the broker's `server/`). With `fix`, makes the
+    /// safe repairs only (a fresh CRL, re-rendered server files), checks
+    /// again and lists what it did in the report's `actions`. Problems are
+    /// checks of the report, not exceptions.
+    #[pyo3(signature = (days = 30, fix = false, server_dir = None))]
+    fn audit(
+        &self,
+        py: Python<'_>,
+        days: u32,
+        fix: bool,
+        server_dir: Option<PathBuf>,
+    ) -> PyResult<PyReport> {
+        let mut options = AuditOptions::default();
+        options.days = days;
+        options.fix = fix;
+        options.server_dir = server_dir
+            .map(|p| path_arg(py, p, "server directory"))
+            .transpose()?;
+        let broker = self.get()?;
+        Ok(py.detach(|| doctor::audit(&broker, &options)).into())
     }
 
     /// Subscribes every good row of a CSV text (columns `id, kind, os,

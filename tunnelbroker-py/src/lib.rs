@@ -7,6 +7,7 @@
 
 mod broker;
 mod client_id;
+mod doctor;
 mod errors;
 mod ip;
 mod pki;
@@ -23,5 +24,6 @@ fn _tunnelbroker(m: &Bound<'_, PyModule>) -> PyResult<()> {
     plan::register(m)?;
     pki::register(m)?;
     broker::register(m)?;
+    doctor::register(m)?;
     Ok(())
 }

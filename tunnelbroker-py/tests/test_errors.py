@@ -98,3 +98,5 @@ def test_hostile_text_is_quoted() -> None:
 def test_all_names_exported() -> None:
     for name in tunnelbroker.__all__:
         assert hasattr(tunnelbroker, name), name
+    native = {n for n in dir(tunnelbroker._tunnelbroker) if not n.startswith("_")}
+    assert native <= set(tunnelbroker.__all__), native - set(tunnelbroker.__all__)

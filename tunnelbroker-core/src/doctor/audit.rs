@@ -3,7 +3,7 @@
 use std::collections::{BTreeMap, BTreeSet};
 use std::path::{Path, PathBuf};
 
-use time::{Duration, OffsetDateTime};
+use time::{Duration, OffsetDateTime, PrimitiveDateTime};
 
 use super::Report;
 use crate::broker::{Broker, ClientState, ServerFilesState, ServerMode};
@@ -361,7 +361,11 @@ fn check_certificates(
     r: &mut Report,
 ) {
     let now = OffsetDateTime::now_utc();
-    let soon = now + Duration::days(i64::from(options.days));
+    // `days` may reach past the last date `time` can hold (year 9999):
+    // then every certificate expires "within `days`".
+    let soon = now
+        .checked_add(Duration::days(i64::from(options.days)))
+        .unwrap_or_else(|| PrimitiveDateTime::MAX.assume_utc());
     let mut good = 0usize;
     let mut expiring = 0usize;
     for (c, rec) in snap

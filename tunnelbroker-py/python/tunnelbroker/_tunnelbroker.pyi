@@ -19,6 +19,7 @@ from typing_extensions import TypeAlias
 
 __version__: str
 CLIENT_ID_MAX_LEN: int
+CHECKS: tuple[str, ...]
 
 # Inputs: text or ipaddress objects (IPv4 ones are accepted only to be
 # refused with the core's message).
@@ -30,6 +31,7 @@ Kind: TypeAlias = Literal["hermit", "subnet"]
 Role: TypeAlias = Literal["routing", "subnet", "hermit"]
 Os: TypeAlias = Literal["linux", "windows"]
 State: TypeAlias = Literal["active", "revoked"]
+Status: TypeAlias = Literal["pass", "warn", "fail", "skip"]
 StrPath: TypeAlias = Union[str, os.PathLike[str]]
 
 class Error(Exception):
@@ -309,6 +311,12 @@ class Broker:
     def import_csv(
         self, text: str, progress: Optional[Callable[[int, int], object]] = None
     ) -> ImportReport: ...
+    def audit(
+        self,
+        days: int = 30,
+        fix: bool = False,
+        server_dir: Optional[Union[str, "os.PathLike[str]"]] = None,
+    ) -> Report: ...
     def close(self) -> None: ...
     def __enter__(self) -> Broker: ...
     def __exit__(
@@ -332,3 +340,38 @@ class RenderReport:
     def instances(self) -> list[str]: ...
     @property
     def warnings(self) -> list[str]: ...
+
+@final
+class Check:
+    """One checked item of a Report."""
+
+    @property
+    def name(self) -> str: ...
+    @property
+    def status(self) -> Status: ...
+    @property
+    def message(self) -> str: ...
+    @property
+    def hint(self) -> Optional[str]: ...
+    def __eq__(self, other: object) -> bool: ...
+
+@final
+class Report:
+    """The result of doctor() or Broker.audit(); str() is the CLI's text."""
+
+    @property
+    def title(self) -> str: ...
+    @property
+    def checks(self) -> list[Check]: ...
+    @property
+    def actions(self) -> list[str]: ...
+    @property
+    def failed(self) -> bool: ...
+    def count(self, status: Status) -> int: ...
+    def status_of(self, name: str) -> Optional[Status]: ...
+    def to_json(self) -> str: ...
+    def __eq__(self, other: object) -> bool: ...
+
+def doctor(
+    config: Union[str, "os.PathLike[str]"], *, lan: Optional[str] = None, ping: bool = True
+) -> Report: ...

@@ -79,9 +79,18 @@ fn a_consistent_broker_passes() {
 #[test]
 fn a_missing_crl_fails_and_fix_signs_a_new_one() {
     let (_t, b) = broker();
+    let names = |r: &tunnelbroker_core::doctor::Report| -> Vec<String> {
+        r.checks.iter().map(|c| c.name.to_string()).collect()
+    };
+    let healthy = names(&run(&b));
     fs::remove_file(&b.paths().crl).unwrap();
     let r = run(&b);
     assert_eq!(fails(&r), ["crl"], "{r}");
+    // What depends on the CRL is listed as skipped, not left out.
+    assert_eq!(names(&r), healthy, "{r}");
+    for name in ["crl-next-update", "revocation"] {
+        assert_eq!(r.status_of(name), Some(Status::Skip), "{name}: {r}");
+    }
     let r = fix(&b);
     assert!(fails(&r).is_empty(), "{r}");
     assert_eq!(r.actions.len(), 1, "{r}");

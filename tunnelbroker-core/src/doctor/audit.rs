@@ -193,8 +193,9 @@ fn check(broker: &Broker, options: &AuditOptions) -> (Report, Repairs) {
     let crl = check_crl_file(broker, &mut r);
     repairs.crl = crl.as_ref().is_none_or(|(_, stale)| *stale);
     check_certificates(broker, &snap, crl.as_ref().map(|(c, _)| c), options, &mut r);
-    if let Some((crl, _)) = &crl {
-        repairs.crl |= check_revoked_listed(&snap, crl, &mut r);
+    match &crl {
+        Some((crl, _)) => repairs.crl |= check_revoked_listed(&snap, crl, &mut r),
+        None => r.skip("revocation", "the CRL cannot be read"),
     }
     if consistent {
         repairs.render = check_server_files(broker, &snap, options, &mut r);
@@ -298,6 +299,7 @@ fn check_crl_file(broker: &Broker, r: &mut Report) -> Option<(Crl, bool)> {
         Ok(c) => c,
         Err(e) => {
             r.fail("crl", format!("the CRL cannot be read: {e}"), fix);
+            r.skip("crl-next-update", "the CRL cannot be read");
             return None;
         }
     };

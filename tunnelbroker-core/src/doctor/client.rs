@@ -72,15 +72,10 @@ pub fn run(config: &Path, options: &DoctorOptions, sys: &dyn System) -> Report {
         }
     };
     let Some(cfg) = cfg else {
-        for name in [
-            "ca",
-            "certificate",
-            "key",
-            "validity",
-            "tls-crypt",
-            "assignment",
-            "tunnel",
-        ] {
+        // Everything from `assignment` to `ping`, in CHECKS order (the
+        // subnet checks need the kind, which is unknown).
+        let after_config = CHECKS.iter().skip_while(|&&n| n != "assignment");
+        for name in after_config.take_while(|&&n| n != "forwarding") {
             r.skip(name, "the configuration could not be read");
         }
         return r;

@@ -413,7 +413,7 @@ impl ClientConfigFile {
                 dir.display()
             ));
         }
-        read_bounded(&full)
+        read_bounded(&full).map_err(|e| format!("{}: {e}", full.display()))
     }
 
     /// The facts line, parsed, with its line number; `None` when absent.
@@ -463,20 +463,18 @@ impl ClientConfigFile {
     }
 }
 
-/// Reads a regular file of at most [`MAX_FILE`] bytes as UTF-8 text.
+/// Reads a regular file of at most [`MAX_FILE`] bytes as UTF-8 text; the
+/// reason for a refusal does not repeat the path (callers name it).
 fn read_bounded(path: &Path) -> std::result::Result<String, String> {
-    let meta = fs::metadata(path).map_err(|e| format!("{}: {e}", path.display()))?;
+    let meta = fs::metadata(path).map_err(|e| e.to_string())?;
     if !meta.is_file() {
-        return Err(format!("{} is not a regular file", path.display()));
+        return Err("not a regular file".into());
     }
     if meta.len() > MAX_FILE {
-        return Err(format!(
-            "{} is larger than {MAX_FILE} bytes",
-            path.display()
-        ));
+        return Err(format!("larger than {MAX_FILE} bytes"));
     }
-    let bytes = fs::read(path).map_err(|e| format!("{}: {e}", path.display()))?;
-    String::from_utf8(bytes).map_err(|_| format!("{} is not UTF-8 text", path.display()))
+    let bytes = fs::read(path).map_err(|e| e.to_string())?;
+    String::from_utf8(bytes).map_err(|_| "not UTF-8 text".into())
 }
 
 /// Splits a line into words as OpenVPN does.

@@ -502,6 +502,17 @@ fn unreadable_configurations_fail_the_config_check_only() {
     ] {
         let r = run(&p, &DoctorOptions::default(), &sys);
         assert_only_fail(&r, "config");
+        // The path is named once, then why.
+        let config = r.checks.iter().find(|c| c.name == "config").unwrap();
+        assert_eq!(
+            config.message.matches(&*p.display().to_string()).count(),
+            1,
+            "{}",
+            config.message
+        );
+        // The rest is skipped, in the order of CHECKS, up to the ping.
+        let names: Vec<&str> = r.checks.iter().map(|c| &*c.name).collect();
+        assert_eq!(names, client::CHECKS[..13], "{r}");
     }
     let _ = Path::new("");
 }

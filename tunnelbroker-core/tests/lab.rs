@@ -400,6 +400,27 @@ pub(crate) fn start_server(lab: &mut Lab, ns: &str, b: &Broker, dir: &Path, name
     b.dir().join("log").join(format!("{name}.log"))
 }
 
+/// Asserts that the client that logs to `client_log` does not connect and
+/// that one line of `server_log` holds every word of `server_says` (the
+/// reason the server gave).
+pub(crate) fn assert_refused(
+    client_log: &Path,
+    server_log: &Path,
+    server_says: &[&str],
+    what: &str,
+) {
+    assert!(
+        !log_has(client_log, READY, REFUSED),
+        "{what}: it connected:\n{}",
+        tail(client_log)
+    );
+    assert!(
+        log_line(server_log, server_says, UP),
+        "{what}: the server never said {server_says:?}:\n{}",
+        tail(server_log)
+    );
+}
+
 /// Waits until the client that logs to `client_log` is connected; panics
 /// with the tails of both logs when it does not.
 pub(crate) fn wait_connected(client_log: &Path, server_log: &Path) {

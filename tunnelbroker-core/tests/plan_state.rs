@@ -159,6 +159,21 @@ fn a_state_out_of_step_with_the_same_count_is_caught_by_the_rows() {
 }
 
 #[test]
+fn a_requested_prefix_the_stale_state_calls_free_names_its_owner() {
+    let (_t, b) = broker_in(ServerMode::Shared);
+    add(&b, "a", ClientKind::Subnet);
+    move_a_to_the_next_assignment(&b);
+    // The state says f1fa is free; the rows give it to x.
+    let mut req = NewClient::new("c".parse().unwrap(), ClientKind::Subnet);
+    req.prefix = Some("2001:db8:0:f1fa::/64".parse().unwrap());
+    let err = b.add_client(&req).unwrap_err();
+    assert!(err.to_string().contains("already assigned to x"), "{err}");
+    // And the state is rebuilt once a write succeeds.
+    let c = add(&b, "c", ClientKind::Subnet);
+    assert_eq!(c.assignment.to_string(), "2001:db8:0:f1f9::/64");
+}
+
+#[test]
 fn a_port_moved_behind_the_brokers_back_is_not_handed_out_twice() {
     let (_t, b) = new_broker();
     add(&b, "a", ClientKind::Hermit);

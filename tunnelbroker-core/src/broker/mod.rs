@@ -507,14 +507,12 @@ impl Broker {
                 }
                 other => other?,
             },
-            None => {
-                let a = taken.plan.allocate(req.kind)?;
-                if taken.saved && tx.prefix_owner(a.prefix())?.is_some() {
-                    return Ok(None);
-                }
-                a
-            }
+            None => taken.plan.allocate(req.kind)?,
         };
+        // What the saved state calls free must be free in the rows too.
+        if taken.saved && tx.prefix_owner(assignment.prefix())?.is_some() {
+            return Ok(None);
+        }
         let port = match self.settings.mode {
             ServerMode::Shared => None,
             ServerMode::PerClient => {

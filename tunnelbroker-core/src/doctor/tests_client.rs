@@ -9,11 +9,10 @@ use time::{Duration, OffsetDateTime};
 
 use super::*;
 use crate::broker::ServerMode;
-use crate::openvpn::{
-    ClientConfig, ClientMaterial, ClientTunnel, CommonName, Host, InterfaceName, Platform,
-};
+use crate::openvpn::tests::{client_with, hermit, pool, subnet};
+use crate::openvpn::{ClientMaterial, ClientTunnel, Platform};
 use crate::pki::{Ca, CaParams, Issued, KeyType, TlsCryptKey};
-use crate::plan::{Assignment, ClientKind, Pool};
+use crate::plan::ClientKind;
 
 #[derive(Clone)]
 struct Fake {
@@ -154,10 +153,6 @@ struct Bundle {
     issued: Issued,
 }
 
-fn pool() -> Pool {
-    "2001:db8:0:f100::/56".parse().unwrap()
-}
-
 /// A client bundle as the broker writes it: the real renderer's files,
 /// with the facts line and the material inline.
 fn bundle(kind: ClientKind, mode: ServerMode) -> Bundle {
@@ -166,36 +161,21 @@ fn bundle(kind: ClientKind, mode: ServerMode) -> Bundle {
     let issued = ca.issue_client(&id, KeyType::P256, 365).unwrap();
     let tls = TlsCryptKey::generate().unwrap();
     let a = match kind {
-        ClientKind::Subnet => {
-            Assignment::in_pool(&pool(), kind, "2001:db8:0:f1ab::/64".parse().unwrap())
-        }
-        ClientKind::Hermit => {
-            Assignment::in_pool(&pool(), kind, "2001:db8:0:f1ff::7/128".parse().unwrap())
-        }
-    }
-    .unwrap();
+        ClientKind::Subnet => subnet(),
+        ClientKind::Hermit => hermit(),
+    };
     let tunnel = match mode {
         ServerMode::PerClient => ClientTunnel::PerClient,
         ServerMode::Shared => ClientTunnel::Shared,
     };
-    let cfg = ClientConfig {
-        client: id.clone(),
-        assignment: a,
-        platform: Platform::Linux,
-        tunnel,
-        server_address: tunnel.server_address(&pool(), &a),
-        remote: Host::new("vpn.example.org").unwrap(),
-        port: 5000,
-        server_name: CommonName::new("tunnelbroker-server").unwrap(),
-        lan_interface: InterfaceName::new("eth0").unwrap(),
-        material: ClientMaterial::new(
-            ca.certificate().pem(),
-            issued.certificate.pem(),
-            Some(issued.key.to_pem()),
-            tls.to_text(),
-        )
-        .unwrap(),
-    };
+    let material = ClientMaterial::new(
+        ca.certificate().pem(),
+        issued.certificate.pem(),
+        Some(issued.key.to_pem()),
+        tls.to_text(),
+    )
+    .unwrap();
+    let cfg = client_with("alice", a, Platform::Linux, tunnel, material);
     // The renderer and BundleFacts::new agree on what the client should have.
     assert_eq!(
         cfg.facts(),

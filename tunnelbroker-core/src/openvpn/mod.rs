@@ -96,4 +96,4 @@ impl RenderedFile {
 }
 
 #[cfg(test)]
-mod tests;
+pub(crate) mod tests;

@@ -8,17 +8,19 @@ const CERT: &str = "-----BEGIN CERTIFICATE-----\nY2xpZW50IGNlcnQ=\n-----END CERT
 const KEY: &str = "-----BEGIN PRIVATE KEY-----\nY2xpZW50IGtleQ==\n-----END PRIVATE KEY-----\n";
 const TC: &str = "#\n# 2048 bit OpenVPN static key\n#\n-----BEGIN OpenVPN Static key V1-----\n00112233445566778899aabbccddeeff\n-----END OpenVPN Static key V1-----\n";
 
-fn pool() -> Pool {
+pub(crate) fn pool() -> Pool {
     "2001:db8:0:f100::/56".parse().unwrap()
 }
-fn subnet() -> Assignment {
+/// 2001:db8:0:f1ab::/64 of [`pool`].
+pub(crate) fn subnet() -> Assignment {
     Assignment::Subnet(
         pool()
             .subnet("2001:db8:0:f1ab::/64".parse().unwrap())
             .unwrap(),
     )
 }
-fn hermit() -> Assignment {
+/// 2001:db8:0:f1ff::7 of [`pool`].
+pub(crate) fn hermit() -> Assignment {
     Assignment::Hermit(
         pool()
             .hermit("2001:db8:0:f1ff::7".parse().unwrap())
@@ -30,6 +32,18 @@ fn id(s: &str) -> ClientId {
 }
 
 fn client(name: &str, a: Assignment, platform: Platform, tunnel: ClientTunnel) -> ClientConfig {
+    let material = ClientMaterial::new(CA, CERT, Some(KEY), TC).unwrap();
+    client_with(name, a, platform, tunnel, material)
+}
+
+/// A client of [`pool`] on vpn.example.org:5000 with `material`.
+pub(crate) fn client_with(
+    name: &str,
+    a: Assignment,
+    platform: Platform,
+    tunnel: ClientTunnel,
+    material: ClientMaterial,
+) -> ClientConfig {
     ClientConfig {
         client: id(name),
         assignment: a,
@@ -40,7 +54,7 @@ fn client(name: &str, a: Assignment, platform: Platform, tunnel: ClientTunnel) -
         port: 5000,
         server_name: CommonName::new("tunnelbroker-server").unwrap(),
         lan_interface: InterfaceName::new("eth0").unwrap(),
-        material: ClientMaterial::new(CA, CERT, Some(KEY), TC).unwrap(),
+        material,
     }
 }
 

@@ -476,19 +476,12 @@ pub(crate) fn shown(input: &str) -> String {
     format!("{cut:?}")
 }
 
-/// The message of another library's error (PEM, X.509, TOML, CSV parsers)
-/// made fit for one of ours: control characters (newlines from the input the
-/// library quotes) escaped, and at most 200 characters, so that an error
-/// stays one short line whatever the input was.
-pub(crate) fn one_line(err: impl fmt::Display) -> String {
-    const MAX: usize = 200;
-    let text = err.to_string();
-    let mut out = String::new();
-    for (n, c) in text.chars().enumerate() {
-        if n == MAX {
-            out.push('…');
-            break;
-        }
+/// Text made fit for one line: control characters (a newline in a hostile
+/// file name, an escape sequence) are escaped, so that nothing quoted can
+/// break a message, a report line or a comment in a rendered file.
+pub(crate) fn flatten(text: &str) -> String {
+    let mut out = String::with_capacity(text.len());
+    for c in text.chars() {
         if c.is_control() {
             out.extend(c.escape_default());
         } else {
@@ -496,6 +489,18 @@ pub(crate) fn one_line(err: impl fmt::Display) -> String {
         }
     }
     out
+}
+
+/// The message of another library's error (PEM, X.509, TOML, CSV parsers)
+/// made fit for one of ours: [`flatten`]ed, and at most 200 characters, so
+/// that an error stays one short line whatever the input was.
+pub(crate) fn one_line(err: impl fmt::Display) -> String {
+    const MAX: usize = 200;
+    let text = flatten(&err.to_string());
+    match text.char_indices().nth(MAX) {
+        Some((cut, _)) => format!("{}…", &text[..cut]),
+        None => text,
+    }
 }
 
 #[cfg(test)]

@@ -142,7 +142,7 @@ pub fn audit(broker: &Broker, options: &AuditOptions) -> Report {
         }
     }
     let (mut again, _) = check(broker, options);
-    again.actions = actions;
+    again.actions = actions.iter().map(|a| crate::error::flatten(a)).collect();
     again
 }
 

@@ -47,6 +47,8 @@ use std::fmt;
 
 use serde::Serialize;
 
+use crate::error::flatten;
+
 /// The outcome of one check.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord, Serialize)]
 #[serde(rename_all = "lowercase")]
@@ -102,7 +104,7 @@ impl Report {
     /// An empty report.
     pub fn new(title: impl Into<String>) -> Self {
         Report {
-            title: title.into(),
+            title: flatten(&title.into()),
             checks: Vec::new(),
             actions: Vec::new(),
         }
@@ -119,8 +121,8 @@ impl Report {
         self.checks.push(Check {
             name: name.to_owned(),
             status,
-            message: one_line(&message.into()),
-            hint: hint.map(|h| one_line(&h)),
+            message: flatten(&message.into()),
+            hint: hint.map(|h| flatten(&h)),
         });
     }
 
@@ -193,13 +195,6 @@ impl fmt::Display for Report {
     }
 }
 
-/// Flattens text to one line (messages quote hostile input).
-fn one_line(s: &str) -> String {
-    s.chars()
-        .map(|c| if c.is_control() { ' ' } else { c })
-        .collect()
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -209,11 +204,13 @@ mod tests {
         let mut r = Report::new("t");
         r.pass("a", "fine");
         r.warn("bb", "soon\nbroken", "do x");
+        let titled = Report::new("tunnelbroker doctor: /tmp/x\ny.conf");
+        assert_eq!(titled.title, "tunnelbroker doctor: /tmp/x\\ny.conf");
         r.skip("c", "tunnel down");
         let text = r.to_string();
         assert!(!r.failed());
         assert_eq!(text.lines().count(), 1 + 3 + 1 + 1, "{text}");
-        assert!(text.contains("WARN  bb  soon broken"), "{text}");
+        assert!(text.contains("WARN  bb  soon\\nbroken"), "{text}");
         assert!(text.contains("hint: do x"));
         assert!(text.ends_with("1 pass, 1 warn, 0 fail, 1 skipped"));
         r.fail("a", "now broken", "fix");

@@ -11,6 +11,7 @@
 use std::fmt;
 
 use super::values::InlineText;
+use crate::error::flatten;
 
 /// One line (or inline block) of an OpenVPN configuration.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -82,18 +83,11 @@ fn write_arg(f: &mut fmt::Formatter<'_>, arg: &str) -> fmt::Result {
     f.write_str("\"")
 }
 
-/// Comments never span lines.
-fn one_line(text: &str) -> String {
-    text.chars()
-        .map(|c| if c.is_control() { ' ' } else { c })
-        .collect()
-}
-
 impl fmt::Display for ConfigText {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         for line in &self.lines {
             match line {
-                Line::Comment(t) => writeln!(f, "# {}", one_line(t))?,
+                Line::Comment(t) => writeln!(f, "# {}", flatten(t))?,
                 Line::Blank => writeln!(f)?,
                 Line::Directive(name, args) => {
                     f.write_str(name)?;
@@ -222,7 +216,7 @@ impl fmt::Display for ScriptText {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         writeln!(f, "#!/bin/sh")?;
         for h in &self.header {
-            writeln!(f, "# {}", one_line(h))?;
+            writeln!(f, "# {}", flatten(h))?;
         }
         writeln!(f, "set -eu")?;
         for step in &self.steps {
@@ -303,7 +297,7 @@ mod tests {
         c.comment("two\nlines");
         assert_eq!(
             c.to_string(),
-            "x \"a b\" \"c\\\"d\" \"#e\" plain\n# two lines\n"
+            "x \"a b\" \"c\\\"d\" \"#e\" plain\n# two\\nlines\n"
         );
     }
 }

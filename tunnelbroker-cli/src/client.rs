@@ -54,9 +54,13 @@ pub fn run(out: &Output, dir: &Path, cmd: &ClientCommand) -> Result<(), Failure>
     }
 }
 
+/// A CSR is a few hundred bytes; anything near a megabyte is not one.
+const MAX_CSR: u64 = 1 << 20;
+/// A CSV of users: about 60 bytes a row, so room for a million rows.
+const MAX_CSV: u64 = 256 << 20;
+
 fn read_csr(path: &Path) -> Result<String, Failure> {
-    std::fs::read_to_string(path)
-        .map_err(|e| Failure::invalid_input(format!("{}: {e}", path.display())))
+    crate::output::read_input(path, MAX_CSR)
 }
 
 fn add(out: &Output, dir: &Path, a: &ClientAddArgs) -> Result<(), Failure> {
@@ -79,8 +83,7 @@ fn add(out: &Output, dir: &Path, a: &ClientAddArgs) -> Result<(), Failure> {
 }
 
 fn import(out: &Output, dir: &Path, file: &Path) -> Result<(), Failure> {
-    let text = std::fs::read_to_string(file)
-        .map_err(|e| Failure::invalid_input(format!("{}: {e}", file.display())))?;
+    let text = crate::output::read_input(file, MAX_CSV)?;
     let broker = Broker::open(dir)?;
     let bar = if std::io::stderr().is_terminal() && !out.is_json() {
         let bar = indicatif::ProgressBar::new(0);

@@ -39,10 +39,7 @@ pub fn init(out: &Output, dir: &Path, a: &InitArgs) -> Result<(), Failure> {
     let mut options = InitOptions::new(settings);
     match (&a.ca_cert, &a.ca_key) {
         (Some(cert), Some(key)) => {
-            let read = |p: &Path| {
-                std::fs::read_to_string(p)
-                    .map_err(|e| Failure::invalid_input(format!("{}: {e}", p.display())))
-            };
+            let read = |p: &Path| crate::output::read_input(p, 1 << 20);
             options.ca = Some(ImportedCa {
                 cert_pem: read(cert)?,
                 key_pem: read(key)?,

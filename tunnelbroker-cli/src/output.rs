@@ -100,6 +100,13 @@ fn exit_status(kind: ErrorKind) -> u8 {
     }
 }
 
+/// Reads a file the user named on the command line (at most `max` bytes of
+/// text, see [`tunnelbroker_core::read_text`]); whatever is wrong with it is
+/// bad input: exit 2.
+pub fn read_input(path: &std::path::Path, max: u64) -> Result<String, Failure> {
+    tunnelbroker_core::read_text(path, max).map_err(|e| Failure::invalid_input(e.to_string()))
+}
+
 /// Turns a command's result into the process's exit status, reporting a
 /// failure as `tunnelbroker: error: <message>` on one line of stderr.
 pub fn finish(result: Result<(), Failure>) -> ExitCode {

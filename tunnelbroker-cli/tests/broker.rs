@@ -137,6 +137,17 @@ fn init_twice_refuses_and_bad_init_input_exits_2() {
             "2001:db8::/56",
             "--endpoint",
             "v",
+            "--ca-cert",
+            "/dev/zero",
+            "--ca-key",
+            "/dev/zero",
+        ],
+        &[
+            "init",
+            "--pool",
+            "2001:db8::/56",
+            "--endpoint",
+            "v",
             "--country",
             "Germany",
         ],
@@ -222,6 +233,16 @@ fn every_failure_path_has_its_status_and_line() {
             "nonexistent",
         ),
     ];
+    // Files that are not what they claim: nothing is read from them.
+    for file in ["/dev/zero", "/dev/urandom", "/tmp"] {
+        let e = fails(
+            &tb(&dir, &["client", "add", "z", "--subnet", "--csr", file]),
+            2,
+        );
+        assert!(e.contains("not a regular file"), "{e}");
+        let e = fails(&tb(&dir, &["client", "import", file]), 2);
+        assert!(e.contains("not a regular file"), "{e}");
+    }
     for (args, says) in bad_adds {
         let all = [&["client", "add"][..], args].concat();
         let e = fails(&tb(&dir, &all), 2);

@@ -375,6 +375,15 @@ pub enum Error {
     },
 
     // ----- files -----------------------------------------------------------
+    /// A file given as input is not one to read: not a regular file (a
+    /// device, a FIFO, a directory), too large, or not UTF-8 text.
+    #[error("{}: {reason}", .path.display())]
+    InvalidFile {
+        /// The file.
+        path: PathBuf,
+        /// Why it was not read.
+        reason: String,
+    },
     /// Reading or writing a file failed.
     #[error("{}: {source}", .path.display())]
     Io {
@@ -450,7 +459,9 @@ impl Error {
             Error::Database { .. } => ErrorKind::Database,
             Error::NotAssigned { .. } => ErrorKind::NotFound,
             Error::PoolExhausted { .. } => ErrorKind::Exhausted,
-            Error::InvalidClientConfig { .. } => ErrorKind::InvalidInput,
+            Error::InvalidClientConfig { .. } | Error::InvalidFile { .. } => {
+                ErrorKind::InvalidInput
+            }
             Error::Io { .. } => ErrorKind::Io,
         }
     }

@@ -65,14 +65,118 @@ pub(crate) fn write_public(path: &Path, data: &[u8]) -> Result<()> {
     write_atomic(path, data, PUBLIC)
 }
 
-/// Reads a file to a string, naming the path in the error.
+/// The most the broker reads of one of its own files (settings, PEMs, the
+/// CRL, which grows with the revocations).
+const MAX_BROKER_FILE: u64 = 64 << 20;
+
+/// Reads one of the broker's own files to a string, naming the path in the
+/// error.
 pub(crate) fn read_to_string(path: &Path) -> Result<String> {
-    fs::read_to_string(path).map_err(|e| Error::io(path, e))
+    read_text(path, MAX_BROKER_FILE)
+}
+
+/// Why a file cannot be read as text, or an I/O error; the path is left to
+/// the caller to name.
+pub(crate) enum Refusal {
+    /// Not a regular file, too large, or not UTF-8.
+    Invalid(String),
+    /// What the operating system said.
+    Io(std::io::Error),
+}
+
+impl std::fmt::Display for Refusal {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self {
+            Refusal::Invalid(why) => f.write_str(why),
+            Refusal::Io(e) => e.fmt(f),
+        }
+    }
+}
+
+/// Reads a regular file of at most `max` bytes as UTF-8 text. Devices,
+/// FIFOs and directories are refused before anything is read, and no more
+/// than `max + 1` bytes are ever read (a file that grows meanwhile too).
+pub(crate) fn read_limited(path: &Path, max: u64) -> std::result::Result<String, Refusal> {
+    use std::io::Read;
+    let meta = fs::metadata(path).map_err(Refusal::Io)?;
+    if !meta.is_file() {
+        return Err(Refusal::Invalid("not a regular file".into()));
+    }
+    let too_large = || Refusal::Invalid(format!("larger than {max} bytes"));
+    if meta.len() > max {
+        return Err(too_large());
+    }
+    let mut bytes = Vec::with_capacity(usize::try_from(meta.len()).unwrap_or(0));
+    File::open(path)
+        .and_then(|f| f.take(max.saturating_add(1)).read_to_end(&mut bytes))
+        .map_err(Refusal::Io)?;
+    if bytes.len() as u64 > max {
+        return Err(too_large());
+    }
+    String::from_utf8(bytes).map_err(|_| Refusal::Invalid("not UTF-8 text".into()))
+}
+
+/// Reads a text file given as input (a CSR, a CSV of users, an imported CA)
+/// of at most `max` bytes: a device such as `/dev/zero`, a FIFO, a
+/// directory, a larger file or one that is not UTF-8 is refused as bad input
+/// ([`ErrorKind::InvalidInput`](crate::ErrorKind::InvalidInput)) before it
+/// can fill the memory; a missing or unreadable file is an I/O error.
+///
+/// ```
+/// use tunnelbroker_core::{ErrorKind, read_text};
+/// let err = read_text("/dev/zero".as_ref(), 1 << 20).unwrap_err();
+/// assert_eq!(err.kind(), ErrorKind::InvalidInput);
+/// assert_eq!(err.to_string(), "/dev/zero: not a regular file");
+/// ```
+pub fn read_text(path: &Path, max: u64) -> Result<String> {
+    read_limited(path, max).map_err(|r| match r {
+        Refusal::Invalid(reason) => Error::InvalidFile {
+            path: path.to_owned(),
+            reason,
+        },
+        Refusal::Io(e) => Error::io(path, e),
+    })
 }
 
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::ErrorKind;
+
+    #[test]
+    fn read_text_takes_only_small_regular_text_files() {
+        let dir = tempfile::tempdir().unwrap();
+        let p = |n: &str| dir.path().join(n);
+        fs::write(p("ok"), "x".repeat(100)).unwrap();
+        assert_eq!(read_text(&p("ok"), 100).unwrap().len(), 100);
+        let refused = |path: &Path, max: u64, why: &str| {
+            let e = read_text(path, max).unwrap_err();
+            assert_eq!(e.kind(), ErrorKind::InvalidInput, "{e}");
+            assert_eq!(e.to_string(), format!("{}: {why}", path.display()));
+        };
+        refused(&p("ok"), 99, "larger than 99 bytes");
+        // A sparse file claims 1 TiB: refused by its size, nothing read.
+        File::create(p("huge")).unwrap().set_len(1 << 40).unwrap();
+        refused(&p("huge"), 1 << 20, "larger than 1048576 bytes");
+        fs::write(p("bin"), [0xff, 0xfe, 0]).unwrap();
+        refused(&p("bin"), 100, "not UTF-8 text");
+        refused(dir.path(), 100, "not a regular file");
+        refused(Path::new("/dev/zero"), 100, "not a regular file");
+        let fifo = p("fifo");
+        assert!(
+            std::process::Command::new("mkfifo")
+                .arg(&fifo)
+                .status()
+                .unwrap()
+                .success()
+        );
+        refused(&fifo, 100, "not a regular file");
+        // A symlink to a device is the device.
+        std::os::unix::fs::symlink("/dev/zero", p("link")).unwrap();
+        refused(&p("link"), 100, "not a regular file");
+        let missing = read_text(&p("missing"), 100).unwrap_err();
+        assert_eq!(missing.kind(), ErrorKind::Io);
+    }
 
     #[test]
     fn secrets_are_0600_and_replace_atomically() {

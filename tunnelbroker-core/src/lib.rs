@@ -41,6 +41,7 @@ pub use broker::{
 };
 pub use client_id::ClientId;
 pub use error::{Error, ErrorKind, Result};
+pub use fsutil::read_text;
 pub use pki::{
     Ca, CaParams, CertInfo, Certificate, Crl, Issued, KeyType, PrivateKey, Purpose,
     RevocationReason, RevokedCert, Serial, Subject, TlsCryptKey, Validity,

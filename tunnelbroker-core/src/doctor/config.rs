@@ -9,7 +9,6 @@
 //! inline block is `<tag>` ... `</tag>` on lines of their own.
 
 use std::fmt;
-use std::fs;
 use std::net::Ipv6Addr;
 use std::path::{Path, PathBuf};
 
@@ -466,15 +465,7 @@ impl ClientConfigFile {
 /// Reads a regular file of at most [`MAX_FILE`] bytes as UTF-8 text; the
 /// reason for a refusal does not repeat the path (callers name it).
 fn read_bounded(path: &Path) -> std::result::Result<String, String> {
-    let meta = fs::metadata(path).map_err(|e| e.to_string())?;
-    if !meta.is_file() {
-        return Err("not a regular file".into());
-    }
-    if meta.len() > MAX_FILE {
-        return Err(format!("larger than {MAX_FILE} bytes"));
-    }
-    let bytes = fs::read(path).map_err(|e| e.to_string())?;
-    String::from_utf8(bytes).map_err(|_| "not UTF-8 text".into())
+    crate::fsutil::read_limited(path, MAX_FILE).map_err(|r| r.to_string())
 }
 
 /// Splits a line into words as OpenVPN does.
@@ -536,6 +527,8 @@ fn split_words(line: &str) -> std::result::Result<Vec<String>, String> {
 
 #[cfg(test)]
 mod tests {
+    use std::fs;
+
     use super::*;
 
     fn parse(text: &str) -> Result<ClientConfigFile> {

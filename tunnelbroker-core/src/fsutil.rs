@@ -93,14 +93,16 @@ impl std::fmt::Display for Refusal {
     }
 }
 
-/// Reads a regular file of at most `max` bytes as UTF-8 text. Devices,
-/// FIFOs and directories are refused before anything is read, and no more
-/// than `max + 1` bytes are ever read (a file that grows meanwhile too).
+/// Reads a regular file or a pipe (`<(command)`, `/dev/stdin` from a pipe)
+/// of at most `max` bytes as UTF-8 text. Devices, sockets and directories
+/// are refused before anything is read, and no more than `max + 1` bytes
+/// are ever read (from a pipe, or a file that grows meanwhile).
 pub(crate) fn read_limited(path: &Path, max: u64) -> std::result::Result<String, Refusal> {
     use std::io::Read;
+    use std::os::unix::fs::FileTypeExt;
     let meta = fs::metadata(path).map_err(Refusal::Io)?;
-    if !meta.is_file() {
-        return Err(Refusal::Invalid("not a regular file".into()));
+    if !meta.is_file() && !meta.file_type().is_fifo() {
+        return Err(Refusal::Invalid("not a regular file or a pipe".into()));
     }
     let too_large = || Refusal::Invalid(format!("larger than {max} bytes"));
     if meta.len() > max {
@@ -117,8 +119,9 @@ pub(crate) fn read_limited(path: &Path, max: u64) -> std::result::Result<String,
 }
 
 /// Reads a text file given as input (a CSR, a CSV of users, an imported CA)
-/// of at most `max` bytes: a device such as `/dev/zero`, a FIFO, a
-/// directory, a larger file or one that is not UTF-8 is refused as bad input
+/// of at most `max` bytes, from a regular file or a pipe: a device such as
+/// `/dev/zero`, a directory, more text or text that is not UTF-8 is refused
+/// as bad input
 /// ([`ErrorKind::InvalidInput`](crate::ErrorKind::InvalidInput)) before it
 /// can fill the memory; a missing or unreadable file is an I/O error.
 ///
@@ -126,7 +129,7 @@ pub(crate) fn read_limited(path: &Path, max: u64) -> std::result::Result<String,
 /// use tunnelbroker_core::{ErrorKind, read_text};
 /// let err = read_text("/dev/zero".as_ref(), 1 << 20).unwrap_err();
 /// assert_eq!(err.kind(), ErrorKind::InvalidInput);
-/// assert_eq!(err.to_string(), "/dev/zero: not a regular file");
+/// assert_eq!(err.to_string(), "/dev/zero: not a regular file or a pipe");
 /// ```
 pub fn read_text(path: &Path, max: u64) -> Result<String> {
     read_limited(path, max).map_err(|r| match r {
@@ -160,8 +163,13 @@ mod tests {
         refused(&p("huge"), 1 << 20, "larger than 1048576 bytes");
         fs::write(p("bin"), [0xff, 0xfe, 0]).unwrap();
         refused(&p("bin"), 100, "not UTF-8 text");
-        refused(dir.path(), 100, "not a regular file");
-        refused(Path::new("/dev/zero"), 100, "not a regular file");
+        let other = "not a regular file or a pipe";
+        refused(dir.path(), 100, other);
+        refused(Path::new("/dev/zero"), 100, other);
+        // A symlink to a device is the device.
+        std::os::unix::fs::symlink("/dev/zero", p("link")).unwrap();
+        refused(&p("link"), 100, other);
+        // A pipe is read, but never more than max + 1 bytes of it.
         let fifo = p("fifo");
         assert!(
             std::process::Command::new("mkfifo")
@@ -170,10 +178,29 @@ mod tests {
                 .unwrap()
                 .success()
         );
-        refused(&fifo, 100, "not a regular file");
-        // A symlink to a device is the device.
-        std::os::unix::fs::symlink("/dev/zero", p("link")).unwrap();
-        refused(&p("link"), 100, "not a regular file");
+        for (text, max) in [("from a pipe", 100), ("x".repeat(5000).as_str(), 100)] {
+            let writer = {
+                let (fifo, text) = (fifo.clone(), text.to_owned());
+                std::thread::spawn(move || {
+                    // The reader may stop early: a broken pipe is expected.
+                    let _ = File::options()
+                        .write(true)
+                        .open(&fifo)
+                        .and_then(|mut f| f.write_all(text.as_bytes()));
+                })
+            };
+            let got = read_text(&fifo, max);
+            if text.len() as u64 <= max {
+                assert_eq!(got.unwrap(), text);
+            } else {
+                let e = got.unwrap_err();
+                assert_eq!(
+                    e.to_string(),
+                    format!("{}: larger than 100 bytes", fifo.display())
+                );
+            }
+            writer.join().unwrap();
+        }
         let missing = read_text(&p("missing"), 100).unwrap_err();
         assert_eq!(missing.kind(), ErrorKind::Io);
     }

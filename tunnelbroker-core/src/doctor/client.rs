@@ -574,30 +574,29 @@ fn check_subnet(
     r: &mut Report,
 ) {
     let script = "the bundle's up script does this when the tunnel comes up: is `up` in the configuration and the script executable?";
-    match sys
-        .read("/proc/sys/net/ipv6/conf/all/forwarding")
-        .map(|v| v.trim().to_owned())
-    {
-        Some(v) if v == "1" => r.pass("forwarding", "IPv6 forwarding is on"),
-        Some(_) => r.fail(
+    let lan_iface = ifaces.iter().find(|i| i.name == lan);
+    // Without its LAN the client is a host on the tunnel: the up script
+    // leaves forwarding alone then, and so does this check.
+    if lan_iface.is_none() {
+        r.skip(
             "forwarding",
-            "IPv6 forwarding is off: the LAN cannot reach the tunnel",
-            format!("sysctl -w net.ipv6.conf.all.forwarding=1 ({script})"),
-        ),
-        None => r.fail(
-            "forwarding",
-            "cannot read /proc/sys/net/ipv6/conf/all/forwarding",
-            "is IPv6 enabled in the kernel?",
-        ),
+            format!("the LAN interface {} does not exist", shown(lan)),
+        );
+    } else {
+        check_forwarding(sys, script, r);
     }
     let Some(lan_addr) = f.lan_address() else {
         return;
     };
     let want = format!("{lan_addr}/64");
-    let Some(lan_iface) = ifaces.iter().find(|i| i.name == lan) else {
+    let Some(lan_iface) = lan_iface else {
         r.fail(
             "lan-address",
-            format!("there is no LAN interface {}", shown(lan)),
+            format!(
+                "the LAN interface {} does not exist: the tunnel serves this host only and the LAN got no prefix ({})",
+                shown(lan),
+                f.prefix
+            ),
             format!("name your LAN interface with `setenv {LAN_ENV} IFACE` in the configuration (or doctor --lan IFACE)"),
         );
         r.skip("prefix-owner", "the LAN interface does not exist");
@@ -644,6 +643,25 @@ fn check_subnet(
             format!("{} is also claimed by: {}", f.prefix, claims.join(", ")),
             "remove those addresses and routes: the prefix belongs on the LAN interface only",
         );
+    }
+}
+
+fn check_forwarding(sys: &dyn System, script: &str, r: &mut Report) {
+    match sys
+        .read("/proc/sys/net/ipv6/conf/all/forwarding")
+        .map(|v| v.trim().to_owned())
+    {
+        Some(v) if v == "1" => r.pass("forwarding", "IPv6 forwarding is on"),
+        Some(_) => r.fail(
+            "forwarding",
+            "IPv6 forwarding is off: the LAN cannot reach the tunnel",
+            format!("sysctl -w net.ipv6.conf.all.forwarding=1 ({script})"),
+        ),
+        None => r.fail(
+            "forwarding",
+            "cannot read /proc/sys/net/ipv6/conf/all/forwarding",
+            "is IPv6 enabled in the kernel?",
+        ),
     }
 }
 

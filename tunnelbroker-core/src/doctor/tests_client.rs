@@ -520,3 +520,34 @@ fn a_config_without_facts_derives_them_or_warns() {
     assert_eq!(r.status_of("assignment"), Some(Status::Warn));
     assert_eq!(r.status_of("tunnel"), Some(Status::Skip));
 }
+
+#[test]
+fn a_missing_lan_interface_is_named_and_forwarding_is_not_blamed() {
+    // What the up script leaves when the LAN interface is missing: the
+    // tunnel is up, forwarding untouched (off), the host's uplink is wlan0.
+    let b = bundle(ClientKind::Subnet, ServerMode::PerClient);
+    let mut sys = healthy();
+    sys.ifaces[1] = ("wlan0", "ether", vec!["fe80::5/64".into()]);
+    sys.routes.retain(|r| r.0 != "2001:db8:0:f1ab::/64");
+    for r in sys.routes.iter_mut() {
+        if r.1 == Some("eth0") {
+            r.1 = Some("wlan0");
+        }
+    }
+    sys.files
+        .insert("/proc/sys/net/ipv6/conf/all/forwarding", "0\n".into());
+    let r = doctor(&b, &sys);
+    assert_only_fail(&r, "lan-address");
+    let lan = r.checks.iter().find(|c| c.name == "lan-address").unwrap();
+    assert!(
+        lan.message
+            .contains("the LAN interface \"eth0\" does not exist")
+            && lan
+                .message
+                .contains("the LAN got no prefix (2001:db8:0:f1ab::/64)"),
+        "{r}"
+    );
+    assert_eq!(r.status_of("forwarding"), Some(Status::Skip), "{r}");
+    assert_eq!(r.status_of("prefix-owner"), Some(Status::Skip), "{r}");
+    assert_eq!(r.status_of("tunnel"), Some(Status::Pass), "{r}");
+}

@@ -4,7 +4,7 @@
 use std::fmt;
 use std::net::Ipv6Addr;
 
-use super::text::{ConfigText, ScriptText, Step, ip_addr};
+use super::text::{ConfigText, ScriptText, Step, Word, ip_addr};
 use super::values::{CommonName, Host, InlineText, InterfaceName};
 use super::{ConfigFile, KEEPALIVE, RenderedFile, Script};
 use crate::doctor::BundleFacts;
@@ -348,10 +348,27 @@ impl ClientConfig {
                 "dev",
             ));
         }
-        t.step(Step::EnableForwarding {
-            marker: self.marker(),
+        // Without its LAN interface the client is still a host on the
+        // tunnel: the LAN steps are skipped with one line in the log, and
+        // forwarding stays as it was (down restores only what up changed).
+        t.step(Step::IfInterface {
+            var: "lan",
+            steps: vec![
+                Step::EnableForwarding {
+                    marker: self.marker(),
+                },
+                Step::Run(ip_addr("replace", format!("{}/64", s.lan_address()), "lan")),
+            ],
+            missing: vec![
+                Word::Lit(format!("tunnelbroker: client {}: the LAN interface ", self.client)),
+                Word::Var("lan"),
+                Word::Lit(format!(
+                    " does not exist: the tunnel is up for this host only and the LAN got no prefix ({}); \
+                     name the LAN interface with `setenv {LAN_INTERFACE_ENV} IFACE` in the configuration",
+                    s.prefix()
+                )),
+            ],
         });
-        t.run(ip_addr("replace", format!("{}/64", s.lan_address()), "lan"));
         Some(Script(t))
     }
 
@@ -499,6 +516,11 @@ impl fmt::Display for Readme<'_> {
                         c.file_name()
                     )?;
                     writeln!(f, "OpenVPN does not hand its own environment to scripts).")?;
+                    writeln!(
+                        f,
+                        "Without that interface the tunnel still comes up for this host alone;"
+                    )?;
+                    writeln!(f, "the up script then logs that the LAN got no prefix.")?;
                 }
             }
             Platform::Windows => {

@@ -376,3 +376,102 @@ fn a_server_address_that_cannot_be_the_servers_is_refused() {
     }
     assert!(shared(hermit(), "2001:db8:0:f1ff::7").is_err());
 }
+
+/// Runs `script` with `sh` and fake `ip`, `sysctl` and `logger` that log
+/// their calls; `ip` knows only the devices in `devices`. Returns (exit
+/// status, stderr, calls).
+fn run_with_fake_tools(
+    script: &str,
+    devices: &[&str],
+    env: &[(&str, &str)],
+) -> (bool, String, String) {
+    let dir = tempfile::tempdir().unwrap();
+    let bin = dir.path().join("bin");
+    std::fs::create_dir(&bin).unwrap();
+    let calls = dir.path().join("calls");
+    let fake = |name: &str, body: &str| {
+        use std::os::unix::fs::PermissionsExt;
+        let p = bin.join(name);
+        std::fs::write(
+            &p,
+            format!("#!/bin/sh\necho \"{name} $*\" >> \"$CALLS\"\n{body}"),
+        )
+        .unwrap();
+        std::fs::set_permissions(&p, std::fs::Permissions::from_mode(0o755)).unwrap();
+    };
+    let known: Vec<String> = devices.iter().map(|d| format!("\"{d}\"")).collect();
+    fake(
+        "ip",
+        &format!(
+            "for dev in \"$@\"; do :; done\n\
+             case \"$dev\" in {}) exit 0;; esac\n\
+             echo \"Cannot find device \\\"$dev\\\"\" >&2\nexit 1\n",
+            known.join("|")
+        ),
+    );
+    fake("sysctl", "[ \"$1\" != -n ] || echo 1\n");
+    fake("logger", "");
+    let path = dir.path().join("script");
+    std::fs::write(&path, script).unwrap();
+    let mut cmd = std::process::Command::new("sh");
+    cmd.arg(&path)
+        .env_clear()
+        .env("PATH", format!("{}:/usr/bin:/bin", bin.display()))
+        .env("CALLS", &calls)
+        .env("dev", "tun7");
+    for (k, v) in env {
+        cmd.env(k, v);
+    }
+    let out = cmd.output().unwrap();
+    (
+        out.status.success(),
+        String::from_utf8_lossy(&out.stderr).into_owned(),
+        std::fs::read_to_string(&calls).unwrap_or_default(),
+    )
+}
+
+#[test]
+fn a_subnet_client_without_its_lan_interface_still_brings_the_tunnel_up() {
+    for t in [ClientTunnel::PerClient, ClientTunnel::Shared] {
+        let c = client("lanless", subnet(), Platform::Linux, t);
+        let up = c.up_script().unwrap().to_string();
+        let (ok, stderr, calls) = run_with_fake_tools(&up, &["tun7"], &[]);
+        assert!(ok, "the up script failed: {stderr}\n{up}");
+        let lines: Vec<&str> = stderr.lines().collect();
+        assert_eq!(lines.len(), 1, "{stderr}");
+        assert!(
+            lines[0].contains("the LAN interface eth0 does not exist")
+                && lines[0].contains("the LAN got no prefix (2001:db8:0:f1ab::/64)")
+                && lines[0].contains("TUNNELBROKER_LAN_IF"),
+            "{stderr}"
+        );
+        assert!(
+            calls.contains(&format!("logger -t tunnelbroker -- {}", lines[0])),
+            "{calls}"
+        );
+        assert!(!calls.contains("2001:db8:0:f1ab::1/64"), "{calls}");
+        assert!(
+            !calls.contains("sysctl"),
+            "forwarding is left alone: {calls}"
+        );
+        if t == ClientTunnel::PerClient {
+            assert!(
+                calls.contains("ip -6 addr replace fe80::f1ab:2/64 dev tun7"),
+                "{calls}"
+            );
+        }
+        let down = c.down_script().unwrap().to_string();
+        let (ok, stderr, _) = run_with_fake_tools(&down, &["tun7"], &[]);
+        assert!(ok, "the down script failed: {stderr}\n{down}");
+
+        // With the interface there, the LAN gets its address and no line is logged.
+        let (ok, stderr, calls) =
+            run_with_fake_tools(&up, &["tun7", "lan0"], &[("TUNNELBROKER_LAN_IF", "lan0")]);
+        assert!(ok && stderr.is_empty(), "{stderr}");
+        assert!(
+            calls.contains("ip -6 addr replace 2001:db8:0:f1ab::1/64 dev lan0"),
+            "{calls}"
+        );
+        assert!(!calls.contains("logger"), "{calls}");
+    }
+}

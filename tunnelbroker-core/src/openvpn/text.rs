@@ -175,6 +175,19 @@ pub(crate) enum Step {
         /// The marker file.
         marker: String,
     },
+    /// Runs `steps` when the network interface named by the script variable
+    /// `var` exists. Otherwise it says so in one line, `missing` (its words
+    /// joined without spaces), on stderr (which OpenVPN puts in its log)
+    /// and to syslog through `logger` where there is one, and goes on: the
+    /// script still succeeds.
+    IfInterface {
+        /// The script variable that names the interface.
+        var: &'static str,
+        /// What to do with the interface.
+        steps: Vec<Step>,
+        /// The line to log when it does not exist.
+        missing: Vec<Word>,
+    },
 }
 
 /// A generated POSIX shell script: `#!/bin/sh`, a header comment, `set -eu`,
@@ -220,38 +233,77 @@ impl fmt::Display for ScriptText {
         }
         writeln!(f, "set -eu")?;
         for step in &self.steps {
-            match step {
-                Step::EnvDefault { var, env, default } => {
-                    // `default` is a validated word; quoting keeps it inert anyway.
-                    writeln!(f, "{var}=\"${{{env}:-}}\"")?;
-                    writeln!(f, "[ -n \"${var}\" ] || {var}={}", sh_quote(default))?;
-                }
-                Step::Run(words) => {
-                    write_words(f, words)?;
-                    writeln!(f)?;
-                }
-                Step::RunTolerant(words) => {
-                    write_words(f, words)?;
-                    writeln!(f, " 2>/dev/null || true")?;
-                }
-                Step::EnableForwarding { marker } => {
-                    let m = sh_quote(marker);
-                    writeln!(f, "if [ \"$(sysctl -n {FORWARDING})\" != 1 ]; then")?;
-                    writeln!(f, "    sysctl -q -w {FORWARDING}=1")?;
-                    writeln!(f, "    : > {m}")?;
-                    writeln!(f, "fi")?;
-                }
-                Step::RestoreForwarding { marker } => {
-                    let m = sh_quote(marker);
-                    writeln!(f, "if [ -e {m} ]; then")?;
-                    writeln!(f, "    sysctl -q -w {FORWARDING}=0")?;
-                    writeln!(f, "    rm -f {m}")?;
-                    writeln!(f, "fi")?;
-                }
-            }
+            write_step(f, step, "")?;
         }
         Ok(())
     }
+}
+
+/// Writes one step, each of its lines indented by `indent`.
+fn write_step(f: &mut fmt::Formatter<'_>, step: &Step, indent: &str) -> fmt::Result {
+    match step {
+        Step::EnvDefault { var, env, default } => {
+            // `default` is a validated word; quoting keeps it inert anyway.
+            writeln!(f, "{indent}{var}=\"${{{env}:-}}\"")?;
+            writeln!(
+                f,
+                "{indent}[ -n \"${var}\" ] || {var}={}",
+                sh_quote(default)
+            )?;
+        }
+        Step::Run(words) => {
+            f.write_str(indent)?;
+            write_words(f, words)?;
+            writeln!(f)?;
+        }
+        Step::RunTolerant(words) => {
+            f.write_str(indent)?;
+            write_words(f, words)?;
+            writeln!(f, " 2>/dev/null || true")?;
+        }
+        Step::EnableForwarding { marker } => {
+            let m = sh_quote(marker);
+            writeln!(f, "{indent}if [ \"$(sysctl -n {FORWARDING})\" != 1 ]; then")?;
+            writeln!(f, "{indent}    sysctl -q -w {FORWARDING}=1")?;
+            writeln!(f, "{indent}    : > {m}")?;
+            writeln!(f, "{indent}fi")?;
+        }
+        Step::RestoreForwarding { marker } => {
+            let m = sh_quote(marker);
+            writeln!(f, "{indent}if [ -e {m} ]; then")?;
+            writeln!(f, "{indent}    sysctl -q -w {FORWARDING}=0")?;
+            writeln!(f, "{indent}    rm -f {m}")?;
+            writeln!(f, "{indent}fi")?;
+        }
+        Step::IfInterface {
+            var,
+            steps,
+            missing,
+        } => {
+            let inner = format!("{indent}    ");
+            writeln!(
+                f,
+                "{indent}if ip link show dev \"${var}\" >/dev/null 2>&1; then"
+            )?;
+            for s in steps {
+                write_step(f, s, &inner)?;
+            }
+            writeln!(f, "{indent}else")?;
+            f.write_str(&inner)?;
+            f.write_str("msg=")?;
+            for w in missing {
+                write!(f, "{w}")?;
+            }
+            writeln!(f)?;
+            writeln!(f, "{inner}printf '%s\\n' \"$msg\" >&2")?;
+            writeln!(
+                f,
+                "{inner}if command -v logger >/dev/null 2>&1; then logger -t tunnelbroker -- \"$msg\" || true; fi"
+            )?;
+            writeln!(f, "{indent}fi")?;
+        }
+    }
+    Ok(())
 }
 
 /// `ip -6 addr VERB ADDR dev "$DEV_VAR"`, the one command the up and down

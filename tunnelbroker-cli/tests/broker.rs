@@ -183,6 +183,26 @@ fn hostile_client_ids_exit_2_and_change_nothing() {
 }
 
 #[test]
+fn windows_reserved_ids_exit_2_for_windows_clients() {
+    let t = tempfile::tempdir().unwrap();
+    let dir = t.path().join("b");
+    init(&dir, &[]);
+    for id in ["CON", "nul", "com1", "LPT1.txt", "alice."] {
+        let err = fails(
+            &tb(&dir, &["client", "add", "--hermit", "--os", "windows", id]),
+            2,
+        );
+        assert!(
+            err.contains("invalid client id") && err.contains("Windows"),
+            "{id:?}: {err}"
+        );
+    }
+    let list = json(&tb(&dir, &["client", "list", "--json"]));
+    assert_eq!(list.as_array().unwrap().len(), 0);
+    ok(&tb(&dir, &["client", "add", "--hermit", "con"]));
+}
+
+#[test]
 fn every_failure_path_has_its_status_and_line() {
     let t = tempfile::tempdir().unwrap();
     let dir = t.path().join("b");

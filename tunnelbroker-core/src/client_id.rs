@@ -66,6 +66,38 @@ impl ClientId {
     pub fn as_str(&self) -> &str {
         &self.0
     }
+
+    /// Why Windows cannot use this ID as a file name, if it cannot: it is a
+    /// device name that Windows reserves (`CON`, `PRN`, `AUX`, `NUL`,
+    /// `COM0`-`COM9`, `LPT0`-`LPT9`, in any case, also with an extension such
+    /// as `con.txt`), or it ends in a dot, which Windows strips. (A space,
+    /// which Windows strips too, is refused by the rule for every ID.)
+    ///
+    /// The broker refuses such an ID for a Windows client, whose bundle,
+    /// configuration and key file are named after it.
+    ///
+    /// ```
+    /// use tunnelbroker_core::ClientId;
+    /// let id = |s: &str| s.parse::<ClientId>().unwrap();
+    /// assert!(id("alice").windows_problem().is_none());
+    /// assert!(id("console").windows_problem().is_none());
+    /// for bad in ["CON", "nul", "Com1", "lpt9.lab", "aux.tar", "alice."] {
+    ///     assert!(id(bad).windows_problem().is_some(), "{bad}");
+    /// }
+    /// ```
+    pub fn windows_problem(&self) -> Option<String> {
+        if self.0.ends_with('.') {
+            return Some("Windows strips a trailing '.' from file names".into());
+        }
+        let stem = self.0.split('.').next().unwrap_or_default();
+        let upper = stem.to_ascii_uppercase();
+        let reserved = matches!(upper.as_str(), "CON" | "PRN" | "AUX" | "NUL")
+            || (upper.len() == 4
+                && (upper.starts_with("COM") || upper.starts_with("LPT"))
+                && upper.as_bytes()[3].is_ascii_digit());
+        reserved
+            .then(|| format!("Windows reserves the device name {upper} (also with an extension)"))
+    }
 }
 
 impl fmt::Display for ClientId {
@@ -122,6 +154,35 @@ mod tests {
         assert!(msg("-x").contains("must not start"));
         assert!(msg("a\nb").contains("invalid client id \"a\\nb\""));
         assert!(ClientId::new(&"a".repeat(64)).is_ok());
+    }
+
+    #[test]
+    fn windows_reserved_names_are_found_in_any_case_and_with_extensions() {
+        let problem = |s: &str| ClientId::new(s).unwrap().windows_problem();
+        for bad in [
+            "CON",
+            "con",
+            "Prn",
+            "aux",
+            "NUL",
+            "nul.txt",
+            "con.tar.gz",
+            "COM0",
+            "com9",
+            "LPT1",
+            "lpt5.x",
+            "alice.",
+            "a..",
+        ] {
+            assert!(problem(bad).is_some(), "{bad}");
+        }
+        for good in [
+            "alice", "con1", "com10", "lpt", "comx", "nul_", "aux-1", "a.con", "conx.txt", "a.b",
+        ] {
+            assert_eq!(problem(good), None, "{good}");
+        }
+        assert!(problem("lpt1.lab").unwrap().contains("device name LPT1"));
+        assert!(problem("x.").unwrap().contains("trailing '.'"));
     }
 
     proptest! {

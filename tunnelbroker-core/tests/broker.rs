@@ -235,6 +235,32 @@ fn the_server_name_is_reserved() {
 }
 
 #[test]
+fn windows_reserved_ids_are_refused_for_windows_clients() {
+    let (_t, b) = new_broker("2001:db8:0:f100::/56");
+    for id in [
+        "CON", "nul", "Aux", "prn", "com1", "LPT9", "con.txt", "lpt1.lab", "alice.",
+    ] {
+        let mut r = req(id, ClientKind::Hermit);
+        r.os = ClientOs::Windows;
+        let err = b.add_client(&r).unwrap_err();
+        assert_eq!(err.kind(), ErrorKind::InvalidInput, "{id}: {err}");
+        let msg = err.to_string();
+        assert!(msg.contains("Windows") && !msg.contains('\n'), "{msg}");
+    }
+    assert!(b.clients().unwrap().is_empty());
+    let csv = "id,kind,os,email,name\naux,hermit,windows,,\nnul.x,hermit,WINDOWS,,\n";
+    let report = b.import_csv(csv, &mut |_, _| {}).unwrap();
+    assert!(report.added.is_empty());
+    assert_eq!(report.errors.len(), 2, "{:#?}", report.errors);
+    assert!(report.errors[0].error.contains("device name AUX"));
+    // A Linux client may use these names; a Windows client the names near them.
+    b.add_client(&req("aux", ClientKind::Hermit)).unwrap();
+    let mut r = req("console", ClientKind::Hermit);
+    r.os = ClientOs::Windows;
+    b.add_client(&r).unwrap();
+}
+
+#[test]
 fn pool_exhausted_is_its_own_error() {
     let (_t, b) = new_broker("2001:db8:0:f1fc::/62");
     b.add_client(&req("a", ClientKind::Subnet)).unwrap();

@@ -173,6 +173,15 @@ def test_add_client_refusals_leave_no_trace(broker: Broker) -> None:
     assert [c.id for c in broker.clients()] == ["alice"]
 
 
+@pytest.mark.parametrize("reserved", ["CON", "nul", "Aux", "com1", "LPT9", "con.txt", "alice."])
+def test_windows_reserved_ids_are_refused_for_windows_clients(broker: Broker, reserved: str) -> None:
+    with pytest.raises(InvalidInputError, match="Windows"):
+        broker.add_client(reserved, kind="hermit", os="windows")
+    assert broker.clients() == []
+    # The same name is a file name on Linux.
+    assert broker.add_client(reserved, kind="hermit").id == reserved
+
+
 def test_pool_and_ports_exhausted(tmp_path: Path) -> None:
     with Broker.init(tmp_path / "b", pool="2001:db8:0:f1fc::/62", endpoint="h") as b:
         b.add_client("a")

@@ -178,8 +178,20 @@ impl NewClient {
         }
     }
 
-    /// Checks the free-text fields (e-mail, name).
+    /// Checks the free-text fields (e-mail, name), and that a Windows
+    /// client's ID can name files on Windows
+    /// ([`ClientId::windows_problem`]).
     pub(crate) fn validate(&self) -> Result<()> {
+        if self.os == ClientOs::Windows
+            && let Some(reason) = self.id.windows_problem()
+        {
+            return Err(Error::InvalidClientId {
+                input: shown(self.id.as_str()),
+                reason: format!(
+                    "{reason}: a windows client's bundle and files are named after its id; choose another"
+                ),
+            });
+        }
         if let Some(e) = &self.email {
             validate_email(e)?;
         }

@@ -262,6 +262,15 @@ pub enum Error {
         "the certificate request's signature does not verify: it is corrupt or was not made with its own key"
     )]
     CsrSignatureInvalid,
+    /// A certificate signing request that carries a public key the broker
+    /// knows already: the CA's, the server's or another client's.
+    #[error(
+        "the certificate request carries the public key of {owner}: a request must carry a key of its own"
+    )]
+    CsrKeyInUse {
+        /// Whose key it is ("the CA", "the server", "client bob").
+        owner: String,
+    },
     /// A certificate revocation list could not be read.
     #[error("invalid crl: {reason}")]
     InvalidCrl {
@@ -443,6 +452,7 @@ impl Error {
             | Error::InvalidConfigValue { .. } => ErrorKind::InvalidInput,
             Error::Management { .. } => ErrorKind::Other,
             Error::CsrSignatureInvalid
+            | Error::CsrKeyInUse { .. }
             | Error::CaKeyMismatch { .. }
             | Error::CaExpired { .. }
             | Error::NotIssuedByCa { .. }

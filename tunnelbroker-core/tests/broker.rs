@@ -452,6 +452,93 @@ fn a_client_with_its_own_key_gets_no_key_kept() {
     assert_eq!(next.assignment.to_string(), "2001:db8:0:f1ff::2/128");
 }
 
+/// A request for `cn` signed with the PEM key `key_pem`.
+fn csr_with_key(key_pem: &str, cn: &str) -> String {
+    let key = rcgen::KeyPair::from_pem(key_pem).unwrap();
+    let mut params = rcgen::CertificateParams::new(vec![]).unwrap();
+    params
+        .distinguished_name
+        .push(rcgen::DnType::CommonName, cn);
+    params.serialize_request(&key).unwrap().pem().unwrap()
+}
+
+#[test]
+fn a_csr_must_carry_a_key_of_its_own() {
+    let (_t, b) = new_broker("2001:db8:0:f100::/56");
+    let alice = b.add_client(&req("alice", ClientKind::Hermit)).unwrap();
+    let alice_key = b.client_credentials(&alice.id).unwrap().key.unwrap();
+    let mut carol = req("carol", ClientKind::Hermit);
+    let carol_key = rcgen::KeyPair::generate().unwrap().serialize_pem();
+    carol.csr = Some(csr_with_key(&carol_key, "carol"));
+    let carol = b.add_client(&carol).unwrap();
+    b.revoke(&alice.id, RevocationReason::KeyCompromise)
+        .unwrap();
+    let read = |p: &Path| fs::read_to_string(p).unwrap();
+    let p = b.paths();
+    for (key, owner) in [
+        (read(&p.ca_key), "the CA"),
+        (read(&p.server_key), "the server"),
+        (alice_key.to_pem().to_owned(), "client alice"),
+        (carol_key.clone(), "client carol"),
+    ] {
+        let mut r = req("mallory", ClientKind::Hermit);
+        r.csr = Some(csr_with_key(&key, "mallory"));
+        let err = b.add_client(&r).unwrap_err();
+        let msg = err.to_string();
+        assert_eq!(err.kind(), ErrorKind::Crypto, "{msg}");
+        assert!(
+            msg.contains(&format!("public key of {owner}"))
+                && msg.contains("must carry a key of its own"),
+            "{owner}: {msg}"
+        );
+        // Nor may another client renew with it.
+        if owner != "client carol" {
+            let err = b.renew(&carol.id, r.csr.as_deref()).unwrap_err();
+            assert!(err.to_string().contains(owner), "{owner}: {err}");
+        }
+        let clients = b.clients().unwrap();
+        assert_eq!(clients.len(), 2, "{owner}: nothing was added");
+        assert_eq!(
+            clients[1].serial, carol.serial,
+            "{owner}: nothing was renewed"
+        );
+    }
+    // A client may renew with its own key, and a fresh key is welcome.
+    b.renew(&carol.id, Some(&csr_with_key(&carol_key, "carol")))
+        .unwrap();
+    let mut r = req("mallory", ClientKind::Hermit);
+    r.csr = Some(csr_for("mallory"));
+    b.add_client(&r).unwrap();
+}
+
+/// What the key check costs: one CSR client added to a broker that holds
+/// 10,000 clients (`cargo test -- --ignored --nocapture csr_key_check`).
+#[test]
+#[ignore = "a measurement: 10,000 clients"]
+fn csr_key_check_cost_at_10000_clients() {
+    let (_t, b) = new_broker("2001:db8:0:f100::/56");
+    let time = |id: &str, csr: Option<String>| {
+        let mut r = req(id, ClientKind::Hermit);
+        r.csr = csr;
+        let start = std::time::Instant::now();
+        b.add_client(&r).unwrap();
+        start.elapsed()
+    };
+    let empty = time("first", Some(csr_for("first")));
+    let mut csv = String::from("id,kind,os,email,name\n");
+    for i in 0..10_000 {
+        csv.push_str(&format!("h{i},hermit,linux,,\n"));
+    }
+    let report = b.import_csv(&csv, &mut |_, _| {}).unwrap();
+    assert_eq!(report.added.len(), 10_000);
+    let plain = time("plain", None);
+    let with_csr = time("own", Some(csr_for("own")));
+    eprintln!(
+        "add with a CSR: {empty:?} into an empty broker; at 10,000 clients {with_csr:?} \
+         (with a broker-made key {plain:?})"
+    );
+}
+
 #[test]
 fn import_reports_bad_rows_by_line_and_keeps_the_good_ones() {
     let (_t, b) = new_broker("2001:db8:0:f100::/56");

@@ -440,6 +440,7 @@ impl Broker {
         self.store.write(&mut |tx| {
             let mut taken = Taken::load(tx, self.settings.pool)?;
             let reserved = self.reserve(tx, &mut taken, req)?;
+            check_key_is_own(tx, &cert, None)?;
             out = Some(self.record(tx, &reserved, cert.clone())?);
             taken.save(tx)
         })?;
@@ -540,7 +541,17 @@ impl Broker {
     fn issue(&self, req: &NewClient) -> Result<CertRecord> {
         let days = self.settings.validity.client_days;
         let (certificate, key_pem) = match &req.csr {
-            Some(csr) => (self.ca.sign_client_csr(&req.id, csr, days)?, None),
+            Some(csr) => {
+                // The CA's key is refused by the CA, other clients' in the
+                // transaction that records the certificate.
+                let cert = self.ca.sign_client_csr(&req.id, csr, days)?;
+                if cert.public_key_info()? == self.server_certificate()?.public_key_info()? {
+                    return Err(Error::CsrKeyInUse {
+                        owner: "the server".into(),
+                    });
+                }
+                (cert, None)
+            }
             None => {
                 let issued = self
                     .ca
@@ -672,6 +683,8 @@ impl Broker {
                 OffsetDateTime::now_utc(),
                 RevocationReason::Superseded,
             )?;
+            // A client may keep its own key; no one else's.
+            check_key_is_own(tx, &cert, Some(id))?;
             tx.insert_certificate(&cert)?;
             self.write_crl(tx)?;
             out = Some(load_client(tx, id)?);
@@ -728,6 +741,26 @@ impl Broker {
             .crl(&revoked, number, self.settings.validity.crl_days)?;
         fsutil::write_public(&self.paths.crl, crl.pem().as_bytes())?;
         Ok(crl)
+    }
+}
+
+/// Refuses a certificate made for a client's own key (from its request)
+/// when another client's recorded certificate carries that key; `except`
+/// may keep its own. A key the broker made itself is new by construction.
+fn check_key_is_own(
+    tx: &mut dyn Transaction,
+    cert: &CertRecord,
+    except: Option<&ClientId>,
+) -> Result<()> {
+    if cert.key_pem.is_some() {
+        return Ok(());
+    }
+    let spki = Certificate::from_pem(&cert.pem)?.public_key_info()?;
+    match tx.key_owner(&spki, except)? {
+        Some(owner) => Err(Error::CsrKeyInUse {
+            owner: format!("client {owner}"),
+        }),
+        None => Ok(()),
     }
 }
 

@@ -399,7 +399,8 @@ impl Ca {
     }
 
     /// Issues a client certificate (CN = `id`) for a PEM CSR made by the
-    /// client; refuses a CSR whose signature does not verify.
+    /// client; refuses a CSR whose signature does not verify, and one that
+    /// carries this CA's own public key.
     ///
     /// Only the request's public key is used: its subject and requested
     /// extensions are ignored, the CN is forced to `id` and the EKU to
@@ -427,6 +428,11 @@ impl Ca {
         csr.verify_signature()
             .map_err(|_| Error::CsrSignatureInvalid)?;
         let spki = &csr.certification_request_info.subject_pki;
+        if spki.raw == self.certificate.x509()?.public_key().raw {
+            return Err(Error::CsrKeyInUse {
+                owner: "the CA".into(),
+            });
+        }
         let rsa = match spki.parsed() {
             Ok(PublicKey::RSA(rsa)) => {
                 KeyType::rsa_of_bits(rsa.key_size())?;

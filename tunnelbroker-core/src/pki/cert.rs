@@ -283,9 +283,29 @@ impl Certificate {
             .map_err(|_| not_ours("its signature does not verify with the CA's key".into()))
     }
 
+    /// The certificate's SubjectPublicKeyInfo (DER): its public key with
+    /// the key's algorithm.
+    pub(crate) fn public_key_info(&self) -> Result<Vec<u8>> {
+        Ok(self.x509()?.public_key().raw.to_vec())
+    }
+
     /// The parsed form, for checks inside the module.
     pub(super) fn x509(&self) -> Result<X509Certificate<'_>> {
         parse_x509(&self.der)
+    }
+}
+
+/// Whether the PEM certificate `pem` carries the SubjectPublicKeyInfo
+/// `spki` (DER). Cheaper than [`Certificate::from_pem`]: it is called for
+/// every certificate of the database when a request is signed. A text that
+/// does not parse carries no key.
+pub(crate) fn pem_carries_key(pem: &str, spki: &[u8]) -> bool {
+    let Ok(block) = pem::parse(pem) else {
+        return false;
+    };
+    match X509Certificate::from_der(block.contents()) {
+        Ok((_, x509)) => x509.public_key().raw == spki,
+        Err(_) => false,
     }
 }
 

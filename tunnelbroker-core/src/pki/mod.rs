@@ -39,6 +39,7 @@ mod key;
 mod tls_crypt;
 
 pub use ca::{Ca, CaParams, Subject, Validity};
+pub(crate) use cert::pem_carries_key;
 pub use cert::{CertInfo, Certificate, Issued, Purpose, Serial};
 pub use crl::{Crl, RevocationReason, RevokedCert};
 pub use key::{KeyType, PrivateKey};

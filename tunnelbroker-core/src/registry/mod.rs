@@ -126,6 +126,10 @@ pub trait Transaction {
         at: OffsetDateTime,
         reason: RevocationReason,
     ) -> Result<()>;
+    /// The client (other than `except`) to which any recorded certificate
+    /// (current, revoked or superseded, also of a purged client) was issued
+    /// with the public key `spki` (SubjectPublicKeyInfo, DER), if any.
+    fn key_owner(&mut self, spki: &[u8], except: Option<&ClientId>) -> Result<Option<ClientId>>;
     /// Every revoked certificate, for the CRL.
     fn revoked_certificates(&mut self) -> Result<Vec<RevokedCert>>;
     /// Increments and returns the CRL number.

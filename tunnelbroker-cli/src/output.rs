@@ -6,7 +6,7 @@ use std::io::{self, Write};
 use std::process::ExitCode;
 
 use serde::Serialize;
-use tunnelbroker_core::{Error, ErrorKind};
+use tunnelbroker_core::{Error, ErrorKind, flatten};
 
 /// Where a command's result goes: text for people, or JSON with `--json`.
 #[derive(Debug, Clone, Copy)]
@@ -25,12 +25,19 @@ impl Output {
         self.json
     }
 
-    /// Prints `value` as pretty JSON with `--json`, else its `Display` text.
+    /// Prints `value` as pretty JSON with `--json`, else its `Display` text
+    /// with every line [`flatten`]ed: a CA subject or a path with a control
+    /// character (an escape sequence, a newline) never reaches the terminal
+    /// raw. (JSON escapes them itself.)
     pub fn show<T: Serialize + fmt::Display>(&self, value: &T) -> Result<(), Failure> {
         let text = if self.json {
             serde_json::to_string_pretty(value).map_err(|e| Failure::other(e.to_string()))?
         } else {
-            value.to_string()
+            value
+                .to_string()
+                .lines()
+                .map(|l| flatten(l) + "\n")
+                .collect()
         };
         let mut stdout = io::stdout().lock();
         writeln!(stdout, "{}", text.trim_end())
@@ -114,7 +121,7 @@ pub fn finish(result: Result<(), Failure>) -> ExitCode {
         Ok(()) => ExitCode::SUCCESS,
         Err(f) if f.status == 0 => ExitCode::SUCCESS,
         Err(f) => {
-            let line = f.message.replace(['\n', '\r'], " ");
+            let line = flatten(&f.message);
             // If stderr is gone too there is no one left to tell.
             let _ = writeln!(io::stderr().lock(), "tunnelbroker: error: {line}");
             ExitCode::from(f.status)

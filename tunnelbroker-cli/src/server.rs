@@ -131,5 +131,9 @@ pub fn tell_session(result: &Result<SessionEnd, String>) {
         Ok(_) => "session state unknown".to_owned(),
         Err(e) => format!("could not end its live session: {e}"),
     };
-    let _ = writeln!(std::io::stderr().lock(), "tunnelbroker: {line}");
+    let _ = writeln!(
+        std::io::stderr().lock(),
+        "tunnelbroker: {}",
+        tunnelbroker_core::flatten(&line)
+    );
 }

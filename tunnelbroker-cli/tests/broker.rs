@@ -449,3 +449,102 @@ fn a_killed_import_leaves_only_whole_clients() {
     let b = Broker::open(&dir).unwrap();
     b.client(&ClientId::new("u1999").unwrap()).unwrap();
 }
+
+/// Whether `bytes` hold a control character other than the newline that ends a line.
+fn raw_controls(bytes: &[u8]) -> Vec<char> {
+    String::from_utf8_lossy(bytes)
+        .chars()
+        .filter(|c| c.is_control() && *c != '\n')
+        .collect()
+}
+
+#[test]
+fn control_characters_of_a_ca_subject_or_a_path_never_reach_the_terminal() {
+    let t = tempfile::tempdir().unwrap();
+    // A CA whose subject holds a newline and an escape sequence (openssl
+    // writes them as they are).
+    let (cert, key) = (t.path().join("ca.crt"), t.path().join("ca.key"));
+    let made = Command::new("openssl")
+        .args([
+            "req",
+            "-x509",
+            "-newkey",
+            "ec",
+            "-pkeyopt",
+            "ec_paramgen_curve:P-256",
+        ])
+        .args(["-nodes", "-days", "30", "-keyout"])
+        .arg(&key)
+        .arg("-out")
+        .arg(&cert)
+        .args(["-subj", "/O=line1\nline2/CN=evil\x1b[31mCA"])
+        .args(["-addext", "basicConstraints=critical,CA:TRUE"])
+        .args(["-addext", "keyUsage=critical,keyCertSign,cRLSign"])
+        .output();
+    match made {
+        Ok(o) if o.status.success() => {}
+        other => {
+            assert_ne!(
+                std::env::var("CI").as_deref(),
+                Ok("true"),
+                "no openssl: {other:?}"
+            );
+            eprintln!("skipped: openssl could not make the CA: {other:?}");
+            return;
+        }
+    }
+    // A broker directory whose name holds both too.
+    let dir = t.path().join("b\nx\x1b[31m");
+    let (cert, key) = (cert.to_str().unwrap(), key.to_str().unwrap());
+    let dir_s = dir.to_str().unwrap().to_owned();
+    let bundle = format!("{dir_s}/alice\x1b[2J.tar.gz");
+    let missing = format!("{dir_s}/missing\x1b[2J.conf");
+    let nowhere = t.path().join("no\nbroker\x1b[31m");
+    let runs: Vec<(Vec<&str>, &Path)> = vec![
+        (
+            vec![
+                "init",
+                "--pool",
+                "2001:db8:0:f100::/56",
+                "--endpoint",
+                "vpn.example.net",
+                "--ca-cert",
+                cert,
+                "--ca-key",
+                key,
+            ],
+            &dir,
+        ),
+        (vec!["client", "add", "alice", "--subnet"], &dir),
+        (vec!["client", "list"], &dir),
+        (vec!["client", "bundle", "alice", "-o", &bundle], &dir),
+        (vec!["audit"], &dir),
+        (vec!["server", "render"], &dir),
+        (vec!["crl", "-o", &bundle], &dir),
+        (vec!["doctor", "--config", &missing], &dir),
+        (vec!["client", "list"], &nowhere),
+        (
+            vec![
+                "init",
+                "--pool",
+                "2001:db8:0:f100::/56",
+                "--endpoint",
+                "vpn.example.net",
+            ],
+            &dir,
+        ),
+    ];
+    let mut saw_ca = false;
+    for (args, d) in runs {
+        let out = tb(d, &args);
+        let (stdout, stderr) = (crate::text(&out.stdout), crate::text(&out.stderr));
+        assert!(!stderr.contains("panicked"), "{args:?}: {stderr}");
+        assert_eq!(raw_controls(&out.stdout), [], "{args:?} stdout: {stdout:?}");
+        assert_eq!(raw_controls(&out.stderr), [], "{args:?} stderr: {stderr:?}");
+        saw_ca |= stdout.contains("evil\\u{1b}[31mCA");
+        if !out.status.success() {
+            assert_eq!(stderr.lines().count(), 1, "{args:?}: {stderr:?}");
+        }
+    }
+    assert!(saw_ca, "init shows the CA's name, escaped");
+}

@@ -8,7 +8,7 @@
 
 use std::fmt;
 use std::net::Ipv6Addr;
-use std::path::PathBuf;
+use std::path::{Path, PathBuf};
 
 use ipnet::Ipv6Net;
 
@@ -183,13 +183,13 @@ pub enum Error {
         first: u16,
     },
     /// The directory already holds a broker.
-    #[error("{} already holds a broker; init changes nothing", .path.display())]
+    #[error("{} already holds a broker; init changes nothing", shown_path(.path))]
     BrokerExists {
         /// The broker directory.
         path: PathBuf,
     },
     /// The directory does not hold a broker (or cannot be made one).
-    #[error("{}: {reason}", .path.display())]
+    #[error("{}: {reason}", shown_path(.path))]
     NotABroker {
         /// The directory.
         path: PathBuf,
@@ -222,7 +222,7 @@ pub enum Error {
         reason: String,
     },
     /// Talking to an OpenVPN management interface failed.
-    #[error("openvpn management socket {}: {reason}", .socket.display())]
+    #[error("openvpn management socket {}: {reason}", shown_path(.socket))]
     Management {
         /// The management socket.
         socket: PathBuf,
@@ -375,7 +375,7 @@ pub enum Error {
     // ----- diagnostics -----------------------------------------------------
     /// A client configuration that `doctor` cannot read: not text, too
     /// large, malformed, or naming a file outside its own directory.
-    #[error("{}: {reason}", .path.display())]
+    #[error("{}: {reason}", shown_path(.path))]
     InvalidClientConfig {
         /// The configuration file.
         path: PathBuf,
@@ -386,7 +386,7 @@ pub enum Error {
     // ----- files -----------------------------------------------------------
     /// A file given as input is not one to read: not a regular file (a
     /// device, a FIFO, a directory), too large, or not UTF-8 text.
-    #[error("{}: {reason}", .path.display())]
+    #[error("{}: {reason}", shown_path(.path))]
     InvalidFile {
         /// The file.
         path: PathBuf,
@@ -394,7 +394,7 @@ pub enum Error {
         reason: String,
     },
     /// Reading or writing a file failed.
-    #[error("{}: {source}", .path.display())]
+    #[error("{}: {source}", shown_path(.path))]
     Io {
         /// The file or directory.
         path: PathBuf,
@@ -497,10 +497,24 @@ pub(crate) fn shown(input: &str) -> String {
     format!("{cut:?}")
 }
 
+/// A path for a message, [`flatten`]ed: a file name with a newline or an
+/// escape sequence cannot split the line or reach the terminal raw.
+pub(crate) fn shown_path(path: &Path) -> String {
+    flatten(&path.display().to_string())
+}
+
 /// Text made fit for one line: control characters (a newline in a hostile
 /// file name, an escape sequence) are escaped, so that nothing quoted can
-/// break a message, a report line or a comment in a rendered file.
-pub(crate) fn flatten(text: &str) -> String {
+/// break a message, a report line or a comment in a rendered file. Every
+/// message of [`Error`] is flattened already; front-ends pass anything else
+/// they print that comes from outside (a CA's subject, a path) through it.
+///
+/// ```
+/// use tunnelbroker_core::flatten;
+/// assert_eq!(flatten("evil\n\u{1b}[31mCA"), "evil\\n\\u{1b}[31mCA");
+/// assert_eq!(flatten("plain text"), "plain text");
+/// ```
+pub fn flatten(text: &str) -> String {
     let mut out = String::with_capacity(text.len());
     for c in text.chars() {
         if c.is_control() {

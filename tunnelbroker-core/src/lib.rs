@@ -40,7 +40,7 @@ pub use broker::{
     Settings, ValiditySettings, check_interface_name,
 };
 pub use client_id::ClientId;
-pub use error::{Error, ErrorKind, Result};
+pub use error::{Error, ErrorKind, Result, flatten};
 pub use fsutil::read_text;
 pub use pki::{
     Ca, CaParams, CertInfo, Certificate, Crl, Issued, KeyType, PrivateKey, Purpose,

@@ -393,6 +393,17 @@ pub enum Error {
         /// Why it was not read.
         reason: String,
     },
+    /// A file whose content is wrong (a corrupt certificate or key of the
+    /// broker): the error about the content, with the file that holds it.
+    /// Its [`kind`](Error::kind) is that of the inner error.
+    #[error("{}: {source}", shown_path(.path))]
+    InFile {
+        /// The file.
+        path: PathBuf,
+        /// What is wrong with its content.
+        #[source]
+        source: Box<Error>,
+    },
     /// Reading or writing a file failed.
     #[error("{}: {source}", shown_path(.path))]
     Io {
@@ -473,6 +484,19 @@ impl Error {
                 ErrorKind::InvalidInput
             }
             Error::Io { .. } => ErrorKind::Io,
+            Error::InFile { source, .. } => source.kind(),
+        }
+    }
+
+    /// `self`, naming `path` as the file whose content it is about, unless
+    /// it names a file already (I/O errors, files that are not text).
+    pub(crate) fn in_file(self, path: &Path) -> Self {
+        match self {
+            e @ (Error::Io { .. } | Error::InvalidFile { .. } | Error::InFile { .. }) => e,
+            e => Error::InFile {
+                path: path.to_owned(),
+                source: Box::new(e),
+            },
         }
     }
 
@@ -549,6 +573,22 @@ mod tests {
         assert_eq!(long.chars().count(), 201);
         assert!(long.ends_with('…'));
         assert_eq!(one_line("plain"), "plain");
+    }
+
+    #[test]
+    fn paths_in_messages_cannot_split_the_line_or_reach_the_terminal_raw() {
+        let path = Path::new("/srv/b\nx\u{1b}[31m/ca.crt");
+        let io = Error::io(path, std::io::Error::from(std::io::ErrorKind::NotFound));
+        let corrupt = Error::InvalidCertificate {
+            reason: "not PEM".into(),
+        }
+        .in_file(path);
+        assert_eq!(corrupt.kind(), ErrorKind::InvalidInput);
+        for e in [io, corrupt] {
+            let m = e.to_string();
+            assert!(!m.chars().any(char::is_control), "{m:?}");
+            assert!(m.starts_with("/srv/b\\nx\\u{1b}[31m/ca.crt: "), "{m}");
+        }
     }
 
     #[test]

@@ -171,6 +171,58 @@ fn open_refuses_a_directory_without_a_broker_and_a_hostile_settings_file() {
 }
 
 #[test]
+fn an_error_about_a_corrupt_broker_file_names_the_file() {
+    let (_t, b) = new_broker("2001:db8:0:f100::/56");
+    let p = b.paths().clone();
+    let garbage = "-----BEGIN CERTIFICATE-----\nAAAA\n-----END CERTIFICATE-----\n";
+    let other_key = rcgen::KeyPair::generate().unwrap().serialize_pem();
+    let check = |file: &Path, err: tunnelbroker_core::Error, what: &str| {
+        let msg = err.to_string();
+        assert!(
+            msg.starts_with(&format!("{}: ", file.display())) && msg.contains(what),
+            "{msg}"
+        );
+        assert_eq!(msg.lines().count(), 1, "{msg}");
+    };
+    for (file, content, what) in [
+        (&p.ca_cert, garbage, "invalid certificate"),
+        (&p.ca_cert, "not pem at all", "invalid certificate"),
+        (
+            &p.ca_key,
+            "-----BEGIN PRIVATE KEY-----\nAAAA\n-----END PRIVATE KEY-----\n",
+            "key",
+        ),
+        (&p.ca_key, "junk", "invalid private key"),
+        (
+            &p.ca_key,
+            other_key.as_str(),
+            "does not match the CA certificate",
+        ),
+    ] {
+        let good = fs::read(file).unwrap();
+        fs::write(file, content).unwrap();
+        check(file, Broker::open(&p.dir).unwrap_err(), what);
+        fs::write(file, good).unwrap();
+    }
+    fs::write(&p.server_cert, garbage).unwrap();
+    check(
+        &p.server_cert,
+        b.server_certificate().unwrap_err(),
+        "invalid certificate",
+    );
+    let err = b.render_server(None).unwrap_err();
+    assert!(err.to_string().contains("server.crt"), "{err}");
+    fs::write(&p.server_key, "junk").unwrap();
+    check(
+        &p.server_key,
+        b.server_key().unwrap_err(),
+        "invalid private key",
+    );
+    fs::write(&p.crl, "junk").unwrap();
+    check(&p.crl, b.crl().unwrap_err(), "invalid crl");
+}
+
+#[test]
 fn subscribe_gives_the_lowest_free_assignment_and_port() {
     let (_t, b) = new_broker("2001:db8:0:f100::/56");
     let alice = b.add_client(&req("alice", ClientKind::Subnet)).unwrap();

@@ -374,7 +374,16 @@ impl Broker {
         let ca = Ca::from_pem(
             &fsutil::read_to_string(&paths.ca_cert)?,
             &fsutil::read_to_string(&paths.ca_key)?,
-        )?;
+        )
+        .map_err(|e| match e {
+            // The key is what does not parse or does not fit the certificate.
+            Error::InvalidKey { .. }
+            | Error::UnsupportedKey { .. }
+            | Error::CaKeyMismatch { .. } => e.in_file(&paths.ca_key),
+            // An expired CA is not a corrupt file; its message names the CA.
+            e @ Error::CaExpired { .. } => e,
+            e => e.in_file(&paths.ca_cert),
+        })?;
         let store = SqliteStore::open(&paths.database, settings.pool)?;
         Ok(Broker {
             paths,
@@ -412,16 +421,19 @@ impl Broker {
     /// The OpenVPN server's certificate.
     pub fn server_certificate(&self) -> Result<Certificate> {
         Certificate::from_pem(&fsutil::read_to_string(&self.paths.server_cert)?)
+            .map_err(|e| e.in_file(&self.paths.server_cert))
     }
 
     /// The OpenVPN server's key (secret).
     pub fn server_key(&self) -> Result<PrivateKey> {
         PrivateKey::from_pem(&fsutil::read_to_string(&self.paths.server_key)?)
+            .map_err(|e| e.in_file(&self.paths.server_key))
     }
 
     /// The tls-crypt key (secret).
     pub fn tls_crypt_key(&self) -> Result<TlsCryptKey> {
         TlsCryptKey::parse(&fsutil::read_to_string(&self.paths.tls_crypt_key)?)
+            .map_err(|e| e.in_file(&self.paths.tls_crypt_key))
     }
 
     /// Subscribes a client: checks the request, allocates its assignment
@@ -718,6 +730,7 @@ impl Broker {
     /// The CRL as it is on disk.
     pub fn crl(&self) -> Result<Crl> {
         Crl::from_pem(&fsutil::read_to_string(&self.paths.crl)?)
+            .map_err(|e| e.in_file(&self.paths.crl))
     }
 
     /// Signs a fresh CRL (next number, new nextUpdate) and writes it.

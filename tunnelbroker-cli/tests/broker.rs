@@ -186,7 +186,7 @@ fn hostile_client_ids_exit_2_and_change_nothing() {
 fn every_failure_path_has_its_status_and_line() {
     let t = tempfile::tempdir().unwrap();
     let dir = t.path().join("b");
-    let err = fails(&tb(&dir, &["client", "list"]), 1);
+    let err = fails(&tb(&dir, &["client", "list"]), 2);
     assert!(err.contains("tunnelbroker init"), "{err}");
     ok(&tb(
         &dir,

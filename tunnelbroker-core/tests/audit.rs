@@ -828,7 +828,15 @@ fn server_and_ca_certificates_near_their_end_warn_and_expired_ones_fail() {
     assert!(Broker::open(b.dir()).is_err());
     let r = audit_dir(b.dir(), &AuditOptions::default()).unwrap();
     assert_eq!(r.status_of("ca"), Some(Status::Fail), "{r}");
-    assert!(messages(&r, "ca")[0].contains("expired on"), "{r}");
+    let c = r.checks.iter().find(|c| c.name == "ca").unwrap();
+    assert!(c.message.contains("expired on"), "{r}");
+    assert!(
+        c.hint
+            .as_ref()
+            .unwrap()
+            .contains("cannot be renewed in place"),
+        "{r}"
+    );
 }
 
 #[test]
@@ -877,6 +885,18 @@ fn a_broker_that_cannot_be_opened_is_reported_not_an_error() {
     let mut o = AuditOptions::default();
     o.fix = true;
     assert!(audit_dir(&dir, &o).unwrap().actions.is_empty());
+    assert!(!db.exists());
+    // --fix still narrows modes, and then reports again.
+    let settings = dir.join("tunnelbroker.toml");
+    chmod(&settings, 0o666);
+    let r = audit_dir(&dir, &o).unwrap();
+    assert_eq!(
+        r.actions,
+        [format!("chmod 0644 {}", settings.display())],
+        "{r}"
+    );
+    assert_eq!(fails(&r), ["database"], "{r}");
+    assert_eq!(mode(&settings), 0o644);
     assert!(!db.exists());
 
     // A database that is not one.

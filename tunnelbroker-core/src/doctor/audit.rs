@@ -265,7 +265,11 @@ fn unopened(
         fsutil::read_to_string(&paths.ca_cert)
             .and_then(|cert| Ok((cert, fsutil::read_to_string(&paths.ca_key)?)))
             .and_then(|(cert, key)| Ca::from_pem(&cert, &key))
-            .map_err(|e| naming(&paths.ca_cert, e))
+            .map_err(|e| match e {
+                Error::InvalidKey { .. } | Error::UnsupportedKey { .. } => naming(&paths.ca_key, e),
+                Error::CaExpired { .. } | Error::CaKeyMismatch { .. } => e,
+                _ => naming(&paths.ca_cert, e),
+            })
     });
     let why = match (&settings, &ca) {
         (Err(_), _) => "the settings cannot be read",
@@ -329,10 +333,7 @@ fn unopened(
     ] {
         r.skip(name, why);
     }
-    check_server_access(
-        options.server_dir.as_deref().unwrap_or(&paths.server_dir),
-        &mut r,
-    );
+    check_server_access(&server_dir(paths, options), &mut r);
     (r, modes)
 }
 
@@ -446,10 +447,7 @@ fn check(broker: &Broker, options: &AuditOptions) -> (Report, Repairs) {
             }
         }
     }
-    check_server_access(
-        options.server_dir.as_deref().unwrap_or(&paths.server_dir),
-        &mut r,
-    );
+    check_server_access(&server_dir(paths, options), &mut r);
     (r, repairs)
 }
 
@@ -638,6 +636,16 @@ fn expiry_check(
 fn soon(now: OffsetDateTime, days: u32) -> OffsetDateTime {
     now.checked_add(Duration::days(i64::from(days)))
         .unwrap_or_else(|| PrimitiveDateTime::MAX.assume_utc())
+}
+
+/// The rendered server directory that `server-access` looks at:
+/// `--server-dir`, else the default of `server render` (keep in step with
+/// the default [`Broker::check_server_files`] compares).
+fn server_dir(paths: &BrokerPaths, options: &AuditOptions) -> PathBuf {
+    options
+        .server_dir
+        .clone()
+        .unwrap_or_else(|| paths.server_dir.clone())
 }
 
 /// Whether OpenVPN can reach the rendered server side in `dir` after

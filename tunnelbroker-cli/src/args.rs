@@ -5,9 +5,18 @@ use std::path::PathBuf;
 
 use clap::{Args, Parser, Subcommand};
 
+/// The exit statuses, as `--help` states them (and README.md and the
+/// operator guide).
+pub const EXIT_STATUS: &str = "\
+Exit status: 0 on success; 2 for bad input: a usage error, an invalid value, a file or
+directory you named that cannot be used (missing, not a broker, not empty for init),
+or a refusal caused by your input (an unknown client, an ID that exists); 1 for
+everything else: failures of the system (I/O, database, no free assignment, output
+that could not be written) and failing audit or doctor checks.";
+
 /// Run an OpenVPN-based IPv6 tunnel broker: address plan, CA, client configs.
 #[derive(Debug, Parser)]
-#[command(name = "tunnelbroker", version, about, long_about = None)]
+#[command(name = "tunnelbroker", version, about, long_about = None, after_help = EXIT_STATUS)]
 pub struct Cli {
     /// Print machine-readable JSON instead of text.
     #[arg(long, global = true)]

@@ -40,7 +40,10 @@ pub fn run(out: &Output, dir: &Path, cmd: &ClientCommand) -> Result<(), Failure>
         ClientCommand::Renew { id, csr } => {
             let broker = Broker::open(dir)?;
             let csr = csr.as_deref().map(read_csr).transpose()?;
-            out.show(&ClientView(broker.renew(&id.parse()?, csr.as_deref())?))
+            let client = broker.renew(&id.parse()?, csr.as_deref())?;
+            out.show(&ClientView(client.clone()))?;
+            crate::server::tell_renewed(&client);
+            Ok(())
         }
         ClientCommand::Purge { id } => {
             let broker = Broker::open(dir)?;

@@ -2,8 +2,8 @@
 
 use std::path::Path;
 
+use tunnelbroker_core::check_interface_name;
 use tunnelbroker_core::doctor::{self, AuditOptions, DoctorOptions, LiveSystem, Report, Status};
-use tunnelbroker_core::{Broker, check_interface_name};
 
 use crate::args::{AuditArgs, DoctorArgs};
 use crate::output::{Failure, Output};
@@ -20,14 +20,16 @@ pub fn doctor(out: &Output, a: &DoctorArgs) -> Result<(), Failure> {
     finish(out, &report)
 }
 
-/// Audits the broker in `dir` (and repairs with --fix); exits 1 when any check failed.
+/// Audits the broker in `dir` (and repairs with --fix); exits 1 when any
+/// check failed. A broker that cannot be opened (its database, CA or
+/// settings unreadable) is reported too; only a directory without a broker
+/// is an error.
 pub fn audit(out: &Output, dir: &Path, a: &AuditArgs) -> Result<(), Failure> {
-    let broker = Broker::open(dir)?;
     let mut options = AuditOptions::default();
     options.days = a.days;
     options.fix = a.fix;
     options.server_dir = a.server_dir.clone();
-    let report = doctor::audit(&broker, &options);
+    let report = doctor::audit_dir(dir, &options)?;
     finish(out, &report)
 }
 

@@ -78,7 +78,7 @@ pub fn crl(out: &Output, dir: &Path, a: &CrlArgs) -> Result<(), Failure> {
             pem: Some(crl.pem().to_owned()),
         }),
         None => {
-            print!("{}", crl.pem());
+            out.print(crl.pem());
             Ok(())
         }
     }

@@ -29,5 +29,5 @@ fn main() -> ExitCode {
         args::Command::Audit(a) => doctor::audit(&out, &cli.dir, a),
         args::Command::Server(c) => server::run(&out, &cli.dir, c),
     };
-    output::finish(result)
+    output::finish(&out, result)
 }

@@ -1,6 +1,12 @@
 //! Printing: human text or JSON on stdout, and errors as one line on stderr
 //! with the exit status that matches their kind.
+//!
+//! Writing to stdout never decides the exit status by itself: when stdout
+//! goes away (`tunnelbroker audit | head -1`, a full disk), the command still
+//! finishes and a failure stays a failure; a command that succeeded but
+//! whose output was lost exits 1 with one line on stderr.
 
+use std::cell::RefCell;
 use std::fmt;
 use std::io::{self, Write};
 use std::process::ExitCode;
@@ -9,15 +15,20 @@ use serde::Serialize;
 use tunnelbroker_core::{Error, ErrorKind, flatten};
 
 /// Where a command's result goes: text for people, or JSON with `--json`.
-#[derive(Debug, Clone, Copy)]
+#[derive(Debug)]
 pub struct Output {
     json: bool,
+    /// The first error writing to stdout; nothing more is written after it.
+    lost: RefCell<Option<io::Error>>,
 }
 
 impl Output {
     /// Text unless `json`.
     pub fn new(json: bool) -> Self {
-        Output { json }
+        Output {
+            json,
+            lost: RefCell::new(None),
+        }
     }
 
     /// Whether `--json` was given.
@@ -39,10 +50,25 @@ impl Output {
                 .map(|l| flatten(l) + "\n")
                 .collect()
         };
+        self.print(&format!("{}\n", text.trim_end()));
+        Ok(())
+    }
+
+    /// Writes `text` to stdout as it is. A write error (the reader went
+    /// away, a full disk) is kept for [`finish`], never returned: the
+    /// command goes on to its own result.
+    pub fn print(&self, text: &str) {
+        let mut lost = self.lost.borrow_mut();
+        if lost.is_some() {
+            return;
+        }
         let mut stdout = io::stdout().lock();
-        writeln!(stdout, "{}", text.trim_end())
+        if let Err(e) = stdout
+            .write_all(text.as_bytes())
             .and_then(|()| stdout.flush())
-            .map_err(Failure::from)
+        {
+            *lost = Some(e);
+        }
     }
 }
 
@@ -80,23 +106,11 @@ impl From<Error> for Failure {
     }
 }
 
-impl From<io::Error> for Failure {
-    fn from(err: io::Error) -> Self {
-        if err.kind() == io::ErrorKind::BrokenPipe {
-            // The reader went away (`tunnelbroker ... | head`): not our failure.
-            return Failure {
-                message: String::new(),
-                status: 0,
-            };
-        }
-        Failure::other(format!("cannot write output: {err}"))
-    }
-}
-
-/// Exit status 2 for bad input: text that does not parse or breaks a rule,
-/// a name that does not exist or exists already, a certificate, key or
-/// request that fails its checks. Status 1 for the rest (pool exhausted, I/O,
-/// database, internal failures).
+/// The one rule ([`crate::args::EXIT_STATUS`]): exit status 2 for bad input
+/// (text that does not parse or breaks a rule, a name or directory that does
+/// not exist or exists already, a directory given to `init` that is not
+/// empty, a certificate, key or request that fails its checks); status 1 for
+/// the rest (pool exhausted, I/O, database, internal failures).
 fn exit_status(kind: ErrorKind) -> u8 {
     match kind {
         ErrorKind::InvalidInput
@@ -115,18 +129,20 @@ pub fn read_input(path: &std::path::Path, max: u64) -> Result<String, Failure> {
 }
 
 /// Turns a command's result into the process's exit status, reporting a
-/// failure as `tunnelbroker: error: <message>` on one line of stderr.
-pub fn finish(result: Result<(), Failure>) -> ExitCode {
-    match result {
-        Ok(()) => ExitCode::SUCCESS,
-        Err(f) if f.status == 0 => ExitCode::SUCCESS,
-        Err(f) => {
-            let line = flatten(&f.message);
-            // If stderr is gone too there is no one left to tell.
-            let _ = writeln!(io::stderr().lock(), "tunnelbroker: error: {line}");
-            ExitCode::from(f.status)
-        }
-    }
+/// failure as `tunnelbroker: error: <message>` on one line of stderr. A
+/// failure keeps its status whatever happened to stdout; a success whose
+/// output could not be written (stdout closed, disk full) is a failure too:
+/// exit 1, and one line saying so.
+pub fn finish(out: &Output, result: Result<(), Failure>) -> ExitCode {
+    let failure = match (result, out.lost.borrow_mut().take()) {
+        (Ok(()), None) => return ExitCode::SUCCESS,
+        (Err(f), _) => f,
+        (Ok(()), Some(e)) => Failure::other(format!("cannot write output: {e}")),
+    };
+    let line = flatten(&failure.message);
+    // If stderr is gone too there is no one left to tell.
+    let _ = writeln!(io::stderr().lock(), "tunnelbroker: error: {line}");
+    ExitCode::from(failure.status)
 }
 
 #[cfg(test)]
@@ -138,9 +154,5 @@ mod tests {
         let bad = "hello".parse::<tunnelbroker_core::Pool>().unwrap_err();
         assert_eq!(Failure::from(bad).status, 2);
         assert_eq!(Failure::other("x").status, 1);
-        let pipe = io::Error::from(io::ErrorKind::BrokenPipe);
-        assert_eq!(Failure::from(pipe).status, 0);
-        let denied = io::Error::from(io::ErrorKind::PermissionDenied);
-        assert_eq!(Failure::from(denied).status, 1);
     }
 }

@@ -89,10 +89,12 @@ pub fn bundle(out: &Output, dir: &Path, id: &str, file: Option<&Path>) -> Result
         Some(p) => p.to_owned(),
         None => PathBuf::from(broker.bundle_file_name(&id)?),
     };
+    let has_key = broker.client(&id)?.has_key;
     let written = broker.bundle(&id, &path)?;
     out.show(&Bundled {
         client: id.to_string(),
         bundle: written,
+        has_key,
     })
 }
 
@@ -100,17 +102,37 @@ pub fn bundle(out: &Output, dir: &Path, id: &str, file: Option<&Path>) -> Result
 struct Bundled {
     client: String,
     bundle: PathBuf,
+    /// Whether the bundle holds the client's key (not for a CSR client).
+    has_key: bool,
 }
 
 impl fmt::Display for Bundled {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        let note = if self.has_key {
+            "it holds the client's key: hand it over safely"
+        } else {
+            "it holds no key: the client uses the key of its own request"
+        };
         write!(
             f,
-            "wrote {} for client {} (it holds the client's key: hand it over safely)",
+            "wrote {} for client {} ({note})",
             self.bundle.display(),
             self.client
         )
     }
+}
+
+/// Tells on stderr what a renewal means for the client's live session. The
+/// session is not ended: the client needs its new bundle first, and ending
+/// it would only cut it off sooner.
+pub fn tell_renewed(client: &Client) {
+    let id = &client.id;
+    let _ = writeln!(
+        std::io::stderr().lock(),
+        "tunnelbroker: client {id}'s previous certificate is revoked as superseded: a live \
+         session goes on until OpenVPN's next TLS renegotiation (hourly by default), and the \
+         client cannot reconnect until it uses its new bundle (`tunnelbroker client bundle {id}`)"
+    );
 }
 
 /// Ends a revoked client's live session, never failing the revocation.

@@ -206,7 +206,7 @@ fn windows_reserved_ids_exit_2_for_windows_clients() {
 fn every_failure_path_has_its_status_and_line() {
     let t = tempfile::tempdir().unwrap();
     let dir = t.path().join("b");
-    let err = fails(&tb(&dir, &["client", "list"]), 1);
+    let err = fails(&tb(&dir, &["client", "list"]), 2);
     assert!(err.contains("tunnelbroker init"), "{err}");
     ok(&tb(
         &dir,

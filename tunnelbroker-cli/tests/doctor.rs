@@ -43,10 +43,59 @@ fn audit_exits_1_on_a_failure_and_fix_repairs_the_crl() {
     assert!(stdout.contains("WARN  expiry"), "{stdout}");
     assert!(dir.join("crl.pem").exists());
 
-    // Not a broker: one line, exit 1.
+    // Not a broker: one line, exit 2 (the directory the user named).
     let out = tb(&tmp.path().join("nothing"), &["audit"]);
-    assert_eq!(out.status.code(), Some(1));
+    assert_eq!(out.status.code(), Some(2));
     assert_eq!(text(&out.stderr).lines().count(), 1);
+}
+
+#[test]
+fn audit_reports_a_missing_or_unreadable_database_on_stdout_and_exits_1() {
+    let tmp = tempfile::tempdir().unwrap();
+    let dir = tmp.path().join("b");
+    init(&dir, &[]);
+    let db = dir.join("clients.db");
+    std::fs::remove_file(&db).unwrap();
+    let out = tb(&dir, &["--json", "audit"]);
+    assert_eq!(out.status.code(), Some(1), "{}", text(&out.stderr));
+    assert_eq!(text(&out.stderr), "tunnelbroker: error: 1 check failed\n");
+    assert_eq!(
+        checks(&out, "fail"),
+        [(
+            "database".to_owned(),
+            format!("{} is missing", db.display())
+        )]
+    );
+    assert!(!db.exists(), "audit made a new database");
+    let out = tb(&dir, &["audit"]);
+    assert_eq!(out.status.code(), Some(1));
+    let stdout = text(&out.stdout);
+    assert!(stdout.contains("FAIL  database"), "{stdout}");
+    assert!(stdout.contains("SKIP  certificate"), "{stdout}");
+
+    // Not a database: the same, naming the file.
+    std::fs::write(&db, "garbage that is not a database at all").unwrap();
+    let out = tb(&dir, &["--json", "audit"]);
+    assert_eq!(out.status.code(), Some(1), "{}", text(&out.stderr));
+    let failed = checks(&out, "fail");
+    assert_eq!(failed[0].0, "database", "{failed:?}");
+    assert!(
+        failed[0].1.starts_with(&db.display().to_string()),
+        "{failed:?}"
+    );
+
+    // A corrupt CA certificate: a report too, naming the file.
+    std::fs::remove_file(&db).unwrap();
+    std::fs::write(dir.join("ca.crt"), "not a certificate").unwrap();
+    let out = tb(&dir, &["--json", "audit"]);
+    assert_eq!(out.status.code(), Some(1), "{}", text(&out.stderr));
+    let failed = checks(&out, "fail");
+    assert!(
+        failed
+            .iter()
+            .any(|(n, m)| n == "ca" && m.contains("ca.crt")),
+        "{failed:?}"
+    );
 }
 
 #[test]
@@ -109,7 +158,7 @@ fn checks(out: &Output, status: &str) -> Vec<(String, String)> {
 
 #[test]
 fn audit_checks_the_rendered_server_files() {
-    let tmp = tempfile::tempdir().unwrap();
+    let tmp = crate::reachable_tempdir();
     let dir = tmp.path().join("b");
     init(&dir, &["--mode", "shared"]);
     for (id, kind) in [("alice", "--subnet"), ("bob", "--hermit")] {
@@ -193,7 +242,7 @@ fn audit_checks_the_rendered_server_files() {
     assert_eq!(out.status.code(), Some(0), "{}", text(&out.stdout));
     assert!(
         text(&out.stdout).contains(&format!(
-            "PASS  server-files     all 6 server files in {}",
+            "PASS  server-files        all 6 server files in {}",
             std::fs::canonicalize(&other).unwrap().display()
         )),
         "{}",

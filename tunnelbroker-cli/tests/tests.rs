@@ -2,12 +2,13 @@
 
 mod broker;
 mod doctor;
+mod exit;
 mod plan;
 mod server;
 
 use std::ffi::OsStr;
 use std::path::Path;
-use std::process::{Command, Output};
+use std::process::{Command, Output, Stdio};
 
 use serde_json::Value;
 
@@ -20,6 +21,34 @@ pub fn run<S: AsRef<OsStr>>(args: &[S]) -> Output {
         .env("RUST_BACKTRACE", "1")
         .output()
         .expect("run tunnelbroker")
+}
+
+/// Runs `tunnelbroker --dir DIR` with `args` and stdout a pipe whose
+/// reading end is closed before it starts, so that every write to stdout
+/// fails (EPIPE), as in `tunnelbroker audit | head -0`.
+pub fn tb_stdout_closed(dir: &Path, args: &[&str]) -> Output {
+    let (reader, writer) = std::io::pipe().expect("pipe");
+    drop(reader);
+    Command::new(env!("CARGO_BIN_EXE_tunnelbroker"))
+        .arg("--dir")
+        .arg(dir)
+        .args(args)
+        .env_remove("TUNNELBROKER_DIR")
+        .env("RUST_BACKTRACE", "1")
+        .stdout(writer)
+        .stderr(Stdio::piped())
+        .output()
+        .expect("run tunnelbroker")
+}
+
+/// A temporary directory that OpenVPN could reach after dropping to nobody
+/// (0755, in the target directory rather than under /tmp, which Debian's
+/// unit hides): audit's `server-access` passes for files rendered in it.
+pub fn reachable_tempdir() -> tempfile::TempDir {
+    use std::os::unix::fs::PermissionsExt;
+    let tmp = tempfile::tempdir_in(env!("CARGO_TARGET_TMPDIR")).unwrap();
+    std::fs::set_permissions(tmp.path(), std::fs::Permissions::from_mode(0o755)).unwrap();
+    tmp
 }
 
 /// Runs `tunnelbroker` with `args` (no `--dir`).

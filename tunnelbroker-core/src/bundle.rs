@@ -86,8 +86,14 @@ impl Broker {
 
     /// Writes the bundle of an active client to `out` (mode 0600: it holds
     /// the client's key) and returns the path.
+    ///
+    /// A name that promises the other format is refused as bad input
+    /// before anything is written: a Linux client's bundle is a `.tar.gz`,
+    /// so `alice.zip` is refused for it, and a Windows client's is a
+    /// `.zip`, so `.tar.gz`, `.tgz` and `.tar` are refused for it.
     pub fn bundle(&self, id: &ClientId, out: &Path) -> Result<PathBuf> {
         let cfg = self.client_config(id)?;
+        check_bundle_name(id, cfg.platform, out)?;
         let files = cfg.emit()?;
         let data = match cfg.platform {
             Platform::Linux => tar_gz(id, &cfg, &files, out)?,
@@ -95,6 +101,32 @@ impl Broker {
         };
         fsutil::write_secret(out, &data)?;
         Ok(out.to_owned())
+    }
+}
+
+/// Refuses a bundle file name whose extension names the other format.
+fn check_bundle_name(id: &ClientId, platform: Platform, out: &Path) -> Result<()> {
+    let name = out
+        .file_name()
+        .map(|n| n.to_string_lossy().to_ascii_lowercase())
+        .unwrap_or_default();
+    let is = |ext: &str| name.ends_with(ext);
+    let wrong = match platform {
+        Platform::Linux if is(".zip") => Some(format!(
+            "a Linux client's bundle is a .tar.gz archive: name it {id}.tar.gz"
+        )),
+        Platform::Windows if is(".tar.gz") || is(".tgz") || is(".tar") => Some(format!(
+            "a Windows client's bundle is a .zip archive: name it {id}.zip"
+        )),
+        _ => None,
+    };
+    match wrong {
+        Some(reason) => Err(Error::InvalidField {
+            field: "bundle file name",
+            input: crate::error::shown(&out.display().to_string()),
+            reason,
+        }),
+        None => Ok(()),
     }
 }
 

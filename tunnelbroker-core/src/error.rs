@@ -26,10 +26,11 @@ pub enum ErrorKind {
     /// wrong role, bad client ID). Retrying with the same input fails again.
     InvalidInput,
     /// Something that was asked for does not exist (an unknown client, a
-    /// prefix that is not assigned).
+    /// prefix that is not assigned, a directory that holds no broker).
     NotFound,
     /// Something that was to be created exists already (a client ID, an
-    /// assigned prefix, a broker directory).
+    /// assigned prefix, a broker directory, files in the directory given to
+    /// `init`).
     AlreadyExists,
     /// The pool has no free assignment of the requested kind.
     Exhausted,
@@ -191,6 +192,15 @@ pub enum Error {
     /// The directory does not hold a broker (or cannot be made one).
     #[error("{}: {reason}", shown_path(.path))]
     NotABroker {
+        /// The directory.
+        path: PathBuf,
+        /// Why.
+        reason: String,
+    },
+    /// The directory given to `init` cannot become a broker: it is not
+    /// empty, or not a directory.
+    #[error("{}: {reason}", .path.display())]
+    DirectoryInUse {
         /// The directory.
         path: PathBuf,
         /// Why.
@@ -473,10 +483,11 @@ impl Error {
             Error::Pki { .. } => ErrorKind::Other,
             Error::AlreadyAssigned { .. }
             | Error::ClientExists { .. }
-            | Error::BrokerExists { .. } => ErrorKind::AlreadyExists,
+            | Error::BrokerExists { .. }
+            | Error::DirectoryInUse { .. } => ErrorKind::AlreadyExists,
             Error::UnknownClient { .. } => ErrorKind::NotFound,
             Error::PortsExhausted { .. } => ErrorKind::Exhausted,
-            Error::NotABroker { .. } => ErrorKind::Other,
+            Error::NotABroker { .. } => ErrorKind::NotFound,
             Error::Database { .. } => ErrorKind::Database,
             Error::NotAssigned { .. } => ErrorKind::NotFound,
             Error::PoolExhausted { .. } => ErrorKind::Exhausted,

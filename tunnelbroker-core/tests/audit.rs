@@ -7,14 +7,24 @@ use std::os::unix::fs::PermissionsExt;
 use std::path::{Path, PathBuf};
 
 use rusqlite::Connection;
-use tunnelbroker_core::doctor::{AuditOptions, Report, Status, audit};
+use time::{Duration, OffsetDateTime};
+use tunnelbroker_core::doctor::{AUDIT_CHECKS, AuditOptions, Report, Status, audit, audit_dir};
 use tunnelbroker_core::{
     Broker, Ca, CaParams, ClientKind, InitOptions, NewClient, RevocationReason, ServerMode,
     Settings,
 };
 
+/// A temporary directory that OpenVPN could reach after dropping to nobody
+/// (0755, in the target directory rather than under /tmp, which Debian's
+/// unit hides), so that `server-access` passes where the test is not about it.
+pub fn reachable_tempdir() -> tempfile::TempDir {
+    let tmp = tempfile::tempdir_in(env!("CARGO_TARGET_TMPDIR")).unwrap();
+    fs::set_permissions(tmp.path(), fs::Permissions::from_mode(0o755)).unwrap();
+    tmp
+}
+
 fn broker_with(settings: Settings) -> (tempfile::TempDir, Broker) {
-    let tmp = tempfile::tempdir().unwrap();
+    let tmp = reachable_tempdir();
     let b = Broker::init(&tmp.path().join("broker"), &InitOptions::new(settings)).unwrap();
     for (id, kind) in [
         ("alice", ClientKind::Subnet),
@@ -72,6 +82,15 @@ fn a_consistent_broker_passes() {
     assert_eq!(r.count(Status::Warn), 0, "{r}");
     assert!(r.to_string().contains("all 2 active clients"), "{r}");
     assert!(r.to_string().contains("all 2 revoked"), "{r}");
+    // Every check but the two that appear only when something is wrong.
+    let names: Vec<&str> = r.checks.iter().map(|c| c.name.as_str()).collect();
+    let all: Vec<&str> = AUDIT_CHECKS
+        .iter()
+        .copied()
+        .filter(|n| !["settings", "port"].contains(n))
+        .collect();
+    assert_eq!(names, all, "{r}");
+    assert_eq!(r.count(Status::Pass), all.len(), "{r}");
     // --fix on a healthy broker does nothing.
     assert!(fix(&b).actions.is_empty());
 }
@@ -122,14 +141,66 @@ fn a_revoked_certificate_missing_from_the_crl_fails() {
     assert!(fails(&r).is_empty(), "{r}");
 }
 
+/// Replaces the broker's CRL with one signed by its CA for this period.
+fn crl_for(b: &Broker, this_update: OffsetDateTime, next_update: OffsetDateTime) {
+    let crl = b.ca().crl_at(&[], 99, this_update, next_update).unwrap();
+    fs::write(&b.paths().crl, crl.pem()).unwrap();
+}
+
 #[test]
-fn a_crl_near_its_next_update_warns() {
+fn a_crl_within_7_days_of_its_next_update_warns_and_a_passed_one_fails() {
+    let (_t, b) = broker();
+    let now = OffsetDateTime::now_utc();
+    // 23 days into a 30-day CRL: 7 days left, a missed daily refresh.
+    crl_for(&b, now - Duration::days(23), now + Duration::days(7));
+    let r = run(&b);
+    assert!(fails(&r).is_empty(), "{r}");
+    assert_eq!(r.status_of("crl-next-update"), Some(Status::Warn), "{r}");
+    assert!(
+        messages(&r, "crl-next-update")[0].starts_with("the CRL's nextUpdate is near"),
+        "{r}"
+    );
+    // 8 days left: fine.
+    crl_for(&b, now - Duration::days(22), now + Duration::days(8));
+    assert_eq!(run(&b).status_of("crl-next-update"), Some(Status::Pass));
+    // Passed: OpenVPN refuses every client.
+    crl_for(&b, now - Duration::days(31), now - Duration::hours(1));
+    let r = run(&b);
+    assert_eq!(fails(&r), ["crl-next-update"], "{r}");
+    assert!(
+        messages(&r, "crl-next-update")[0].ends_with("has passed: OpenVPN refuses every client"),
+        "{r}"
+    );
+    // --fix signs a fresh one.
+    let r = fix(&b);
+    assert!(fails(&r).is_empty(), "{r}");
+    assert!(r.actions[0].starts_with("signed a fresh CRL"), "{r}");
+    assert_eq!(r.status_of("crl-next-update"), Some(Status::Pass), "{r}");
+}
+
+#[test]
+fn a_long_lived_crl_warns_only_in_its_last_7_days() {
+    let mut s = settings();
+    s.validity.crl_days = 90;
+    let (_t, b) = broker_with(s);
+    let now = OffsetDateTime::now_utc();
+    crl_for(&b, now - Duration::days(80), now + Duration::days(10));
+    assert_eq!(run(&b).status_of("crl-next-update"), Some(Status::Pass));
+    crl_for(&b, now - Duration::days(84), now + Duration::days(6));
+    assert_eq!(run(&b).status_of("crl-next-update"), Some(Status::Warn));
+}
+
+#[test]
+fn a_fresh_short_lived_crl_does_not_warn() {
+    // A 1-day CRL refreshed often: near only in the second half of its life.
     let mut s = settings();
     s.validity.crl_days = 1;
     let (_t, b) = broker_with(s);
     let r = run(&b);
-    assert!(fails(&r).is_empty(), "{r}");
-    assert_eq!(r.status_of("crl-next-update"), Some(Status::Warn), "{r}");
+    assert_eq!(r.status_of("crl-next-update"), Some(Status::Pass), "{r}");
+    let now = OffsetDateTime::now_utc();
+    crl_for(&b, now - Duration::hours(13), now + Duration::hours(11));
+    assert_eq!(run(&b).status_of("crl-next-update"), Some(Status::Warn));
 }
 
 #[test]
@@ -157,7 +228,8 @@ fn any_number_of_days_is_accepted_without_panicking() {
         o.days = days;
         let r = audit(&b, &o);
         assert!(fails(&r).is_empty(), "{days}: {r}");
-        let expiring = if days == 0 { 0 } else { 3 };
+        // The three clients, the server and the CA.
+        let expiring = if days == 0 { 0 } else { 5 };
         assert_eq!(r.count(Status::Warn), expiring, "{days}: {r}");
     }
 }
@@ -578,4 +650,302 @@ fn server_files_that_cannot_be_compared_fail() {
     );
     assert_eq!(r.status_of("orphan-files"), Some(Status::Skip), "{r}");
     assert!(fix(&b).actions.is_empty());
+}
+
+fn mode(p: &Path) -> u32 {
+    fs::metadata(p).unwrap().permissions().mode() & 0o7777
+}
+
+fn chmod(p: &Path, mode: u32) {
+    fs::set_permissions(p, fs::Permissions::from_mode(mode)).unwrap();
+}
+
+#[test]
+fn too_open_broker_files_fail_naming_the_path_and_mode_and_fix_narrows_them() {
+    let (_t, b) = broker();
+    let p = b.paths().clone();
+    let wal = PathBuf::from(format!("{}-wal", p.database.display()));
+    let mut changed = vec![
+        (p.ca_key.clone(), 0o644, 0o600, "the CA key"),
+        (p.database.clone(), 0o644, 0o600, "it holds client keys"),
+        (p.private_dir.clone(), 0o777, 0o700, "it holds the keys"),
+        (p.crl.clone(), 0o600, 0o644, "OpenVPN reads it as nobody"),
+        (p.settings.clone(), 0o666, 0o644, "no one else may write it"),
+    ];
+    if wal.exists() {
+        changed.push((wal, 0o640, 0o600, "it holds client keys"));
+    }
+    for (path, bad, _, _) in &changed {
+        chmod(path, *bad);
+    }
+    let r = run(&b);
+    assert_eq!(fails(&r), vec!["permissions"; changed.len()], "{r}");
+    let found = messages(&r, "permissions");
+    for (path, bad, good, why) in &changed {
+        let want = format!(
+            "{} has mode {bad:04o}, should be {good:04o}: {why}",
+            path.display()
+        );
+        assert!(found.contains(&want.as_str()), "{want}\n{r}");
+    }
+    let r = fix(&b);
+    assert!(fails(&r).is_empty(), "{r}");
+    for (path, _, good, _) in &changed {
+        assert_eq!(mode(path), *good, "{}", path.display());
+        let action = format!("chmod {good:04o} {}", path.display());
+        assert!(r.actions.contains(&action), "{action}: {r}");
+    }
+}
+
+#[test]
+fn a_server_dir_that_openvpn_cannot_reach_fails_and_one_under_tmp_warns() {
+    let mut s = settings();
+    s.mode = ServerMode::Shared;
+    let (_t, b) = broker_with(s);
+    let dir = server(&b);
+    let r = run(&b);
+    assert_eq!(r.status_of("server-access"), Some(Status::Pass), "{r}");
+    // Rendered under `umask 077`: server/ and ccd/ are 0700, so OpenVPN as
+    // nobody can read neither the CRL nor the CCD entries.
+    chmod(&dir, 0o700);
+    chmod(&dir.join("ccd"), 0o700);
+    let r = run(&b);
+    assert_eq!(fails(&r), ["server-access"; 2], "{r}");
+    assert_eq!(
+        messages(&r, "server-access"),
+        [
+            format!(
+                "{} (mode 0700) is not searchable by others: OpenVPN cannot use it after dropping to nobody",
+                dir.display()
+            ),
+            format!(
+                "{} (mode 0700) is not searchable by others: OpenVPN cannot use it after dropping to nobody",
+                dir.join("ccd").display()
+            )
+        ]
+    );
+    chmod(&dir, 0o755);
+    chmod(&dir.join("ccd"), 0o755);
+    // The broker in a private directory (0700), the files rendered in it.
+    let top = b.dir().parent().unwrap();
+    chmod(top, 0o700);
+    let r = run(&b);
+    assert_eq!(fails(&r), ["server-access"], "{r}");
+    assert!(
+        messages(&r, "server-access")[0].starts_with(&format!("{} (mode 0700)", top.display())),
+        "{r}"
+    );
+    chmod(top, 0o755);
+    // Under /tmp: hidden by PrivateTmp, a warning.
+    let tmp = tempfile::tempdir().unwrap();
+    chmod(tmp.path(), 0o755);
+    let under_tmp = tmp.path().join("server");
+    b.render_server(Some(&under_tmp)).unwrap();
+    let mut o = AuditOptions::default();
+    o.server_dir = Some(under_tmp.clone());
+    let r = audit(&b, &o);
+    assert!(fails(&r).is_empty(), "{r}");
+    assert_eq!(r.status_of("server-access"), Some(Status::Warn), "{r}");
+    assert!(
+        messages(&r, "server-access")[0].ends_with("(PrivateTmp=true)"),
+        "{r}"
+    );
+}
+
+/// A certificate signed by the broker's CA (or self-signed with the CA's
+/// key when `ca`) for the given period, PEM.
+fn cert_for(b: &Broker, ca: bool, not_before: OffsetDateTime, not_after: OffsetDateTime) -> String {
+    let key = rcgen::KeyPair::from_pem(b.ca().key().to_pem()).unwrap();
+    let mut cp = rcgen::CertificateParams::default();
+    cp.not_before = not_before;
+    cp.not_after = not_after;
+    if ca {
+        cp.distinguished_name
+            .push(rcgen::DnType::CommonName, "tunnelbroker CA");
+        cp.is_ca = rcgen::IsCa::Ca(rcgen::BasicConstraints::Constrained(0));
+        cp.key_usages = vec![
+            rcgen::KeyUsagePurpose::KeyCertSign,
+            rcgen::KeyUsagePurpose::CrlSign,
+        ];
+        cp.self_signed(&key).unwrap().pem()
+    } else {
+        cp.distinguished_name
+            .push(rcgen::DnType::CommonName, "tunnelbroker-server");
+        let leaf = rcgen::KeyPair::generate().unwrap();
+        let issuer = rcgen::Issuer::from_ca_cert_pem(b.ca().certificate().pem(), key).unwrap();
+        cp.signed_by(&leaf, &issuer).unwrap().pem()
+    }
+}
+
+#[test]
+fn server_and_ca_certificates_near_their_end_warn_and_expired_ones_fail() {
+    let mut s = settings();
+    s.validity.ca_days = 20;
+    s.validity.server_days = 10;
+    s.validity.client_days = 10;
+    let (_t, b) = broker_with(s);
+    let r = run(&b);
+    assert!(fails(&r).is_empty(), "{r}");
+    for name in ["ca", "server-certificate"] {
+        assert_eq!(r.status_of(name), Some(Status::Warn), "{name}: {r}");
+    }
+    assert!(
+        messages(&r, "server-certificate")[0]
+            .starts_with("the server certificate expires in 9 days"),
+        "{r}"
+    );
+    assert!(
+        messages(&r, "ca")[0]
+            .starts_with("the CA certificate \"tunnelbroker CA\" expires in 19 days"),
+        "{r}"
+    );
+    let mut o = AuditOptions::default();
+    o.days = 5;
+    let r = audit(&b, &o);
+    assert_eq!(r.status_of("ca"), Some(Status::Pass), "{r}");
+    assert_eq!(r.status_of("server-certificate"), Some(Status::Pass), "{r}");
+
+    // An expired server certificate: FAIL, with the way out.
+    let now = OffsetDateTime::now_utc();
+    let old = cert_for(&b, false, now - Duration::days(40), now - Duration::days(1));
+    fs::write(&b.paths().server_cert, old).unwrap();
+    let r = run(&b);
+    assert!(fails(&r).contains(&"server-certificate"), "{r}");
+    let c = r
+        .checks
+        .iter()
+        .find(|c| c.name == "server-certificate")
+        .unwrap();
+    assert!(
+        c.message.starts_with("the server certificate expired on"),
+        "{r}"
+    );
+    assert!(c.hint.as_ref().unwrap().contains("server renew"), "{r}");
+
+    // An expired CA: the broker cannot be opened, audit still reports it.
+    let old = cert_for(&b, true, now - Duration::days(40), now - Duration::days(1));
+    fs::write(&b.paths().ca_cert, old).unwrap();
+    assert!(Broker::open(b.dir()).is_err());
+    let r = audit_dir(b.dir(), &AuditOptions::default()).unwrap();
+    assert_eq!(r.status_of("ca"), Some(Status::Fail), "{r}");
+    let c = r.checks.iter().find(|c| c.name == "ca").unwrap();
+    assert!(c.message.contains("expired on"), "{r}");
+    assert!(
+        c.hint
+            .as_ref()
+            .unwrap()
+            .contains("cannot be renewed in place"),
+        "{r}"
+    );
+}
+
+#[test]
+fn a_broker_that_cannot_be_opened_is_reported_not_an_error() {
+    let (_t, b) = broker();
+    let dir = b.dir().to_owned();
+    let db = b.paths().database.clone();
+    let names = |r: &Report| -> Vec<String> { r.checks.iter().map(|c| c.name.clone()).collect() };
+    let in_order = |r: &Report| {
+        let got = names(r);
+        let order: Vec<&str> = AUDIT_CHECKS
+            .iter()
+            .copied()
+            .filter(|n| got.iter().any(|g| g == n))
+            .collect();
+        assert_eq!(got, order, "{r}");
+    };
+    // A missing database is a FAIL and is not made anew.
+    let saved = fs::read(&db).unwrap();
+    drop(b);
+    for side in ["-wal", "-shm"] {
+        let _ = fs::remove_file(format!("{}{side}", db.display()));
+    }
+    fs::remove_file(&db).unwrap();
+    let r = audit_dir(&dir, &AuditOptions::default()).unwrap();
+    assert_eq!(fails(&r), ["database"], "{r}");
+    assert_eq!(
+        messages(&r, "database"),
+        [format!("{} is missing", db.display())]
+    );
+    assert!(!db.exists(), "audit made a new database");
+    in_order(&r);
+    for name in ["certificate", "revocation", "server-files"] {
+        assert_eq!(r.status_of(name), Some(Status::Skip), "{name}: {r}");
+    }
+    // What does not need the database is still checked.
+    for name in [
+        "permissions",
+        "ca",
+        "server-certificate",
+        "crl",
+        "server-access",
+    ] {
+        assert_eq!(r.status_of(name), Some(Status::Pass), "{name}: {r}");
+    }
+    let mut o = AuditOptions::default();
+    o.fix = true;
+    assert!(audit_dir(&dir, &o).unwrap().actions.is_empty());
+    assert!(!db.exists());
+    // --fix still narrows modes, and then reports again.
+    let settings = dir.join("tunnelbroker.toml");
+    chmod(&settings, 0o666);
+    let r = audit_dir(&dir, &o).unwrap();
+    assert_eq!(
+        r.actions,
+        [format!("chmod 0644 {}", settings.display())],
+        "{r}"
+    );
+    assert_eq!(fails(&r), ["database"], "{r}");
+    assert_eq!(mode(&settings), 0o644);
+    assert!(!db.exists());
+
+    // A database that is not one.
+    fs::write(
+        &db,
+        b"not a database, just text that is long enough to be read",
+    )
+    .unwrap();
+    chmod(&db, 0o600);
+    let r = audit_dir(&dir, &AuditOptions::default()).unwrap();
+    assert_eq!(fails(&r), ["database"], "{r}");
+    assert!(
+        messages(&r, "database")[0].starts_with(&db.display().to_string()),
+        "{r}"
+    );
+    in_order(&r);
+    fs::write(&db, saved).unwrap();
+    assert!(!audit_dir(&dir, &AuditOptions::default()).unwrap().failed());
+
+    // A corrupt CA certificate: the file is named.
+    let ca = dir.join("ca.crt");
+    fs::write(
+        &ca,
+        "-----BEGIN CERTIFICATE-----\nAAAA\n-----END CERTIFICATE-----\n",
+    )
+    .unwrap();
+    let r = audit_dir(&dir, &AuditOptions::default()).unwrap();
+    assert_eq!(fails(&r), ["ca"], "{r}");
+    assert!(
+        messages(&r, "ca")[0].starts_with(&ca.display().to_string()),
+        "{r}"
+    );
+    assert_eq!(r.status_of("database"), Some(Status::Skip), "{r}");
+    in_order(&r);
+
+    // No broker at all: an error.
+    let e = audit_dir(&dir.join("nothing"), &AuditOptions::default()).unwrap_err();
+    assert_eq!(e.kind(), tunnelbroker_core::ErrorKind::NotFound);
+}
+
+#[test]
+fn an_unreadable_server_certificate_is_a_fail_naming_it() {
+    let (_t, b) = broker();
+    fs::write(&b.paths().server_cert, "garbage").unwrap();
+    let r = run(&b);
+    assert!(fails(&r).contains(&"server-certificate"), "{r}");
+    assert!(
+        messages(&r, "server-certificate")[0]
+            .starts_with(&b.paths().server_cert.display().to_string()),
+        "{r}"
+    );
 }

@@ -522,12 +522,14 @@ impl PyBroker {
     }
 
     /// Checks that the client database, the CA, the CRL and the rendered
-    /// server files agree, as `tunnelbroker audit` does. Certificates that
+    /// server files agree, as `tunnelbroker audit` does, and that the
+    /// broker's files are not open to others and OpenVPN can reach
+    /// `server_dir`. Certificates (clients', the server's, the CA's) that
     /// expire within `days` WARN. `server_dir` is where the server files
     /// were rendered (default the broker's `server/`). With `fix`, makes the
-    /// safe repairs only (a fresh CRL, re-rendered server files), checks
-    /// again and lists what it did in the report's `actions`. Problems are
-    /// checks of the report, not exceptions.
+    /// safe repairs only (too-open modes narrowed, a fresh CRL, re-rendered
+    /// server files), checks again and lists what it did in the report's
+    /// `actions`. Problems are checks of the report, not exceptions.
     #[pyo3(signature = (days = 30, fix = false, server_dir = None))]
     fn audit(
         &self,

@@ -1,5 +1,5 @@
 //! Diagnostics (core module `doctor`): `Report`, `Check`, the module
-//! function `doctor()` and the constant `CHECKS`. `Broker.audit()` lives
+//! function `doctor()` and the constants `CHECKS` and `AUDIT_CHECKS`. `Broker.audit()` lives
 //! with the broker and returns a `Report` too.
 //!
 //! A report is the core's own value: its text is the core's `Display` (what
@@ -220,5 +220,6 @@ pub(crate) fn register(m: &Bound<'_, PyModule>) -> PyResult<()> {
     m.add_class::<PyCheck>()?;
     m.add_function(wrap_pyfunction!(run_doctor, m)?)?;
     m.add("CHECKS", PyTuple::new(m.py(), doctor::CHECKS)?)?;
+    m.add("AUDIT_CHECKS", PyTuple::new(m.py(), doctor::AUDIT_CHECKS)?)?;
     Ok(())
 }

@@ -3,23 +3,30 @@
 from __future__ import annotations
 
 import json
+import shutil
 import tarfile
+import tempfile
+from collections.abc import Iterator
 from pathlib import Path
 from typing import TYPE_CHECKING
 
 import pytest
 
 import tunnelbroker
+from tunnelbroker import AUDIT_CHECKS as ALL_AUDIT_CHECKS
 from tunnelbroker import CHECKS, Broker, Check, InvalidInputError, Report, doctor
 
 if TYPE_CHECKING:
     from tunnelbroker._tunnelbroker import Status
 
 # What audit reports on a consistent per-client broker, in this order
-# (`port` appears only when something is wrong with a port).
+# (`settings` and `port` appear only when something is wrong with them).
 AUDIT_CHECKS = [
     "database",
+    "permissions",
     "assignment",
+    "ca",
+    "server-certificate",
     "crl",
     "crl-next-update",
     "certificate",
@@ -27,16 +34,45 @@ AUDIT_CHECKS = [
     "revocation",
     "server-files",
     "orphan-files",
+    "server-access",
 ]
 STATUSES: list[Status] = ["pass", "warn", "fail", "skip"]
 
 
 @pytest.fixture
-def rendered(broker: Broker) -> Broker:
-    broker.add_client("alice")
-    broker.add_client("bob", kind="hermit")
-    broker.render_server()
-    return broker
+def reachable() -> Iterator[Path]:
+    """A directory OpenVPN could reach after dropping to nobody: 0755, in
+    the repository's target directory rather than under /tmp (which
+    Debian's openvpn-server@.service hides), so that audit's
+    `server-access` passes for files rendered in it."""
+    base = Path(__file__).resolve().parents[2] / "target" / "tmp"
+    base.mkdir(parents=True, exist_ok=True)
+    path = Path(tempfile.mkdtemp(dir=base))
+    path.chmod(0o755)
+    yield path
+    shutil.rmtree(path, ignore_errors=True)
+
+
+@pytest.fixture
+def rendered(reachable: Path) -> Iterator[Broker]:
+    with Broker.init(
+        reachable / "broker", pool="2001:db8:0:f100::/56", endpoint="vpn.example.net"
+    ) as broker:
+        broker.add_client("alice")
+        broker.add_client("bob", kind="hermit")
+        broker.render_server()
+        yield broker
+
+
+def test_audit_checks_constant() -> None:
+    assert ALL_AUDIT_CHECKS == (
+        "database",
+        "settings",
+        "permissions",
+        "assignment",
+        "port",
+        *AUDIT_CHECKS[3:],
+    )
 
 
 def test_a_healthy_broker_passes(rendered: Broker) -> None:
@@ -56,16 +92,16 @@ def test_a_healthy_broker_passes(rendered: Broker) -> None:
     assert isinstance(first, Check)
     assert (first.name, first.message) == ("database", "2 clients read")
     assert repr(first) == 'Check("database", "pass", "2 clients read")'
-    assert repr(report) == f'Report("{report.title}", pass=9, warn=0, fail=0, skip=0)'
+    assert repr(report) == f'Report("{report.title}", pass=13, warn=0, fail=0, skip=0)'
 
 
 def test_report_text_is_the_cli_text(rendered: Broker) -> None:
     text = str(rendered.audit())
     lines = text.splitlines()
     assert lines[0] == f"tunnelbroker audit: {rendered.path}"
-    assert lines[-1] == "9 pass, 0 warn, 0 fail, 0 skipped"
-    assert "PASS  crl-next-update  the CRL is good until " in text
-    assert "PASS  database         2 clients read" in text
+    assert lines[-1] == "13 pass, 0 warn, 0 fail, 0 skipped"
+    assert "PASS  crl-next-update     the CRL is good until " in text
+    assert "PASS  database            2 clients read" in text
 
 
 def test_a_missing_crl_fails_and_fix_signs_a_new_one(rendered: Broker) -> None:
@@ -105,9 +141,9 @@ def test_a_revocation_missing_from_the_crl_is_fixed(rendered: Broker) -> None:
     assert any("re-rendered" in a for a in fixed.actions), fixed.actions
 
 
-def test_server_dir_rendered_elsewhere(broker: Broker, tmp_path: Path) -> None:
+def test_server_dir_rendered_elsewhere(broker: Broker, reachable: Path) -> None:
     broker.add_client("alice")
-    out = tmp_path / "openvpn-server"
+    out = reachable / "openvpn-server"
     broker.render_server(out)
 
     default = broker.audit()

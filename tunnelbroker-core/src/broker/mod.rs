@@ -283,14 +283,14 @@ impl Broker {
         }
         if let Ok(mut entries) = fs::read_dir(dir) {
             if entries.next().is_some() {
-                return Err(Error::NotABroker {
+                return Err(Error::DirectoryInUse {
                     path: dir.to_owned(),
                     reason: "the directory is not empty; init needs a new or empty directory"
                         .into(),
                 });
             }
         } else if dir.exists() {
-            return Err(Error::NotABroker {
+            return Err(Error::DirectoryInUse {
                 path: dir.to_owned(),
                 reason: "it exists and is not a directory".into(),
             });
@@ -299,9 +299,10 @@ impl Broker {
             Some(p) if !p.as_os_str().is_empty() => p.to_owned(),
             _ => PathBuf::from("."),
         };
-        let name = dir.file_name().ok_or_else(|| Error::NotABroker {
-            path: dir.to_owned(),
-            reason: "not a directory name".into(),
+        let name = dir.file_name().ok_or_else(|| Error::InvalidField {
+            field: "broker directory",
+            input: crate::error::shown(&dir.display().to_string()),
+            reason: "it does not end in a directory name".into(),
         })?;
         let mut tmp_name = std::ffi::OsString::from(".");
         tmp_name.push(name);

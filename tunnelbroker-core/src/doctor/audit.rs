@@ -1,17 +1,57 @@
 //! `audit`: the broker-side checks, and the safe repairs of `--fix`.
 
 use std::collections::{BTreeMap, BTreeSet};
+use std::fs;
+use std::os::unix::fs::{MetadataExt, PermissionsExt};
 use std::path::{Path, PathBuf};
 
 use time::{Duration, OffsetDateTime, PrimitiveDateTime};
 
 use super::Report;
-use crate::broker::{Broker, ClientState, ServerFilesState, ServerMode};
+use crate::broker::{Broker, BrokerPaths, ClientState, ServerFilesState, ServerMode, Settings};
 use crate::client_id::ClientId;
-use crate::error::shown;
-use crate::pki::{Certificate, Crl, RevokedCert, Serial};
+use crate::error::{Error, shown};
+use crate::fsutil;
+use crate::pki::{Ca, Certificate, Crl, RevokedCert, Serial};
 use crate::plan::Allocator;
 use crate::registry::{CertRecord, CertState, ClientRecord, Store};
+
+/// The names of the checks [`audit`] and [`audit_dir`] can report, in the
+/// order they report them. `settings` and `port` appear only when something
+/// is wrong with them; every other check is there in every report (as SKIP
+/// when what it needs cannot be read).
+pub const AUDIT_CHECKS: &[&str] = &[
+    "database",
+    "settings",
+    "permissions",
+    "assignment",
+    "port",
+    "ca",
+    "server-certificate",
+    "crl",
+    "crl-next-update",
+    "certificate",
+    "expiry",
+    "revocation",
+    "server-files",
+    "orphan-files",
+    "server-access",
+];
+
+/// How long before its nextUpdate a CRL is "near" (WARN), at most: a week,
+/// so that a failed daily refresh is noticed days before OpenVPN refuses
+/// every client. A CRL that lives two weeks or less is near in the second
+/// half of its life instead, so that a fresh one never warns.
+const CRL_NEAR: Duration = Duration::days(7);
+
+/// What to do when the CA expires: there is no renewal in place.
+const CA_HINT: &str = "a CA cannot be renewed in place: before it expires, make a new broker (or import a renewed CA) and give every client a new bundle";
+
+/// What to do about the server certificate.
+const SERVER_HINT: &str = "`tunnelbroker server renew`, then restart the OpenVPN server instances";
+
+/// Why the database-bound checks are skipped.
+const NO_DATABASE: &str = "the client database cannot be read";
 
 /// What `audit` is asked to do.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -43,6 +83,8 @@ impl Default for AuditOptions {
 struct Repairs {
     crl: bool,
     render: Option<PathBuf>,
+    /// Broker files whose modes are too open, with the mode to set.
+    modes: Vec<(PathBuf, u32)>,
 }
 
 /// What the database holds, read in one snapshot.
@@ -90,10 +132,10 @@ struct Snapshot {
 /// ```
 pub fn audit(broker: &Broker, options: &AuditOptions) -> Report {
     let (report, repairs) = check(broker, options);
-    if !options.fix || (!repairs.crl && repairs.render.is_none()) {
+    if !options.fix || (!repairs.crl && repairs.render.is_none() && repairs.modes.is_empty()) {
         return report;
     }
-    let mut actions = Vec::new();
+    let mut actions = chmod(&repairs.modes);
     if repairs.crl {
         match broker.refresh_crl() {
             Ok(crl) => actions.push(format!(
@@ -146,6 +188,180 @@ pub fn audit(broker: &Broker, options: &AuditOptions) -> Report {
     again
 }
 
+/// Audits the broker in `dir` as [`audit`] does, also when it cannot be
+/// opened: an unreadable or missing client database, CA or settings file
+/// gives a report with that FAIL (and the checks that need it as SKIP), not
+/// an error. A missing `clients.db` is reported, never created.
+///
+/// Only a `dir` that holds no broker at all (no `tunnelbroker.toml`) is an
+/// error, [`Error::NotABroker`].
+///
+/// ```
+/// use tunnelbroker_core::{Broker, InitOptions, Settings};
+/// use tunnelbroker_core::doctor::audit_dir;
+/// let dir = tempfile::tempdir().unwrap();
+/// let settings = Settings::new("2001:db8:0:f100::/56".parse()?, "vpn.example.net".parse()?);
+/// let broker = Broker::init(&dir.path().join("b"), &InitOptions::new(settings))?;
+/// std::fs::remove_file(&broker.paths().database).unwrap();
+/// let report = audit_dir(broker.dir(), &Default::default())?;
+/// assert_eq!(report.status_of("database"), Some(tunnelbroker_core::doctor::Status::Fail));
+/// assert!(!broker.paths().database.exists());
+/// assert!(audit_dir(dir.path(), &Default::default()).is_err());
+/// # Ok::<(), tunnelbroker_core::Error>(())
+/// ```
+pub fn audit_dir(dir: &Path, options: &AuditOptions) -> crate::Result<Report> {
+    let paths = BrokerPaths::new(dir);
+    let err = match open_for_audit(&paths)? {
+        Ok(broker) => return Ok(audit(&broker, options)),
+        Err(err) => err,
+    };
+    let (report, modes) = unopened(&paths, err.as_ref(), options);
+    if !options.fix || modes.is_empty() {
+        return Ok(report);
+    }
+    // The modes may be what kept the broker closed: set them, then again.
+    let actions = chmod(&modes);
+    let mut again = match open_for_audit(&paths)? {
+        Ok(broker) => audit(&broker, options),
+        Err(err) => unopened(&paths, err.as_ref(), options).0,
+    };
+    let done = actions.iter().map(|a| crate::error::flatten(a));
+    again.actions.splice(0..0, done);
+    Ok(again)
+}
+
+/// The broker, or why it cannot be opened (`None`: its database is
+/// missing, and opening it would make a new, empty one). Err only when
+/// there is no broker.
+fn open_for_audit(paths: &BrokerPaths) -> crate::Result<Result<Broker, Option<Error>>> {
+    if paths.settings.exists() && !paths.database.exists() {
+        return Ok(Err(None));
+    }
+    match Broker::open(&paths.dir) {
+        Ok(broker) => Ok(Ok(broker)),
+        Err(e @ Error::NotABroker { .. }) => Err(e),
+        Err(e) => Ok(Err(Some(e))),
+    }
+}
+
+/// The report on a broker that cannot be opened: `err` is why (`None`: its
+/// database is missing). Returns the too-open modes too.
+fn unopened(
+    paths: &BrokerPaths,
+    err: Option<&Error>,
+    options: &AuditOptions,
+) -> (Report, Vec<(PathBuf, u32)>) {
+    let mut r = Report::new(format!("tunnelbroker audit: {}", paths.dir.display()));
+    let restore = "restore clients.db from a backup; only `tunnelbroker init` creates a database, and a new one would forget every client, assignment and revocation";
+    let settings = fsutil::read_to_string(&paths.settings).and_then(|text| {
+        Settings::from_toml(&text).map_err(|e| match e {
+            Error::InvalidSettings { reason } => Error::InvalidSettings {
+                reason: format!("{}: {reason}", paths.settings.display()),
+            },
+            other => other,
+        })
+    });
+    let ca = settings.as_ref().ok().map(|_| {
+        fsutil::read_to_string(&paths.ca_cert)
+            .and_then(|cert| Ok((cert, fsutil::read_to_string(&paths.ca_key)?)))
+            .and_then(|(cert, key)| Ca::from_pem(&cert, &key))
+            .map_err(|e| match e {
+                Error::InvalidKey { .. } | Error::UnsupportedKey { .. } => naming(&paths.ca_key, e),
+                Error::CaExpired { .. } | Error::CaKeyMismatch { .. } => e,
+                _ => naming(&paths.ca_cert, e),
+            })
+    });
+    let why = match (&settings, &ca) {
+        (Err(_), _) => "the settings cannot be read",
+        (_, Some(Err(_))) => "the CA cannot be loaded",
+        _ => NO_DATABASE,
+    };
+    match (err, &ca) {
+        (None, _) => r.fail(
+            "database",
+            format!("{} is missing", paths.database.display()),
+            restore,
+        ),
+        (Some(e), Some(Ok(_))) => {
+            let text = e.to_string();
+            let named = if text.contains(&paths.database.display().to_string()) {
+                text
+            } else {
+                format!("{}: {text}", paths.database.display())
+            };
+            r.fail("database", named, restore);
+        }
+        (Some(_), _) => r.skip("database", format!("not opened: {why}")),
+    }
+    if let Err(e) = &settings {
+        r.fail(
+            "settings",
+            e.to_string(),
+            "restore tunnelbroker.toml from a backup, or correct it",
+        );
+    }
+    let modes = check_permissions(paths, &mut r);
+    r.skip("assignment", why);
+    match &ca {
+        Some(Ok(ca)) => {
+            check_ca(ca.certificate(), options, &mut r);
+            check_server_certificate(&paths.server_cert, ca, options, &mut r);
+            check_crl_file(ca, &paths.crl, &mut r);
+        }
+        Some(Err(e)) => {
+            let hint = match e {
+                Error::CaExpired { .. } => CA_HINT,
+                _ => "restore ca.crt and private/ca.key from a backup",
+            };
+            r.fail("ca", e.to_string(), hint);
+            for name in ["server-certificate", "crl", "crl-next-update"] {
+                r.skip(name, why);
+            }
+        }
+        None => {
+            for name in ["ca", "server-certificate", "crl", "crl-next-update"] {
+                r.skip(name, why);
+            }
+        }
+    }
+    for name in [
+        "certificate",
+        "expiry",
+        "revocation",
+        "server-files",
+        "orphan-files",
+    ] {
+        r.skip(name, why);
+    }
+    check_server_access(&server_dir(paths, options), &mut r);
+    (r, modes)
+}
+
+/// `err`, naming `path` when its message does not already.
+fn naming(path: &Path, err: Error) -> Error {
+    let text = err.to_string();
+    if text.contains(&path.display().to_string()) {
+        return err;
+    }
+    Error::InvalidFile {
+        path: path.to_owned(),
+        reason: text,
+    }
+}
+
+/// Sets the modes `--fix` found needed; one action line each.
+fn chmod(modes: &[(PathBuf, u32)]) -> Vec<String> {
+    modes
+        .iter()
+        .map(
+            |(path, mode)| match fs::set_permissions(path, fs::Permissions::from_mode(*mode)) {
+                Ok(()) => format!("chmod {mode:04o} {}", path.display()),
+                Err(e) => format!("could not chmod {mode:04o} {}: {e}", path.display()),
+            },
+        )
+        .collect()
+}
+
 /// The instances that read one of the `written` files at start: an
 /// instance's own `NAME.conf`/`.up`/`.down`, and every instance for the
 /// shared keys and certificates. CCD entries are read at each connection.
@@ -175,10 +391,11 @@ fn relative(dir: &Path, path: &Path) -> String {
 fn check(broker: &Broker, options: &AuditOptions) -> (Report, Repairs) {
     let mut r = Report::new(format!("tunnelbroker audit: {}", broker.dir().display()));
     let mut repairs = Repairs::default();
+    let paths = broker.paths();
     let snap = match read(broker) {
         Ok(s) => {
             r.pass("database", format!("{} clients read", s.clients.len()));
-            s
+            Some(s)
         }
         Err(e) => {
             r.fail(
@@ -186,28 +403,276 @@ fn check(broker: &Broker, options: &AuditOptions) -> (Report, Repairs) {
                 e.to_string(),
                 "restore clients.db from a backup; the broker cannot work with it",
             );
-            return (r, repairs);
+            None
         }
     };
-    let consistent = check_assignments(broker, &snap, &mut r);
-    let crl = check_crl_file(broker, &mut r);
-    repairs.crl = crl.as_ref().is_none_or(|(_, stale)| *stale);
-    check_certificates(broker, &snap, crl.as_ref().map(|(c, _)| c), options, &mut r);
-    match &crl {
-        Some((crl, _)) => repairs.crl |= check_revoked_listed(&snap, crl, &mut r),
-        None => r.skip("revocation", "the CRL cannot be read"),
-    }
-    if consistent {
-        repairs.render = check_server_files(broker, &snap, options, &mut r);
-    } else {
-        for name in ["server-files", "orphan-files"] {
-            r.skip(
-                name,
-                "the database is inconsistent: what to render is unclear until the FAILs above are fixed",
-            );
+    repairs.modes = check_permissions(paths, &mut r);
+    let consistent = match &snap {
+        Some(snap) => check_assignments(broker, snap, &mut r),
+        None => {
+            r.skip("assignment", NO_DATABASE);
+            false
+        }
+    };
+    check_ca(broker.ca().certificate(), options, &mut r);
+    check_server_certificate(&paths.server_cert, broker.ca(), options, &mut r);
+    let crl = check_crl_file(broker.ca(), &paths.crl, &mut r);
+    match &snap {
+        Some(snap) => {
+            repairs.crl = crl.as_ref().is_none_or(|(_, stale)| *stale);
+            check_certificates(broker, snap, crl.as_ref().map(|(c, _)| c), options, &mut r);
+            match &crl {
+                Some((crl, _)) => repairs.crl |= check_revoked_listed(snap, crl, &mut r),
+                None => r.skip("revocation", "the CRL cannot be read"),
+            }
+        }
+        None => {
+            for name in ["certificate", "expiry", "revocation"] {
+                r.skip(name, NO_DATABASE);
+            }
         }
     }
+    match &snap {
+        Some(snap) if consistent => {
+            repairs.render = check_server_files(broker, snap, options, &mut r);
+        }
+        _ => {
+            let why = if snap.is_some() {
+                "the database is inconsistent: what to render is unclear until the FAILs above are fixed"
+            } else {
+                NO_DATABASE
+            };
+            for name in ["server-files", "orphan-files"] {
+                r.skip(name, why);
+            }
+        }
+    }
+    check_server_access(&server_dir(paths, options), &mut r);
     (r, repairs)
+}
+
+/// How a broker file's mode is judged.
+#[derive(Clone, Copy)]
+enum Want {
+    /// A secret: 0600, nothing for group or others.
+    Secret,
+    /// `private/`: 0700.
+    PrivateDir,
+    /// The CRL: 0644, readable by others, writable by no one else.
+    Crl,
+    /// Settings, certificates and the broker directory: writable by no
+    /// one else.
+    NotWritable,
+}
+
+/// The broker's own files: secrets (`private/` 0700, the keys 0600,
+/// `clients.db` and its `-wal`/`-shm` 0600) must not be open to others;
+/// the CRL must be 0644; settings, certificates and the broker directory
+/// must not be writable by group or others. A too-open mode FAILs, naming
+/// the path and the mode it should have; returns the modes `--fix` sets.
+fn check_permissions(paths: &BrokerPaths, r: &mut Report) -> Vec<(PathBuf, u32)> {
+    let side = |suffix: &str| {
+        let mut p = paths.database.clone().into_os_string();
+        p.push(suffix);
+        PathBuf::from(p)
+    };
+    let files = [
+        (paths.dir.clone(), Want::NotWritable, ""),
+        (
+            paths.private_dir.clone(),
+            Want::PrivateDir,
+            "it holds the keys",
+        ),
+        (paths.ca_key.clone(), Want::Secret, "the CA key"),
+        (paths.server_key.clone(), Want::Secret, "the server key"),
+        (
+            paths.tls_crypt_key.clone(),
+            Want::Secret,
+            "the tls-crypt key",
+        ),
+        (paths.database.clone(), Want::Secret, "it holds client keys"),
+        (side("-wal"), Want::Secret, "it holds client keys"),
+        (side("-shm"), Want::Secret, "it holds client keys"),
+        (paths.crl.clone(), Want::Crl, "OpenVPN reads it as nobody"),
+        (paths.settings.clone(), Want::NotWritable, ""),
+        (paths.ca_cert.clone(), Want::NotWritable, ""),
+        (paths.server_cert.clone(), Want::NotWritable, ""),
+    ];
+    let mut fixes = Vec::new();
+    let mut checked = 0;
+    for (path, want, why) in files {
+        // A missing file is the other checks' business.
+        let Ok(meta) = fs::metadata(&path) else {
+            continue;
+        };
+        checked += 1;
+        let mode = meta.mode() & 0o7777;
+        let target = match want {
+            Want::Secret => 0o600,
+            Want::PrivateDir => 0o700,
+            Want::Crl => 0o644,
+            Want::NotWritable => mode & !0o022,
+        };
+        let bad = match want {
+            Want::Secret | Want::PrivateDir => mode & 0o077 != 0,
+            Want::Crl => mode & 0o022 != 0 || mode & 0o004 == 0,
+            Want::NotWritable => mode & 0o022 != 0,
+        };
+        if !bad {
+            continue;
+        }
+        let why = match (want, why) {
+            (Want::NotWritable, _) => ": no one else may write it".to_owned(),
+            (_, why) => format!(": {why}"),
+        };
+        r.fail(
+            "permissions",
+            format!(
+                "{} has mode {mode:04o}, should be {target:04o}{why}",
+                path.display()
+            ),
+            format!(
+                "chmod {target:04o} {} (or `tunnelbroker audit --fix`)",
+                path.display()
+            ),
+        );
+        fixes.push((path, target));
+    }
+    if fixes.is_empty() {
+        r.pass(
+            "permissions",
+            format!("the modes of all {checked} broker files are safe"),
+        );
+    }
+    fixes
+}
+
+/// The CA certificate: FAIL when expired, WARN when it expires within
+/// `days`.
+fn check_ca(cert: &Certificate, options: &AuditOptions, r: &mut Report) {
+    let info = cert.info();
+    let cn = shown(&info.common_name);
+    expiry_check(
+        "ca",
+        &format!("the CA certificate {cn}"),
+        info.not_after,
+        options,
+        CA_HINT,
+        r,
+    );
+}
+
+/// The OpenVPN server's certificate: readable, of this CA, and FAIL when
+/// expired, WARN when it expires within `days`.
+fn check_server_certificate(path: &Path, ca: &Ca, options: &AuditOptions, r: &mut Report) {
+    let cert = match fsutil::read_to_string(path).and_then(|pem| Certificate::from_pem(&pem)) {
+        Ok(c) => c,
+        Err(e) => {
+            r.fail(
+                "server-certificate",
+                naming(path, e).to_string(),
+                SERVER_HINT,
+            );
+            return;
+        }
+    };
+    match ca.verify(&cert) {
+        Ok(()) | Err(Error::CertificateExpired { .. }) => {}
+        Err(e) => {
+            r.fail(
+                "server-certificate",
+                format!("{}: {e}", path.display()),
+                SERVER_HINT,
+            );
+            return;
+        }
+    }
+    expiry_check(
+        "server-certificate",
+        "the server certificate",
+        cert.info().not_after,
+        options,
+        SERVER_HINT,
+        r,
+    );
+}
+
+/// PASS, WARN within `options.days`, FAIL once `not_after` has passed.
+fn expiry_check(
+    name: &str,
+    what: &str,
+    not_after: OffsetDateTime,
+    options: &AuditOptions,
+    hint: &str,
+    r: &mut Report,
+) {
+    let now = OffsetDateTime::now_utc();
+    if not_after <= now {
+        r.fail(
+            name,
+            format!(
+                "{what} expired on {}: OpenVPN refuses every connection",
+                not_after.date()
+            ),
+            hint,
+        );
+    } else if not_after <= soon(now, options.days) {
+        r.warn(
+            name,
+            format!(
+                "{what} expires in {} days, on {}",
+                (not_after - now).whole_days(),
+                not_after.date()
+            ),
+            hint,
+        );
+    } else {
+        r.pass(name, format!("{what} is valid until {}", not_after.date()));
+    }
+}
+
+/// `now` plus `days`; `days` may reach past the last date `time` can hold
+/// (year 9999): then everything expires "within `days`".
+fn soon(now: OffsetDateTime, days: u32) -> OffsetDateTime {
+    now.checked_add(Duration::days(i64::from(days)))
+        .unwrap_or_else(|| PrimitiveDateTime::MAX.assume_utc())
+}
+
+/// The rendered server directory that `server-access` looks at:
+/// `--server-dir`, else the default of `server render` (keep in step with
+/// the default [`Broker::check_server_files`] compares).
+fn server_dir(paths: &BrokerPaths, options: &AuditOptions) -> PathBuf {
+    options
+        .server_dir
+        .clone()
+        .unwrap_or_else(|| paths.server_dir.clone())
+}
+
+/// Whether OpenVPN can reach the rendered server side in `dir` after
+/// dropping to nobody, under Debian's `openvpn-server@.service`
+/// ([`fsutil::openvpn_reachability`]).
+fn check_server_access(dir: &Path, r: &mut Report) {
+    if !dir.is_dir() {
+        r.skip("server-access", format!("{} does not exist", dir.display()));
+        return;
+    }
+    let problems = fsutil::openvpn_reachability(dir);
+    for p in &problems {
+        if p.hidden {
+            r.warn("server-access", &p.message, &p.fix);
+        } else {
+            r.fail("server-access", &p.message, &p.fix);
+        }
+    }
+    if problems.is_empty() {
+        r.pass(
+            "server-access",
+            format!(
+                "OpenVPN can read the files in {} after dropping to nobody, also under Debian's openvpn-server@.service",
+                fs::canonicalize(dir).unwrap_or_else(|_| dir.to_owned()).display()
+            ),
+        );
+    }
 }
 
 fn read(broker: &Broker) -> crate::Result<Snapshot> {
@@ -293,9 +758,9 @@ fn check_assignments(broker: &Broker, snap: &Snapshot, r: &mut Report) -> bool {
 
 /// The CRL, and whether it should be re-signed (near or past nextUpdate,
 /// foreign). `None` (also to be re-signed) when it cannot be read.
-fn check_crl_file(broker: &Broker, r: &mut Report) -> Option<(Crl, bool)> {
+fn check_crl_file(ca: &Ca, path: &Path, r: &mut Report) -> Option<(Crl, bool)> {
     let fix = "sign a fresh one: `tunnelbroker crl` (or `tunnelbroker audit --fix`)";
-    let crl = match broker.crl() {
+    let crl = match fsutil::read_to_string(path).and_then(|pem| Crl::from_pem(&pem)) {
         Ok(c) => c,
         Err(e) => {
             r.fail("crl", format!("the CRL cannot be read: {e}"), fix);
@@ -304,7 +769,7 @@ fn check_crl_file(broker: &Broker, r: &mut Report) -> Option<(Crl, bool)> {
         }
     };
     let mut stale = false;
-    match broker.ca().check_crl(&crl) {
+    match ca.check_crl(&crl) {
         Ok(()) => r.pass(
             "crl",
             format!("CRL number {} is signed by this CA", crl.number()),
@@ -315,10 +780,11 @@ fn check_crl_file(broker: &Broker, r: &mut Report) -> Option<(Crl, bool)> {
         }
     }
     let now = OffsetDateTime::now_utc();
-    let crl_days = broker.settings().validity.crl_days;
-    // "Near": within a quarter of the CRL's period (at least one day).
-    let near = Duration::days(i64::from((crl_days / 4).max(1)));
     let next = crl.next_update();
+    let near = CRL_NEAR.min((next - crl.this_update()) / 2);
+    let refresh = format!(
+        "{fix}; keep it fresh with the tunnelbroker-crl.timer that `tunnelbroker server render` writes (see the operator guide)"
+    );
     if next <= now {
         stale = true;
         r.fail(
@@ -327,24 +793,18 @@ fn check_crl_file(broker: &Broker, r: &mut Report) -> Option<(Crl, bool)> {
                 "the CRL's nextUpdate {} has passed: OpenVPN refuses every client",
                 next.date()
             ),
-            format!(
-                "{fix}; run it from cron at least every {} days",
-                (crl_days / 2).max(1)
-            ),
+            refresh,
         );
-    } else if next - now < near {
+    } else if next - now <= near {
         stale = true;
         r.warn(
             "crl-next-update",
             format!(
-                "the CRL's nextUpdate is near: {} ({} days)",
+                "the CRL's nextUpdate is near: {} (in {} hours); OpenVPN refuses every client after it",
                 next.date(),
-                (next - now).whole_days()
+                (next - now).whole_hours()
             ),
-            format!(
-                "{fix}; run it from cron at least every {} days",
-                (crl_days / 2).max(1)
-            ),
+            refresh,
         );
     } else {
         r.pass(
@@ -363,11 +823,7 @@ fn check_certificates(
     r: &mut Report,
 ) {
     let now = OffsetDateTime::now_utc();
-    // `days` may reach past the last date `time` can hold (year 9999):
-    // then every certificate expires "within `days`".
-    let soon = now
-        .checked_add(Duration::days(i64::from(options.days)))
-        .unwrap_or_else(|| PrimitiveDateTime::MAX.assume_utc());
+    let soon = soon(now, options.days);
     let mut good = 0usize;
     let mut expiring = 0usize;
     for (c, rec) in snap
@@ -444,7 +900,7 @@ fn check_certificates(
     if expiring == 0 {
         r.pass(
             "expiry",
-            format!("no certificate expires within {} days", options.days),
+            format!("no client certificate expires within {} days", options.days),
         );
     }
 }

@@ -38,7 +38,7 @@ mod client;
 mod config;
 mod system;
 
-pub use audit::{AuditOptions, audit};
+pub use audit::{AUDIT_CHECKS, AuditOptions, audit, audit_dir};
 pub use client::{CHECKS, DoctorOptions, run};
 pub use config::{BundleFacts, ClientConfigFile, Directive, FACTS_TAG, Material};
 pub use system::{CommandOutput, LiveSystem, System};

@@ -543,6 +543,38 @@ impl Ca {
     pub fn crl(&self, revoked: &[RevokedCert], number: u64, next_update_days: u32) -> Result<Crl> {
         let now = OffsetDateTime::now_utc();
         let next_update = days_from(now, "crl", next_update_days)?;
+        self.crl_at(revoked, number, now, next_update)
+    }
+
+    /// Signs a CRL as [`crl`](Self::crl) does, with explicit thisUpdate and
+    /// nextUpdate (for a CRL that is stale or nearly so, in tests and
+    /// checks); entries that expired by `this_update` are left out.
+    ///
+    /// ```
+    /// use tunnelbroker_core::{Ca, CaParams};
+    /// use time::{Duration, OffsetDateTime};
+    /// let ca = Ca::generate(&CaParams::default())?;
+    /// let then = OffsetDateTime::now_utc() - Duration::days(40);
+    /// let stale = ca.crl_at(&[], 1, then, then + Duration::days(30))?;
+    /// assert!(stale.next_update() < OffsetDateTime::now_utc());
+    /// assert!(ca.crl_at(&[], 1, then, then).is_err());
+    /// # Ok::<(), tunnelbroker_core::Error>(())
+    /// ```
+    pub fn crl_at(
+        &self,
+        revoked: &[RevokedCert],
+        number: u64,
+        this_update: OffsetDateTime,
+        next_update: OffsetDateTime,
+    ) -> Result<Crl> {
+        if next_update <= this_update {
+            return Err(Error::InvalidValidity {
+                what: "crl",
+                days: 0,
+                reason: "its nextUpdate must come after its thisUpdate",
+            });
+        }
+        let now = this_update;
         let mut seen = std::collections::HashSet::new();
         let revoked_certs = revoked
             .iter()

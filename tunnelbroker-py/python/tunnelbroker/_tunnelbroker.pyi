@@ -20,6 +20,7 @@ from typing_extensions import TypeAlias
 __version__: str
 CLIENT_ID_MAX_LEN: int
 CHECKS: tuple[str, ...]
+AUDIT_CHECKS: tuple[str, ...]
 
 # Inputs: text or ipaddress objects (IPv4 ones are accepted only to be
 # refused with the core's message).

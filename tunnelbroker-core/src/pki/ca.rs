@@ -331,6 +331,51 @@ impl Ca {
         self.signer.ski.as_deref()
     }
 
+    /// When a certificate issued now for `days` days ends: `days` from now,
+    /// but never after the CA's own notAfter (a certificate that outlives
+    /// its CA fails verification from the CA's last day on anyway, and
+    /// silently). A CA with less than [`MIN_LEAF_DAYS`](Self::MIN_LEAF_DAYS)
+    /// left issues nothing: [`Error::CaExpiresSoon`].
+    ///
+    /// ```
+    /// use tunnelbroker_core::{Ca, CaParams};
+    /// let ca = Ca::generate(&CaParams { validity_days: 100, ..CaParams::default() })?;
+    /// let end = ca.leaf_not_after("client certificate", 365)?;
+    /// assert_eq!(end, ca.certificate().info().not_after);
+    /// assert!(ca.clamp_warning("client certificate", 365).is_some());
+    /// assert!(ca.clamp_warning("client certificate", 30).is_none());
+    /// # Ok::<(), tunnelbroker_core::Error>(())
+    /// ```
+    pub fn leaf_not_after(&self, what: &'static str, days: u32) -> Result<OffsetDateTime> {
+        let (_, wanted) = validity_window(what, days)?;
+        let ca_end = self.certificate.info().not_after;
+        if ca_end - OffsetDateTime::now_utc() < time::Duration::days(Self::MIN_LEAF_DAYS) {
+            return Err(Error::CaExpiresSoon {
+                common_name: shown(&self.certificate.info().common_name),
+                not_after: rfc3339(ca_end),
+            });
+        }
+        Ok(wanted.min(ca_end))
+    }
+
+    /// The least validity the CA must have left to issue a certificate, in
+    /// days: a certificate cut to less would need renewing again at once.
+    pub const MIN_LEAF_DAYS: i64 = 1;
+
+    /// A one-line warning when a `what` issued now for `days` days would be
+    /// cut short to end with the CA; `None` when it gets its full validity.
+    pub fn clamp_warning(&self, what: &str, days: u32) -> Option<String> {
+        let ca_end = self.certificate.info().not_after;
+        let wanted = OffsetDateTime::now_utc().checked_add(time::Duration::days(i64::from(days)))?;
+        (wanted > ca_end).then(|| {
+            format!(
+                "the CA {} expires on {}, before a {what} of {days} days would: it ends with the CA; make a new CA before then",
+                shown(&self.certificate.info().common_name),
+                rfc3339(ca_end)
+            )
+        })
+    }
+
     /// Leaf parameters: CN only, CA:FALSE, key usage fitting the key, one
     /// EKU, AKI, a fresh random serial.
     fn leaf_params(&self, cn: &str, leaf: Leaf, rsa: bool, days: u32) -> Result<CertificateParams> {
@@ -338,7 +383,8 @@ impl Ca {
             Leaf::Server => "server certificate",
             Leaf::Client => "client certificate",
         };
-        let (not_before, not_after) = validity_window(what, days)?;
+        let (not_before, _) = validity_window(what, days)?;
+        let not_after = self.leaf_not_after(what, days)?;
         let mut cp = CertificateParams::default();
         let mut dn = DistinguishedName::new();
         dn.push(DnType::CommonName, cn);

@@ -40,6 +40,7 @@ from ._tunnelbroker import (
     RenderReport as RenderReport,
     Report as Report,
     RowError as RowError,
+    ServerRenewal as ServerRenewal,
     Subnet as Subnet,
 )
 
@@ -71,5 +72,6 @@ __all__ = [
     "RenderReport",
     "Report",
     "RowError",
+    "ServerRenewal",
     "Subnet",
 ]

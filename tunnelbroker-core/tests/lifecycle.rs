@@ -305,3 +305,73 @@ mod lifetimes {
         assert_eq!(err.kind(), ErrorKind::Crypto);
     }
 }
+
+mod crl {
+    use super::*;
+    use std::time::Instant;
+
+    /// Revokes `n` made-up certificates of client `alice` straight in the
+    /// database (the broker would take hours to issue them), each with
+    /// `not_after`.
+    fn revoke_many(b: &Broker, n: u64, first: u64, not_after: &str) {
+        let mut conn = rusqlite::Connection::open(&b.paths().database).unwrap();
+        let tx = conn.transaction().unwrap();
+        {
+            let mut stmt = tx
+                .prepare(
+                    "INSERT INTO certificates (serial, client_id, pem, key_pem, not_after, state, revoked_at, reason)
+                     VALUES (?1, 'alice', 'x', NULL, ?2, 'revoked', '2026-01-01T00:00:00Z', 'superseded')",
+                )
+                .unwrap();
+            for i in first..first + n {
+                // 16 bytes, high bit clear, unique.
+                stmt.execute(rusqlite::params![format!("4{i:031X}"), not_after])
+                    .unwrap();
+            }
+        }
+        tx.commit().unwrap();
+    }
+
+    #[test]
+    fn a_crl_of_a_million_entries_is_written_and_read_back() {
+        let (_t, b) = new_broker();
+        let alice = b.add_client(&req("alice", ClientKind::Subnet)).unwrap();
+        b.revoke(&alice.id, Default::default()).unwrap();
+        let t = Instant::now();
+        revoke_many(&b, 999_999, 0, "2099-01-01T00:00:00Z");
+        let inserted = t.elapsed();
+        let t = Instant::now();
+        let written = b.refresh_crl().unwrap();
+        let signed = t.elapsed();
+        let t = Instant::now();
+        let read = b.crl().unwrap();
+        let read_back = t.elapsed();
+        eprintln!("1,000,000 entries: insert {inserted:?}, sign and write {signed:?}, read {read_back:?}");
+        assert!(written.pem().len() > 50 << 20, "{}", written.pem().len());
+        assert_eq!(read.revoked_count(), 1_000_000);
+        assert_eq!(read, written);
+        assert!(read.is_revoked(&alice.serial));
+        assert!(read.is_revoked(&"4000000000000000000000000000ABCD".parse().unwrap()));
+        b.ca().check_crl(&read).unwrap();
+    }
+
+    #[test]
+    fn long_expired_entries_leave_the_crl() {
+        let (_t, b) = new_broker();
+        let alice = b.add_client(&req("alice", ClientKind::Subnet)).unwrap();
+        b.revoke(&alice.id, Default::default()).unwrap();
+        let day = |d: i64| {
+            (time::OffsetDateTime::now_utc() + time::Duration::days(d))
+                .format(&time::format_description::well_known::Rfc3339)
+                .unwrap()
+        };
+        // Expired 29 days ago: listed; 31 days ago: gone.
+        revoke_many(&b, 1, 1, &day(-29));
+        revoke_many(&b, 1, 2, &day(-31));
+        let crl = b.refresh_crl().unwrap();
+        assert_eq!(crl.revoked_count(), 2);
+        assert!(crl.is_revoked(&alice.serial));
+        assert!(crl.is_revoked(&format!("4{:031X}", 1).parse().unwrap()));
+        assert!(!crl.is_revoked(&format!("4{:031X}", 2).parse().unwrap()));
+    }
+}

@@ -710,7 +710,7 @@ impl Broker {
 
     /// The CRL as it is on disk.
     pub fn crl(&self) -> Result<Crl> {
-        Crl::from_pem(&fsutil::read_to_string(&self.paths.crl)?)
+        Crl::from_pem(&fsutil::read_crl(&self.paths.crl)?)
     }
 
     /// Signs a fresh CRL (next number, new nextUpdate) and writes it.

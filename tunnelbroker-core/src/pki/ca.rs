@@ -561,7 +561,20 @@ impl Ca {
         Ok(())
     }
 
-    /// Signs a CRL with number `number` listing the unexpired entries.
+    /// How long an entry stays on the CRL after its certificate expired, at
+    /// least (days): RFC 5280 §3.3 lets an entry leave only after it
+    /// appeared on one regularly scheduled CRL issued after the
+    /// certificate's validity ended. The broker keeps it for this many days
+    /// or the CRL's own validity (`crl_days`), whichever is longer, so any
+    /// schedule that re-signs the CRL before it goes stale lists it at least
+    /// once after the expiry; then it leaves, and the CRL stops growing with
+    /// every certificate ever revoked or superseded.
+    pub const CRL_KEEP_EXPIRED_DAYS: u32 = 30;
+
+    /// Signs a CRL with number `number` listing the entries whose
+    /// certificate is unexpired or expired less than
+    /// [`CRL_KEEP_EXPIRED_DAYS`](Self::CRL_KEEP_EXPIRED_DAYS) (or
+    /// `next_update_days`, if longer) ago.
     ///
     /// ```
     /// use tunnelbroker_core::{Ca, CaParams, ClientId, KeyType, RevocationReason, RevokedCert};
@@ -583,10 +596,12 @@ impl Ca {
     pub fn crl(&self, revoked: &[RevokedCert], number: u64, next_update_days: u32) -> Result<Crl> {
         let now = OffsetDateTime::now_utc();
         let next_update = days_from(now, "crl", next_update_days)?;
+        let keep = Self::CRL_KEEP_EXPIRED_DAYS.max(next_update_days);
+        let expired_long_ago = now - time::Duration::days(i64::from(keep));
         let mut seen = std::collections::HashSet::new();
         let revoked_certs = revoked
             .iter()
-            .filter(|r| r.not_after > now && seen.insert(r.serial.clone()))
+            .filter(|r| r.not_after > expired_long_ago && seen.insert(r.serial.clone()))
             .map(|r| RevokedCertParams {
                 serial_number: SerialNumber::from_slice(r.serial.as_bytes()),
                 revocation_time: r.revoked_at,
@@ -787,29 +802,30 @@ mod tests {
     }
 
     #[test]
-    fn crl_lists_only_unexpired_entries_and_matches_the_ca() {
+    fn crl_keeps_entries_30_days_past_expiry_and_matches_the_ca() {
         let ca = Ca::generate(&CaParams::default()).unwrap();
         let now = OffsetDateTime::now_utc();
         let live = Serial::random().unwrap();
+        let just_expired = Serial::random().unwrap();
         let expired = Serial::random().unwrap();
-        let entries = [
-            RevokedCert {
-                serial: live.clone(),
-                revoked_at: now,
-                reason: RevocationReason::Superseded,
-                not_after: now + time::Duration::days(10),
-            },
-            RevokedCert {
-                serial: expired.clone(),
-                revoked_at: now - time::Duration::days(400),
-                reason: RevocationReason::KeyCompromise,
-                not_after: now - time::Duration::days(1),
-            },
-        ];
+        let entry = |serial: &Serial, not_after_days: i64| RevokedCert {
+            serial: serial.clone(),
+            revoked_at: now - time::Duration::days(400),
+            reason: RevocationReason::KeyCompromise,
+            not_after: now + time::Duration::days(not_after_days),
+        };
+        let entries = [entry(&live, 10), entry(&just_expired, -29), entry(&expired, -31)];
         let crl = ca.crl(&entries, 42, 30).unwrap();
         assert_eq!(crl.number(), 42);
-        assert_eq!(crl.revoked_serials(), vec![live.clone()]);
-        assert!(crl.is_revoked(&live) && !crl.is_revoked(&expired));
+        let mut want = vec![live.clone(), just_expired.clone()];
+        want.sort();
+        assert_eq!(crl.revoked_serials(), want);
+        assert!(crl.is_revoked(&live) && crl.is_revoked(&just_expired));
+        assert!(!crl.is_revoked(&expired));
+        // A CRL valid longer than 30 days keeps them as long as it is valid.
+        let long = ca.crl(&entries, 43, 60).unwrap();
+        assert!(long.is_revoked(&expired));
+        let crl = ca.crl(&[entry(&live, 10), entry(&expired, -31)], 42, 30).unwrap();
         assert_eq!(crl.authority_key_id(), ca.subject_key_id());
         let days = (crl.next_update() - crl.this_update()).whole_days();
         assert_eq!(days, 30);

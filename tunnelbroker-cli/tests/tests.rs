@@ -2,6 +2,7 @@
 
 mod broker;
 mod doctor;
+mod lifecycle;
 mod plan;
 mod server;
 

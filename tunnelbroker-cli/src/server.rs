@@ -87,7 +87,11 @@ impl fmt::Display for Renewed {
             writeln!(f, "warning: {w}")?;
         }
         if !self.restart.is_empty() {
-            writeln!(f, "restart with: systemctl restart {}", self.restart.join(" "))?;
+            writeln!(
+                f,
+                "restart with: systemctl restart {}",
+                self.restart.join(" ")
+            )?;
         }
         Ok(())
     }

@@ -34,11 +34,7 @@ fn every_command_refuses_a_lost_database_and_changes_nothing() {
     let cases: [(&str, Make, &str); 4] = [
         ("missing", |_| {}, "it is missing"),
         ("0-byte", |p| fs::write(p, b"").unwrap(), "empty (0 bytes)"),
-        (
-            "foreign",
-            foreign_db,
-            "another program",
-        ),
+        ("foreign", foreign_db, "another program"),
         (
             "not sqlite",
             |p| fs::write(p, "id,kind\n".repeat(50)).unwrap(),
@@ -108,7 +104,10 @@ fn init_and_plan_refuse_a_pool_outside_global_unicast_and_ula() {
     for pool in ["::/48", "fe80::/48", "ff02::/48"] {
         let dir = t.path().join("b");
         let err = fails(
-            &tb(&dir, &["init", "--pool", pool, "--endpoint", "vpn.example.net"]),
+            &tb(
+                &dir,
+                &["init", "--pool", pool, "--endpoint", "vpn.example.net"],
+            ),
             2,
         );
         assert!(
@@ -146,13 +145,18 @@ fn server_renew_replaces_the_certificate_and_names_the_units() {
         fs::read_to_string(dir.join("server").join("server.crt")).unwrap(),
         new
     );
-    assert_eq!(v["restart"], serde_json::json!(["openvpn-server@tb-client-alice"]));
+    assert_eq!(
+        v["restart"],
+        serde_json::json!(["openvpn-server@tb-client-alice"])
+    );
     assert_eq!(v["warnings"], serde_json::json!([]));
     assert!(v["not_after"].as_str().unwrap().len() >= 20, "{v}");
     assert!(v["previous_not_after"].is_string(), "{v}");
     let written = v["rendered"]["written"].as_array().unwrap();
     assert!(
-        written.iter().any(|p| p.as_str().unwrap().ends_with("/server.crt")),
+        written
+            .iter()
+            .any(|p| p.as_str().unwrap().ends_with("/server.crt")),
         "{v}"
     );
 }

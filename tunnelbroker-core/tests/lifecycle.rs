@@ -66,8 +66,11 @@ fn application_id(path: &Path) -> u32 {
 mod database {
     use super::*;
 
+    /// Makes a broken database at a path.
+    type Break = Box<dyn Fn(&Path)>;
+
     /// What each broken database is and a word its message must have.
-    fn broken() -> Vec<(&'static str, Box<dyn Fn(&Path)>, &'static str)> {
+    fn broken() -> Vec<(&'static str, Break, &'static str)> {
         vec![
             ("missing", Box::new(|_: &Path| {}), "missing"),
             (
@@ -93,7 +96,10 @@ mod database {
             (
                 "foreign in WAL mode",
                 Box::new(|p: &Path| {
-                    sqlite_db(p, "PRAGMA journal_mode = WAL; CREATE TABLE foo (x INTEGER);")
+                    sqlite_db(
+                        p,
+                        "PRAGMA journal_mode = WAL; CREATE TABLE foo (x INTEGER);",
+                    )
                 }),
                 "another program (tables \"foo\")",
             ),
@@ -235,7 +241,11 @@ mod lifetimes {
         let days = (now.info().not_after - time::OffsetDateTime::now_utc()).whole_days();
         assert!((729..=730).contains(&days), "{days}");
         assert_eq!(
-            fs::metadata(&b.paths().server_key).unwrap().permissions().mode() & 0o777,
+            fs::metadata(&b.paths().server_key)
+                .unwrap()
+                .permissions()
+                .mode()
+                & 0o777,
             0o600
         );
 
@@ -244,8 +254,16 @@ mod lifetimes {
         let second = b.renew_server().unwrap();
         let r = second.rendered.expect("re-rendered");
         let dir = fs::canonicalize(&b.paths().server_dir).unwrap();
-        assert!(r.written.contains(&dir.join("server.crt")), "{:?}", r.written);
-        assert!(r.written.contains(&dir.join("server.key")), "{:?}", r.written);
+        assert!(
+            r.written.contains(&dir.join("server.crt")),
+            "{:?}",
+            r.written
+        );
+        assert!(
+            r.written.contains(&dir.join("server.key")),
+            "{:?}",
+            r.written
+        );
         assert_eq!(
             fs::read_to_string(dir.join("server.crt")).unwrap(),
             second.certificate.pem()
@@ -295,11 +313,16 @@ mod lifetimes {
         })
         .unwrap();
         let err = ca
-            .issue_client(&"alice".parse().unwrap(), tunnelbroker_core::KeyType::P256, 365)
+            .issue_client(
+                &"alice".parse().unwrap(),
+                tunnelbroker_core::KeyType::P256,
+                365,
+            )
             .unwrap_err();
         assert!(matches!(err, Error::CaExpiresSoon { .. }), "{err}");
         assert!(
-            err.to_string().contains("too soon to issue a certificate: make a new CA"),
+            err.to_string()
+                .contains("too soon to issue a certificate: make a new CA"),
             "{err}"
         );
         assert_eq!(err.kind(), ErrorKind::Crypto);
@@ -346,7 +369,9 @@ mod crl {
         let t = Instant::now();
         let read = b.crl().unwrap();
         let read_back = t.elapsed();
-        eprintln!("1,000,000 entries: insert {inserted:?}, sign and write {signed:?}, read {read_back:?}");
+        eprintln!(
+            "1,000,000 entries: insert {inserted:?}, sign and write {signed:?}, read {read_back:?}"
+        );
         assert!(written.pem().len() > 50 << 20, "{}", written.pem().len());
         assert_eq!(read.revoked_count(), 1_000_000);
         assert_eq!(read, written);

@@ -163,9 +163,18 @@ const BAD_POOLS: &[(&str, &str)] = &[
     ("2001:db8::/64", "too long"),
     ("2001:db8::/128", "too long"),
     ("2001:db8::1/56", "host bits"),
-    ("::/48", "global unicast (2000::/3) or unique local (fc00::/7)"),
-    ("fe80::/48", "global unicast (2000::/3) or unique local (fc00::/7)"),
-    ("ff02::/48", "global unicast (2000::/3) or unique local (fc00::/7)"),
+    (
+        "::/48",
+        "global unicast (2000::/3) or unique local (fc00::/7)",
+    ),
+    (
+        "fe80::/48",
+        "global unicast (2000::/3) or unique local (fc00::/7)",
+    ),
+    (
+        "ff02::/48",
+        "global unicast (2000::/3) or unique local (fc00::/7)",
+    ),
     ("::ffff:0:0/96", "too long"),
     ("1fff:ffff:ffff::/48", "global unicast"),
     ("4000::/48", "global unicast"),

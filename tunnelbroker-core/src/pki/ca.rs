@@ -366,7 +366,8 @@ impl Ca {
     /// cut short to end with the CA; `None` when it gets its full validity.
     pub fn clamp_warning(&self, what: &str, days: u32) -> Option<String> {
         let ca_end = self.certificate.info().not_after;
-        let wanted = OffsetDateTime::now_utc().checked_add(time::Duration::days(i64::from(days)))?;
+        let wanted =
+            OffsetDateTime::now_utc().checked_add(time::Duration::days(i64::from(days)))?;
         (wanted > ca_end).then(|| {
             format!(
                 "the CA {} expires on {}, before a {what} of {days} days would: it ends with the CA; make a new CA before then",
@@ -814,7 +815,11 @@ mod tests {
             reason: RevocationReason::KeyCompromise,
             not_after: now + time::Duration::days(not_after_days),
         };
-        let entries = [entry(&live, 10), entry(&just_expired, -29), entry(&expired, -31)];
+        let entries = [
+            entry(&live, 10),
+            entry(&just_expired, -29),
+            entry(&expired, -31),
+        ];
         let crl = ca.crl(&entries, 42, 30).unwrap();
         assert_eq!(crl.number(), 42);
         let mut want = vec![live.clone(), just_expired.clone()];
@@ -825,7 +830,9 @@ mod tests {
         // A CRL valid longer than 30 days keeps them as long as it is valid.
         let long = ca.crl(&entries, 43, 60).unwrap();
         assert!(long.is_revoked(&expired));
-        let crl = ca.crl(&[entry(&live, 10), entry(&expired, -31)], 42, 30).unwrap();
+        let crl = ca
+            .crl(&[entry(&live, 10), entry(&expired, -31)], 42, 30)
+            .unwrap();
         assert_eq!(crl.authority_key_id(), ca.subject_key_id());
         let days = (crl.next_update() - crl.this_update()).whole_days();
         assert_eq!(days, 30);

@@ -243,11 +243,18 @@ fn check_existing(path: &Path) -> Result<()> {
     let what = if tables.is_empty() {
         "an SQLite database without tables".to_owned()
     } else {
-        let mut names: Vec<String> = tables.iter().take(5).map(|t| crate::error::shown(t)).collect();
+        let mut names: Vec<String> = tables
+            .iter()
+            .take(5)
+            .map(|t| crate::error::shown(t))
+            .collect();
         if tables.len() > 5 {
             names.push("…".into());
         }
-        format!("an SQLite database of another program (tables {})", names.join(", "))
+        format!(
+            "an SQLite database of another program (tables {})",
+            names.join(", ")
+        )
     };
     Err(unusable(format!(
         "{what}, not a tunnelbroker client database; {RESTORE}"
@@ -273,9 +280,12 @@ fn table_names(path: &Path) -> rusqlite::Result<Vec<String>> {
     });
     let conn = Connection::open_with_flags(
         &uri,
-        OpenFlags::SQLITE_OPEN_READ_ONLY | OpenFlags::SQLITE_OPEN_URI | OpenFlags::SQLITE_OPEN_NO_MUTEX,
+        OpenFlags::SQLITE_OPEN_READ_ONLY
+            | OpenFlags::SQLITE_OPEN_URI
+            | OpenFlags::SQLITE_OPEN_NO_MUTEX,
     )?;
-    let mut stmt = conn.prepare("SELECT name FROM sqlite_master WHERE type = 'table' ORDER BY name")?;
+    let mut stmt =
+        conn.prepare("SELECT name FROM sqlite_master WHERE type = 'table' ORDER BY name")?;
     let names = stmt
         .query_map([], |r| r.get::<_, String>(0))?
         .collect::<rusqlite::Result<Vec<_>>>()?;

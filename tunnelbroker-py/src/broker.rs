@@ -535,6 +535,13 @@ impl PyBroker {
         })
     }
 
+    /// One line per kind of certificate (client, server) that, issued now
+    /// with the broker's validity settings, would be cut short to end with
+    /// the CA (an imported CA that expires soon); empty when none would.
+    fn lifetime_warnings(&self) -> PyResult<Vec<String>> {
+        Ok(self.get()?.lifetime_warnings())
+    }
+
     /// Checks that the client database, the CA, the CRL and the rendered
     /// server files agree, as `tunnelbroker audit` does. Certificates that
     /// expire within `days` WARN. `server_dir` is where the server files

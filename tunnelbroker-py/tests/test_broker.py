@@ -398,3 +398,15 @@ def test_a_lost_database_is_refused_not_recreated(tmp_path: Path, broken: str) -
     with pytest.raises(DatabaseError, match=re.escape(f"client database {db}: ")):
         Broker.open(path)
     assert sorted(p.name for p in path.iterdir()) == before
+
+
+def test_no_certificate_outlives_the_ca(tmp_path: Path) -> None:
+    with Broker.init(tmp_path / "b", pool="2001:db8::/56", endpoint="h", ca_days=100) as b:
+        warnings = b.lifetime_warnings()
+        assert len(warnings) == 2
+        assert "before a client certificate of 365 days would" in warnings[0]
+        alice = b.add_client("alice")
+        assert alice.not_after < dt.datetime.now(dt.timezone.utc) + dt.timedelta(days=101)
+        assert len(b.renew_server().warnings) == 1
+    with Broker.init(tmp_path / "c", pool="2001:db8::/56", endpoint="h") as c:
+        assert c.lifetime_warnings() == []

@@ -68,9 +68,10 @@ impl Bytes<'_> {
 fn as_operations(data: &[u8]) {
     let mut bytes = Bytes(data);
     let len = 48 + bytes.u8() % 15;
-    let base = u128::from(bytes.u64(8)) << 64;
+    // Inside 2000::/3, the space a pool must come from.
+    let base = (u128::from(bytes.u64(8)) << 64) & !(7 << 125) | (1 << 125);
     let pool = Pool::new(Ipv6Net::new_assert(Ipv6Addr::from(base), len).trunc())
-        .expect("length 48..=62 with host bits cleared is a pool");
+        .expect("length 48..=62 in 2000::/3 with host bits cleared is a pool");
     let mut plan = Allocator::new(pool);
     let mut live: Vec<Assignment> = Vec::new();
 

@@ -70,6 +70,9 @@ pub enum ServerCommand {
         #[arg(short, long, value_name = "DIR")]
         out: Option<PathBuf>,
     },
+    /// Issue the OpenVPN server a new certificate and key, re-render the
+    /// rendered server files, and say which instances to restart.
+    Renew,
 }
 
 /// Arguments of `tunnelbroker init`.

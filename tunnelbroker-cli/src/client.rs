@@ -43,6 +43,7 @@ pub fn run(out: &Output, dir: &Path, cmd: &ClientCommand) -> Result<(), Failure>
             let client = broker.renew(&id.parse()?, csr.as_deref())?;
             out.show(&ClientView(client.clone()))?;
             crate::server::tell_renewed(&client);
+            warn_if_cut_short(&broker);
             Ok(())
         }
         ClientCommand::Purge { id } => {
@@ -82,7 +83,19 @@ fn add(out: &Output, dir: &Path, a: &ClientAddArgs) -> Result<(), Failure> {
     req.prefix = a.prefix.as_deref().map(parse_prefix).transpose()?;
     req.csr = a.csr.as_deref().map(read_csr).transpose()?;
     let broker = Broker::open(dir)?;
-    out.show(&ClientView(broker.add_client(&req)?))
+    let client = broker.add_client(&req)?;
+    out.show(&ClientView(client))?;
+    warn_if_cut_short(&broker);
+    Ok(())
+}
+
+/// Tells on stderr when client certificates end with the CA, shorter than
+/// the settings ask for.
+fn warn_if_cut_short(broker: &Broker) {
+    let days = broker.settings().validity.client_days;
+    if let Some(w) = broker.ca().clamp_warning("client certificate", days) {
+        crate::output::warn(&w);
+    }
 }
 
 fn import(out: &Output, dir: &Path, file: &Path) -> Result<(), Failure> {
@@ -112,6 +125,7 @@ fn import(out: &Output, dir: &Path, file: &Path) -> Result<(), Failure> {
     }
     let failed = report.errors.len();
     out.show(&ImportView(report))?;
+    warn_if_cut_short(&broker);
     if failed > 0 {
         return Err(Failure::invalid_input(format!(
             "{failed} row(s) of {} were not imported; the other rows were",

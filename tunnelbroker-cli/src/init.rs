@@ -108,6 +108,9 @@ struct InitView {
     dir: String,
     settings: Settings,
     ca: String,
+    /// Certificates that would end with the CA, shorter than the settings
+    /// ask for (an imported CA that expires soon).
+    warnings: Vec<String>,
 }
 
 impl InitView {
@@ -116,6 +119,7 @@ impl InitView {
             dir: b.dir().display().to_string(),
             settings: b.settings().clone(),
             ca: b.ca().certificate().info().common_name.clone(),
+            warnings: b.lifetime_warnings(),
         }
     }
 }
@@ -136,6 +140,9 @@ impl fmt::Display for InitView {
             s.endpoint, s.mode, s.port
         )?;
         writeln!(f, "CA            {} ({})", self.ca, s.key_type)?;
+        for w in &self.warnings {
+            writeln!(f, "warning: {w}")?;
+        }
         writeln!(
             f,
             "next          tunnelbroker --dir {} client add ID --subnet",

@@ -128,6 +128,12 @@ pub fn read_input(path: &std::path::Path, max: u64) -> Result<String, Failure> {
     tunnelbroker_core::read_text(path, max).map_err(|e| Failure::invalid_input(e.to_string()))
 }
 
+/// Writes `tunnelbroker: warning: <text>` on one line of stderr.
+pub fn warn(text: &str) {
+    let line = text.replace(['\n', '\r'], " ");
+    let _ = writeln!(io::stderr().lock(), "tunnelbroker: warning: {line}");
+}
+
 /// Turns a command's result into the process's exit status, reporting a
 /// failure as `tunnelbroker: error: <message>` on one line of stderr. A
 /// failure keeps its status whatever happened to stdout; a success whose

@@ -1,13 +1,13 @@
-//! `tunnelbroker server render`, `tunnelbroker client bundle` and the
+//! `tunnelbroker server render` and `server renew`, `tunnelbroker client bundle` and the
 //! session ending of `client revoke`: glue over `Broker::render_server`,
-//! `Broker::bundle` and `Broker::end_session`.
+//! `Broker::renew_server`, `Broker::bundle` and `Broker::end_session`.
 
 use std::fmt;
 use std::io::Write;
 use std::path::{Path, PathBuf};
 
 use serde::Serialize;
-use tunnelbroker_core::{Broker, Client, ClientId, RenderReport, SessionEnd};
+use tunnelbroker_core::{Broker, Client, ClientId, RenderReport, ServerRenewal, SessionEnd};
 
 use crate::args::ServerCommand;
 use crate::output::{Failure, Output};
@@ -20,6 +20,80 @@ pub fn run(out: &Output, dir: &Path, cmd: &ServerCommand) -> Result<(), Failure>
             let report = broker.render_server(to.as_deref())?;
             out.show(&Rendered::from(report))
         }
+        ServerCommand::Renew => {
+            let broker = Broker::open(dir)?;
+            let renewal = broker.renew_server()?;
+            out.show(&Renewed::from(renewal, broker.paths().server_cert.clone()))
+        }
+    }
+}
+
+/// What `server renew` did, for people and for `--json`.
+#[derive(Debug, Serialize)]
+struct Renewed {
+    certificate: PathBuf,
+    serial: String,
+    not_after: String,
+    previous_not_after: Option<String>,
+    rendered: Option<Rendered>,
+    restart: Vec<String>,
+    warnings: Vec<String>,
+}
+
+fn rfc3339(t: time::OffsetDateTime) -> String {
+    t.format(&time::format_description::well_known::Rfc3339)
+        .unwrap_or_else(|_| t.to_string())
+}
+
+impl Renewed {
+    fn from(r: ServerRenewal, certificate: PathBuf) -> Self {
+        let info = r.certificate.info();
+        Renewed {
+            certificate,
+            serial: r.certificate.serial().to_string(),
+            not_after: rfc3339(info.not_after),
+            previous_not_after: r.previous_not_after.map(rfc3339),
+            rendered: r.rendered.map(Rendered::from),
+            restart: r.restart,
+            warnings: r.warnings,
+        }
+    }
+}
+
+impl fmt::Display for Renewed {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        writeln!(
+            f,
+            "renewed the server certificate {} (serial {}), valid until {}",
+            self.certificate.display(),
+            self.serial,
+            self.not_after
+        )?;
+        match &self.rendered {
+            Some(r) => writeln!(
+                f,
+                "re-rendered {}: {} written, {} unchanged, {} removed",
+                r.dir.display(),
+                r.written.len(),
+                r.unchanged,
+                r.removed.len()
+            )?,
+            None => writeln!(
+                f,
+                "no rendered server files to update; run `tunnelbroker server render`"
+            )?,
+        }
+        for w in &self.warnings {
+            writeln!(f, "warning: {w}")?;
+        }
+        if !self.restart.is_empty() {
+            writeln!(
+                f,
+                "restart with: systemctl restart {}",
+                self.restart.join(" ")
+            )?;
+        }
+        Ok(())
     }
 }
 

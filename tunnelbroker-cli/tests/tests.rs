@@ -3,6 +3,7 @@
 mod broker;
 mod doctor;
 mod exit;
+mod lifecycle;
 mod plan;
 mod server;
 

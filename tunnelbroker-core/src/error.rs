@@ -218,6 +218,15 @@ pub enum Error {
         /// What went wrong.
         reason: String,
     },
+    /// The client database file is missing, empty, not SQLite, or another
+    /// program's database. Only `init` creates one; nothing was written.
+    #[error("client database {}: {reason}", .path.display())]
+    UnusableDatabase {
+        /// The database file.
+        path: PathBuf,
+        /// What is wrong with it, and what to do.
+        reason: String,
+    },
 
     // ----- openvpn ---------------------------------------------------------
     /// A value to be written into an OpenVPN configuration or script breaks
@@ -343,6 +352,17 @@ pub enum Error {
         /// The CA's common name, quoted for display.
         common_name: String,
         /// When it expired (RFC 3339).
+        not_after: String,
+    },
+    /// A CA too close to its end of validity to issue a certificate (no
+    /// certificate is issued past the CA's notAfter).
+    #[error(
+        "the CA certificate {common_name} expires on {not_after}, too soon to issue a certificate: make a new CA"
+    )]
+    CaExpiresSoon {
+        /// The CA's common name, quoted for display.
+        common_name: String,
+        /// When it expires (RFC 3339).
         not_after: String,
     },
     /// A certificate that this CA did not sign.
@@ -476,6 +496,7 @@ impl Error {
             | Error::CsrKeyInUse { .. }
             | Error::CaKeyMismatch { .. }
             | Error::CaExpired { .. }
+            | Error::CaExpiresSoon { .. }
             | Error::NotIssuedByCa { .. }
             | Error::CertificateExpired { .. }
             | Error::CertificateNotYetValid { .. }
@@ -488,7 +509,7 @@ impl Error {
             Error::UnknownClient { .. } => ErrorKind::NotFound,
             Error::PortsExhausted { .. } => ErrorKind::Exhausted,
             Error::NotABroker { .. } => ErrorKind::NotFound,
-            Error::Database { .. } => ErrorKind::Database,
+            Error::Database { .. } | Error::UnusableDatabase { .. } => ErrorKind::Database,
             Error::NotAssigned { .. } => ErrorKind::NotFound,
             Error::PoolExhausted { .. } => ErrorKind::Exhausted,
             Error::InvalidClientConfig { .. } | Error::InvalidFile { .. } => {

@@ -75,6 +75,12 @@ pub(crate) fn read_to_string(path: &Path) -> Result<String> {
     read_text(path, MAX_BROKER_FILE)
 }
 
+/// Reads the broker's CRL, which may be larger than its other files (see
+/// [`MAX_CRL_PEM`](crate::pki::MAX_CRL_PEM)).
+pub(crate) fn read_crl(path: &Path) -> Result<String> {
+    read_text(path, crate::pki::MAX_CRL_PEM as u64)
+}
+
 /// Why a file cannot be read as text, or an I/O error; the path is left to
 /// the caller to name.
 pub(crate) enum Refusal {

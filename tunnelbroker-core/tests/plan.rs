@@ -163,6 +163,22 @@ const BAD_POOLS: &[(&str, &str)] = &[
     ("2001:db8::/64", "too long"),
     ("2001:db8::/128", "too long"),
     ("2001:db8::1/56", "host bits"),
+    (
+        "::/48",
+        "global unicast (2000::/3) or unique local (fc00::/7)",
+    ),
+    (
+        "fe80::/48",
+        "global unicast (2000::/3) or unique local (fc00::/7)",
+    ),
+    (
+        "ff02::/48",
+        "global unicast (2000::/3) or unique local (fc00::/7)",
+    ),
+    ("::ffff:0:0/96", "too long"),
+    ("1fff:ffff:ffff::/48", "global unicast"),
+    ("4000::/48", "global unicast"),
+    ("fe00::/48", "unique local"),
     ("2001:db8:0:f101::/56", "host bits"),
     ("10.0.0.0/8", "IPv4"),
     ("192.0.2.0/24", "IPv4"),
@@ -198,6 +214,29 @@ fn rejected_pools_say_why() {
         assert!(
             !msg.contains('\n'),
             "{input:?}: message has a newline: {msg:?}"
+        );
+    }
+}
+
+#[test]
+fn pools_must_be_global_unicast_or_unique_local() {
+    for ok in [
+        "2001:db8::/48",
+        "2001:db8:0:f100::/56",
+        "2000::/48",
+        "3fff:ffff:ffff:fffc::/62",
+        "fc00::/48",
+        "fdff:ffff:ffff:ff00::/56",
+    ] {
+        ok.parse::<Pool>().unwrap_or_else(|e| panic!("{ok}: {e}"));
+    }
+    for bad in ["::/48", "fe80::/48", "ff02::/48", "fe00::/48", "4000::/48"] {
+        let msg = bad.parse::<Pool>().unwrap_err().to_string();
+        assert_eq!(
+            msg,
+            format!(
+                "invalid pool \"{bad}\": a pool must be global unicast (2000::/3) or unique local (fc00::/7)"
+            )
         );
     }
 }
@@ -436,9 +475,15 @@ fn op() -> impl Strategy<Value = Op> {
     ]
 }
 
-/// A random pool of length 48 to 62 inside 2001:db8::/32 or anywhere.
+/// A random pool of length 48 to 62 anywhere in global unicast (2000::/3)
+/// or unique local (fc00::/7) space.
 fn any_pool() -> impl Strategy<Value = Pool> {
     (48u8..=62, any::<u128>()).prop_map(|(len, bits)| {
+        let bits = if bits >> 127 == 1 {
+            bits & !(0x7f << 121) | (0x7e << 121)
+        } else {
+            bits & !(7 << 125) | (1 << 125)
+        };
         Pool::new(Ipv6Net::new_assert(Ipv6Addr::from(bits), len).trunc()).expect("valid pool")
     })
 }

@@ -4,6 +4,7 @@ mod audit;
 mod broker;
 mod doctor_e2e;
 mod lab;
+mod lifecycle;
 mod openvpn_e2e;
 mod parsers;
 mod pki;

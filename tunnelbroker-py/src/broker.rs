@@ -1,5 +1,5 @@
 //! The broker (core module `broker`): `Broker`, `Client`, `Credentials`,
-//! `ImportReport`, `RowError`, `RenderReport`; `Broker.audit` returns the
+//! `ImportReport`, `RowError`, `RenderReport`, `ServerRenewal`; `Broker.audit` returns the
 //! diagnostics' `Report` (see `doctor.rs`).
 //!
 //! `Broker` is shared between Python threads: the core broker is `Send +
@@ -17,7 +17,8 @@ use pyo3::types::PyList;
 use tunnelbroker_core::doctor::{self, AuditOptions};
 use tunnelbroker_core::{
     Broker, Client, ClientCredentials, ClientId, ClientOs, Endpoint, ImportReport, ImportedCa,
-    InitOptions, KeyType, NewClient, Pool, RevocationReason, RowError, ServerMode, Settings,
+    InitOptions, KeyType, NewClient, Pool, RenderReport, RevocationReason, RowError, ServerMode,
+    Settings,
 };
 
 use crate::doctor::{PyReport, path_arg};
@@ -511,14 +512,34 @@ impl PyBroker {
         let r = py
             .detach(|| broker.render_server(path.as_deref()))
             .py_err(py)?;
-        Ok(PyRenderReport {
-            dir: r.dir,
-            written: r.written,
-            unchanged: r.unchanged,
-            removed: r.removed,
-            instances: r.instances,
+        Ok(PyRenderReport::from(r))
+    }
+
+    /// Issues the OpenVPN server a new certificate and key (never past the
+    /// CA's end), replaces `server.crt` and `private/server.key`,
+    /// re-renders the rendered server directory if there is one, and says
+    /// which `openvpn-server@NAME` units to restart.
+    fn renew_server(&self, py: Python<'_>) -> PyResult<PyServerRenewal> {
+        let broker = self.get()?;
+        let r = py.detach(|| broker.renew_server()).py_err(py)?;
+        Ok(PyServerRenewal {
+            certificate: r.certificate.pem().to_owned(),
+            serial: r.certificate.serial().to_string(),
+            not_after: r.certificate.info().not_after,
+            rendered: r
+                .rendered
+                .map(|r| Py::new(py, PyRenderReport::from(r)))
+                .transpose()?,
+            restart: r.restart,
             warnings: r.warnings,
         })
+    }
+
+    /// One line per kind of certificate (client, server) that, issued now
+    /// with the broker's validity settings, would be cut short to end with
+    /// the CA (an imported CA that expires soon); empty when none would.
+    fn lifetime_warnings(&self) -> PyResult<Vec<String>> {
+        Ok(self.get()?.lifetime_warnings())
     }
 
     /// Checks that the client database, the CA, the CRL and the rendered
@@ -620,6 +641,46 @@ pub struct PyRenderReport {
     warnings: Vec<String>,
 }
 
+impl From<RenderReport> for PyRenderReport {
+    fn from(r: RenderReport) -> Self {
+        PyRenderReport {
+            dir: r.dir,
+            written: r.written,
+            unchanged: r.unchanged,
+            removed: r.removed,
+            instances: r.instances,
+            warnings: r.warnings,
+        }
+    }
+}
+
+/// What `Broker.renew_server` did.
+#[pyclass(name = "ServerRenewal", module = "tunnelbroker", frozen, get_all)]
+pub struct PyServerRenewal {
+    /// The new server certificate, PEM.
+    certificate: String,
+    /// Its serial, hex.
+    serial: String,
+    /// Its end of validity.
+    not_after: time::OffsetDateTime,
+    /// The re-rendered server directory, if one had been rendered.
+    rendered: Option<Py<PyRenderReport>>,
+    /// The systemd units to restart (`openvpn-server@NAME`).
+    restart: Vec<String>,
+    /// Things the operator should know.
+    warnings: Vec<String>,
+}
+
+#[pymethods]
+impl PyServerRenewal {
+    fn __repr__(&self) -> String {
+        format!(
+            "ServerRenewal(serial='{}', restart={:?})",
+            self.serial, self.restart
+        )
+    }
+}
+
 #[pymethods]
 impl PyRenderReport {
     fn __repr__(&self) -> String {
@@ -641,5 +702,6 @@ pub(crate) fn register(m: &Bound<'_, PyModule>) -> PyResult<()> {
     m.add_class::<PyImportReport>()?;
     m.add_class::<PyRowError>()?;
     m.add_class::<PyRenderReport>()?;
+    m.add_class::<PyServerRenewal>()?;
     Ok(())
 }

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import datetime as dt
 import os
+import re
 import stat
 import threading
 from ipaddress import IPv6Address, IPv6Network
@@ -360,3 +361,61 @@ def test_bundle_and_render_server(broker: Broker, tmp_path: Path) -> None:
     gone = broker.render_server(tmp_path / "server")
     assert any(p.name == f"tb-client-{alice.id}.conf" for p in gone.removed)
     assert "RenderReport(" in repr(gone)
+
+
+def test_renew_server_replaces_the_certificate_and_re_renders(broker: Broker) -> None:
+    alice = broker.add_client("alice", kind="subnet")
+    old = (broker.path / "server.crt").read_text()
+    # Nothing rendered yet: nothing re-rendered, but the units are named.
+    first = broker.renew_server()
+    assert first.rendered is None
+    assert first.restart == [f"openvpn-server@tb-client-{alice.id}"]
+    assert first.certificate == (broker.path / "server.crt").read_text() != old
+    assert first.warnings == []
+    assert first.not_after > dt.datetime.now(dt.timezone.utc) + dt.timedelta(days=729)
+    broker.render_server()
+    second = broker.renew_server()
+    assert second.rendered is not None
+    rendered = second.rendered.dir / "server.crt"
+    assert rendered in second.rendered.written
+    assert rendered.read_text() == second.certificate
+    assert "ServerRenewal(" in repr(second)
+
+
+@pytest.mark.parametrize("pool", ["::/48", "fe80::/48", "ff02::/48"])
+def test_a_pool_outside_global_unicast_and_ula_is_refused(tmp_path: Path, pool: str) -> None:
+    with pytest.raises(ValueError, match=r"global unicast \(2000::/3\) or unique local"):
+        Pool(pool)
+    with pytest.raises(InvalidInputError, match="2000::/3"):
+        Broker.init(tmp_path / "b", pool=pool, endpoint="h")
+    assert not (tmp_path / "b").exists()
+
+
+@pytest.mark.parametrize("broken", ["missing", "empty", "foreign"])
+def test_a_lost_database_is_refused_not_recreated(tmp_path: Path, broken: str) -> None:
+    path = tmp_path / "b"
+    Broker.init(path, pool="2001:db8::/56", endpoint="h").close()
+    db = path / "clients.db"
+    db.unlink()
+    if broken == "empty":
+        db.write_bytes(b"")
+    elif broken == "foreign":
+        import sqlite3
+
+        sqlite3.connect(db).execute("CREATE TABLE foo (x)").connection.close()
+    before = sorted(p.name for p in path.iterdir())
+    with pytest.raises(DatabaseError, match=re.escape(f"client database {db}: ")):
+        Broker.open(path)
+    assert sorted(p.name for p in path.iterdir()) == before
+
+
+def test_no_certificate_outlives_the_ca(tmp_path: Path) -> None:
+    with Broker.init(tmp_path / "b", pool="2001:db8::/56", endpoint="h", ca_days=100) as b:
+        warnings = b.lifetime_warnings()
+        assert len(warnings) == 2
+        assert "before a client certificate of 365 days would" in warnings[0]
+        alice = b.add_client("alice")
+        assert alice.not_after < dt.datetime.now(dt.timezone.utc) + dt.timedelta(days=101)
+        assert len(b.renew_server().warnings) == 1
+    with Broker.init(tmp_path / "c", pool="2001:db8::/56", endpoint="h") as c:
+        assert c.lifetime_warnings() == []

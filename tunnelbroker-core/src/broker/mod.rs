@@ -19,6 +19,7 @@
 
 mod client;
 mod import;
+mod lifetime;
 mod render;
 mod settings;
 
@@ -33,6 +34,7 @@ use time::OffsetDateTime;
 
 pub use client::{Client, ClientOs, ClientState, NewClient};
 pub use import::{ImportReport, RowError};
+pub use lifetime::ServerRenewal;
 pub(crate) use render::ServerFilesState;
 pub use render::{RenderReport, SessionEnd};
 pub use settings::{Endpoint, ServerMode, Settings, ValiditySettings, check_interface_name};
@@ -344,7 +346,7 @@ impl Broker {
         fsutil::write_public(&paths.server_cert, server.certificate.pem().as_bytes())?;
         server.key.write(&paths.server_key)?;
         fsutil::write_secret(&paths.tls_crypt_key, tls.to_text().as_bytes())?;
-        let store = SqliteStore::open(&paths.database, settings.pool)?;
+        let store = SqliteStore::create(&paths.database, settings.pool)?;
         let broker = Broker {
             paths,
             settings: settings.clone(),
@@ -356,6 +358,10 @@ impl Broker {
     }
 
     /// Opens the broker in `dir`.
+    ///
+    /// Its client database must exist: a missing, empty or foreign
+    /// `clients.db` is refused with [`Error::UnusableDatabase`] and nothing
+    /// is written (only [`init`](Self::init) creates a database).
     pub fn open(dir: &Path) -> Result<Broker> {
         let paths = BrokerPaths::new(dir);
         if !paths.settings.exists() {
@@ -730,7 +736,7 @@ impl Broker {
 
     /// The CRL as it is on disk.
     pub fn crl(&self) -> Result<Crl> {
-        Crl::from_pem(&fsutil::read_to_string(&self.paths.crl)?)
+        Crl::from_pem(&fsutil::read_crl(&self.paths.crl)?)
             .map_err(|e| e.in_file(&self.paths.crl))
     }
 

@@ -68,7 +68,10 @@ impl Broker {
     }
 
     /// The rendered files of the server side (without key material).
-    fn server_files(&self, config_dir: &Path) -> Result<(Vec<RenderedFile>, Vec<String>)> {
+    pub(super) fn server_files(
+        &self,
+        config_dir: &Path,
+    ) -> Result<(Vec<RenderedFile>, Vec<String>)> {
         let options = self.server_options(config_dir)?;
         let settings = &self.settings;
         let active: Vec<Client> = self

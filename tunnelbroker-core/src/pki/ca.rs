@@ -331,6 +331,52 @@ impl Ca {
         self.signer.ski.as_deref()
     }
 
+    /// When a certificate issued now for `days` days ends: `days` from now,
+    /// but never after the CA's own notAfter (a certificate that outlives
+    /// its CA fails verification from the CA's last day on anyway, and
+    /// silently). A CA with less than [`MIN_LEAF_DAYS`](Self::MIN_LEAF_DAYS)
+    /// left issues nothing: [`Error::CaExpiresSoon`].
+    ///
+    /// ```
+    /// use tunnelbroker_core::{Ca, CaParams};
+    /// let ca = Ca::generate(&CaParams { validity_days: 100, ..CaParams::default() })?;
+    /// let end = ca.leaf_not_after("client certificate", 365)?;
+    /// assert_eq!(end, ca.certificate().info().not_after);
+    /// assert!(ca.clamp_warning("client certificate", 365).is_some());
+    /// assert!(ca.clamp_warning("client certificate", 30).is_none());
+    /// # Ok::<(), tunnelbroker_core::Error>(())
+    /// ```
+    pub fn leaf_not_after(&self, what: &'static str, days: u32) -> Result<OffsetDateTime> {
+        let (_, wanted) = validity_window(what, days)?;
+        let ca_end = self.certificate.info().not_after;
+        if ca_end - OffsetDateTime::now_utc() < time::Duration::days(Self::MIN_LEAF_DAYS) {
+            return Err(Error::CaExpiresSoon {
+                common_name: shown(&self.certificate.info().common_name),
+                not_after: rfc3339(ca_end),
+            });
+        }
+        Ok(wanted.min(ca_end))
+    }
+
+    /// The least validity the CA must have left to issue a certificate, in
+    /// days: a certificate cut to less would need renewing again at once.
+    pub const MIN_LEAF_DAYS: i64 = 1;
+
+    /// A one-line warning when a `what` issued now for `days` days would be
+    /// cut short to end with the CA; `None` when it gets its full validity.
+    pub fn clamp_warning(&self, what: &str, days: u32) -> Option<String> {
+        let ca_end = self.certificate.info().not_after;
+        let wanted =
+            OffsetDateTime::now_utc().checked_add(time::Duration::days(i64::from(days)))?;
+        (wanted > ca_end).then(|| {
+            format!(
+                "the CA {} expires on {}, before a {what} of {days} days would: it ends with the CA; make a new CA before then",
+                shown(&self.certificate.info().common_name),
+                rfc3339(ca_end)
+            )
+        })
+    }
+
     /// Leaf parameters: CN only, CA:FALSE, key usage fitting the key, one
     /// EKU, AKI, a fresh random serial.
     fn leaf_params(&self, cn: &str, leaf: Leaf, rsa: bool, days: u32) -> Result<CertificateParams> {
@@ -338,7 +384,8 @@ impl Ca {
             Leaf::Server => "server certificate",
             Leaf::Client => "client certificate",
         };
-        let (not_before, not_after) = validity_window(what, days)?;
+        let (not_before, _) = validity_window(what, days)?;
+        let not_after = self.leaf_not_after(what, days)?;
         let mut cp = CertificateParams::default();
         let mut dn = DistinguishedName::new();
         dn.push(DnType::CommonName, cn);
@@ -521,7 +568,20 @@ impl Ca {
         Ok(())
     }
 
-    /// Signs a CRL with number `number` listing the unexpired entries.
+    /// How long an entry stays on the CRL after its certificate expired, at
+    /// least (days): RFC 5280 §3.3 lets an entry leave only after it
+    /// appeared on one regularly scheduled CRL issued after the
+    /// certificate's validity ended. The broker keeps it for this many days
+    /// or the CRL's own validity (`crl_days`), whichever is longer, so any
+    /// schedule that re-signs the CRL before it goes stale lists it at least
+    /// once after the expiry; then it leaves, and the CRL stops growing with
+    /// every certificate ever revoked or superseded.
+    pub const CRL_KEEP_EXPIRED_DAYS: u32 = 30;
+
+    /// Signs a CRL with number `number` listing the entries whose
+    /// certificate is unexpired or expired less than
+    /// [`CRL_KEEP_EXPIRED_DAYS`](Self::CRL_KEEP_EXPIRED_DAYS) (or
+    /// `next_update_days`, if longer) ago.
     ///
     /// ```
     /// use tunnelbroker_core::{Ca, CaParams, ClientId, KeyType, RevocationReason, RevokedCert};
@@ -548,7 +608,9 @@ impl Ca {
 
     /// Signs a CRL as [`crl`](Self::crl) does, with explicit thisUpdate and
     /// nextUpdate (for a CRL that is stale or nearly so, in tests and
-    /// checks); entries that expired by `this_update` are left out.
+    /// checks); entries whose certificate expired more than
+    /// [`CRL_KEEP_EXPIRED_DAYS`](Self::CRL_KEEP_EXPIRED_DAYS) (or the CRL's own
+    /// lifetime, if longer) before `this_update` are left out.
     ///
     /// ```
     /// use tunnelbroker_core::{Ca, CaParams};
@@ -575,10 +637,13 @@ impl Ca {
             });
         }
         let now = this_update;
+        let lifetime = u32::try_from((next_update - this_update).whole_days()).unwrap_or(u32::MAX);
+        let keep = Self::CRL_KEEP_EXPIRED_DAYS.max(lifetime);
+        let expired_long_ago = now - time::Duration::days(i64::from(keep));
         let mut seen = std::collections::HashSet::new();
         let revoked_certs = revoked
             .iter()
-            .filter(|r| r.not_after > now && seen.insert(r.serial.clone()))
+            .filter(|r| r.not_after > expired_long_ago && seen.insert(r.serial.clone()))
             .map(|r| RevokedCertParams {
                 serial_number: SerialNumber::from_slice(r.serial.as_bytes()),
                 revocation_time: r.revoked_at,
@@ -779,29 +844,36 @@ mod tests {
     }
 
     #[test]
-    fn crl_lists_only_unexpired_entries_and_matches_the_ca() {
+    fn crl_keeps_entries_30_days_past_expiry_and_matches_the_ca() {
         let ca = Ca::generate(&CaParams::default()).unwrap();
         let now = OffsetDateTime::now_utc();
         let live = Serial::random().unwrap();
+        let just_expired = Serial::random().unwrap();
         let expired = Serial::random().unwrap();
+        let entry = |serial: &Serial, not_after_days: i64| RevokedCert {
+            serial: serial.clone(),
+            revoked_at: now - time::Duration::days(400),
+            reason: RevocationReason::KeyCompromise,
+            not_after: now + time::Duration::days(not_after_days),
+        };
         let entries = [
-            RevokedCert {
-                serial: live.clone(),
-                revoked_at: now,
-                reason: RevocationReason::Superseded,
-                not_after: now + time::Duration::days(10),
-            },
-            RevokedCert {
-                serial: expired.clone(),
-                revoked_at: now - time::Duration::days(400),
-                reason: RevocationReason::KeyCompromise,
-                not_after: now - time::Duration::days(1),
-            },
+            entry(&live, 10),
+            entry(&just_expired, -29),
+            entry(&expired, -31),
         ];
         let crl = ca.crl(&entries, 42, 30).unwrap();
         assert_eq!(crl.number(), 42);
-        assert_eq!(crl.revoked_serials(), vec![live.clone()]);
-        assert!(crl.is_revoked(&live) && !crl.is_revoked(&expired));
+        let mut want = vec![live.clone(), just_expired.clone()];
+        want.sort();
+        assert_eq!(crl.revoked_serials(), want);
+        assert!(crl.is_revoked(&live) && crl.is_revoked(&just_expired));
+        assert!(!crl.is_revoked(&expired));
+        // A CRL valid longer than 30 days keeps them as long as it is valid.
+        let long = ca.crl(&entries, 43, 60).unwrap();
+        assert!(long.is_revoked(&expired));
+        let crl = ca
+            .crl(&[entry(&live, 10), entry(&expired, -31)], 42, 30)
+            .unwrap();
         assert_eq!(crl.authority_key_id(), ca.subject_key_id());
         let days = (crl.next_update() - crl.this_update()).whole_days();
         assert_eq!(days, 30);

@@ -10,7 +10,7 @@ use x509_parser::prelude::FromDer;
 use x509_parser::revocation_list::CertificateRevocationList;
 use x509_parser::x509::SubjectPublicKeyInfo;
 
-use super::{Serial, pem_blocks, pem_encode};
+use super::{MAX_CRL_PEM, Serial, pem_blocks_max, pem_encode};
 use crate::error::{Error, Result};
 
 /// Why a certificate was revoked (RFC 5280 CRLReason).
@@ -79,7 +79,8 @@ pub struct RevokedCert {
     pub revoked_at: OffsetDateTime,
     /// Why.
     pub reason: RevocationReason,
-    /// When the certificate expires anyway (expired entries are left out of CRLs).
+    /// When the certificate expires anyway (its entry leaves the CRL
+    /// [`Ca::CRL_KEEP_EXPIRED_DAYS`](super::Ca::CRL_KEEP_EXPIRED_DAYS) days later).
     pub not_after: OffsetDateTime,
 }
 
@@ -101,9 +102,11 @@ impl Crl {
     ///
     /// A CRL without a CRL number or a nextUpdate is refused (RFC 5280
     /// requires both, and OpenVPN needs nextUpdate to know when it is stale).
+    /// Up to 256 MiB of text is read: more than three million entries, far
+    /// more than the broker ever writes.
     pub fn from_pem(pem: &str) -> Result<Self> {
         let invalid = |reason: String| Error::InvalidCrl { reason };
-        let blocks = pem_blocks(pem, "crl").map_err(invalid)?;
+        let blocks = pem_blocks_max(pem, "crl", MAX_CRL_PEM).map_err(invalid)?;
         let mut crls = blocks.iter().filter(|b| b.tag() == "X509 CRL");
         match (crls.next(), crls.next()) {
             (Some(b), None) => Crl::from_der(b.contents()),
@@ -149,10 +152,14 @@ impl Crl {
             number,
             this_update: crl.last_update().to_datetime(),
             next_update,
-            revoked: crl
-                .iter_revoked_certificates()
-                .map(|r| Serial::from_be(r.raw_serial()))
-                .collect(),
+            revoked: {
+                let mut serials: Vec<Serial> = crl
+                    .iter_revoked_certificates()
+                    .map(|r| Serial::from_be(r.raw_serial()))
+                    .collect();
+                serials.sort_unstable();
+                serials
+            },
             issuer: crl.issuer().to_string(),
             authority_key_id,
         })
@@ -183,14 +190,20 @@ impl Crl {
         self.next_update
     }
 
-    /// The serials it lists.
+    /// The serials it lists, in ascending order.
     pub fn revoked_serials(&self) -> Vec<Serial> {
         self.revoked.clone()
     }
 
-    /// Whether it lists `serial`.
+    /// How many serials it lists.
+    pub fn revoked_count(&self) -> usize {
+        self.revoked.len()
+    }
+
+    /// Whether it lists `serial` (a binary search: the audit asks this of
+    /// every certificate).
     pub fn is_revoked(&self, serial: &Serial) -> bool {
-        self.revoked.contains(serial)
+        self.revoked.binary_search(serial).is_ok()
     }
 
     /// The issuer's distinguished name, as text.

@@ -56,8 +56,14 @@ const MAX_DAYS: u32 = 36_525;
 /// clock accept a certificate made a moment ago.
 const BACKDATE: Duration = Duration::minutes(5);
 
-/// Largest PEM input any parser here accepts.
+/// Largest PEM input the parsers of certificates, keys and requests accept.
 const MAX_PEM: usize = 1 << 20;
+
+/// Largest CRL (PEM) the broker reads: a CRL grows with the revocations,
+/// about 75 bytes of PEM per entry, so 256 MiB holds over three million
+/// entries; the broker must read back every CRL it writes
+/// (see [`Ca::crl`](ca::Ca::crl) for when entries leave it).
+pub(crate) const MAX_CRL_PEM: usize = 256 << 20;
 
 /// `notBefore` and `notAfter` for a certificate valid `days` days from now.
 fn validity_window(what: &'static str, days: u32) -> Result<(OffsetDateTime, OffsetDateTime)> {
@@ -110,8 +116,17 @@ fn pki_err(context: &str, e: impl std::fmt::Display) -> Error {
 
 /// Decodes every PEM block of `text`, refusing oversized input.
 fn pem_blocks(text: &str, what: &str) -> std::result::Result<Vec<pem::Pem>, String> {
-    if text.len() > MAX_PEM {
-        return Err(format!("the {what} text is longer than {MAX_PEM} bytes"));
+    pem_blocks_max(text, what, MAX_PEM)
+}
+
+/// [`pem_blocks`] of a text of at most `max` bytes.
+fn pem_blocks_max(
+    text: &str,
+    what: &str,
+    max: usize,
+) -> std::result::Result<Vec<pem::Pem>, String> {
+    if text.len() > max {
+        return Err(format!("the {what} text is longer than {max} bytes"));
     }
     let blocks =
         pem::parse_many(text).map_err(|e| format!("not PEM: {}", crate::error::one_line(e)))?;

@@ -30,7 +30,8 @@ impl fmt::Display for Role {
     }
 }
 
-/// An IPv6 prefix of length 48 to 62 with all host bits zero, from which the
+/// An IPv6 prefix of length 48 to 62 with all host bits zero, inside global
+/// unicast (2000::/3) or unique local (fc00::/7) space, from which the
 /// broker hands out assignments.
 ///
 /// # Examples
@@ -71,6 +72,8 @@ impl Pool {
     /// assert_eq!(Pool::new(net)?.subnet_capacity(), 65534);
     /// let bad: Ipv6Net = "2001:db8::/64".parse().unwrap();
     /// assert!(Pool::new(bad).is_err());
+    /// let link_local: Ipv6Net = "fe80::/48".parse().unwrap();
+    /// assert!(Pool::new(link_local).unwrap_err().to_string().contains("2000::/3"));
     /// # Ok::<(), tunnelbroker_core::Error>(())
     /// ```
     pub fn new(net: Ipv6Net) -> Result<Self> {
@@ -99,7 +102,22 @@ impl Pool {
                 net.trunc()
             )));
         }
+        if !Self::is_routable(net.network()) {
+            return Err(invalid(
+                "a pool must be global unicast (2000::/3) or unique local (fc00::/7)".into(),
+            ));
+        }
         Ok(Pool { net })
+    }
+
+    /// Whether `addr` lies in 2000::/3 (global unicast, 2001:db8::/32
+    /// included) or fc00::/7 (unique local): the only space a broker can
+    /// route to its clients. Anything else (::/8 with `::1`, link-local
+    /// fe80::/10, multicast ff00::/8) would make a server address that
+    /// cannot work.
+    fn is_routable(addr: Ipv6Addr) -> bool {
+        let first = addr.segments()[0];
+        first & 0xe000 == 0x2000 || first & 0xfe00 == 0xfc00
     }
 
     /// The pool as a prefix.

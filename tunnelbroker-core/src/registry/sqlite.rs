@@ -11,7 +11,7 @@ use std::path::{Path, PathBuf};
 use std::sync::Mutex;
 use std::time::Duration;
 
-use rusqlite::{Connection, OptionalExtension, TransactionBehavior, params};
+use rusqlite::{Connection, OpenFlags, OptionalExtension, TransactionBehavior, params};
 use time::OffsetDateTime;
 use time::format_description::well_known::Rfc3339;
 
@@ -99,21 +99,52 @@ fn parse_ts(s: &str) -> Result<OffsetDateTime> {
     })
 }
 
+/// The `application_id` in the header of every database the broker creates
+/// (`TnBr`): it tells a tunnelbroker database from another program's.
+const APPLICATION_ID: u32 = u32::from_be_bytes(*b"TnBr");
+
+/// The tables every tunnelbroker database has had since schema version 1.
+const OUR_TABLES: [&str; 3] = ["certificates", "clients", "meta"];
+
 impl SqliteStore {
-    /// Opens (creating with mode 0600 if needed) the database at `path`,
-    /// whose assignments belong to `pool`, and migrates it to the current
-    /// schema.
-    pub fn open(path: &Path, pool: Pool) -> Result<Self> {
+    /// Creates a new database at `path` (which must not exist) with mode
+    /// 0600, whose assignments belong to `pool`. Only `init` creates a
+    /// database; everything else [`open`](Self::open)s an existing one.
+    pub fn create(path: &Path, pool: Pool) -> Result<Self> {
         // The database holds client keys: create it private before SQLite
         // touches it (its -wal and -shm files take the same mode).
         OpenOptions::new()
             .write(true)
-            .create(true)
-            .truncate(false)
+            .create_new(true)
             .mode(0o600)
             .open(path)
             .map_err(|e| Error::io(path, e))?;
-        let mut conn = Connection::open(path).map_err(db_err)?;
+        let conn = Connection::open(path).map_err(db_err)?;
+        // Written before WAL mode, straight into the file's header, where
+        // `open` reads it without SQLite.
+        conn.pragma_update(None, "application_id", APPLICATION_ID)
+            .map_err(db_err)?;
+        Self::connect(conn, path, pool)
+    }
+
+    /// Opens the existing database at `path`, whose assignments belong to
+    /// `pool`, and migrates it to the current schema.
+    ///
+    /// A missing file, an empty one, a file that is not SQLite or an SQLite
+    /// database of another program is refused with
+    /// [`Error::UnusableDatabase`], and nothing is written: no database is
+    /// created in its place, and no `-wal` or `-shm` file is left behind.
+    pub fn open(path: &Path, pool: Pool) -> Result<Self> {
+        check_existing(path)?;
+        let conn = Connection::open_with_flags(
+            path,
+            OpenFlags::SQLITE_OPEN_READ_WRITE | OpenFlags::SQLITE_OPEN_NO_MUTEX,
+        )
+        .map_err(db_err)?;
+        Self::connect(conn, path, pool)
+    }
+
+    fn connect(mut conn: Connection, path: &Path, pool: Pool) -> Result<Self> {
         conn.busy_timeout(Duration::from_secs(60)).map_err(db_err)?;
         conn.pragma_update(None, "journal_mode", "WAL")
             .map_err(db_err)?;
@@ -152,13 +183,125 @@ impl SqliteStore {
     }
 }
 
+/// Refuses, before SQLite opens it for writing, a database file that is
+/// missing, empty, not SQLite, or an SQLite database of another program.
+///
+/// The header's `application_id` names a database made by `init`; one made
+/// before the broker set it (0) is ours when it has our tables, which a
+/// read-only look tells (`migrate` then sets the id). That look opens the
+/// file `immutable` unless a `-wal` file exists already, so that it leaves
+/// no `-wal` or `-shm` file behind.
+fn check_existing(path: &Path) -> Result<()> {
+    let unusable = |reason: String| Error::UnusableDatabase {
+        path: path.to_owned(),
+        reason,
+    };
+    const RESTORE: &str = "restore it from a backup (only `tunnelbroker init` creates a database)";
+    let meta = match std::fs::metadata(path) {
+        Ok(m) => m,
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => {
+            return Err(unusable(format!("it is missing; {RESTORE}")));
+        }
+        Err(e) => return Err(Error::io(path, e)),
+    };
+    if !meta.is_file() {
+        return Err(unusable(format!("not a regular file; {RESTORE}")));
+    }
+    if meta.len() == 0 {
+        return Err(unusable(format!("it is empty (0 bytes); {RESTORE}")));
+    }
+    let mut header = [0u8; 100];
+    let read = std::fs::File::open(path)
+        .and_then(|mut f| std::io::Read::read_exact(&mut f, &mut header))
+        .map_err(|e| match e.kind() {
+            std::io::ErrorKind::UnexpectedEof => None,
+            _ => Some(Error::io(path, e)),
+        });
+    match read {
+        Ok(()) if header.starts_with(b"SQLite format 3\0") => {}
+        Err(Some(e)) => return Err(e),
+        _ => return Err(unusable(format!("not an SQLite database; {RESTORE}"))),
+    }
+    let id = u32::from_be_bytes([header[68], header[69], header[70], header[71]]);
+    if id == APPLICATION_ID {
+        return Ok(());
+    }
+    if id != 0 {
+        return Err(unusable(format!(
+            "an SQLite database of another program (application_id {id:#010x}), not a tunnelbroker client database; {RESTORE}"
+        )));
+    }
+    let tables = table_names(path).map_err(|e| {
+        unusable(format!(
+            "cannot read it as SQLite ({}); {RESTORE}",
+            crate::error::one_line(e)
+        ))
+    })?;
+    if OUR_TABLES.iter().all(|t| tables.iter().any(|n| n == t)) {
+        return Ok(());
+    }
+    let what = if tables.is_empty() {
+        "an SQLite database without tables".to_owned()
+    } else {
+        let mut names: Vec<String> = tables
+            .iter()
+            .take(5)
+            .map(|t| crate::error::shown(t))
+            .collect();
+        if tables.len() > 5 {
+            names.push("…".into());
+        }
+        format!(
+            "an SQLite database of another program (tables {})",
+            names.join(", ")
+        )
+    };
+    Err(unusable(format!(
+        "{what}, not a tunnelbroker client database; {RESTORE}"
+    )))
+}
+
+/// The tables of the database at `path`, read without writing anything.
+fn table_names(path: &Path) -> rusqlite::Result<Vec<String>> {
+    let mut wal = path.as_os_str().to_owned();
+    wal.push("-wal");
+    let mut uri = String::from("file:");
+    for &b in std::os::unix::ffi::OsStrExt::as_bytes(path.as_os_str()) {
+        if b.is_ascii_alphanumeric() || b"/-._~".contains(&b) {
+            uri.push(char::from(b));
+        } else {
+            uri.push_str(&format!("%{b:02X}"));
+        }
+    }
+    uri.push_str(if Path::new(&wal).exists() {
+        "?mode=ro"
+    } else {
+        "?mode=ro&immutable=1"
+    });
+    let conn = Connection::open_with_flags(
+        &uri,
+        OpenFlags::SQLITE_OPEN_READ_ONLY
+            | OpenFlags::SQLITE_OPEN_URI
+            | OpenFlags::SQLITE_OPEN_NO_MUTEX,
+    )?;
+    let mut stmt =
+        conn.prepare("SELECT name FROM sqlite_master WHERE type = 'table' ORDER BY name")?;
+    let names = stmt
+        .query_map([], |r| r.get::<_, String>(0))?
+        .collect::<rusqlite::Result<Vec<_>>>()?;
+    Ok(names)
+}
+
 fn migrate(conn: &mut Connection) -> Result<()> {
     // Opening a current database takes no write lock, so that readers are
     // never queued behind a long writer (an import).
     let version: u32 = conn
         .query_row("PRAGMA user_version", [], |r| r.get(0))
         .map_err(db_err)?;
-    if version == SCHEMA_VERSION {
+    let id: u32 = conn
+        .query_row("PRAGMA application_id", [], |r| r.get(0))
+        .map_err(db_err)?;
+    if version == SCHEMA_VERSION && id == APPLICATION_ID {
         return Ok(());
     }
     let tx = conn
@@ -179,6 +322,9 @@ fn migrate(conn: &mut Connection) -> Result<()> {
         tx.pragma_update(None, "user_version", v as u32 + 1)
             .map_err(db_err)?;
     }
+    // A database made before the broker set its application_id.
+    tx.pragma_update(None, "application_id", APPLICATION_ID)
+        .map_err(db_err)?;
     tx.commit().map_err(db_err)
 }
 
@@ -556,25 +702,34 @@ impl Transaction for SqliteTx<'_> {
     }
 
     fn revoked_certificates(&mut self) -> Result<Vec<RevokedCert>> {
+        // Only the columns a CRL entry needs: a million revoked rows are
+        // read without their certificates and keys.
         let mut stmt = self
             .tx
             .prepare_cached(
-                "SELECT serial, client_id, pem, key_pem, not_after, state, revoked_at, reason
+                "SELECT serial, not_after, revoked_at, reason
                  FROM certificates WHERE state = 'revoked' ORDER BY serial",
             )
             .map_err(db_err)?;
+        let corrupt = |e: Error| Error::Database {
+            reason: format!("a certificate row does not parse: {e}"),
+        };
         let mut rows = stmt.query([]).map_err(db_err)?;
         let mut out = Vec::new();
         while let Some(r) = rows.next().map_err(db_err)? {
-            let c = Self::cert_from_row(r)?;
-            let (revoked_at, reason) = c
-                .revoked
-                .unwrap_or((c.not_after, RevocationReason::Unspecified));
+            let serial: String = r.get(0).map_err(db_err)?;
+            let not_after = parse_ts(&r.get::<_, String>(1).map_err(db_err)?)?;
+            let revoked_at: Option<String> = r.get(2).map_err(db_err)?;
+            let reason: Option<String> = r.get(3).map_err(db_err)?;
+            let (revoked_at, reason) = match (revoked_at, reason) {
+                (Some(at), Some(reason)) => (parse_ts(&at)?, reason.parse().map_err(corrupt)?),
+                _ => (not_after, RevocationReason::Unspecified),
+            };
             out.push(RevokedCert {
-                serial: c.serial,
+                serial: serial.parse().map_err(corrupt)?,
                 revoked_at,
                 reason,
-                not_after: c.not_after,
+                not_after,
             });
         }
         Ok(out)

@@ -41,6 +41,7 @@ from ._tunnelbroker import (
     RenderReport as RenderReport,
     Report as Report,
     RowError as RowError,
+    ServerRenewal as ServerRenewal,
     Subnet as Subnet,
 )
 
@@ -73,5 +74,6 @@ __all__ = [
     "RenderReport",
     "Report",
     "RowError",
+    "ServerRenewal",
     "Subnet",
 ]

@@ -38,7 +38,7 @@ mod crl;
 mod key;
 mod tls_crypt;
 
-pub use ca::{Ca, CaParams, Subject, Validity};
+pub use ca::{Ca, CaParams, MAX_CA_CHAIN, Subject, Validity};
 pub use cert::{CertInfo, Certificate, Issued, Purpose, Serial};
 pub use crl::{Crl, RevocationReason, RevokedCert};
 pub use key::{KeyType, PrivateKey};

@@ -338,7 +338,7 @@ impl Broker {
             ca.issue_server(SERVER_CN, settings.key_type, settings.validity.server_days)?;
         let tls = TlsCryptKey::generate()?;
         fsutil::write_public(&paths.settings, settings.to_toml().as_bytes())?;
-        fsutil::write_public(&paths.ca_cert, ca.certificate().pem().as_bytes())?;
+        fsutil::write_public(&paths.ca_cert, ca.chain_pem().as_bytes())?;
         ca.key().write(&paths.ca_key)?;
         fsutil::write_public(&paths.server_cert, server.certificate.pem().as_bytes())?;
         server.key.write(&paths.server_key)?;

@@ -104,7 +104,9 @@ impl BrokerPaths {
 /// An existing CA to use instead of generating one.
 #[derive(Debug, Clone)]
 pub struct ImportedCa {
-    /// The CA certificate, PEM.
+    /// The CA certificate, PEM; for an intermediate CA followed by its
+    /// issuers up to the root (see [`Ca::from_pem`]). The broker keeps
+    /// the whole chain and records the CA's own subject in the settings.
     pub cert_pem: String,
     /// The CA key, PEM (secret).
     pub key_pem: String,
@@ -321,13 +323,19 @@ impl Broker {
     }
 
     fn build(tmp: &Path, options: &InitOptions) -> Result<()> {
-        let settings = &options.settings;
+        let mut settings = options.settings.clone();
+        let settings = &mut settings;
         let paths = BrokerPaths::new(tmp);
         mkdir(tmp, 0o755)?;
         mkdir(&paths.private_dir, 0o700)?;
         mkdir(&paths.run_dir, 0o755)?;
         let ca = match &options.ca {
-            Some(imported) => Ca::from_pem(&imported.cert_pem, &imported.key_pem)?,
+            Some(imported) => {
+                let ca = Ca::from_pem(&imported.cert_pem, &imported.key_pem)?;
+                // The settings name the CA in use, not a CA that was never made.
+                settings.subject = ca.subject();
+                ca
+            }
             None => Ca::generate(&CaParams {
                 key_type: settings.key_type,
                 subject: settings.subject.clone(),

@@ -383,6 +383,43 @@ impl Ca {
         pem
     }
 
+    /// The CA certificate's subject as [`Subject`] fields (the first
+    /// country, organisation, organisational unit and common name), each
+    /// kept only where [`Subject::validate`] accepts it; a CA without a
+    /// usable common name gets the default one. `init` records this for an
+    /// imported CA, so that the settings name the CA the broker really uses.
+    ///
+    /// ```
+    /// use tunnelbroker_core::{Ca, CaParams, Subject};
+    /// let subject = Subject { country: Some("DE".into()), ..Subject::default() };
+    /// let ca = Ca::generate(&CaParams { subject: subject.clone(), ..CaParams::default() })?;
+    /// assert_eq!(ca.subject(), subject);
+    /// # Ok::<(), tunnelbroker_core::Error>(())
+    /// ```
+    pub fn subject(&self) -> Subject {
+        let Ok(x) = self.certificate.x509() else {
+            return Subject::default();
+        };
+        let name = x.subject();
+        fn first<'a>(
+            field: &'static str,
+            mut values: impl Iterator<Item = &'a x509_parser::x509::AttributeTypeAndValue<'a>>,
+        ) -> Option<String> {
+            let v = values.next()?.as_str().ok()?;
+            check_name_field(field, v).ok()?;
+            Some(v.to_owned())
+        }
+        let country = first("country", name.iter_country())
+            .filter(|c| c.len() == 2 && c.bytes().all(|b| b.is_ascii_uppercase()));
+        Subject {
+            country,
+            organization: first("organization", name.iter_organization()),
+            organizational_unit: first("organizational unit", name.iter_organizational_unit()),
+            common_name: first("common name", name.iter_common_name())
+                .unwrap_or_else(|| Subject::default().common_name),
+        }
+    }
+
     /// The CA key (secret).
     pub fn key(&self) -> &PrivateKey {
         &self.key

@@ -180,6 +180,18 @@ fn broker_of_an_intermediate_ships_the_whole_chain() {
     assert_eq!(names(&stored), CHAIN_NAMES);
     let again = Broker::open(b.dir()).unwrap();
     assert_eq!(again.ca().chain_pem(), b.ca().chain_pem());
+    drop(again);
+    // A broker whose ca.crt lost its root (or was made before chains were
+    // kept) names the file to complete.
+    fs::write(&b.paths().ca_cert, &chain.int).unwrap();
+    let err = Broker::open(b.dir()).unwrap_err();
+    let msg = err.to_string();
+    assert!(
+        msg.starts_with(&format!("{}: the CA certificate", b.paths().ca_cert.display()))
+            && msg.ends_with("append the issuing CA's certificates up to the root"),
+        "{msg}"
+    );
+    fs::write(&b.paths().ca_cert, &stored).unwrap();
 
     // Every bundle's <ca> carries it.
     let alice = add(&b, "alice", ClientKind::Hermit);

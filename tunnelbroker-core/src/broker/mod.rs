@@ -382,7 +382,16 @@ impl Broker {
         let ca = Ca::from_pem(
             &fsutil::read_to_string(&paths.ca_cert)?,
             &fsutil::read_to_string(&paths.ca_key)?,
-        )?;
+        )
+        .map_err(|e| match e {
+            // A broker made before chains were kept holds only its
+            // intermediate: say which file to complete.
+            Error::CaIssuerMissing { .. } | Error::InvalidCaChain { .. } => Error::InvalidFile {
+                path: paths.ca_cert.clone(),
+                reason: e.to_string(),
+            },
+            other => other,
+        })?;
         let store = SqliteStore::open(&paths.database, settings.pool)?;
         Ok(Broker {
             paths,

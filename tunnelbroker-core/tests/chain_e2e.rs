@@ -133,10 +133,10 @@ pub(crate) fn openssl_chain(dir: &Path) -> Option<OpensslChain> {
 
 /// A broker of the imported intermediate in a world-searchable directory
 /// (OpenVPN re-reads the CRL as `nobody`).
-fn chain_broker(tmp: &Path, chain: &OpensslChain, port: u16) -> Broker {
+fn chain_broker(tmp: &Path, chain: &OpensslChain, mode: ServerMode, port: u16) -> Broker {
     fs::set_permissions(tmp, fs::Permissions::from_mode(0o755)).unwrap();
     let mut s = Settings::new(POOL.parse().unwrap(), SERVER_IP.parse().unwrap());
-    s.mode = ServerMode::Shared;
+    s.mode = mode;
     s.port = port;
     s.lan_interface = LAN_IF.into();
     let mut options = InitOptions::new(s);
@@ -172,7 +172,7 @@ fn broker_of_an_intermediate_ships_the_whole_chain() {
     let Some(chain) = openssl_chain(tmp.path()) else {
         return;
     };
-    let b = chain_broker(tmp.path(), &chain, 5170);
+    let b = chain_broker(tmp.path(), &chain, ServerMode::Shared, 5170);
     assert_eq!(b.ca().certificate().info().common_name, "VPN Issuing CA");
 
     // ca.crt holds the chain, and the broker opens again from it.
@@ -267,56 +267,77 @@ fn init_refuses_an_intermediate_without_its_root() {
 }
 
 /// A client of an imported intermediate connects over the tunnel, is
-/// revoked, and is refused on its next connection by the intermediate's CRL.
+/// revoked, and is refused on its next connection by the intermediate's
+/// CRL, in both modes.
 #[test]
 fn openvpn_client_of_an_intermediate_connects_and_is_revoked() {
     needs_root("openvpn_client_of_an_intermediate_connects_and_is_revoked", || {
-        let tmp = tempfile::tempdir().unwrap();
-        let Some(chain) = openssl_chain(tmp.path()) else {
-            return;
-        };
-        let b = chain_broker(tmp.path(), &chain, 5180);
-        let alice = add(&b, "alice", ClientKind::Hermit);
-        let report = b.render_server(None).unwrap();
-        assert!(report.warnings.is_empty(), "{:?}", report.warnings);
-
-        let mut lab = Lab::new("ch");
-        let (s, ns) = underlay(&mut lab, &["a"]);
-        let srv_log = start_server(&mut lab, &s, &b, &report.dir, "tb-shared");
-        assert!(log_has(&srv_log, READY, UP), "server:\n{}", tail(&srv_log));
-
-        let dir: PathBuf = unpack(&b, "alice", tmp.path());
-        let log = start_client(&mut lab, "alice", &ns[0], &dir, "alice");
-        wait_connected(&log, &srv_log);
-        let client_log = fs::read_to_string(&log).unwrap();
-        assert!(
-            client_log.contains("VERIFY OK: depth=2")
-                && client_log.contains("CN=Example University Root CA"),
-            "{client_log}"
-        );
-        assert!(
-            lab.ping(&ns[0], "2001:db8:0:f100::1", None, 10),
-            "alice -> server over the tunnel"
-        );
-
-        // Revoked: the CRL (signed by the intermediate) refuses her next connection.
-        b.revoke(&alice.id, RevocationReason::KeyCompromise).unwrap();
-        let crl = Crl::from_pem(&fs::read_to_string(&b.paths().crl).unwrap()).unwrap();
-        assert!(crl.issuer().contains("CN=VPN Issuing CA"), "{}", crl.issuer());
-        lab.stop("alice");
-        let _ = fs::remove_file(&log);
-        start_client(&mut lab, "alice", &ns[0], &dir, "alice");
-        assert_refused(
-            &log,
-            &srv_log,
-            &["certificate revoked", "CN=alice"],
-            "revoked alice reconnecting",
-        );
-        lab.stop("alice");
-        let server_text = fs::read_to_string(&srv_log).unwrap();
-        assert!(
-            !server_text.contains("unable to get issuer certificate"),
-            "{server_text}"
-        );
+        connect_and_revoke(ServerMode::Shared, 5180);
+        connect_and_revoke(ServerMode::PerClient, 5190);
     });
+}
+
+fn connect_and_revoke(mode: ServerMode, port: u16) {
+    let tmp = tempfile::tempdir().unwrap();
+    let Some(chain) = openssl_chain(tmp.path()) else {
+        return;
+    };
+    let b = chain_broker(tmp.path(), &chain, mode, port);
+    let alice = add(&b, "alice", ClientKind::Hermit);
+    let report = b.render_server(None).unwrap();
+    assert!(report.warnings.is_empty(), "{:?}", report.warnings);
+    let (instance, server_addr) = match mode {
+        ServerMode::Shared => ("tb-shared", "2001:db8:0:f100::1"),
+        ServerMode::PerClient => ("tb-client-alice", "fe80::1%tun0"),
+    };
+
+    let mut lab = Lab::new(match mode {
+        ServerMode::Shared => "chs",
+        ServerMode::PerClient => "chp",
+    });
+    let (s, ns) = underlay(&mut lab, &["a"]);
+    let srv_log = start_server(&mut lab, &s, &b, &report.dir, instance);
+    // A per-client instance is ready only once its client is there.
+    if mode == ServerMode::Shared {
+        assert!(log_has(&srv_log, READY, UP), "server:\n{}", tail(&srv_log));
+    }
+
+    let dir: PathBuf = unpack(&b, "alice", tmp.path());
+    let log = start_client(&mut lab, "alice", &ns[0], &dir, "alice");
+    wait_connected(&log, &srv_log);
+    let client_log = fs::read_to_string(&log).unwrap();
+    assert!(
+        client_log.contains("VERIFY OK: depth=2")
+            && client_log.contains("CN=Example University Root CA"),
+        "{client_log}"
+    );
+    assert!(
+        lab.ping(&ns[0], server_addr, None, 10),
+        "{mode}: alice -> server over the tunnel"
+    );
+
+    // Revoked: the CRL (signed by the intermediate) refuses her next
+    // connection (a per-client instance is started again for it).
+    b.revoke(&alice.id, RevocationReason::KeyCompromise).unwrap();
+    let crl = Crl::from_pem(&fs::read_to_string(&b.paths().crl).unwrap()).unwrap();
+    assert!(crl.issuer().contains("CN=VPN Issuing CA"), "{}", crl.issuer());
+    lab.stop("alice");
+    if mode == ServerMode::PerClient {
+        lab.stop(instance);
+        start_server(&mut lab, &s, &b, &report.dir, instance);
+    }
+    let _ = fs::remove_file(&log);
+    start_client(&mut lab, "alice", &ns[0], &dir, "alice");
+    assert_refused(
+        &log,
+        &srv_log,
+        &["certificate revoked", "CN=alice"],
+        &format!("{mode}: revoked alice reconnecting"),
+    );
+    lab.stop("alice");
+    let server_text = fs::read_to_string(&srv_log).unwrap();
+    assert!(
+        !server_text.contains("unable to get issuer certificate"),
+        "{server_text}"
+    );
 }

@@ -451,15 +451,38 @@ fn openssl_intermediate(d: &Path) {
     .unwrap();
     let mut root = vec!["req", "-x509", "-nodes", "-days", "3650"];
     root.extend(ec);
-    root.extend(["-subj", "/CN=Test Root", "-keyout", "root.key", "-out", "root.crt"]);
+    root.extend([
+        "-subj",
+        "/CN=Test Root",
+        "-keyout",
+        "root.key",
+        "-out",
+        "root.crt",
+    ]);
     openssl(&root);
     let mut csr = vec!["req", "-new", "-nodes", "-subj", "/CN=VPN Issuing CA"];
     csr.extend(ec);
     csr.extend(["-keyout", "int.key", "-out", "int.csr"]);
     openssl(&csr);
     openssl(&[
-        "x509", "-req", "-in", "int.csr", "-CA", "root.crt", "-CAkey", "root.key", "-set_serial",
-        "77", "-days", "365", "-extfile", "ext.cnf", "-extensions", "v3_int", "-out", "int.crt",
+        "x509",
+        "-req",
+        "-in",
+        "int.csr",
+        "-CA",
+        "root.crt",
+        "-CAkey",
+        "root.key",
+        "-set_serial",
+        "77",
+        "-days",
+        "365",
+        "-extfile",
+        "ext.cnf",
+        "-extensions",
+        "v3_int",
+        "-out",
+        "int.crt",
     ]);
     let chain = std::fs::read_to_string(d.join("int.crt")).unwrap()
         + &std::fs::read_to_string(d.join("root.crt")).unwrap();
@@ -532,11 +555,11 @@ fn init_with_an_imported_ca_refuses_subject_options_and_reports_its_key() {
         assert!(err.contains(flag) && err.contains("--ca-cert"), "{err}");
         assert!(!dir.exists());
     }
-    let text = ok(&tb(
-        &dir,
-        &init_args(chain, key, &["--key-type", "p384"]),
-    ));
-    assert!(text.contains("CA            VPN Issuing CA (p256)"), "{text}");
+    let text = ok(&tb(&dir, &init_args(chain, key, &["--key-type", "p384"])));
+    assert!(
+        text.contains("CA            VPN Issuing CA (p256)"),
+        "{text}"
+    );
     assert!(text.contains("keys          p384"), "{text}");
     let settings = std::fs::read_to_string(dir.join("tunnelbroker.toml")).unwrap();
     assert!(

@@ -16,8 +16,8 @@ use std::path::{Path, PathBuf};
 use std::process::Command;
 
 use tunnelbroker_core::{
-    Broker, Certificate, ClientKind, Crl, Error, ImportedCa, InitOptions,
-    RevocationReason, ServerMode, Settings,
+    Broker, Certificate, ClientKind, Crl, Error, ImportedCa, InitOptions, RevocationReason,
+    ServerMode, Settings,
 };
 
 use crate::lab::*;
@@ -162,7 +162,9 @@ const CHAIN_NAMES: [&str; 2] = ["VPN Issuing CA", "Example University Root CA"];
 fn inline(config: &str, tag: &str) -> String {
     let open = format!("<{tag}>\n");
     let start = config.find(&open).expect("inline block") + open.len();
-    let end = config.find(&format!("</{tag}>")).expect("end of inline block");
+    let end = config
+        .find(&format!("</{tag}>"))
+        .expect("end of inline block");
     config[start..end].to_owned()
 }
 
@@ -187,8 +189,10 @@ fn broker_of_an_intermediate_ships_the_whole_chain() {
     let err = Broker::open(b.dir()).unwrap_err();
     let msg = err.to_string();
     assert!(
-        msg.starts_with(&format!("{}: the CA certificate", b.paths().ca_cert.display()))
-            && msg.ends_with("append the issuing CA's certificates up to the root"),
+        msg.starts_with(&format!(
+            "{}: the CA certificate",
+            b.paths().ca_cert.display()
+        )) && msg.ends_with("append the issuing CA's certificates up to the root"),
         "{msg}"
     );
     fs::write(&b.paths().ca_cert, &stored).unwrap();
@@ -208,9 +212,14 @@ fn broker_of_an_intermediate_ships_the_whole_chain() {
     // The CRL is the intermediate's, with its key identifier; openssl
     // verifies the client against the chain and the CRL.
     let cert = b.client_credentials(&alice.id).unwrap().certificate;
-    b.revoke(&alice.id, RevocationReason::KeyCompromise).unwrap();
+    b.revoke(&alice.id, RevocationReason::KeyCompromise)
+        .unwrap();
     let crl = Crl::from_pem(&fs::read_to_string(&b.paths().crl).unwrap()).unwrap();
-    assert!(crl.issuer().contains("CN=VPN Issuing CA"), "{}", crl.issuer());
+    assert!(
+        crl.issuer().contains("CN=VPN Issuing CA"),
+        "{}",
+        crl.issuer()
+    );
     assert_eq!(crl.authority_key_id(), b.ca().subject_key_id());
     b.ca().check_crl(&crl).unwrap();
     let d = tmp.path();
@@ -271,10 +280,13 @@ fn init_refuses_an_intermediate_without_its_root() {
 /// CRL, in both modes.
 #[test]
 fn openvpn_client_of_an_intermediate_connects_and_is_revoked() {
-    needs_root("openvpn_client_of_an_intermediate_connects_and_is_revoked", || {
-        connect_and_revoke(ServerMode::Shared, 5180);
-        connect_and_revoke(ServerMode::PerClient, 5190);
-    });
+    needs_root(
+        "openvpn_client_of_an_intermediate_connects_and_is_revoked",
+        || {
+            connect_and_revoke(ServerMode::Shared, 5180);
+            connect_and_revoke(ServerMode::PerClient, 5190);
+        },
+    );
 }
 
 fn connect_and_revoke(mode: ServerMode, port: u16) {
@@ -318,9 +330,14 @@ fn connect_and_revoke(mode: ServerMode, port: u16) {
 
     // Revoked: the CRL (signed by the intermediate) refuses her next
     // connection (a per-client instance is started again for it).
-    b.revoke(&alice.id, RevocationReason::KeyCompromise).unwrap();
+    b.revoke(&alice.id, RevocationReason::KeyCompromise)
+        .unwrap();
     let crl = Crl::from_pem(&fs::read_to_string(&b.paths().crl).unwrap()).unwrap();
-    assert!(crl.issuer().contains("CN=VPN Issuing CA"), "{}", crl.issuer());
+    assert!(
+        crl.issuer().contains("CN=VPN Issuing CA"),
+        "{}",
+        crl.issuer()
+    );
     lab.stop("alice");
     if mode == ServerMode::PerClient {
         lab.stop(instance);

@@ -235,8 +235,8 @@ fn check_material(
     // CA: the issuing CA first, then (for an intermediate) its issuers.
     let mut chain = Vec::new();
     let ca = match load(cfg, Material::Ca).and_then(|(src, t)| {
-        let mut certs = Certificate::all_from_pem(&t)
-            .map_err(|e| format!("CA certificate ({src}): {e}"))?;
+        let mut certs =
+            Certificate::all_from_pem(&t).map_err(|e| format!("CA certificate ({src}): {e}"))?;
         let first = certs.remove(0);
         chain = certs;
         Ok(first)

@@ -728,7 +728,7 @@ fn check_chain(ca: &Certificate, issuers: &[Certificate], now: OffsetDateTime) -
         };
         let next = match all.get(i + 1) {
             Some(next) if names_issuer(next) => next,
-            _ if all.iter().any(|c| names_issuer(c)) => {
+            _ if all.iter().any(names_issuer) => {
                 return invalid(format!(
                     "the certificates are out of order: {name} is issued by {issuer}, which must come right after it; give the issuing CA first, then each issuer, up to the root"
                 ));
@@ -923,10 +923,9 @@ mod tests {
             assert_eq!(err.kind(), ErrorKind::InvalidInput);
             let msg = err.to_string();
             assert!(
-                msg.contains(&format!("is issued by \"CN={missing}\", which is not in the file"))
-                    && msg.ends_with(
-                        "append the issuing CA's certificates up to the root"
-                    )
+                msg.contains(&format!(
+                    "is issued by \"CN={missing}\", which is not in the file"
+                )) && msg.ends_with("append the issuing CA's certificates up to the root")
                     && !msg.contains('\n'),
                 "{msg}"
             );
@@ -955,7 +954,10 @@ mod tests {
         );
         // Root first with the root's key: the rest is left over.
         let err = Ca::from_pem(&pems(&[&root, &upper]), &root.key_pem()).unwrap_err();
-        assert!(err.to_string().contains("end the file with the root"), "{err}");
+        assert!(
+            err.to_string().contains("end the file with the root"),
+            "{err}"
+        );
         // The root twice.
         let err = Ca::from_pem(&pems(&[&upper, &root, &root]), &upper.key_pem()).unwrap_err();
         assert!(matches!(err, Error::InvalidCaChain { .. }), "{err}");
@@ -967,7 +969,10 @@ mod tests {
         let int = ca_cert("VPN Issuing CA", Some(&root));
         let err = Ca::from_pem(&pems(&[&int, &root]), &root.key_pem()).unwrap_err();
         assert!(matches!(err, Error::InvalidCaChain { .. }), "{err}");
-        assert!(err.to_string().contains("certificate 2 of the file"), "{err}");
+        assert!(
+            err.to_string().contains("certificate 2 of the file"),
+            "{err}"
+        );
         let stranger = ca_cert("Stranger", None);
         let err = Ca::from_pem(&pems(&[&int, &root]), &stranger.key_pem()).unwrap_err();
         assert!(matches!(err, Error::CaKeyMismatch { .. }), "{err}");
@@ -989,12 +994,22 @@ mod tests {
         let err = Ca::from_pem(&pems(&[&int, &no_kcs]), &int.key_pem()).unwrap_err();
         assert!(err.to_string().contains("keyCertSign"), "{err}");
         // A root that allows no intermediate (pathlen 0).
-        let strict = made("Strict Root", None, IsCa::Ca(BasicConstraints::Constrained(0)), 2099);
+        let strict = made(
+            "Strict Root",
+            None,
+            IsCa::Ca(BasicConstraints::Constrained(0)),
+            2099,
+        );
         let int = ca_cert("VPN Issuing CA", Some(&strict));
         let err = Ca::from_pem(&pems(&[&int, &strict]), &int.key_pem()).unwrap_err();
         assert!(err.to_string().contains("pathLenConstraint"), "{err}");
         // An expired root.
-        let old_root = made("Old Root", None, IsCa::Ca(BasicConstraints::Unconstrained), 2001);
+        let old_root = made(
+            "Old Root",
+            None,
+            IsCa::Ca(BasicConstraints::Unconstrained),
+            2001,
+        );
         let int = ca_cert("VPN Issuing CA", Some(&old_root));
         let err = Ca::from_pem(&pems(&[&int, &old_root]), &int.key_pem()).unwrap_err();
         assert!(err.to_string().contains("expired on 2001-01-01"), "{err}");

@@ -90,28 +90,28 @@ pub struct InitArgs {
     /// UDP port of the shared server, or the first port of per-client instances [default: 5000].
     #[arg(long, value_name = "PORT")]
     pub port: Option<u16>,
-    /// Key algorithm: p256 (default), p384, ed25519, rsa2048, rsa3072, rsa4096.
+    /// Key algorithm of new keys (the CA made, server, clients): p256 (default), p384, ed25519, rsa2048, rsa3072, rsa4096.
     #[arg(long, value_name = "TYPE")]
     pub key_type: Option<String>,
     /// LAN interface of subnet clients [default: eth0].
     #[arg(long, value_name = "IFACE")]
     pub lan_interface: Option<String>,
-    /// Use this existing CA certificate (PEM) instead of making one; needs --ca-key.
+    /// Use this existing CA (PEM) instead of making one; needs --ca-key. An intermediate CA: the CA, then its issuers up to the root.
     #[arg(long, value_name = "FILE")]
     pub ca_cert: Option<PathBuf>,
     /// The key (PEM) of --ca-cert.
     #[arg(long, value_name = "FILE")]
     pub ca_key: Option<PathBuf>,
-    /// CA subject: two-letter country code.
+    /// CA subject: two-letter country code (not with --ca-cert).
     #[arg(long, value_name = "CC")]
     pub country: Option<String>,
-    /// CA subject: organisation [default: tunnelbroker].
+    /// CA subject: organisation [default: tunnelbroker] (not with --ca-cert).
     #[arg(long, value_name = "NAME")]
     pub organization: Option<String>,
-    /// CA subject: organisational unit.
+    /// CA subject: organisational unit (not with --ca-cert).
     #[arg(long, value_name = "NAME")]
     pub unit: Option<String>,
-    /// CA subject: common name [default: tunnelbroker CA].
+    /// CA subject: common name [default: tunnelbroker CA] (not with --ca-cert).
     #[arg(long, value_name = "NAME")]
     pub ca_name: Option<String>,
 }

@@ -4,7 +4,7 @@ use std::fmt;
 use std::path::Path;
 
 use serde::Serialize;
-use tunnelbroker_core::{Broker, ImportedCa, InitOptions, Settings};
+use tunnelbroker_core::{Broker, Error, ImportedCa, InitOptions, KeyType, Settings};
 
 use crate::args::{CrlArgs, InitArgs};
 use crate::output::{Failure, Output};
@@ -39,6 +39,20 @@ pub fn init(out: &Output, dir: &Path, a: &InitArgs) -> Result<(), Failure> {
     let mut options = InitOptions::new(settings);
     match (&a.ca_cert, &a.ca_key) {
         (Some(cert), Some(key)) => {
+            // An imported CA keeps its own subject: refuse the options that
+            // would describe a CA that is not the one in use.
+            for (flag, given) in [
+                ("--ca-name", a.ca_name.is_some()),
+                ("--country", a.country.is_some()),
+                ("--organization", a.organization.is_some()),
+                ("--unit", a.unit.is_some()),
+            ] {
+                if given {
+                    return Err(Failure::invalid_input(format!(
+                        "{flag} describes a CA for init to make; an imported CA (--ca-cert) keeps its own subject: leave {flag} out"
+                    )));
+                }
+            }
             let read = |p: &Path| crate::output::read_input(p, 1 << 20);
             options.ca = Some(ImportedCa {
                 cert_pem: read(cert)?,
@@ -52,8 +66,29 @@ pub fn init(out: &Output, dir: &Path, a: &InitArgs) -> Result<(), Failure> {
             ));
         }
     }
-    let broker = Broker::init(dir, &options)?;
+    let broker = Broker::init(dir, &options).map_err(|e| import_failure(e, a))?;
     out.show(&InitView::of(&broker))
+}
+
+/// An error about the imported CA, prefixed with the file it concerns.
+fn import_failure(e: Error, a: &InitArgs) -> Failure {
+    let file = match (&e, &a.ca_cert, &a.ca_key) {
+        (Error::InvalidKey { .. } | Error::UnsupportedKey { .. }, _, Some(key)) => key,
+        (
+            Error::InvalidCertificate { .. }
+            | Error::NotACa { .. }
+            | Error::CaKeyMismatch { .. }
+            | Error::CaExpired { .. }
+            | Error::CertificateNotYetValid { .. }
+            | Error::CaIssuerMissing { .. }
+            | Error::InvalidCaChain { .. },
+            Some(cert),
+            _,
+        ) => cert,
+        _ => return e.into(),
+    };
+    let status = Failure::from(e);
+    status.with_prefix(&file.display().to_string())
 }
 
 /// Signs a fresh CRL and writes it to the broker (and to `-o FILE`, or stdout).
@@ -111,6 +146,8 @@ struct InitView {
     /// Certificates that would end with the CA, shorter than the settings
     /// ask for (an imported CA that expires soon).
     warnings: Vec<String>,
+    /// The CA's own key type (`settings.key_type` is for new keys).
+    ca_key_type: KeyType,
 }
 
 impl InitView {
@@ -120,6 +157,7 @@ impl InitView {
             settings: b.settings().clone(),
             ca: b.ca().certificate().info().common_name.clone(),
             warnings: b.lifetime_warnings(),
+            ca_key_type: b.ca().key().key_type(),
         }
     }
 }
@@ -139,7 +177,8 @@ impl fmt::Display for InitView {
             "endpoint      {} ({} mode, port {})",
             s.endpoint, s.mode, s.port
         )?;
-        writeln!(f, "CA            {} ({})", self.ca, s.key_type)?;
+        writeln!(f, "CA            {} ({})", self.ca, self.ca_key_type)?;
+        writeln!(f, "keys          {}", s.key_type)?;
         for w in &self.warnings {
             writeln!(f, "warning: {w}")?;
         }

@@ -88,6 +88,14 @@ impl Failure {
         }
     }
 
+    /// The same failure, its message prefixed with `prefix` (a path).
+    pub fn with_prefix(self, prefix: &str) -> Self {
+        Failure {
+            message: format!("{prefix}: {}", self.message),
+            status: self.status,
+        }
+    }
+
     /// Any other failure: exit status 1.
     pub fn other(message: impl Into<String>) -> Self {
         Failure {

@@ -548,3 +548,143 @@ fn control_characters_of_a_ca_subject_or_a_path_never_reach_the_terminal() {
     }
     assert!(saw_ca, "init shows the CA's name, escaped");
 }
+
+/// A root and an intermediate ("VPN Issuing CA") under it, made with
+/// `openssl` in `d`: int.crt, int.key, chain.pem (intermediate, then root).
+fn openssl_intermediate(d: &Path) {
+    let openssl = |args: &[&str]| {
+        let out = Command::new("openssl")
+            .current_dir(d)
+            .args(args)
+            .output()
+            .expect("run openssl");
+        assert!(out.status.success(), "{}", crate::text(&out.stderr));
+    };
+    let ec = ["-newkey", "ec", "-pkeyopt", "ec_paramgen_curve:P-256"];
+    std::fs::write(
+        d.join("ext.cnf"),
+        "[v3_int]\nbasicConstraints=critical,CA:TRUE,pathlen:0\n\
+         keyUsage=critical,keyCertSign,cRLSign\nsubjectKeyIdentifier=hash\n\
+         authorityKeyIdentifier=keyid:always\n",
+    )
+    .unwrap();
+    let mut root = vec!["req", "-x509", "-nodes", "-days", "3650"];
+    root.extend(ec);
+    root.extend([
+        "-subj",
+        "/CN=Test Root",
+        "-keyout",
+        "root.key",
+        "-out",
+        "root.crt",
+    ]);
+    openssl(&root);
+    let mut csr = vec!["req", "-new", "-nodes", "-subj", "/CN=VPN Issuing CA"];
+    csr.extend(ec);
+    csr.extend(["-keyout", "int.key", "-out", "int.csr"]);
+    openssl(&csr);
+    openssl(&[
+        "x509",
+        "-req",
+        "-in",
+        "int.csr",
+        "-CA",
+        "root.crt",
+        "-CAkey",
+        "root.key",
+        "-set_serial",
+        "77",
+        "-days",
+        "365",
+        "-extfile",
+        "ext.cnf",
+        "-extensions",
+        "v3_int",
+        "-out",
+        "int.crt",
+    ]);
+    let chain = std::fs::read_to_string(d.join("int.crt")).unwrap()
+        + &std::fs::read_to_string(d.join("root.crt")).unwrap();
+    std::fs::write(d.join("chain.pem"), chain).unwrap();
+}
+
+fn init_args<'a>(cert: &'a str, key: &'a str, extra: &[&'a str]) -> Vec<&'a str> {
+    let mut args = vec![
+        "init",
+        "--pool",
+        "2001:db8:0:f100::/56",
+        "--endpoint",
+        "vpn.example.net",
+        "--ca-cert",
+        cert,
+        "--ca-key",
+        key,
+    ];
+    args.extend_from_slice(extra);
+    args
+}
+
+#[test]
+fn init_refuses_an_intermediate_without_its_issuers_in_one_line() {
+    let t = tempfile::tempdir().unwrap();
+    let d = t.path();
+    openssl_intermediate(d);
+    let dir = d.join("b");
+    let int = d.join("int.crt");
+    let key = d.join("int.key");
+    let (int, key) = (int.to_str().unwrap(), key.to_str().unwrap());
+    let err = fails(&tb(&dir, &init_args(int, key, &[])), 2);
+    assert_eq!(
+        err.trim_end(),
+        format!(
+            "tunnelbroker: error: {int}: the CA certificate \"CN=VPN Issuing CA\" is issued by \
+             \"CN=Test Root\", which is not in the file: append the issuing CA's certificates up \
+             to the root"
+        )
+    );
+    assert!(!dir.exists());
+
+    // With the root appended it is accepted, and the whole chain is kept.
+    let chain = d.join("chain.pem");
+    let text = ok(&tb(&dir, &init_args(chain.to_str().unwrap(), key, &[])));
+    assert!(text.contains("VPN Issuing CA"), "{text}");
+    let stored = std::fs::read_to_string(dir.join("ca.crt")).unwrap();
+    assert_eq!(stored.matches("BEGIN CERTIFICATE").count(), 2, "{stored}");
+}
+
+/// An imported CA keeps its own subject and key: init refuses the options
+/// that describe a CA to make, and reports the imported CA's own key type
+/// (--key-type chooses the server's and clients' keys).
+#[test]
+fn init_with_an_imported_ca_refuses_subject_options_and_reports_its_key() {
+    let t = tempfile::tempdir().unwrap();
+    let d = t.path();
+    openssl_intermediate(d);
+    let dir = d.join("b");
+    let chain = d.join("chain.pem");
+    let key = d.join("int.key");
+    let (chain, key) = (chain.to_str().unwrap(), key.to_str().unwrap());
+    for (flag, value) in [
+        ("--ca-name", "My CA"),
+        ("--country", "DE"),
+        ("--organization", "Example"),
+        ("--unit", "Networks"),
+    ] {
+        let err = fails(&tb(&dir, &init_args(chain, key, &[flag, value])), 2);
+        assert!(err.contains(flag) && err.contains("--ca-cert"), "{err}");
+        assert!(!dir.exists());
+    }
+    let text = ok(&tb(&dir, &init_args(chain, key, &["--key-type", "p384"])));
+    assert!(
+        text.contains("CA            VPN Issuing CA (p256)"),
+        "{text}"
+    );
+    assert!(text.contains("keys          p384"), "{text}");
+    let settings = std::fs::read_to_string(dir.join("tunnelbroker.toml")).unwrap();
+    assert!(
+        settings.contains("common_name = \"VPN Issuing CA\"")
+            && !settings.contains("tunnelbroker CA")
+            && settings.contains("key_type = \"p384\""),
+        "{settings}"
+    );
+}

@@ -67,7 +67,7 @@ impl Broker {
             server_name: CommonName::new(SERVER_CN)?,
             lan_interface: InterfaceName::new(&settings.lan_interface)?,
             material: ClientMaterial::new(
-                self.ca().certificate().pem(),
+                &self.ca().chain_pem(),
                 creds.certificate.pem(),
                 creds.key.as_ref().map(|k| k.to_pem()),
                 tls.to_text(),

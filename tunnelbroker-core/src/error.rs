@@ -365,6 +365,24 @@ pub enum Error {
         /// When it expires (RFC 3339).
         not_after: String,
     },
+    /// An imported CA certificate given without the certificates of its
+    /// issuers (an intermediate CA without the rest of its chain).
+    #[error(
+        "the CA certificate {subject} is issued by {issuer}, which is not in the file: append the issuing CA's certificates up to the root"
+    )]
+    CaIssuerMissing {
+        /// The certificate whose issuer is missing, quoted for display.
+        subject: String,
+        /// The missing issuer's name, quoted for display.
+        issuer: String,
+    },
+    /// An imported CA file that is not the issuing CA followed by its
+    /// issuers up to a self-signed root.
+    #[error("invalid CA chain: {reason}")]
+    InvalidCaChain {
+        /// What is wrong with it.
+        reason: String,
+    },
     /// A certificate that this CA did not sign.
     #[error("certificate {common_name} was not issued by this CA: {reason}")]
     NotIssuedByCa {
@@ -489,6 +507,8 @@ impl Error {
             | Error::InvalidValidity { .. }
             | Error::InvalidTlsCryptKey { .. }
             | Error::NotACa { .. }
+            | Error::CaIssuerMissing { .. }
+            | Error::InvalidCaChain { .. }
             | Error::InvalidSettings { .. }
             | Error::InvalidConfigValue { .. } => ErrorKind::InvalidInput,
             Error::Management { .. } => ErrorKind::Other,

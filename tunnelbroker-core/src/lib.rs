@@ -43,7 +43,7 @@ pub use client_id::ClientId;
 pub use error::{Error, ErrorKind, Result, flatten};
 pub use fsutil::read_text;
 pub use pki::{
-    Ca, CaParams, CertInfo, Certificate, Crl, Issued, KeyType, PrivateKey, Purpose,
+    Ca, CaParams, CertInfo, Certificate, Crl, Issued, KeyType, MAX_CA_CHAIN, PrivateKey, Purpose,
     RevocationReason, RevokedCert, Serial, Subject, TlsCryptKey, Validity,
 };
 pub use plan::{

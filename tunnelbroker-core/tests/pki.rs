@@ -551,3 +551,74 @@ fn pki_values_are_send_and_sync() {
     both::<Crl>();
     both::<tunnelbroker_core::TlsCryptKey>();
 }
+
+/// pkilint at WARNING on an imported intermediate (openssl-made, under an
+/// openssl-made root): the chains root → intermediate → client and
+/// intermediate → server, the leaves and the intermediate's CRL.
+#[test]
+fn pkilint_passes_the_chain_root_intermediate_client() {
+    let Some(bin) = pkilint_dir() else { return };
+    let dir = tempfile::tempdir().unwrap();
+    let d = dir.path();
+    let Some(made) = crate::chain_e2e::openssl_chain(d) else {
+        return;
+    };
+    let ca = Ca::from_pem(&made.chain(), &made.int_key).unwrap();
+    assert_eq!(ca.issuers().len(), 1);
+    let server = ca
+        .issue_server("vpn.example.net", KeyType::P256, 730)
+        .unwrap();
+    let client = ca.issue_client(&id("alice"), KeyType::P256, 365).unwrap();
+    let crl = ca
+        .crl(
+            &[revoke(&client.certificate, RevocationReason::KeyCompromise)],
+            1,
+            30,
+        )
+        .unwrap();
+    let root_pem = write(d, "root.pem", &made.root);
+    let int_pem = write(d, "int.pem", &made.int);
+    let server_pem = write(d, "server.pem", server.certificate.pem());
+    let client_pem = write(d, "client.pem", client.certificate.pem());
+    let crl_pem = write(d, "crl.pem", crl.pem());
+    let chain = "lint_pkix_signer_signee_cert_chain";
+    let runs: Vec<(&str, Vec<&str>)> = vec![
+        (chain, vec!["lint", "-s", "WARNING", &root_pem, &int_pem]),
+        (chain, vec!["lint", "-s", "WARNING", &int_pem, &client_pem]),
+        (chain, vec!["lint", "-s", "WARNING", &int_pem, &server_pem]),
+        ("lint_pkix_cert", vec!["lint", "-s", "WARNING", &client_pem]),
+        ("lint_pkix_cert", vec!["lint", "-s", "WARNING", &server_pem]),
+        (
+            "lint_crl",
+            vec!["lint", "-s", "WARNING", "-t", "CRL", "-p", "PKIX", &crl_pem],
+        ),
+    ];
+    let children: Vec<_> = runs
+        .iter()
+        .map(|(prog, args)| {
+            Command::new(bin.join(prog))
+                .args(args)
+                .stdout(std::process::Stdio::piped())
+                .stderr(std::process::Stdio::piped())
+                .spawn()
+                .unwrap_or_else(|e| panic!("cannot run {prog}: {e}"))
+        })
+        .collect();
+    for ((prog, args), child) in runs.iter().zip(children) {
+        let out = child.wait_with_output().unwrap();
+        let t = text(&out);
+        assert!(
+            out.status.success() && t.trim().is_empty(),
+            "{prog} {args:?}: status {:?}\n{t}",
+            out.status
+        );
+    }
+    // openssl agrees: the client verifies against the chain, and not once
+    // revoked.
+    let chain_pem = write(d, "chain.pem", &ca.chain_pem());
+    let Some(openssl) = openssl() else { return };
+    let out = verify(&openssl, &chain_pem, &client_pem, None);
+    assert!(out.status.success(), "{}", text(&out));
+    let out = verify(&openssl, &chain_pem, &client_pem, Some(&crl_pem));
+    assert!(text(&out).contains("certificate revoked"), "{}", text(&out));
+}

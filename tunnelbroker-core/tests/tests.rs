@@ -2,6 +2,7 @@
 
 mod audit;
 mod broker;
+mod chain_e2e;
 mod doctor_e2e;
 mod lab;
 mod lifecycle;

@@ -278,7 +278,9 @@ impl PyBroker {
 #[pymethods]
 impl PyBroker {
     /// Creates a broker in `path` (which must not exist or be empty):
-    /// settings, CA (generated, or imported from `ca_cert`/`ca_key` PEM),
+    /// settings, CA (generated, or imported from `ca_cert`/`ca_key` PEM; an
+    /// intermediate CA's `ca_cert` holds it followed by its issuers up to
+    /// the root),
     /// server certificate, tls-crypt key, client database and CRL.
     #[staticmethod]
     #[pyo3(signature = (

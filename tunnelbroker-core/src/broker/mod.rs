@@ -106,7 +106,9 @@ impl BrokerPaths {
 /// An existing CA to use instead of generating one.
 #[derive(Debug, Clone)]
 pub struct ImportedCa {
-    /// The CA certificate, PEM.
+    /// The CA certificate, PEM; for an intermediate CA followed by its
+    /// issuers up to the root (see [`Ca::from_pem`]). The broker keeps
+    /// the whole chain and records the CA's own subject in the settings.
     pub cert_pem: String,
     /// The CA key, PEM (secret).
     pub key_pem: String,
@@ -324,13 +326,19 @@ impl Broker {
     }
 
     fn build(tmp: &Path, options: &InitOptions) -> Result<()> {
-        let settings = &options.settings;
+        let mut settings = options.settings.clone();
+        let settings = &mut settings;
         let paths = BrokerPaths::new(tmp);
         mkdir(tmp, 0o755)?;
         mkdir(&paths.private_dir, 0o700)?;
         mkdir(&paths.run_dir, 0o755)?;
         let ca = match &options.ca {
-            Some(imported) => Ca::from_pem(&imported.cert_pem, &imported.key_pem)?,
+            Some(imported) => {
+                let ca = Ca::from_pem(&imported.cert_pem, &imported.key_pem)?;
+                // The settings name the CA in use, not a CA that was never made.
+                settings.subject = ca.subject();
+                ca
+            }
             None => Ca::generate(&CaParams {
                 key_type: settings.key_type,
                 subject: settings.subject.clone(),
@@ -341,7 +349,7 @@ impl Broker {
             ca.issue_server(SERVER_CN, settings.key_type, settings.validity.server_days)?;
         let tls = TlsCryptKey::generate()?;
         fsutil::write_public(&paths.settings, settings.to_toml().as_bytes())?;
-        fsutil::write_public(&paths.ca_cert, ca.certificate().pem().as_bytes())?;
+        fsutil::write_public(&paths.ca_cert, ca.chain_pem().as_bytes())?;
         ca.key().write(&paths.ca_key)?;
         fsutil::write_public(&paths.server_cert, server.certificate.pem().as_bytes())?;
         server.key.write(&paths.server_key)?;

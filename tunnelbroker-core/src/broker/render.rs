@@ -111,7 +111,7 @@ impl Broker {
             text,
             executable: false,
         };
-        files.push(secret("ca.crt", self.ca.certificate().pem().to_owned()));
+        files.push(secret("ca.crt", self.ca.chain_pem()));
         files.push(secret(
             "server.crt",
             self.server_certificate()?.pem().to_owned(),

@@ -232,9 +232,14 @@ fn check_material(
 ) {
     let fresh = "get a fresh bundle from your broker";
     let now = sys.now();
-    // CA
+    // CA: the issuing CA first, then (for an intermediate) its issuers.
+    let mut chain = Vec::new();
     let ca = match load(cfg, Material::Ca).and_then(|(src, t)| {
-        Certificate::from_pem(&t).map_err(|e| format!("CA certificate ({src}): {e}"))
+        let mut certs =
+            Certificate::all_from_pem(&t).map_err(|e| format!("CA certificate ({src}): {e}"))?;
+        let first = certs.remove(0);
+        chain = certs;
+        Ok(first)
     }) {
         Ok(ca) if ca.info().purpose != Purpose::Ca => {
             r.fail(
@@ -285,7 +290,16 @@ fn check_material(
                 format!("{} is not a client certificate", shown(&cn)),
                 fresh,
             );
-        } else if let Some(Err(e)) = ca.as_ref().map(|ca| cert.check_issued_by(ca)) {
+        } else if let Some(Err(e)) = ca.as_ref().map(|ca| {
+            cert.check_issued_by(ca).or_else(|e| {
+                // Issued by a CA further up the file is fine for OpenVPN too.
+                if chain.iter().any(|c| cert.check_issued_by(c).is_ok()) {
+                    Ok(())
+                } else {
+                    Err(e)
+                }
+            })
+        }) {
             r.fail(
                 "certificate",
                 format!("{e} (the bundle's CA)"),

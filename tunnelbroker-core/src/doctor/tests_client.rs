@@ -365,6 +365,22 @@ fn each_material_breakage_fails_exactly_its_check() {
     }
 }
 
+/// A bundle of an intermediate CA carries its chain in `<ca>`: the
+/// issuing CA first, then its issuers (any order OpenVPN accepts passes).
+#[test]
+fn a_ca_chain_in_the_bundle_passes() {
+    let b = bundle(ClientKind::Subnet, ServerMode::PerClient);
+    let text = std::fs::read_to_string(&b.conf).unwrap();
+    let ca = b.ca.certificate().pem();
+    let root = Ca::generate(&CaParams::default()).unwrap();
+    let root = root.certificate().pem();
+    for chain in [format!("{ca}{root}"), format!("{root}{ca}")] {
+        std::fs::write(&b.conf, text.replace(ca, &chain)).unwrap();
+        let r = doctor(&b, &healthy());
+        assert_eq!(fails(&r), Vec::<&str>::new(), "{r}");
+    }
+}
+
 #[test]
 fn an_expired_or_expiring_certificate_is_named() {
     let b = bundle(ClientKind::Subnet, ServerMode::PerClient);

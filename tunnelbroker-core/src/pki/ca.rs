@@ -167,6 +167,9 @@ impl Default for Validity {
 #[derive(Clone)]
 pub struct Ca {
     certificate: Certificate,
+    /// The issuers of an imported intermediate CA, nearest first, up to the
+    /// root; empty for a self-signed CA.
+    issuers: Vec<Certificate>,
     key: PrivateKey,
     signer: Arc<Signer>,
 }
@@ -224,11 +227,20 @@ impl Ca {
             .map_err(|e| pki_err("signing the CA certificate", e))?;
         let certificate = Certificate::from_der(cert.der())?;
         let key = PrivateKey::from_pair(&pair, params.key_type)?;
-        Ca::assemble(certificate, key, pair)
+        Ca::assemble(certificate, Vec::new(), key, pair)
     }
 
     /// Loads an existing CA; refuses a non-CA certificate, a key that does not
     /// match it, or an expired CA.
+    ///
+    /// `cert_pem` holds the issuing CA (the one whose key is `key_pem`),
+    /// followed, for an intermediate CA, by its issuers up to a self-signed
+    /// root: the form CAs hand out. The chain is checked: each certificate
+    /// is signed by the next, each issuer is a valid CA whose path length
+    /// allows the certificates below it, the last is a self-signed root, and
+    /// there are at most [`MAX_CA_CHAIN`] certificates. An intermediate
+    /// without its issuers is refused ([`Error::CaIssuerMissing`]), as is a
+    /// chain in another order ([`Error::InvalidCaChain`]).
     ///
     /// ```
     /// use tunnelbroker_core::{Ca, CaParams, Error};
@@ -241,7 +253,17 @@ impl Ca {
     /// # Ok::<(), tunnelbroker_core::Error>(())
     /// ```
     pub fn from_pem(cert_pem: &str, key_pem: &str) -> Result<Ca> {
-        let certificate = Certificate::from_pem(cert_pem)?;
+        let mut certs = Certificate::all_from_pem(cert_pem)?;
+        if certs.len() > MAX_CA_CHAIN {
+            return Err(Error::InvalidCaChain {
+                reason: format!(
+                    "the file holds {} certificates; at most {MAX_CA_CHAIN} are accepted (the issuing CA and its issuers up to the root)",
+                    certs.len()
+                ),
+            });
+        }
+        let issuers = certs.split_off(1);
+        let certificate = certs.remove(0);
         let cn = shown(&certificate.info().common_name);
         {
             let x509 = certificate.x509()?;
@@ -271,6 +293,15 @@ impl Ca {
         }
         let key = PrivateKey::from_pem(key_pem)?;
         if !certificate.matches_key(&key) {
+            if let Some(i) = issuers.iter().position(|c| c.matches_key(&key)) {
+                return Err(Error::InvalidCaChain {
+                    reason: format!(
+                        "the key belongs to certificate {} of the file ({}), not to the first: give the issuing CA (the one whose key this is) first, then its issuers up to the root",
+                        i + 2,
+                        subject_of(&issuers[i])
+                    ),
+                });
+            }
             return Err(Error::CaKeyMismatch { common_name: cn });
         }
         let now = OffsetDateTime::now_utc();
@@ -287,14 +318,20 @@ impl Ca {
                 not_before: rfc3339(info.not_before),
             });
         }
+        check_chain(&certificate, &issuers, now)?;
         let pair = key.pair()?;
-        Ca::assemble(certificate, key, pair)
+        Ca::assemble(certificate, issuers, key, pair)
     }
 
     /// Prepares the signer: the issuer name, key usages and key identifier
     /// come from the CA certificate itself, so that every AKI (leaves and
     /// CRLs) equals the CA's own SKI.
-    fn assemble(certificate: Certificate, key: PrivateKey, pair: KeyPair) -> Result<Ca> {
+    fn assemble(
+        certificate: Certificate,
+        issuers: Vec<Certificate>,
+        key: PrivateKey,
+        pair: KeyPair,
+    ) -> Result<Ca> {
         let ski = {
             let x509 = certificate.x509()?;
             x509.iter_extensions()
@@ -310,6 +347,7 @@ impl Ca {
         })?;
         Ok(Ca {
             certificate,
+            issuers,
             key,
             signer: Arc::new(Signer { issuer, ski }),
         })
@@ -318,6 +356,68 @@ impl Ca {
     /// The CA certificate.
     pub fn certificate(&self) -> &Certificate {
         &self.certificate
+    }
+
+    /// The issuers of an imported intermediate CA, nearest first, ending
+    /// with the root; empty for a self-signed CA.
+    pub fn issuers(&self) -> &[Certificate] {
+        &self.issuers
+    }
+
+    /// The whole chain as PEM: the CA certificate, then its issuers up to
+    /// the root. This is what `ca.crt`, the server's `ca` file and every
+    /// bundle's `<ca>` hold: OpenVPN needs the root to trust a server or
+    /// client certificate issued by an intermediate.
+    ///
+    /// ```
+    /// use tunnelbroker_core::{Ca, CaParams};
+    /// let ca = Ca::generate(&CaParams::default())?;
+    /// assert_eq!(ca.chain_pem(), ca.certificate().pem());
+    /// # Ok::<(), tunnelbroker_core::Error>(())
+    /// ```
+    pub fn chain_pem(&self) -> String {
+        let mut pem = self.certificate.pem().to_owned();
+        for c in &self.issuers {
+            pem.push_str(c.pem());
+        }
+        pem
+    }
+
+    /// The CA certificate's subject as [`Subject`] fields (the first
+    /// country, organisation, organisational unit and common name), each
+    /// kept only where [`Subject::validate`] accepts it; a CA without a
+    /// usable common name gets the default one. `init` records this for an
+    /// imported CA, so that the settings name the CA the broker really uses.
+    ///
+    /// ```
+    /// use tunnelbroker_core::{Ca, CaParams, Subject};
+    /// let subject = Subject { country: Some("DE".into()), ..Subject::default() };
+    /// let ca = Ca::generate(&CaParams { subject: subject.clone(), ..CaParams::default() })?;
+    /// assert_eq!(ca.subject(), subject);
+    /// # Ok::<(), tunnelbroker_core::Error>(())
+    /// ```
+    pub fn subject(&self) -> Subject {
+        let Ok(x) = self.certificate.x509() else {
+            return Subject::default();
+        };
+        let name = x.subject();
+        fn first<'a>(
+            field: &'static str,
+            mut values: impl Iterator<Item = &'a x509_parser::x509::AttributeTypeAndValue<'a>>,
+        ) -> Option<String> {
+            let v = values.next()?.as_str().ok()?;
+            check_name_field(field, v).ok()?;
+            Some(v.to_owned())
+        }
+        let country = first("country", name.iter_country())
+            .filter(|c| c.len() == 2 && c.bytes().all(|b| b.is_ascii_uppercase()));
+        Subject {
+            country,
+            organization: first("organization", name.iter_organization()),
+            organizational_unit: first("organizational unit", name.iter_organizational_unit()),
+            common_name: first("common name", name.iter_common_name())
+                .unwrap_or_else(|| Subject::default().common_name),
+        }
     }
 
     /// The CA key (secret).
@@ -688,6 +788,113 @@ impl Ca {
     }
 }
 
+/// The most certificates a CA file may hold: the issuing CA and up to seven
+/// issuers above it. Real hierarchies have two or three.
+pub const MAX_CA_CHAIN: usize = 8;
+
+/// A certificate's subject, quoted for messages.
+fn subject_of(c: &Certificate) -> String {
+    match c.x509() {
+        Ok(x) => shown(&x.subject().to_string()),
+        Err(_) => shown(&c.info().common_name),
+    }
+}
+
+/// Checks that `issuers` carry `ca` up to a self-signed root: each
+/// certificate is signed by the next, which is a CA valid `now` whose path
+/// length allows the CAs below it, and the last is self-signed.
+fn check_chain(ca: &Certificate, issuers: &[Certificate], now: OffsetDateTime) -> Result<()> {
+    let invalid = |reason: String| Err(Error::InvalidCaChain { reason });
+    let all: Vec<&Certificate> = std::iter::once(ca).chain(issuers).collect();
+    for (i, cert) in all.iter().enumerate() {
+        let x = cert.x509()?;
+        let name = subject_of(cert);
+        let self_issued = x.issuer().as_raw() == x.subject().as_raw();
+        if self_issued {
+            if x.verify_signature(None).is_err() {
+                return invalid(format!(
+                    "{name} names itself as its issuer, but its signature does not verify with its own key"
+                ));
+            }
+            if let Some(next) = all.get(i + 1) {
+                return invalid(format!(
+                    "{name} is a self-signed root, but {} follows it: end the file with the root",
+                    subject_of(next)
+                ));
+            }
+            return Ok(());
+        }
+        let issuer = shown(&x.issuer().to_string());
+        let names_issuer = |c: &&Certificate| {
+            c.x509()
+                .is_ok_and(|cx| cx.subject().as_raw() == x.issuer().as_raw())
+        };
+        let next = match all.get(i + 1) {
+            Some(next) if names_issuer(next) => next,
+            _ if all.iter().any(names_issuer) => {
+                return invalid(format!(
+                    "the certificates are out of order: {name} is issued by {issuer}, which must come right after it; give the issuing CA first, then each issuer, up to the root"
+                ));
+            }
+            _ => {
+                return Err(Error::CaIssuerMissing {
+                    subject: name,
+                    issuer,
+                });
+            }
+        };
+        let nx = next.x509()?;
+        if x.verify_signature(Some(nx.public_key())).is_err() {
+            return invalid(format!(
+                "the signature of {name} does not verify with the key of {issuer}, the certificate that follows it"
+            ));
+        }
+        match nx.basic_constraints() {
+            Ok(Some(bc)) if bc.value.ca => {
+                // certs 0..=i are CAs below `next`: i + 1 intermediates.
+                if let Some(len) = bc.value.path_len_constraint
+                    && (len as usize) < i + 1
+                {
+                    return invalid(format!(
+                        "{issuer} allows {len} intermediate CA certificate(s) below it (pathLenConstraint), but the chain has {}",
+                        i + 1
+                    ));
+                }
+            }
+            _ => {
+                return invalid(format!(
+                    "{issuer}, the issuer of {name}, is not a CA (it lacks basicConstraints CA:TRUE)"
+                ));
+            }
+        }
+        match nx.key_usage() {
+            Ok(Some(ku)) if !ku.value.key_cert_sign() => {
+                return invalid(format!(
+                    "{issuer}, the issuer of {name}, is not a CA (its keyUsage lacks keyCertSign)"
+                ));
+            }
+            Err(_) => {
+                return invalid(format!("{issuer} has a malformed keyUsage extension"));
+            }
+            _ => {}
+        }
+        let info = next.info();
+        if now > info.not_after {
+            return invalid(format!(
+                "{issuer}, the issuer of {name}, expired on {}",
+                rfc3339(info.not_after)
+            ));
+        }
+        if now < info.not_before {
+            return invalid(format!(
+                "{issuer}, the issuer of {name}, is not valid before {}",
+                rfc3339(info.not_before)
+            ));
+        }
+    }
+    Ok(())
+}
+
 fn reason_code(r: RevocationReason) -> rcgen::RevocationReason {
     match r {
         RevocationReason::Unspecified => rcgen::RevocationReason::Unspecified,
@@ -722,6 +929,235 @@ mod tests {
         };
         let cert = cp.self_signed(&pair).unwrap();
         (cert.pem(), pair.serialize_pem())
+    }
+
+    /// One certificate of a test hierarchy made with rcgen.
+    struct Made {
+        pem: String,
+        key: KeyPair,
+        params: CertificateParams,
+    }
+
+    impl Made {
+        fn issuer(&self) -> Issuer<'static, KeyPair> {
+            let key = KeyPair::from_pem(&self.key.serialize_pem()).unwrap();
+            Issuer::new(self.params.clone(), key)
+        }
+        fn key_pem(&self) -> String {
+            self.key.serialize_pem()
+        }
+    }
+
+    /// A CA certificate (or, with `is_ca` not a CA, a leaf) named `cn`,
+    /// signed by `by` or self-signed.
+    fn made(cn: &str, by: Option<&Made>, is_ca: IsCa, not_after_year: i32) -> Made {
+        let key = KeyPair::generate_for(&rcgen::PKCS_ECDSA_P256_SHA256).unwrap();
+        let mut cp = CertificateParams::default();
+        cp.distinguished_name = DistinguishedName::new();
+        cp.distinguished_name.push(DnType::CommonName, cn);
+        cp.not_before = rcgen::date_time_ymd(2000, 1, 1);
+        cp.not_after = rcgen::date_time_ymd(not_after_year, 1, 1);
+        if matches!(is_ca, IsCa::Ca(_)) {
+            cp.key_usages = vec![KeyUsagePurpose::KeyCertSign, KeyUsagePurpose::CrlSign];
+        }
+        cp.is_ca = is_ca;
+        cp.key_identifier_method = KeyIdMethod::Sha256;
+        cp.use_authority_key_identifier_extension = by.is_some();
+        let cert = match by {
+            Some(issuer) => cp.signed_by(&key, &issuer.issuer()).unwrap(),
+            None => cp.self_signed(&key).unwrap(),
+        };
+        Made {
+            pem: cert.pem(),
+            key,
+            params: cp,
+        }
+    }
+
+    fn ca_cert(cn: &str, by: Option<&Made>) -> Made {
+        made(cn, by, IsCa::Ca(BasicConstraints::Unconstrained), 2099)
+    }
+
+    fn pems(certs: &[&Made]) -> String {
+        certs.iter().map(|c| c.pem.as_str()).collect()
+    }
+
+    #[test]
+    fn an_intermediate_with_its_issuers_loads_and_keeps_the_chain() {
+        let root = ca_cert("Test Root", None);
+        let int = ca_cert("VPN Issuing CA", Some(&root));
+        let ca = Ca::from_pem(&pems(&[&int, &root]), &int.key_pem()).unwrap();
+        assert_eq!(ca.certificate().info().common_name, "VPN Issuing CA");
+        assert_eq!(ca.issuers().len(), 1);
+        assert_eq!(ca.issuers()[0].info().common_name, "Test Root");
+        let chain = Certificate::all_from_pem(&ca.chain_pem()).unwrap();
+        assert_eq!(chain.len(), 2);
+        assert_eq!(chain[0], *ca.certificate());
+        // Loads back from what it writes (ca.crt).
+        let again = Ca::from_pem(&ca.chain_pem(), ca.key().to_pem()).unwrap();
+        assert_eq!(again.chain_pem(), ca.chain_pem());
+
+        // Leaves and the CRL come from the intermediate, with its key identifier.
+        let alice = ca.issue_client(&id("alice"), KeyType::P256, 30).unwrap();
+        alice.certificate.check_issued_by(ca.certificate()).unwrap();
+        let crl = ca.crl(&[], 1, 30).unwrap();
+        ca.check_crl(&crl).unwrap();
+        assert!(crl.issuer().contains("VPN Issuing CA"), "{}", crl.issuer());
+        assert_eq!(crl.authority_key_id(), ca.subject_key_id());
+
+        // Three levels.
+        let upper = ca_cert("Upper CA", Some(&root));
+        let lower = ca_cert("Lower CA", Some(&upper));
+        let ca = Ca::from_pem(&pems(&[&lower, &upper, &root]), &lower.key_pem()).unwrap();
+        assert_eq!(ca.issuers().len(), 2);
+    }
+
+    #[test]
+    fn an_intermediate_without_its_issuers_is_refused_saying_what_to_add() {
+        let root = ca_cert("Test Root", None);
+        let upper = ca_cert("Upper CA", Some(&root));
+        let int = ca_cert("VPN Issuing CA", Some(&upper));
+        for (text, missing) in [
+            (pems(&[&int]), "Upper CA"),
+            (pems(&[&int, &upper]), "Test Root"),
+        ] {
+            let err = Ca::from_pem(&text, &int.key_pem()).unwrap_err();
+            assert!(matches!(err, Error::CaIssuerMissing { .. }), "{err}");
+            assert_eq!(err.kind(), ErrorKind::InvalidInput);
+            let msg = err.to_string();
+            assert!(
+                msg.contains(&format!(
+                    "is issued by \"CN={missing}\", which is not in the file"
+                )) && msg.ends_with("append the issuing CA's certificates up to the root")
+                    && !msg.contains('\n'),
+                "{msg}"
+            );
+        }
+        // Another CA's root is no help.
+        let other = ca_cert("Other Root", None);
+        let err = Ca::from_pem(&pems(&[&int, &upper, &other]), &int.key_pem()).unwrap_err();
+        assert!(matches!(err, Error::CaIssuerMissing { .. }), "{err}");
+    }
+
+    #[test]
+    fn a_chain_out_of_order_is_refused_saying_the_order() {
+        let root = ca_cert("Test Root", None);
+        let upper = ca_cert("Upper CA", Some(&root));
+        let int = ca_cert("VPN Issuing CA", Some(&upper));
+        let err = Ca::from_pem(&pems(&[&int, &root, &upper]), &int.key_pem()).unwrap_err();
+        assert!(matches!(err, Error::InvalidCaChain { .. }), "{err}");
+        assert!(err.to_string().contains("out of order"), "{err}");
+        // Root first, with the intermediate's key: the key is not for the first.
+        let err = Ca::from_pem(&pems(&[&root, &upper, &int]), &int.key_pem()).unwrap_err();
+        assert!(matches!(err, Error::InvalidCaChain { .. }), "{err}");
+        assert!(
+            err.to_string().contains("certificate 3 of the file")
+                && err.to_string().contains("issuing CA"),
+            "{err}"
+        );
+        // Root first with the root's key: the rest is left over.
+        let err = Ca::from_pem(&pems(&[&root, &upper]), &root.key_pem()).unwrap_err();
+        assert!(
+            err.to_string().contains("end the file with the root"),
+            "{err}"
+        );
+        // The root twice.
+        let err = Ca::from_pem(&pems(&[&upper, &root, &root]), &upper.key_pem()).unwrap_err();
+        assert!(matches!(err, Error::InvalidCaChain { .. }), "{err}");
+    }
+
+    #[test]
+    fn a_key_for_another_certificate_of_the_chain_is_refused() {
+        let root = ca_cert("Test Root", None);
+        let int = ca_cert("VPN Issuing CA", Some(&root));
+        let err = Ca::from_pem(&pems(&[&int, &root]), &root.key_pem()).unwrap_err();
+        assert!(matches!(err, Error::InvalidCaChain { .. }), "{err}");
+        assert!(
+            err.to_string().contains("certificate 2 of the file"),
+            "{err}"
+        );
+        let stranger = ca_cert("Stranger", None);
+        let err = Ca::from_pem(&pems(&[&int, &root]), &stranger.key_pem()).unwrap_err();
+        assert!(matches!(err, Error::CaKeyMismatch { .. }), "{err}");
+    }
+
+    #[test]
+    fn a_non_ca_or_a_bad_signature_in_the_chain_is_refused() {
+        // The "root" is not a CA.
+        let fake_root = made("Fake Root", None, IsCa::ExplicitNoCa, 2099);
+        let int = ca_cert("VPN Issuing CA", Some(&fake_root));
+        let err = Ca::from_pem(&pems(&[&int, &fake_root]), &int.key_pem()).unwrap_err();
+        assert!(matches!(err, Error::InvalidCaChain { .. }), "{err}");
+        assert!(err.to_string().contains("is not a CA"), "{err}");
+        // A root whose keyUsage lacks keyCertSign.
+        let mut no_kcs = ca_cert("No Sign Root", None);
+        no_kcs.params.key_usages = vec![KeyUsagePurpose::CrlSign];
+        no_kcs.pem = no_kcs.params.self_signed(&no_kcs.key).unwrap().pem();
+        let int = ca_cert("VPN Issuing CA", Some(&no_kcs));
+        let err = Ca::from_pem(&pems(&[&int, &no_kcs]), &int.key_pem()).unwrap_err();
+        assert!(err.to_string().contains("keyCertSign"), "{err}");
+        // A root that allows no intermediate (pathlen 0).
+        let strict = made(
+            "Strict Root",
+            None,
+            IsCa::Ca(BasicConstraints::Constrained(0)),
+            2099,
+        );
+        let int = ca_cert("VPN Issuing CA", Some(&strict));
+        let err = Ca::from_pem(&pems(&[&int, &strict]), &int.key_pem()).unwrap_err();
+        assert!(err.to_string().contains("pathLenConstraint"), "{err}");
+        // An expired root.
+        let old_root = made(
+            "Old Root",
+            None,
+            IsCa::Ca(BasicConstraints::Unconstrained),
+            2001,
+        );
+        let int = ca_cert("VPN Issuing CA", Some(&old_root));
+        let err = Ca::from_pem(&pems(&[&int, &old_root]), &int.key_pem()).unwrap_err();
+        assert!(err.to_string().contains("expired on 2001-01-01"), "{err}");
+        // A root of the same name but another key: the signature fails.
+        let root = ca_cert("Test Root", None);
+        let int = ca_cert("VPN Issuing CA", Some(&root));
+        let twin = ca_cert("Test Root", None);
+        let err = Ca::from_pem(&pems(&[&int, &twin]), &int.key_pem()).unwrap_err();
+        assert!(err.to_string().contains("does not verify"), "{err}");
+    }
+
+    #[test]
+    fn text_between_certificates_is_ignored_and_a_damaged_block_refused() {
+        let root = ca_cert("Test Root", None);
+        let int = ca_cert("VPN Issuing CA", Some(&root));
+        let text = format!(
+            "subject=CN=VPN Issuing CA\n{}\n# junk between\nissuer=CN=Test Root\n{}trailing words\n",
+            int.pem, root.pem
+        );
+        let ca = Ca::from_pem(&text, &int.key_pem()).unwrap();
+        assert_eq!(ca.chain_pem(), pems(&[&int, &root]).replace("\r\n", "\n"));
+        assert!(!ca.chain_pem().contains("junk"));
+        let damaged = format!(
+            "{}-----BEGIN CERTIFICATE-----\nAAAA\n-----END CERTIFICATE-----\n{}",
+            int.pem, root.pem
+        );
+        let err = Ca::from_pem(&damaged, &int.key_pem()).unwrap_err();
+        assert!(matches!(err, Error::InvalidCertificate { .. }), "{err}");
+    }
+
+    #[test]
+    fn an_overlong_chain_is_refused() {
+        let mut chain = vec![ca_cert("CA 0", None)];
+        for i in 1..=MAX_CA_CHAIN {
+            let next = ca_cert(&format!("CA {i}"), chain.last());
+            chain.push(next);
+        }
+        chain.reverse();
+        // MAX_CA_CHAIN certificates load.
+        let ok: Vec<&Made> = chain[1..].iter().collect();
+        Ca::from_pem(&pems(&ok), &ok[0].key_pem()).unwrap();
+        let all: Vec<&Made> = chain.iter().collect();
+        let err = Ca::from_pem(&pems(&all), &all[0].key_pem()).unwrap_err();
+        assert!(matches!(err, Error::InvalidCaChain { .. }), "{err}");
+        assert!(err.to_string().contains("at most 8"), "{err}");
     }
 
     #[test]

@@ -195,6 +195,34 @@ impl Certificate {
         }
     }
 
+    /// Parses every certificate of a PEM text, in order (a CA file holding
+    /// the issuing CA followed by its issuers). Text around the PEM blocks
+    /// and blocks of other types are ignored; a damaged block is refused.
+    ///
+    /// ```
+    /// use tunnelbroker_core::{Ca, CaParams, Certificate};
+    /// let a = Ca::generate(&CaParams::default())?;
+    /// let b = Ca::generate(&CaParams::default())?;
+    /// let text = format!("{}junk\n{}", a.certificate().pem(), b.certificate().pem());
+    /// let certs = Certificate::all_from_pem(&text)?;
+    /// assert_eq!(certs, [a.certificate().clone(), b.certificate().clone()]);
+    /// assert!(Certificate::all_from_pem("junk").is_err());
+    /// # Ok::<(), tunnelbroker_core::Error>(())
+    /// ```
+    pub fn all_from_pem(pem: &str) -> Result<Vec<Self>> {
+        let invalid = |reason: String| Error::InvalidCertificate { reason };
+        let blocks = pem_blocks(pem, "certificate").map_err(invalid)?;
+        let certs = blocks
+            .iter()
+            .filter(|b| b.tag() == "CERTIFICATE")
+            .map(|b| Certificate::from_der(b.contents()))
+            .collect::<Result<Vec<_>>>()?;
+        if certs.is_empty() {
+            return Err(invalid("no CERTIFICATE block found".into()));
+        }
+        Ok(certs)
+    }
+
     /// Parses one DER certificate.
     pub fn from_der(der: &[u8]) -> Result<Self> {
         let x509 = parse_x509(der)?;

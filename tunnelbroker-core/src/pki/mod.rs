@@ -15,6 +15,11 @@
 //!   own Subject Key Identifier, for generated and imported CAs alike:
 //!   OpenVPN silently ignores a CRL whose AKI does not match (DESIGN.md §6).
 //!
+//! An imported CA may be an intermediate: [`Ca::from_pem`] then takes it
+//! followed by its issuers up to a self-signed root, checks that chain, and
+//! [`Ca::chain_pem`] gives it back for `ca.crt` and every `<ca>`. Leaves and
+//! CRLs are signed by the intermediate; OpenVPN needs no CRL of the root.
+//!
 //! No function here panics on any input; every parser bounds its input.
 //!
 //! ```
@@ -38,7 +43,7 @@ mod crl;
 mod key;
 mod tls_crypt;
 
-pub use ca::{Ca, CaParams, Subject, Validity};
+pub use ca::{Ca, CaParams, MAX_CA_CHAIN, Subject, Validity};
 pub(crate) use cert::pem_carries_key;
 pub use cert::{CertInfo, Certificate, Issued, Purpose, Serial};
 pub use crl::{Crl, RevocationReason, RevokedCert};

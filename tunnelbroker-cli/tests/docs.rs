@@ -1272,3 +1272,91 @@ fn the_passing_doctor_example_lists_every_check() {
         "troubleshooting.md should say {claim:?}"
     );
 }
+
+/// The fenced blocks of `text` whose text contains `needle`.
+fn blocks_with<'t>(text: &'t str, needle: &str) -> Vec<&'t str> {
+    text.split("```")
+        .skip(1)
+        .step_by(2)
+        .filter(|b| b.contains(needle))
+        .map(|b| b.split_once('\n').map_or("", |(_, body)| body))
+        .collect()
+}
+
+/// The database backups the operator guide shows (`sqlite3 .backup`, and
+/// Python's backup API) run as written against a broker in use, and a
+/// broker restored from them has every client and passes audit.
+#[test]
+fn the_documented_database_backups_restore_a_broker() {
+    let guide = fs::read_to_string(workspace().join("docs/operator-guide.md")).unwrap();
+    let recipes: Vec<(&str, &str)> = [("sqlite3", ".backup "), ("python3", "s.backup(d)")]
+        .into_iter()
+        .flat_map(|(tool, needle)| {
+            blocks_with(&guide, needle)
+                .into_iter()
+                .map(move |b| (tool, b))
+        })
+        .collect();
+    assert_eq!(recipes.len(), 2, "the guide shows two backups");
+    let s = Scratch::new();
+    s.stdout(&init_line("per-client"));
+    for id in ["alice", "bob", "carol"] {
+        s.stdout(&format!(
+            "tunnelbroker --dir {BROKER} client add {id} --subnet"
+        ));
+    }
+    s.stdout(&format!("tunnelbroker --dir {BROKER} client revoke bob"));
+    let before = s.stdout(&format!("tunnelbroker --dir {BROKER} --json client list"));
+    let db = s.path(BROKER).join("clients.db");
+    for (tool, recipe) in recipes {
+        if Command::new(tool).arg("--version").output().is_err() {
+            if std::env::var("CI").is_ok_and(|v| v == "true") {
+                panic!("{tool} is not installed");
+            }
+            eprintln!("docs: {tool} is not installed; its backup is not tried");
+            continue;
+        }
+        let backups = s.path("/var/backups/tunnelbroker");
+        fs::create_dir_all(&backups).unwrap();
+        let script = recipe
+            .replace(BROKER, &s.path(BROKER).to_string_lossy())
+            .replace("/var/backups/tunnelbroker", &backups.to_string_lossy());
+        let out = Command::new("sh")
+            .args(["-e", "-c", &script])
+            .output()
+            .unwrap();
+        assert!(
+            out.status.success(),
+            "{tool}: {script}\n{}",
+            text(&out.stderr)
+        );
+        let copy = backups.join("clients.db");
+        assert!(copy.exists(), "{tool} made no backup");
+
+        // Restore: the broker's other files, the backup as clients.db.
+        let restored = s.path("/var/lib/restored");
+        let _ = fs::remove_dir_all(&restored);
+        fs::create_dir_all(restored.join("private")).unwrap();
+        for f in [
+            "tunnelbroker.toml",
+            "ca.crt",
+            "server.crt",
+            "crl.pem",
+            "private/ca.key",
+            "private/server.key",
+            "private/tls-crypt.key",
+        ] {
+            fs::copy(s.path(BROKER).join(f), restored.join(f)).unwrap();
+        }
+        fs::rename(&copy, restored.join("clients.db")).unwrap();
+        let after = s.stdout("tunnelbroker --dir /var/lib/restored --json client list");
+        assert_eq!(after, before, "{tool}: the restored broker differs");
+        let audit = s.run("tunnelbroker --dir /var/lib/restored audit");
+        assert!(
+            !text(&audit.stdout).contains("FAIL  database"),
+            "{tool}: {}",
+            text(&audit.stdout)
+        );
+    }
+    assert!(db.exists());
+}

@@ -185,7 +185,10 @@ struct Scratch {
 
 impl Scratch {
     fn new() -> Self {
-        let tmp = tempfile::tempdir().expect("tempdir");
+        let tmp = tempfile::Builder::new()
+            .prefix("docs-")
+            .tempdir_in(scratch_parent())
+            .expect("tempdir");
         let root = tmp.path().canonicalize().expect("canonical tempdir");
         // OpenVPN reads the rendered files as nobody: the way there must be
         // open to others, as /etc/openvpn/server is.
@@ -274,6 +277,25 @@ impl Scratch {
         assert!(out.status.success(), "{line}: {}", text(&out.stderr));
         text(&out.stdout)
     }
+}
+
+/// Where scratch roots are made: not under a directory Debian's OpenVPN
+/// unit hides (`/tmp`, `/var/tmp`, `/home`, `/root`, `/run/user`), so that
+/// `server render` has nothing to warn about that would end up in the
+/// examples; the build's own temporary directory if it qualifies, else
+/// /dev/shm.
+fn scratch_parent() -> PathBuf {
+    let hidden = ["/tmp", "/var/tmp", "/home", "/root", "/run/user"];
+    let target = PathBuf::from(env!("CARGO_TARGET_TMPDIR"));
+    let target = target.canonicalize().unwrap_or(target);
+    if !hidden.iter().any(|h| target.starts_with(h)) {
+        return target;
+    }
+    let shm = PathBuf::from("/dev/shm");
+    if shm.is_dir() {
+        return shm;
+    }
+    std::env::temp_dir()
 }
 
 /// `$ line`, then what it printed.
@@ -403,7 +425,12 @@ impl<'a> Normal<'a> {
     fn apply(&self, s: &str) -> String {
         let root = self.scratch.root.to_string_lossy().into_owned();
         let mut s = s.replace(&root, "");
-        s = s.replace(env!("CARGO_BIN_EXE_tunnelbroker"), "/usr/bin/tunnelbroker");
+        let bin = Path::new(env!("CARGO_BIN_EXE_tunnelbroker"));
+        for b in [bin.to_path_buf(), bin.canonicalize().unwrap_or_default()] {
+            if !b.as_os_str().is_empty() {
+                s = s.replace(&*b.to_string_lossy(), "/usr/bin/tunnelbroker");
+            }
+        }
         for (from, to) in &self.fixed {
             s = s.replace(from.as_str(), to);
         }

@@ -424,7 +424,8 @@ impl<'a> Normal<'a> {
 
     fn apply(&self, s: &str) -> String {
         let root = self.scratch.root.to_string_lossy().into_owned();
-        let mut s = s.replace(&root, "");
+        // Windows bundles have CRLF line ends; the Markdown has LF.
+        let mut s = s.replace("\r\n", "\n").replace(&root, "");
         let bin = Path::new(env!("CARGO_BIN_EXE_tunnelbroker"));
         for b in [bin.to_path_buf(), bin.canonicalize().unwrap_or_default()] {
             if !b.as_os_str().is_empty() {
@@ -1044,17 +1045,18 @@ fn console(current: &str) -> String {
 
 /// The lines of `old` and `new` that differ, `-`/`+`, first few only.
 fn diff(old: &str, new: &str) -> String {
-    let (o, n): (Vec<&str>, Vec<&str>) = (old.lines().collect(), new.lines().collect());
+    let (o, n): (Vec<&str>, Vec<&str>) = (old.split('\n').collect(), new.split('\n').collect());
     let mut s = String::new();
     let mut shown = 0;
     for i in 0..o.len().max(n.len()) {
         let (a, b) = (o.get(i), n.get(i));
         if a != b {
+            // Debug form: a stray \r or tab shows.
             if let Some(a) = a {
-                writeln!(s, "  -{a}").unwrap();
+                writeln!(s, "  -{a:?}").unwrap();
             }
             if let Some(b) = b {
-                writeln!(s, "  +{b}").unwrap();
+                writeln!(s, "  +{b:?}").unwrap();
             }
             shown += 1;
             if shown == 6 {

@@ -227,6 +227,11 @@ impl Scratch {
     }
 
     /// Runs a documented `tunnelbroker ...` line.
+    ///
+    /// `server render` gets `--run-dir SCRATCH/run/openvpn-server` (an
+    /// existing directory) when the CLI has that option, so that it renders
+    /// as on a Debian host with OpenVPN installed, whatever this machine's
+    /// /run holds; the examples show the line without it.
     fn run(&self, line: &str) -> Output {
         let words = shell_words(line).unwrap_or_else(|e| panic!("{line}: {e}"));
         assert_eq!(
@@ -234,8 +239,17 @@ impl Scratch {
             Some("tunnelbroker"),
             "{line}"
         );
+        let mut args: Vec<String> = words[1..].iter().map(|w| self.word(w)).collect();
+        let render = words.windows(2).any(|w| w == ["server", "render"]);
+        if render && render_has_run_dir() && !words.iter().any(|w| w.starts_with("--run-dir")) {
+            let run = self.path("/run/openvpn-server");
+            fs::create_dir_all(&run).expect("mkdir run dir");
+            fs::set_permissions(&run, fs::Permissions::from_mode(0o710)).expect("chmod");
+            args.push("--run-dir".into());
+            args.push(run.to_string_lossy().into_owned());
+        }
         Command::new(env!("CARGO_BIN_EXE_tunnelbroker"))
-            .args(words[1..].iter().map(|w| self.word(w)))
+            .args(args)
             .current_dir(self.cwd())
             .env_remove("TUNNELBROKER_DIR")
             .env("RUST_BACKTRACE", "1")
@@ -296,6 +310,18 @@ fn scratch_parent() -> PathBuf {
         return shm;
     }
     std::env::temp_dir()
+}
+
+/// Whether `server render` takes `--run-dir`.
+fn render_has_run_dir() -> bool {
+    static HAS: std::sync::OnceLock<bool> = std::sync::OnceLock::new();
+    *HAS.get_or_init(|| {
+        let out = Command::new(env!("CARGO_BIN_EXE_tunnelbroker"))
+            .args(["server", "render", "--help"])
+            .output()
+            .expect("run tunnelbroker");
+        text(&out.stdout).contains("--run-dir")
+    })
 }
 
 /// `$ line`, then what it printed.
@@ -1388,4 +1414,126 @@ fn the_documented_database_backups_restore_a_broker() {
         );
     }
     assert!(db.exists());
+}
+
+/// The backticked words of `cell` outside parentheses (explanations in
+/// parentheses name other things).
+fn backticked_outside_parens(cell: &str) -> Vec<String> {
+    let (mut words, mut cur) = (Vec::new(), String::new());
+    let (mut tick, mut depth) = (false, 0u32);
+    for c in cell.chars() {
+        match c {
+            '`' if depth == 0 => {
+                if tick {
+                    words.push(std::mem::take(&mut cur));
+                }
+                tick = !tick;
+            }
+            _ if tick => cur.push(c),
+            '(' => depth += 1,
+            ')' => depth = depth.saturating_sub(1),
+            _ => {}
+        }
+    }
+    words
+}
+
+/// The members the stub declares in `class NAME` (properties, methods,
+/// class variables).
+fn stub_members(stub: &str, class: &str) -> Option<BTreeSet<String>> {
+    let start = stub.lines().position(|l| {
+        l.starts_with(&format!("class {class}(")) || l.starts_with(&format!("class {class}:"))
+    })?;
+    let mut members = BTreeSet::new();
+    for line in stub.lines().skip(start + 1) {
+        if !line.starts_with(' ') && !line.trim().is_empty() {
+            break;
+        }
+        let t = line.trim_start();
+        let t = t.strip_prefix("def ").unwrap_or(t);
+        let name: String = t
+            .chars()
+            .take_while(|c| c.is_ascii_alphanumeric() || *c == '_')
+            .collect();
+        if !name.is_empty() {
+            members.insert(name);
+        }
+    }
+    Some(members)
+}
+
+/// The classes and members the tables of docs/python.md name exist in the
+/// module's stubs (which `mypy --strict` holds to the module): a renamed
+/// method fails here.
+#[test]
+fn python_api_tables_name_what_the_stubs_declare() {
+    let doc = fs::read_to_string(workspace().join("docs/python.md")).unwrap();
+    let stub = fs::read_to_string(
+        workspace().join("tunnelbroker-py/python/tunnelbroker/_tunnelbroker.pyi"),
+    )
+    .unwrap();
+    let ident = |w: &str| -> Option<String> {
+        let name: String = w
+            .chars()
+            .take_while(|c| c.is_ascii_alphanumeric() || *c == '_')
+            .collect();
+        let rest = &w[name.len()..];
+        (!name.is_empty() && (rest.is_empty() || rest.starts_with('('))).then_some(name)
+    };
+    // Python's own protocol, not members of the stub.
+    let builtin = ["len", "str", "in", "with"];
+    let mut missing = Vec::new();
+    let mut checked = 0;
+    let mut header = "";
+    for line in doc.lines() {
+        if !line.starts_with('|') {
+            header = "";
+            continue;
+        }
+        let cells: Vec<&str> = line.split('|').map(str::trim).collect();
+        if header.is_empty() {
+            header = cells.get(1).copied().unwrap_or_default();
+            continue;
+        }
+        let (class, members): (String, Vec<String>) = match header {
+            "class" => {
+                let Some(class) = backticked_outside_parens(cells[1])
+                    .first()
+                    .and_then(|w| ident(w))
+                else {
+                    continue;
+                };
+                (class, backticked_outside_parens(cells[2]))
+            }
+            "member" => ("Broker".into(), backticked_outside_parens(cells[1])),
+            "exception" => {
+                for e in backticked_outside_parens(cells[1]) {
+                    checked += 1;
+                    if stub_members(&stub, &e).is_none() {
+                        missing.push(format!("class {e}"));
+                    }
+                }
+                continue;
+            }
+            _ => continue,
+        };
+        let Some(declared) = stub_members(&stub, &class) else {
+            missing.push(format!("class {class}"));
+            continue;
+        };
+        for m in members.iter().filter_map(|w| ident(w)) {
+            if builtin.contains(&m.as_str()) {
+                continue;
+            }
+            checked += 1;
+            if !declared.contains(&m) {
+                missing.push(format!("{class}.{m}"));
+            }
+        }
+    }
+    assert!(checked > 60, "only {checked} names checked");
+    assert!(
+        missing.is_empty(),
+        "docs/python.md names what the stubs do not declare: {missing:?}"
+    );
 }

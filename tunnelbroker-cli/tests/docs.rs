@@ -1287,6 +1287,20 @@ fn troubleshooting_explains_every_check() {
         }
     }
     assert!(seen.len() > 8, "{seen:?}");
+    let guide = fs::read_to_string(workspace().join("docs/operator-guide.md")).unwrap();
+    let what = guide
+        .split("### What audit checks")
+        .nth(1)
+        .and_then(|s| s.split("\n### ").next())
+        .expect("the operator guide's \"What audit checks\"");
+    let unlisted: Vec<_> = seen
+        .iter()
+        .filter(|c| !what.contains(&format!("`{c}`")))
+        .collect();
+    assert!(
+        unlisted.is_empty(),
+        "audit's checks {unlisted:?} are not in the operator guide's \"What audit checks\""
+    );
     let missing: Vec<_> = seen.difference(&audit).collect();
     assert!(
         missing.is_empty(),

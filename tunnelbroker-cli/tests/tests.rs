@@ -1,6 +1,7 @@
 //! The integration tests of the `tunnelbroker` binary: one binary, one module per command.
 
 mod broker;
+mod docs;
 mod doctor;
 mod exit;
 mod lifecycle;

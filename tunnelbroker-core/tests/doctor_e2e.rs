@@ -67,6 +67,60 @@ fn assert_all_pass(r: &Report) {
     assert_eq!(r.count(Status::Pass), doctor::CHECKS.len(), "{r}");
 }
 
+/// The all-PASS report that docs/troubleshooting.md shows (its region
+/// `doctor-pass`) is this one: compared, or rewritten with `UPDATE_DOCS=1`
+/// (the mechanism and the other examples: tunnelbroker-cli/tests/docs.rs).
+/// The configuration's path reads as /etc/openvpn/client, the date as if
+/// the test ran on 2026-11-26, the OpenVPN version as 2.6.14.
+fn docs_example(r: &Report, conf: &Path) {
+    let shown = "/etc/openvpn/client/dora.conf";
+    let mut text = r.to_string().replace(conf.to_str().unwrap(), shown);
+    let doc_today = time::macros::date!(2026 - 11 - 26);
+    let shift = doc_today - OffsetDateTime::now_utc().date();
+    if let Some(at) = text.find("valid until ").map(|i| i + "valid until ".len()) {
+        let d: Vec<u32> = text[at..at + 10]
+            .split('-')
+            .map(|n| n.parse().unwrap())
+            .collect();
+        let month = time::Month::try_from(d[1] as u8).unwrap();
+        let date = time::Date::from_calendar_date(d[0] as i32, month, d[2] as u8).unwrap() + shift;
+        let shifted = format!(
+            "{:04}-{:02}-{:02}",
+            date.year(),
+            u8::from(date.month()),
+            date.day()
+        );
+        text.replace_range(at..at + 10, &shifted);
+    }
+    if let Some(at) = text.find("OpenVPN 2.").map(|i| i + "OpenVPN ".len()) {
+        let len = text[at..].find(' ').unwrap();
+        text.replace_range(at..at + len, "2.6.14");
+    }
+    if !text.ends_with('\n') {
+        text.push('\n');
+    }
+    let body = format!("```console\n$ tunnelbroker doctor --config {shown}\n{text}```\n");
+    let path = Path::new(env!("CARGO_MANIFEST_DIR")).join("../docs/troubleshooting.md");
+    let doc = fs::read_to_string(&path).unwrap();
+    let open = "<!-- generated: doctor-pass -->\n";
+    let start = doc
+        .find(open)
+        .expect("troubleshooting.md has the doctor-pass region")
+        + open.len();
+    let end = start + doc[start..].find("<!-- end -->").expect("the region ends");
+    if doc[start..end] == body {
+        return;
+    }
+    if std::env::var("UPDATE_DOCS").is_ok_and(|v| v == "1") {
+        fs::write(&path, format!("{}{body}{}", &doc[..start], &doc[end..])).unwrap();
+    } else {
+        panic!(
+            "docs/troubleshooting.md's doctor-pass example differs from this report; refresh it \
+             with UPDATE_DOCS=1 cargo test -p tunnelbroker-core --test tests doctor_e2e (as root):\n{body}"
+        );
+    }
+}
+
 /// Exactly one check fails, the named one, and its message says `what`.
 fn assert_only_fail(r: &Report, name: &str, what: &str) {
     let failed: Vec<_> = r.with_status(Status::Fail).collect();
@@ -199,6 +253,7 @@ fn per_client_subnet_client() {
     // set forwarding and the LAN address, and the server end answering.
     let r = doctor(&client, &conf);
     assert_all_pass(&r);
+    docs_example(&r, &conf);
     let ping = r.checks.iter().find(|c| c.name == "ping").unwrap();
     assert_eq!(
         ping.message,

@@ -79,3 +79,46 @@ fn render_bundle_and_revoke() {
         assert!(!x.exists());
     }
 }
+
+#[test]
+fn revoke_exits_1_when_the_session_cannot_be_ended_in_time_and_keeps_the_revocation() {
+    use std::io::Write;
+    let tmp = tempfile::tempdir().unwrap();
+    let dir = tmp.path().join("broker");
+    crate::init(&dir, &["--mode", "shared"]);
+    run_ok(&dir, &["client", "add", "alice", "--subnet"]);
+    let out = tmp.path().join("out");
+    run_ok(&dir, &["server", "render", "-o", out.to_str().unwrap()]);
+    let conf = std::fs::read_to_string(out.join("tb-shared.conf")).unwrap();
+    let socket = conf
+        .lines()
+        .find_map(|l| l.strip_prefix("management "))
+        .unwrap()
+        .trim_end_matches(" unix")
+        .to_owned();
+    // A management socket that chatters forever and never answers.
+    let listener = std::os::unix::net::UnixListener::bind(&socket).unwrap();
+    let server = std::thread::spawn(move || {
+        let (mut conn, _) = listener.accept().unwrap();
+        while conn.write_all(b">INFO:still here\r\n").is_ok() {
+            std::thread::sleep(std::time::Duration::from_millis(50));
+        }
+    });
+    let started = std::time::Instant::now();
+    let r = tb(&dir, &["--json", "client", "revoke", "alice"]);
+    let took = started.elapsed();
+    assert!(took < std::time::Duration::from_secs(13), "took {took:?}");
+    let err = fails(&r, 1);
+    assert!(
+        err.contains("client alice is revoked, but its live session could not be ended")
+            && err.contains("did not answer within 10 s")
+            && err.contains("systemctl restart openvpn-server@tb-shared"),
+        "{err}"
+    );
+    let shown: Value = serde_json::from_slice(&r.stdout).unwrap();
+    assert_eq!(shown["state"], "revoked");
+    let now: Value = serde_json::from_str(&run_ok(&dir, &["--json", "client", "show", "alice"]))
+        .unwrap();
+    assert_eq!(now["state"], "revoked");
+    server.join().unwrap();
+}

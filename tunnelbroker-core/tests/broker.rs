@@ -507,3 +507,83 @@ fn concurrent_brokers_never_share_an_assignment_or_port() {
     let serials: HashSet<_> = clients.iter().map(|c| c.serial.clone()).collect();
     assert_eq!((prefixes.len(), ports.len(), serials.len()), (40, 40, 40));
 }
+
+/// Serves a management socket at `socket` that never answers a command:
+/// it keeps sending notifications, one every 50 ms, until the client goes.
+fn chatty_management_server(socket: &Path) -> std::thread::JoinHandle<()> {
+    use std::io::Write;
+    let listener = std::os::unix::net::UnixListener::bind(socket).unwrap();
+    std::thread::spawn(move || {
+        let (mut conn, _) = listener.accept().unwrap();
+        let _ = conn.write_all(b">INFO:OpenVPN Management Interface Version 5\r\n");
+        while conn.write_all(b">BYTECOUNT:1024,2048\r\n").is_ok() {
+            std::thread::sleep(std::time::Duration::from_millis(50));
+        }
+    })
+}
+
+/// The management socket the rendered configuration names.
+fn rendered_management_socket(b: &Broker) -> PathBuf {
+    let report = b.render_server(None).unwrap();
+    let conf = report
+        .written
+        .iter()
+        .find(|p| p.extension().is_some_and(|e| e == "conf"))
+        .unwrap();
+    let text = fs::read_to_string(conf).unwrap();
+    let line = text
+        .lines()
+        .find_map(|l| l.strip_prefix("management "))
+        .unwrap();
+    PathBuf::from(line.trim_end_matches(" unix"))
+}
+
+#[test]
+fn ending_a_session_gives_up_at_the_deadline_when_the_server_never_answers() {
+    use tunnelbroker_core::SessionEnd;
+    use tunnelbroker_core::openvpn::Management;
+    let runs: Vec<_> = [ServerMode::Shared, ServerMode::PerClient]
+        .into_iter()
+        .map(|m| {
+            std::thread::spawn(move || {
+                let tmp = tempfile::tempdir().unwrap();
+                let mut s = settings("2001:db8:0:f100::/56");
+                s.mode = m;
+                let b = Broker::init(&tmp.path().join("broker"), &InitOptions::new(s)).unwrap();
+                b.add_client(&req("alice", ClientKind::Subnet)).unwrap();
+                let socket = rendered_management_socket(&b);
+                let server = chatty_management_server(&socket);
+                let alice = b
+                    .revoke(&"alice".parse().unwrap(), RevocationReason::KeyCompromise)
+                    .unwrap();
+                let started = std::time::Instant::now();
+                let end = b.end_session(&alice).unwrap();
+                let took = started.elapsed();
+                assert!(
+                    took >= Management::DEADLINE - std::time::Duration::from_millis(500)
+                        && took < Management::DEADLINE + std::time::Duration::from_secs(2),
+                    "{m}: took {took:?}"
+                );
+                let instance = match m {
+                    ServerMode::Shared => "tb-shared",
+                    _ => "tb-client-alice",
+                };
+                assert_eq!(
+                    end,
+                    SessionEnd::Unanswered {
+                        socket: socket.clone(),
+                        instance: instance.into()
+                    }
+                );
+                // The revocation holds.
+                let after = b.client(&"alice".parse().unwrap()).unwrap();
+                assert_eq!(after.state, ClientState::Revoked);
+                drop(b);
+                server.join().unwrap();
+            })
+        })
+        .collect();
+    for r in runs {
+        r.join().unwrap();
+    }
+}

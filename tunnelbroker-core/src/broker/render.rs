@@ -43,6 +43,15 @@ pub enum SessionEnd {
     NotConnected,
     /// No server instance answers on this host (no management socket).
     NoServer(PathBuf),
+    /// The server's management socket did not answer within
+    /// [`Management::DEADLINE`]: the session may still be live. The
+    /// revocation holds; restarting the instance ends the session.
+    Unanswered {
+        /// The management socket.
+        socket: PathBuf,
+        /// The instance to restart (`openvpn-server@INSTANCE`).
+        instance: String,
+    },
 }
 
 const KEY_FILES: [&str; 2] = ["server.key", "tls-crypt.key"];
@@ -294,7 +303,7 @@ impl Broker {
                 let Some(mut m) = connect(&socket)? else {
                     return Ok(SessionEnd::NoServer(socket));
                 };
-                m.terminate().map(SessionEnd::Ended)
+                unanswered(m.terminate().map(SessionEnd::Ended), socket, srv.name())
             }
             ServerMode::Shared => {
                 let srv = SharedServer::new(self.settings.pool, self.settings.port, options)?;
@@ -302,15 +311,27 @@ impl Broker {
                 let Some(mut m) = connect(&socket)? else {
                     return Ok(SessionEnd::NoServer(socket));
                 };
-                match m.kill_client(&CommonName::from(&client.id)) {
+                let ended = match m.kill_client(&CommonName::from(&client.id)) {
                     Ok(text) => Ok(SessionEnd::Ended(text)),
                     Err(Error::Management { reason, .. }) if reason.contains("not found") => {
                         Ok(SessionEnd::NotConnected)
                     }
                     Err(e) => Err(e),
-                }
+                };
+                unanswered(ended, socket, srv.name().to_owned())
             }
         }
+    }
+}
+
+/// A management exchange that ran past [`Management::DEADLINE`] as
+/// [`SessionEnd::Unanswered`]; other results as they are.
+fn unanswered(result: Result<SessionEnd>, socket: PathBuf, instance: String) -> Result<SessionEnd> {
+    match result {
+        Err(Error::Management { reason, .. }) if reason == Management::DEADLINE_PASSED => {
+            Ok(SessionEnd::Unanswered { socket, instance })
+        }
+        other => other,
     }
 }
 

@@ -7,7 +7,7 @@ use std::io::Write;
 use std::path::{Path, PathBuf};
 
 use serde::Serialize;
-use tunnelbroker_core::{Broker, Client, ClientId, RenderReport, SessionEnd};
+use tunnelbroker_core::{Broker, Client, ClientId, RenderOptions, RenderReport, SessionEnd};
 
 use crate::args::ServerCommand;
 use crate::output::{Failure, Output};
@@ -15,9 +15,11 @@ use crate::output::{Failure, Output};
 /// Runs one `server` subcommand on the broker in `dir`.
 pub fn run(out: &Output, dir: &Path, cmd: &ServerCommand) -> Result<(), Failure> {
     match cmd {
-        ServerCommand::Render { out: to } => {
+        ServerCommand::Render { out: to, force } => {
             let broker = Broker::open(dir)?;
-            let report = broker.render_server(to.as_deref())?;
+            let mut options = RenderOptions::new();
+            options.force = *force;
+            let report = broker.render_server_with(to.as_deref(), &options)?;
             out.show(&Rendered::from(report))
         }
     }

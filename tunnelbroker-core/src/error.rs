@@ -384,6 +384,15 @@ pub enum Error {
         /// Why it was not read.
         reason: String,
     },
+    /// `server render` would replace a file that this broker did not
+    /// write (another server's, another broker's).
+    #[error("{} {reason}; move it away, or render with --force to replace it", .path.display())]
+    ForeignFile {
+        /// The file.
+        path: PathBuf,
+        /// Whose it is, as far as known.
+        reason: String,
+    },
     /// Reading or writing a file failed.
     #[error("{}: {source}", .path.display())]
     Io {
@@ -452,7 +461,8 @@ impl Error {
             Error::Pki { .. } => ErrorKind::Other,
             Error::AlreadyAssigned { .. }
             | Error::ClientExists { .. }
-            | Error::BrokerExists { .. } => ErrorKind::AlreadyExists,
+            | Error::BrokerExists { .. }
+            | Error::ForeignFile { .. } => ErrorKind::AlreadyExists,
             Error::UnknownClient { .. } => ErrorKind::NotFound,
             Error::PortsExhausted { .. } => ErrorKind::Exhausted,
             Error::NotABroker { .. } => ErrorKind::Other,

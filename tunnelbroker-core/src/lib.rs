@@ -36,7 +36,7 @@ mod registry;
 
 pub use broker::{
     Broker, BrokerPaths, Client, ClientCredentials, ClientOs, ClientState, Endpoint, ImportReport,
-    ImportedCa, InitOptions, NewClient, RenderReport, RowError, SERVER_CN, ServerMode, SessionEnd,
+    ImportedCa, InitOptions, NewClient, RenderOptions, RenderReport, RowError, SERVER_CN, ServerMode, SessionEnd,
     Settings, ValiditySettings, check_interface_name,
 };
 pub use client_id::ClientId;

@@ -19,6 +19,7 @@
 
 mod client;
 mod import;
+mod ownership;
 mod render;
 mod settings;
 
@@ -34,7 +35,7 @@ use time::OffsetDateTime;
 pub use client::{Client, ClientOs, ClientState, NewClient};
 pub use import::{ImportReport, RowError};
 pub(crate) use render::ServerFilesState;
-pub use render::{RenderReport, SessionEnd};
+pub use render::{RenderOptions, RenderReport, SessionEnd};
 pub use settings::{Endpoint, ServerMode, Settings, ValiditySettings, check_interface_name};
 
 use crate::client_id::ClientId;

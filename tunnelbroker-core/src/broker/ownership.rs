@@ -10,7 +10,9 @@
 //!
 //! The rules, for a file the rendering plans to write:
 //! * missing: written;
-//! * listed in our manifest: ours, rewritten when it differs;
+//! * listed in our manifest: ours, rewritten when it differs (unless
+//!   another broker's manifest lists it too, after a `--force` there, and
+//!   it differs: then it is foreign again);
 //! * identical to what would be written: adopted (listed from now on);
 //! * a directory rendered before manifests existed (no manifest of ours,
 //!   and its `ca.crt` holds this broker's CA certificate): the key and
@@ -252,7 +254,11 @@ pub(super) fn survey(dir: &Path, id: &str, ca_pem: &str, wants: &[Want<'_>]) -> 
                 (Ok(m), Ok(now)) => {
                     let same_text = now == w.data;
                     let same_mode = m.permissions().mode() & 0o7777 == w.mode;
-                    if owned.contains(&rel) {
+                    // Listed by another broker too (taken over with
+                    // --force) and not as we would write it: contested,
+                    // never overwritten silently.
+                    let contested = others.contains_key(&rel) && !same_text;
+                    if owned.contains(&rel) && !contested {
                         State::Ours {
                             same_text,
                             same_mode,
@@ -294,7 +300,8 @@ pub(super) fn survey(dir: &Path, id: &str, ca_pem: &str, wants: &[Want<'_>]) -> 
         }
     }
     for rel in candidates {
-        if planned_set.contains(&rel) {
+        // Not planned any more, and not another broker's now either.
+        if planned_set.contains(&rel) || others.contains_key(&rel) {
             continue;
         }
         let path = dir.join(&rel);

@@ -122,3 +122,68 @@ fn revoke_exits_1_when_the_session_cannot_be_ended_in_time_and_keeps_the_revocat
     assert_eq!(now["state"], "revoked");
     server.join().unwrap();
 }
+
+#[test]
+fn render_refuses_foreign_files_without_force_and_never_follows_a_ccd_symlink() {
+    let tmp = tempfile::tempdir().unwrap();
+    let dir = tmp.path().join("broker");
+    crate::init(&dir, &["--mode", "shared"]);
+    run_ok(&dir, &["client", "add", "alice", "--subnet"]);
+    let out = tmp.path().join("etc-openvpn-server");
+    std::fs::create_dir(&out).unwrap();
+    let o = out.to_str().unwrap();
+    for f in ["ca.crt", "server.crt", "server.key", "tls-crypt.key"] {
+        std::fs::write(out.join(f), format!("another server's {f}\n")).unwrap();
+    }
+    let listing = |d: &Path| {
+        let mut v: Vec<_> = std::fs::read_dir(d)
+            .unwrap()
+            .map(|e| e.unwrap().file_name())
+            .collect();
+        v.sort();
+        v
+    };
+    let before = listing(&out);
+    let r = tb(&dir, &["server", "render", "-o", o]);
+    let err = fails(&r, 2);
+    assert!(
+        err.contains(&format!("{}", out.join("ca.crt").display()))
+            && err.contains("not written by this broker")
+            && err.contains("--force"),
+        "{err}"
+    );
+    assert!(r.stdout.is_empty());
+    assert_eq!(listing(&out), before, "something was written");
+    assert_eq!(
+        std::fs::read_to_string(out.join("server.key")).unwrap(),
+        "another server's server.key\n"
+    );
+    // --force replaces them; afterwards a plain render has nothing to do.
+    let forced = run_ok(&dir, &["server", "render", "-o", o, "--force"]);
+    assert!(forced.contains("wrote"), "{forced}");
+    assert_ne!(
+        std::fs::read_to_string(out.join("server.key")).unwrap(),
+        "another server's server.key\n"
+    );
+    let again = run_ok(&dir, &["server", "render", "-o", o]);
+    assert!(again.contains(": 0 written"), "{again}");
+
+    // A ccd symlink is refused, with or without --force; the target stays.
+    let other = tmp.path().join("other");
+    let target = other.join("ccd");
+    std::fs::create_dir_all(&target).unwrap();
+    std::fs::write(target.join("alice"), "keep\n").unwrap();
+    let out2 = other.join("server");
+    std::fs::create_dir(&out2).unwrap();
+    std::os::unix::fs::symlink(&target, out2.join("ccd")).unwrap();
+    for extra in [&[][..], &["--force"][..]] {
+        let mut args = vec!["server", "render", "-o", out2.to_str().unwrap()];
+        args.extend_from_slice(extra);
+        let r = tb(&dir, &args);
+        let err = fails(&r, 2);
+        assert!(err.contains("ccd: is a symbolic link"), "{err}");
+        assert_eq!(listing(&target), ["alice"]);
+        assert_eq!(std::fs::read_to_string(target.join("alice")).unwrap(), "keep\n");
+        assert_eq!(listing(&out2), ["ccd"]);
+    }
+}

@@ -355,7 +355,10 @@ fn crl_output_is_replaced_atomically_at_0644_and_never_through_a_symlink() {
     std::os::unix::fs::symlink(&target, &link).unwrap();
     let r = tb(&dir, &["crl", "-o", link.to_str().unwrap()]);
     let err = fails(&r, 2);
-    assert!(err.contains("link.pem") && err.contains("symbolic link"), "{err}");
+    assert!(
+        err.contains("link.pem") && err.contains("symbolic link"),
+        "{err}"
+    );
     assert!(r.stdout.is_empty());
     assert_eq!(std::fs::read_to_string(&target).unwrap(), "keep me");
     assert!(link.symlink_metadata().unwrap().file_type().is_symlink());

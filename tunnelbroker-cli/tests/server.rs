@@ -117,8 +117,8 @@ fn revoke_exits_1_when_the_session_cannot_be_ended_in_time_and_keeps_the_revocat
     );
     let shown: Value = serde_json::from_slice(&r.stdout).unwrap();
     assert_eq!(shown["state"], "revoked");
-    let now: Value = serde_json::from_str(&run_ok(&dir, &["--json", "client", "show", "alice"]))
-        .unwrap();
+    let now: Value =
+        serde_json::from_str(&run_ok(&dir, &["--json", "client", "show", "alice"])).unwrap();
     assert_eq!(now["state"], "revoked");
     server.join().unwrap();
 }
@@ -183,7 +183,10 @@ fn render_refuses_foreign_files_without_force_and_never_follows_a_ccd_symlink() 
         let err = fails(&r, 2);
         assert!(err.contains("ccd: is a symbolic link"), "{err}");
         assert_eq!(listing(&target), ["alice"]);
-        assert_eq!(std::fs::read_to_string(target.join("alice")).unwrap(), "keep\n");
+        assert_eq!(
+            std::fs::read_to_string(target.join("alice")).unwrap(),
+            "keep\n"
+        );
         assert_eq!(listing(&out2), ["ccd"]);
     }
 }

@@ -371,7 +371,10 @@ fn changed_contents_or_modes_fail_naming_the_file_and_fix_rewrites_them() {
     for want in [
         format!("{} differs from what would be rendered now", conf.display()),
         format!("{} has mode 0644, should have 0600", key.display()),
-        format!("{} is not a regular file; render refuses it", script.display()),
+        format!(
+            "{} is not a regular file; render refuses it",
+            script.display()
+        ),
     ] {
         assert!(found.contains(&want.as_str()), "{want}: {r}");
     }

@@ -725,8 +725,10 @@ fn a_second_brokers_files_survive_and_only_our_orphans_go() {
     // Taken over, ca.crt is not silently taken back by B either.
     let err = b.render_server(Some(&out)).unwrap_err();
     assert!(
-        err.to_string()
-            .starts_with(&format!("{} belongs to another broker", out.join("ca.crt").display())),
+        err.to_string().starts_with(&format!(
+            "{} belongs to another broker",
+            out.join("ca.crt").display()
+        )),
         "{err}"
     );
     // A's orphans go when anna is revoked; B's files and manifest stay.
@@ -740,21 +742,36 @@ fn a_second_brokers_files_survive_and_only_our_orphans_go() {
         .collect();
     assert_eq!(
         removed,
-        ["tb-client-anna.conf", "tb-client-anna.down", "tb-client-anna.up"]
+        [
+            "tb-client-anna.conf",
+            "tb-client-anna.down",
+            "tb-client-anna.up"
+        ]
     );
     assert!(!out.join("tb-client-anna.conf").exists());
     assert!(out.join("tb-client-alice.conf").exists());
     assert_eq!(of_b(&tree(&out)), b_files);
-    assert!(r.warnings.iter().all(|w| !w.contains("bob")), "{:?}", r.warnings);
+    assert!(
+        r.warnings.iter().all(|w| !w.contains("bob")),
+        "{:?}",
+        r.warnings
+    );
     // Idempotent: nothing written, the manifest not rewritten.
     let ours = manifests(&out)
         .into_iter()
-        .find(|m| fs::read_to_string(m).unwrap().contains("tb-client-alice.conf"))
+        .find(|m| {
+            fs::read_to_string(m)
+                .unwrap()
+                .contains("tb-client-alice.conf")
+        })
         .unwrap();
     let stamp = fs::metadata(&ours).unwrap().modified().unwrap();
     std::thread::sleep(std::time::Duration::from_millis(20));
     let again = a.render_server(Some(&out)).unwrap();
-    assert!(again.written.is_empty() && again.removed.is_empty(), "{again:?}");
+    assert!(
+        again.written.is_empty() && again.removed.is_empty(),
+        "{again:?}"
+    );
     assert_eq!(fs::metadata(&ours).unwrap().modified().unwrap(), stamp);
     assert_eq!(mode(&ours), 0o644);
 }
@@ -777,8 +794,10 @@ fn render_never_follows_a_symlink() {
         let err = b.render_server_with(Some(&out), &options).unwrap_err();
         assert_eq!(err.kind(), ErrorKind::InvalidInput, "{err}");
         assert!(
-            err.to_string()
-                .starts_with(&format!("{}: is a symbolic link", out.join("ccd").display())),
+            err.to_string().starts_with(&format!(
+                "{}: is a symbolic link",
+                out.join("ccd").display()
+            )),
             "{err}"
         );
         assert_eq!((tree(&out), tree(&elsewhere)), before);
@@ -789,7 +808,11 @@ fn render_never_follows_a_symlink() {
     fs::write(&target, "keep\n").unwrap();
     std::os::unix::fs::symlink(&target, out.join("tb-shared.conf")).unwrap();
     let err = b.render_server_with(Some(&out), &force).unwrap_err();
-    assert!(err.to_string().contains("tb-shared.conf: is a symbolic link"), "{err}");
+    assert!(
+        err.to_string()
+            .contains("tb-shared.conf: is a symbolic link"),
+        "{err}"
+    );
     assert_eq!(fs::read_to_string(&target).unwrap(), "keep\n");
     assert!(manifests(&out).is_empty());
 }
@@ -812,8 +835,8 @@ fn a_directory_rendered_before_manifests_is_adopted() {
     let notes = out.join("tb-client-notes.conf");
     fs::write(&notes, "an operator's own file\n").unwrap();
     let r = b.render_server(None).unwrap();
-    assert_eq!(r.written, [conf.clone()]);
-    assert_eq!(r.removed, [gone.clone()]);
+    assert_eq!(r.written, std::slice::from_ref(&conf));
+    assert_eq!(r.removed, std::slice::from_ref(&gone));
     assert_eq!(fs::read_to_string(&conf).unwrap(), now);
     assert!(notes.exists());
     assert_eq!(manifests(&out).len(), 1);

@@ -16,8 +16,8 @@
 //! * identical to what would be written: adopted (listed from now on);
 //! * a directory rendered before manifests existed (no manifest of ours,
 //!   and its `ca.crt` holds this broker's CA certificate): the key and
-//!   certificate files and the files with the `# tunnelbroker: ` header are
-//!   ours;
+//!   certificate files, a `crl.pem` (the copy `crl -o` was told to write
+//!   there) and the files with the `# tunnelbroker: ` header are ours;
 //! * anything else is foreign: the whole rendering is refused before
 //!   anything is written, unless forced;
 //! * a symbolic link at the path or at a directory on the way, or something
@@ -40,8 +40,16 @@ pub(super) const MANIFEST_PREFIX: &str = ".tunnelbroker-manifest.";
 /// The first line of a manifest.
 const MANIFEST_HEAD: &str =
     "# tunnelbroker manifest: the files the broker below rendered here; do not edit";
-/// The files every rendering writes besides the instances' files.
-const FIXED_FILES: [&str; 4] = ["ca.crt", "server.crt", "server.key", "tls-crypt.key"];
+/// The files without a header that a directory rendered before manifests
+/// holds of this broker: what every rendering wrote besides the instances'
+/// files, and the CRL copy that the operator guide had `crl -o` write there.
+const FIXED_FILES: [&str; 5] = [
+    "ca.crt",
+    "server.crt",
+    "server.key",
+    "tls-crypt.key",
+    "crl.pem",
+];
 
 /// The broker's identity: the SHA-256 fingerprint (hex) of its CA
 /// certificate.
@@ -193,7 +201,10 @@ pub(super) fn survey(dir: &Path, id: &str, ca_pem: &str, wants: &[Want<'_>]) -> 
     let mut owned = BTreeSet::new();
     let mut others: BTreeMap<PathBuf, PathBuf> = BTreeMap::new();
     if let Some((p, why)) = blocked(dir, Path::new(manifest.file_name().unwrap_or_default())) {
-        return Err(Error::InvalidFile { path: p, reason: why });
+        return Err(Error::InvalidFile {
+            path: p,
+            reason: why,
+        });
     }
     let entries = fs::read_dir(dir).map_err(|e| Error::io(dir, e))?;
     for e in entries.flatten() {
@@ -229,8 +240,9 @@ pub(super) fn survey(dir: &Path, id: &str, ca_pem: &str, wants: &[Want<'_>]) -> 
         && !others.contains_key(Path::new("ca.crt"))
         && blocked(dir, Path::new("ca.crt")).is_none()
         && fs::read_to_string(dir.join("ca.crt")).is_ok_and(|t| t.contains(ca_pem.trim()));
-    let ours_before_manifests =
-        |rel: &Path, path: &Path| legacy && (FIXED_FILES.iter().any(|f| rel == Path::new(f)) || written_by_broker(path));
+    let ours_before_manifests = |rel: &Path, path: &Path| {
+        legacy && (FIXED_FILES.iter().any(|f| rel == Path::new(f)) || written_by_broker(path))
+    };
 
     let mut states = Vec::new();
     let mut planned = Vec::new();
@@ -312,9 +324,13 @@ pub(super) fn survey(dir: &Path, id: &str, ca_pem: &str, wants: &[Want<'_>]) -> 
         }
     }
     if legacy {
-        owned.extend(planned.iter().zip(&states).filter_map(|(rel, s)| {
-            matches!(s, State::Ours { .. }).then(|| rel.clone())
-        }));
+        owned.extend(
+            planned
+                .iter()
+                .zip(&states)
+                .filter(|(_, s)| matches!(s, State::Ours { .. }))
+                .map(|(rel, _)| rel.clone()),
+        );
     }
     Ok(Survey {
         id: id.to_owned(),
@@ -362,11 +378,7 @@ impl Survey {
                     n => format!(" (and {n} more)"),
                 };
                 Err(Error::ForeignFile {
-                    path: self
-                        .manifest
-                        .parent()
-                        .unwrap_or(Path::new("/"))
-                        .join(rel),
+                    path: self.manifest.parent().unwrap_or(Path::new("/")).join(rel),
                     reason: format!("{why}{more}"),
                 })
             }

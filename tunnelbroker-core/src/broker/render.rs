@@ -335,7 +335,9 @@ impl Broker {
                     format!("{why}; render refuses to replace it without --force"),
                 )),
                 State::Blocked(p, why) => {
-                    state.conflicts.push((p, format!("{why}; render refuses it")));
+                    state
+                        .conflicts
+                        .push((p, format!("{why}; render refuses it")));
                 }
             }
         }

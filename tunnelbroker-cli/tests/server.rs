@@ -190,3 +190,44 @@ fn render_refuses_foreign_files_without_force_and_never_follows_a_ccd_symlink() 
         assert_eq!(listing(&out2), ["ccd"]);
     }
 }
+
+#[test]
+fn a_second_brokers_files_survive_a_render_and_our_orphans_go() {
+    let tmp = tempfile::tempdir().unwrap();
+    let (a, b) = (tmp.path().join("a"), tmp.path().join("b"));
+    crate::init(&a, &[]);
+    crate::init(&b, &[]);
+    run_ok(&a, &["client", "add", "alice", "--subnet"]);
+    run_ok(&a, &["client", "add", "anna", "--hermit"]);
+    run_ok(&b, &["client", "add", "bob", "--subnet"]);
+    let out = tmp.path().join("etc-openvpn-server");
+    let o = out.to_str().unwrap();
+    run_ok(&b, &["server", "render", "-o", o]);
+    let bobs: Vec<_> = [
+        "tb-client-bob.conf",
+        "tb-client-bob.up",
+        "tb-client-bob.down",
+    ]
+    .iter()
+    .map(|n| (out.join(n), std::fs::read(out.join(n)).unwrap()))
+    .collect();
+    // Both cannot own ca.crt: refused without --force.
+    let err = fails(&tb(&a, &["server", "render", "-o", o]), 2);
+    assert!(err.contains("ca.crt belongs to another broker"), "{err}");
+    run_ok(&a, &["server", "render", "-o", o, "--force"]);
+    ok(&tb(&a, &["client", "revoke", "anna"]));
+    let after = run_ok(&a, &["--json", "server", "render", "-o", o]);
+    let after: Value = serde_json::from_str(&after).unwrap();
+    assert_eq!(
+        after["removed"],
+        serde_json::json!([out.join("tb-client-anna.conf")])
+    );
+    for (p, data) in &bobs {
+        assert_eq!(&std::fs::read(p).unwrap(), data, "{}", p.display());
+    }
+    let again = run_ok(&a, &["server", "render", "-o", o]);
+    assert!(
+        again.contains(": 0 written, 7 unchanged, 0 removed"),
+        "{again}"
+    );
+}

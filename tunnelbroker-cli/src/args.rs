@@ -69,6 +69,11 @@ pub enum ServerCommand {
         /// Output directory [default: <broker>/server]; e.g. /etc/openvpn/server.
         #[arg(short, long, value_name = "DIR")]
         out: Option<PathBuf>,
+        /// Replace files in DIR that this broker did not write (another
+        /// server's ca.crt, ...) instead of refusing; never writes through
+        /// a symbolic link.
+        #[arg(long)]
+        force: bool,
     },
     /// Issue the OpenVPN server a new certificate and key, re-render the
     /// rendered server files, and say which instances to restart.

@@ -33,9 +33,9 @@ pub fn run(out: &Output, dir: &Path, cmd: &ClientCommand) -> Result<(), Failure>
             };
             let client = broker.revoke(&id.parse()?, reason)?;
             let session = crate::server::end_session(&broker, &client);
+            let id = client.id.clone();
             out.show(&ClientView(client))?;
-            crate::server::tell_session(&session);
-            Ok(())
+            crate::server::tell_session(&id, &session)
         }
         ClientCommand::Renew { id, csr } => {
             let broker = Broker::open(dir)?;

@@ -97,8 +97,7 @@ pub fn crl(out: &Output, dir: &Path, a: &CrlArgs) -> Result<(), Failure> {
     let crl = broker.refresh_crl()?;
     match &a.output {
         Some(path) => {
-            std::fs::write(path, crl.pem())
-                .map_err(|e| Failure::other(format!("{}: {e}", path.display())))?;
+            crl.write_to(path)?;
             out.show(&CrlView {
                 path: path.display().to_string(),
                 number: crl.number(),

@@ -7,7 +7,9 @@ use std::io::Write;
 use std::path::{Path, PathBuf};
 
 use serde::Serialize;
-use tunnelbroker_core::{Broker, Client, ClientId, RenderReport, ServerRenewal, SessionEnd};
+use tunnelbroker_core::{
+    Broker, Client, ClientId, RenderOptions, RenderReport, ServerRenewal, SessionEnd,
+};
 
 use crate::args::ServerCommand;
 use crate::output::{Failure, Output};
@@ -15,9 +17,11 @@ use crate::output::{Failure, Output};
 /// Runs one `server` subcommand on the broker in `dir`.
 pub fn run(out: &Output, dir: &Path, cmd: &ServerCommand) -> Result<(), Failure> {
     match cmd {
-        ServerCommand::Render { out: to } => {
+        ServerCommand::Render { out: to, force } => {
             let broker = Broker::open(dir)?;
-            let report = broker.render_server(to.as_deref())?;
+            let mut options = RenderOptions::new();
+            options.force = *force;
+            let report = broker.render_server_with(to.as_deref(), &options)?;
             out.show(&Rendered::from(report))
         }
         ServerCommand::Renew => {
@@ -214,8 +218,17 @@ pub fn end_session(broker: &Broker, client: &Client) -> Result<SessionEnd, Strin
     broker.end_session(client).map_err(|e| e.to_string())
 }
 
-/// Tells on stderr what happened to the revoked client's session.
-pub fn tell_session(result: &Result<SessionEnd, String>) {
+/// Tells on stderr what happened to the revoked client's session. A
+/// session that could not be ended (no answer within the management
+/// deadline, or another management failure) is a failure, exit 1: the
+/// client is revoked, but may stay connected until its server restarts.
+pub fn tell_session(id: &ClientId, result: &Result<SessionEnd, String>) -> Result<(), Failure> {
+    let not_ended = |why: &str, restart: &str| {
+        Failure::other(format!(
+            "client {id} is revoked, but its live session could not be ended: {why}; \
+             restart {restart} to end it (the server refuses the client from then on)"
+        ))
+    };
     let line = match result {
         Ok(SessionEnd::Ended(_)) => "its live session was ended".to_owned(),
         Ok(SessionEnd::NotConnected) => "it was not connected".to_owned(),
@@ -224,12 +237,23 @@ pub fn tell_session(result: &Result<SessionEnd, String>) {
              the server refuses the client at its next connection",
             socket.display()
         ),
+        Ok(SessionEnd::Unanswered { socket, instance }) => {
+            return Err(not_ended(
+                &format!(
+                    "the OpenVPN server at {} did not answer within {} s",
+                    socket.display(),
+                    tunnelbroker_core::openvpn::Management::DEADLINE.as_secs()
+                ),
+                &format!("its server (systemctl restart openvpn-server@{instance})"),
+            ));
+        }
         Ok(_) => "session state unknown".to_owned(),
-        Err(e) => format!("could not end its live session: {e}"),
+        Err(e) => return Err(not_ended(e, "its OpenVPN server")),
     };
     let _ = writeln!(
         std::io::stderr().lock(),
         "tunnelbroker: {}",
         tunnelbroker_core::flatten(&line)
     );
+    Ok(())
 }

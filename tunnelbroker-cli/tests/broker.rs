@@ -323,6 +323,73 @@ fn revoke_crl_purge() {
     assert_eq!(b["assignment"]["prefix"], "2001:db8:0:f101::/64");
 }
 
+/// `tunnelbroker ARGS` run by `sh` under `umask 000`.
+fn tb_umask_000(dir: &Path, args: &[&str]) -> std::process::Output {
+    Command::new("sh")
+        .arg("-c")
+        .arg("umask 000 && exec \"$@\"")
+        .arg("sh")
+        .arg(env!("CARGO_BIN_EXE_tunnelbroker"))
+        .arg("--dir")
+        .arg(dir)
+        .args(args)
+        .env_remove("TUNNELBROKER_DIR")
+        .output()
+        .unwrap()
+}
+
+#[test]
+fn crl_output_is_replaced_atomically_at_0644_and_never_through_a_symlink() {
+    use std::os::unix::fs::{MetadataExt, PermissionsExt};
+    let t = tempfile::tempdir().unwrap();
+    let dir = t.path().join("b");
+    init(&dir, &["--mode", "shared"]);
+    let out = t.path().join("out");
+    std::fs::create_dir(&out).unwrap();
+    let file = out.join("crl.pem");
+    let f = file.to_str().unwrap();
+
+    // Under umask 000 the CRL is still 0644, not 0666.
+    ok(&tb_umask_000(&dir, &["crl", "-o", f]));
+    let first = std::fs::metadata(&file).unwrap();
+    assert_eq!(first.permissions().mode() & 0o7777, 0o644);
+    // A reader holding the old file keeps a whole CRL: the new one is a
+    // new file renamed over it (a new inode), and no temporary file stays.
+    let held = std::fs::File::open(&file).unwrap();
+    ok(&tb_umask_000(&dir, &["crl", "-o", f]));
+    let second = std::fs::metadata(&file).unwrap();
+    assert_ne!(first.ino(), second.ino(), "written in place");
+    assert_eq!(second.permissions().mode() & 0o7777, 0o644);
+    assert_eq!(held.metadata().unwrap().len(), first.len());
+    let names: Vec<_> = std::fs::read_dir(&out)
+        .unwrap()
+        .map(|e| e.unwrap().file_name())
+        .collect();
+    assert_eq!(names, ["crl.pem"], "a temporary file was left");
+
+    // A symlink at FILE: refused with one line, exit 2; the link and its
+    // target stay as they were.
+    let target = t.path().join("precious");
+    std::fs::write(&target, "keep me").unwrap();
+    let link = out.join("link.pem");
+    std::os::unix::fs::symlink(&target, &link).unwrap();
+    let r = tb(&dir, &["crl", "-o", link.to_str().unwrap()]);
+    let err = fails(&r, 2);
+    assert!(
+        err.contains("link.pem") && err.contains("symbolic link"),
+        "{err}"
+    );
+    assert!(r.stdout.is_empty());
+    assert_eq!(std::fs::read_to_string(&target).unwrap(), "keep me");
+    assert!(link.symlink_metadata().unwrap().file_type().is_symlink());
+    // A dangling link is not followed to create its target either.
+    let dangling = out.join("dangling.pem");
+    let nowhere = t.path().join("nowhere");
+    std::os::unix::fs::symlink(&nowhere, &dangling).unwrap();
+    fails(&tb(&dir, &["crl", "-o", dangling.to_str().unwrap()]), 2);
+    assert!(!nowhere.exists());
+}
+
 #[test]
 fn import_reports_bad_rows_with_exit_2_and_keeps_good_ones() {
     let t = tempfile::tempdir().unwrap();

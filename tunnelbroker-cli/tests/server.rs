@@ -180,3 +180,155 @@ fn renew_says_what_happens_to_the_live_session() {
     );
     assert!(err.contains("tunnelbroker client bundle alice"), "{err}");
 }
+
+#[test]
+fn revoke_exits_1_when_the_session_cannot_be_ended_in_time_and_keeps_the_revocation() {
+    use std::io::Write;
+    let tmp = tempfile::tempdir().unwrap();
+    let dir = tmp.path().join("broker");
+    crate::init(&dir, &["--mode", "shared"]);
+    run_ok(&dir, &["client", "add", "alice", "--subnet"]);
+    let out = tmp.path().join("out");
+    run_ok(&dir, &["server", "render", "-o", out.to_str().unwrap()]);
+    let conf = std::fs::read_to_string(out.join("tb-shared.conf")).unwrap();
+    let socket = conf
+        .lines()
+        .find_map(|l| l.strip_prefix("management "))
+        .unwrap()
+        .trim_end_matches(" unix")
+        .to_owned();
+    // A management socket that chatters forever and never answers.
+    let listener = std::os::unix::net::UnixListener::bind(&socket).unwrap();
+    let server = std::thread::spawn(move || {
+        let (mut conn, _) = listener.accept().unwrap();
+        while conn.write_all(b">INFO:still here\r\n").is_ok() {
+            std::thread::sleep(std::time::Duration::from_millis(50));
+        }
+    });
+    let started = std::time::Instant::now();
+    let r = tb(&dir, &["--json", "client", "revoke", "alice"]);
+    let took = started.elapsed();
+    assert!(took < std::time::Duration::from_secs(13), "took {took:?}");
+    let err = fails(&r, 1);
+    assert!(
+        err.contains("client alice is revoked, but its live session could not be ended")
+            && err.contains("did not answer within 10 s")
+            && err.contains("systemctl restart openvpn-server@tb-shared"),
+        "{err}"
+    );
+    let shown: Value = serde_json::from_slice(&r.stdout).unwrap();
+    assert_eq!(shown["state"], "revoked");
+    let now: Value =
+        serde_json::from_str(&run_ok(&dir, &["--json", "client", "show", "alice"])).unwrap();
+    assert_eq!(now["state"], "revoked");
+    server.join().unwrap();
+}
+
+#[test]
+fn render_refuses_foreign_files_without_force_and_never_follows_a_ccd_symlink() {
+    let tmp = tempfile::tempdir().unwrap();
+    let dir = tmp.path().join("broker");
+    crate::init(&dir, &["--mode", "shared"]);
+    run_ok(&dir, &["client", "add", "alice", "--subnet"]);
+    let out = tmp.path().join("etc-openvpn-server");
+    std::fs::create_dir(&out).unwrap();
+    let o = out.to_str().unwrap();
+    for f in ["ca.crt", "server.crt", "server.key", "tls-crypt.key"] {
+        std::fs::write(out.join(f), format!("another server's {f}\n")).unwrap();
+    }
+    let listing = |d: &Path| {
+        let mut v: Vec<_> = std::fs::read_dir(d)
+            .unwrap()
+            .map(|e| e.unwrap().file_name())
+            .collect();
+        v.sort();
+        v
+    };
+    let before = listing(&out);
+    let r = tb(&dir, &["server", "render", "-o", o]);
+    let err = fails(&r, 2);
+    assert!(
+        err.contains(&format!("{}", out.join("ca.crt").display()))
+            && err.contains("not written by this broker")
+            && err.contains("--force"),
+        "{err}"
+    );
+    assert!(r.stdout.is_empty());
+    assert_eq!(listing(&out), before, "something was written");
+    assert_eq!(
+        std::fs::read_to_string(out.join("server.key")).unwrap(),
+        "another server's server.key\n"
+    );
+    // --force replaces them; afterwards a plain render has nothing to do.
+    let forced = run_ok(&dir, &["server", "render", "-o", o, "--force"]);
+    assert!(forced.contains("wrote"), "{forced}");
+    assert_ne!(
+        std::fs::read_to_string(out.join("server.key")).unwrap(),
+        "another server's server.key\n"
+    );
+    let again = run_ok(&dir, &["server", "render", "-o", o]);
+    assert!(again.contains(": 0 written"), "{again}");
+
+    // A ccd symlink is refused, with or without --force; the target stays.
+    let other = tmp.path().join("other");
+    let target = other.join("ccd");
+    std::fs::create_dir_all(&target).unwrap();
+    std::fs::write(target.join("alice"), "keep\n").unwrap();
+    let out2 = other.join("server");
+    std::fs::create_dir(&out2).unwrap();
+    std::os::unix::fs::symlink(&target, out2.join("ccd")).unwrap();
+    for extra in [&[][..], &["--force"][..]] {
+        let mut args = vec!["server", "render", "-o", out2.to_str().unwrap()];
+        args.extend_from_slice(extra);
+        let r = tb(&dir, &args);
+        let err = fails(&r, 2);
+        assert!(err.contains("ccd: is a symbolic link"), "{err}");
+        assert_eq!(listing(&target), ["alice"]);
+        assert_eq!(
+            std::fs::read_to_string(target.join("alice")).unwrap(),
+            "keep\n"
+        );
+        assert_eq!(listing(&out2), ["ccd"]);
+    }
+}
+
+#[test]
+fn a_second_brokers_files_survive_a_render_and_our_orphans_go() {
+    let tmp = tempfile::tempdir().unwrap();
+    let (a, b) = (tmp.path().join("a"), tmp.path().join("b"));
+    crate::init(&a, &[]);
+    crate::init(&b, &[]);
+    run_ok(&a, &["client", "add", "alice", "--subnet"]);
+    run_ok(&a, &["client", "add", "anna", "--hermit"]);
+    run_ok(&b, &["client", "add", "bob", "--subnet"]);
+    let out = tmp.path().join("etc-openvpn-server");
+    let o = out.to_str().unwrap();
+    run_ok(&b, &["server", "render", "-o", o]);
+    let bobs: Vec<_> = [
+        "tb-client-bob.conf",
+        "tb-client-bob.up",
+        "tb-client-bob.down",
+    ]
+    .iter()
+    .map(|n| (out.join(n), std::fs::read(out.join(n)).unwrap()))
+    .collect();
+    // Both cannot own ca.crt: refused without --force.
+    let err = fails(&tb(&a, &["server", "render", "-o", o]), 2);
+    assert!(err.contains("ca.crt belongs to another broker"), "{err}");
+    run_ok(&a, &["server", "render", "-o", o, "--force"]);
+    ok(&tb(&a, &["client", "revoke", "anna"]));
+    let after = run_ok(&a, &["--json", "server", "render", "-o", o]);
+    let after: Value = serde_json::from_str(&after).unwrap();
+    assert_eq!(
+        after["removed"],
+        serde_json::json!([out.join("tb-client-anna.conf")])
+    );
+    for (p, data) in &bobs {
+        assert_eq!(&std::fs::read(p).unwrap(), data, "{}", p.display());
+    }
+    let again = run_ok(&a, &["server", "render", "-o", o]);
+    assert!(
+        again.contains(": 0 written, 7 unchanged, 0 removed"),
+        "{again}"
+    );
+}

@@ -452,6 +452,15 @@ pub enum Error {
         #[source]
         source: Box<Error>,
     },
+    /// `server render` would replace a file that this broker did not
+    /// write (another server's, another broker's).
+    #[error("{} {reason}; move it away, or render with --force to replace it", shown_path(.path))]
+    ForeignFile {
+        /// The file.
+        path: PathBuf,
+        /// Whose it is, as far as known.
+        reason: String,
+    },
     /// Reading or writing a file failed.
     #[error("{}: {source}", shown_path(.path))]
     Io {
@@ -525,7 +534,8 @@ impl Error {
             Error::AlreadyAssigned { .. }
             | Error::ClientExists { .. }
             | Error::BrokerExists { .. }
-            | Error::DirectoryInUse { .. } => ErrorKind::AlreadyExists,
+            | Error::DirectoryInUse { .. }
+            | Error::ForeignFile { .. } => ErrorKind::AlreadyExists,
             Error::UnknownClient { .. } => ErrorKind::NotFound,
             Error::PortsExhausted { .. } => ErrorKind::Exhausted,
             Error::NotABroker { .. } => ErrorKind::NotFound,

@@ -19,7 +19,16 @@ pub(crate) const PUBLIC: u32 = 0o644;
 /// Mode of generated scripts.
 pub(crate) const EXECUTABLE: u32 = 0o755;
 
-/// Writes `data` to `path` atomically with the given mode.
+/// Writes `data` to `path` atomically with exactly the given mode.
+///
+/// The data goes to a fresh temporary name in the same directory, created
+/// with `O_CREAT | O_EXCL | O_NOFOLLOW` (a link planted there is never
+/// followed) and `fchmod`ed to `mode` (the umask cannot change it), synced,
+/// and renamed over `path`: a reader sees the old file or the new one, never
+/// half of one. A symbolic link at `path` is refused
+/// ([`ErrorKind::InvalidInput`](crate::ErrorKind::InvalidInput)) rather than
+/// replaced; its target is never written either way, since `rename`
+/// replaces a link and does not follow it.
 pub(crate) fn write_atomic(path: &Path, data: &[u8], mode: u32) -> Result<()> {
     let dir = match path.parent() {
         Some(d) if !d.as_os_str().is_empty() => d,
@@ -28,21 +37,14 @@ pub(crate) fn write_atomic(path: &Path, data: &[u8], mode: u32) -> Result<()> {
     let name = path
         .file_name()
         .ok_or_else(|| Error::io(path, std::io::Error::other("not a file name")))?;
-    let mut tmp_name = std::ffi::OsString::from(".");
-    tmp_name.push(name);
-    tmp_name.push(format!(".tmp.{}", std::process::id()));
-    let tmp = dir.join(tmp_name);
-    let _ = fs::remove_file(&tmp);
+    refuse_symlink(path)?;
+    let (tmp, mut f) = create_temp(dir, name, mode).map_err(|e| Error::io(path, e))?;
     let result = (|| {
-        let mut f = OpenOptions::new()
-            .write(true)
-            .create_new(true)
-            .mode(mode)
-            .open(&tmp)?;
-        // The umask may have narrowed the mode; set it exactly.
+        // The umask may have narrowed the mode: set it exactly (fchmod).
         f.set_permissions(fs::Permissions::from_mode(mode))?;
         f.write_all(data)?;
         f.sync_all()?;
+        drop(f);
         fs::rename(&tmp, path)?;
         if let Ok(d) = File::open(dir) {
             let _ = d.sync_all();
@@ -53,6 +55,48 @@ pub(crate) fn write_atomic(path: &Path, data: &[u8], mode: u32) -> Result<()> {
         let _ = fs::remove_file(&tmp);
         Error::io(path, e)
     })
+}
+
+/// Refuses a symbolic link at `path`, naming it: the broker never writes
+/// through a link, nor replaces one it did not make.
+pub(crate) fn refuse_symlink(path: &Path) -> Result<()> {
+    match fs::symlink_metadata(path) {
+        Ok(m) if m.file_type().is_symlink() => Err(Error::InvalidFile {
+            path: path.to_owned(),
+            reason: "is a symbolic link; refusing to write through it or replace it \
+                     (remove the link, or name the file it points to)"
+                .into(),
+        }),
+        _ => Ok(()),
+    }
+}
+
+/// Creates a new temporary file `.<name>.tmp.<pid>.<random>` in `dir`
+/// with `mode`, never following a link and never reusing a name.
+fn create_temp(dir: &Path, name: &std::ffi::OsStr, mode: u32) -> std::io::Result<(PathBuf, File)> {
+    let mut last = None;
+    for _ in 0..16 {
+        let mut tmp_name = std::ffi::OsString::from(".");
+        tmp_name.push(name);
+        tmp_name.push(format!(
+            ".tmp.{}.{:016x}",
+            std::process::id(),
+            getrandom::u64().map_err(std::io::Error::other)?
+        ));
+        let tmp = dir.join(tmp_name);
+        match OpenOptions::new()
+            .write(true)
+            .create_new(true)
+            .custom_flags(libc::O_NOFOLLOW | libc::O_CLOEXEC)
+            .mode(mode)
+            .open(&tmp)
+        {
+            Ok(f) => return Ok((tmp, f)),
+            Err(e) if e.kind() == std::io::ErrorKind::AlreadyExists => last = Some(e),
+            Err(e) => return Err(e),
+        }
+    }
+    Err(last.unwrap_or_else(|| std::io::Error::other("no free temporary name")))
 }
 
 /// Writes a secret (mode 0600) atomically.
@@ -465,6 +509,32 @@ mod tests {
             1,
             "no temp file left"
         );
+    }
+
+    #[test]
+    fn atomic_writes_never_go_through_a_symlink_and_set_the_mode_exactly() {
+        use std::os::unix::fs::MetadataExt;
+        let dir = tempfile::tempdir().unwrap();
+        let target = dir.path().join("target");
+        fs::write(&target, "keep").unwrap();
+        let link = dir.path().join("crl.pem");
+        std::os::unix::fs::symlink(&target, &link).unwrap();
+        let err = write_public(&link, b"new").unwrap_err();
+        assert_eq!(err.kind(), ErrorKind::InvalidInput);
+        assert!(err.to_string().contains("symbolic link"), "{err}");
+        assert_eq!(fs::read(&target).unwrap(), b"keep");
+        assert!(link.symlink_metadata().unwrap().file_type().is_symlink());
+        // An existing file of another mode gets exactly the asked one, as a
+        // new inode.
+        let p = dir.path().join("f");
+        fs::write(&p, "old").unwrap();
+        fs::set_permissions(&p, fs::Permissions::from_mode(0o666)).unwrap();
+        let before = fs::metadata(&p).unwrap().ino();
+        write_public(&p, b"new").unwrap();
+        let m = fs::metadata(&p).unwrap();
+        assert_eq!(m.permissions().mode() & 0o7777, 0o644);
+        assert_ne!(m.ino(), before);
+        assert_eq!(fs::read_dir(dir.path()).unwrap().count(), 3);
     }
 
     #[test]

@@ -672,3 +672,354 @@ fn concurrent_brokers_never_share_an_assignment_or_port() {
     let serials: HashSet<_> = clients.iter().map(|c| c.serial.clone()).collect();
     assert_eq!((prefixes.len(), ports.len(), serials.len()), (40, 40, 40));
 }
+
+/// Serves a management socket at `socket` that never answers a command:
+/// it keeps sending notifications, one every 50 ms, until the client goes.
+fn chatty_management_server(socket: &Path) -> std::thread::JoinHandle<()> {
+    use std::io::Write;
+    let listener = std::os::unix::net::UnixListener::bind(socket).unwrap();
+    std::thread::spawn(move || {
+        let (mut conn, _) = listener.accept().unwrap();
+        let _ = conn.write_all(b">INFO:OpenVPN Management Interface Version 5\r\n");
+        while conn.write_all(b">BYTECOUNT:1024,2048\r\n").is_ok() {
+            std::thread::sleep(std::time::Duration::from_millis(50));
+        }
+    })
+}
+
+/// The management socket the rendered configuration names.
+fn rendered_management_socket(b: &Broker) -> PathBuf {
+    let report = b.render_server(None).unwrap();
+    let conf = report
+        .written
+        .iter()
+        .find(|p| p.extension().is_some_and(|e| e == "conf"))
+        .unwrap();
+    let text = fs::read_to_string(conf).unwrap();
+    let line = text
+        .lines()
+        .find_map(|l| l.strip_prefix("management "))
+        .unwrap();
+    PathBuf::from(line.trim_end_matches(" unix"))
+}
+
+#[test]
+fn ending_a_session_gives_up_at_the_deadline_when_the_server_never_answers() {
+    use tunnelbroker_core::SessionEnd;
+    use tunnelbroker_core::openvpn::Management;
+    let runs: Vec<_> = [ServerMode::Shared, ServerMode::PerClient]
+        .into_iter()
+        .map(|m| {
+            std::thread::spawn(move || {
+                let tmp = tempfile::tempdir().unwrap();
+                let mut s = settings("2001:db8:0:f100::/56");
+                s.mode = m;
+                let b = Broker::init(&tmp.path().join("broker"), &InitOptions::new(s)).unwrap();
+                b.add_client(&req("alice", ClientKind::Subnet)).unwrap();
+                let socket = rendered_management_socket(&b);
+                let server = chatty_management_server(&socket);
+                let alice = b
+                    .revoke(&"alice".parse().unwrap(), RevocationReason::KeyCompromise)
+                    .unwrap();
+                let started = std::time::Instant::now();
+                let end = b.end_session(&alice).unwrap();
+                let took = started.elapsed();
+                assert!(
+                    took >= Management::DEADLINE - std::time::Duration::from_millis(500)
+                        && took < Management::DEADLINE + std::time::Duration::from_secs(2),
+                    "{m}: took {took:?}"
+                );
+                let instance = match m {
+                    ServerMode::Shared => "tb-shared",
+                    _ => "tb-client-alice",
+                };
+                assert_eq!(
+                    end,
+                    SessionEnd::Unanswered {
+                        socket: socket.clone(),
+                        instance: instance.into()
+                    }
+                );
+                // The revocation holds.
+                let after = b.client(&"alice".parse().unwrap()).unwrap();
+                assert_eq!(after.state, ClientState::Revoked);
+                drop(b);
+                server.join().unwrap();
+            })
+        })
+        .collect();
+    for r in runs {
+        r.join().unwrap();
+    }
+}
+
+// ----- server render owns what it writes (issue 17) ------------------------
+
+fn broker_in(root: &Path, name: &str, mode: ServerMode, clients: &[&str]) -> Broker {
+    let mut s = settings("2001:db8:0:f100::/56");
+    s.mode = mode;
+    let b = Broker::init(&root.join(name), &InitOptions::new(s)).unwrap();
+    for c in clients {
+        b.add_client(&req(c, ClientKind::Subnet)).unwrap();
+    }
+    b
+}
+
+/// Every entry of a directory tree (links not followed) with its contents
+/// (a link's target for links).
+fn tree(dir: &Path) -> Vec<(PathBuf, Vec<u8>)> {
+    let mut out = Vec::new();
+    let mut stack = vec![dir.to_owned()];
+    while let Some(d) = stack.pop() {
+        for e in fs::read_dir(&d).unwrap() {
+            let p = e.unwrap().path();
+            let m = fs::symlink_metadata(&p).unwrap();
+            if m.file_type().is_symlink() {
+                let t = fs::read_link(&p).unwrap();
+                out.push((p, t.into_os_string().into_encoded_bytes()));
+            } else if m.is_dir() {
+                stack.push(p);
+            } else {
+                out.push((p.clone(), fs::read(&p).unwrap()));
+            }
+        }
+    }
+    out.sort();
+    out
+}
+
+fn manifests(dir: &Path) -> Vec<PathBuf> {
+    let mut m: Vec<_> = fs::read_dir(dir)
+        .unwrap()
+        .map(|e| e.unwrap().path())
+        .filter(|p| {
+            p.file_name()
+                .unwrap()
+                .to_string_lossy()
+                .starts_with(".tunnelbroker-manifest.")
+        })
+        .collect();
+    m.sort();
+    m
+}
+
+#[test]
+fn render_refuses_another_servers_files_without_force_and_writes_nothing() {
+    let tmp = tempfile::tempdir().unwrap();
+    let b = broker_in(tmp.path(), "broker", ServerMode::Shared, &["alice"]);
+    let out = tmp.path().join("etc-openvpn-server");
+    fs::create_dir(&out).unwrap();
+    for f in ["ca.crt", "server.crt", "server.key", "tls-crypt.key"] {
+        fs::write(out.join(f), format!("the other server's {f}\n")).unwrap();
+    }
+    let before = tree(&out);
+    let err = b.render_server(Some(&out)).unwrap_err();
+    assert_eq!(err.kind(), ErrorKind::AlreadyExists, "{err}");
+    let line = err.to_string();
+    assert!(
+        line.starts_with(&format!(
+            "{} exists and was not written by this broker",
+            out.join("ca.crt").display()
+        )) && line.contains("(and 3 more)")
+            && line.contains("--force")
+            && !line.contains('\n'),
+        "{line}"
+    );
+    assert_eq!(tree(&out), before, "something was written");
+    // audit FAILs the same files and says how to resolve it.
+    let mut o = tunnelbroker_core::doctor::AuditOptions::default();
+    o.server_dir = Some(out.clone());
+    let r = tunnelbroker_core::doctor::audit(&b, &o);
+    let text = r.to_string();
+    assert!(
+        text.contains(&format!(
+            "{} exists and was not written by this broker",
+            out.join("server.key").display()
+        )) && text.contains("--force"),
+        "{text}"
+    );
+    // --force replaces them, and from then on they are the broker's.
+    let mut force = tunnelbroker_core::RenderOptions::new();
+    force.force = true;
+    let forced = b.render_server_with(Some(&out), &force).unwrap();
+    assert!(forced.written.contains(&out.join("server.key")));
+    assert_eq!(
+        fs::read_to_string(out.join("ca.crt")).unwrap(),
+        b.ca().certificate().pem()
+    );
+    assert_eq!(mode(&out.join("server.key")), 0o600);
+    let again = b.render_server(Some(&out)).unwrap();
+    assert!(again.written.is_empty() && again.removed.is_empty());
+}
+
+#[test]
+fn a_second_brokers_files_survive_and_only_our_orphans_go() {
+    let tmp = tempfile::tempdir().unwrap();
+    let out = tmp.path().join("etc-openvpn-server");
+    let a = broker_in(tmp.path(), "a", ServerMode::PerClient, &["alice", "anna"]);
+    let b = broker_in(tmp.path(), "b", ServerMode::PerClient, &["bob"]);
+    b.render_server(Some(&out)).unwrap();
+    let b_manifest = manifests(&out)[0].clone();
+    let of_b = |t: &[(PathBuf, Vec<u8>)]| -> Vec<(PathBuf, Vec<u8>)> {
+        t.iter()
+            .filter(|(p, _)| {
+                let n = p.file_name().unwrap().to_string_lossy();
+                n.starts_with("tb-client-bob") || *p == b_manifest
+            })
+            .cloned()
+            .collect()
+    };
+    let b_files = of_b(&tree(&out));
+    assert_eq!(b_files.len(), 4, "{b_files:?}");
+    // Both cannot own ca.crt: the second broker is refused, naming it.
+    let before = tree(&out);
+    let err = a.render_server(Some(&out)).unwrap_err();
+    assert!(
+        err.to_string().starts_with(&format!(
+            "{} belongs to another broker (listed in {})",
+            out.join("ca.crt").display(),
+            manifests(&out)[0].display()
+        )),
+        "{err}"
+    );
+    assert_eq!(tree(&out), before);
+    let mut force = tunnelbroker_core::RenderOptions::new();
+    force.force = true;
+    a.render_server_with(Some(&out), &force).unwrap();
+    assert_eq!(manifests(&out).len(), 2);
+    // Taken over, ca.crt is not silently taken back by B either.
+    let err = b.render_server(Some(&out)).unwrap_err();
+    assert!(
+        err.to_string().starts_with(&format!(
+            "{} belongs to another broker",
+            out.join("ca.crt").display()
+        )),
+        "{err}"
+    );
+    // A's orphans go when anna is revoked; B's files and manifest stay.
+    a.revoke(&"anna".parse().unwrap(), RevocationReason::Unspecified)
+        .unwrap();
+    let r = a.render_server(Some(&out)).unwrap();
+    let removed: Vec<_> = r
+        .removed
+        .iter()
+        .map(|p| p.file_name().unwrap().to_string_lossy().into_owned())
+        .collect();
+    assert_eq!(
+        removed,
+        [
+            "tb-client-anna.conf",
+            "tb-client-anna.down",
+            "tb-client-anna.up"
+        ]
+    );
+    assert!(!out.join("tb-client-anna.conf").exists());
+    assert!(out.join("tb-client-alice.conf").exists());
+    assert_eq!(of_b(&tree(&out)), b_files);
+    assert!(
+        r.warnings.iter().all(|w| !w.contains("bob")),
+        "{:?}",
+        r.warnings
+    );
+    // Idempotent: nothing written, the manifest not rewritten.
+    let ours = manifests(&out)
+        .into_iter()
+        .find(|m| {
+            fs::read_to_string(m)
+                .unwrap()
+                .contains("tb-client-alice.conf")
+        })
+        .unwrap();
+    let stamp = fs::metadata(&ours).unwrap().modified().unwrap();
+    std::thread::sleep(std::time::Duration::from_millis(20));
+    let again = a.render_server(Some(&out)).unwrap();
+    assert!(
+        again.written.is_empty() && again.removed.is_empty(),
+        "{again:?}"
+    );
+    assert_eq!(fs::metadata(&ours).unwrap().modified().unwrap(), stamp);
+    assert_eq!(mode(&ours), 0o644);
+}
+
+#[test]
+fn render_never_follows_a_symlink() {
+    let tmp = tempfile::tempdir().unwrap();
+    let b = broker_in(tmp.path(), "broker", ServerMode::Shared, &["alice"]);
+    let elsewhere = tmp.path().join("elsewhere");
+    fs::create_dir(&elsewhere).unwrap();
+    fs::write(elsewhere.join("alice"), "precious\n").unwrap();
+    let mut force = tunnelbroker_core::RenderOptions::new();
+    force.force = true;
+    // A ccd symlink: refused, even with --force; its target untouched.
+    let out = tmp.path().join("out");
+    fs::create_dir(&out).unwrap();
+    std::os::unix::fs::symlink(&elsewhere, out.join("ccd")).unwrap();
+    let before = (tree(&out), tree(&elsewhere));
+    for options in [tunnelbroker_core::RenderOptions::new(), force.clone()] {
+        let err = b.render_server_with(Some(&out), &options).unwrap_err();
+        assert_eq!(err.kind(), ErrorKind::InvalidInput, "{err}");
+        assert!(
+            err.to_string().starts_with(&format!(
+                "{}: is a symbolic link",
+                out.join("ccd").display()
+            )),
+            "{err}"
+        );
+        assert_eq!((tree(&out), tree(&elsewhere)), before);
+    }
+    // A planned file that is a symlink: the same.
+    fs::remove_file(out.join("ccd")).unwrap();
+    let target = elsewhere.join("conf");
+    fs::write(&target, "keep\n").unwrap();
+    std::os::unix::fs::symlink(&target, out.join("tb-shared.conf")).unwrap();
+    let err = b.render_server_with(Some(&out), &force).unwrap_err();
+    assert!(
+        err.to_string()
+            .contains("tb-shared.conf: is a symbolic link"),
+        "{err}"
+    );
+    assert_eq!(fs::read_to_string(&target).unwrap(), "keep\n");
+    assert!(manifests(&out).is_empty());
+}
+
+#[test]
+fn a_directory_rendered_before_manifests_is_adopted() {
+    let tmp = tempfile::tempdir().unwrap();
+    let b = broker_in(tmp.path(), "broker", ServerMode::PerClient, &["alice"]);
+    let out = b.render_server(None).unwrap().dir;
+    // As an older version left it: no manifest, a configuration rendered
+    // differently then, and the files of a client since purged.
+    for m in manifests(&out) {
+        fs::remove_file(m).unwrap();
+    }
+    let conf = out.join("tb-client-alice.conf");
+    let now = fs::read_to_string(&conf).unwrap();
+    fs::write(&conf, format!("{now}log-append /old/place.log\n")).unwrap();
+    let gone = out.join("tb-client-gone.conf");
+    fs::write(&gone, "# tunnelbroker: per-client server for client gone\n").unwrap();
+    let notes = out.join("tb-client-notes.conf");
+    fs::write(&notes, "an operator's own file\n").unwrap();
+    let r = b.render_server(None).unwrap();
+    assert_eq!(r.written, std::slice::from_ref(&conf));
+    assert_eq!(r.removed, std::slice::from_ref(&gone));
+    assert_eq!(fs::read_to_string(&conf).unwrap(), now);
+    assert!(notes.exists());
+    assert_eq!(manifests(&out).len(), 1);
+
+    // Without this broker's ca.crt, a header alone proves nothing.
+    let other = tmp.path().join("other");
+    fs::create_dir(&other).unwrap();
+    fs::write(
+        other.join("tb-client-alice.conf"),
+        "# tunnelbroker: per-client server for client alice\n",
+    )
+    .unwrap();
+    let err = b.render_server(Some(&other)).unwrap_err();
+    assert!(
+        err.to_string().starts_with(&format!(
+            "{} exists and was not written by this broker",
+            other.join("tb-client-alice.conf").display()
+        )),
+        "{err}"
+    );
+}

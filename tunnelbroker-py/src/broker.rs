@@ -507,12 +507,21 @@ impl PyBroker {
 
     /// Renders the OpenVPN server files (Debian layout) into `path`, or
     /// into the broker's `server/` directory. Unchanged files are left
-    /// alone; files of clients that are no longer active are removed.
-    #[pyo3(signature = (path = None))]
-    fn render_server(&self, py: Python<'_>, path: Option<PathBuf>) -> PyResult<PyRenderReport> {
+    /// alone; files of clients that are no longer active are removed. Only
+    /// the broker's own files are written or removed: a file in the way
+    /// that it did not write raises AlreadyExistsError unless `force`.
+    #[pyo3(signature = (path = None, force = false))]
+    fn render_server(
+        &self,
+        py: Python<'_>,
+        path: Option<PathBuf>,
+        force: bool,
+    ) -> PyResult<PyRenderReport> {
         let broker = self.get()?;
+        let mut options = tunnelbroker_core::RenderOptions::new();
+        options.force = force;
         let r = py
-            .detach(|| broker.render_server(path.as_deref()))
+            .detach(|| broker.render_server_with(path.as_deref(), &options))
             .py_err(py)?;
         Ok(PyRenderReport::from(r))
     }

@@ -20,6 +20,7 @@
 mod client;
 mod import;
 mod lifetime;
+mod ownership;
 mod render;
 mod settings;
 
@@ -36,7 +37,7 @@ pub use client::{Client, ClientOs, ClientState, NewClient};
 pub use import::{ImportReport, RowError};
 pub use lifetime::ServerRenewal;
 pub(crate) use render::ServerFilesState;
-pub use render::{RenderReport, SessionEnd};
+pub use render::{RenderOptions, RenderReport, SessionEnd};
 pub use settings::{Endpoint, ServerMode, Settings, ValiditySettings, check_interface_name};
 
 use crate::client_id::ClientId;

@@ -6,6 +6,7 @@ use std::fs;
 use std::os::unix::fs::{DirBuilderExt, PermissionsExt};
 use std::path::{Path, PathBuf};
 
+use super::ownership::{self, State, Survey, Want, broker_id};
 use super::{Broker, Client, ClientState, ServerMode};
 use crate::error::{Error, Result};
 use crate::fsutil;
@@ -33,6 +34,23 @@ pub struct RenderReport {
     pub warnings: Vec<String>,
 }
 
+/// How [`Broker::render_server_with`] renders.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+#[non_exhaustive]
+pub struct RenderOptions {
+    /// Replace files in the way that this broker did not write (and own
+    /// them from then on) instead of refusing. Symbolic links are refused
+    /// even so.
+    pub force: bool,
+}
+
+impl RenderOptions {
+    /// The defaults: refuse foreign files.
+    pub fn new() -> Self {
+        Self::default()
+    }
+}
+
 /// What [`Broker::end_session`] achieved.
 #[derive(Debug, Clone, PartialEq, Eq)]
 #[non_exhaustive]
@@ -43,6 +61,15 @@ pub enum SessionEnd {
     NotConnected,
     /// No server instance answers on this host (no management socket).
     NoServer(PathBuf),
+    /// The server's management socket did not answer within
+    /// [`Management::DEADLINE`]: the session may still be live. The
+    /// revocation holds; restarting the instance ends the session.
+    Unanswered {
+        /// The management socket.
+        socket: PathBuf,
+        /// The instance to restart (`openvpn-server@INSTANCE`).
+        instance: String,
+    },
 }
 
 const KEY_FILES: [&str; 2] = ["server.key", "tls-crypt.key"];
@@ -152,40 +179,87 @@ impl Broker {
     ///
     /// Idempotent: files whose contents and mode are right are not touched;
     /// files an earlier rendering wrote for clients that are no longer
-    /// active are removed. Files the broker did not write (no
-    /// `# tunnelbroker:` header) are never removed, only named in the
-    /// warnings.
+    /// active are removed.
+    ///
+    /// It writes and removes only files it owns, listed in its manifest
+    /// `.tunnelbroker-manifest.<id>` in the directory (see
+    /// [`render_server_with`](Self::render_server_with)); a file in the way
+    /// that it did not write is refused
+    /// ([`Error::ForeignFile`], before anything is written), and symbolic
+    /// links are never followed ([`Error::InvalidFile`]).
     pub fn render_server(&self, out_dir: Option<&Path>) -> Result<RenderReport> {
+        self.render_server_with(out_dir, &RenderOptions::default())
+    }
+
+    /// [`render_server`](Self::render_server) with options: with
+    /// [`force`](RenderOptions::force), files in the way that this broker
+    /// did not write (another OpenVPN server's `ca.crt`, another broker's
+    /// files) are replaced and owned from then on. A symbolic link is
+    /// refused even then.
+    ///
+    /// Ownership: a planned file is this broker's when its manifest lists
+    /// it, when its contents are exactly what would be written (adopted),
+    /// or, in a directory rendered before manifests existed (its `ca.crt`
+    /// holds this broker's CA certificate and no manifest of ours is
+    /// there), when it is one of the key and certificate files or starts
+    /// with the `# tunnelbroker: ` header. Removed are only files the
+    /// manifest lists (or, before manifests, header files named like an
+    /// instance's) that are no longer planned; other brokers' manifests and
+    /// files are never touched.
+    pub fn render_server_with(
+        &self,
+        out_dir: Option<&Path>,
+        options: &RenderOptions,
+    ) -> Result<RenderReport> {
         let dir = out_dir.unwrap_or(&self.paths.server_dir);
         make_dir(dir)?;
         let dir = fs::canonicalize(dir).map_err(|e| Error::io(dir, e))?;
         make_dir(&self.paths.dir.join("log"))?;
         let (files, instances) = self.planned_files(&dir)?;
+        let mut survey = self.survey(&dir, &files)?;
+        survey.refuse(options.force)?;
+        let ccd = dir.join(SharedServer::CCD_DIR);
         if self.settings.mode == ServerMode::Shared {
-            make_dir(&dir.join(SharedServer::CCD_DIR))?;
+            fsutil::refuse_symlink(&ccd)?;
         }
         let mut report = RenderReport {
             dir: dir.clone(),
             instances,
             ..RenderReport::default()
         };
-        let mut keep = BTreeSet::new();
-        for f in &files {
-            if up_to_date(&f.path, f.text.as_bytes(), f.mode) {
-                report.unchanged.push(f.path.clone());
-            } else {
-                fsutil::write_atomic(&f.path, f.text.as_bytes(), f.mode)?;
-                report.written.push(f.path.clone());
-            }
-            keep.insert(f.path.clone());
+        // Claim every planned file before writing it, so that a rendering
+        // cut short leaves nothing of ours unlisted.
+        let planned: BTreeSet<PathBuf> = survey.planned.iter().cloned().collect();
+        let claimed: BTreeSet<PathBuf> = survey.owned.union(&planned).cloned().collect();
+        survey.write_manifest(&claimed)?;
+        if self.settings.mode == ServerMode::Shared {
+            make_dir(&ccd)?;
         }
-        // Remove what earlier renderings wrote for clients that are gone.
-        let (orphans, foreign) = leftovers(&dir, &keep);
-        for path in orphans {
+        for (f, state) in files.iter().zip(&survey.states) {
+            if matches!(
+                state,
+                State::Ours {
+                    same_text: true,
+                    same_mode: true
+                }
+            ) {
+                report.unchanged.push(f.path.clone());
+                continue;
+            }
+            if let Some(parent) = f.path.parent() {
+                make_dir(parent)?;
+            }
+            fsutil::write_atomic(&f.path, f.text.as_bytes(), f.mode)?;
+            report.written.push(f.path.clone());
+        }
+        // Remove what earlier renderings wrote and is no longer planned.
+        for path in std::mem::take(&mut survey.orphans) {
             fs::remove_file(&path).map_err(|err| Error::io(&path, err))?;
             report.removed.push(path);
         }
-        report.warnings = foreign
+        survey.write_manifest(&planned)?;
+        report.warnings = survey
+            .foreign
             .iter()
             .map(|p| {
                 format!(
@@ -193,9 +267,29 @@ impl Broker {
                     p.display()
                 )
             })
+            .chain(
+                survey
+                    .kept
+                    .iter()
+                    .map(|(p, why)| format!("{} not removed: {why}", p.display())),
+            )
             .collect();
         report.warnings.extend(self.readability_warnings());
         Ok(report)
+    }
+
+    /// Who owns what in `dir` (canonical) against the planned `files`.
+    fn survey(&self, dir: &Path, files: &[Planned]) -> Result<Survey> {
+        let wants: Vec<Want<'_>> = files
+            .iter()
+            .map(|f| Want {
+                path: &f.path,
+                data: f.text.as_bytes(),
+                mode: f.mode,
+            })
+            .collect();
+        let cert = self.ca.certificate();
+        ownership::survey(dir, &broker_id(cert.der()), cert.pem(), &wants)
     }
 
     /// How the server files in `out_dir` (default
@@ -212,41 +306,53 @@ impl Broker {
         }
         let dir = fs::canonicalize(dir).map_err(|e| Error::io(dir, e))?;
         let (files, _) = self.planned_files(&dir)?;
+        let survey = self.survey(&dir, &files)?;
         let mut state = ServerFilesState {
             dir: dir.clone(),
             exists: true,
             ..ServerFilesState::default()
         };
-        let mut keep = BTreeSet::new();
-        for f in files {
-            match fs::symlink_metadata(&f.path) {
-                Err(e) if e.kind() == std::io::ErrorKind::NotFound => {
-                    state.missing.push(f.path.clone());
-                }
-                Err(e) => state.differing.push((f.path.clone(), e.to_string())),
-                Ok(m) if !m.file_type().is_file() => state
+        for (f, s) in files.into_iter().zip(survey.states) {
+            match s {
+                State::Missing => state.missing.push(f.path),
+                State::Ours {
+                    same_text: true,
+                    same_mode: true,
+                } => state.matching += 1,
+                State::Ours {
+                    same_text: false, ..
+                } => state
                     .differing
-                    .push((f.path.clone(), "is not a regular file".into())),
-                Ok(m) => match fs::read(&f.path) {
-                    Err(e) => state.differing.push((f.path.clone(), e.to_string())),
-                    Ok(data) if data != f.text.as_bytes() => state.differing.push((
-                        f.path.clone(),
-                        "differs from what would be rendered now".into(),
-                    )),
-                    Ok(_) if m.permissions().mode() & 0o7777 != f.mode => state.differing.push((
-                        f.path.clone(),
-                        format!(
-                            "has mode {:04o}, should have {:04o}",
-                            m.permissions().mode() & 0o7777,
-                            f.mode
-                        ),
-                    )),
-                    Ok(_) => state.matching += 1,
-                },
+                    .push((f.path, "differs from what would be rendered now".into())),
+                State::Ours { .. } => {
+                    let now = fs::symlink_metadata(&f.path)
+                        .map(|m| m.permissions().mode() & 0o7777)
+                        .unwrap_or(0);
+                    state.differing.push((
+                        f.path,
+                        format!("has mode {now:04o}, should have {:04o}", f.mode),
+                    ));
+                }
+                State::Foreign(why) => state.conflicts.push((
+                    f.path,
+                    format!("{why}; render refuses to replace it without --force"),
+                )),
+                State::Blocked(p, why) => {
+                    state
+                        .conflicts
+                        .push((p, format!("{why}; render refuses it")));
+                }
             }
-            keep.insert(f.path);
         }
-        (state.orphans, state.foreign) = leftovers(&dir, &keep);
+        let ccd = dir.join(SharedServer::CCD_DIR);
+        if self.settings.mode == ServerMode::Shared && fsutil::refuse_symlink(&ccd).is_err() {
+            state.conflicts.push((
+                ccd,
+                "is a symbolic link; render never writes through links".into(),
+            ));
+        }
+        state.orphans = survey.orphans;
+        state.foreign = survey.foreign;
         Ok(state)
     }
 
@@ -297,7 +403,7 @@ impl Broker {
                 let Some(mut m) = connect(&socket)? else {
                     return Ok(SessionEnd::NoServer(socket));
                 };
-                m.terminate().map(SessionEnd::Ended)
+                unanswered(m.terminate().map(SessionEnd::Ended), socket, srv.name())
             }
             ServerMode::Shared => {
                 let srv = SharedServer::new(self.settings.pool, self.settings.port, options)?;
@@ -305,15 +411,27 @@ impl Broker {
                 let Some(mut m) = connect(&socket)? else {
                     return Ok(SessionEnd::NoServer(socket));
                 };
-                match m.kill_client(&CommonName::from(&client.id)) {
+                let ended = match m.kill_client(&CommonName::from(&client.id)) {
                     Ok(text) => Ok(SessionEnd::Ended(text)),
                     Err(Error::Management { reason, .. }) if reason.contains("not found") => {
                         Ok(SessionEnd::NotConnected)
                     }
                     Err(e) => Err(e),
-                }
+                };
+                unanswered(ended, socket, srv.name().to_owned())
             }
         }
+    }
+}
+
+/// A management exchange that ran past [`Management::DEADLINE`] as
+/// [`SessionEnd::Unanswered`]; other results as they are.
+fn unanswered(result: Result<SessionEnd>, socket: PathBuf, instance: String) -> Result<SessionEnd> {
+    match result {
+        Err(Error::Management { reason, .. }) if reason == Management::DEADLINE_PASSED => {
+            Ok(SessionEnd::Unanswered { socket, instance })
+        }
+        other => other,
     }
 }
 
@@ -353,75 +471,10 @@ pub(crate) struct ServerFilesState {
     /// Files named like the broker's but not written by it (rendering
     /// leaves them alone).
     pub foreign: Vec<PathBuf>,
-}
-
-/// Files in `dir` and its CCD directory, named like the files the broker
-/// writes but not in `keep`: those an earlier rendering wrote (they start
-/// with a `# tunnelbroker:` header), and the others.
-fn leftovers(dir: &Path, keep: &BTreeSet<PathBuf>) -> (Vec<PathBuf>, Vec<PathBuf>) {
-    let (mut ours, mut foreign) = (Vec::new(), Vec::new());
-    let ccd = dir.join(SharedServer::CCD_DIR);
-    for (d, named_like_ours) in [
-        (dir, is_instance_file as fn(&str) -> bool),
-        (&ccd, |_: &str| true),
-    ] {
-        let Ok(entries) = fs::read_dir(d) else {
-            continue;
-        };
-        let mut found: Vec<_> = entries
-            .flatten()
-            .filter(|e| e.file_type().map(|t| t.is_file()).unwrap_or(false))
-            .map(|e| (e.path(), e.file_name().to_string_lossy().into_owned()))
-            .filter(|(path, name)| {
-                named_like_ours(name) && !name.starts_with('.') && !keep.contains(path)
-            })
-            .map(|(path, _)| path)
-            .collect();
-        found.sort();
-        for path in found {
-            if written_by_broker(&path) {
-                ours.push(path);
-            } else {
-                foreign.push(path);
-            }
-        }
-    }
-    (ours, foreign)
-}
-
-/// Whether a file starts like the files the broker renders: a
-/// `# tunnelbroker:` comment on its first line, or on its second after a
-/// script's `#!/bin/sh`.
-fn written_by_broker(path: &Path) -> bool {
-    let mut head = [0u8; 256];
-    let n = fs::File::open(path)
-        .and_then(|mut f| std::io::Read::read(&mut f, &mut head))
-        .unwrap_or(0);
-    let text = String::from_utf8_lossy(&head[..n]);
-    let mut lines = text.lines();
-    let first = lines.next().unwrap_or("");
-    let line = if first == "#!/bin/sh" {
-        lines.next().unwrap_or("")
-    } else {
-        first
-    };
-    line.starts_with("# tunnelbroker: ")
-}
-
-/// Files this crate writes per instance in the output directory.
-fn is_instance_file(name: &str) -> bool {
-    name.starts_with("tb-client-")
-        && (name.ends_with(".conf") || name.ends_with(".up") || name.ends_with(".down"))
-        || name == "tb-shared.conf"
-}
-
-fn up_to_date(path: &Path, data: &[u8], mode: u32) -> bool {
-    match (fs::read(path), fs::symlink_metadata(path)) {
-        (Ok(old), Ok(meta)) => {
-            meta.file_type().is_file() && old == data && meta.permissions().mode() & 0o7777 == mode
-        }
-        _ => false,
-    }
+    /// Planned paths that rendering refuses: files it did not write that
+    /// differ (replaced only with `--force`), symbolic links and the like
+    /// (never written through), with why.
+    pub conflicts: Vec<(PathBuf, String)>,
 }
 
 fn make_dir(dir: &Path) -> Result<()> {

@@ -104,9 +104,12 @@ struct Snapshot {
 ///   matches) and its nextUpdate is not past (FAIL) or near (WARN);
 /// * the rendered server files are what
 ///   [`Broker::render_server`] would write now: a missing file or one whose
-///   contents or mode differ FAILs, naming it (`server-files`); files
-///   rendered for clients that are no longer active, and files named like
-///   the broker's that it did not write, WARN (`orphan-files`).
+///   contents or mode differ FAILs, naming it (`server-files`), and so
+///   does a file in the way that the broker did not write or a symbolic
+///   link, which rendering refuses (ownership as in
+///   [`Broker::render_server_with`]); files of its manifest rendered for
+///   clients that are no longer active, and files named like the broker's
+///   that it did not write, WARN (`orphan-files`).
 ///
 /// With `fix`, a fresh CRL is signed when the CRL is missing, foreign,
 /// stale or incomplete; the server files are re-rendered when they differ
@@ -1024,7 +1027,14 @@ fn check_server_files(
             format!("{render} rewrites it; edits by hand are lost, so make them in the broker"),
         );
     }
-    if state.missing.is_empty() && state.differing.is_empty() {
+    for (p, why) in &state.conflicts {
+        r.fail(
+            "server-files",
+            format!("{} {why}", p.display()),
+            "move it away (or, for a file that is not a link, `tunnelbroker server render --force` replaces it)",
+        );
+    }
+    if state.missing.is_empty() && state.differing.is_empty() && state.conflicts.is_empty() {
         r.pass(
             "server-files",
             format!(
@@ -1061,8 +1071,11 @@ fn check_server_files(
             format!("{dir} holds no files of former clients"),
         );
     }
-    let needed =
-        !(state.missing.is_empty() && state.differing.is_empty() && state.orphans.is_empty());
+    // With conflicts, --fix tries and reports why rendering refused.
+    let needed = !(state.missing.is_empty()
+        && state.differing.is_empty()
+        && state.orphans.is_empty()
+        && state.conflicts.is_empty());
     needed.then_some(state.dir)
 }
 

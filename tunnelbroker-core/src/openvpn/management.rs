@@ -8,7 +8,7 @@
 use std::io::{BufRead, BufReader, Write};
 use std::os::unix::net::UnixStream;
 use std::path::{Path, PathBuf};
-use std::time::Duration;
+use std::time::{Duration, Instant};
 
 use super::values::CommonName;
 use crate::error::{Error, Result};
@@ -19,14 +19,25 @@ pub struct Management {
     path: PathBuf,
     reader: BufReader<UnixStream>,
     writer: UnixStream,
+    deadline: Instant,
 }
 
 impl Management {
     /// How long to wait for the socket and for each answer.
     pub const TIMEOUT: Duration = Duration::from_secs(5);
+    /// How long one connection may take in all, from connecting to the last
+    /// answer: a server that keeps sending notifications (`>INFO:`,
+    /// `>BYTECOUNT:`) but never answers cannot hold the caller longer.
+    /// Past it a command fails with [`Management::DEADLINE_PASSED`] in its
+    /// reason.
+    pub const DEADLINE: Duration = Duration::from_secs(10);
+    /// The reason of the [`Error::Management`] a command fails with when
+    /// [`DEADLINE`](Self::DEADLINE) has passed.
+    pub const DEADLINE_PASSED: &str = "no answer within 10 s";
 
     /// Connects to the socket at `path`.
     pub fn connect(path: &Path) -> Result<Self> {
+        let deadline = Instant::now() + Self::DEADLINE;
         let fail = |e: std::io::Error| Error::Management {
             socket: path.to_owned(),
             reason: e.to_string(),
@@ -41,6 +52,7 @@ impl Management {
             path: path.to_owned(),
             reader: BufReader::new(stream),
             writer,
+            deadline,
         })
     }
 
@@ -57,14 +69,9 @@ impl Management {
             .write_all(format!("{line}\n").as_bytes())
             .map_err(|e| self.fail(e.to_string()))?;
         loop {
-            let mut answer = String::new();
-            let n = self
-                .reader
-                .read_line(&mut answer)
-                .map_err(|e| self.fail(e.to_string()))?;
-            if n == 0 {
+            let Some(answer) = self.next_line()? else {
                 return Err(self.fail("the server closed the connection"));
-            }
+            };
             let answer = answer.trim_end();
             if let Some(ok) = answer.strip_prefix("SUCCESS:") {
                 return Ok(ok.trim().to_owned());
@@ -73,6 +80,53 @@ impl Management {
                 return Err(self.fail(format!("{line:?} failed: {}", err.trim())));
             }
             // `>INFO:` banners and other notifications: keep reading.
+        }
+    }
+
+    /// The next line from the server (`None` at the end of the stream):
+    /// each read waits at most [`TIMEOUT`](Self::TIMEOUT), and none starts
+    /// after the [`DEADLINE`](Self::DEADLINE), however the server trickles
+    /// its bytes.
+    fn next_line(&mut self) -> Result<Option<String>> {
+        const MAX_LINE: usize = 64 << 10;
+        let mut line = Vec::new();
+        loop {
+            let left = self.deadline.saturating_duration_since(Instant::now());
+            if left.is_zero() {
+                return Err(self.fail(Self::DEADLINE_PASSED));
+            }
+            if let Err(e) = self
+                .reader
+                .get_ref()
+                .set_read_timeout(Some(left.min(Self::TIMEOUT)))
+            {
+                return Err(self.fail(e.to_string()));
+            }
+            let (used, done) = match self.reader.fill_buf() {
+                Ok([]) => (0, true),
+                Ok(buf) => match buf.iter().position(|&b| b == b'\n') {
+                    Some(i) => {
+                        line.extend_from_slice(&buf[..=i]);
+                        (i + 1, true)
+                    }
+                    None => {
+                        line.extend_from_slice(buf);
+                        (buf.len(), false)
+                    }
+                },
+                Err(e) if e.kind() == std::io::ErrorKind::Interrupted => (0, false),
+                Err(_) if Instant::now() >= self.deadline => {
+                    return Err(self.fail(Self::DEADLINE_PASSED));
+                }
+                Err(e) => return Err(self.fail(e.to_string())),
+            };
+            self.reader.consume(used);
+            if done {
+                return Ok((!line.is_empty()).then(|| String::from_utf8_lossy(&line).into_owned()));
+            }
+            if line.len() > MAX_LINE {
+                return Err(self.fail("the server sent a line longer than 64 KiB"));
+            }
         }
     }
 

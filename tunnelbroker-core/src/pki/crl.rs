@@ -175,6 +175,15 @@ impl Crl {
         &self.der
     }
 
+    /// Writes the PEM text to `path` for OpenVPN's `crl-verify`: atomically
+    /// (a fresh file renamed over the old one, so a reader never sees half a
+    /// CRL), with mode 0644 whatever the umask. A symbolic link at `path` is
+    /// refused ([`ErrorKind::InvalidInput`](crate::ErrorKind::InvalidInput)),
+    /// its target left untouched.
+    pub fn write_to(&self, path: &std::path::Path) -> Result<()> {
+        crate::fsutil::write_public(path, self.pem.as_bytes())
+    }
+
     /// The CRL number.
     pub fn number(&self) -> u64 {
         self.number

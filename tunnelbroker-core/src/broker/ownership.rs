@@ -1,0 +1,456 @@
+//! Which files in a rendered directory belong to this broker (issue 17):
+//! `server render` writes and removes only its own files, and never
+//! follows a symbolic link.
+//!
+//! A manifest in the directory, `.tunnelbroker-manifest.<id>` (0644,
+//! written atomically), names the broker (the SHA-256 fingerprint of its CA
+//! certificate, whose first 16 hex digits are `<id>`) and the relative
+//! paths it wrote there. Two brokers rendering into one directory keep two
+//! manifests and never touch each other's files or manifest.
+//!
+//! The rules, for a file the rendering plans to write:
+//! * missing: written;
+//! * listed in our manifest: ours, rewritten when it differs (unless
+//!   another broker's manifest lists it too, after a `--force` there, and
+//!   it differs: then it is foreign again);
+//! * identical to what would be written: adopted (listed from now on);
+//! * a directory rendered before manifests existed (no manifest of ours,
+//!   and its `ca.crt` holds this broker's CA certificate): the key and
+//!   certificate files, a `crl.pem` (the copy `crl -o` was told to write
+//!   there) and the files with the `# tunnelbroker: ` header are ours;
+//! * anything else is foreign: the whole rendering is refused before
+//!   anything is written, unless forced;
+//! * a symbolic link at the path or at a directory on the way, or something
+//!   other than a regular file, is refused even when forced.
+//!
+//! Removed are only files of our manifest that are no longer planned (and,
+//! in a directory rendered before manifests, header files named like an
+//! instance's).
+
+use std::collections::{BTreeMap, BTreeSet};
+use std::fs;
+use std::os::unix::fs::PermissionsExt;
+use std::path::{Component, Path, PathBuf};
+
+use crate::error::{Error, Result};
+use crate::openvpn::SharedServer;
+
+/// The start of every manifest's file name.
+pub(super) const MANIFEST_PREFIX: &str = ".tunnelbroker-manifest.";
+/// The first line of a manifest.
+const MANIFEST_HEAD: &str =
+    "# tunnelbroker manifest: the files the broker below rendered here; do not edit";
+/// The files without a header that a directory rendered before manifests
+/// holds of this broker: what every rendering wrote besides the instances'
+/// files, and the CRL copy that the operator guide had `crl -o` write there.
+const FIXED_FILES: [&str; 5] = [
+    "ca.crt",
+    "server.crt",
+    "server.key",
+    "tls-crypt.key",
+    "crl.pem",
+];
+
+/// The broker's identity: the SHA-256 fingerprint (hex) of its CA
+/// certificate.
+pub(super) fn broker_id(ca_der: &[u8]) -> String {
+    let d = aws_lc_rs::digest::digest(&aws_lc_rs::digest::SHA256, ca_der);
+    d.as_ref().iter().map(|b| format!("{b:02x}")).collect()
+}
+
+/// The manifest file of the broker `id` in `dir`.
+pub(super) fn manifest_path(dir: &Path, id: &str) -> PathBuf {
+    dir.join(format!("{MANIFEST_PREFIX}{}", &id[..16]))
+}
+
+/// The text of a manifest.
+fn manifest_text(id: &str, files: &BTreeSet<PathBuf>) -> String {
+    let mut text = format!("{MANIFEST_HEAD}\nbroker sha256:{id}\n");
+    for f in files {
+        text.push_str(&format!("file {}\n", f.display()));
+    }
+    text
+}
+
+/// A relative path made of plain names only (no `..`, no root), as text.
+fn plain_relative(rel: &Path) -> bool {
+    !rel.as_os_str().is_empty()
+        && rel.components().all(|c| matches!(c, Component::Normal(_)))
+        && rel.to_str().is_some_and(|s| !s.contains(['\n', '\r']))
+}
+
+/// Parses a manifest: the broker's fingerprint and the files.
+fn parse_manifest(path: &Path, text: &str) -> Result<(String, BTreeSet<PathBuf>)> {
+    let bad = |n: usize, why: &str| Error::InvalidFile {
+        path: path.to_owned(),
+        reason: format!(
+            "line {n}: {why} (a damaged manifest: remove it, and render adopts the files whose contents match)"
+        ),
+    };
+    let mut broker = None;
+    let mut files = BTreeSet::new();
+    for (i, line) in text.lines().enumerate() {
+        let n = i + 1;
+        if line.starts_with('#') || line.is_empty() {
+            continue;
+        }
+        if let Some(id) = line.strip_prefix("broker sha256:") {
+            if id.len() != 64 || !id.bytes().all(|b| b.is_ascii_hexdigit()) {
+                return Err(bad(n, "not a SHA-256 fingerprint"));
+            }
+            broker = Some(id.to_ascii_lowercase());
+        } else if let Some(f) = line.strip_prefix("file ") {
+            let rel = PathBuf::from(f);
+            if !plain_relative(&rel) {
+                return Err(bad(n, "not a relative path of plain names"));
+            }
+            files.insert(rel);
+        } else {
+            return Err(bad(n, "neither a broker nor a file line"));
+        }
+    }
+    let broker = broker.ok_or_else(|| bad(1, "no broker line"))?;
+    Ok((broker, files))
+}
+
+/// Why a path cannot be written or removed safely: a symbolic link at it
+/// or at a directory between `dir` and it, or something that is not a
+/// regular file (or, on the way, not a directory). `None` when it is fine.
+fn blocked(dir: &Path, rel: &Path) -> Option<(PathBuf, String)> {
+    let mut p = dir.to_owned();
+    let n = rel.components().count();
+    for (i, c) in rel.components().enumerate() {
+        p.push(c);
+        let last = i + 1 == n;
+        match fs::symlink_metadata(&p) {
+            Err(_) => return None,
+            Ok(m) if m.file_type().is_symlink() => {
+                return Some((
+                    p,
+                    "is a symbolic link; render never writes or removes through links: \
+                     replace it with a real directory or file, or remove it"
+                        .into(),
+                ));
+            }
+            Ok(m) if !last && !m.is_dir() => return Some((p, "is not a directory".into())),
+            Ok(m) if last && !m.is_file() => return Some((p, "is not a regular file".into())),
+            Ok(_) => {}
+        }
+    }
+    None
+}
+
+/// What a planned file's path holds now.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub(super) enum State {
+    /// Nothing: to be written.
+    Missing,
+    /// A regular file of ours (listed, adopted or rendered before
+    /// manifests), with whether its contents and mode are right.
+    Ours {
+        /// The contents are what would be written.
+        same_text: bool,
+        /// The mode is what would be set.
+        same_mode: bool,
+    },
+    /// A regular file that is not ours and differs: the reason says whose.
+    Foreign(String),
+    /// A path that is never written (a symbolic link on the way, not a
+    /// regular file): the path at fault and why.
+    Blocked(PathBuf, String),
+}
+
+/// One planned file: absolute path in the directory, contents and mode.
+pub(super) struct Want<'a> {
+    pub path: &'a Path,
+    pub data: &'a [u8],
+    pub mode: u32,
+}
+
+/// How a directory stands against what is to be rendered into it.
+#[derive(Debug)]
+pub(super) struct Survey {
+    /// The broker's identity.
+    pub id: String,
+    /// Our manifest in the directory.
+    pub manifest: PathBuf,
+    /// Its text now, if it exists.
+    pub manifest_now: Option<String>,
+    /// The relative paths we own now (manifest, or rendered before
+    /// manifests).
+    pub owned: BTreeSet<PathBuf>,
+    /// The state of each planned file, in order.
+    pub states: Vec<State>,
+    /// The relative path of each planned file, in order.
+    pub planned: Vec<PathBuf>,
+    /// Regular files of ours that are no longer planned (to remove).
+    pub orphans: Vec<PathBuf>,
+    /// Files named like the broker's, not planned and nobody's we know of.
+    pub foreign: Vec<PathBuf>,
+    /// Files of ours that are not removed, with why.
+    pub kept: Vec<(PathBuf, String)>,
+}
+
+/// Surveys `dir` (canonical) for the broker `id` with CA certificate
+/// `ca_pem`, against the planned files `wants` (all inside `dir`). Reads
+/// only.
+pub(super) fn survey(dir: &Path, id: &str, ca_pem: &str, wants: &[Want<'_>]) -> Result<Survey> {
+    let manifest = manifest_path(dir, id);
+    // Our manifest, and what the others claim.
+    let mut manifest_now = None;
+    let mut owned = BTreeSet::new();
+    let mut others: BTreeMap<PathBuf, PathBuf> = BTreeMap::new();
+    if let Some((p, why)) = blocked(dir, Path::new(manifest.file_name().unwrap_or_default())) {
+        return Err(Error::InvalidFile {
+            path: p,
+            reason: why,
+        });
+    }
+    let entries = fs::read_dir(dir).map_err(|e| Error::io(dir, e))?;
+    for e in entries.flatten() {
+        let name = e.file_name();
+        let Some(name) = name.to_str() else { continue };
+        if !name.starts_with(MANIFEST_PREFIX) || !e.file_type().is_ok_and(|t| t.is_file()) {
+            continue;
+        }
+        let path = e.path();
+        let text = crate::fsutil::read_to_string(&path)?;
+        if path == manifest {
+            let (broker, files) = parse_manifest(&path, &text)?;
+            if broker != id {
+                return Err(Error::InvalidFile {
+                    path,
+                    reason: format!(
+                        "names the broker sha256:{broker}, not this one (sha256:{id}); remove it if that broker is gone"
+                    ),
+                });
+            }
+            owned = files;
+            manifest_now = Some(text);
+        } else if let Ok((_, files)) = parse_manifest(&path, &text) {
+            // Another broker's: its files are never ours to touch.
+            for f in files {
+                others.insert(f, path.clone());
+            }
+        }
+    }
+    // A directory this broker rendered before manifests existed: its
+    // ca.crt holds our CA certificate.
+    let legacy = manifest_now.is_none()
+        && !others.contains_key(Path::new("ca.crt"))
+        && blocked(dir, Path::new("ca.crt")).is_none()
+        && fs::read_to_string(dir.join("ca.crt")).is_ok_and(|t| t.contains(ca_pem.trim()));
+    let ours_before_manifests = |rel: &Path, path: &Path| {
+        legacy && (FIXED_FILES.iter().any(|f| rel == Path::new(f)) || written_by_broker(path))
+    };
+
+    let mut states = Vec::new();
+    let mut planned = Vec::new();
+    for w in wants {
+        let rel = w
+            .path
+            .strip_prefix(dir)
+            .ok()
+            .filter(|r| plain_relative(r))
+            .ok_or_else(|| Error::InvalidFile {
+                path: w.path.to_owned(),
+                reason: format!("is not a plain path inside {}", dir.display()),
+            })?
+            .to_owned();
+        let state = if let Some((p, why)) = blocked(dir, &rel) {
+            State::Blocked(p, why)
+        } else {
+            match (fs::symlink_metadata(w.path), fs::read(w.path)) {
+                (Err(e), _) if e.kind() == std::io::ErrorKind::NotFound => State::Missing,
+                (Err(e), _) | (_, Err(e)) => return Err(Error::io(w.path, e)),
+                (Ok(m), Ok(now)) => {
+                    let same_text = now == w.data;
+                    let same_mode = m.permissions().mode() & 0o7777 == w.mode;
+                    // Listed by another broker too (taken over with
+                    // --force) and not as we would write it: contested,
+                    // never overwritten silently.
+                    let contested = others.contains_key(&rel) && !same_text;
+                    if owned.contains(&rel) && !contested {
+                        State::Ours {
+                            same_text,
+                            same_mode,
+                        }
+                    } else if let Some(m) = others.get(&rel) {
+                        State::Foreign(format!(
+                            "belongs to another broker (listed in {})",
+                            m.display()
+                        ))
+                    } else if same_text || ours_before_manifests(&rel, w.path) {
+                        State::Ours {
+                            same_text,
+                            same_mode,
+                        }
+                    } else {
+                        State::Foreign("exists and was not written by this broker".into())
+                    }
+                }
+            }
+        };
+        states.push(state);
+        planned.push(rel);
+    }
+
+    // Leftovers: ours to remove, and files named like ours that are nobody's.
+    let planned_set: BTreeSet<&PathBuf> = planned.iter().collect();
+    let mut orphans = Vec::new();
+    let mut kept = Vec::new();
+    let mut candidates: BTreeSet<PathBuf> = owned.clone();
+    let mut foreign = Vec::new();
+    for rel in named_like_ours(dir) {
+        if planned_set.contains(&rel) || owned.contains(&rel) || others.contains_key(&rel) {
+            continue;
+        }
+        if ours_before_manifests(&rel, &dir.join(&rel)) {
+            candidates.insert(rel);
+        } else {
+            foreign.push(dir.join(rel));
+        }
+    }
+    for rel in candidates {
+        // Not planned any more, and not another broker's now either.
+        if planned_set.contains(&rel) || others.contains_key(&rel) {
+            continue;
+        }
+        let path = dir.join(&rel);
+        match blocked(dir, &rel) {
+            Some((p, why)) => kept.push((path, format!("{} {why}", p.display()))),
+            None if fs::symlink_metadata(&path).is_ok() => orphans.push(path),
+            None => {}
+        }
+    }
+    if legacy {
+        owned.extend(
+            planned
+                .iter()
+                .zip(&states)
+                .filter(|(_, s)| matches!(s, State::Ours { .. }))
+                .map(|(rel, _)| rel.clone()),
+        );
+    }
+    Ok(Survey {
+        id: id.to_owned(),
+        manifest,
+        manifest_now,
+        owned,
+        states,
+        planned,
+        orphans,
+        foreign,
+        kept,
+    })
+}
+
+impl Survey {
+    /// Refuses what cannot be rendered: a blocked path always, a foreign
+    /// file unless `force`. One line, naming the first file.
+    pub fn refuse(&self, force: bool) -> Result<()> {
+        if let Some((p, why)) = self.states.iter().find_map(|s| match s {
+            State::Blocked(p, why) => Some((p, why)),
+            _ => None,
+        }) {
+            return Err(Error::InvalidFile {
+                path: p.clone(),
+                reason: why.clone(),
+            });
+        }
+        if force {
+            return Ok(());
+        }
+        let foreign: Vec<_> = self
+            .planned
+            .iter()
+            .zip(&self.states)
+            .filter_map(|(rel, s)| match s {
+                State::Foreign(why) => Some((rel, why)),
+                _ => None,
+            })
+            .collect();
+        match foreign.first() {
+            None => Ok(()),
+            Some((rel, why)) => {
+                let more = match foreign.len() - 1 {
+                    0 => String::new(),
+                    n => format!(" (and {n} more)"),
+                };
+                Err(Error::ForeignFile {
+                    path: self.manifest.parent().unwrap_or(Path::new("/")).join(rel),
+                    reason: format!("{why}{more}"),
+                })
+            }
+        }
+    }
+
+    /// Writes our manifest listing `files` (relative) if it does not say
+    /// that already.
+    pub fn write_manifest(&mut self, files: &BTreeSet<PathBuf>) -> Result<()> {
+        let text = manifest_text(&self.id, files);
+        if self.manifest_now.as_deref() != Some(text.as_str()) {
+            crate::fsutil::write_public(&self.manifest, text.as_bytes())?;
+            self.manifest_now = Some(text);
+        }
+        Ok(())
+    }
+}
+
+/// Relative paths in `dir` named like the files the broker writes: the
+/// instances' files in `dir`, and every regular file or link in its CCD
+/// directory when that is a real directory.
+fn named_like_ours(dir: &Path) -> Vec<PathBuf> {
+    let mut found = Vec::new();
+    let ccd = Path::new(SharedServer::CCD_DIR);
+    let ccd_is_dir = fs::symlink_metadata(dir.join(ccd)).is_ok_and(|m| m.is_dir());
+    for (sub, pick) in [
+        (Path::new(""), is_instance_file as fn(&str) -> bool),
+        (ccd, |_: &str| true),
+    ] {
+        if sub == ccd && !ccd_is_dir {
+            continue;
+        }
+        let Ok(entries) = fs::read_dir(dir.join(sub)) else {
+            continue;
+        };
+        for e in entries.flatten() {
+            let Ok(t) = e.file_type() else { continue };
+            let name = e.file_name().to_string_lossy().into_owned();
+            if (t.is_file() || t.is_symlink()) && !name.starts_with('.') && pick(&name) {
+                found.push(sub.join(e.file_name()));
+            }
+        }
+    }
+    found.sort();
+    found
+}
+
+/// Whether a file starts like the files the broker renders: a
+/// `# tunnelbroker:` comment on its first line, or on its second after a
+/// script's `#!/bin/sh`. Only regular files; links are not followed.
+fn written_by_broker(path: &Path) -> bool {
+    if !fs::symlink_metadata(path).is_ok_and(|m| m.is_file()) {
+        return false;
+    }
+    let mut head = [0u8; 256];
+    let n = fs::File::open(path)
+        .and_then(|mut f| std::io::Read::read(&mut f, &mut head))
+        .unwrap_or(0);
+    let text = String::from_utf8_lossy(&head[..n]);
+    let mut lines = text.lines();
+    let first = lines.next().unwrap_or("");
+    let line = if first == "#!/bin/sh" {
+        lines.next().unwrap_or("")
+    } else {
+        first
+    };
+    line.starts_with("# tunnelbroker: ")
+}
+
+/// Files this crate writes per instance in the output directory.
+fn is_instance_file(name: &str) -> bool {
+    name.starts_with("tb-client-")
+        && (name.ends_with(".conf") || name.ends_with(".up") || name.ends_with(".down"))
+        || name == "tb-shared.conf"
+}

@@ -31,10 +31,9 @@ pub fn run(out: &Output, dir: &Path, cmd: &ClientCommand) -> Result<(), Failure>
                 Some(r) => r.parse()?,
                 None => Default::default(),
             };
-            let client = broker.revoke(&id.parse()?, reason)?;
-            let session = crate::server::end_session(&broker, &client);
-            out.show(&ClientView(client))?;
-            crate::server::tell_session(&session);
+            let revocation = broker.revoke(&id.parse()?, reason)?;
+            out.show(&ClientView(revocation.client))?;
+            crate::server::tell_session(&revocation.session);
             Ok(())
         }
         ClientCommand::Renew { id, csr } => {

@@ -1,13 +1,13 @@
-//! `tunnelbroker server render`, `tunnelbroker client bundle` and the
-//! session ending of `client revoke`: glue over `Broker::render_server`,
-//! `Broker::bundle` and `Broker::end_session`.
+//! `tunnelbroker server render`, `tunnelbroker client bundle` and what
+//! `client revoke` says about the session: glue over
+//! `Broker::render_server_with`, `Broker::bundle` and `Broker::revoke`.
 
 use std::fmt;
 use std::io::Write;
 use std::path::{Path, PathBuf};
 
 use serde::Serialize;
-use tunnelbroker_core::{Broker, Client, ClientId, RenderReport, SessionEnd};
+use tunnelbroker_core::{Broker, ClientId, RenderOptions, RenderReport, SessionEnd};
 
 use crate::args::ServerCommand;
 use crate::output::{Failure, Output};
@@ -15,9 +15,14 @@ use crate::output::{Failure, Output};
 /// Runs one `server` subcommand on the broker in `dir`.
 pub fn run(out: &Output, dir: &Path, cmd: &ServerCommand) -> Result<(), Failure> {
     match cmd {
-        ServerCommand::Render { out: to } => {
+        ServerCommand::Render { out: to, run_dir } => {
             let broker = Broker::open(dir)?;
-            let report = broker.render_server(to.as_deref())?;
+            let mut options = RenderOptions::default();
+            options.dir = to.clone();
+            options.run_dir = run_dir.clone();
+            // The CRL refresh unit runs this very binary.
+            options.binary = std::env::current_exe().ok();
+            let report = broker.render_server_with(&options)?;
             out.show(&Rendered::from(report))
         }
     }
@@ -27,6 +32,7 @@ pub fn run(out: &Output, dir: &Path, cmd: &ServerCommand) -> Result<(), Failure>
 #[derive(Debug, Serialize)]
 struct Rendered {
     dir: PathBuf,
+    run_dir: PathBuf,
     instances: Vec<String>,
     written: Vec<PathBuf>,
     unchanged: usize,
@@ -38,6 +44,7 @@ impl From<RenderReport> for Rendered {
     fn from(r: RenderReport) -> Self {
         Rendered {
             dir: r.dir,
+            run_dir: r.run_dir,
             instances: r.instances,
             written: r.written,
             unchanged: r.unchanged.len(),
@@ -77,6 +84,11 @@ impl fmt::Display for Rendered {
                     .join(" ")
             )?;
         }
+        writeln!(
+            f,
+            "keep the CRL fresh: cp {dir}/systemd/tunnelbroker-crl.service {dir}/systemd/tunnelbroker-crl.timer /etc/systemd/system/ && systemctl daemon-reload && systemctl enable --now tunnelbroker-crl.timer",
+            dir = self.dir.display()
+        )?;
         Ok(())
     }
 }
@@ -113,23 +125,18 @@ impl fmt::Display for Bundled {
     }
 }
 
-/// Ends a revoked client's live session, never failing the revocation.
-pub fn end_session(broker: &Broker, client: &Client) -> Result<SessionEnd, String> {
-    broker.end_session(client).map_err(|e| e.to_string())
-}
-
 /// Tells on stderr what happened to the revoked client's session.
-pub fn tell_session(result: &Result<SessionEnd, String>) {
-    let line = match result {
-        Ok(SessionEnd::Ended(_)) => "its live session was ended".to_owned(),
-        Ok(SessionEnd::NotConnected) => "it was not connected".to_owned(),
-        Ok(SessionEnd::NoServer(socket)) => format!(
+pub fn tell_session(session: &SessionEnd) {
+    let line = match session {
+        SessionEnd::Ended(_) => "its live session was ended".to_owned(),
+        SessionEnd::NotConnected => "it was not connected".to_owned(),
+        SessionEnd::NoServer(socket) => format!(
             "could not end a live session: no OpenVPN server answers at {} on this host; \
              the server refuses the client at its next connection",
             socket.display()
         ),
-        Ok(_) => "session state unknown".to_owned(),
-        Err(e) => format!("could not end its live session: {e}"),
+        SessionEnd::Failed(e) => format!("could not end its live session: {e}"),
+        _ => "session state unknown".to_owned(),
     };
     let _ = writeln!(std::io::stderr().lock(), "tunnelbroker: {line}");
 }

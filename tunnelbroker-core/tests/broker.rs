@@ -336,7 +336,8 @@ fn revoke_lists_the_serial_keeps_the_assignment_until_purge() {
     let number_before = b.crl().unwrap().number();
     let revoked = b
         .revoke(&alice.id, RevocationReason::KeyCompromise)
-        .unwrap();
+        .unwrap()
+        .client;
     assert_eq!(revoked.state, ClientState::Revoked);
     assert!(revoked.revoked_at.is_some());
     let crl = b.crl().unwrap();

@@ -1,18 +1,42 @@
 //! Rendering the server side of a broker and ending live sessions
-//! (issue 5): glue between the [`Broker`] and [`crate::openvpn`].
+//! (issues 5 and 17): glue between the [`Broker`] and [`crate::openvpn`].
 
 use std::collections::BTreeSet;
 use std::fs;
 use std::os::unix::fs::{DirBuilderExt, PermissionsExt};
 use std::path::{Path, PathBuf};
 
-use super::{Broker, Client, ClientState, ServerMode};
+use super::{Broker, Client, ClientState, ServerMode, ServerSettings, Settings};
 use crate::error::{Error, Result};
 use crate::fsutil;
+use crate::registry::Store;
 use crate::openvpn::{
-    CommonName, ConfigPath, Management, PerClientServer, RenderedFile, ServerFiles, ServerOptions,
-    SharedServer,
+    CommonName, ConfigPath, CrlRefreshUnits, DEFAULT_BINARY, Management, PerClientServer,
+    RenderedFile, ServerFiles, ServerOptions, SharedServer, reach,
 };
+
+/// How [`Broker::render_server_with`] renders the server side.
+///
+/// ```
+/// use tunnelbroker_core::RenderOptions;
+/// let mut o = RenderOptions::default();
+/// o.dir = Some("/etc/openvpn/server".into());
+/// o.run_dir = Some("/run/openvpn-server".into());
+/// assert!(o.binary.is_none());
+/// ```
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+#[non_exhaustive]
+pub struct RenderOptions {
+    /// The output directory; `None`: the recorded one
+    /// ([`ServerSettings::dir`]), else `<broker>/server`.
+    pub dir: Option<PathBuf>,
+    /// The run directory of the management sockets; `None`: the recorded
+    /// one, else `/run/openvpn-server`.
+    pub run_dir: Option<PathBuf>,
+    /// The `tunnelbroker` binary the CRL refresh service runs; `None`:
+    /// [`DEFAULT_BINARY`](crate::openvpn::DEFAULT_BINARY).
+    pub binary: Option<PathBuf>,
+}
 
 /// What [`Broker::render_server`] did.
 #[derive(Debug, Clone, Default, PartialEq, Eq)]
@@ -20,6 +44,8 @@ use crate::openvpn::{
 pub struct RenderReport {
     /// The output directory.
     pub dir: PathBuf,
+    /// The run directory of the management sockets.
+    pub run_dir: PathBuf,
     /// Files written because they were new or had changed.
     pub written: Vec<PathBuf>,
     /// Files left untouched because they were already up to date.
@@ -28,8 +54,8 @@ pub struct RenderReport {
     pub removed: Vec<PathBuf>,
     /// The instance names to start (`openvpn-server@NAME`).
     pub instances: Vec<String>,
-    /// Things the operator should know (for example a CRL that OpenVPN
-    /// cannot read after dropping privileges).
+    /// Things the operator should know (for example an output directory
+    /// that Debian's unit hides from OpenVPN).
     pub warnings: Vec<String>,
 }
 
@@ -43,33 +69,71 @@ pub enum SessionEnd {
     NotConnected,
     /// No server instance answers on this host (no management socket).
     NoServer(PathBuf),
+    /// Ending the session failed; the text says why (one line).
+    Failed(String),
 }
 
-const KEY_FILES: [&str; 2] = ["server.key", "tls-crypt.key"];
+/// What [`Broker::revoke`] did: the revoked client, and what became of its
+/// live session.
+#[derive(Debug, Clone, PartialEq, Eq)]
+#[non_exhaustive]
+pub struct Revocation {
+    /// The client, now revoked.
+    pub client: Client,
+    /// Its live session on this host, ended through the recorded run
+    /// directory ([`Broker::end_session`]).
+    pub session: SessionEnd,
+}
+
+const KEY_FILES: [&str; 2] = [ServerFiles::KEY, ServerFiles::TLS_CRYPT];
+
+/// Where the server side is: the rendered directory and the run directory.
+struct Layout {
+    dir: PathBuf,
+    run_dir: PathBuf,
+}
 
 impl Broker {
-    /// The server-side options of this broker for files installed in
-    /// `config_dir` (absolute).
-    fn server_options(&self, config_dir: &Path) -> Result<ServerOptions> {
-        let abs = |p: &Path| -> Result<ConfigPath> {
-            let p = std::path::absolute(p).map_err(|e| Error::io(p, e))?;
-            ConfigPath::from_path(&p)
+    /// Where the server side was rendered, as `server render` last recorded
+    /// it in the settings file (read now, so that a rendering by another
+    /// process counts).
+    pub fn recorded_server(&self) -> Result<ServerSettings> {
+        let text = fsutil::read_to_string(&self.paths.settings)?;
+        Ok(Settings::from_toml(&text)?.server)
+    }
+
+    /// The recorded layout, with the defaults where nothing is recorded.
+    fn layout(&self, dir: Option<&Path>, run_dir: Option<&Path>) -> Result<Layout> {
+        let rec = self.recorded_server()?;
+        let dir = match dir {
+            Some(d) => d.to_owned(),
+            None => rec.dir.unwrap_or_else(|| self.paths.server_dir.clone()),
         };
-        Ok(ServerOptions {
-            files: ServerFiles {
-                crl: abs(&self.paths.crl)?,
-                ..ServerFiles::default()
-            },
-            config_dir: abs(config_dir)?,
-            run_dir: abs(&self.paths.run_dir)?,
-            log_dir: abs(&self.paths.dir.join("log"))?,
-            ..ServerOptions::default()
+        let run_dir = match run_dir {
+            Some(d) => d.to_owned(),
+            None => rec
+                .run_dir
+                .unwrap_or_else(|| PathBuf::from(ServerOptions::DEFAULT_RUN_DIR)),
+        };
+        let abs = |p: &Path| std::path::absolute(p).map_err(|e| Error::io(p, e));
+        Ok(Layout {
+            dir: abs(&dir)?,
+            run_dir: abs(&run_dir)?,
         })
     }
 
+    /// The server-side options of this broker for files installed in
+    /// `layout.dir` (absolute).
+    fn server_options(&self, layout: &Layout) -> Result<ServerOptions> {
+        ServerOptions::new(
+            ConfigPath::from_path(&layout.dir)?,
+            ConfigPath::from_path(&layout.run_dir)?,
+        )
+    }
+
     /// The rendered files of the server side (without key material).
-    fn server_files(&self, config_dir: &Path) -> Result<(Vec<RenderedFile>, Vec<String>)> {
-        let options = self.server_options(config_dir)?;
+    fn server_files(&self, layout: &Layout) -> Result<(Vec<RenderedFile>, Vec<String>)> {
+        let options = self.server_options(layout)?;
         let settings = &self.settings;
         let active: Vec<Client> = self
             .clients()?
@@ -99,25 +163,35 @@ impl Broker {
         Ok((files, instances))
     }
 
-    /// Every file [`render_server`](Self::render_server) writes into `dir`
-    /// (canonical), with its mode, and the instance names.
-    fn planned_files(&self, dir: &Path) -> Result<(Vec<Planned>, Vec<String>)> {
-        let (mut files, instances) = self.server_files(dir)?;
-        let secret = |name: &str, text: String| RenderedFile {
+    /// Every file [`render_server`](Self::render_server) writes into
+    /// `layout.dir` (canonical), with its mode, and the instance names.
+    /// The CRL copy is among them only when the broker's CRL can be read.
+    fn planned_files(
+        &self,
+        layout: &Layout,
+        binary: &Path,
+    ) -> Result<(Vec<Planned>, Vec<String>)> {
+        let (mut files, instances) = self.server_files(layout)?;
+        let plain = |name: &str, text: String| RenderedFile {
             name: name.into(),
             text,
             executable: false,
         };
-        files.push(secret("ca.crt", self.ca.certificate().pem().to_owned()));
-        files.push(secret(
-            "server.crt",
+        files.push(plain(ServerFiles::CA, self.ca.certificate().pem().to_owned()));
+        files.push(plain(
+            ServerFiles::CERT,
             self.server_certificate()?.pem().to_owned(),
         ));
-        files.push(secret("server.key", self.server_key()?.to_pem().to_owned()));
-        files.push(secret(
-            "tls-crypt.key",
+        files.push(plain(ServerFiles::KEY, self.server_key()?.to_pem().to_owned()));
+        files.push(plain(
+            ServerFiles::TLS_CRYPT,
             self.tls_crypt_key()?.to_text().to_owned(),
         ));
+        if let Ok(crl) = fsutil::read_to_string(&self.paths.crl) {
+            files.push(plain(ServerFiles::CRL, crl));
+        }
+        let broker_dir = std::path::absolute(&self.paths.dir).map_err(|e| Error::io(&self.paths.dir, e))?;
+        files.extend(CrlRefreshUnits::new(binary, &broker_dir)?.emit()?);
         let planned = files
             .into_iter()
             .map(|f| {
@@ -129,7 +203,7 @@ impl Broker {
                     fsutil::PUBLIC
                 };
                 Planned {
-                    path: dir.join(&f.name),
+                    path: layout.dir.join(&f.name),
                     text: f.text,
                     mode,
                 }
@@ -138,36 +212,82 @@ impl Broker {
         Ok((planned, instances))
     }
 
-    /// Writes the server side into `out_dir` (default
-    /// [`paths().server_dir`](super::BrokerPaths::server_dir)) in the layout
-    /// Debian's `openvpn-server@NAME` expects of `/etc/openvpn/server`:
-    /// `NAME.conf` per instance (per-client mode: `tb-client-<id>.conf` with
-    /// its `.up`/`.down` scripts; shared mode: `tb-shared.conf` and
-    /// `ccd/<id>`), `ca.crt`, `server.crt`, `server.key` and `tls-crypt.key`
-    /// (0600). The CRL is referenced where the broker keeps it, so that a
-    /// revocation takes effect at the next connection without re-rendering.
+    /// [`render_server_with`](Self::render_server_with) into `out_dir`
+    /// (default: the recorded directory, else `<broker>/server`), with the
+    /// recorded run directory.
+    pub fn render_server(&self, out_dir: Option<&Path>) -> Result<RenderReport> {
+        self.render_server_with(&RenderOptions {
+            dir: out_dir.map(Path::to_path_buf),
+            ..RenderOptions::default()
+        })
+    }
+
+    /// Writes the server side into one directory, in the layout Debian's
+    /// `openvpn-server@NAME` expects of `/etc/openvpn/server`: `NAME.conf`
+    /// per instance (per-client mode: `tb-client-<id>.conf` with its
+    /// `.up`/`.down` scripts; shared mode: `tb-shared.conf` and `ccd/<id>`),
+    /// `ca.crt`, `server.crt`, `server.key` and `tls-crypt.key` (0600), a
+    /// copy of the CRL (`crl.pem`, 0644) and the units that keep it fresh
+    /// (`systemd/tunnelbroker-crl.service` and `.timer`). The configs name
+    /// every file by its absolute path in that directory, and nothing in the
+    /// broker directory, which may therefore be private; management sockets
+    /// go to the run directory, logs to OpenVPN's standard output (the
+    /// journal).
+    ///
+    /// The directory and run directory are recorded in the settings
+    /// (`[server]`): every CRL the broker signs from then on is also written
+    /// to the directory's `crl.pem`, so a revocation takes effect at the
+    /// next connection without re-rendering, and [`revoke`](Self::revoke)
+    /// ends live sessions through the run directory.
+    ///
+    /// Refused ([`Error::ServerDirUnreachable`]) when OpenVPN, after
+    /// dropping to `nobody`, could not reach the directory (it or an
+    /// ancestor not searchable by others); warned about when Debian's unit
+    /// hides it (under `/root`, `/home`, `/run/user`, `/tmp`, `/var/tmp`).
     ///
     /// Idempotent: files whose contents and mode are right are not touched;
     /// files an earlier rendering wrote for clients that are no longer
     /// active are removed. Files the broker did not write (no
     /// `# tunnelbroker:` header) are never removed, only named in the
     /// warnings.
-    pub fn render_server(&self, out_dir: Option<&Path>) -> Result<RenderReport> {
-        let dir = out_dir.unwrap_or(&self.paths.server_dir);
-        make_dir(dir)?;
-        let dir = fs::canonicalize(dir).map_err(|e| Error::io(dir, e))?;
-        make_dir(&self.paths.dir.join("log"))?;
-        let (files, instances) = self.planned_files(&dir)?;
+    pub fn render_server_with(&self, options: &RenderOptions) -> Result<RenderReport> {
+        let layout = self.layout(options.dir.as_deref(), options.run_dir.as_deref())?;
+        make_dir(&layout.dir)?;
+        let dir = fs::canonicalize(&layout.dir).map_err(|e| Error::io(&layout.dir, e))?;
+        let layout = Layout {
+            dir: dir.clone(),
+            run_dir: layout.run_dir,
+        };
+        let binary = options
+            .binary
+            .clone()
+            .unwrap_or_else(|| PathBuf::from(DEFAULT_BINARY));
+        // Everything is checked before anything is written.
+        let (files, instances) = self.planned_files(&layout, &binary)?;
+        let dir_reach = reach(&dir);
+        if let Some(err) = dir_reach.refusal() {
+            return Err(err);
+        }
+        let mut subdirs = vec![dir.join(CrlRefreshUnits::DIR)];
         if self.settings.mode == ServerMode::Shared {
-            make_dir(&dir.join(SharedServer::CCD_DIR))?;
+            subdirs.push(dir.join(SharedServer::CCD_DIR));
+        }
+        for sub in &subdirs {
+            make_dir(sub)?;
+        }
+        if let Some(err) = subdirs.iter().find_map(|d| reach(d).refusal()) {
+            return Err(err);
         }
         let mut report = RenderReport {
             dir: dir.clone(),
+            run_dir: layout.run_dir.clone(),
             instances,
             ..RenderReport::default()
         };
+        let crl_copy = dir.join(ServerFiles::CRL);
         let mut keep = BTreeSet::new();
-        for f in &files {
+        keep.insert(crl_copy.clone());
+        for f in files.iter().filter(|f| f.path != crl_copy) {
             if up_to_date(&f.path, f.text.as_bytes(), f.mode) {
                 report.unchanged.push(f.path.clone());
             } else {
@@ -176,12 +296,29 @@ impl Broker {
             }
             keep.insert(f.path.clone());
         }
+        // The CRL copy is written under the database's write lock, so that
+        // it never replaces a newer one written by a revocation meanwhile.
+        let mut copied = false;
+        self.store.write(&mut |_tx| {
+            let crl = fsutil::read_to_string(&self.paths.crl)?;
+            copied = !up_to_date(&crl_copy, crl.as_bytes(), fsutil::PUBLIC);
+            if copied {
+                fsutil::write_public(&crl_copy, crl.as_bytes())?;
+            }
+            Ok(())
+        })?;
+        if copied {
+            report.written.push(crl_copy);
+        } else {
+            report.unchanged.push(crl_copy);
+        }
         // Remove what earlier renderings wrote for clients that are gone.
         let (orphans, foreign) = leftovers(&dir, &keep);
         for path in orphans {
             fs::remove_file(&path).map_err(|err| Error::io(&path, err))?;
             report.removed.push(path);
         }
+        self.record_server(&layout)?;
         report.warnings = foreign
             .iter()
             .map(|p| {
@@ -191,31 +328,68 @@ impl Broker {
                 )
             })
             .collect();
-        report.warnings.extend(self.readability_warnings());
+        report.warnings.extend(dir_reach.warning());
+        if !layout.run_dir.is_dir() {
+            report.warnings.push(format!(
+                "the run directory {} does not exist; OpenVPN cannot create its management socket there (Debian's openvpn package creates /run/openvpn-server at boot; else mkdir -m 0710 it)",
+                layout.run_dir.display()
+            ));
+        }
         Ok(report)
     }
 
-    /// How the server files in `out_dir` (default
-    /// [`paths().server_dir`](super::BrokerPaths::server_dir)) compare with
-    /// what [`render_server`](Self::render_server) would write now. Reads
-    /// only.
+    /// Records the rendered layout in the settings file (atomically), if it
+    /// changed.
+    fn record_server(&self, layout: &Layout) -> Result<()> {
+        let text = fsutil::read_to_string(&self.paths.settings)?;
+        let mut settings = Settings::from_toml(&text)?;
+        let mut want = ServerSettings::default();
+        want.dir = Some(layout.dir.clone());
+        want.run_dir = Some(layout.run_dir.clone());
+        if settings.server != want {
+            settings.server = want;
+            fsutil::write_public(&self.paths.settings, settings.to_toml().as_bytes())?;
+        }
+        Ok(())
+    }
+
+    /// Writes `crl` (just signed) to the recorded server directory's
+    /// `crl.pem`, if a rendering recorded one.
+    pub(super) fn copy_crl(&self, pem: &str) -> Result<()> {
+        if let Some(dir) = self.recorded_server()?.dir {
+            fsutil::write_public(&dir.join(ServerFiles::CRL), pem.as_bytes())?;
+        }
+        Ok(())
+    }
+
+    /// How the server files in `out_dir` (default: the recorded directory,
+    /// else `<broker>/server`) compare with what
+    /// [`render_server`](Self::render_server) would write now. Reads only.
+    /// The systemd units are not compared (their binary path depends on who
+    /// rendered them).
     pub(crate) fn check_server_files(&self, out_dir: Option<&Path>) -> Result<ServerFilesState> {
-        let dir = out_dir.unwrap_or(&self.paths.server_dir);
+        let layout = self.layout(out_dir, None)?;
+        let dir = layout.dir.clone();
         if !dir.is_dir() {
             return Ok(ServerFilesState {
-                dir: dir.to_owned(),
+                dir,
                 ..ServerFilesState::default()
             });
         }
-        let dir = fs::canonicalize(dir).map_err(|e| Error::io(dir, e))?;
-        let (files, _) = self.planned_files(&dir)?;
+        let dir = fs::canonicalize(&dir).map_err(|e| Error::io(&dir, e))?;
+        let layout = Layout {
+            dir: dir.clone(),
+            run_dir: layout.run_dir,
+        };
+        let (files, _) = self.planned_files(&layout, Path::new(DEFAULT_BINARY))?;
+        let units = dir.join(CrlRefreshUnits::DIR);
         let mut state = ServerFilesState {
             dir: dir.clone(),
             exists: true,
             ..ServerFilesState::default()
         };
         let mut keep = BTreeSet::new();
-        for f in files {
+        for f in files.into_iter().filter(|f| !f.path.starts_with(&units)) {
             match fs::symlink_metadata(&f.path) {
                 Err(e) if e.kind() == std::io::ErrorKind::NotFound => {
                     state.missing.push(f.path.clone());
@@ -247,46 +421,20 @@ impl Broker {
         Ok(state)
     }
 
-    /// Whether OpenVPN, after becoming `nobody`, can still read the CRL.
-    fn readability_warnings(&self) -> Vec<String> {
-        let crl = match std::path::absolute(&self.paths.crl) {
-            Ok(p) => p,
-            Err(_) => return Vec::new(),
-        };
-        let mut warnings = Vec::new();
-        match fs::metadata(&crl) {
-            Ok(m) if m.permissions().mode() & 0o004 == 0 => warnings.push(format!(
-                "{} is not readable by others; OpenVPN re-reads it as nobody at every connection",
-                crl.display()
-            )),
-            Err(e) => warnings.push(format!("{}: {e}", crl.display())),
-            _ => {}
-        }
-        for dir in crl.ancestors().skip(1) {
-            if let Ok(m) = fs::metadata(dir)
-                && m.permissions().mode() & 0o001 == 0
-            {
-                warnings.push(format!(
-                    "{} is not searchable by others, so OpenVPN cannot re-read the CRL after dropping privileges (chmod o+x it)",
-                    dir.display()
-                ));
-            }
-        }
-        warnings
-    }
-
     /// Ends a client's live session on this host, for example after
-    /// [`revoke`](Broker::revoke): in per-client mode its instance is told
-    /// to terminate (`signal SIGTERM`), in shared mode the server is told to
-    /// `kill` its common name. Both go through the management socket in the
-    /// broker's run directory.
+    /// [`revoke`](Broker::revoke) (which calls it): in per-client mode its
+    /// instance is told to terminate (`signal SIGTERM`), in shared mode the
+    /// server is told to `kill` its common name. Both go through the
+    /// management socket in the recorded run directory (default
+    /// `/run/openvpn-server`).
     pub fn end_session(&self, client: &Client) -> Result<SessionEnd> {
-        let options = self.server_options(&self.paths.server_dir)?;
+        let layout = self.layout(None, None)?;
+        let options = self.server_options(&layout)?;
         match self.settings.mode {
             ServerMode::PerClient => {
                 let port = match client.port {
                     Some(p) => p,
-                    None => return Ok(SessionEnd::NoServer(self.paths.run_dir.clone())),
+                    None => return Ok(SessionEnd::NoServer(layout.run_dir)),
                 };
                 let srv =
                     PerClientServer::new(client.id.clone(), client.assignment, port, options)?;
@@ -421,10 +569,21 @@ fn up_to_date(path: &Path, data: &[u8], mode: u32) -> bool {
     }
 }
 
+/// Creates `dir` and its missing ancestors with mode 0755, whatever the
+/// umask (OpenVPN as `nobody` must search them); existing directories keep
+/// their mode.
 fn make_dir(dir: &Path) -> Result<()> {
-    fs::DirBuilder::new()
-        .recursive(true)
-        .mode(0o755)
-        .create(dir)
-        .map_err(|e| Error::io(dir, e))
+    let missing: Vec<&Path> = dir
+        .ancestors()
+        .take_while(|d| !d.as_os_str().is_empty() && fs::metadata(d).is_err())
+        .collect();
+    for d in missing.into_iter().rev() {
+        match fs::DirBuilder::new().mode(0o755).create(d) {
+            Ok(()) => fs::set_permissions(d, fs::Permissions::from_mode(0o755))
+                .map_err(|e| Error::io(d, e))?,
+            Err(e) if e.kind() == std::io::ErrorKind::AlreadyExists => {}
+            Err(e) => return Err(Error::io(d, e)),
+        }
+    }
+    Ok(())
 }

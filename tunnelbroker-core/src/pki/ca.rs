@@ -537,6 +537,39 @@ impl Ca {
     pub fn crl(&self, revoked: &[RevokedCert], number: u64, next_update_days: u32) -> Result<Crl> {
         let now = OffsetDateTime::now_utc();
         let next_update = days_from(now, "crl", next_update_days)?;
+        self.crl_at(revoked, number, now, next_update)
+    }
+
+    /// Signs CRL number `number` with explicit thisUpdate and nextUpdate
+    /// (the latter after the former), for example one already expired, to
+    /// test what OpenVPN does with it. Entries are left out as in
+    /// [`crl`](Self::crl) when their certificate expired before `this_update`.
+    ///
+    /// ```
+    /// use time::{Duration, OffsetDateTime};
+    /// use tunnelbroker_core::{Ca, CaParams};
+    /// let ca = Ca::generate(&CaParams::default())?;
+    /// let now = OffsetDateTime::now_utc();
+    /// let old = ca.crl_at(&[], 3, now - Duration::days(40), now - Duration::days(10))?;
+    /// assert!(old.next_update() < now);
+    /// assert!(ca.crl_at(&[], 4, now, now - Duration::days(1)).is_err());
+    /// # Ok::<(), tunnelbroker_core::Error>(())
+    /// ```
+    pub fn crl_at(
+        &self,
+        revoked: &[RevokedCert],
+        number: u64,
+        this_update: OffsetDateTime,
+        next_update: OffsetDateTime,
+    ) -> Result<Crl> {
+        if next_update <= this_update {
+            return Err(Error::InvalidValidity {
+                what: "crl",
+                days: 0,
+                reason: "nextUpdate must come after thisUpdate",
+            });
+        }
+        let now = this_update;
         let mut seen = std::collections::HashSet::new();
         let revoked_certs = revoked
             .iter()

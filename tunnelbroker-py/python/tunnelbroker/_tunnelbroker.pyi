@@ -306,7 +306,11 @@ class Broker:
     def refresh_crl(self) -> Crl: ...
     def bundle(self, id: str, path: Union[str, "os.PathLike[str]"]) -> Path: ...
     def render_server(
-        self, path: Optional[Union[str, "os.PathLike[str]"]] = None
+        self,
+        path: Optional[Union[str, "os.PathLike[str]"]] = None,
+        *,
+        run_dir: Optional[Union[str, "os.PathLike[str]"]] = None,
+        binary: Optional[Union[str, "os.PathLike[str]"]] = None,
     ) -> RenderReport: ...
     def import_csv(
         self, text: str, progress: Optional[Callable[[int, int], object]] = None
@@ -330,6 +334,8 @@ class Broker:
 class RenderReport:
     @property
     def dir(self) -> Path: ...
+    @property
+    def run_dir(self) -> Path: ...
     @property
     def written(self) -> list[Path]: ...
     @property

@@ -112,3 +112,12 @@ pub fn init(dir: &Path, extra: &[&str]) {
     args.extend_from_slice(extra);
     ok(&tb(dir, &args));
 }
+
+/// A temporary directory with mode 0755, as an operator's directory would
+/// be: OpenVPN must reach what is rendered below it as `nobody`.
+pub fn operator_tempdir() -> tempfile::TempDir {
+    use std::os::unix::fs::PermissionsExt;
+    let tmp = tempfile::tempdir().unwrap();
+    std::fs::set_permissions(tmp.path(), std::fs::Permissions::from_mode(0o755)).unwrap();
+    tmp
+}

@@ -651,10 +651,7 @@ fn render_server_is_idempotent_and_keeps_keys_private() {
             conf.contains(&format!("\ncrl-verify {}\n", copy.display())),
             "{conf}"
         );
-        assert_eq!(
-            fs::read(&copy).unwrap(),
-            fs::read(&b.paths().crl).unwrap()
-        );
+        assert_eq!(fs::read(&copy).unwrap(), fs::read(&b.paths().crl).unwrap());
         assert_eq!(
             fs::metadata(&copy).unwrap().permissions().mode() & 0o7777,
             0o644
@@ -674,7 +671,6 @@ fn render_server_is_idempotent_and_keeps_keys_private() {
         assert!(!conf.contains("log-append"), "{conf}");
     }
 }
-
 
 /// Counts the lines of `path` that contain `needle`.
 fn count_lines(path: &Path, needle: &str) -> usize {
@@ -711,7 +707,9 @@ fn per_client_revocation_under_the_unit() {
     let peer = format!("{LAN_IF}p");
     lab.ns(
         &ns[0],
-        &["ip", "link", "add", LAN_IF, "type", "veth", "peer", "name", &peer],
+        &[
+            "ip", "link", "add", LAN_IF, "type", "veth", "peer", "name", &peer,
+        ],
     );
     lab.ns(&ns[0], &["ip", "link", "set", LAN_IF, "up"]);
     let mut server_logs = Vec::new();
@@ -724,15 +722,26 @@ fn per_client_revocation_under_the_unit() {
     let mut client_logs = Vec::new();
     for (c, n) in [&alice, &carol].iter().zip(&ns) {
         let dir = unpack(&b, c.id.as_str(), tmp.path());
-        client_logs.push(start_client(&mut lab, c.id.as_str(), n, &dir, c.id.as_str()));
+        client_logs.push(start_client(
+            &mut lab,
+            c.id.as_str(),
+            n,
+            &dir,
+            c.id.as_str(),
+        ));
     }
     for (log, srv) in client_logs.iter().zip(&server_logs) {
         wait_connected(log, srv);
     }
-    assert!(lab.ping(&ns[1], "fe80::1%tun0", None, 10), "carol -> fe80::1");
+    assert!(
+        lab.ping(&ns[1], "fe80::1%tun0", None, 10),
+        "carol -> fe80::1"
+    );
 
     // The core's revoke ends carol's instance, with no re-render.
-    let revoked = b.revoke(&carol.id, RevocationReason::KeyCompromise).unwrap();
+    let revoked = b
+        .revoke(&carol.id, RevocationReason::KeyCompromise)
+        .unwrap();
     assert!(
         matches!(revoked.session, SessionEnd::Ended(_)),
         "{:?}",
@@ -742,7 +751,10 @@ fn per_client_revocation_under_the_unit() {
         lab.exited("tb-client-carol", Duration::from_secs(10)),
         "carol's instance still runs"
     );
-    assert!(!lab.ping(&ns[1], "fe80::1%tun0", None, 2), "carol still has a session");
+    assert!(
+        !lab.ping(&ns[1], "fe80::1%tun0", None, 2),
+        "carol still has a session"
+    );
     // Her instance comes back (the operator, a reboot): it refuses her
     // next connection.
     start_server_as_unit(
@@ -753,7 +765,11 @@ fn per_client_revocation_under_the_unit() {
         "tb-client-carol",
         &server_logs[1],
     );
-    assert!(log_line(&server_logs[1], &[READY], UP), "{}", tail(&server_logs[1]));
+    assert!(
+        log_line(&server_logs[1], &[READY], UP),
+        "{}",
+        tail(&server_logs[1])
+    );
     lab.stop("carol");
     let carol_dir = tmp.path().join("clients").join("carol");
     let _ = fs::remove_file(&client_logs[1]);
@@ -796,13 +812,26 @@ fn shared_revocation_and_crl_expiry_under_the_unit() {
     let mut lab = Lab::new("us");
     let (s, ns) = underlay(&mut lab, &["a", "c"]);
     let srv_log = tmp.path().join("tb-shared.log");
-    start_server_as_unit(&mut lab, &s, &layout.server, &layout.run, "tb-shared", &srv_log);
+    start_server_as_unit(
+        &mut lab,
+        &s,
+        &layout.server,
+        &layout.run,
+        "tb-shared",
+        &srv_log,
+    );
     assert!(log_has(&srv_log, READY, UP), "server:\n{}", tail(&srv_log));
     let server_addr = "2001:db8:0:f100::1";
     let mut logs = Vec::new();
     for (c, n) in [&alice, &carol].iter().zip(&ns) {
         let dir = unpack(&b, c.id.as_str(), tmp.path());
-        logs.push(start_client(&mut lab, c.id.as_str(), n, &dir, c.id.as_str()));
+        logs.push(start_client(
+            &mut lab,
+            c.id.as_str(),
+            n,
+            &dir,
+            c.id.as_str(),
+        ));
     }
     for log in &logs {
         wait_connected(log, &srv_log);
@@ -811,7 +840,9 @@ fn shared_revocation_and_crl_expiry_under_the_unit() {
 
     // Revoke carol while she is connected: the session ends, and her
     // client, which reconnects by itself, is refused by the CRL.
-    let revoked = b.revoke(&carol.id, RevocationReason::KeyCompromise).unwrap();
+    let revoked = b
+        .revoke(&carol.id, RevocationReason::KeyCompromise)
+        .unwrap();
     assert!(
         matches!(revoked.session, SessionEnd::Ended(_)),
         "{:?}",
@@ -827,17 +858,32 @@ fn shared_revocation_and_crl_expiry_under_the_unit() {
         "carol's reconnection was not refused:\n{}",
         tail(&srv_log)
     );
-    assert!(!lab.ping(&ns[1], server_addr, None, 2), "carol still has a session");
-    assert_eq!(count_lines(&logs[1], READY), connected, "carol connected again");
+    assert!(
+        !lab.ping(&ns[1], server_addr, None, 2),
+        "carol still has a session"
+    );
+    assert_eq!(
+        count_lines(&logs[1], READY),
+        connected,
+        "carol connected again"
+    );
     lab.stop("carol");
-    assert!(lab.ping(&ns[0], server_addr, None, 5), "alice lost her session");
+    assert!(
+        lab.ping(&ns[0], server_addr, None, 5),
+        "alice lost her session"
+    );
 
     // An expired CRL in the rendered directory: alice's next connection is
     // refused.
     let now = time::OffsetDateTime::now_utc();
     let expired = b
         .ca()
-        .crl_at(&[], 1, now - time::Duration::days(40), now - time::Duration::days(10))
+        .crl_at(
+            &[],
+            1,
+            now - time::Duration::days(40),
+            now - time::Duration::days(10),
+        )
         .unwrap();
     fs::write(layout.server.join("crl.pem"), expired.pem()).unwrap();
     lab.stop("alice");
@@ -866,8 +912,11 @@ fn shared_revocation_and_crl_expiry_under_the_unit() {
 
 #[test]
 fn revocation_holds_under_debians_unit_with_a_private_broker() {
-    needs_root("revocation_holds_under_debians_unit_with_a_private_broker", || {
-        per_client_revocation_under_the_unit();
-        shared_revocation_and_crl_expiry_under_the_unit();
-    });
+    needs_root(
+        "revocation_holds_under_debians_unit_with_a_private_broker",
+        || {
+            per_client_revocation_under_the_unit();
+            shared_revocation_and_crl_expiry_under_the_unit();
+        },
+    );
 }

@@ -21,8 +21,11 @@ fn broker_in(dir: &Path, mode: ServerMode) -> Broker {
     );
     s.mode = mode;
     let b = Broker::init(&dir.join("broker"), &InitOptions::new(s)).unwrap();
-    b.add_client(&NewClient::new("alice".parse().unwrap(), ClientKind::Subnet))
-        .unwrap();
+    b.add_client(&NewClient::new(
+        "alice".parse().unwrap(),
+        ClientKind::Subnet,
+    ))
+    .unwrap();
     b
 }
 
@@ -126,7 +129,10 @@ fn render_puts_everything_openvpn_reads_in_the_directory_and_records_it() {
             "{conf}"
         );
         assert!(
-            conf.contains(&format!("\nmanagement {}/tb5000.sock unix\n", run.display())),
+            conf.contains(&format!(
+                "\nmanagement {}/tb5000.sock unix\n",
+                run.display()
+            )),
             "{conf}"
         );
         assert!(!conf.contains("log-append"), "{conf}");
@@ -153,6 +159,8 @@ fn render_puts_everything_openvpn_reads_in_the_directory_and_records_it() {
         let again = b.render_server(None).unwrap();
         assert_eq!(again.dir, out);
         assert_eq!(again.run_dir, run);
+        // ... and the unit keeps the binary it named.
+        assert!(again.written.is_empty(), "{:?}", again.written);
         assert!(!b.paths().server_dir.exists());
     }
 }
@@ -167,10 +175,7 @@ fn every_crl_the_broker_signs_reaches_the_recorded_directory() {
     b.render_server_with(&options(&out, tmp.path())).unwrap();
     let copy = out.join("crl.pem");
     let same = || {
-        assert_eq!(
-            fs::read(&copy).unwrap(),
-            fs::read(&b.paths().crl).unwrap()
-        );
+        assert_eq!(fs::read(&copy).unwrap(), fs::read(&b.paths().crl).unwrap());
         assert_eq!(mode_of(&copy), 0o644);
     };
     // Revoke: the copy lists the serial, with no re-render.
@@ -202,7 +207,10 @@ fn a_recorded_path_that_is_not_absolute_is_refused() {
     let tmp = operator_tempdir();
     let b = broker_in(tmp.path(), ServerMode::Shared);
     let text = fs::read_to_string(&b.paths().settings).unwrap();
-    assert!(text.contains("[server]\n# dir = \"\"\n# run_dir = \"\"\n"), "{text}");
+    assert!(
+        text.contains("[server]\n# dir = \"\"\n# run_dir = \"\"\n"),
+        "{text}"
+    );
     let bad = text.replace("# dir = \"\"", "dir = \"relative/server\"");
     fs::write(&b.paths().settings, bad).unwrap();
     let err = Broker::open(b.dir()).unwrap_err();
@@ -220,11 +228,16 @@ fn the_server_section_round_trips_through_the_settings_file() {
     s.server.run_dir = Some("/run/openvpn-server".into());
     let text = s.to_toml();
     assert!(
-        text.contains("[server]\ndir = \"/etc/openvpn/server\"\nrun_dir = \"/run/openvpn-server\"\n"),
+        text.contains(
+            "[server]\ndir = \"/etc/openvpn/server\"\nrun_dir = \"/run/openvpn-server\"\n"
+        ),
         "{text}"
     );
     assert_eq!(Settings::from_toml(&text).unwrap(), s);
     // A settings file of an older broker, without the section, still reads.
     let old = text[..text.find("\n# Where `tunnelbroker server render`").unwrap()].to_owned();
-    assert_eq!(Settings::from_toml(&old).unwrap().server, Default::default());
+    assert_eq!(
+        Settings::from_toml(&old).unwrap().server,
+        Default::default()
+    );
 }

@@ -9,11 +9,11 @@ use std::path::{Path, PathBuf};
 use super::{Broker, Client, ClientState, ServerMode, ServerSettings, Settings};
 use crate::error::{Error, Result};
 use crate::fsutil;
-use crate::registry::Store;
 use crate::openvpn::{
     CommonName, ConfigPath, CrlRefreshUnits, DEFAULT_BINARY, Management, PerClientServer,
     RenderedFile, ServerFiles, ServerOptions, SharedServer, reach,
 };
+use crate::registry::Store;
 
 /// How [`Broker::render_server_with`] renders the server side.
 ///
@@ -33,7 +33,8 @@ pub struct RenderOptions {
     /// The run directory of the management sockets; `None`: the recorded
     /// one, else `/run/openvpn-server`.
     pub run_dir: Option<PathBuf>,
-    /// The `tunnelbroker` binary the CRL refresh service runs; `None`:
+    /// The `tunnelbroker` binary the CRL refresh service runs; `None`: the
+    /// one the rendered service names already, else
     /// [`DEFAULT_BINARY`](crate::openvpn::DEFAULT_BINARY).
     pub binary: Option<PathBuf>,
 }
@@ -166,23 +167,25 @@ impl Broker {
     /// Every file [`render_server`](Self::render_server) writes into
     /// `layout.dir` (canonical), with its mode, and the instance names.
     /// The CRL copy is among them only when the broker's CRL can be read.
-    fn planned_files(
-        &self,
-        layout: &Layout,
-        binary: &Path,
-    ) -> Result<(Vec<Planned>, Vec<String>)> {
+    fn planned_files(&self, layout: &Layout, binary: &Path) -> Result<(Vec<Planned>, Vec<String>)> {
         let (mut files, instances) = self.server_files(layout)?;
         let plain = |name: &str, text: String| RenderedFile {
             name: name.into(),
             text,
             executable: false,
         };
-        files.push(plain(ServerFiles::CA, self.ca.certificate().pem().to_owned()));
+        files.push(plain(
+            ServerFiles::CA,
+            self.ca.certificate().pem().to_owned(),
+        ));
         files.push(plain(
             ServerFiles::CERT,
             self.server_certificate()?.pem().to_owned(),
         ));
-        files.push(plain(ServerFiles::KEY, self.server_key()?.to_pem().to_owned()));
+        files.push(plain(
+            ServerFiles::KEY,
+            self.server_key()?.to_pem().to_owned(),
+        ));
         files.push(plain(
             ServerFiles::TLS_CRYPT,
             self.tls_crypt_key()?.to_text().to_owned(),
@@ -190,7 +193,8 @@ impl Broker {
         if let Ok(crl) = fsutil::read_to_string(&self.paths.crl) {
             files.push(plain(ServerFiles::CRL, crl));
         }
-        let broker_dir = std::path::absolute(&self.paths.dir).map_err(|e| Error::io(&self.paths.dir, e))?;
+        let broker_dir =
+            std::path::absolute(&self.paths.dir).map_err(|e| Error::io(&self.paths.dir, e))?;
         files.extend(CrlRefreshUnits::new(binary, &broker_dir)?.emit()?);
         let planned = files
             .into_iter()
@@ -258,10 +262,16 @@ impl Broker {
             dir: dir.clone(),
             run_dir: layout.run_dir,
         };
-        let binary = options
-            .binary
-            .clone()
-            .unwrap_or_else(|| PathBuf::from(DEFAULT_BINARY));
+        // Unless told, the unit keeps the binary it names.
+        let binary = options.binary.clone().unwrap_or_else(|| {
+            let unit = dir
+                .join(CrlRefreshUnits::DIR)
+                .join(format!("{}.service", CrlRefreshUnits::NAME));
+            fsutil::read_to_string(&unit)
+                .ok()
+                .and_then(|text| CrlRefreshUnits::binary_of(&text))
+                .unwrap_or_else(|| PathBuf::from(DEFAULT_BINARY))
+        });
         // Everything is checked before anything is written.
         let (files, instances) = self.planned_files(&layout, &binary)?;
         let dir_reach = reach(&dir);
@@ -343,9 +353,10 @@ impl Broker {
     fn record_server(&self, layout: &Layout) -> Result<()> {
         let text = fsutil::read_to_string(&self.paths.settings)?;
         let mut settings = Settings::from_toml(&text)?;
-        let mut want = ServerSettings::default();
-        want.dir = Some(layout.dir.clone());
-        want.run_dir = Some(layout.run_dir.clone());
+        let want = ServerSettings {
+            dir: Some(layout.dir.clone()),
+            run_dir: Some(layout.run_dir.clone()),
+        };
         if settings.server != want {
             settings.server = want;
             fsutil::write_public(&self.paths.settings, settings.to_toml().as_bytes())?;

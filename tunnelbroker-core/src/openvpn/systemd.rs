@@ -43,13 +43,49 @@ impl CrlRefreshUnits {
 
     /// Units that run `binary --dir broker_dir crl`; both paths absolute.
     pub fn new(binary: &Path, broker_dir: &Path) -> Result<Self> {
-        for (what, p) in [("tunnelbroker binary", binary), ("broker directory", broker_dir)] {
+        for (what, p) in [
+            ("tunnelbroker binary", binary),
+            ("broker directory", broker_dir),
+        ] {
             unit_word(what, p)?;
         }
         Ok(CrlRefreshUnits {
             binary: binary.to_owned(),
             broker_dir: broker_dir.to_owned(),
         })
+    }
+
+    /// The binary that the `ExecStart=` line of a service written by
+    /// [`service`](Self::service) runs, if `text` is one.
+    ///
+    /// ```
+    /// use std::path::Path;
+    /// use tunnelbroker_core::openvpn::CrlRefreshUnits;
+    /// let u = CrlRefreshUnits::new(Path::new("/opt/my tb/50%/tunnelbroker"), Path::new("/b"))?;
+    /// assert_eq!(
+    ///     CrlRefreshUnits::binary_of(&u.service()?).as_deref(),
+    ///     Some(Path::new("/opt/my tb/50%/tunnelbroker"))
+    /// );
+    /// assert_eq!(CrlRefreshUnits::binary_of("[Service]\n"), None);
+    /// # Ok::<(), tunnelbroker_core::Error>(())
+    /// ```
+    pub fn binary_of(text: &str) -> Option<PathBuf> {
+        let line = text.lines().find_map(|l| l.strip_prefix("ExecStart="))?;
+        let word = if let Some(rest) = line.strip_prefix('"') {
+            let mut out = String::new();
+            let mut chars = rest.chars();
+            loop {
+                match chars.next()? {
+                    '\\' => out.push(chars.next()?),
+                    '"' => break out,
+                    c => out.push(c),
+                }
+            }
+        } else {
+            line.split(' ').next()?.to_owned()
+        };
+        let path = PathBuf::from(word.replace("%%", "%").replace("$$", "$"));
+        path.is_absolute().then_some(path)
     }
 
     /// The service: one CRL refresh.

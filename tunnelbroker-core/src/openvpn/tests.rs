@@ -187,12 +187,29 @@ fn server_configs_name_every_runtime_file_by_absolute_path_in_the_rendered_dir()
             ("tls-crypt", "tls-crypt.key"),
             ("crl-verify", "crl.pem"),
         ] {
-            assert!(conf.contains(&format!("\n{key} /srv/vpn/{file}\n")), "{key} in\n{conf}");
+            assert!(
+                conf.contains(&format!("\n{key} /srv/vpn/{file}\n")),
+                "{key} in\n{conf}"
+            );
         }
-        assert!(conf.contains("\nmanagement /run/vpn/tb5000.sock unix\n"), "{conf}");
+        assert!(
+            conf.contains("\nmanagement /run/vpn/tb5000.sock unix\n"),
+            "{conf}"
+        );
     }
-    assert!(shared.config().unwrap().to_string().contains("\nclient-config-dir /srv/vpn/ccd\n"));
-    assert!(per.config().unwrap().to_string().contains("\nup /srv/vpn/tb-client-alice.up\n"));
+    assert!(
+        shared
+            .config()
+            .unwrap()
+            .to_string()
+            .contains("\nclient-config-dir /srv/vpn/ccd\n")
+    );
+    assert!(
+        per.config()
+            .unwrap()
+            .to_string()
+            .contains("\nup /srv/vpn/tb-client-alice.up\n")
+    );
 }
 
 #[test]
@@ -411,9 +428,11 @@ fn a_server_address_that_cannot_be_the_servers_is_refused() {
 #[test]
 fn a_run_dir_too_long_for_a_socket_path_is_refused() {
     let long = format!("/run/{}", "d".repeat(100));
-    let options =
-        ServerOptions::new(ConfigPath::new("/srv/vpn").unwrap(), ConfigPath::new(&long).unwrap())
-            .unwrap();
+    let options = ServerOptions::new(
+        ConfigPath::new("/srv/vpn").unwrap(),
+        ConfigPath::new(&long).unwrap(),
+    )
+    .unwrap();
     let err = SharedServer::new(pool(), 5000, options.clone())
         .unwrap()
         .config()

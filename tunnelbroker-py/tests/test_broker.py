@@ -366,7 +366,7 @@ def test_render_server_records_its_directories_and_refuses_what_nobody_cannot_re
     assert report.dir == out and report.run_dir == run
     conf = (out / "tb-shared.conf").read_text()
     assert f"\ncrl-verify {out}/crl.pem\n" in conf
-    assert f"\nmanagement {run}/tb5000.sock unix\n" in conf
+    assert f"\nmanagement {run}/tb1194.sock unix\n" in conf
     service = (out / "systemd" / "tunnelbroker-crl.service").read_text()
     assert "\nExecStart=/opt/tb/tunnelbroker --dir " in service
     # Without a path, the recorded directory; every CRL is copied there.

@@ -256,6 +256,11 @@ impl Broker {
     /// warnings.
     pub fn render_server_with(&self, options: &RenderOptions) -> Result<RenderReport> {
         let layout = self.layout(options.dir.as_deref(), options.run_dir.as_deref())?;
+        // Refused before anything is created (checked again once the path
+        // is canonical).
+        if let Some(err) = reach(&layout.dir).refusal() {
+            return Err(err);
+        }
         make_dir(&layout.dir)?;
         let dir = fs::canonicalize(&layout.dir).map_err(|e| Error::io(&layout.dir, e))?;
         let layout = Layout {

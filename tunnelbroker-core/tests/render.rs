@@ -241,3 +241,16 @@ fn the_server_section_round_trips_through_the_settings_file() {
         Default::default()
     );
 }
+
+#[test]
+fn a_run_dir_too_long_for_a_socket_is_refused_before_anything_is_written() {
+    let tmp = operator_tempdir();
+    let b = broker_in(tmp.path(), ServerMode::Shared);
+    let out = tmp.path().join("out");
+    let long = Path::new("/run").join("r".repeat(100));
+    let err = b.render_server_with(&options(&out, &long)).unwrap_err();
+    assert_eq!(err.kind(), ErrorKind::InvalidInput);
+    assert!(err.to_string().contains("shorter run directory"), "{err}");
+    assert!(!out.join("tb-shared.conf").exists());
+    assert_eq!(b.recorded_server().unwrap(), Default::default());
+}

@@ -47,7 +47,8 @@ pub enum Command {
     /// Subscribe and manage clients.
     #[command(subcommand)]
     Client(ClientCommand),
-    /// Sign a fresh CRL and write it (to the broker, and to -o FILE or stdout).
+    /// Sign a fresh CRL and write it (to the broker and the rendered server directory,
+    /// and to -o FILE or stdout).
     Crl(CrlArgs),
     /// Check a client's tunnel setup on this machine: OpenVPN, kernel, certificates,
     /// addresses, routes. Read-only; sends one ping to the server.
@@ -62,11 +63,13 @@ pub enum Command {
 /// `tunnelbroker server ...`.
 #[derive(Debug, Subcommand)]
 pub enum ServerCommand {
-    /// Write the OpenVPN server configurations, scripts and keys (Debian
-    /// layout: NAME.conf for openvpn-server@NAME); unchanged files stay
-    /// untouched, files of revoked clients are removed.
+    /// Write the OpenVPN server configurations, scripts, keys, a copy of the CRL and
+    /// the systemd units that keep it fresh (Debian layout: NAME.conf for
+    /// openvpn-server@NAME); unchanged files stay untouched, files of revoked clients
+    /// are removed. Records the directory: later CRLs are copied there.
     Render {
-        /// Output directory [default: <broker>/server]; e.g. /etc/openvpn/server.
+        /// Output directory, e.g. /etc/openvpn/server [default: the one the last render
+        /// recorded, else <broker>/server]. OpenVPN reads everything from here.
         #[arg(short, long, value_name = "DIR")]
         out: Option<PathBuf>,
         /// Replace files in DIR that this broker did not write (another
@@ -74,6 +77,10 @@ pub enum ServerCommand {
         /// a symbolic link.
         #[arg(long)]
         force: bool,
+        /// Directory of the management sockets [default: the one the last render
+        /// recorded, else /run/openvpn-server].
+        #[arg(long, value_name = "DIR")]
+        run_dir: Option<PathBuf>,
     },
     /// Issue the OpenVPN server a new certificate and key, re-render the
     /// rendered server files, and say which instances to restart.

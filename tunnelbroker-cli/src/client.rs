@@ -31,11 +31,10 @@ pub fn run(out: &Output, dir: &Path, cmd: &ClientCommand) -> Result<(), Failure>
                 Some(r) => r.parse()?,
                 None => Default::default(),
             };
-            let client = broker.revoke(&id.parse()?, reason)?;
-            let session = crate::server::end_session(&broker, &client);
-            let id = client.id.clone();
-            out.show(&ClientView(client))?;
-            crate::server::tell_session(&id, &session)
+            let revocation = broker.revoke(&id.parse()?, reason)?;
+            let id = revocation.client.id.clone();
+            out.show(&ClientView(revocation.client))?;
+            crate::server::tell_session(&id, &revocation.session)
         }
         ClientCommand::Renew { id, csr } => {
             let broker = Broker::open(dir)?;

@@ -1,6 +1,7 @@
-//! `tunnelbroker server render` and `server renew`, `tunnelbroker client bundle` and the
-//! session ending of `client revoke`: glue over `Broker::render_server`,
-//! `Broker::renew_server`, `Broker::bundle` and `Broker::end_session`.
+//! `tunnelbroker server render` and `server renew`, `tunnelbroker client
+//! bundle` and what `client revoke` says about the session: glue over
+//! `Broker::render_server_with`, `Broker::renew_server`, `Broker::bundle`
+//! and `Broker::revoke`.
 
 use std::fmt;
 use std::io::Write;
@@ -17,11 +18,19 @@ use crate::output::{Failure, Output};
 /// Runs one `server` subcommand on the broker in `dir`.
 pub fn run(out: &Output, dir: &Path, cmd: &ServerCommand) -> Result<(), Failure> {
     match cmd {
-        ServerCommand::Render { out: to, force } => {
+        ServerCommand::Render {
+            out: to,
+            force,
+            run_dir,
+        } => {
             let broker = Broker::open(dir)?;
             let mut options = RenderOptions::new();
+            options.dir = to.clone();
+            options.run_dir = run_dir.clone();
             options.force = *force;
-            let report = broker.render_server_with(to.as_deref(), &options)?;
+            // The CRL refresh unit runs this very binary.
+            options.binary = std::env::current_exe().ok();
+            let report = broker.render_server_with(&options)?;
             out.show(&Rendered::from(report))
         }
         ServerCommand::Renew => {
@@ -105,6 +114,7 @@ impl fmt::Display for Renewed {
 #[derive(Debug, Serialize)]
 struct Rendered {
     dir: PathBuf,
+    run_dir: PathBuf,
     instances: Vec<String>,
     written: Vec<PathBuf>,
     unchanged: usize,
@@ -116,6 +126,7 @@ impl From<RenderReport> for Rendered {
     fn from(r: RenderReport) -> Self {
         Rendered {
             dir: r.dir,
+            run_dir: r.run_dir,
             instances: r.instances,
             written: r.written,
             unchanged: r.unchanged.len(),
@@ -155,6 +166,11 @@ impl fmt::Display for Rendered {
                     .join(" ")
             )?;
         }
+        writeln!(
+            f,
+            "keep the CRL fresh: cp {dir}/systemd/tunnelbroker-crl.service {dir}/systemd/tunnelbroker-crl.timer /etc/systemd/system/ && systemctl daemon-reload && systemctl enable --now tunnelbroker-crl.timer",
+            dir = self.dir.display()
+        )?;
         Ok(())
     }
 }
@@ -213,31 +229,22 @@ pub fn tell_renewed(client: &Client) {
     );
 }
 
-/// Ends a revoked client's live session, never failing the revocation.
-pub fn end_session(broker: &Broker, client: &Client) -> Result<SessionEnd, String> {
-    broker.end_session(client).map_err(|e| e.to_string())
-}
-
-/// Tells on stderr what happened to the revoked client's session. A
-/// session that could not be ended (no answer within the management
-/// deadline, or another management failure) is a failure, exit 1: the
-/// client is revoked, but may stay connected until its server restarts.
-pub fn tell_session(id: &ClientId, result: &Result<SessionEnd, String>) -> Result<(), Failure> {
+pub fn tell_session(id: &ClientId, session: &SessionEnd) -> Result<(), Failure> {
     let not_ended = |why: &str, restart: &str| {
         Failure::other(format!(
             "client {id} is revoked, but its live session could not be ended: {why}; \
              restart {restart} to end it (the server refuses the client from then on)"
         ))
     };
-    let line = match result {
-        Ok(SessionEnd::Ended(_)) => "its live session was ended".to_owned(),
-        Ok(SessionEnd::NotConnected) => "it was not connected".to_owned(),
-        Ok(SessionEnd::NoServer(socket)) => format!(
+    let line = match session {
+        SessionEnd::Ended(_) => "its live session was ended".to_owned(),
+        SessionEnd::NotConnected => "it was not connected".to_owned(),
+        SessionEnd::NoServer(socket) => format!(
             "could not end a live session: no OpenVPN server answers at {} on this host; \
              the server refuses the client at its next connection",
             socket.display()
         ),
-        Ok(SessionEnd::Unanswered { socket, instance }) => {
+        SessionEnd::Unanswered { socket, instance } => {
             return Err(not_ended(
                 &format!(
                     "the OpenVPN server at {} did not answer within {} s",
@@ -247,8 +254,8 @@ pub fn tell_session(id: &ClientId, result: &Result<SessionEnd, String>) -> Resul
                 &format!("its server (systemctl restart openvpn-server@{instance})"),
             ));
         }
-        Ok(_) => "session state unknown".to_owned(),
-        Err(e) => return Err(not_ended(e, "its OpenVPN server")),
+        SessionEnd::Failed(e) => return Err(not_ended(e, "its OpenVPN server")),
+        _ => "session state unknown".to_owned(),
     };
     let _ = writeln!(
         std::io::stderr().lock(),

@@ -158,7 +158,7 @@ fn checks(out: &Output, status: &str) -> Vec<(String, String)> {
 
 #[test]
 fn audit_checks_the_rendered_server_files() {
-    let tmp = crate::reachable_tempdir();
+    let tmp = crate::operator_tempdir();
     let dir = tmp.path().join("b");
     init(&dir, &["--mode", "shared"]);
     for (id, kind) in [("alice", "--subnet"), ("bob", "--hermit")] {
@@ -242,7 +242,7 @@ fn audit_checks_the_rendered_server_files() {
     assert_eq!(out.status.code(), Some(0), "{}", text(&out.stdout));
     assert!(
         text(&out.stdout).contains(&format!(
-            "PASS  server-files        all 6 server files in {}",
+            "PASS  server-files        all 7 server files in {}",
             std::fs::canonicalize(&other).unwrap().display()
         )),
         "{}",

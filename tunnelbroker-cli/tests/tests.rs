@@ -43,16 +43,6 @@ pub fn tb_stdout_closed(dir: &Path, args: &[&str]) -> Output {
         .expect("run tunnelbroker")
 }
 
-/// A temporary directory that OpenVPN could reach after dropping to nobody
-/// (0755, in the target directory rather than under /tmp, which Debian's
-/// unit hides): audit's `server-access` passes for files rendered in it.
-pub fn reachable_tempdir() -> tempfile::TempDir {
-    use std::os::unix::fs::PermissionsExt;
-    let tmp = tempfile::tempdir_in(env!("CARGO_TARGET_TMPDIR")).unwrap();
-    std::fs::set_permissions(tmp.path(), std::fs::Permissions::from_mode(0o755)).unwrap();
-    tmp
-}
-
 /// Runs `tunnelbroker` with `args` (no `--dir`).
 pub fn tunnelbroker(args: &[&str]) -> Output {
     run(args)
@@ -142,4 +132,21 @@ pub fn init(dir: &Path, extra: &[&str]) {
     ];
     args.extend_from_slice(extra);
     ok(&tb(dir, &args));
+}
+
+/// A temporary directory with mode 0755, as an operator's directory would
+/// be: OpenVPN must reach what is rendered below it as `nobody`.
+pub fn operator_tempdir() -> tempfile::TempDir {
+    use std::os::unix::fs::PermissionsExt;
+    // Where an operator's directories are: searchable by others (OpenVPN
+    // re-reads the CRL and CCD entries as nobody) and outside the
+    // directories Debian's unit hides (/tmp, /home, /root), wherever the
+    // checkout is. Falls back to the target directory without root.
+    let base = std::path::Path::new("/var/lib/tunnelbroker-tests");
+    let tmp = std::fs::create_dir_all(base)
+        .and_then(|()| std::fs::set_permissions(base, std::fs::Permissions::from_mode(0o755)))
+        .and_then(|()| tempfile::tempdir_in(base))
+        .unwrap_or_else(|_| tempfile::tempdir_in(env!("CARGO_TARGET_TMPDIR")).unwrap());
+    std::fs::set_permissions(tmp.path(), std::fs::Permissions::from_mode(0o755)).unwrap();
+    tmp
 }

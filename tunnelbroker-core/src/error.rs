@@ -240,6 +240,20 @@ pub enum Error {
         /// Which rule it breaks.
         reason: String,
     },
+    /// OpenVPN, after dropping its privileges to `nobody`, could not reach
+    /// the rendered server directory: it or an ancestor is not searchable
+    /// by others.
+    #[error(
+        "{} is out of reach of OpenVPN running as nobody (it could not re-read crl.pem and ccd/): chmod o+x {}, or render to /etc/openvpn/server",
+        .path.display(),
+        blocked_list(.blocked)
+    )]
+    ServerDirUnreachable {
+        /// The rendered directory.
+        path: PathBuf,
+        /// It and the ancestors that others cannot search, top down.
+        blocked: Vec<PathBuf>,
+    },
     /// Talking to an OpenVPN management interface failed.
     #[error("openvpn management socket {}: {reason}", shown_path(.socket))]
     Management {
@@ -479,6 +493,14 @@ fn state_hint(action: &str) -> &'static str {
     }
 }
 
+fn blocked_list(paths: &[PathBuf]) -> String {
+    let words: Vec<String> = paths
+        .iter()
+        .map(|p| flatten(&p.to_string_lossy()))
+        .collect();
+    words.join(" ")
+}
+
 fn owner_suffix(owner: &Option<String>) -> String {
     match owner {
         Some(o) => format!(" to {o}"),
@@ -519,7 +541,8 @@ impl Error {
             | Error::CaIssuerMissing { .. }
             | Error::InvalidCaChain { .. }
             | Error::InvalidSettings { .. }
-            | Error::InvalidConfigValue { .. } => ErrorKind::InvalidInput,
+            | Error::InvalidConfigValue { .. }
+            | Error::ServerDirUnreachable { .. } => ErrorKind::InvalidInput,
             Error::Management { .. } => ErrorKind::Other,
             Error::CsrSignatureInvalid
             | Error::CsrKeyInUse { .. }

@@ -14,17 +14,8 @@ use tunnelbroker_core::{
     Settings,
 };
 
-/// A temporary directory that OpenVPN could reach after dropping to nobody
-/// (0755, in the target directory rather than under /tmp, which Debian's
-/// unit hides), so that `server-access` passes where the test is not about it.
-pub fn reachable_tempdir() -> tempfile::TempDir {
-    let tmp = tempfile::tempdir_in(env!("CARGO_TARGET_TMPDIR")).unwrap();
-    fs::set_permissions(tmp.path(), fs::Permissions::from_mode(0o755)).unwrap();
-    tmp
-}
-
 fn broker_with(settings: Settings) -> (tempfile::TempDir, Broker) {
-    let tmp = reachable_tempdir();
+    let tmp = crate::operator_tempdir();
     let b = Broker::init(&tmp.path().join("broker"), &InitOptions::new(settings)).unwrap();
     for (id, kind) in [
         ("alice", ClientKind::Subnet),
@@ -122,7 +113,8 @@ fn a_crl_of_another_ca_fails_and_is_replaced() {
     let (_t, b) = broker();
     let other = Ca::generate(&CaParams::default()).unwrap();
     fs::write(&b.paths().crl, other.crl(&[], 1, 30).unwrap().pem()).unwrap();
-    assert_eq!(fails(&run(&b)), ["crl"]);
+    // The copy in the rendered directory no longer matches the broker's.
+    assert_eq!(fails(&run(&b)), ["crl", "server-files"]);
     let r = fix(&b);
     assert!(fails(&r).is_empty(), "{r}");
     b.ca().check_crl(&b.crl().unwrap()).unwrap();
@@ -136,7 +128,8 @@ fn a_revoked_certificate_missing_from_the_crl_fails() {
         .unwrap();
     fs::write(&b.paths().crl, old).unwrap();
     let r = run(&b);
-    assert_eq!(fails(&r), ["revocation"], "{r}");
+    // The copy OpenVPN reads has it, the broker's CRL does not.
+    assert_eq!(fails(&r), ["revocation", "server-files"], "{r}");
     let r = fix(&b);
     assert!(fails(&r).is_empty(), "{r}");
 }
@@ -360,8 +353,8 @@ fn rendered_files_that_match_pass() {
         assert_eq!(r.status_of("server-files"), Some(Status::Pass), "{r}");
         assert_eq!(r.status_of("orphan-files"), Some(Status::Pass), "{r}");
         // per-client: 2 subnet instances with scripts + 1 hermit + 4 keys and
-        // certificates; shared: the server, 3 CCD entries + 4.
-        let n = if mode == ServerMode::PerClient { 11 } else { 8 };
+        // certificates + the CRL copy; shared: the server, 3 CCD entries + 5.
+        let n = if mode == ServerMode::PerClient { 12 } else { 9 };
         assert!(
             r.to_string()
                 .contains(&format!("all {n} server files in {}", server(&b).display())),
@@ -601,14 +594,14 @@ fn files_rendered_elsewhere_are_audited_with_server_dir() {
     o.server_dir = Some(elsewhere.clone());
     let r = audit(&b, &o);
     assert_eq!(r.status_of("server-files"), Some(Status::Pass), "{r}");
-    // The subnet instances name their scripts by absolute path: copied to
-    // another directory, their configurations differ.
+    // The instances name their files by absolute path: copied to another
+    // directory, their configurations differ.
     let mut o2 = o.clone();
     let copy = t.path().join("copy");
     copy_dir(&elsewhere, &copy);
     o2.server_dir = Some(copy.clone());
     let r = audit(&b, &o2);
-    assert_eq!(fails(&r), ["server-files"; 2], "{r}");
+    assert_eq!(fails(&r), ["server-files"; 3], "{r}");
     assert!(
         messages(&r, "server-files")
             .iter()

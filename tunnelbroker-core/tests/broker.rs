@@ -414,7 +414,8 @@ fn revoke_lists_the_serial_keeps_the_assignment_until_purge() {
     let number_before = b.crl().unwrap().number();
     let revoked = b
         .revoke(&alice.id, RevocationReason::KeyCompromise)
-        .unwrap();
+        .unwrap()
+        .client;
     assert_eq!(revoked.state, ClientState::Revoked);
     assert!(revoked.revoked_at.is_some());
     let crl = b.crl().unwrap();
@@ -718,11 +719,12 @@ fn ending_a_session_gives_up_at_the_deadline_when_the_server_never_answers() {
                 b.add_client(&req("alice", ClientKind::Subnet)).unwrap();
                 let socket = rendered_management_socket(&b);
                 let server = chatty_management_server(&socket);
-                let alice = b
-                    .revoke(&"alice".parse().unwrap(), RevocationReason::KeyCompromise)
-                    .unwrap();
+                // Revoke ends the session itself, and gives up at the deadline.
                 let started = std::time::Instant::now();
-                let end = b.end_session(&alice).unwrap();
+                let end = b
+                    .revoke(&"alice".parse().unwrap(), RevocationReason::KeyCompromise)
+                    .unwrap()
+                    .session;
                 let took = started.elapsed();
                 assert!(
                     took >= Management::DEADLINE - std::time::Duration::from_millis(500)
@@ -841,7 +843,13 @@ fn render_refuses_another_servers_files_without_force_and_writes_nothing() {
     // --force replaces them, and from then on they are the broker's.
     let mut force = tunnelbroker_core::RenderOptions::new();
     force.force = true;
-    let forced = b.render_server_with(Some(&out), &force).unwrap();
+    let forced = b
+        .render_server_with(&{
+            let mut o = force.clone();
+            o.dir = Some(out.clone());
+            o
+        })
+        .unwrap();
     assert!(forced.written.contains(&out.join("server.key")));
     assert_eq!(
         fs::read_to_string(out.join("ca.crt")).unwrap(),
@@ -885,7 +893,12 @@ fn a_second_brokers_files_survive_and_only_our_orphans_go() {
     assert_eq!(tree(&out), before);
     let mut force = tunnelbroker_core::RenderOptions::new();
     force.force = true;
-    a.render_server_with(Some(&out), &force).unwrap();
+    a.render_server_with(&{
+        let mut o = force.clone();
+        o.dir = Some(out.clone());
+        o
+    })
+    .unwrap();
     assert_eq!(manifests(&out).len(), 2);
     // Taken over, ca.crt is not silently taken back by B either.
     let err = b.render_server(Some(&out)).unwrap_err();
@@ -956,7 +969,13 @@ fn render_never_follows_a_symlink() {
     std::os::unix::fs::symlink(&elsewhere, out.join("ccd")).unwrap();
     let before = (tree(&out), tree(&elsewhere));
     for options in [tunnelbroker_core::RenderOptions::new(), force.clone()] {
-        let err = b.render_server_with(Some(&out), &options).unwrap_err();
+        let err = b
+            .render_server_with(&{
+                let mut o = options.clone();
+                o.dir = Some(out.clone());
+                o
+            })
+            .unwrap_err();
         assert_eq!(err.kind(), ErrorKind::InvalidInput, "{err}");
         assert!(
             err.to_string().starts_with(&format!(
@@ -972,7 +991,13 @@ fn render_never_follows_a_symlink() {
     let target = elsewhere.join("conf");
     fs::write(&target, "keep\n").unwrap();
     std::os::unix::fs::symlink(&target, out.join("tb-shared.conf")).unwrap();
-    let err = b.render_server_with(Some(&out), &force).unwrap_err();
+    let err = b
+        .render_server_with(&{
+            let mut o = force.clone();
+            o.dir = Some(out.clone());
+            o
+        })
+        .unwrap_err();
     assert!(
         err.to_string()
             .contains("tb-shared.conf: is a symbolic link"),

@@ -148,6 +148,26 @@ impl Lab {
         self.children.push((label.to_owned(), child));
     }
 
+    /// Starts a command in a namespace, its stdout and stderr appended to
+    /// `log`.
+    pub(crate) fn spawn_logged(&mut self, label: &str, ns: &str, args: &[&str], log: &Path) {
+        let out = fs::OpenOptions::new()
+            .create(true)
+            .append(true)
+            .open(log)
+            .expect("open log");
+        let err = out.try_clone().expect("dup log");
+        let child = Command::new("ip")
+            .args(["netns", "exec", ns])
+            .args(args)
+            .stdin(Stdio::null())
+            .stdout(out)
+            .stderr(err)
+            .spawn()
+            .expect("start");
+        self.children.push((label.to_owned(), child));
+    }
+
     /// Whether the process started under `label` has exited, waiting up to
     /// `timeout`.
     pub(crate) fn exited(&mut self, label: &str, timeout: Duration) -> bool {
@@ -385,19 +405,114 @@ pub(crate) fn start_client_with(
 }
 
 /// Starts the rendered server instance `name` (`NAME.conf` in `dir`) in
-/// `ns`, labelled `name`, and returns where it logs.
+/// `ns`, labelled `name`, and returns where it logs (its standard output,
+/// in `<broker>/log/`, a directory of the harness).
 pub(crate) fn start_server(lab: &mut Lab, ns: &str, b: &Broker, dir: &Path, name: &str) -> PathBuf {
-    lab.openvpn(
+    let logs = b.dir().join("log");
+    fs::create_dir_all(&logs).unwrap();
+    let log = logs.join(format!("{name}.log"));
+    let conf = format!("{name}.conf");
+    lab.spawn_logged(
+        name,
+        ns,
+        &["openvpn", "--cd", dir.to_str().unwrap(), "--config", &conf],
+        &log,
+    );
+    log
+}
+
+/// The capabilities Debian's `openvpn-server@.service` leaves OpenVPN
+/// (`CapabilityBoundingSet=`), as `setpriv --bounding-set` takes them.
+const UNIT_CAPS: &str = "-all,+ipc_lock,+net_admin,+net_bind_service,+net_raw,+setgid,+setuid,+setpcap,+sys_chroot,+dac_override,+audit_write";
+
+/// Starts the rendered server instance `name` in `ns` exactly as Debian's
+/// `openvpn-server@NAME` runs it, emulated in a private mount namespace
+/// (DESIGN.md §5): tmpfs over /root, /home and /tmp (ProtectHome,
+/// PrivateTmp), /usr read-only (ProtectSystem), the unit's capability
+/// bounding set, `dir` as the working directory and its command line
+/// (`--status RUN/status-NAME.log --status-version 2
+/// --suppress-timestamps --config NAME.conf`). Its output (the journal
+/// under systemd) goes to `log`, which is returned.
+pub(crate) fn start_server_as_unit(
+    lab: &mut Lab,
+    ns: &str,
+    dir: &Path,
+    run_dir: &Path,
+    name: &str,
+    log: &Path,
+) -> PathBuf {
+    let script = format!(
+        "mount -t tmpfs tmpfs /root && mount -t tmpfs tmpfs /home && mount -t tmpfs tmpfs /tmp && \
+         mount --bind -o ro /usr /usr && cd \"$1\" && \
+         exec setpriv --bounding-set {UNIT_CAPS} openvpn --status \"$2/status-$3.log\" \
+         --status-version 2 --suppress-timestamps --config \"$3.conf\""
+    );
+    lab.spawn_logged(
         name,
         ns,
         &[
-            "--cd",
+            "unshare",
+            "-m",
+            "--propagation",
+            "private",
+            "sh",
+            "-c",
+            &script,
+            "sh",
             dir.to_str().unwrap(),
-            "--config",
-            &format!("{name}.conf"),
+            run_dir.to_str().unwrap(),
+            name,
         ],
+        log,
     );
-    b.dir().join("log").join(format!("{name}.log"))
+    log.to_owned()
+}
+
+/// The directories of a broker laid out as operators run it: the broker in
+/// a private (0700) directory under /root, its server side rendered into a
+/// readable directory outside /root, /home and /tmp, and a run directory of
+/// its own. All three are unique to the test and removed on drop.
+pub(crate) struct Layout {
+    /// `/root/tbe-<pid>-<tag>` (0700); the broker is its `broker/`.
+    pub(crate) private: PathBuf,
+    /// `/srv/tbe-<pid>-<tag>` (0755), the rendered server directory.
+    pub(crate) server: PathBuf,
+    /// `/run/tbe<pid><tag>` (0710, like /run/openvpn-server).
+    pub(crate) run: PathBuf,
+}
+
+impl Layout {
+    pub(crate) fn new(tag: &str) -> Layout {
+        let id = format!("{}{tag}", std::process::id() % 100_000);
+        let l = Layout {
+            private: PathBuf::from(format!("/root/tbe-{id}")),
+            server: PathBuf::from(format!("/srv/tbe-{id}")),
+            run: PathBuf::from(format!("/run/tbe{id}")),
+        };
+        for (d, mode) in [(&l.private, 0o700), (&l.server, 0o755), (&l.run, 0o710)] {
+            let _ = fs::remove_dir_all(d);
+            fs::create_dir(d).unwrap();
+            fs::set_permissions(d, fs::Permissions::from_mode(mode)).unwrap();
+        }
+        l
+    }
+
+    /// A broker in the private directory.
+    pub(crate) fn broker(&self, mode: ServerMode, port: u16) -> Broker {
+        let mut s = Settings::new(POOL.parse().unwrap(), SERVER_IP.parse().unwrap());
+        s.mode = mode;
+        s.port = port;
+        s.lan_interface = LAN_IF.into();
+        Broker::init(&self.private.join("broker"), &InitOptions::new(s)).unwrap()
+    }
+}
+
+impl Drop for Layout {
+    fn drop(&mut self) {
+        for d in [&self.private, &self.server, &self.run] {
+            let _ = fs::remove_dir_all(d);
+        }
+    }
 }
 
 /// Asserts that the client that logs to `client_log` does not connect and

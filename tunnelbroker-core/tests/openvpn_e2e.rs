@@ -11,14 +11,15 @@ use tunnelbroker_core::openvpn::{
     ClientConfig, ClientMaterial, ClientTunnel, CommonName, Host, InterfaceName, Platform,
 };
 use tunnelbroker_core::{
-    Broker, CaParams, Client, ClientId, ClientKind, ClientOs, KeyType, NewClient, RenderReport,
-    RevocationReason, SERVER_CN, ServerMode, SessionEnd,
+    Broker, CaParams, Client, ClientId, ClientKind, ClientOs, KeyType, NewClient, RenderOptions,
+    RenderReport, RevocationReason, SERVER_CN, ServerMode, SessionEnd,
 };
 
 use crate::lab::*;
 
 /// A broker with alice (subnet), bob (hermit), carol (`carol_kind`) and
-/// dave (hermit), its server rendered without warnings.
+/// dave (hermit), its server rendered without warnings but the one that
+/// a directory under /tmp earns.
 fn rendered(
     tmp: &Path,
     mode: ServerMode,
@@ -34,7 +35,12 @@ fn rendered(
     ]
     .map(|(id, kind)| add(&b, id, kind));
     let report = b.render_server(None).unwrap();
-    assert!(report.warnings.is_empty(), "{:?}", report.warnings);
+    let unexpected: Vec<_> = report
+        .warnings
+        .iter()
+        .filter(|w| !w.contains("PrivateTmp"))
+        .collect();
+    assert!(unexpected.is_empty(), "{unexpected:?}");
     (b, clients, report)
 }
 
@@ -152,9 +158,8 @@ fn per_client_mode() {
     );
 
     // Revoking carol ends her instance, and with it her session; the others keep working.
-    b.revoke(&carol.id, RevocationReason::Unspecified).unwrap();
-    let carol = b.client(&carol.id).unwrap();
-    match b.end_session(&carol).unwrap() {
+    let revoked = b.revoke(&carol.id, RevocationReason::Unspecified).unwrap();
+    match revoked.session {
         SessionEnd::Ended(_) => {}
         other => panic!("carol's session was not ended: {other:?}"),
     }
@@ -406,9 +411,9 @@ fn shared_mode() {
     lab.stop("dave");
 
     // Carol is connected and gets revoked: her session ends, the others keep theirs.
-    b.revoke(&carol.id, RevocationReason::Unspecified).unwrap();
-    let carol_now = b.client(&carol.id).unwrap();
-    match b.end_session(&carol_now).unwrap() {
+    let revoked = b.revoke(&carol.id, RevocationReason::Unspecified).unwrap();
+    let carol_now = revoked.client;
+    match revoked.session {
         SessionEnd::Ended(_) => {}
         other => panic!("carol's session was not ended: {other:?}"),
     }
@@ -633,30 +638,285 @@ fn render_server_is_idempotent_and_keeps_keys_private() {
                 assert!(out.join("ccd/alice").exists());
             }
         }
-        // The CRL is referenced where the broker rewrites it.
+        // The CRL is a copy in the rendered directory, which the broker
+        // rewrites with every CRL it signs.
         let conf_name = if mode == ServerMode::Shared {
             "tb-shared.conf"
         } else {
             "tb-client-alice.conf"
         };
         let conf = fs::read_to_string(out.join(conf_name)).unwrap();
-        let crl = fs::canonicalize(&b.paths().crl).unwrap();
+        let copy = out.join("crl.pem");
         assert!(
-            conf.contains(&format!("\ncrl-verify {}\n", crl.display())),
+            conf.contains(&format!("\ncrl-verify {}\n", copy.display())),
             "{conf}"
         );
+        assert_eq!(fs::read(&copy).unwrap(), fs::read(&b.paths().crl).unwrap());
+        assert_eq!(
+            fs::metadata(&copy).unwrap().permissions().mode() & 0o7777,
+            0o644
+        );
+        for (key, file) in [
+            ("ca", "ca.crt"),
+            ("cert", "server.crt"),
+            ("key", "server.key"),
+            ("tls-crypt", "tls-crypt.key"),
+        ] {
+            let path = out.join(file);
+            assert!(
+                conf.contains(&format!("\n{key} {}\n", path.display())),
+                "{conf}"
+            );
+        }
+        assert!(!conf.contains("log-append"), "{conf}");
     }
 }
 
-#[test]
-fn render_server_warns_when_nobody_cannot_read_the_crl() {
+/// Counts the lines of `path` that contain `needle`.
+fn count_lines(path: &Path, needle: &str) -> usize {
+    fs::read_to_string(path)
+        .unwrap_or_default()
+        .lines()
+        .filter(|l| l.contains(needle))
+        .count()
+}
+
+/// What OpenVPN logs when it cannot re-read the CRL after dropping
+/// privileges (and then keeps the CRL it loaded at start).
+const STAT_FAILED: &str = "Failed to stat CRL file";
+
+/// Issue 17, finding 1, per-client mode: a broker in a private directory
+/// under /root, its server rendered to /srv and run as Debian's unit does.
+/// Revoking a connected client ends its instance; the restarted instance
+/// refuses the client by the CRL in the rendered directory.
+fn per_client_revocation_under_the_unit() {
     let tmp = tempfile::tempdir().unwrap();
-    let b = broker(tmp.path(), ServerMode::Shared, 5000);
-    fs::set_permissions(tmp.path(), fs::Permissions::from_mode(0o700)).unwrap();
-    let r = b.render_server(Some(&tmp.path().join("out"))).unwrap();
+    let layout = Layout::new("up");
+    let b = layout.broker(ServerMode::PerClient, 5200);
+    let alice = add(&b, "alice", ClientKind::Subnet);
+    let carol = add(&b, "carol", ClientKind::Hermit);
+    let mut options = RenderOptions::default();
+    options.dir = Some(layout.server.clone());
+    options.run_dir = Some(layout.run.clone());
+    let report = b.render_server_with(&options).unwrap();
+    assert!(report.warnings.is_empty(), "{:?}", report.warnings);
+
+    let mut lab = Lab::new("up");
+    let (s, ns) = underlay(&mut lab, &["a", "c"]);
+    // Alice, a subnet client, has a LAN interface.
+    let peer = format!("{LAN_IF}p");
+    lab.ns(
+        &ns[0],
+        &[
+            "ip", "link", "add", LAN_IF, "type", "veth", "peer", "name", &peer,
+        ],
+    );
+    lab.ns(&ns[0], &["ip", "link", "set", LAN_IF, "up"]);
+    let mut server_logs = Vec::new();
+    for c in [&alice, &carol] {
+        let name = format!("tb-client-{}", c.id);
+        let log = tmp.path().join(format!("{name}.log"));
+        start_server_as_unit(&mut lab, &s, &layout.server, &layout.run, &name, &log);
+        server_logs.push(log);
+    }
+    let mut client_logs = Vec::new();
+    for (c, n) in [&alice, &carol].iter().zip(&ns) {
+        let dir = unpack(&b, c.id.as_str(), tmp.path());
+        client_logs.push(start_client(
+            &mut lab,
+            c.id.as_str(),
+            n,
+            &dir,
+            c.id.as_str(),
+        ));
+    }
+    for (log, srv) in client_logs.iter().zip(&server_logs) {
+        wait_connected(log, srv);
+    }
     assert!(
-        r.warnings.iter().any(|w| w.contains("o+x")),
+        lab.ping(&ns[1], "fe80::1%tun0", None, 10),
+        "carol -> fe80::1"
+    );
+
+    // The core's revoke ends carol's instance, with no re-render.
+    let revoked = b
+        .revoke(&carol.id, RevocationReason::KeyCompromise)
+        .unwrap();
+    assert!(
+        matches!(revoked.session, SessionEnd::Ended(_)),
         "{:?}",
-        r.warnings
+        revoked.session
+    );
+    assert!(
+        lab.exited("tb-client-carol", Duration::from_secs(10)),
+        "carol's instance still runs"
+    );
+    assert!(
+        !lab.ping(&ns[1], "fe80::1%tun0", None, 2),
+        "carol still has a session"
+    );
+    // Her instance comes back (the operator, a reboot): it refuses her
+    // next connection.
+    start_server_as_unit(
+        &mut lab,
+        &s,
+        &layout.server,
+        &layout.run,
+        "tb-client-carol",
+        &server_logs[1],
+    );
+    assert!(
+        log_line(&server_logs[1], &[READY], UP),
+        "{}",
+        tail(&server_logs[1])
+    );
+    lab.stop("carol");
+    let carol_dir = tmp.path().join("clients").join("carol");
+    let _ = fs::remove_file(&client_logs[1]);
+    start_client(&mut lab, "carol", &ns[1], &carol_dir, "carol");
+    assert_refused(
+        &client_logs[1],
+        &server_logs[1],
+        &["certificate revoked", "CN=carol"],
+        "revoked carol on her restarted instance",
+    );
+    // Alice kept her tunnel.
+    let sa = alice.assignment.as_subnet().unwrap();
+    assert!(
+        lab.ping(&ns[0], &sa.server_end().to_string(), None, 5),
+        "alice lost her tunnel"
+    );
+    for log in &server_logs {
+        assert_eq!(count_lines(log, STAT_FAILED), 0, "{}", tail(log));
+    }
+    drop(lab);
+    drop(layout);
+}
+
+/// Issue 17, findings 1 and 2, shared mode under the unit: a revoked
+/// client's session ends and its own reconnection is refused by the
+/// running server (which re-reads the CRL copy as nobody); a server whose
+/// CRL has expired refuses clients, and `refresh_crl` lets them in again.
+fn shared_revocation_and_crl_expiry_under_the_unit() {
+    let tmp = tempfile::tempdir().unwrap();
+    let layout = Layout::new("us");
+    let b = layout.broker(ServerMode::Shared, 5300);
+    let alice = add(&b, "alice", ClientKind::Hermit);
+    let carol = add(&b, "carol", ClientKind::Hermit);
+    let mut options = RenderOptions::default();
+    options.dir = Some(layout.server.clone());
+    options.run_dir = Some(layout.run.clone());
+    let report = b.render_server_with(&options).unwrap();
+    assert!(report.warnings.is_empty(), "{:?}", report.warnings);
+
+    let mut lab = Lab::new("us");
+    let (s, ns) = underlay(&mut lab, &["a", "c"]);
+    let srv_log = tmp.path().join("tb-shared.log");
+    start_server_as_unit(
+        &mut lab,
+        &s,
+        &layout.server,
+        &layout.run,
+        "tb-shared",
+        &srv_log,
+    );
+    assert!(log_has(&srv_log, READY, UP), "server:\n{}", tail(&srv_log));
+    let server_addr = "2001:db8:0:f100::1";
+    let mut logs = Vec::new();
+    for (c, n) in [&alice, &carol].iter().zip(&ns) {
+        let dir = unpack(&b, c.id.as_str(), tmp.path());
+        logs.push(start_client(
+            &mut lab,
+            c.id.as_str(),
+            n,
+            &dir,
+            c.id.as_str(),
+        ));
+    }
+    for log in &logs {
+        wait_connected(log, &srv_log);
+    }
+    assert!(lab.ping(&ns[1], server_addr, None, 10), "carol -> server");
+
+    // Revoke carol while she is connected: the session ends, and her
+    // client, which reconnects by itself, is refused by the CRL.
+    let revoked = b
+        .revoke(&carol.id, RevocationReason::KeyCompromise)
+        .unwrap();
+    assert!(
+        matches!(revoked.session, SessionEnd::Ended(_)),
+        "{:?}",
+        revoked.session
+    );
+    let connected = count_lines(&logs[1], READY);
+    assert!(
+        log_line(
+            &srv_log,
+            &["certificate revoked", "CN=carol"],
+            Duration::from_secs(60)
+        ),
+        "carol's reconnection was not refused:\n{}",
+        tail(&srv_log)
+    );
+    assert!(
+        !lab.ping(&ns[1], server_addr, None, 2),
+        "carol still has a session"
+    );
+    assert_eq!(
+        count_lines(&logs[1], READY),
+        connected,
+        "carol connected again"
+    );
+    lab.stop("carol");
+    assert!(
+        lab.ping(&ns[0], server_addr, None, 5),
+        "alice lost her session"
+    );
+
+    // An expired CRL in the rendered directory: alice's next connection is
+    // refused.
+    let now = time::OffsetDateTime::now_utc();
+    let expired = b
+        .ca()
+        .crl_at(
+            &[],
+            1,
+            now - time::Duration::days(40),
+            now - time::Duration::days(10),
+        )
+        .unwrap();
+    fs::write(layout.server.join("crl.pem"), expired.pem()).unwrap();
+    lab.stop("alice");
+    let alice_dir = tmp.path().join("clients").join("alice");
+    let alice_log = alice_dir.join("openvpn.log");
+    let _ = fs::remove_file(&alice_log);
+    start_client(&mut lab, "alice", &ns[0], &alice_dir, "alice");
+    assert_refused(
+        &alice_log,
+        &srv_log,
+        &["CRL has expired"],
+        "alice with an expired CRL",
+    );
+    // The refresh (what the timer's `tunnelbroker crl` does) lets her in,
+    // with no re-render and no restart of the server.
+    b.refresh_crl().unwrap();
+    lab.stop("alice");
+    let _ = fs::remove_file(&alice_log);
+    start_client(&mut lab, "alice", &ns[0], &alice_dir, "alice");
+    wait_connected(&alice_log, &srv_log);
+    assert!(lab.ping(&ns[0], server_addr, None, 10), "alice -> server");
+    assert_eq!(count_lines(&srv_log, STAT_FAILED), 0, "{}", tail(&srv_log));
+    drop(lab);
+    drop(layout);
+}
+
+#[test]
+fn revocation_holds_under_debians_unit_with_a_private_broker() {
+    needs_root(
+        "revocation_holds_under_debians_unit_with_a_private_broker",
+        || {
+            per_client_revocation_under_the_unit();
+            shared_revocation_and_crl_expiry_under_the_unit();
+        },
     );
 }

@@ -17,8 +17,8 @@ use pyo3::types::PyList;
 use tunnelbroker_core::doctor::{self, AuditOptions};
 use tunnelbroker_core::{
     Broker, Client, ClientCredentials, ClientId, ClientOs, Endpoint, ImportReport, ImportedCa,
-    InitOptions, KeyType, NewClient, Pool, RenderReport, RevocationReason, RowError, ServerMode,
-    Settings,
+    InitOptions, KeyType, NewClient, Pool, RenderOptions, RenderReport, RevocationReason, RowError,
+    ServerMode, SessionEnd, Settings,
 };
 
 use crate::doctor::{PyReport, path_arg};
@@ -449,12 +449,30 @@ impl PyBroker {
     /// stays reserved until `purge`. `reason` is one of "unspecified",
     /// "key-compromise", "affiliation-changed", "superseded",
     /// "cessation-of-operation".
+    ///
+    /// Then ends the client's live session on this host, through the
+    /// management socket in the run directory that `render_server`
+    /// recorded; when that fails (a server answers but refuses), a
+    /// `RuntimeWarning` says why: the revocation itself has happened.
     #[pyo3(signature = (id, reason = "unspecified"))]
     fn revoke(&self, py: Python<'_>, id: &str, reason: &str) -> PyResult<PyClient> {
         let id = id_arg(py, id)?;
         let reason = reason.parse::<RevocationReason>().py_err(py)?;
         let broker = self.get()?;
-        Ok(py.detach(|| broker.revoke(&id, reason)).py_err(py)?.into())
+        let revocation = py.detach(|| broker.revoke(&id, reason)).py_err(py)?;
+        if let SessionEnd::Failed(why) = &revocation.session {
+            let msg = std::ffi::CString::new(format!(
+                "client {id} is revoked, but its live session could not be ended: {why}"
+            ))
+            .unwrap_or_default();
+            PyErr::warn(
+                py,
+                &py.get_type::<pyo3::exceptions::PyRuntimeWarning>(),
+                &msg,
+                1,
+            )?;
+        }
+        Ok(revocation.client.into())
     }
 
     /// Gives an active client a new key and certificate (or a certificate
@@ -505,23 +523,35 @@ impl PyBroker {
         .py_err(py)
     }
 
-    /// Renders the OpenVPN server files (Debian layout) into `path`, or
-    /// into the broker's `server/` directory. Unchanged files are left
-    /// alone; files of clients that are no longer active are removed. Only
-    /// the broker's own files are written or removed: a file in the way
-    /// that it did not write raises AlreadyExistsError unless `force`.
-    #[pyo3(signature = (path = None, force = false))]
+    /// Renders the OpenVPN server files (Debian layout), a copy of the CRL
+    /// and the systemd units that keep it fresh into `path` (default: the
+    /// directory the last rendering recorded, else the broker's `server/`),
+    /// with management sockets in `run_dir` (default: the recorded one,
+    /// else /run/openvpn-server), and records both: later CRLs are copied
+    /// there. `binary` is the `tunnelbroker` the CRL refresh unit runs
+    /// (default /usr/local/bin/tunnelbroker). Unchanged files are left
+    /// alone; files of clients that are no longer active are removed.
+    /// Refused (`InvalidInputError`) when OpenVPN, as nobody, could not
+    /// reach `path`. Only the broker's own files are written or removed:
+    /// a file in the way that it did not write raises AlreadyExistsError
+    /// unless `force`.
+    #[pyo3(signature = (path = None, force = false, *, run_dir = None, binary = None))]
     fn render_server(
         &self,
         py: Python<'_>,
         path: Option<PathBuf>,
         force: bool,
+        run_dir: Option<PathBuf>,
+        binary: Option<PathBuf>,
     ) -> PyResult<PyRenderReport> {
         let broker = self.get()?;
-        let mut options = tunnelbroker_core::RenderOptions::new();
+        let mut options = RenderOptions::default();
+        options.dir = path;
+        options.run_dir = run_dir;
+        options.binary = binary;
         options.force = force;
         let r = py
-            .detach(|| broker.render_server_with(path.as_deref(), &options))
+            .detach(|| broker.render_server_with(&options))
             .py_err(py)?;
         Ok(PyRenderReport::from(r))
     }
@@ -640,6 +670,8 @@ impl PyBroker {
 pub struct PyRenderReport {
     /// The output directory.
     dir: PathBuf,
+    /// The run directory of the management sockets.
+    run_dir: PathBuf,
     /// Files written because they were new or had changed.
     written: Vec<PathBuf>,
     /// Files already up to date.
@@ -656,6 +688,7 @@ impl From<RenderReport> for PyRenderReport {
     fn from(r: RenderReport) -> Self {
         PyRenderReport {
             dir: r.dir,
+            run_dir: r.run_dir,
             written: r.written,
             unchanged: r.unchanged,
             removed: r.removed,

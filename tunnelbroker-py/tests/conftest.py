@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import shutil
+import tempfile
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -10,6 +12,17 @@ import pytest
 from tunnelbroker import Broker
 
 POOL = "2001:db8:0:f100::/56"
+
+
+@pytest.fixture
+def tmp_path() -> Iterator[Path]:
+    """A temporary directory searchable by others (0755) all the way down, as an
+    operator's would be: render_server refuses a directory that OpenVPN, as
+    nobody, could not reach, and pytest's own tmp_path lies under a 0700 one."""
+    path = Path(tempfile.mkdtemp(prefix="tunnelbroker-py-"))
+    path.chmod(0o755)
+    yield path
+    shutil.rmtree(path, ignore_errors=True)
 
 
 @pytest.fixture

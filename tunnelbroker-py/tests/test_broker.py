@@ -419,3 +419,29 @@ def test_no_certificate_outlives_the_ca(tmp_path: Path) -> None:
         assert len(b.renew_server().warnings) == 1
     with Broker.init(tmp_path / "c", pool="2001:db8::/56", endpoint="h") as c:
         assert c.lifetime_warnings() == []
+
+
+def test_render_server_records_its_directories_and_refuses_what_nobody_cannot_reach(
+    shared_broker: Broker, tmp_path: Path
+) -> None:
+    shared_broker.add_client("alice")
+    run = tmp_path / "run"
+    run.mkdir()
+    report = shared_broker.render_server(
+        tmp_path / "etc", run_dir=run, binary="/opt/tb/tunnelbroker"
+    )
+    out = (tmp_path / "etc").resolve()
+    assert report.dir == out and report.run_dir == run
+    conf = (out / "tb-shared.conf").read_text()
+    assert f"\ncrl-verify {out}/crl.pem\n" in conf
+    assert f"\nmanagement {run}/tb1194.sock unix\n" in conf
+    service = (out / "systemd" / "tunnelbroker-crl.service").read_text()
+    assert "\nExecStart=/opt/tb/tunnelbroker --dir " in service
+    # Without a path, the recorded directory; every CRL is copied there.
+    assert shared_broker.render_server().dir == out
+    shared_broker.revoke("alice")
+    assert (out / "crl.pem").read_bytes() == (shared_broker.path / "crl.pem").read_bytes()
+    private = tmp_path / "private"
+    private.mkdir(mode=0o700)
+    with pytest.raises(InvalidInputError, match="chmod o\\+x"):
+        shared_broker.render_server(private / "server")

@@ -54,7 +54,7 @@ impl Broker {
                 warnings.extend(r.warnings.iter().cloned());
                 r.instances.clone()
             }
-            None => self.server_files(&self.paths.server_dir)?.1,
+            None => self.instances()?,
         };
         Ok(ServerRenewal {
             certificate: issued.certificate,
@@ -71,10 +71,10 @@ impl Broker {
     /// Re-renders the server directory after its key material changed, if
     /// one was rendered; `None` when there is none.
     ///
-    /// The one place that decides which directory that is (today the
-    /// broker's `server/`, when it exists).
+    /// The one place that decides which directory that is: the one the
+    /// last rendering recorded, else the broker's `server/` when it exists.
     fn rerender_server(&self) -> Result<Option<RenderReport>> {
-        if !self.paths.server_dir.is_dir() {
+        if self.recorded_server()?.dir.is_none() && !self.paths.server_dir.is_dir() {
             return Ok(None);
         }
         self.render_server(None).map(Some)

@@ -7,11 +7,14 @@
 //! tunnelbroker.toml   settings (commented TOML)
 //! ca.crt              the CA certificate
 //! server.crt          the OpenVPN server's certificate
-//! crl.pem             the current CRL (mode 0644: OpenVPN re-reads it after dropping privileges)
+//! crl.pem             the current CRL (also copied to the rendered server directory)
 //! clients.db          the client database (SQLite, mode 0600: it holds client keys)
 //! private/            mode 0700: ca.key, server.key, tls-crypt.key (each 0600)
-//! run/                management sockets of running servers
 //! ```
+//!
+//! OpenVPN reads nothing here at run time: `server render` writes what it
+//! needs into the rendered directory (see [`Broker::render_server_with`]),
+//! so the broker directory may be private (0700).
 //!
 //! Every change is atomic: a subscription either fully happens (assignment,
 //! certificate, record) or leaves no trace, also when the process is killed
@@ -37,8 +40,10 @@ pub use client::{Client, ClientOs, ClientState, NewClient};
 pub use import::{ImportReport, RowError};
 pub use lifetime::ServerRenewal;
 pub(crate) use render::ServerFilesState;
-pub use render::{RenderOptions, RenderReport, SessionEnd};
-pub use settings::{Endpoint, ServerMode, Settings, ValiditySettings, check_interface_name};
+pub use render::{RenderOptions, RenderReport, Revocation, SessionEnd};
+pub use settings::{
+    Endpoint, ServerMode, ServerSettings, Settings, ValiditySettings, check_interface_name,
+};
 
 use crate::client_id::ClientId;
 use crate::error::{Error, Result};
@@ -77,9 +82,8 @@ pub struct BrokerPaths {
     pub crl: PathBuf,
     /// The client database.
     pub database: PathBuf,
-    /// Run-time files (management sockets, pid files).
-    pub run_dir: PathBuf,
-    /// Default output directory of rendered server files.
+    /// Default output directory of rendered server files (when no
+    /// rendering recorded another).
     pub server_dir: PathBuf,
 }
 
@@ -98,7 +102,6 @@ impl BrokerPaths {
             private_dir,
             crl: dir.join("crl.pem"),
             database: dir.join("clients.db"),
-            run_dir: dir.join("run"),
             server_dir: dir.join("server"),
         }
     }
@@ -332,7 +335,6 @@ impl Broker {
         let paths = BrokerPaths::new(tmp);
         mkdir(tmp, 0o755)?;
         mkdir(&paths.private_dir, 0o700)?;
-        mkdir(&paths.run_dir, 0o755)?;
         let ca = match &options.ca {
             Some(imported) => {
                 let ca = Ca::from_pem(&imported.cert_pem, &imported.key_pem)?;
@@ -667,10 +669,13 @@ impl Broker {
         out.ok_or_else(|| unreachable_err("client_credentials"))
     }
 
-    /// Revokes a client: its certificate goes on the CRL (which is rewritten)
-    /// and it is marked revoked. Its assignment stays reserved for it until
+    /// Revokes a client: its certificate goes on the CRL (which is rewritten,
+    /// also in the rendered server directory) and it is marked revoked; then
+    /// its live session on this host is ended ([`end_session`](Self::end_session);
+    /// a failure there is reported in the [`Revocation`], never an error of
+    /// the revocation). Its assignment stays reserved for it until
     /// [`purge`](Self::purge).
-    pub fn revoke(&self, id: &ClientId, reason: RevocationReason) -> Result<Client> {
+    pub fn revoke(&self, id: &ClientId, reason: RevocationReason) -> Result<Revocation> {
         let mut out = None;
         self.store.write(&mut |tx| {
             let client = load_client(tx, id)?;
@@ -682,7 +687,11 @@ impl Broker {
             out = Some(load_client(tx, id)?);
             Ok(())
         })?;
-        out.ok_or_else(|| unreachable_err("revoke"))
+        let client = out.ok_or_else(|| unreachable_err("revoke"))?;
+        let session = self
+            .end_session(&client)
+            .unwrap_or_else(|e| SessionEnd::Failed(e.to_string()));
+        Ok(Revocation { client, session })
     }
 
     /// Gives an active client a new key and certificate (or, with `csr`, a
@@ -745,11 +754,11 @@ impl Broker {
 
     /// The CRL as it is on disk.
     pub fn crl(&self) -> Result<Crl> {
-        Crl::from_pem(&fsutil::read_crl(&self.paths.crl)?)
-            .map_err(|e| e.in_file(&self.paths.crl))
+        Crl::from_pem(&fsutil::read_crl(&self.paths.crl)?).map_err(|e| e.in_file(&self.paths.crl))
     }
 
-    /// Signs a fresh CRL (next number, new nextUpdate) and writes it.
+    /// Signs a fresh CRL (next number, new nextUpdate) and writes it, to the
+    /// broker and to the recorded server directory.
     pub fn refresh_crl(&self) -> Result<Crl> {
         let mut out = None;
         self.store.write(&mut |tx| {
@@ -759,9 +768,10 @@ impl Broker {
         out.ok_or_else(|| unreachable_err("refresh_crl"))
     }
 
-    /// Signs a CRL inside a transaction and writes it; if the transaction
-    /// fails after this, the CRL lists at most a serial that is revoked
-    /// again on the next try.
+    /// Signs a CRL inside a transaction and writes it, to the broker and to
+    /// the recorded server directory's `crl.pem` (where OpenVPN reads it);
+    /// if the transaction fails after this, the CRL lists at most a serial
+    /// that is revoked again on the next try.
     fn write_crl(&self, tx: &mut dyn Transaction) -> Result<Crl> {
         let number = tx.next_crl_number()?;
         let revoked = tx.revoked_certificates()?;
@@ -769,6 +779,7 @@ impl Broker {
             .ca
             .crl(&revoked, number, self.settings.validity.crl_days)?;
         fsutil::write_public(&self.paths.crl, crl.pem().as_bytes())?;
+        self.copy_crl(crl.pem())?;
         Ok(crl)
     }
 }

@@ -1,5 +1,5 @@
 //! Rendering the server side of a broker and ending live sessions
-//! (issue 5): glue between the [`Broker`] and [`crate::openvpn`].
+//! (issues 5 and 17): glue between the [`Broker`] and [`crate::openvpn`].
 
 use std::collections::BTreeSet;
 use std::fs;
@@ -7,13 +7,50 @@ use std::os::unix::fs::{DirBuilderExt, PermissionsExt};
 use std::path::{Path, PathBuf};
 
 use super::ownership::{self, State, Survey, Want, broker_id};
-use super::{Broker, Client, ClientState, ServerMode};
+use super::{Broker, Client, ClientState, ServerMode, ServerSettings, Settings};
 use crate::error::{Error, Result};
 use crate::fsutil;
 use crate::openvpn::{
-    CommonName, ConfigPath, Management, PerClientServer, RenderedFile, ServerFiles, ServerOptions,
-    SharedServer,
+    CommonName, ConfigPath, CrlRefreshUnits, DEFAULT_BINARY, Management, PerClientServer,
+    RenderedFile, ServerFiles, ServerOptions, SharedServer, reach,
 };
+use crate::registry::Store;
+
+/// How [`Broker::render_server_with`] renders the server side.
+///
+/// ```
+/// use tunnelbroker_core::RenderOptions;
+/// let mut o = RenderOptions::default();
+/// o.dir = Some("/etc/openvpn/server".into());
+/// o.run_dir = Some("/run/openvpn-server".into());
+/// assert!(o.binary.is_none());
+/// assert!(!o.force);
+/// ```
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+#[non_exhaustive]
+pub struct RenderOptions {
+    /// The output directory; `None`: the recorded one
+    /// ([`ServerSettings::dir`]), else `<broker>/server`.
+    pub dir: Option<PathBuf>,
+    /// The run directory of the management sockets; `None`: the recorded
+    /// one, else `/run/openvpn-server`.
+    pub run_dir: Option<PathBuf>,
+    /// The `tunnelbroker` binary the CRL refresh service runs; `None`: the
+    /// one the rendered service names already, else
+    /// [`DEFAULT_BINARY`](crate::openvpn::DEFAULT_BINARY).
+    pub binary: Option<PathBuf>,
+    /// Replace files in the way that this broker did not write (and own
+    /// them from then on) instead of refusing. Symbolic links are refused
+    /// even so.
+    pub force: bool,
+}
+
+impl RenderOptions {
+    /// The defaults: the recorded directories, foreign files refused.
+    pub fn new() -> Self {
+        Self::default()
+    }
+}
 
 /// What [`Broker::render_server`] did.
 #[derive(Debug, Clone, Default, PartialEq, Eq)]
@@ -21,6 +58,8 @@ use crate::openvpn::{
 pub struct RenderReport {
     /// The output directory.
     pub dir: PathBuf,
+    /// The run directory of the management sockets.
+    pub run_dir: PathBuf,
     /// Files written because they were new or had changed.
     pub written: Vec<PathBuf>,
     /// Files left untouched because they were already up to date.
@@ -29,26 +68,9 @@ pub struct RenderReport {
     pub removed: Vec<PathBuf>,
     /// The instance names to start (`openvpn-server@NAME`).
     pub instances: Vec<String>,
-    /// Things the operator should know (for example a CRL that OpenVPN
-    /// cannot read after dropping privileges).
+    /// Things the operator should know (for example an output directory
+    /// that Debian's unit hides from OpenVPN).
     pub warnings: Vec<String>,
-}
-
-/// How [`Broker::render_server_with`] renders.
-#[derive(Debug, Clone, Default, PartialEq, Eq)]
-#[non_exhaustive]
-pub struct RenderOptions {
-    /// Replace files in the way that this broker did not write (and own
-    /// them from then on) instead of refusing. Symbolic links are refused
-    /// even so.
-    pub force: bool,
-}
-
-impl RenderOptions {
-    /// The defaults: refuse foreign files.
-    pub fn new() -> Self {
-        Self::default()
-    }
 }
 
 /// What [`Broker::end_session`] achieved.
@@ -70,36 +92,71 @@ pub enum SessionEnd {
         /// The instance to restart (`openvpn-server@INSTANCE`).
         instance: String,
     },
+    /// Ending the session failed; the text says why (one line).
+    Failed(String),
 }
 
-const KEY_FILES: [&str; 2] = ["server.key", "tls-crypt.key"];
+/// What [`Broker::revoke`] did: the revoked client, and what became of its
+/// live session.
+#[derive(Debug, Clone, PartialEq, Eq)]
+#[non_exhaustive]
+pub struct Revocation {
+    /// The client, now revoked.
+    pub client: Client,
+    /// Its live session on this host, ended through the recorded run
+    /// directory ([`Broker::end_session`]).
+    pub session: SessionEnd,
+}
+
+const KEY_FILES: [&str; 2] = [ServerFiles::KEY, ServerFiles::TLS_CRYPT];
+
+/// Where the server side is: the rendered directory and the run directory.
+struct Layout {
+    dir: PathBuf,
+    run_dir: PathBuf,
+}
 
 impl Broker {
-    /// The server-side options of this broker for files installed in
-    /// `config_dir` (absolute).
-    fn server_options(&self, config_dir: &Path) -> Result<ServerOptions> {
-        let abs = |p: &Path| -> Result<ConfigPath> {
-            let p = std::path::absolute(p).map_err(|e| Error::io(p, e))?;
-            ConfigPath::from_path(&p)
+    /// Where the server side was rendered, as `server render` last recorded
+    /// it in the settings file (read now, so that a rendering by another
+    /// process counts).
+    pub fn recorded_server(&self) -> Result<ServerSettings> {
+        let text = fsutil::read_to_string(&self.paths.settings)?;
+        Ok(Settings::from_toml(&text)?.server)
+    }
+
+    /// The recorded layout, with the defaults where nothing is recorded.
+    fn layout(&self, dir: Option<&Path>, run_dir: Option<&Path>) -> Result<Layout> {
+        let rec = self.recorded_server()?;
+        let dir = match dir {
+            Some(d) => d.to_owned(),
+            None => rec.dir.unwrap_or_else(|| self.paths.server_dir.clone()),
         };
-        Ok(ServerOptions {
-            files: ServerFiles {
-                crl: abs(&self.paths.crl)?,
-                ..ServerFiles::default()
-            },
-            config_dir: abs(config_dir)?,
-            run_dir: abs(&self.paths.run_dir)?,
-            log_dir: abs(&self.paths.dir.join("log"))?,
-            ..ServerOptions::default()
+        let run_dir = match run_dir {
+            Some(d) => d.to_owned(),
+            None => rec
+                .run_dir
+                .unwrap_or_else(|| PathBuf::from(ServerOptions::DEFAULT_RUN_DIR)),
+        };
+        let abs = |p: &Path| std::path::absolute(p).map_err(|e| Error::io(p, e));
+        Ok(Layout {
+            dir: abs(&dir)?,
+            run_dir: abs(&run_dir)?,
         })
     }
 
+    /// The server-side options of this broker for files installed in
+    /// `layout.dir` (absolute).
+    fn server_options(&self, layout: &Layout) -> Result<ServerOptions> {
+        ServerOptions::new(
+            ConfigPath::from_path(&layout.dir)?,
+            ConfigPath::from_path(&layout.run_dir)?,
+        )
+    }
+
     /// The rendered files of the server side (without key material).
-    pub(super) fn server_files(
-        &self,
-        config_dir: &Path,
-    ) -> Result<(Vec<RenderedFile>, Vec<String>)> {
-        let options = self.server_options(config_dir)?;
+    fn server_files(&self, layout: &Layout) -> Result<(Vec<RenderedFile>, Vec<String>)> {
+        let options = self.server_options(layout)?;
         let settings = &self.settings;
         let active: Vec<Client> = self
             .clients()?
@@ -129,25 +186,42 @@ impl Broker {
         Ok((files, instances))
     }
 
-    /// Every file [`render_server`](Self::render_server) writes into `dir`
-    /// (canonical), with its mode, and the instance names.
-    fn planned_files(&self, dir: &Path) -> Result<(Vec<Planned>, Vec<String>)> {
-        let (mut files, instances) = self.server_files(dir)?;
-        let secret = |name: &str, text: String| RenderedFile {
+    /// The instance names of the server side (`openvpn-server@NAME`), as
+    /// rendered into the recorded layout.
+    pub(super) fn instances(&self) -> Result<Vec<String>> {
+        let layout = self.layout(None, None)?;
+        Ok(self.server_files(&layout)?.1)
+    }
+
+    /// Every file [`render_server`](Self::render_server) writes into
+    /// `layout.dir` (canonical), with its mode, and the instance names.
+    /// The CRL copy is among them only when the broker's CRL can be read.
+    fn planned_files(&self, layout: &Layout, binary: &Path) -> Result<(Vec<Planned>, Vec<String>)> {
+        let (mut files, instances) = self.server_files(layout)?;
+        let plain = |name: &str, text: String| RenderedFile {
             name: name.into(),
             text,
             executable: false,
         };
-        files.push(secret("ca.crt", self.ca.chain_pem()));
-        files.push(secret(
-            "server.crt",
+        files.push(plain(ServerFiles::CA, self.ca.chain_pem()));
+        files.push(plain(
+            ServerFiles::CERT,
             self.server_certificate()?.pem().to_owned(),
         ));
-        files.push(secret("server.key", self.server_key()?.to_pem().to_owned()));
-        files.push(secret(
-            "tls-crypt.key",
+        files.push(plain(
+            ServerFiles::KEY,
+            self.server_key()?.to_pem().to_owned(),
+        ));
+        files.push(plain(
+            ServerFiles::TLS_CRYPT,
             self.tls_crypt_key()?.to_text().to_owned(),
         ));
+        if let Ok(crl) = fsutil::read_crl(&self.paths.crl) {
+            files.push(plain(ServerFiles::CRL, crl));
+        }
+        let broker_dir =
+            std::path::absolute(&self.paths.dir).map_err(|e| Error::io(&self.paths.dir, e))?;
+        files.extend(CrlRefreshUnits::new(binary, &broker_dir)?.emit()?);
         let planned = files
             .into_iter()
             .map(|f| {
@@ -159,7 +233,7 @@ impl Broker {
                     fsutil::PUBLIC
                 };
                 Planned {
-                    path: dir.join(&f.name),
+                    path: layout.dir.join(&f.name),
                     text: f.text,
                     mode,
                 }
@@ -168,34 +242,49 @@ impl Broker {
         Ok((planned, instances))
     }
 
-    /// Writes the server side into `out_dir` (default
-    /// [`paths().server_dir`](super::BrokerPaths::server_dir)) in the layout
-    /// Debian's `openvpn-server@NAME` expects of `/etc/openvpn/server`:
-    /// `NAME.conf` per instance (per-client mode: `tb-client-<id>.conf` with
-    /// its `.up`/`.down` scripts; shared mode: `tb-shared.conf` and
-    /// `ccd/<id>`), `ca.crt`, `server.crt`, `server.key` and `tls-crypt.key`
-    /// (0600). The CRL is referenced where the broker keeps it, so that a
-    /// revocation takes effect at the next connection without re-rendering.
+    /// [`render_server_with`](Self::render_server_with) into `out_dir`
+    /// (default: the recorded directory, else `<broker>/server`), with the
+    /// recorded run directory.
+    pub fn render_server(&self, out_dir: Option<&Path>) -> Result<RenderReport> {
+        self.render_server_with(&RenderOptions {
+            dir: out_dir.map(Path::to_path_buf),
+            ..RenderOptions::default()
+        })
+    }
+
+    /// Writes the server side into one directory, in the layout Debian's
+    /// `openvpn-server@NAME` expects of `/etc/openvpn/server`: `NAME.conf`
+    /// per instance (per-client mode: `tb-client-<id>.conf` with its
+    /// `.up`/`.down` scripts; shared mode: `tb-shared.conf` and `ccd/<id>`),
+    /// `ca.crt`, `server.crt`, `server.key` and `tls-crypt.key` (0600), a
+    /// copy of the CRL (`crl.pem`, 0644) and the units that keep it fresh
+    /// (`systemd/tunnelbroker-crl.service` and `.timer`). The configs name
+    /// every file by its absolute path in that directory, and nothing in the
+    /// broker directory, which may therefore be private; management sockets
+    /// go to the run directory, logs to OpenVPN's standard output (the
+    /// journal).
+    ///
+    /// The directory and run directory are recorded in the settings
+    /// (`[server]`): every CRL the broker signs from then on is also written
+    /// to the directory's `crl.pem`, so a revocation takes effect at the
+    /// next connection without re-rendering, and [`revoke`](Self::revoke)
+    /// ends live sessions through the run directory.
+    ///
+    /// Refused ([`Error::ServerDirUnreachable`]) when OpenVPN, after
+    /// dropping to `nobody`, could not reach the directory (it or an
+    /// ancestor not searchable by others); warned about when Debian's unit
+    /// hides it (under `/root`, `/home`, `/run/user`, `/tmp`, `/var/tmp`).
     ///
     /// Idempotent: files whose contents and mode are right are not touched;
     /// files an earlier rendering wrote for clients that are no longer
     /// active are removed.
     ///
     /// It writes and removes only files it owns, listed in its manifest
-    /// `.tunnelbroker-manifest.<id>` in the directory (see
-    /// [`render_server_with`](Self::render_server_with)); a file in the way
-    /// that it did not write is refused
-    /// ([`Error::ForeignFile`], before anything is written), and symbolic
-    /// links are never followed ([`Error::InvalidFile`]).
-    pub fn render_server(&self, out_dir: Option<&Path>) -> Result<RenderReport> {
-        self.render_server_with(out_dir, &RenderOptions::default())
-    }
-
-    /// [`render_server`](Self::render_server) with options: with
-    /// [`force`](RenderOptions::force), files in the way that this broker
-    /// did not write (another OpenVPN server's `ca.crt`, another broker's
-    /// files) are replaced and owned from then on. A symbolic link is
-    /// refused even then.
+    /// `.tunnelbroker-manifest.<id>` in the directory; a file in the way
+    /// that it did not write is refused ([`Error::ForeignFile`], before
+    /// anything is written) unless [`force`](RenderOptions::force) is set,
+    /// and symbolic links are never followed ([`Error::InvalidFile`]), not
+    /// even then.
     ///
     /// Ownership: a planned file is this broker's when its manifest lists
     /// it, when its contents are exactly what would be written (adopted),
@@ -206,24 +295,53 @@ impl Broker {
     /// manifest lists (or, before manifests, header files named like an
     /// instance's) that are no longer planned; other brokers' manifests and
     /// files are never touched.
-    pub fn render_server_with(
-        &self,
-        out_dir: Option<&Path>,
-        options: &RenderOptions,
-    ) -> Result<RenderReport> {
-        let dir = out_dir.unwrap_or(&self.paths.server_dir);
-        make_dir(dir)?;
-        let dir = fs::canonicalize(dir).map_err(|e| Error::io(dir, e))?;
-        make_dir(&self.paths.dir.join("log"))?;
-        let (files, instances) = self.planned_files(&dir)?;
+    pub fn render_server_with(&self, options: &RenderOptions) -> Result<RenderReport> {
+        let layout = self.layout(options.dir.as_deref(), options.run_dir.as_deref())?;
+        // Refused before anything is created (checked again once the path
+        // is canonical).
+        if let Some(err) = reach(&layout.dir).refusal() {
+            return Err(err);
+        }
+        make_dir(&layout.dir)?;
+        let dir = fs::canonicalize(&layout.dir).map_err(|e| Error::io(&layout.dir, e))?;
+        let layout = Layout {
+            dir: dir.clone(),
+            run_dir: layout.run_dir,
+        };
+        // Unless told, the unit keeps the binary it names.
+        let binary = options.binary.clone().unwrap_or_else(|| {
+            let unit = dir
+                .join(CrlRefreshUnits::DIR)
+                .join(format!("{}.service", CrlRefreshUnits::NAME));
+            fsutil::read_to_string(&unit)
+                .ok()
+                .and_then(|text| CrlRefreshUnits::binary_of(&text))
+                .unwrap_or_else(|| PathBuf::from(DEFAULT_BINARY))
+        });
+        // Everything is checked before anything is written.
+        let (files, instances) = self.planned_files(&layout, &binary)?;
+        let dir_reach = reach(&dir);
+        if let Some(err) = dir_reach.refusal() {
+            return Err(err);
+        }
         let mut survey = self.survey(&dir, &files)?;
         survey.refuse(options.force)?;
-        let ccd = dir.join(SharedServer::CCD_DIR);
+        let mut subdirs = vec![dir.join(CrlRefreshUnits::DIR)];
         if self.settings.mode == ServerMode::Shared {
-            fsutil::refuse_symlink(&ccd)?;
+            subdirs.push(dir.join(SharedServer::CCD_DIR));
+        }
+        for sub in &subdirs {
+            fsutil::refuse_symlink(sub)?;
+        }
+        for sub in &subdirs {
+            make_dir(sub)?;
+        }
+        if let Some(err) = subdirs.iter().find_map(|d| reach(d).refusal()) {
+            return Err(err);
         }
         let mut report = RenderReport {
             dir: dir.clone(),
+            run_dir: layout.run_dir.clone(),
             instances,
             ..RenderReport::default()
         };
@@ -232,10 +350,11 @@ impl Broker {
         let planned: BTreeSet<PathBuf> = survey.planned.iter().cloned().collect();
         let claimed: BTreeSet<PathBuf> = survey.owned.union(&planned).cloned().collect();
         survey.write_manifest(&claimed)?;
-        if self.settings.mode == ServerMode::Shared {
-            make_dir(&ccd)?;
-        }
+        let crl_copy = dir.join(ServerFiles::CRL);
         for (f, state) in files.iter().zip(&survey.states) {
+            if f.path == crl_copy {
+                continue;
+            }
             if matches!(
                 state,
                 State::Ours {
@@ -252,12 +371,29 @@ impl Broker {
             fsutil::write_atomic(&f.path, f.text.as_bytes(), f.mode)?;
             report.written.push(f.path.clone());
         }
+        // The CRL copy is written under the database's write lock, so that
+        // it never replaces a newer one written by a revocation meanwhile.
+        let mut copied = false;
+        self.store.write(&mut |_tx| {
+            let crl = fsutil::read_crl(&self.paths.crl)?;
+            copied = !up_to_date(&crl_copy, crl.as_bytes(), fsutil::PUBLIC);
+            if copied {
+                fsutil::write_public(&crl_copy, crl.as_bytes())?;
+            }
+            Ok(())
+        })?;
+        if copied {
+            report.written.push(crl_copy);
+        } else {
+            report.unchanged.push(crl_copy);
+        }
         // Remove what earlier renderings wrote and is no longer planned.
         for path in std::mem::take(&mut survey.orphans) {
             fs::remove_file(&path).map_err(|err| Error::io(&path, err))?;
             report.removed.push(path);
         }
         survey.write_manifest(&planned)?;
+        self.record_server(&layout)?;
         report.warnings = survey
             .foreign
             .iter()
@@ -274,8 +410,39 @@ impl Broker {
                     .map(|(p, why)| format!("{} not removed: {why}", p.display())),
             )
             .collect();
-        report.warnings.extend(self.readability_warnings());
+        report.warnings.extend(dir_reach.warning());
+        if !layout.run_dir.is_dir() {
+            report.warnings.push(format!(
+                "the run directory {} does not exist; OpenVPN cannot create its management socket there (Debian's openvpn package creates /run/openvpn-server at boot; else mkdir -m 0710 it)",
+                layout.run_dir.display()
+            ));
+        }
         Ok(report)
+    }
+
+    /// Records the rendered layout in the settings file (atomically), if it
+    /// changed.
+    fn record_server(&self, layout: &Layout) -> Result<()> {
+        let text = fsutil::read_to_string(&self.paths.settings)?;
+        let mut settings = Settings::from_toml(&text)?;
+        let want = ServerSettings {
+            dir: Some(layout.dir.clone()),
+            run_dir: Some(layout.run_dir.clone()),
+        };
+        if settings.server != want {
+            settings.server = want;
+            fsutil::write_public(&self.paths.settings, settings.to_toml().as_bytes())?;
+        }
+        Ok(())
+    }
+
+    /// Writes `crl` (just signed) to the recorded server directory's
+    /// `crl.pem`, if a rendering recorded one.
+    pub(super) fn copy_crl(&self, pem: &str) -> Result<()> {
+        if let Some(dir) = self.recorded_server()?.dir {
+            fsutil::write_public(&dir.join(ServerFiles::CRL), pem.as_bytes())?;
+        }
+        Ok(())
     }
 
     /// Who owns what in `dir` (canonical) against the planned `files`.
@@ -292,20 +459,27 @@ impl Broker {
         ownership::survey(dir, &broker_id(cert.der()), cert.pem(), &wants)
     }
 
-    /// How the server files in `out_dir` (default
-    /// [`paths().server_dir`](super::BrokerPaths::server_dir)) compare with
-    /// what [`render_server`](Self::render_server) would write now. Reads
-    /// only.
+    /// How the server files in `out_dir` (default: the recorded directory,
+    /// else `<broker>/server`) compare with what
+    /// [`render_server`](Self::render_server) would write now. Reads only.
+    /// The systemd units are not compared (their binary path depends on who
+    /// rendered them).
     pub(crate) fn check_server_files(&self, out_dir: Option<&Path>) -> Result<ServerFilesState> {
-        let dir = out_dir.unwrap_or(&self.paths.server_dir);
+        let layout = self.layout(out_dir, None)?;
+        let dir = layout.dir.clone();
         if !dir.is_dir() {
             return Ok(ServerFilesState {
-                dir: dir.to_owned(),
+                dir,
                 ..ServerFilesState::default()
             });
         }
-        let dir = fs::canonicalize(dir).map_err(|e| Error::io(dir, e))?;
-        let (files, _) = self.planned_files(&dir)?;
+        let dir = fs::canonicalize(&dir).map_err(|e| Error::io(&dir, e))?;
+        let layout = Layout {
+            dir: dir.clone(),
+            run_dir: layout.run_dir,
+        };
+        let (files, _) = self.planned_files(&layout, Path::new(DEFAULT_BINARY))?;
+        let units = dir.join(CrlRefreshUnits::DIR);
         let survey = self.survey(&dir, &files)?;
         let mut state = ServerFilesState {
             dir: dir.clone(),
@@ -313,6 +487,9 @@ impl Broker {
             ..ServerFilesState::default()
         };
         for (f, s) in files.into_iter().zip(survey.states) {
+            if f.path.starts_with(&units) && matches!(s, State::Ours { .. }) {
+                continue;
+            }
             match s {
                 State::Missing => state.missing.push(f.path),
                 State::Ours {
@@ -356,46 +533,20 @@ impl Broker {
         Ok(state)
     }
 
-    /// Whether OpenVPN, after becoming `nobody`, can still read the CRL.
-    fn readability_warnings(&self) -> Vec<String> {
-        let crl = match std::path::absolute(&self.paths.crl) {
-            Ok(p) => p,
-            Err(_) => return Vec::new(),
-        };
-        let mut warnings = Vec::new();
-        match fs::metadata(&crl) {
-            Ok(m) if m.permissions().mode() & 0o004 == 0 => warnings.push(format!(
-                "{} is not readable by others; OpenVPN re-reads it as nobody at every connection",
-                crl.display()
-            )),
-            Err(e) => warnings.push(format!("{}: {e}", crl.display())),
-            _ => {}
-        }
-        for dir in crl.ancestors().skip(1) {
-            if let Ok(m) = fs::metadata(dir)
-                && m.permissions().mode() & 0o001 == 0
-            {
-                warnings.push(format!(
-                    "{} is not searchable by others, so OpenVPN cannot re-read the CRL after dropping privileges (chmod o+x it)",
-                    dir.display()
-                ));
-            }
-        }
-        warnings
-    }
-
     /// Ends a client's live session on this host, for example after
-    /// [`revoke`](Broker::revoke): in per-client mode its instance is told
-    /// to terminate (`signal SIGTERM`), in shared mode the server is told to
-    /// `kill` its common name. Both go through the management socket in the
-    /// broker's run directory.
+    /// [`revoke`](Broker::revoke) (which calls it): in per-client mode its
+    /// instance is told to terminate (`signal SIGTERM`), in shared mode the
+    /// server is told to `kill` its common name. Both go through the
+    /// management socket in the recorded run directory (default
+    /// `/run/openvpn-server`).
     pub fn end_session(&self, client: &Client) -> Result<SessionEnd> {
-        let options = self.server_options(&self.paths.server_dir)?;
+        let layout = self.layout(None, None)?;
+        let options = self.server_options(&layout)?;
         match self.settings.mode {
             ServerMode::PerClient => {
                 let port = match client.port {
                     Some(p) => p,
-                    None => return Ok(SessionEnd::NoServer(self.paths.run_dir.clone())),
+                    None => return Ok(SessionEnd::NoServer(layout.run_dir)),
                 };
                 let srv =
                     PerClientServer::new(client.id.clone(), client.assignment, port, options)?;
@@ -477,10 +628,30 @@ pub(crate) struct ServerFilesState {
     pub conflicts: Vec<(PathBuf, String)>,
 }
 
+fn up_to_date(path: &Path, data: &[u8], mode: u32) -> bool {
+    match (fs::read(path), fs::symlink_metadata(path)) {
+        (Ok(old), Ok(meta)) => {
+            meta.file_type().is_file() && old == data && meta.permissions().mode() & 0o7777 == mode
+        }
+        _ => false,
+    }
+}
+
+/// Creates `dir` and its missing ancestors with mode 0755, whatever the
+/// umask (OpenVPN as `nobody` must search them); existing directories keep
+/// their mode.
 fn make_dir(dir: &Path) -> Result<()> {
-    fs::DirBuilder::new()
-        .recursive(true)
-        .mode(0o755)
-        .create(dir)
-        .map_err(|e| Error::io(dir, e))
+    let missing: Vec<&Path> = dir
+        .ancestors()
+        .take_while(|d| !d.as_os_str().is_empty() && fs::metadata(d).is_err())
+        .collect();
+    for d in missing.into_iter().rev() {
+        match fs::DirBuilder::new().mode(0o755).create(d) {
+            Ok(()) => fs::set_permissions(d, fs::Permissions::from_mode(0o755))
+                .map_err(|e| Error::io(d, e))?,
+            Err(e) if e.kind() == std::io::ErrorKind::AlreadyExists => {}
+            Err(e) => return Err(Error::io(d, e)),
+        }
+    }
+    Ok(())
 }

@@ -2,6 +2,7 @@
 
 use std::fmt;
 use std::net::IpAddr;
+use std::path::PathBuf;
 use std::str::FromStr;
 
 use serde::{Deserialize, Serialize};
@@ -192,6 +193,24 @@ impl ValiditySettings {
     }
 }
 
+/// Where the server side runs, as `server render` last recorded it
+/// (section `[server]`). Every CRL the broker signs is also written to
+/// `dir/crl.pem`, and revocation ends live sessions through the management
+/// sockets in `run_dir`.
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+#[non_exhaustive]
+pub struct ServerSettings {
+    /// The rendered server directory (absolute); `None` before the first
+    /// rendering.
+    #[serde(default)]
+    pub dir: Option<PathBuf>,
+    /// The run directory of the management sockets (absolute); `None`:
+    /// `/run/openvpn-server`.
+    #[serde(default)]
+    pub run_dir: Option<PathBuf>,
+}
+
 /// The broker's settings (`tunnelbroker.toml`).
 ///
 /// ```
@@ -223,6 +242,9 @@ pub struct Settings {
     pub subject: Subject,
     /// Validity periods.
     pub validity: ValiditySettings,
+    /// Where the server side was rendered (recorded by `server render`).
+    #[serde(default)]
+    pub server: ServerSettings,
 }
 
 impl Settings {
@@ -237,6 +259,7 @@ impl Settings {
             lan_interface: "eth0".into(),
             subject: Subject::default(),
             validity: ValiditySettings::default(),
+            server: ServerSettings::default(),
         }
     }
 
@@ -260,6 +283,21 @@ impl Settings {
             crate::pki::check_days(field, days)?;
         }
         self.subject.validate()?;
+        for (field, dir) in [
+            ("server.dir", &self.server.dir),
+            ("server.run_dir", &self.server.run_dir),
+        ] {
+            match dir {
+                Some(d) if !d.is_absolute() || d.to_str().is_none() => {
+                    return Err(Error::InvalidField {
+                        field,
+                        input: shown(&d.to_string_lossy()),
+                        reason: "an absolute path, as `server render` records it".into(),
+                    });
+                }
+                _ => {}
+            }
+        }
         Ok(())
     }
 
@@ -279,6 +317,7 @@ impl Settings {
             Some(v) => format!("{key} = {}\n", q(v)),
             None => format!("# {key} = \"\"\n"),
         };
+        let path = |p: &Option<PathBuf>| p.as_ref().map(|p| p.to_string_lossy().into_owned());
         let s = &self.subject;
         let v = &self.validity;
         format!(
@@ -308,7 +347,13 @@ impl Settings {
              ca_days = {ca}\n\
              server_days = {server}\n\
              client_days = {client}\n\
-             crl_days = {crl}\n",
+             crl_days = {crl}\n\
+             \n\
+             # Where `tunnelbroker server render` wrote the server side (dir) and where the\n\
+             # management sockets are (run_dir); rendering records them. Every new CRL is\n\
+             # also written to dir/crl.pem, and a revocation ends the live session there.\n\
+             [server]\n\
+             {server_dir}{run_dir}",
             pool = q(&self.pool.to_string()),
             endpoint = q(self.endpoint.as_str()),
             mode = q(&self.mode.to_string()),
@@ -323,6 +368,8 @@ impl Settings {
             server = v.server_days,
             client = v.client_days,
             crl = v.crl_days,
+            server_dir = opt("dir", &path(&self.server.dir)),
+            run_dir = opt("run_dir", &path(&self.server.run_dir)),
         )
     }
 }

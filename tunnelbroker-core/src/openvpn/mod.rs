@@ -28,7 +28,9 @@
 
 mod client;
 mod management;
+mod reach;
 mod server;
+mod systemd;
 mod text;
 mod values;
 
@@ -36,10 +38,12 @@ use std::fmt;
 
 pub use client::{ClientConfig, ClientMaterial, ClientTunnel, LAN_INTERFACE_ENV, Platform, Readme};
 pub use management::Management;
+pub use reach::{Reach, reach};
 pub use server::{
     Account, CcdEntry, DOWN_ROOT_PLUGIN, PerClientServer, ServerFiles, ServerOptions, SharedServer,
     instance_name,
 };
+pub use systemd::{CrlRefreshUnits, DEFAULT_BINARY};
 pub use values::{CommonName, ConfigPath, Host, InlineText, InterfaceName};
 
 /// `keepalive 15 45`: a ping every 15 s, restart after 45 s of silence (the

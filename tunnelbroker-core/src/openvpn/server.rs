@@ -19,10 +19,11 @@ pub const DOWN_ROOT_PLUGIN: &str = "openvpn-plugin-down-root.so";
 
 /// Where a server configuration finds its keys and certificates.
 ///
-/// Paths are as OpenVPN reads them: relative to its `--cd` directory
-/// (`/etc/openvpn/server` under Debian's `openvpn-server@NAME`) or absolute.
-/// The CRL is re-read at every connection after OpenVPN has become `nobody`,
-/// so it and every directory above it must be readable by others.
+/// Paths are as OpenVPN reads them; the broker renders them absolute, in
+/// the rendered directory ([`ServerFiles::in_dir`]), so that nothing
+/// OpenVPN reads at run time lies in the broker directory. The CRL is
+/// re-read at every connection after OpenVPN has become `nobody`, so it and
+/// every directory above it must be readable by others.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct ServerFiles {
     /// The CA certificate (`ca`).
@@ -37,16 +38,48 @@ pub struct ServerFiles {
     pub crl: ConfigPath,
 }
 
+impl ServerFiles {
+    /// The CA certificate (with its issuers).
+    pub const CA: &'static str = "ca.crt";
+    /// The server certificate.
+    pub const CERT: &'static str = "server.crt";
+    /// The server's private key.
+    pub const KEY: &'static str = "server.key";
+    /// The `tls-crypt` key.
+    pub const TLS_CRYPT: &'static str = "tls-crypt.key";
+    /// The broker's copy of its CRL, kept current by every CRL it signs.
+    pub const CRL: &'static str = "crl.pem";
+
+    /// `ca.crt`, `server.crt`, `server.key`, `tls-crypt.key` and `crl.pem`
+    /// in `dir`.
+    ///
+    /// ```
+    /// use tunnelbroker_core::openvpn::{ConfigPath, ServerFiles};
+    /// let f = ServerFiles::in_dir(&ConfigPath::new("/etc/openvpn/server")?)?;
+    /// assert_eq!(f.crl.as_str(), "/etc/openvpn/server/crl.pem");
+    /// # Ok::<(), tunnelbroker_core::Error>(())
+    /// ```
+    pub fn in_dir(dir: &ConfigPath) -> Result<Self> {
+        Ok(ServerFiles {
+            ca: dir.join(Self::CA)?,
+            cert: dir.join(Self::CERT)?,
+            key: dir.join(Self::KEY)?,
+            tls_crypt: dir.join(Self::TLS_CRYPT)?,
+            crl: dir.join(Self::CRL)?,
+        })
+    }
+}
+
 impl Default for ServerFiles {
-    /// `ca.crt`, `server.crt`, `server.key`, `tls-crypt.key`, `crl.pem`.
+    /// The files in `/etc/openvpn/server`.
     fn default() -> Self {
-        let p = |s: &str| ConfigPath(s.to_owned());
+        let p = |name: &str| ConfigPath(format!("{}/{name}", ServerOptions::DEFAULT_CONFIG_DIR));
         ServerFiles {
-            ca: p("ca.crt"),
-            cert: p("server.crt"),
-            key: p("server.key"),
-            tls_crypt: p("tls-crypt.key"),
-            crl: p("crl.pem"),
+            ca: p(Self::CA),
+            cert: p(Self::CERT),
+            key: p(Self::KEY),
+            tls_crypt: p(Self::TLS_CRYPT),
+            crl: p(Self::CRL),
         }
     }
 }
@@ -101,32 +134,56 @@ pub struct ServerOptions {
     pub files: ServerFiles,
     /// The directory the rendered files are installed in; scripts and the
     /// CCD directory are referenced from here (absolute, so that the
-    /// down-root helper finds them after OpenVPN has daemonised).
+    /// down-root helper finds them whatever OpenVPN's working directory).
     pub config_dir: ConfigPath,
-    /// Directory of the management sockets (`tb<port>.sock`).
+    /// Directory of the management sockets (`tb<port>.sock`). OpenVPN logs
+    /// to its standard output (the journal under systemd): no log file.
     pub run_dir: ConfigPath,
-    /// Directory of the per-instance logs (`NAME.log`).
-    pub log_dir: ConfigPath,
     /// Account to drop privileges to (`user`, `group`); `None` keeps root.
     pub drop_to: Option<(Account, Account)>,
 }
 
 impl Default for ServerOptions {
-    /// Debian's layout: `/etc/openvpn/server`, `/run/tunnelbroker`,
-    /// `/var/log/openvpn`, `nobody`/`nogroup`.
+    /// Debian's layout: files in `/etc/openvpn/server`, sockets in
+    /// `/run/openvpn-server`, `nobody`/`nogroup`.
     fn default() -> Self {
         let p = |s: &str| ConfigPath(s.to_owned());
         ServerOptions {
             files: ServerFiles::default(),
-            config_dir: p("/etc/openvpn/server"),
-            run_dir: p("/run/tunnelbroker"),
-            log_dir: p("/var/log/openvpn"),
+            config_dir: p(Self::DEFAULT_CONFIG_DIR),
+            run_dir: p(Self::DEFAULT_RUN_DIR),
             drop_to: Some((Account("nobody".into()), Account("nogroup".into()))),
         }
     }
 }
 
 impl ServerOptions {
+    /// Where Debian's `openvpn-server@NAME` runs OpenVPN
+    /// (`WorkingDirectory=`).
+    pub const DEFAULT_CONFIG_DIR: &'static str = "/etc/openvpn/server";
+    /// The run directory Debian's openvpn package creates (tmpfiles.d,
+    /// 0710 root) and its `openvpn-server@NAME` writes its status file to.
+    pub const DEFAULT_RUN_DIR: &'static str = "/run/openvpn-server";
+
+    /// Options for files installed in `config_dir`, which also holds the
+    /// keys, certificates and CRL ([`ServerFiles::in_dir`]), with the
+    /// management sockets in `run_dir`.
+    ///
+    /// ```
+    /// use tunnelbroker_core::openvpn::{ConfigPath, ServerOptions};
+    /// let o = ServerOptions::new(ConfigPath::new("/srv/vpn")?, ConfigPath::new("/run/vpn")?)?;
+    /// assert_eq!(o.files.ca.as_str(), "/srv/vpn/ca.crt");
+    /// # Ok::<(), tunnelbroker_core::Error>(())
+    /// ```
+    pub fn new(config_dir: ConfigPath, run_dir: ConfigPath) -> Result<Self> {
+        Ok(ServerOptions {
+            files: ServerFiles::in_dir(&config_dir)?,
+            config_dir,
+            run_dir,
+            ..ServerOptions::default()
+        })
+    }
+
     fn common_head(&self, c: &mut ConfigText, port: u16, dev: &InterfaceName) {
         c.opt_args("port", [port])
             .opt_args("proto", ["udp"])
@@ -146,7 +203,7 @@ impl ServerOptions {
             .opt_args("remote-cert-tls", ["client"]);
     }
 
-    fn common_tail(&self, c: &mut ConfigText, name: &str, socket: &ConfigPath) -> Result<()> {
+    fn common_tail(&self, c: &mut ConfigText, socket: &ConfigPath) {
         c.opt_args("keepalive", KEEPALIVE)
             .opt("persist-key")
             .opt("persist-tun");
@@ -154,9 +211,7 @@ impl ServerOptions {
             c.opt_args("user", [user]).opt_args("group", [group]);
         }
         c.opt_args("management", [socket.to_string(), "unix".into()])
-            .opt_args("log-append", [self.log_dir.join(&format!("{name}.log"))?])
             .opt_args("verb", [3]);
-        Ok(())
     }
 
     /// The management socket `<run_dir>/<device>.sock`, checked against the
@@ -326,8 +381,7 @@ impl PerClientServer {
                 .opt_args("route-ipv6", [h.prefix().to_string()]);
             }
         }
-        self.options
-            .common_tail(&mut c, &name, &self.management_socket()?)?;
+        self.options.common_tail(&mut c, &self.management_socket()?);
         Ok(ConfigFile(c))
     }
 
@@ -493,8 +547,7 @@ impl SharedServer {
             [self.options.config_dir.join(Self::CCD_DIR)?],
         )
         .opt("ccd-exclusive");
-        self.options
-            .common_tail(&mut c, Self::NAME, &self.management_socket()?)?;
+        self.options.common_tail(&mut c, &self.management_socket()?);
         Ok(ConfigFile(c))
     }
 

@@ -159,9 +159,57 @@ fn every_config_avoids_what_openvpn_26_refuses_or_ignores() {
     for server in &texts[..2] {
         assert!(server.contains("\ndh none\n"));
         assert!(server.contains("\nremote-cert-tls client\n"));
-        assert!(server.contains("\ncrl-verify crl.pem\n"));
+        assert!(server.contains("\ncrl-verify /etc/openvpn/server/crl.pem\n"));
         assert!(server.contains("\nuser nobody\ngroup nogroup\n"));
+        // OpenVPN logs to stdout (the journal) and stays in the foreground
+        // under systemd.
+        for bad in ["log-append", "log ", "daemon"] {
+            assert!(!server.contains(&format!("\n{bad}")), "{bad} in\n{server}");
+        }
     }
+}
+
+#[test]
+fn server_configs_name_every_runtime_file_by_absolute_path_in_the_rendered_dir() {
+    let options = ServerOptions::new(
+        ConfigPath::new("/srv/vpn").unwrap(),
+        ConfigPath::new("/run/vpn").unwrap(),
+    )
+    .unwrap();
+    let per = PerClientServer::new(id("alice"), subnet(), 5000, options.clone()).unwrap();
+    let shared = SharedServer::new(pool(), 5000, options).unwrap();
+    for conf in [per.config().unwrap(), shared.config().unwrap()] {
+        let conf = conf.to_string();
+        for (key, file) in [
+            ("ca", "ca.crt"),
+            ("cert", "server.crt"),
+            ("key", "server.key"),
+            ("tls-crypt", "tls-crypt.key"),
+            ("crl-verify", "crl.pem"),
+        ] {
+            assert!(
+                conf.contains(&format!("\n{key} /srv/vpn/{file}\n")),
+                "{key} in\n{conf}"
+            );
+        }
+        assert!(
+            conf.contains("\nmanagement /run/vpn/tb5000.sock unix\n"),
+            "{conf}"
+        );
+    }
+    assert!(
+        shared
+            .config()
+            .unwrap()
+            .to_string()
+            .contains("\nclient-config-dir /srv/vpn/ccd\n")
+    );
+    assert!(
+        per.config()
+            .unwrap()
+            .to_string()
+            .contains("\nup /srv/vpn/tb-client-alice.up\n")
+    );
 }
 
 #[test]
@@ -474,4 +522,25 @@ fn a_subnet_client_without_its_lan_interface_still_brings_the_tunnel_up() {
         );
         assert!(!calls.contains("logger"), "{calls}");
     }
+}
+
+#[test]
+fn a_run_dir_too_long_for_a_socket_path_is_refused() {
+    let long = format!("/run/{}", "d".repeat(100));
+    let options = ServerOptions::new(
+        ConfigPath::new("/srv/vpn").unwrap(),
+        ConfigPath::new(&long).unwrap(),
+    )
+    .unwrap();
+    let err = SharedServer::new(pool(), 5000, options.clone())
+        .unwrap()
+        .config()
+        .unwrap_err();
+    assert!(err.to_string().contains("shorter run directory"), "{err}");
+    assert!(
+        PerClientServer::new(id("alice"), hermit(), 5000, options)
+            .unwrap()
+            .config()
+            .is_err()
+    );
 }

@@ -1,0 +1,200 @@
+//! The systemd units that keep the CRL fresh (issue 17, finding 2): a
+//! daily timer and the service it starts, `tunnelbroker --dir BROKER crl`,
+//! which signs a fresh CRL and writes it to the broker and to the rendered
+//! server directory. Without them the CRL's nextUpdate passes after
+//! `validity.crl_days` and OpenVPN refuses every client.
+//!
+//! Paths are written as systemd reads command lines (`systemd.service(5)`,
+//! "Command lines"): `%` and `$` doubled, a word with blanks, quotes or
+//! backslashes double-quoted with C escapes; control characters are refused.
+
+use std::path::{Path, PathBuf};
+
+use super::RenderedFile;
+use crate::error::{Error, Result, flatten, shown};
+
+/// Where the units expect the `tunnelbroker` binary unless told otherwise.
+pub const DEFAULT_BINARY: &str = "/usr/local/bin/tunnelbroker";
+
+/// `tunnelbroker-crl.service` and `tunnelbroker-crl.timer`.
+///
+/// ```
+/// use std::path::Path;
+/// use tunnelbroker_core::openvpn::CrlRefreshUnits;
+/// let u = CrlRefreshUnits::new(Path::new("/usr/bin/tunnelbroker"), Path::new("/var/lib/tunnelbroker"))?;
+/// let files = u.emit()?;
+/// assert_eq!(files[0].name, "systemd/tunnelbroker-crl.service");
+/// assert!(files[0].text.contains("\nExecStart=/usr/bin/tunnelbroker --dir /var/lib/tunnelbroker crl\n"));
+/// assert!(files[1].text.contains("\nPersistent=true\n"));
+/// assert!(CrlRefreshUnits::new(Path::new("tunnelbroker"), Path::new("/b")).is_err());
+/// # Ok::<(), tunnelbroker_core::Error>(())
+/// ```
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct CrlRefreshUnits {
+    binary: PathBuf,
+    broker_dir: PathBuf,
+}
+
+impl CrlRefreshUnits {
+    /// The directory below the rendered directory that holds the units.
+    pub const DIR: &'static str = "systemd";
+    /// The unit name, without `.service` or `.timer`.
+    pub const NAME: &'static str = "tunnelbroker-crl";
+
+    /// Units that run `binary --dir broker_dir crl`; both paths absolute.
+    pub fn new(binary: &Path, broker_dir: &Path) -> Result<Self> {
+        for (what, p) in [
+            ("tunnelbroker binary", binary),
+            ("broker directory", broker_dir),
+        ] {
+            unit_word(what, p)?;
+        }
+        Ok(CrlRefreshUnits {
+            binary: binary.to_owned(),
+            broker_dir: broker_dir.to_owned(),
+        })
+    }
+
+    /// The binary that the `ExecStart=` line of a service written by
+    /// [`service`](Self::service) runs, if `text` is one.
+    ///
+    /// ```
+    /// use std::path::Path;
+    /// use tunnelbroker_core::openvpn::CrlRefreshUnits;
+    /// let u = CrlRefreshUnits::new(Path::new("/opt/my tb/50%/tunnelbroker"), Path::new("/b"))?;
+    /// assert_eq!(
+    ///     CrlRefreshUnits::binary_of(&u.service()?).as_deref(),
+    ///     Some(Path::new("/opt/my tb/50%/tunnelbroker"))
+    /// );
+    /// assert_eq!(CrlRefreshUnits::binary_of("[Service]\n"), None);
+    /// # Ok::<(), tunnelbroker_core::Error>(())
+    /// ```
+    pub fn binary_of(text: &str) -> Option<PathBuf> {
+        let line = text.lines().find_map(|l| l.strip_prefix("ExecStart="))?;
+        let word = if let Some(rest) = line.strip_prefix('"') {
+            let mut out = String::new();
+            let mut chars = rest.chars();
+            loop {
+                match chars.next()? {
+                    '\\' => out.push(chars.next()?),
+                    '"' => break out,
+                    c => out.push(c),
+                }
+            }
+        } else {
+            line.split(' ').next()?.to_owned()
+        };
+        let path = PathBuf::from(word.replace("%%", "%").replace("$$", "$"));
+        path.is_absolute().then_some(path)
+    }
+
+    /// The service: one CRL refresh.
+    pub fn service(&self) -> Result<String> {
+        let bin = unit_word("tunnelbroker binary", &self.binary)?;
+        let dir = unit_word("broker directory", &self.broker_dir)?;
+        Ok(format!(
+            "# tunnelbroker: signs a fresh CRL for the broker in {broker} and copies it\n\
+             # to the rendered server directory (OpenVPN refuses every client once it expires).\n\
+             # Install: cp systemd/{name}.service systemd/{name}.timer /etc/systemd/system/\n\
+             #          systemctl daemon-reload && systemctl enable --now {name}.timer\n\
+             [Unit]\n\
+             Description=Refresh the tunnelbroker CRL\n\
+             \n\
+             [Service]\n\
+             Type=oneshot\n\
+             ExecStart={bin} --dir {dir} crl\n\
+             # `crl` prints the new CRL; the journal needs only errors.\n\
+             StandardOutput=null\n",
+            broker = flatten(&self.broker_dir.to_string_lossy()),
+            name = Self::NAME,
+        ))
+    }
+
+    /// The timer: daily, catching up on missed runs.
+    pub fn timer(&self) -> String {
+        format!(
+            "# tunnelbroker: starts {name}.service once a day; Persistent=true catches up\n\
+             # on a run missed while the machine was off.\n\
+             [Unit]\n\
+             Description=Daily refresh of the tunnelbroker CRL\n\
+             \n\
+             [Timer]\n\
+             OnCalendar=daily\n\
+             Persistent=true\n\
+             RandomizedDelaySec=1h\n\
+             \n\
+             [Install]\n\
+             WantedBy=timers.target\n",
+            name = Self::NAME,
+        )
+    }
+
+    /// `systemd/tunnelbroker-crl.service` and `systemd/tunnelbroker-crl.timer`.
+    pub fn emit(&self) -> Result<Vec<RenderedFile>> {
+        Ok(vec![
+            RenderedFile::config(
+                format!("{}/{}.service", Self::DIR, Self::NAME),
+                self.service()?,
+            ),
+            RenderedFile::config(format!("{}/{}.timer", Self::DIR, Self::NAME), self.timer()),
+        ])
+    }
+}
+
+/// An absolute path as one word of a systemd command line.
+fn unit_word(what: &'static str, p: &Path) -> Result<String> {
+    let bad = |reason: &str| Error::InvalidConfigValue {
+        what,
+        input: shown(&p.to_string_lossy()),
+        reason: reason.into(),
+    };
+    let s = p.to_str().ok_or_else(|| bad("it is not valid UTF-8"))?;
+    if !p.is_absolute() {
+        return Err(bad("a systemd unit needs an absolute path"));
+    }
+    if s.chars().any(char::is_control) {
+        return Err(bad("control characters are not allowed"));
+    }
+    let word = s.replace('%', "%%").replace('$', "$$");
+    if word.contains(|c: char| c.is_whitespace() || matches!(c, '"' | '\'' | '\\')) {
+        Ok(format!(
+            "\"{}\"",
+            word.replace('\\', "\\\\").replace('"', "\\\"")
+        ))
+    } else {
+        Ok(word)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn paths_are_quoted_as_systemd_reads_them() {
+        let w = |s: &str| unit_word("x", Path::new(s));
+        assert_eq!(w("/usr/bin/tunnelbroker").unwrap(), "/usr/bin/tunnelbroker");
+        assert_eq!(w("/srv/50%").unwrap(), "/srv/50%%");
+        assert_eq!(w("/srv/$HOME").unwrap(), "/srv/$$HOME");
+        assert_eq!(w("/srv/my broker").unwrap(), "\"/srv/my broker\"");
+        assert_eq!(w("/srv/a\"b\\c").unwrap(), "\"/srv/a\\\"b\\\\c\"");
+        assert!(w("/srv/a\nExecStart=/bin/evil").is_err());
+        assert!(w("relative/dir").is_err());
+    }
+
+    #[test]
+    fn crl_refresh_units() {
+        let u = CrlRefreshUnits::new(
+            Path::new("/usr/local/bin/tunnelbroker"),
+            Path::new("/var/lib/tunnelbroker"),
+        )
+        .unwrap();
+        let text: String = u
+            .emit()
+            .unwrap()
+            .iter()
+            .map(|f| format!("===== {} =====\n{}", f.name, f.text))
+            .collect();
+        insta::assert_snapshot!(text);
+    }
+}

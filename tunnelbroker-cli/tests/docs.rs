@@ -464,9 +464,31 @@ impl<'a> Normal<'a> {
             s = s.replace(from.as_str(), to);
         }
         s = openvpn_version(&s);
+        s = manifest_id(&s);
         s = shift_dates(&s, today());
         short_pem(&s)
     }
+}
+
+/// The manifest's name carries the first 16 hex digits of the CA's
+/// fingerprint, new with every CA: a fixed one instead.
+fn manifest_id(s: &str) -> String {
+    const NAME: &str = ".tunnelbroker-manifest.";
+    let mut out = String::with_capacity(s.len());
+    let mut rest = s;
+    while let Some(i) = rest.find(NAME) {
+        let (head, tail) = rest.split_at(i + NAME.len());
+        out.push_str(head);
+        let id_len = tail.bytes().take_while(u8::is_ascii_hexdigit).count();
+        if id_len == 16 {
+            out.push_str("3f9a1c0e5b7d2468");
+            rest = &tail[16..];
+        } else {
+            rest = tail;
+        }
+    }
+    out.push_str(rest);
+    out
 }
 
 /// A serial as long as `real`, made of a fixed pattern and `n`.
@@ -685,6 +707,9 @@ fn rendered_entry(name: &str) -> &'static str {
         "crl.pem" => "the CRL, rewritten by every revocation and CRL refresh",
         "ccd/" => "shared mode: one entry per client",
         "systemd/" => "the daily CRL refresh: install into /etc/systemd/system",
+        n if n.starts_with(".tunnelbroker-manifest.") => {
+            "the files this broker wrote here (it touches no others)"
+        }
         n if n.starts_with("systemd/") => "",
         n if n.starts_with("ccd/") => "",
         _ => "",

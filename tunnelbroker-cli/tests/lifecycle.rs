@@ -123,7 +123,7 @@ fn init_and_plan_refuse_a_pool_outside_global_unicast_and_ula() {
 
 #[test]
 fn server_renew_replaces_the_certificate_and_names_the_units() {
-    let t = tempfile::tempdir().unwrap();
+    let t = crate::operator_tempdir();
     let dir = t.path().join("b");
     init(&dir, &[]);
     ok(&tb(&dir, &["client", "add", "alice", "--subnet"]));

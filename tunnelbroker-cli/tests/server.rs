@@ -189,7 +189,19 @@ fn revoke_exits_1_when_the_session_cannot_be_ended_in_time_and_keeps_the_revocat
     crate::init(&dir, &["--mode", "shared"]);
     run_ok(&dir, &["client", "add", "alice", "--subnet"]);
     let out = tmp.path().join("out");
-    run_ok(&dir, &["server", "render", "-o", out.to_str().unwrap()]);
+    let run = tmp.path().join("run");
+    std::fs::create_dir(&run).unwrap();
+    run_ok(
+        &dir,
+        &[
+            "server",
+            "render",
+            "-o",
+            out.to_str().unwrap(),
+            "--run-dir",
+            run.to_str().unwrap(),
+        ],
+    );
     let conf = std::fs::read_to_string(out.join("tb-shared.conf")).unwrap();
     let socket = conf
         .lines()
@@ -328,7 +340,7 @@ fn a_second_brokers_files_survive_a_render_and_our_orphans_go() {
     }
     let again = run_ok(&a, &["server", "render", "-o", o]);
     assert!(
-        again.contains(": 0 written, 7 unchanged, 0 removed"),
+        again.contains(": 0 written, 10 unchanged, 0 removed"),
         "{again}"
     );
 }

@@ -138,6 +138,10 @@ fn a_revoked_certificate_missing_from_the_crl_fails() {
 fn crl_for(b: &Broker, this_update: OffsetDateTime, next_update: OffsetDateTime) {
     let crl = b.ca().crl_at(&[], 99, this_update, next_update).unwrap();
     fs::write(&b.paths().crl, crl.pem()).unwrap();
+    // ... and its copy in the rendered directory, as the broker does.
+    if let Some(dir) = b.recorded_server().unwrap().dir {
+        fs::write(dir.join("crl.pem"), crl.pem()).unwrap();
+    }
 }
 
 #[test]

@@ -690,7 +690,12 @@ fn chatty_management_server(socket: &Path) -> std::thread::JoinHandle<()> {
 
 /// The management socket the rendered configuration names.
 fn rendered_management_socket(b: &Broker) -> PathBuf {
-    let report = b.render_server(None).unwrap();
+    // A run directory of its own: tests run side by side.
+    let run = b.dir().with_extension("run");
+    fs::create_dir_all(&run).unwrap();
+    let mut o = tunnelbroker_core::RenderOptions::new();
+    o.run_dir = Some(run);
+    let report = b.render_server_with(&o).unwrap();
     let conf = report
         .written
         .iter()

@@ -56,6 +56,11 @@ fn openssl(dir: &Path, args: &[&str]) {
 /// under it in `dir`, or `None` (printed; a failure under `CI=true`)
 /// without `openssl`.
 pub(crate) fn openssl_chain(dir: &Path) -> Option<OpensslChain> {
+    openssl_chain_for(dir, "3650")
+}
+
+/// [`openssl_chain`] with a root valid for `root_days` days.
+fn openssl_chain_for(dir: &Path, root_days: &str) -> Option<OpensslChain> {
     if Command::new("openssl").arg("version").output().is_err() {
         if std::env::var("CI").as_deref() == Ok("true") {
             panic!("openssl is required when CI=true");
@@ -73,7 +78,7 @@ pub(crate) fn openssl_chain(dir: &Path) -> Option<OpensslChain> {
          authorityKeyIdentifier = keyid:always\n",
     )
     .unwrap();
-    let mut root = vec!["req", "-x509", "-nodes", "-days", "3650", "-sha256"];
+    let mut root = vec!["req", "-x509", "-nodes", "-days", root_days, "-sha256"];
     root.extend(ec);
     root.extend([
         "-subj",
@@ -170,7 +175,7 @@ fn inline(config: &str, tag: &str) -> String {
 
 #[test]
 fn broker_of_an_intermediate_ships_the_whole_chain() {
-    let tmp = tempfile::tempdir().unwrap();
+    let tmp = crate::operator_tempdir();
     let Some(chain) = openssl_chain(tmp.path()) else {
         return;
     };
@@ -251,7 +256,7 @@ fn broker_of_an_intermediate_ships_the_whole_chain() {
 
 #[test]
 fn init_refuses_an_intermediate_without_its_root() {
-    let tmp = tempfile::tempdir().unwrap();
+    let tmp = crate::operator_tempdir();
     let Some(chain) = openssl_chain(tmp.path()) else {
         return;
     };
@@ -290,7 +295,7 @@ fn openvpn_client_of_an_intermediate_connects_and_is_revoked() {
 }
 
 fn connect_and_revoke(mode: ServerMode, port: u16) {
-    let tmp = tempfile::tempdir().unwrap();
+    let tmp = crate::operator_tempdir();
     let Some(chain) = openssl_chain(tmp.path()) else {
         return;
     };
@@ -356,5 +361,29 @@ fn connect_and_revoke(mode: ServerMode, port: u16) {
     assert!(
         !server_text.contains("unable to get issuer certificate"),
         "{server_text}"
+    );
+}
+
+/// A root that ends before the intermediate it signed ends the broker's CA
+/// with it: audit names the root (regression: the `ca` check looked at the
+/// intermediate alone).
+#[test]
+fn audit_warns_when_the_root_ends_before_the_intermediate() {
+    let tmp = crate::operator_tempdir();
+    let Some(chain) = openssl_chain_for(tmp.path(), "20") else {
+        return;
+    };
+    let b = chain_broker(tmp.path(), &chain, ServerMode::Shared, 1194);
+    let r = tunnelbroker_core::doctor::audit(&b, &Default::default());
+    assert_eq!(
+        r.status_of("ca"),
+        Some(tunnelbroker_core::doctor::Status::Warn),
+        "{r}"
+    );
+    let ca = r.checks.iter().find(|c| c.name == "ca").unwrap();
+    assert!(
+        ca.message.contains("Example University Root CA")
+            && ca.message.contains("certificate 2 of ca.crt"),
+        "{r}"
     );
 }

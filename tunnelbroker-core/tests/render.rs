@@ -80,7 +80,8 @@ fn render_refuses_a_directory_nobody_cannot_reach() {
 #[test]
 fn render_warns_about_directories_debians_unit_hides() {
     // Under /tmp: PrivateTmp gives the unit another /tmp.
-    let tmp = operator_tempdir();
+    let tmp = tempfile::tempdir().unwrap();
+    fs::set_permissions(tmp.path(), fs::Permissions::from_mode(0o755)).unwrap();
     let b = broker_in(tmp.path(), ServerMode::PerClient);
     let r = b
         .render_server_with(&options(&tmp.path().join("out"), tmp.path()))

@@ -216,9 +216,13 @@ impl Broker {
             ServerFiles::TLS_CRYPT,
             self.tls_crypt_key()?.to_text().to_owned(),
         ));
-        if let Ok(crl) = fsutil::read_crl(&self.paths.crl) {
-            files.push(plain(ServerFiles::CRL, crl));
-        }
+        // The copy of the CRL; when the broker's own cannot be read (the
+        // `crl` check says so), the copy stays what it is rather than
+        // being taken for a file of a former client.
+        let crl = fsutil::read_crl(&self.paths.crl)
+            .or_else(|_| fsutil::read_crl(&layout.dir.join(ServerFiles::CRL)))
+            .unwrap_or_default();
+        files.push(plain(ServerFiles::CRL, crl));
         let broker_dir =
             std::path::absolute(&self.paths.dir).map_err(|e| Error::io(&self.paths.dir, e))?;
         files.extend(CrlRefreshUnits::new(binary, &broker_dir)?.emit()?);

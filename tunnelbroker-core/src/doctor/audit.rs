@@ -307,7 +307,7 @@ fn unopened(
     r.skip("assignment", why);
     match &ca {
         Some(Ok(ca)) => {
-            check_ca(ca.certificate(), options, &mut r);
+            check_ca(&ca, options, &mut r);
             check_server_certificate(&paths.server_cert, ca, options, &mut r);
             check_crl_file(ca, &paths.crl, &mut r);
         }
@@ -417,7 +417,7 @@ fn check(broker: &Broker, options: &AuditOptions) -> (Report, Repairs) {
             false
         }
     };
-    check_ca(broker.ca().certificate(), options, &mut r);
+    check_ca(broker.ca(), options, &mut r);
     check_server_certificate(&paths.server_cert, broker.ca(), options, &mut r);
     let crl = check_crl_file(broker.ca(), &paths.crl, &mut r);
     match &snap {
@@ -552,17 +552,24 @@ fn check_permissions(paths: &BrokerPaths, r: &mut Report) -> Vec<(PathBuf, u32)>
 
 /// The CA certificate: FAIL when expired, WARN when it expires within
 /// `days`.
-fn check_ca(cert: &Certificate, options: &AuditOptions, r: &mut Report) {
+fn check_ca(ca: &Ca, options: &AuditOptions, r: &mut Report) {
+    // An imported intermediate ends no later than the first of its chain
+    // to end: a root may expire before the intermediate it signed.
+    let first_to_end = std::iter::once(ca.certificate())
+        .chain(ca.issuers())
+        .enumerate()
+        .min_by_key(|(_, c)| c.info().not_after);
+    let Some((i, cert)) = first_to_end else {
+        return;
+    };
     let info = cert.info();
     let cn = shown(&info.common_name);
-    expiry_check(
-        "ca",
-        &format!("the CA certificate {cn}"),
-        info.not_after,
-        options,
-        CA_HINT,
-        r,
-    );
+    let what = if i == 0 {
+        format!("the CA certificate {cn}")
+    } else {
+        format!("the CA's issuer {cn} (certificate {} of ca.crt)", i + 1)
+    };
+    expiry_check("ca", &what, info.not_after, options, CA_HINT, r);
 }
 
 /// The OpenVPN server's certificate: readable, of this CA, and FAIL when

@@ -307,7 +307,7 @@ fn unopened(
     r.skip("assignment", why);
     match &ca {
         Some(Ok(ca)) => {
-            check_ca(&ca, options, &mut r);
+            check_ca(ca, options, &mut r);
             check_server_certificate(&paths.server_cert, ca, options, &mut r);
             check_crl_file(ca, &paths.crl, &mut r);
         }

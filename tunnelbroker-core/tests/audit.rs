@@ -940,3 +940,27 @@ fn an_unreadable_server_certificate_is_a_fail_naming_it() {
         "{r}"
     );
 }
+
+/// `server-access` looks where `server render` recorded it rendered, not at
+/// the default `<broker>/server` (regression: a broker rendered into
+/// /etc/openvpn/server got a SKIP, "does not exist").
+#[test]
+fn server_access_checks_the_recorded_directory() {
+    let (t, b) = broker();
+    let etc = t.path().join("etc");
+    fs::create_dir(&etc).unwrap();
+    let out = etc.join("server");
+    b.render_server(Some(&out)).unwrap();
+    fs::remove_dir_all(&b.paths().server_dir).ok();
+    assert_eq!(run(&b).status_of("server-access"), Some(Status::Pass));
+    fs::set_permissions(&etc, fs::Permissions::from_mode(0o700)).unwrap();
+    let r = run(&b);
+    fs::set_permissions(&etc, fs::Permissions::from_mode(0o755)).unwrap();
+    assert_eq!(r.status_of("server-access"), Some(Status::Fail), "{r}");
+    assert!(
+        messages(&r, "server-access")
+            .iter()
+            .any(|m| m.contains(&etc.display().to_string())),
+        "{r}"
+    );
+}

@@ -649,24 +649,31 @@ fn soon(now: OffsetDateTime, days: u32) -> OffsetDateTime {
 }
 
 /// The rendered server directory that `server-access` looks at:
-/// `--server-dir`, else the default of `server render` (keep in step with
+/// `--server-dir`, else the directory `server render` recorded, else its
+/// default (keep in step with
 /// the default [`Broker::check_server_files`] compares).
 fn server_dir(paths: &BrokerPaths, options: &AuditOptions) -> PathBuf {
+    // The one `server render` recorded, as for `server-files`.
+    let recorded = || {
+        let text = fsutil::read_to_string(&paths.settings).ok()?;
+        Settings::from_toml(&text).ok()?.server.dir
+    };
     options
         .server_dir
         .clone()
+        .or_else(recorded)
         .unwrap_or_else(|| paths.server_dir.clone())
 }
 
 /// Whether OpenVPN can reach the rendered server side in `dir` after
 /// dropping to nobody, under Debian's `openvpn-server@.service`
-/// ([`fsutil::openvpn_reachability`]).
+/// ([`crate::openvpn::reach::problems`]).
 fn check_server_access(dir: &Path, r: &mut Report) {
     if !dir.is_dir() {
         r.skip("server-access", format!("{} does not exist", dir.display()));
         return;
     }
-    let problems = fsutil::openvpn_reachability(dir);
+    let problems = crate::openvpn::reach::problems(dir);
     for p in &problems {
         if p.hidden {
             r.warn("server-access", &p.message, &p.fix);

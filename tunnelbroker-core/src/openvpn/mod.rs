@@ -28,7 +28,7 @@
 
 mod client;
 mod management;
-mod reach;
+pub(crate) mod reach;
 mod server;
 mod systemd;
 mod text;

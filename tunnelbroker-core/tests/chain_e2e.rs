@@ -210,7 +210,7 @@ fn broker_of_an_intermediate_ships_the_whole_chain() {
     assert_eq!(names(&inline(&conf.text, "ca")), CHAIN_NAMES);
 
     // So does the rendered server's ca file.
-    let report = b.render_server(None).unwrap();
+    let report = render_with_own_run_dir(&b);
     let server_ca = fs::read_to_string(report.dir.join("ca.crt")).unwrap();
     assert_eq!(names(&server_ca), CHAIN_NAMES);
 
@@ -301,7 +301,7 @@ fn connect_and_revoke(mode: ServerMode, port: u16) {
     };
     let b = chain_broker(tmp.path(), &chain, mode, port);
     let alice = add(&b, "alice", ClientKind::Hermit);
-    let report = b.render_server(None).unwrap();
+    let report = render_with_own_run_dir(&b);
     assert!(report.warnings.is_empty(), "{:?}", report.warnings);
     let (instance, server_addr) = match mode {
         ServerMode::Shared => ("tb-shared", "2001:db8:0:f100::1"),

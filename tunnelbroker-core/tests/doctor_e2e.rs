@@ -234,7 +234,7 @@ fn per_client_subnet_client() {
     let (b, dora_key) = broker_with_dora(tmp.path(), ServerMode::PerClient, 5200);
     let dora = b.client(&"dora".parse().unwrap()).unwrap();
     let sa = *dora.assignment.as_subnet().unwrap();
-    let report = b.render_server(None).unwrap();
+    let report = render_with_own_run_dir(&b);
 
     let mut lab = Lab::new("d");
     let (s, ns) = underlay(&mut lab, &["a"]);
@@ -363,7 +363,7 @@ fn per_client_subnet_client() {
 fn shared_subnet_client() {
     let tmp = tempfile::tempdir().unwrap();
     let (b, dora_key) = broker_with_dora(tmp.path(), ServerMode::Shared, 5300);
-    let report = b.render_server(None).unwrap();
+    let report = render_with_own_run_dir(&b);
     let mut lab = Lab::new("e");
     let (s, ns) = underlay(&mut lab, &["a"]);
     let client = ns[0].clone();

@@ -547,3 +547,15 @@ pub(crate) fn wait_connected(client_log: &Path, server_log: &Path) {
         tail(server_log)
     );
 }
+
+/// Renders `b`'s server side into its default directory with a run
+/// directory of its own beside the broker (recorded, so later renderings
+/// and revocations use it too): tests run side by side, and two servers
+/// must never share a management socket path.
+pub(crate) fn render_with_own_run_dir(b: &Broker) -> tunnelbroker_core::RenderReport {
+    let run = b.dir().with_extension("run");
+    std::fs::create_dir_all(&run).unwrap();
+    let mut options = tunnelbroker_core::RenderOptions::new();
+    options.run_dir = Some(run);
+    b.render_server_with(&options).unwrap()
+}

@@ -34,7 +34,7 @@ fn rendered(
         ("dave", ClientKind::Hermit),
     ]
     .map(|(id, kind)| add(&b, id, kind));
-    let report = b.render_server(None).unwrap();
+    let report = render_with_own_run_dir(&b);
     let unexpected: Vec<_> = report
         .warnings
         .iter()

@@ -42,11 +42,17 @@ STATUSES: list[Status] = ["pass", "warn", "fail", "skip"]
 @pytest.fixture
 def reachable() -> Iterator[Path]:
     """A directory OpenVPN could reach after dropping to nobody: 0755, in
-    the repository's target directory rather than under /tmp (which
-    Debian's openvpn-server@.service hides), so that audit's
-    `server-access` passes for files rendered in it."""
-    base = Path(__file__).resolve().parents[2] / "target" / "tmp"
-    base.mkdir(parents=True, exist_ok=True)
+    /var/lib/tunnelbroker-tests as the Rust suites use (outside /tmp, /home
+    and /root, which Debian's openvpn-server@.service hides, wherever the
+    checkout is), else in the repository's target directory, so that
+    audit's `server-access` passes for files rendered in it."""
+    base = Path("/var/lib/tunnelbroker-tests")
+    try:
+        base.mkdir(parents=True, exist_ok=True)
+        base.chmod(0o755)
+    except OSError:
+        base = Path(__file__).resolve().parents[2] / "target" / "tmp"
+        base.mkdir(parents=True, exist_ok=True)
     path = Path(tempfile.mkdtemp(dir=base))
     path.chmod(0o755)
     yield path

@@ -15,7 +15,7 @@ use super::{Broker, Client, NewClient, Taken};
 use crate::client_id::ClientId;
 use crate::error::{Error, Result};
 use crate::plan::{ClientKind, parse_prefix};
-use crate::registry::{CertRecord, Store};
+use crate::registry::CertRecord;
 
 /// How many rows one transaction subscribes.
 const BATCH: usize = 500;
@@ -132,11 +132,9 @@ impl Broker {
             // Keys and certificates first, on every core and outside the
             // write lock; then one transaction reserves and records the batch.
             let issued = self.issue_parallel(batch);
-            let mut batch_added = Vec::new();
-            let mut batch_errors = Vec::new();
-            self.store.write(&mut |tx| {
-                batch_added.clear();
-                batch_errors.clear();
+            let (mut batch_added, mut batch_errors) = self.store().write_with(|tx| {
+                let mut batch_added = Vec::new();
+                let mut batch_errors = Vec::new();
                 let mut taken = Taken::load(tx, self.settings.pool)?;
                 for (row, cert) in batch.iter().zip(&issued) {
                     let reserved = match cert {
@@ -154,7 +152,8 @@ impl Broker {
                         }),
                     }
                 }
-                taken.save(tx)
+                taken.save(tx)?;
+                Ok((batch_added, batch_errors))
             })?;
             added.append(&mut batch_added);
             errors.append(&mut batch_errors);

@@ -432,7 +432,7 @@ impl Broker {
     }
 
     /// The client database, for the audit.
-    pub(crate) fn store(&self) -> &SqliteStore {
+    pub(crate) fn store(&self) -> &dyn Store {
         &self.store
     }
 
@@ -466,15 +466,14 @@ impl Broker {
     pub fn add_client(&self, req: &NewClient) -> Result<Client> {
         Self::check_request(req)?;
         let cert = self.issue(req)?;
-        let mut out = None;
-        self.store.write(&mut |tx| {
+        self.store().write_with(|tx| {
             let mut taken = Taken::load(tx, self.settings.pool)?;
             let reserved = self.reserve(tx, &mut taken, req)?;
             check_key_is_own(tx, &cert, None)?;
-            out = Some(self.record(tx, &reserved, cert.clone())?);
-            taken.save(tx)
-        })?;
-        out.ok_or_else(|| unreachable_err("add_client"))
+            let client = self.record(tx, &reserved, cert.clone())?;
+            taken.save(tx)?;
+            Ok(client)
+        })
     }
 
     fn check_request(req: &NewClient) -> Result<()> {
@@ -624,49 +623,39 @@ impl Broker {
 
     /// One client.
     pub fn client(&self, id: &ClientId) -> Result<Client> {
-        let mut out = None;
-        self.store.read(&mut |tx| {
-            out = Some(load_client(tx, id)?);
-            Ok(())
-        })?;
-        out.ok_or_else(|| unreachable_err("client"))
+        self.store().read_with(|tx| load_client(tx, id))
     }
 
     /// Every client, in ID order.
     pub fn clients(&self) -> Result<Vec<Client>> {
-        let mut out = Vec::new();
-        self.store.read(&mut |tx| {
-            out.clear();
+        self.store().read_with(|tx| {
+            let mut out = Vec::new();
             for rec in tx.clients()? {
                 let cert = tx
                     .latest_certificate(&rec.id)?
                     .ok_or_else(|| missing_cert(&rec.id))?;
                 out.push(to_client(rec, &cert));
             }
-            Ok(())
-        })?;
-        Ok(out)
+            Ok(out)
+        })
     }
 
     /// A client's current certificate and, unless it sent a CSR, its key.
     pub fn client_credentials(&self, id: &ClientId) -> Result<ClientCredentials> {
-        let mut out = None;
-        self.store.read(&mut |tx| {
+        self.store().read_with(|tx| {
             if tx.client(id)?.is_none() {
                 return Err(Error::UnknownClient { id: id.to_string() });
             }
             let cert = tx.latest_certificate(id)?.ok_or_else(|| missing_cert(id))?;
-            out = Some(ClientCredentials {
+            Ok(ClientCredentials {
                 certificate: Certificate::from_pem(&cert.pem)?,
                 key: cert
                     .key_pem
                     .as_deref()
                     .map(PrivateKey::from_pem)
                     .transpose()?,
-            });
-            Ok(())
-        })?;
-        out.ok_or_else(|| unreachable_err("client_credentials"))
+            })
+        })
     }
 
     /// Revokes a client: its certificate goes on the CRL (which is rewritten,
@@ -676,18 +665,15 @@ impl Broker {
     /// the revocation). Its assignment stays reserved for it until
     /// [`purge`](Self::purge).
     pub fn revoke(&self, id: &ClientId, reason: RevocationReason) -> Result<Revocation> {
-        let mut out = None;
-        self.store.write(&mut |tx| {
+        let client = self.store().write_with(|tx| {
             let client = load_client(tx, id)?;
             require_state(&client, ClientState::Active, "revoke")?;
             let now = OffsetDateTime::now_utc();
             tx.revoke_certificate(&client.serial, now, reason)?;
             tx.set_client_state(id, ClientState::Revoked, Some(now))?;
             self.write_crl(tx)?;
-            out = Some(load_client(tx, id)?);
-            Ok(())
+            load_client(tx, id)
         })?;
-        let client = out.ok_or_else(|| unreachable_err("revoke"))?;
         let session = self
             .end_session(&client)
             .unwrap_or_else(|e| SessionEnd::Failed(e.to_string()));
@@ -708,8 +694,7 @@ impl Broker {
         let mut req = NewClient::new(id.clone(), before.kind);
         req.csr = csr.map(str::to_owned);
         let cert = self.issue(&req)?;
-        let mut out = None;
-        self.store.write(&mut |tx| {
+        self.store().write_with(|tx| {
             let client = load_client(tx, id)?;
             require_state(&client, ClientState::Active, "renew")?;
             if !client.has_key && csr.is_none() {
@@ -724,17 +709,14 @@ impl Broker {
             check_key_is_own(tx, &cert, Some(id))?;
             tx.insert_certificate(&cert)?;
             self.write_crl(tx)?;
-            out = Some(load_client(tx, id)?);
-            Ok(())
-        })?;
-        out.ok_or_else(|| unreachable_err("renew"))
+            load_client(tx, id)
+        })
     }
 
     /// Removes a revoked client, freeing its assignment and port. Its
     /// certificates stay on the CRL until they expire.
     pub fn purge(&self, id: &ClientId) -> Result<Client> {
-        let mut out = None;
-        self.store.write(&mut |tx| {
+        self.store().write_with(|tx| {
             let client = load_client(tx, id)?;
             require_state(&client, ClientState::Revoked, "purge")?;
             let mut taken = Taken::load(tx, self.settings.pool)?;
@@ -746,10 +728,8 @@ impl Broker {
             } else {
                 tx.set_plan_state(None)?;
             }
-            out = Some(client);
-            Ok(())
-        })?;
-        out.ok_or_else(|| unreachable_err("purge"))
+            Ok(client)
+        })
     }
 
     /// The CRL as it is on disk.
@@ -760,12 +740,7 @@ impl Broker {
     /// Signs a fresh CRL (next number, new nextUpdate) and writes it, to the
     /// broker and to the recorded server directory.
     pub fn refresh_crl(&self) -> Result<Crl> {
-        let mut out = None;
-        self.store.write(&mut |tx| {
-            out = Some(self.write_crl(tx)?);
-            Ok(())
-        })?;
-        out.ok_or_else(|| unreachable_err("refresh_crl"))
+        self.store().write_with(|tx| self.write_crl(tx))
     }
 
     /// Signs a CRL inside a transaction and writes it, to the broker and to
@@ -853,11 +828,5 @@ fn to_client(rec: ClientRecord, cert: &CertRecord) -> Client {
 fn missing_cert(id: &ClientId) -> Error {
     Error::Database {
         reason: format!("client {id} has no certificate record"),
-    }
-}
-
-fn unreachable_err(what: &str) -> Error {
-    Error::Database {
-        reason: format!("{what}: the transaction produced no result"),
     }
 }

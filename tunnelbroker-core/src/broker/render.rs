@@ -14,7 +14,6 @@ use crate::openvpn::{
     CommonName, ConfigPath, CrlRefreshUnits, DEFAULT_BINARY, Management, PerClientServer,
     RenderedFile, ServerFiles, ServerOptions, SharedServer, reach,
 };
-use crate::registry::Store;
 
 /// How [`Broker::render_server_with`] renders the server side.
 ///
@@ -377,14 +376,13 @@ impl Broker {
         }
         // The CRL copy is written under the database's write lock, so that
         // it never replaces a newer one written by a revocation meanwhile.
-        let mut copied = false;
-        self.store.write(&mut |_tx| {
+        let copied = self.store().write_with(|_tx| {
             let crl = fsutil::read_crl(&self.paths.crl)?;
-            copied = !up_to_date(&crl_copy, crl.as_bytes(), fsutil::PUBLIC);
+            let copied = !up_to_date(&crl_copy, crl.as_bytes(), fsutil::PUBLIC);
             if copied {
                 fsutil::write_public(&crl_copy, crl.as_bytes())?;
             }
-            Ok(())
+            Ok(copied)
         })?;
         if copied {
             report.written.push(crl_copy);

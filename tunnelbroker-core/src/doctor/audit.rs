@@ -14,7 +14,7 @@ use crate::error::{Error, shown};
 use crate::fsutil;
 use crate::pki::{Ca, Certificate, Crl, RevokedCert, Serial};
 use crate::plan::Allocator;
-use crate::registry::{CertRecord, CertState, ClientRecord, Store};
+use crate::registry::{CertRecord, CertState, ClientRecord};
 
 /// The names of the checks [`audit`] and [`audit_dir`] can report, in the
 /// order they report them. `settings` and `port` appear only when something
@@ -693,21 +693,16 @@ fn check_server_access(dir: &Path, r: &mut Report) {
 }
 
 fn read(broker: &Broker) -> crate::Result<Snapshot> {
-    let mut snap = None;
-    broker.store().read(&mut |tx| {
+    broker.store().read_with(|tx| {
         let mut clients = Vec::new();
         for c in tx.clients()? {
             let cert = tx.latest_certificate(&c.id)?;
             clients.push((c, cert));
         }
-        snap = Some(Snapshot {
+        Ok(Snapshot {
             clients,
             revoked: tx.revoked_certificates()?,
-        });
-        Ok(())
-    })?;
-    snap.ok_or_else(|| crate::Error::Database {
-        reason: "the read produced no result".into(),
+        })
     })
 }
 

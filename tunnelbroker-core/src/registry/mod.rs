@@ -145,3 +145,37 @@ pub trait Store: Send + Sync {
     /// Runs `f` in a read transaction: a consistent snapshot.
     fn read(&self, f: &mut dyn FnMut(&mut dyn Transaction) -> Result<()>) -> Result<()>;
 }
+
+impl dyn Store + '_ {
+    /// Runs `f` in one write transaction, like [`Store::write`], and
+    /// returns what it returned. An implementer writes only `write`; this
+    /// is provided for every store. A store whose `write` returns `Ok`
+    /// without running `f` breaks its contract: that is an
+    /// [`Error::Database`](crate::Error::Database), never a panic.
+    pub fn write_with<T>(&self, mut f: impl FnMut(&mut dyn Transaction) -> Result<T>) -> Result<T> {
+        let mut out = None;
+        self.write(&mut |tx| {
+            out = Some(f(tx)?);
+            Ok(())
+        })?;
+        out.ok_or_else(|| not_run("write"))
+    }
+
+    /// Runs `f` in a read transaction, like [`Store::read`], and returns
+    /// what it returned.
+    pub fn read_with<T>(&self, mut f: impl FnMut(&mut dyn Transaction) -> Result<T>) -> Result<T> {
+        let mut out = None;
+        self.read(&mut |tx| {
+            out = Some(f(tx)?);
+            Ok(())
+        })?;
+        out.ok_or_else(|| not_run("read"))
+    }
+}
+
+/// The error of a store that returned `Ok` without running the transaction.
+fn not_run(what: &str) -> crate::Error {
+    crate::Error::Database {
+        reason: format!("the store's {what} returned without running the transaction"),
+    }
+}

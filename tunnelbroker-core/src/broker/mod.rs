@@ -165,7 +165,9 @@ pub struct Broker {
     paths: BrokerPaths,
     settings: Settings,
     ca: Ca,
-    store: SqliteStore,
+    /// The client database: SQLite unless [`with_store`](Self::with_store)
+    /// was given another.
+    store: Box<dyn Store>,
 }
 
 /// What a write transaction knows about the assignments and ports in use.
@@ -358,12 +360,7 @@ impl Broker {
         server.key.write(&paths.server_key)?;
         fsutil::write_secret(&paths.tls_crypt_key, tls.to_text().as_bytes())?;
         let store = SqliteStore::create(&paths.database, settings.pool)?;
-        let broker = Broker {
-            paths,
-            settings: settings.clone(),
-            ca,
-            store,
-        };
+        let broker = Broker::with_store(paths, settings.clone(), ca, Box::new(store));
         broker.refresh_crl()?;
         Ok(())
     }
@@ -403,12 +400,25 @@ impl Broker {
             e => e.in_file(&paths.ca_cert),
         })?;
         let store = SqliteStore::open(&paths.database, settings.pool)?;
-        Ok(Broker {
+        Ok(Broker::with_store(paths, settings, ca, Box::new(store)))
+    }
+
+    /// A broker over `store`: the seam where a store other than the
+    /// embedded SQLite default comes in. The broker logic sees only the
+    /// [`Store`] trait; [`init`](Self::init) and [`open`](Self::open) pick
+    /// SQLite.
+    pub(crate) fn with_store(
+        paths: BrokerPaths,
+        settings: Settings,
+        ca: Ca,
+        store: Box<dyn Store>,
+    ) -> Broker {
+        Broker {
             paths,
             settings,
             ca,
             store,
-        })
+        }
     }
 
     /// The broker's files.
@@ -433,7 +443,7 @@ impl Broker {
 
     /// The client database, for the audit.
     pub(crate) fn store(&self) -> &dyn Store {
-        &self.store
+        &*self.store
     }
 
     /// The OpenVPN server's certificate.

@@ -137,7 +137,10 @@ pub trait Transaction {
 }
 
 /// A client database.
-pub trait Store: Send + Sync {
+///
+/// `Send + Sync` because a [`Broker`](crate::Broker) is shared between
+/// threads (also Python's); `Debug` so that the broker's is derived.
+pub trait Store: std::fmt::Debug + Send + Sync {
     /// Runs `f` in one write transaction, which is committed when `f`
     /// returns `Ok` and rolled back otherwise. Writers are serialised, also
     /// across processes.

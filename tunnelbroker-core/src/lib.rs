@@ -32,7 +32,7 @@ mod fsutil;
 pub mod openvpn;
 mod pki;
 mod plan;
-mod registry;
+pub mod store;
 
 pub use broker::{
     Broker, BrokerPaths, Client, ClientCredentials, ClientOs, ClientState, Endpoint, ImportReport,
@@ -49,10 +49,6 @@ pub use pki::{
 };
 pub use plan::{
     Allocator, Assignment, ClientKind, Counts, Hermit, Pool, Role, Subnet, parse_prefix,
-};
-
-pub use registry::{
-    Allocation, CertRecord, CertState, ClientRecord, SqliteStore, Store, Transaction,
 };
 
 /// Re-exported so that callers can name prefixes without adding `ipnet`.

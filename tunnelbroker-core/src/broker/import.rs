@@ -15,7 +15,7 @@ use super::{Broker, Client, NewClient, Taken};
 use crate::client_id::ClientId;
 use crate::error::{Error, Result};
 use crate::plan::{ClientKind, parse_prefix};
-use crate::registry::CertRecord;
+use crate::store::CertRecord;
 
 /// How many rows one transaction subscribes.
 const BATCH: usize = 500;

@@ -50,7 +50,7 @@ use crate::error::{Error, Result};
 use crate::fsutil;
 use crate::pki::{Ca, CaParams, Certificate, Crl, PrivateKey, RevocationReason, TlsCryptKey};
 use crate::plan::{Allocator, Assignment, Pool, RangeSet};
-use crate::registry::{
+use crate::store::{
     Allocation, CertRecord, CertState, ClientRecord, SqliteStore, Store, Transaction,
 };
 

@@ -14,7 +14,7 @@ use crate::error::{Error, shown};
 use crate::fsutil;
 use crate::pki::{Ca, Certificate, Crl, RevokedCert, Serial};
 use crate::plan::Allocator;
-use crate::registry::{CertRecord, CertState, ClientRecord};
+use crate::store::{CertRecord, CertState, ClientRecord};
 
 /// The names of the checks [`audit`] and [`audit_dir`] can report, in the
 /// order they report them. `settings` and `port` appear only when something

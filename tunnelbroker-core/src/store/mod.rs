@@ -5,6 +5,28 @@
 //! transaction at a time in which everything happens or nothing does. The
 //! embedded default is SQLite ([`SqliteStore`]); a PostgreSQL store for
 //! brokers that run several servers implements the same two traits.
+//!
+//! # Implementing a store
+//!
+//! This module is for store implementers; a broker's users never need it
+//! ([`Broker`](crate::Broker) picks the store).
+//!
+//! - [`Store`] opens transactions: [`write`](Store::write) runs a closure in
+//!   one serialised write transaction, committed when the closure returns
+//!   `Ok` and rolled back otherwise; [`read`](Store::read) runs one on a
+//!   consistent snapshot. Both take `&mut dyn FnMut` so that the trait stays
+//!   object-safe (the broker holds a `Box<dyn Store>`); the broker calls
+//!   them through `write_with` and `read_with`, provided on `dyn Store` for
+//!   every store, which return the closure's value.
+//! - [`Transaction`] reads and writes the rows: [`ClientRecord`] (a client,
+//!   its [`Assignment`] and port), [`CertRecord`] (every certificate issued,
+//!   kept after a purge for the CRL, in [`CertState`]), [`Allocation`] (the
+//!   part of a client row that allocation reads) and the opaque plan state
+//!   and CRL number.
+//!
+//! The broker checks that an ID, assignment, port or serial is unused
+//! before it inserts one, inside the same write transaction; every method
+//! reports a failure of the database as an [`Error`](crate::Error).
 
 mod sqlite;
 

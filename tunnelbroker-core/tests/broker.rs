@@ -1053,3 +1053,48 @@ fn a_directory_rendered_before_manifests_is_adopted() {
         "{err}"
     );
 }
+
+/// Issue 11: secrets never print through `Debug`.
+#[test]
+fn debug_redacts_the_imported_ca_key_and_a_client_key() {
+    use tunnelbroker_core::store::{CertRecord, CertState};
+    use tunnelbroker_core::{ImportedCa, Serial};
+
+    let key = "-----BEGIN PRIVATE KEY-----\nTOPSECRETKEYMATERIAL\n-----END PRIVATE KEY-----\n";
+    let ca = ImportedCa {
+        cert_pem: "-----BEGIN CERTIFICATE-----\nPUBLIC\n-----END CERTIFICATE-----\n".into(),
+        key_pem: key.into(),
+    };
+    let shown = format!("{ca:?}");
+    assert!(
+        !shown.contains("TOPSECRET") && !shown.contains("PRIVATE KEY"),
+        "{shown}"
+    );
+    assert!(
+        shown.contains("[redacted]") && shown.contains("PUBLIC"),
+        "{shown}"
+    );
+
+    let mut rec = CertRecord {
+        serial: Serial::random().unwrap(),
+        client_id: "alice".parse().unwrap(),
+        pem: "-----BEGIN CERTIFICATE-----\nPUBLIC\n-----END CERTIFICATE-----\n".into(),
+        key_pem: Some(key.into()),
+        not_after: time::OffsetDateTime::UNIX_EPOCH,
+        state: CertState::Current,
+        revoked: None,
+    };
+    for shown in [format!("{rec:?}"), format!("{rec:#?}")] {
+        assert!(
+            !shown.contains("TOPSECRET") && !shown.contains("PRIVATE KEY"),
+            "{shown}"
+        );
+        assert!(
+            shown.contains("[redacted]") && shown.contains("alice"),
+            "{shown}"
+        );
+    }
+    // A client that sent a CSR has no key, and its record says so.
+    rec.key_pem = None;
+    assert!(format!("{rec:?}").contains("key_pem: None"));
+}

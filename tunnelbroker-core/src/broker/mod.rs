@@ -107,8 +107,9 @@ impl BrokerPaths {
     }
 }
 
-/// An existing CA to use instead of generating one.
-#[derive(Debug, Clone)]
+/// An existing CA to use instead of generating one. `Debug` prints the
+/// key as `[redacted]`.
+#[derive(Clone)]
 pub struct ImportedCa {
     /// The CA certificate, PEM; for an intermediate CA followed by its
     /// issuers up to the root (see [`Ca::from_pem`]). The broker keeps
@@ -116,6 +117,15 @@ pub struct ImportedCa {
     pub cert_pem: String,
     /// The CA key, PEM (secret).
     pub key_pem: String,
+}
+
+impl std::fmt::Debug for ImportedCa {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("ImportedCa")
+            .field("cert_pem", &self.cert_pem)
+            .field("key_pem", &"[redacted]")
+            .finish()
+    }
 }
 
 /// What `init` needs.

@@ -84,7 +84,8 @@ pub enum CertState {
 }
 
 /// A certificate row: every certificate the CA issued to a client.
-#[derive(Debug, Clone, PartialEq, Eq)]
+/// `Debug` prints the key as `[redacted]`.
+#[derive(Clone, PartialEq, Eq)]
 pub struct CertRecord {
     /// Serial, unique in the CA.
     pub serial: Serial,
@@ -100,6 +101,20 @@ pub struct CertRecord {
     pub state: CertState,
     /// When and why it was revoked.
     pub revoked: Option<(OffsetDateTime, RevocationReason)>,
+}
+
+impl std::fmt::Debug for CertRecord {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("CertRecord")
+            .field("serial", &self.serial)
+            .field("client_id", &self.client_id)
+            .field("pem", &self.pem)
+            .field("key_pem", &self.key_pem.as_ref().map(|_| "[redacted]"))
+            .field("not_after", &self.not_after)
+            .field("state", &self.state)
+            .field("revoked", &self.revoked)
+            .finish()
+    }
 }
 
 /// What one write transaction can do. Everything done through one

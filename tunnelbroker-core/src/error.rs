@@ -167,7 +167,7 @@ pub enum Error {
         /// The client.
         id: String,
         /// Its state.
-        state: crate::broker::ClientState,
+        state: crate::words::ClientState,
         /// What was asked.
         action: &'static str,
     },

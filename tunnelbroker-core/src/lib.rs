@@ -33,6 +33,7 @@ pub mod openvpn;
 mod pki;
 mod plan;
 mod registry;
+mod words;
 
 pub use broker::{
     Broker, BrokerPaths, Client, ClientCredentials, ClientOs, ClientState, Endpoint, ImportReport,

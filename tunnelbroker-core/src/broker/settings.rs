@@ -7,49 +7,11 @@ use std::str::FromStr;
 
 use serde::{Deserialize, Serialize};
 
+pub use crate::words::ServerMode;
+
 use crate::error::{Error, Result, shown};
 use crate::pki::{KeyType, Subject, Validity};
 use crate::plan::Pool;
-
-/// How the broker runs OpenVPN (DESIGN.md §3).
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Default, Serialize, Deserialize)]
-#[serde(rename_all = "kebab-case")]
-pub enum ServerMode {
-    /// One OpenVPN server instance per client, each on its own UDP port (JOIN's design).
-    #[default]
-    PerClient,
-    /// One OpenVPN server for all clients, with client-config-dir entries.
-    Shared,
-}
-
-impl ServerMode {
-    /// The words `FromStr` accepts.
-    pub const CHOICES: &'static str = "per-client, shared";
-}
-
-impl fmt::Display for ServerMode {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        f.write_str(match self {
-            ServerMode::PerClient => "per-client",
-            ServerMode::Shared => "shared",
-        })
-    }
-}
-
-impl FromStr for ServerMode {
-    type Err = Error;
-    fn from_str(s: &str) -> Result<Self> {
-        match s.trim().to_ascii_lowercase().as_str() {
-            "per-client" | "perclient" | "per_client" => Ok(ServerMode::PerClient),
-            "shared" => Ok(ServerMode::Shared),
-            _ => Err(Error::InvalidChoice {
-                what: "server mode",
-                input: shown(s),
-                expected: ServerMode::CHOICES,
-            }),
-        }
-    }
-}
 
 /// The host name or address clients connect to, checked so that it can be
 /// written into configurations safely.

@@ -1,0 +1,125 @@
+//! The shared client words: a client's operating system and state, and how
+//! the broker runs OpenVPN. A leaf module of values: the error, registry,
+//! OpenVPN and broker modules all name them, and it names only the error.
+
+use std::fmt;
+use std::str::FromStr;
+
+use serde::{Deserialize, Serialize};
+
+use crate::error::{Error, Result, shown};
+
+/// The operating system a client runs, which decides the bundle's form.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Default, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum ClientOs {
+    /// Linux (and other Unix): a `.conf` with up/down scripts, in a `.tar.gz`.
+    #[default]
+    Linux,
+    /// Windows: an `.ovpn` without scripts, in a `.zip`.
+    Windows,
+}
+
+impl ClientOs {
+    /// The words `FromStr` accepts.
+    pub const CHOICES: &'static str = "linux, windows";
+}
+
+impl fmt::Display for ClientOs {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(match self {
+            ClientOs::Linux => "linux",
+            ClientOs::Windows => "windows",
+        })
+    }
+}
+
+impl FromStr for ClientOs {
+    type Err = Error;
+    fn from_str(s: &str) -> Result<Self> {
+        match s.trim().to_ascii_lowercase().as_str() {
+            "linux" => Ok(ClientOs::Linux),
+            "windows" => Ok(ClientOs::Windows),
+            _ => Err(Error::InvalidChoice {
+                what: "client os",
+                input: shown(s),
+                expected: ClientOs::CHOICES,
+            }),
+        }
+    }
+}
+
+/// Whether a client may connect.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum ClientState {
+    /// Subscribed, with a valid certificate.
+    Active,
+    /// Revoked: its certificate is on the CRL; its assignment stays reserved
+    /// for it until it is purged.
+    Revoked,
+}
+
+impl fmt::Display for ClientState {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(match self {
+            ClientState::Active => "active",
+            ClientState::Revoked => "revoked",
+        })
+    }
+}
+
+impl FromStr for ClientState {
+    type Err = Error;
+    fn from_str(s: &str) -> Result<Self> {
+        match s {
+            "active" => Ok(ClientState::Active),
+            "revoked" => Ok(ClientState::Revoked),
+            _ => Err(Error::InvalidChoice {
+                what: "client state",
+                input: shown(s),
+                expected: "active, revoked",
+            }),
+        }
+    }
+}
+
+/// How the broker runs OpenVPN (DESIGN.md §3).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Default, Serialize, Deserialize)]
+#[serde(rename_all = "kebab-case")]
+pub enum ServerMode {
+    /// One OpenVPN server instance per client, each on its own UDP port (JOIN's design).
+    #[default]
+    PerClient,
+    /// One OpenVPN server for all clients, with client-config-dir entries.
+    Shared,
+}
+
+impl ServerMode {
+    /// The words `FromStr` accepts.
+    pub const CHOICES: &'static str = "per-client, shared";
+}
+
+impl fmt::Display for ServerMode {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(match self {
+            ServerMode::PerClient => "per-client",
+            ServerMode::Shared => "shared",
+        })
+    }
+}
+
+impl FromStr for ServerMode {
+    type Err = Error;
+    fn from_str(s: &str) -> Result<Self> {
+        match s.trim().to_ascii_lowercase().as_str() {
+            "per-client" | "perclient" | "per_client" => Ok(ServerMode::PerClient),
+            "shared" => Ok(ServerMode::Shared),
+            _ => Err(Error::InvalidChoice {
+                what: "server mode",
+                input: shown(s),
+                expected: ServerMode::CHOICES,
+            }),
+        }
+    }
+}

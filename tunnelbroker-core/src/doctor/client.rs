@@ -6,9 +6,10 @@ use std::path::Path;
 use time::Duration;
 
 use super::Report;
-use super::config::{BundleFacts, ClientConfigFile, Material};
+use super::config::{ClientConfigFile, Material};
 use super::system::{self, Interface, Route, System};
 use crate::error::shown;
+use crate::openvpn::facts::BundleFacts;
 use crate::pki::{Certificate, PrivateKey, Purpose, TlsCryptKey};
 use crate::plan::ClientKind;
 

@@ -38,9 +38,10 @@ mod client;
 mod config;
 mod system;
 
+pub use crate::openvpn::facts::{BundleFacts, FACTS_TAG};
 pub use audit::{AUDIT_CHECKS, AuditOptions, audit, audit_dir};
 pub use client::{CHECKS, DoctorOptions, run};
-pub use config::{BundleFacts, ClientConfigFile, Directive, FACTS_TAG, Material};
+pub use config::{ClientConfigFile, Directive, Material};
 pub use system::{CommandOutput, LiveSystem, System};
 
 use std::fmt;

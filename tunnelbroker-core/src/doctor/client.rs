@@ -6,10 +6,10 @@ use std::path::Path;
 use time::Duration;
 
 use super::Report;
-use super::config::{ClientConfigFile, Material};
 use super::system::{self, Interface, Route, System};
 use crate::error::shown;
 use crate::openvpn::facts::BundleFacts;
+use crate::openvpn::parse::{ClientConfigFile, Material};
 use crate::pki::{Certificate, PrivateKey, Purpose, TlsCryptKey};
 use crate::plan::ClientKind;
 

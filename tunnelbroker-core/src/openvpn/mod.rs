@@ -29,6 +29,7 @@
 mod client;
 pub(crate) mod facts;
 mod management;
+pub(crate) mod parse;
 pub(crate) mod reach;
 mod server;
 mod systemd;

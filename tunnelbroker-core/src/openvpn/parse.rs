@@ -1,4 +1,5 @@
-//! Reading a client's OpenVPN configuration, as `doctor` needs it: the
+//! Reading a client's OpenVPN configuration back (the parser beside the
+//! emitter in `text.rs`; `doctor` is its user): the
 //! directives, the inline blocks (`<ca>`, `<cert>`, `<key>`, `<tls-crypt>`),
 //! files it names (only inside its own directory) and the machine-readable
 //! [`BundleFacts`] line.
@@ -13,9 +14,9 @@ use std::path::{Path, PathBuf};
 
 use ipnet::Ipv6Net;
 
+use super::facts::{BundleFacts, FACTS_TAG};
 use crate::client_id::ClientId;
 use crate::error::{Error, Result, shown};
-use crate::openvpn::facts::{BundleFacts, FACTS_TAG};
 use crate::plan::ClientKind;
 
 /// Largest configuration (and referenced file) `doctor` reads.

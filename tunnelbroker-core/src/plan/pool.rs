@@ -5,7 +5,6 @@ use std::str::FromStr;
 use ipnet::{IpNet, Ipv6Net};
 use serde::{Deserialize, Serialize};
 
-use super::assignment::{Hermit, Subnet};
 use crate::error::{Error, Result, shown};
 
 /// The role of a /64 inside a [`Pool`].
@@ -166,87 +165,6 @@ impl Pool {
     /// How many subnet /64s the pool holds (`N-2`).
     pub fn subnet_capacity(&self) -> u64 {
         self.network_count() - 2
-    }
-
-    /// How many hermit /128s the pool holds: the hermit /64 less its reserved
-    /// addresses (see [`Hermit`]).
-    pub fn hermit_capacity(&self) -> u64 {
-        u64::MAX - Hermit::RESERVED_COUNT + 1
-    }
-
-    /// The subnet with number `n` (1 to `N-2`).
-    ///
-    /// ```
-    /// use tunnelbroker_core::Pool;
-    /// let pool: Pool = "2001:db8:0:f100::/56".parse()?;
-    /// assert_eq!(pool.subnet_by_number(0xab)?.to_string(), "2001:db8:0:f1ab::/64");
-    /// assert!(pool.subnet_by_number(0).is_err()); // the routing /64
-    /// # Ok::<(), tunnelbroker_core::Error>(())
-    /// ```
-    pub fn subnet_by_number(&self, n: u64) -> Result<Subnet> {
-        match self.network(n) {
-            Some(net) => self.subnet(net),
-            None => Err(Error::InvalidPrefix {
-                input: n.to_string(),
-                reason: format!(
-                    "pool {self} has subnet numbers 1 to {} only",
-                    self.subnet_capacity()
-                ),
-            }),
-        }
-    }
-
-    /// The first subnet /64 (number 1).
-    pub fn first_subnet(&self) -> Subnet {
-        Subnet::new_unchecked(self, 1)
-    }
-
-    /// The last subnet /64 (number `N-2`).
-    pub fn last_subnet(&self) -> Subnet {
-        Subnet::new_unchecked(self, self.network_count() - 2)
-    }
-
-    /// All subnet /64s in address order.
-    pub fn subnets(&self) -> impl Iterator<Item = Subnet> + '_ {
-        (1..self.network_count() - 1).map(|n| Subnet::new_unchecked(self, n))
-    }
-
-    /// The subnet for a /64 of this pool; refuses prefixes of another length,
-    /// outside the pool or in another role.
-    ///
-    /// ```
-    /// use tunnelbroker_core::Pool;
-    /// let pool: Pool = "2001:638:500:f100::/56".parse()?;
-    /// let s = pool.subnet("2001:638:500:f1ab::/64".parse().unwrap())?;
-    /// assert_eq!(s.server_end().to_string(), "2001:638:500:f100::f1ab:1");
-    /// assert!(pool.subnet("2001:638:500:f1ff::/64".parse().unwrap()).is_err()); // hermit /64
-    /// # Ok::<(), tunnelbroker_core::Error>(())
-    /// ```
-    pub fn subnet(&self, prefix: Ipv6Net) -> Result<Subnet> {
-        if prefix.prefix_len() != 64 || prefix.addr() != prefix.network() {
-            return Err(Error::InvalidPrefix {
-                input: shown(&prefix.to_string()),
-                reason: "a subnet is a /64 with host bits zero".into(),
-            });
-        }
-        let n = self.check_role(prefix, Role::Subnet)?;
-        Ok(Subnet::new_unchecked(self, n))
-    }
-
-    /// The hermit for an address of the hermit /64; refuses addresses outside
-    /// the pool, in another role, or reserved.
-    ///
-    /// ```
-    /// use tunnelbroker_core::Pool;
-    /// let pool: Pool = "2001:db8:0:f100::/56".parse()?;
-    /// assert!(pool.hermit("2001:db8:0:f1ff::5".parse().unwrap()).is_ok());
-    /// assert!(pool.hermit("2001:db8:0:f1ff::".parse().unwrap()).is_err()); // anycast
-    /// assert!(pool.hermit("2001:db8:0:f1ab::5".parse().unwrap()).is_err()); // a subnet /64
-    /// # Ok::<(), tunnelbroker_core::Error>(())
-    /// ```
-    pub fn hermit(&self, address: Ipv6Addr) -> Result<Hermit> {
-        self.check_role(Ipv6Net::from(address), Role::Hermit)?;
-        Hermit::from_interface_id(self, u128::from(address) as u64)
     }
 
     /// The role of the /64 that holds `addr`, if it is in the pool.

@@ -12,7 +12,8 @@ use std::path::{Path, PathBuf};
 
 use ipnet::Ipv6Net;
 
-use crate::plan::{ClientKind, Pool, Role};
+use crate::plan::Pool;
+use crate::words::{ClientKind, Role};
 
 /// The result type of this crate.
 pub type Result<T, E = Error> = std::result::Result<T, E>;

@@ -1,6 +1,7 @@
-//! The shared client words: a client's operating system and state, and how
-//! the broker runs OpenVPN. A leaf module of values: the error, registry,
-//! OpenVPN and broker modules all name them, and it names only the error.
+//! The shared words: a client's kind, operating system and state, how the
+//! broker runs OpenVPN, and the role of a /64 in the pool. A leaf module of
+//! values: the error, plan, registry, OpenVPN and broker modules all name
+//! them, and it names only the error.
 
 use std::fmt;
 use std::str::FromStr;
@@ -121,5 +122,70 @@ impl FromStr for ServerMode {
                 expected: ServerMode::CHOICES,
             }),
         }
+    }
+}
+
+/// What a client is given: a single /128 (a lone "hermit" host) or a routed
+/// /64 (a "subnet" client that serves a LAN).
+///
+/// ```
+/// use tunnelbroker_core::ClientKind;
+/// assert_eq!("subnet".parse::<ClientKind>()?, ClientKind::Subnet);
+/// assert_eq!(ClientKind::Hermit.to_string(), "hermit");
+/// assert!("router".parse::<ClientKind>().is_err());
+/// # Ok::<(), tunnelbroker_core::Error>(())
+/// ```
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum ClientKind {
+    /// One /128 from the hermit /64.
+    Hermit,
+    /// One subnet /64 with its routing /112.
+    Subnet,
+}
+
+impl fmt::Display for ClientKind {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(match self {
+            ClientKind::Hermit => "hermit",
+            ClientKind::Subnet => "subnet",
+        })
+    }
+}
+
+impl FromStr for ClientKind {
+    type Err = Error;
+    fn from_str(s: &str) -> Result<Self> {
+        match s.trim().to_ascii_lowercase().as_str() {
+            "hermit" => Ok(ClientKind::Hermit),
+            "subnet" => Ok(ClientKind::Subnet),
+            _ => Err(Error::InvalidChoice {
+                what: "client kind",
+                input: shown(s),
+                expected: "hermit, subnet",
+            }),
+        }
+    }
+}
+
+/// The role of a /64 inside a [`Pool`](crate::Pool).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum Role {
+    /// The first /64: point-to-point /112 routing nets for subnet clients.
+    Routing,
+    /// The /64s in between: one per subnet client.
+    Subnet,
+    /// The last /64: one /128 per hermit client.
+    Hermit,
+}
+
+impl fmt::Display for Role {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(match self {
+            Role::Routing => "routing",
+            Role::Subnet => "subnet",
+            Role::Hermit => "hermit",
+        })
     }
 }

@@ -5,29 +5,9 @@ use std::str::FromStr;
 use ipnet::{IpNet, Ipv6Net};
 use serde::{Deserialize, Serialize};
 
+pub use crate::words::Role;
+
 use crate::error::{Error, Result, shown};
-
-/// The role of a /64 inside a [`Pool`].
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord, Serialize, Deserialize)]
-#[serde(rename_all = "lowercase")]
-pub enum Role {
-    /// The first /64: point-to-point /112 routing nets for subnet clients.
-    Routing,
-    /// The /64s in between: one per subnet client.
-    Subnet,
-    /// The last /64: one /128 per hermit client.
-    Hermit,
-}
-
-impl fmt::Display for Role {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        f.write_str(match self {
-            Role::Routing => "routing",
-            Role::Subnet => "subnet",
-            Role::Hermit => "hermit",
-        })
-    }
-}
 
 /// An IPv6 prefix of length 48 to 62 with all host bits zero, inside global
 /// unicast (2000::/3) or unique local (fc00::/7) space, from which the

@@ -1,14 +1,12 @@
 //! The shared words: a client's kind, operating system and state, how the
 //! broker runs OpenVPN, and the role of a /64 in the pool. A leaf module of
-//! values: the error, plan, registry, OpenVPN and broker modules all name
-//! them, and it names only the error.
+//! values that names no other module: the error, plan, registry, OpenVPN
+//! and broker modules all name them. Their `FromStr` impls are in error.rs,
+//! as their refusal is an [`Error::InvalidChoice`](crate::Error::InvalidChoice).
 
 use std::fmt;
-use std::str::FromStr;
 
 use serde::{Deserialize, Serialize};
-
-use crate::error::{Error, Result, shown};
 
 /// The operating system a client runs, which decides the bundle's form.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Default, Serialize, Deserialize)]
@@ -35,21 +33,6 @@ impl fmt::Display for ClientOs {
     }
 }
 
-impl FromStr for ClientOs {
-    type Err = Error;
-    fn from_str(s: &str) -> Result<Self> {
-        match s.trim().to_ascii_lowercase().as_str() {
-            "linux" => Ok(ClientOs::Linux),
-            "windows" => Ok(ClientOs::Windows),
-            _ => Err(Error::InvalidChoice {
-                what: "client os",
-                input: shown(s),
-                expected: ClientOs::CHOICES,
-            }),
-        }
-    }
-}
-
 /// Whether a client may connect.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize)]
 #[serde(rename_all = "lowercase")]
@@ -67,21 +50,6 @@ impl fmt::Display for ClientState {
             ClientState::Active => "active",
             ClientState::Revoked => "revoked",
         })
-    }
-}
-
-impl FromStr for ClientState {
-    type Err = Error;
-    fn from_str(s: &str) -> Result<Self> {
-        match s {
-            "active" => Ok(ClientState::Active),
-            "revoked" => Ok(ClientState::Revoked),
-            _ => Err(Error::InvalidChoice {
-                what: "client state",
-                input: shown(s),
-                expected: "active, revoked",
-            }),
-        }
     }
 }
 
@@ -110,21 +78,6 @@ impl fmt::Display for ServerMode {
     }
 }
 
-impl FromStr for ServerMode {
-    type Err = Error;
-    fn from_str(s: &str) -> Result<Self> {
-        match s.trim().to_ascii_lowercase().as_str() {
-            "per-client" | "perclient" | "per_client" => Ok(ServerMode::PerClient),
-            "shared" => Ok(ServerMode::Shared),
-            _ => Err(Error::InvalidChoice {
-                what: "server mode",
-                input: shown(s),
-                expected: ServerMode::CHOICES,
-            }),
-        }
-    }
-}
-
 /// What a client is given: a single /128 (a lone "hermit" host) or a routed
 /// /64 (a "subnet" client that serves a LAN).
 ///
@@ -150,21 +103,6 @@ impl fmt::Display for ClientKind {
             ClientKind::Hermit => "hermit",
             ClientKind::Subnet => "subnet",
         })
-    }
-}
-
-impl FromStr for ClientKind {
-    type Err = Error;
-    fn from_str(s: &str) -> Result<Self> {
-        match s.trim().to_ascii_lowercase().as_str() {
-            "hermit" => Ok(ClientKind::Hermit),
-            "subnet" => Ok(ClientKind::Subnet),
-            _ => Err(Error::InvalidChoice {
-                what: "client kind",
-                input: shown(s),
-                expected: "hermit, subnet",
-            }),
-        }
     }
 }
 

@@ -186,7 +186,7 @@ impl Pool {
             _ => {
                 return Err(Error::OutsidePool {
                     prefix,
-                    pool: *self,
+                    pool: self.net(),
                 });
             }
         };

@@ -13,7 +13,7 @@ use super::ClientTunnel;
 use super::values::check_interface_name;
 use crate::client_id::ClientId;
 use crate::error::{Error, Result, shown};
-use crate::plan::{Assignment, ClientKind, Pool};
+use crate::plan::{Assignment, ClientKind, Pool, Subnet};
 use crate::words::ServerMode;
 
 /// The tag of the machine-readable comment line that says what a client
@@ -81,12 +81,8 @@ impl BundleFacts {
 
     /// A subnet client's router address on its LAN, `PREFIX::1`.
     pub fn lan_address(&self) -> Option<Ipv6Addr> {
-        (self.kind == ClientKind::Subnet).then(|| first_host(self.prefix))
+        (self.kind == ClientKind::Subnet).then(|| Subnet::lan_address_in(self.prefix))
     }
-}
-
-fn first_host(net: Ipv6Net) -> Ipv6Addr {
-    Ipv6Addr::from(u128::from(net.network()) | 1)
 }
 
 impl fmt::Display for BundleFacts {

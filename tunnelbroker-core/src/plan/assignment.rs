@@ -188,7 +188,13 @@ impl Subnet {
 
     /// The address a subnet client gives its LAN interface: `PREFIX::1`.
     pub fn lan_address(&self) -> Ipv6Addr {
-        Ipv6Addr::from(u128::from(self.prefix.network()) | 1)
+        Self::lan_address_in(self.prefix)
+    }
+
+    /// The LAN address of a subnet /64, `PREFIX::1`, from the prefix alone
+    /// (for callers that read it back from text, as the facts line).
+    pub(crate) fn lan_address_in(prefix: Ipv6Net) -> Ipv6Addr {
+        Ipv6Addr::from(u128::from(prefix.network()) | 1)
     }
 }
 

@@ -9,10 +9,11 @@
 use std::fmt;
 use std::net::Ipv6Addr;
 use std::path::{Path, PathBuf};
+use std::str::FromStr;
 
 use ipnet::Ipv6Net;
 
-use crate::plan::{ClientKind, Pool, Role};
+use crate::words::{ClientKind, ClientOs, ClientState, Role, ServerMode};
 
 /// The result type of this crate.
 pub type Result<T, E = Error> = std::result::Result<T, E>;
@@ -70,8 +71,8 @@ pub enum Error {
     OutsidePool {
         /// The prefix (or address as a /128) that was asked for.
         prefix: Ipv6Net,
-        /// The pool it should have been in.
-        pool: Pool,
+        /// The pool it should have been in (its prefix).
+        pool: Ipv6Net,
     },
     /// An address or prefix lies in a part of the pool reserved for another role.
     #[error("{prefix} lies in the {found} /64 of the pool, not in a {expected} /64")]
@@ -109,8 +110,8 @@ pub enum Error {
     /// No free assignment of the requested kind is left.
     #[error("pool {pool} has no free {kind} assignment left (all {capacity} are in use)")]
     PoolExhausted {
-        /// The pool.
-        pool: Pool,
+        /// The pool (its prefix).
+        pool: Ipv6Net,
         /// The kind of assignment asked for.
         kind: ClientKind,
         /// How many assignments of that kind the pool holds.
@@ -167,7 +168,7 @@ pub enum Error {
         /// The client.
         id: String,
         /// Its state.
-        state: crate::broker::ClientState,
+        state: crate::words::ClientState,
         /// What was asked.
         action: &'static str,
     },
@@ -644,6 +645,71 @@ pub(crate) fn one_line(err: impl fmt::Display) -> String {
     match text.char_indices().nth(MAX) {
         Some((cut, _)) => format!("{}…", &text[..cut]),
         None => text,
+    }
+}
+
+// ----- the shared words' parsers ------------------------------------------
+//
+// Here rather than in words.rs, which sits below this module: a word that is
+// none of the choices is an `Error::InvalidChoice`.
+
+impl FromStr for ClientOs {
+    type Err = Error;
+    fn from_str(s: &str) -> Result<Self> {
+        match s.trim().to_ascii_lowercase().as_str() {
+            "linux" => Ok(ClientOs::Linux),
+            "windows" => Ok(ClientOs::Windows),
+            _ => Err(Error::InvalidChoice {
+                what: "client os",
+                input: shown(s),
+                expected: ClientOs::CHOICES,
+            }),
+        }
+    }
+}
+
+impl FromStr for ClientState {
+    type Err = Error;
+    fn from_str(s: &str) -> Result<Self> {
+        match s {
+            "active" => Ok(ClientState::Active),
+            "revoked" => Ok(ClientState::Revoked),
+            _ => Err(Error::InvalidChoice {
+                what: "client state",
+                input: shown(s),
+                expected: "active, revoked",
+            }),
+        }
+    }
+}
+
+impl FromStr for ServerMode {
+    type Err = Error;
+    fn from_str(s: &str) -> Result<Self> {
+        match s.trim().to_ascii_lowercase().as_str() {
+            "per-client" | "perclient" | "per_client" => Ok(ServerMode::PerClient),
+            "shared" => Ok(ServerMode::Shared),
+            _ => Err(Error::InvalidChoice {
+                what: "server mode",
+                input: shown(s),
+                expected: ServerMode::CHOICES,
+            }),
+        }
+    }
+}
+
+impl FromStr for ClientKind {
+    type Err = Error;
+    fn from_str(s: &str) -> Result<Self> {
+        match s.trim().to_ascii_lowercase().as_str() {
+            "hermit" => Ok(ClientKind::Hermit),
+            "subnet" => Ok(ClientKind::Subnet),
+            _ => Err(Error::InvalidChoice {
+                what: "client kind",
+                input: shown(s),
+                expected: "hermit, subnet",
+            }),
+        }
     }
 }
 

@@ -119,10 +119,17 @@ pub(crate) fn read_to_string(path: &Path) -> Result<String> {
     read_text(path, MAX_BROKER_FILE)
 }
 
+/// Largest CRL (PEM) the broker reads: a CRL grows with the revocations,
+/// about 75 bytes of PEM per entry, so 256 MiB holds over three million
+/// entries; the broker must read back every CRL it writes (see
+/// [`Ca::crl`](crate::Ca::crl) for when entries leave it). Here, below the
+/// PKI, so that reading a file needs nothing of it.
+pub(crate) const MAX_CRL_PEM: usize = 256 << 20;
+
 /// Reads the broker's CRL, which may be larger than its other files (see
-/// [`MAX_CRL_PEM`](crate::pki::MAX_CRL_PEM)).
+/// [`MAX_CRL_PEM`]).
 pub(crate) fn read_crl(path: &Path) -> Result<String> {
-    read_text(path, crate::pki::MAX_CRL_PEM as u64)
+    read_text(path, MAX_CRL_PEM as u64)
 }
 
 /// Why a file cannot be read as text, or an I/O error; the path is left to

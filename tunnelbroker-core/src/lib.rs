@@ -19,6 +19,24 @@
 //! assert_eq!(s.client_end().to_string(), "2001:db8:0:f100::f101:2");
 //! # Ok::<(), tunnelbroker_core::Error>(())
 //! ```
+//!
+//! ## Layers
+//!
+//! The modules depend one way: each names only modules of the layers above
+//! it in this list, never one of its own layer or below (the test
+//! `tests/layers.rs` reads this list and the sources and keeps it so):
+//!
+//! 1. `words`: the shared words (client kind, OS and state, server mode,
+//!    pool role), plain values.
+//! 2. `error`: the one error type.
+//! 3. `client_id`, `fsutil`: client names, careful file reading and writing.
+//! 4. `plan`, `pki`: the address plan and the certificates, which know
+//!    nothing of each other.
+//! 5. `openvpn`: the OpenVPN formats, emitted and parsed (the facts line too).
+//! 6. `store`: the client records and the storage trait (SQLite is its
+//!    embedded implementation).
+//! 7. `broker`: the facade that composes them.
+//! 8. `bundle`, `doctor`: client archives and diagnostics, over the broker.
 #![forbid(unsafe_code)]
 #![deny(missing_docs)]
 
@@ -33,6 +51,7 @@ pub mod openvpn;
 mod pki;
 mod plan;
 pub mod store;
+mod words;
 
 pub use broker::{
     Broker, BrokerPaths, Client, ClientCredentials, ClientOs, ClientState, Endpoint, ImportReport,

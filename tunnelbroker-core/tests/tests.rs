@@ -5,6 +5,7 @@ mod broker;
 mod chain_e2e;
 mod doctor_e2e;
 mod lab;
+mod layers;
 mod lifecycle;
 mod openvpn_e2e;
 mod parsers;

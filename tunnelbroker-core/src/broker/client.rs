@@ -1,92 +1,17 @@
 //! Client records: what the broker keeps about each subscribed client.
 
-use std::fmt;
 use std::net::Ipv6Addr;
-use std::str::FromStr;
 
 use ipnet::Ipv6Net;
-use serde::{Deserialize, Serialize};
+use serde::Serialize;
 use time::OffsetDateTime;
+
+pub use crate::words::{ClientOs, ClientState};
 
 use crate::client_id::ClientId;
 use crate::error::{Error, Result, shown};
 use crate::pki::Serial;
 use crate::plan::{Assignment, ClientKind};
-
-/// The operating system a client runs, which decides the bundle's form.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Default, Serialize, Deserialize)]
-#[serde(rename_all = "lowercase")]
-pub enum ClientOs {
-    /// Linux (and other Unix): a `.conf` with up/down scripts, in a `.tar.gz`.
-    #[default]
-    Linux,
-    /// Windows: an `.ovpn` without scripts, in a `.zip`.
-    Windows,
-}
-
-impl ClientOs {
-    /// The words `FromStr` accepts.
-    pub const CHOICES: &'static str = "linux, windows";
-}
-
-impl fmt::Display for ClientOs {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        f.write_str(match self {
-            ClientOs::Linux => "linux",
-            ClientOs::Windows => "windows",
-        })
-    }
-}
-
-impl FromStr for ClientOs {
-    type Err = Error;
-    fn from_str(s: &str) -> Result<Self> {
-        match s.trim().to_ascii_lowercase().as_str() {
-            "linux" => Ok(ClientOs::Linux),
-            "windows" => Ok(ClientOs::Windows),
-            _ => Err(Error::InvalidChoice {
-                what: "client os",
-                input: shown(s),
-                expected: ClientOs::CHOICES,
-            }),
-        }
-    }
-}
-
-/// Whether a client may connect.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize)]
-#[serde(rename_all = "lowercase")]
-pub enum ClientState {
-    /// Subscribed, with a valid certificate.
-    Active,
-    /// Revoked: its certificate is on the CRL; its assignment stays reserved
-    /// for it until it is purged.
-    Revoked,
-}
-
-impl fmt::Display for ClientState {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        f.write_str(match self {
-            ClientState::Active => "active",
-            ClientState::Revoked => "revoked",
-        })
-    }
-}
-
-impl FromStr for ClientState {
-    type Err = Error;
-    fn from_str(s: &str) -> Result<Self> {
-        match s {
-            "active" => Ok(ClientState::Active),
-            "revoked" => Ok(ClientState::Revoked),
-            _ => Err(Error::InvalidChoice {
-                what: "client state",
-                input: shown(s),
-                expected: "active, revoked",
-            }),
-        }
-    }
-}
 
 /// A subscribed client, as the client database holds it.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize)]

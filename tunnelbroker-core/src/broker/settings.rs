@@ -7,49 +7,12 @@ use std::str::FromStr;
 
 use serde::{Deserialize, Serialize};
 
+pub use crate::openvpn::check_interface_name;
+pub use crate::words::ServerMode;
+
 use crate::error::{Error, Result, shown};
 use crate::pki::{KeyType, Subject, Validity};
 use crate::plan::Pool;
-
-/// How the broker runs OpenVPN (DESIGN.md §3).
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Default, Serialize, Deserialize)]
-#[serde(rename_all = "kebab-case")]
-pub enum ServerMode {
-    /// One OpenVPN server instance per client, each on its own UDP port (JOIN's design).
-    #[default]
-    PerClient,
-    /// One OpenVPN server for all clients, with client-config-dir entries.
-    Shared,
-}
-
-impl ServerMode {
-    /// The words `FromStr` accepts.
-    pub const CHOICES: &'static str = "per-client, shared";
-}
-
-impl fmt::Display for ServerMode {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        f.write_str(match self {
-            ServerMode::PerClient => "per-client",
-            ServerMode::Shared => "shared",
-        })
-    }
-}
-
-impl FromStr for ServerMode {
-    type Err = Error;
-    fn from_str(s: &str) -> Result<Self> {
-        match s.trim().to_ascii_lowercase().as_str() {
-            "per-client" | "perclient" | "per_client" => Ok(ServerMode::PerClient),
-            "shared" => Ok(ServerMode::Shared),
-            _ => Err(Error::InvalidChoice {
-                what: "server mode",
-                input: shown(s),
-                expected: ServerMode::CHOICES,
-            }),
-        }
-    }
-}
 
 /// The host name or address clients connect to, checked so that it can be
 /// written into configurations safely.
@@ -125,35 +88,6 @@ impl From<Endpoint> for String {
     fn from(e: Endpoint) -> String {
         e.0
     }
-}
-
-/// Checks a network interface name (at most 15 characters of letters,
-/// digits, `.`, `-`, `_`; not starting with `-` or `.`).
-///
-/// ```
-/// use tunnelbroker_core::check_interface_name;
-/// assert!(check_interface_name("eth0").is_ok());
-/// assert!(check_interface_name("eth0; reboot").is_err());
-/// assert!(check_interface_name("a-very-long-interface").is_err());
-/// ```
-pub fn check_interface_name(s: &str) -> Result<()> {
-    let bad = |reason: &str| Error::InvalidField {
-        field: "interface name",
-        input: shown(s),
-        reason: reason.into(),
-    };
-    if s.is_empty() || s.len() > 15 {
-        return Err(bad("an interface name has 1 to 15 characters"));
-    }
-    if !s
-        .bytes()
-        .all(|b| b.is_ascii_alphanumeric() || matches!(b, b'.' | b'-' | b'_'))
-        || s.starts_with('-')
-        || s.starts_with('.')
-    {
-        return Err(bad("use letters, digits, '.', '-' and '_' only"));
-    }
-    Ok(())
 }
 
 /// Validity periods, in days.

@@ -6,18 +6,17 @@ use std::path::Path;
 use time::Duration;
 
 use super::Report;
-use super::config::{BundleFacts, ClientConfigFile, Material};
 use super::system::{self, Interface, Route, System};
 use crate::error::shown;
+use crate::openvpn::LAN_INTERFACE_ENV;
+use crate::openvpn::facts::BundleFacts;
+use crate::openvpn::parse::{ClientConfigFile, Material};
 use crate::pki::{Certificate, PrivateKey, Purpose, TlsCryptKey};
 use crate::plan::ClientKind;
 
 /// The address whose route decides whether "global IPv6 goes through the
 /// tunnel" (any global unicast address would do; nothing is sent to it).
 const GLOBAL_PROBE: Ipv6Addr = Ipv6Addr::new(0x2a00, 0, 0, 0, 0, 0, 0, 1);
-
-/// The environment variable a subnet client's scripts take the LAN interface from.
-const LAN_ENV: &str = "TUNNELBROKER_LAN_IF";
 
 /// What `doctor` may be told besides the configuration.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -502,7 +501,7 @@ fn check_tunnel(
         let lan = options
             .lan_interface
             .clone()
-            .or_else(|| cfg.setenv(LAN_ENV).map(str::to_owned))
+            .or_else(|| cfg.setenv(LAN_INTERFACE_ENV).map(str::to_owned))
             .or_else(|| f.lan.clone())
             .unwrap_or_else(|| "eth0".to_owned());
         check_subnet(f, &lan, &ifaces, &routes, sys, r);
@@ -611,7 +610,7 @@ fn check_subnet(
                 shown(lan),
                 f.prefix
             ),
-            format!("name your LAN interface with `setenv {LAN_ENV} IFACE` in the configuration (or doctor --lan IFACE)"),
+            format!("name your LAN interface with `setenv {LAN_INTERFACE_ENV} IFACE` in the configuration (or doctor --lan IFACE)"),
         );
         r.skip("prefix-owner", "the LAN interface does not exist");
         return;

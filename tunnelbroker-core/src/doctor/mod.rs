@@ -35,12 +35,12 @@
 
 mod audit;
 mod client;
-mod config;
 mod system;
 
+pub use crate::openvpn::facts::{BundleFacts, FACTS_TAG};
+pub use crate::openvpn::parse::{ClientConfigFile, Directive, Material};
 pub use audit::{AUDIT_CHECKS, AuditOptions, audit, audit_dir};
 pub use client::{CHECKS, DoctorOptions, run};
-pub use config::{BundleFacts, ClientConfigFile, Directive, FACTS_TAG, Material};
 pub use system::{CommandOutput, LiveSystem, System};
 
 use std::fmt;

@@ -4,10 +4,10 @@
 use std::fmt;
 use std::net::Ipv6Addr;
 
+use super::facts::BundleFacts;
 use super::text::{ConfigText, ScriptText, Step, Word, ip_addr};
 use super::values::{CommonName, Host, InlineText, InterfaceName};
 use super::{ConfigFile, KEEPALIVE, RenderedFile, Script};
-use crate::doctor::BundleFacts;
 use crate::error::{Error, Result, shown};
 use crate::{Assignment, ClientId, Pool};
 

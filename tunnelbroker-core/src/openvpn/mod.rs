@@ -27,7 +27,9 @@
 //! and scripts run with `set -eu`.
 
 mod client;
+pub(crate) mod facts;
 mod management;
+pub(crate) mod parse;
 pub(crate) mod reach;
 mod server;
 mod systemd;
@@ -44,7 +46,7 @@ pub use server::{
     instance_name,
 };
 pub use systemd::{CrlRefreshUnits, DEFAULT_BINARY};
-pub use values::{CommonName, ConfigPath, Host, InlineText, InterfaceName};
+pub use values::{CommonName, ConfigPath, Host, InlineText, InterfaceName, check_interface_name};
 
 /// `keepalive 15 45`: a ping every 15 s, restart after 45 s of silence (the
 /// 2004 guide's values).

@@ -557,7 +557,7 @@ impl SharedServer {
         if !self.pool.net().contains(&prefix) {
             return Err(Error::OutsidePool {
                 prefix,
-                pool: self.pool,
+                pool: self.pool.net(),
             });
         }
         Ok(CcdEntry {

@@ -156,6 +156,35 @@ impl InterfaceName {
     }
 }
 
+/// Checks a network interface name (at most 15 characters of letters,
+/// digits, `.`, `-`, `_`; not starting with `-` or `.`).
+///
+/// ```
+/// use tunnelbroker_core::check_interface_name;
+/// assert!(check_interface_name("eth0").is_ok());
+/// assert!(check_interface_name("eth0; reboot").is_err());
+/// assert!(check_interface_name("a-very-long-interface").is_err());
+/// ```
+pub fn check_interface_name(s: &str) -> Result<()> {
+    let bad = |reason: &str| Error::InvalidField {
+        field: "interface name",
+        input: shown(s),
+        reason: reason.into(),
+    };
+    if s.is_empty() || s.len() > 15 {
+        return Err(bad("an interface name has 1 to 15 characters"));
+    }
+    if !s
+        .bytes()
+        .all(|b| b.is_ascii_alphanumeric() || matches!(b, b'.' | b'-' | b'_'))
+        || s.starts_with('-')
+        || s.starts_with('.')
+    {
+        return Err(bad("use letters, digits, '.', '-' and '_' only"));
+    }
+    Ok(())
+}
+
 /// A host name or IP address that clients connect to.
 ///
 /// A DNS name (labels of ASCII letters, digits and `-`, at most 253 bytes)

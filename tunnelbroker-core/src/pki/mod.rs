@@ -64,11 +64,8 @@ const BACKDATE: Duration = Duration::minutes(5);
 /// Largest PEM input the parsers of certificates, keys and requests accept.
 const MAX_PEM: usize = 1 << 20;
 
-/// Largest CRL (PEM) the broker reads: a CRL grows with the revocations,
-/// about 75 bytes of PEM per entry, so 256 MiB holds over three million
-/// entries; the broker must read back every CRL it writes
-/// (see [`Ca::crl`](ca::Ca::crl) for when entries leave it).
-pub(crate) const MAX_CRL_PEM: usize = 256 << 20;
+/// Largest CRL (PEM) the broker reads (see [`crate::fsutil::MAX_CRL_PEM`]).
+pub(crate) use crate::fsutil::MAX_CRL_PEM;
 
 /// `notBefore` and `notAfter` for a certificate valid `days` days from now.
 fn validity_window(what: &'static str, days: u32) -> Result<(OffsetDateTime, OffsetDateTime)> {

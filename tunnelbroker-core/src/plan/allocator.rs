@@ -87,7 +87,7 @@ impl Allocator {
     /// ```
     pub fn allocate(&mut self, kind: ClientKind) -> Result<Assignment> {
         let exhausted = || Error::PoolExhausted {
-            pool: self.pool,
+            pool: self.pool.net(),
             kind,
             capacity: match kind {
                 ClientKind::Subnet => self.pool.subnet_capacity(),
@@ -184,7 +184,7 @@ impl Allocator {
                 if Subnet::new_unchecked(&self.pool, n) != *s {
                     return Err(Error::OutsidePool {
                         prefix: s.routing_net(),
-                        pool: self.pool,
+                        pool: self.pool.net(),
                     });
                 }
                 Ok((ClientKind::Subnet, n))

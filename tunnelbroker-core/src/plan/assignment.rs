@@ -1,55 +1,13 @@
 use std::fmt;
 use std::net::Ipv6Addr;
-use std::str::FromStr;
 
 use ipnet::Ipv6Net;
 use serde::{Deserialize, Serialize};
 
+pub use crate::words::ClientKind;
+
 use super::pool::Pool;
 use crate::error::{Error, Result, shown};
-
-/// What a client is given: a single /128 (a lone "hermit" host) or a routed
-/// /64 (a "subnet" client that serves a LAN).
-///
-/// ```
-/// use tunnelbroker_core::ClientKind;
-/// assert_eq!("subnet".parse::<ClientKind>()?, ClientKind::Subnet);
-/// assert_eq!(ClientKind::Hermit.to_string(), "hermit");
-/// assert!("router".parse::<ClientKind>().is_err());
-/// # Ok::<(), tunnelbroker_core::Error>(())
-/// ```
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord, Serialize, Deserialize)]
-#[serde(rename_all = "lowercase")]
-pub enum ClientKind {
-    /// One /128 from the hermit /64.
-    Hermit,
-    /// One subnet /64 with its routing /112.
-    Subnet,
-}
-
-impl fmt::Display for ClientKind {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        f.write_str(match self {
-            ClientKind::Hermit => "hermit",
-            ClientKind::Subnet => "subnet",
-        })
-    }
-}
-
-impl FromStr for ClientKind {
-    type Err = Error;
-    fn from_str(s: &str) -> Result<Self> {
-        match s.trim().to_ascii_lowercase().as_str() {
-            "hermit" => Ok(ClientKind::Hermit),
-            "subnet" => Ok(ClientKind::Subnet),
-            _ => Err(Error::InvalidChoice {
-                what: "client kind",
-                input: shown(s),
-                expected: "hermit, subnet",
-            }),
-        }
-    }
-}
 
 /// A hermit client's assignment: one /128 of the pool's hermit /64.
 ///
@@ -230,7 +188,13 @@ impl Subnet {
 
     /// The address a subnet client gives its LAN interface: `PREFIX::1`.
     pub fn lan_address(&self) -> Ipv6Addr {
-        Ipv6Addr::from(u128::from(self.prefix.network()) | 1)
+        Self::lan_address_in(self.prefix)
+    }
+
+    /// The LAN address of a subnet /64, `PREFIX::1`, from the prefix alone
+    /// (for callers that read it back from text, as the facts line).
+    pub(crate) fn lan_address_in(prefix: Ipv6Net) -> Ipv6Addr {
+        Ipv6Addr::from(u128::from(prefix.network()) | 1)
     }
 }
 

@@ -15,6 +15,7 @@
 
 mod allocator;
 mod assignment;
+mod members;
 mod pool;
 mod ranges;
 

@@ -35,11 +35,11 @@ pub use sqlite::SqliteStore;
 use ipnet::Ipv6Net;
 use time::OffsetDateTime;
 
-use crate::broker::{ClientOs, ClientState};
 use crate::client_id::ClientId;
 use crate::error::Result;
 use crate::pki::{RevocationReason, RevokedCert, Serial};
 use crate::plan::Assignment;
+use crate::words::{ClientOs, ClientState};
 
 /// A client row.
 #[derive(Debug, Clone, PartialEq, Eq)]

@@ -18,11 +18,11 @@ use time::format_description::well_known::Rfc3339;
 use ipnet::Ipv6Net;
 
 use super::{Allocation, CertRecord, CertState, ClientRecord, Store, Transaction};
-use crate::broker::{ClientOs, ClientState};
 use crate::client_id::ClientId;
 use crate::error::{Error, Result};
 use crate::pki::{RevocationReason, RevokedCert, Serial};
 use crate::plan::{Assignment, ClientKind, Pool};
+use crate::words::{ClientOs, ClientState};
 
 /// The schema, one entry per version; entry `i` migrates version `i` to `i + 1`.
 const MIGRATIONS: &[&str] = &[

@@ -64,7 +64,7 @@ pub use error::{Error, ErrorKind, Result, flatten};
 pub use fsutil::read_text;
 pub use pki::{
     Ca, CaParams, CertInfo, Certificate, Crl, Issued, KeyType, MAX_CA_CHAIN, PrivateKey, Purpose,
-    RevocationReason, RevokedCert, Serial, Subject, TlsCryptKey, Validity,
+    RevocationReason, RevokedCert, Serial, Subject, TlsCryptKey,
 };
 pub use plan::{
     Allocator, Assignment, ClientKind, Counts, Hermit, Pool, Role, Subnet, parse_prefix,

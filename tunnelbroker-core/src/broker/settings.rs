@@ -11,7 +11,7 @@ pub use crate::openvpn::check_interface_name;
 pub use crate::words::ServerMode;
 
 use crate::error::{Error, Result, shown};
-use crate::pki::{KeyType, Subject, Validity};
+use crate::pki::{KeyType, Subject};
 use crate::plan::Pool;
 
 /// The host name or address clients connect to, checked so that it can be
@@ -106,23 +106,11 @@ pub struct ValiditySettings {
 
 impl Default for ValiditySettings {
     fn default() -> Self {
-        let v = Validity::default();
         ValiditySettings {
             ca_days: 3650,
-            server_days: v.server_days,
-            client_days: v.client_days,
-            crl_days: v.crl_days,
-        }
-    }
-}
-
-impl ValiditySettings {
-    /// The issuing part, as the PKI takes it.
-    pub fn issuing(&self) -> Validity {
-        Validity {
-            server_days: self.server_days,
-            client_days: self.client_days,
-            crl_days: self.crl_days,
+            server_days: 730,
+            client_days: 365,
+            crl_days: 30,
         }
     }
 }

@@ -142,27 +142,6 @@ impl Subject {
     }
 }
 
-/// Validity and CRL settings for issuing.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
-pub struct Validity {
-    /// Server certificates, days (default 730).
-    pub server_days: u32,
-    /// Client certificates, days (default 365).
-    pub client_days: u32,
-    /// CRL nextUpdate, days from now (default 30).
-    pub crl_days: u32,
-}
-
-impl Default for Validity {
-    fn default() -> Self {
-        Validity {
-            server_days: 730,
-            client_days: 365,
-            crl_days: 30,
-        }
-    }
-}
-
 /// The broker's certificate authority: its certificate and key.
 #[derive(Clone)]
 pub struct Ca {

@@ -43,7 +43,7 @@ mod crl;
 mod key;
 mod tls_crypt;
 
-pub use ca::{Ca, CaParams, MAX_CA_CHAIN, Subject, Validity};
+pub use ca::{Ca, CaParams, MAX_CA_CHAIN, Subject};
 pub(crate) use cert::pem_carries_key;
 pub use cert::{CertInfo, Certificate, Issued, Purpose, Serial};
 pub use crl::{Crl, RevocationReason, RevokedCert};

@@ -568,20 +568,7 @@ fn control_characters_of_a_ca_subject_or_a_path_never_reach_the_terminal() {
     let missing = format!("{dir_s}/missing\x1b[2J.conf");
     let nowhere = t.path().join("no\nbroker\x1b[31m");
     let runs: Vec<(Vec<&str>, &Path)> = vec![
-        (
-            vec![
-                "init",
-                "--pool",
-                "2001:db8:0:f100::/56",
-                "--endpoint",
-                "vpn.example.net",
-                "--ca-cert",
-                cert,
-                "--ca-key",
-                key,
-            ],
-            &dir,
-        ),
+        (crate::init_args(cert, key, &[]), &dir),
         (vec!["client", "add", "alice", "--subnet"], &dir),
         (vec!["client", "list"], &dir),
         (vec!["client", "bundle", "alice", "-o", &bundle], &dir),
@@ -675,22 +662,6 @@ fn openssl_intermediate(d: &Path) {
     std::fs::write(d.join("chain.pem"), chain).unwrap();
 }
 
-fn init_args<'a>(cert: &'a str, key: &'a str, extra: &[&'a str]) -> Vec<&'a str> {
-    let mut args = vec![
-        "init",
-        "--pool",
-        "2001:db8:0:f100::/56",
-        "--endpoint",
-        "vpn.example.net",
-        "--ca-cert",
-        cert,
-        "--ca-key",
-        key,
-    ];
-    args.extend_from_slice(extra);
-    args
-}
-
 #[test]
 fn init_refuses_an_intermediate_without_its_issuers_in_one_line() {
     let t = tempfile::tempdir().unwrap();
@@ -700,7 +671,7 @@ fn init_refuses_an_intermediate_without_its_issuers_in_one_line() {
     let int = d.join("int.crt");
     let key = d.join("int.key");
     let (int, key) = (int.to_str().unwrap(), key.to_str().unwrap());
-    let err = fails(&tb(&dir, &init_args(int, key, &[])), 2);
+    let err = fails(&tb(&dir, &crate::init_args(int, key, &[])), 2);
     assert_eq!(
         err.trim_end(),
         format!(
@@ -713,7 +684,10 @@ fn init_refuses_an_intermediate_without_its_issuers_in_one_line() {
 
     // With the root appended it is accepted, and the whole chain is kept.
     let chain = d.join("chain.pem");
-    let text = ok(&tb(&dir, &init_args(chain.to_str().unwrap(), key, &[])));
+    let text = ok(&tb(
+        &dir,
+        &crate::init_args(chain.to_str().unwrap(), key, &[]),
+    ));
     assert!(text.contains("VPN Issuing CA"), "{text}");
     let stored = std::fs::read_to_string(dir.join("ca.crt")).unwrap();
     assert_eq!(stored.matches("BEGIN CERTIFICATE").count(), 2, "{stored}");
@@ -737,11 +711,14 @@ fn init_with_an_imported_ca_refuses_subject_options_and_reports_its_key() {
         ("--organization", "Example"),
         ("--unit", "Networks"),
     ] {
-        let err = fails(&tb(&dir, &init_args(chain, key, &[flag, value])), 2);
+        let err = fails(&tb(&dir, &crate::init_args(chain, key, &[flag, value])), 2);
         assert!(err.contains(flag) && err.contains("--ca-cert"), "{err}");
         assert!(!dir.exists());
     }
-    let text = ok(&tb(&dir, &init_args(chain, key, &["--key-type", "p384"])));
+    let text = ok(&tb(
+        &dir,
+        &crate::init_args(chain, key, &["--key-type", "p384"]),
+    ));
     assert!(
         text.contains("CA            VPN Issuing CA (p256)"),
         "{text}"

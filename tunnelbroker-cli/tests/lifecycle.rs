@@ -178,17 +178,11 @@ fn an_imported_ca_that_ends_soon_cuts_certificates_and_says_so() {
         if json {
             a.push("--json");
         }
-        a.extend([
-            "init",
-            "--pool",
-            "2001:db8:0:f100::/56",
-            "--endpoint",
-            "vpn.example.net",
-            "--ca-cert",
+        a.extend(crate::init_args(
             cert.to_str().unwrap(),
-            "--ca-key",
             key.to_str().unwrap(),
-        ]);
+            &[],
+        ));
         a
     };
     let out = ok(&tb(&dir, &args(false)));

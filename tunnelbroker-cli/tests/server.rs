@@ -17,20 +17,7 @@ fn run_ok(dir: &Path, args: &[&str]) -> String {
 #[test]
 fn render_bundle_and_revoke() {
     let tmp = crate::operator_tempdir();
-    let dir = tmp.path().join("broker");
-    run_ok(
-        &dir,
-        &[
-            "init",
-            "--pool",
-            "2001:db8:0:f100::/56",
-            "--endpoint",
-            "vpn.example.net",
-            "--mode",
-            "shared",
-        ],
-    );
-    run_ok(&dir, &["client", "add", "alice", "--subnet"]);
+    let dir = shared_broker(tmp.path());
     run_ok(
         &dir,
         &["client", "add", "bob", "--hermit", "--os", "windows"],
@@ -345,20 +332,10 @@ fn a_second_brokers_files_survive_a_render_and_our_orphans_go() {
     );
 }
 
+/// A shared-mode broker in `tmp/broker` with alice, a subnet client.
 fn shared_broker(tmp: &Path) -> std::path::PathBuf {
     let dir = tmp.join("broker");
-    run_ok(
-        &dir,
-        &[
-            "init",
-            "--pool",
-            "2001:db8:0:f100::/56",
-            "--endpoint",
-            "vpn.example.net",
-            "--mode",
-            "shared",
-        ],
-    );
+    crate::init(&dir, &["--mode", "shared"]);
     run_ok(&dir, &["client", "add", "alice", "--subnet"]);
     dir
 }

@@ -134,6 +134,24 @@ pub fn init(dir: &Path, extra: &[&str]) {
     ok(&tb(dir, &args));
 }
 
+/// The arguments of `init` on the test pool with an imported CA (`cert`,
+/// `key`), then `extra`.
+pub fn init_args<'a>(cert: &'a str, key: &'a str, extra: &[&'a str]) -> Vec<&'a str> {
+    let mut args = vec![
+        "init",
+        "--pool",
+        "2001:db8:0:f100::/56",
+        "--endpoint",
+        "vpn.example.net",
+        "--ca-cert",
+        cert,
+        "--ca-key",
+        key,
+    ];
+    args.extend_from_slice(extra);
+    args
+}
+
 /// A temporary directory with mode 0755, as an operator's directory would
 /// be: OpenVPN must reach what is rendered below it as `nobody`.
 pub fn operator_tempdir() -> tempfile::TempDir {

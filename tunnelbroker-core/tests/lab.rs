@@ -302,11 +302,16 @@ pub(crate) fn tail(path: &Path) -> String {
 /// the CRL as `nobody`).
 pub(crate) fn broker(tmp: &Path, mode: ServerMode, port: u16) -> Broker {
     fs::set_permissions(tmp, fs::Permissions::from_mode(0o755)).unwrap();
+    broker_in(tmp, mode, port)
+}
+
+/// A broker of the lab's pool and server address in `dir/broker`.
+fn broker_in(dir: &Path, mode: ServerMode, port: u16) -> Broker {
     let mut s = Settings::new(POOL.parse().unwrap(), SERVER_IP.parse().unwrap());
     s.mode = mode;
     s.port = port;
     s.lan_interface = LAN_IF.into();
-    Broker::init(&tmp.join("broker"), &InitOptions::new(s)).unwrap()
+    Broker::init(&dir.join("broker"), &InitOptions::new(s)).unwrap()
 }
 
 pub(crate) fn add(b: &Broker, id: &str, kind: ClientKind) -> tunnelbroker_core::Client {
@@ -499,11 +504,18 @@ impl Layout {
 
     /// A broker in the private directory.
     pub(crate) fn broker(&self, mode: ServerMode, port: u16) -> Broker {
-        let mut s = Settings::new(POOL.parse().unwrap(), SERVER_IP.parse().unwrap());
-        s.mode = mode;
-        s.port = port;
-        s.lan_interface = LAN_IF.into();
-        Broker::init(&self.private.join("broker"), &InitOptions::new(s)).unwrap()
+        broker_in(&self.private, mode, port)
+    }
+
+    /// Renders `b`'s server side into the server and run directories,
+    /// asserting that render has nothing to warn about there.
+    pub(crate) fn render(&self, b: &Broker) -> tunnelbroker_core::RenderReport {
+        let mut options = tunnelbroker_core::RenderOptions::new();
+        options.dir = Some(self.server.clone());
+        options.run_dir = Some(self.run.clone());
+        let report = b.render_server_with(&options).unwrap();
+        assert!(report.warnings.is_empty(), "{:?}", report.warnings);
+        report
     }
 }
 

@@ -11,8 +11,8 @@ use tunnelbroker_core::openvpn::{
     ClientConfig, ClientMaterial, ClientTunnel, CommonName, Host, InterfaceName, Platform,
 };
 use tunnelbroker_core::{
-    Broker, CaParams, Client, ClientId, ClientKind, ClientOs, KeyType, NewClient, RenderOptions,
-    RenderReport, RevocationReason, SERVER_CN, ServerMode, SessionEnd,
+    Broker, CaParams, Client, ClientId, ClientKind, ClientOs, KeyType, NewClient, RenderReport,
+    RevocationReason, SERVER_CN, ServerMode, SessionEnd,
 };
 
 use crate::lab::*;
@@ -695,11 +695,7 @@ fn per_client_revocation_under_the_unit() {
     let b = layout.broker(ServerMode::PerClient, 5200);
     let alice = add(&b, "alice", ClientKind::Subnet);
     let carol = add(&b, "carol", ClientKind::Hermit);
-    let mut options = RenderOptions::default();
-    options.dir = Some(layout.server.clone());
-    options.run_dir = Some(layout.run.clone());
-    let report = b.render_server_with(&options).unwrap();
-    assert!(report.warnings.is_empty(), "{:?}", report.warnings);
+    layout.render(&b);
 
     let mut lab = Lab::new("up");
     let (s, ns) = underlay(&mut lab, &["a", "c"]);
@@ -803,11 +799,7 @@ fn shared_revocation_and_crl_expiry_under_the_unit() {
     let b = layout.broker(ServerMode::Shared, 5300);
     let alice = add(&b, "alice", ClientKind::Hermit);
     let carol = add(&b, "carol", ClientKind::Hermit);
-    let mut options = RenderOptions::default();
-    options.dir = Some(layout.server.clone());
-    options.run_dir = Some(layout.run.clone());
-    let report = b.render_server_with(&options).unwrap();
-    assert!(report.warnings.is_empty(), "{:?}", report.warnings);
+    layout.render(&b);
 
     let mut lab = Lab::new("us");
     let (s, ns) = underlay(&mut lab, &["a", "c"]);

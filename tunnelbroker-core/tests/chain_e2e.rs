@@ -365,10 +365,10 @@ fn connect_and_revoke(mode: ServerMode, port: u16) {
 }
 
 /// A root that ends before the intermediate it signed ends the broker's CA
-/// with it: audit names the root (regression: the `ca` check looked at the
-/// intermediate alone).
+/// with it: nothing is issued past it, and audit names it (regression: the
+/// `ca` check and the clamp looked at the intermediate alone).
 #[test]
-fn audit_warns_when_the_root_ends_before_the_intermediate() {
+fn a_root_that_ends_before_the_intermediate_cuts_certificates_and_audit_names_it() {
     let tmp = crate::operator_tempdir();
     let Some(chain) = openssl_chain_for(tmp.path(), "20") else {
         return;
@@ -385,5 +385,25 @@ fn audit_warns_when_the_root_ends_before_the_intermediate() {
         ca.message.contains("Example University Root CA")
             && ca.message.contains("certificate 2 of ca.crt"),
         "{r}"
+    );
+    // Nothing is issued past the root's end either, and the warning says so.
+    let root_end = Certificate::from_pem(&chain.root).unwrap().info().not_after;
+    let alice = b
+        .add_client(&tunnelbroker_core::NewClient::new(
+            "alice".parse().unwrap(),
+            ClientKind::Subnet,
+        ))
+        .unwrap();
+    assert!(
+        alice.not_after <= root_end,
+        "{} > {root_end}",
+        alice.not_after
+    );
+    let warnings = b.lifetime_warnings();
+    assert!(
+        warnings
+            .iter()
+            .any(|w| w.contains("Example University Root CA")),
+        "{warnings:?}"
     );
 }

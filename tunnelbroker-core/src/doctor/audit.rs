@@ -555,13 +555,7 @@ fn check_permissions(paths: &BrokerPaths, r: &mut Report) -> Vec<(PathBuf, u32)>
 fn check_ca(ca: &Ca, options: &AuditOptions, r: &mut Report) {
     // An imported intermediate ends no later than the first of its chain
     // to end: a root may expire before the intermediate it signed.
-    let first_to_end = std::iter::once(ca.certificate())
-        .chain(ca.issuers())
-        .enumerate()
-        .min_by_key(|(_, c)| c.info().not_after);
-    let Some((i, cert)) = first_to_end else {
-        return;
-    };
+    let (i, cert) = ca.first_to_end();
     let info = cert.info();
     let cn = shown(&info.common_name);
     let what = if i == 0 {

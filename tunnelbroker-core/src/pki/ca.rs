@@ -427,14 +427,26 @@ impl Ca {
     /// ```
     pub fn leaf_not_after(&self, what: &'static str, days: u32) -> Result<OffsetDateTime> {
         let (_, wanted) = validity_window(what, days)?;
-        let ca_end = self.certificate.info().not_after;
+        let (_, first) = self.first_to_end();
+        let ca_end = first.info().not_after;
         if ca_end - OffsetDateTime::now_utc() < time::Duration::days(Self::MIN_LEAF_DAYS) {
             return Err(Error::CaExpiresSoon {
-                common_name: shown(&self.certificate.info().common_name),
+                common_name: shown(&first.info().common_name),
                 not_after: rfc3339(ca_end),
             });
         }
         Ok(wanted.min(ca_end))
+    }
+
+    /// The certificate of the chain (this CA's own, or one of its issuers
+    /// up to the root) that ends first, with its place in the chain (0:
+    /// the CA's own): nothing it issues is valid past that one's end.
+    pub(crate) fn first_to_end(&self) -> (usize, &Certificate) {
+        std::iter::once(&self.certificate)
+            .chain(&self.issuers)
+            .enumerate()
+            .min_by_key(|(_, c)| c.info().not_after)
+            .unwrap_or((0, &self.certificate))
     }
 
     /// The least validity the CA must have left to issue a certificate, in
@@ -444,13 +456,14 @@ impl Ca {
     /// A one-line warning when a `what` issued now for `days` days would be
     /// cut short to end with the CA; `None` when it gets its full validity.
     pub fn clamp_warning(&self, what: &str, days: u32) -> Option<String> {
-        let ca_end = self.certificate.info().not_after;
+        let (_, first) = self.first_to_end();
+        let ca_end = first.info().not_after;
         let wanted =
             OffsetDateTime::now_utc().checked_add(time::Duration::days(i64::from(days)))?;
         (wanted > ca_end).then(|| {
             format!(
                 "the CA {} expires on {}, before a {what} of {days} days would: it ends with the CA; make a new CA before then",
-                shown(&self.certificate.info().common_name),
+                shown(&first.info().common_name),
                 rfc3339(ca_end)
             )
         })

@@ -230,12 +230,11 @@ pub fn tell_renewed(client: &Client) {
 }
 
 pub fn tell_session(id: &ClientId, session: &SessionEnd) -> Result<(), Failure> {
-    let not_ended = |why: &str, restart: &str| {
-        Failure::other(format!(
-            "client {id} is revoked, but its live session could not be ended: {why}; \
-             restart {restart} to end it (the server refuses the client from then on)"
-        ))
-    };
+    if let Some(why) = session.not_ended() {
+        return Err(Failure::other(format!(
+            "client {id} is revoked, but its live session could not be ended: {why}"
+        )));
+    }
     let line = match session {
         SessionEnd::Ended(_) => "its live session was ended".to_owned(),
         SessionEnd::NotConnected => "it was not connected".to_owned(),
@@ -244,17 +243,6 @@ pub fn tell_session(id: &ClientId, session: &SessionEnd) -> Result<(), Failure> 
              the server refuses the client at its next connection",
             socket.display()
         ),
-        SessionEnd::Unanswered { socket, instance } => {
-            return Err(not_ended(
-                &format!(
-                    "the OpenVPN server at {} did not answer within {} s",
-                    socket.display(),
-                    tunnelbroker_core::openvpn::Management::DEADLINE.as_secs()
-                ),
-                &format!("its server (systemctl restart openvpn-server@{instance})"),
-            ));
-        }
-        SessionEnd::Failed(e) => return Err(not_ended(e, "its OpenVPN server")),
         _ => "session state unknown".to_owned(),
     };
     let _ = writeln!(

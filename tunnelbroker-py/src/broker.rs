@@ -18,7 +18,7 @@ use tunnelbroker_core::doctor::{self, AuditOptions};
 use tunnelbroker_core::{
     Broker, Client, ClientCredentials, ClientId, ClientOs, Endpoint, ImportReport, ImportedCa,
     InitOptions, KeyType, NewClient, Pool, RenderOptions, RenderReport, RevocationReason, RowError,
-    ServerMode, SessionEnd, Settings,
+    ServerMode, Settings,
 };
 
 use crate::doctor::{PyReport, path_arg};
@@ -452,15 +452,16 @@ impl PyBroker {
     ///
     /// Then ends the client's live session on this host, through the
     /// management socket in the run directory that `render_server`
-    /// recorded; when that fails (a server answers but refuses), a
-    /// `RuntimeWarning` says why: the revocation itself has happened.
+    /// recorded; when that fails (a server answers but refuses, or does not
+    /// answer within the management deadline), a `RuntimeWarning` says why
+    /// and what ends it: the revocation itself has happened.
     #[pyo3(signature = (id, reason = "unspecified"))]
     fn revoke(&self, py: Python<'_>, id: &str, reason: &str) -> PyResult<PyClient> {
         let id = id_arg(py, id)?;
         let reason = reason.parse::<RevocationReason>().py_err(py)?;
         let broker = self.get()?;
         let revocation = py.detach(|| broker.revoke(&id, reason)).py_err(py)?;
-        if let SessionEnd::Failed(why) = &revocation.session {
+        if let Some(why) = revocation.session.not_ended() {
             let msg = std::ffi::CString::new(format!(
                 "client {id} is revoked, but its live session could not be ended: {why}"
             ))

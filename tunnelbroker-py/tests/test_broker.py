@@ -445,3 +445,37 @@ def test_render_server_records_its_directories_and_refuses_what_nobody_cannot_re
     private.mkdir(mode=0o700)
     with pytest.raises(InvalidInputError, match="chmod o\\+x"):
         shared_broker.render_server(private / "server")
+
+
+def test_revoke_warns_when_the_server_never_answers(shared_broker: Broker, tmp_path: Path) -> None:
+    """A management socket that chatters and never answers: revoke keeps the
+    revocation, gives up at the deadline and says so, as the CLI does."""
+    import socket
+    import time
+
+    shared_broker.add_client("alice")
+    run = tmp_path / "run"
+    run.mkdir()
+    shared_broker.render_server(tmp_path / "etc", run_dir=run)
+    listener = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
+    listener.bind(str(run / "tb1194.sock"))
+    listener.listen(1)
+
+    def chatter() -> None:
+        conn, _ = listener.accept()
+        with conn:
+            try:
+                while True:
+                    conn.sendall(b">BYTECOUNT:1024,2048\r\n")
+                    time.sleep(0.05)
+            except OSError:
+                pass
+
+    server = threading.Thread(target=chatter, daemon=True)
+    server.start()
+    started = time.monotonic()
+    with pytest.warns(RuntimeWarning, match="could not be ended: .*did not answer within 10 s"):
+        alice = shared_broker.revoke("alice")
+    assert time.monotonic() - started < 13
+    assert alice.state == "revoked"
+    listener.close()

@@ -107,6 +107,37 @@ pub struct Revocation {
     pub session: SessionEnd,
 }
 
+impl SessionEnd {
+    /// Why a revoked client's session could not be ended and what ends it,
+    /// one line; `None` when it was ended, was not there, or no server runs
+    /// on this host (the CRL then refuses the client at its next
+    /// connection). The CLI and Python report the same sentence.
+    ///
+    /// ```
+    /// use tunnelbroker_core::SessionEnd;
+    /// assert!(SessionEnd::NotConnected.not_ended().is_none());
+    /// let why = SessionEnd::Failed("permission denied".into()).not_ended().unwrap();
+    /// assert!(why.starts_with("permission denied; restart"));
+    /// ```
+    pub fn not_ended(&self) -> Option<String> {
+        let (why, restart) = match self {
+            SessionEnd::Unanswered { socket, instance } => (
+                format!(
+                    "the OpenVPN server at {} did not answer within {} s",
+                    socket.display(),
+                    Management::DEADLINE.as_secs()
+                ),
+                format!("its server (systemctl restart openvpn-server@{instance})"),
+            ),
+            SessionEnd::Failed(why) => (why.clone(), "its OpenVPN server".to_owned()),
+            _ => return None,
+        };
+        Some(crate::error::flatten(&format!(
+            "{why}; restart {restart} to end it (the server refuses the client from then on)"
+        )))
+    }
+}
+
 const KEY_FILES: [&str; 2] = [ServerFiles::KEY, ServerFiles::TLS_CRYPT];
 
 /// Where the server side is: the rendered directory and the run directory.

@@ -430,3 +430,34 @@ fn render_records_its_directories_and_crl_refreshes_the_copy() {
         "{err}"
     );
 }
+
+#[test]
+fn hostile_run_dirs_are_refused_in_one_line_and_nothing_is_recorded() {
+    let tmp = crate::operator_tempdir();
+    let dir = shared_broker(tmp.path());
+    let out = tmp.path().join("out");
+    let settings = std::fs::read_to_string(dir.join("tunnelbroker.toml")).unwrap();
+    for bad in ["/run/a b", "/run/x\ny", "/run/$(id)", "/run/`id`;rm"] {
+        let err = fails(
+            &tb(
+                &dir,
+                &[
+                    "server",
+                    "render",
+                    "-o",
+                    out.to_str().unwrap(),
+                    "--run-dir",
+                    bad,
+                ],
+            ),
+            2,
+        );
+        assert!(err.contains("is not allowed"), "{bad:?}: {err}");
+        assert!(!out.join("tb-shared.conf").exists(), "{bad:?}");
+        assert_eq!(
+            std::fs::read_to_string(dir.join("tunnelbroker.toml")).unwrap(),
+            settings,
+            "{bad:?}"
+        );
+    }
+}

@@ -45,7 +45,6 @@ mod bundle;
 mod client_id;
 pub mod doctor;
 mod error;
-#[allow(dead_code)] // the rest is for the PKI, OpenVPN and bundle modules as they land
 mod fsutil;
 pub mod openvpn;
 mod pki;

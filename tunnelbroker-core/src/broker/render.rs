@@ -151,8 +151,7 @@ impl Broker {
     /// it in the settings file (read now, so that a rendering by another
     /// process counts).
     pub fn recorded_server(&self) -> Result<ServerSettings> {
-        let text = fsutil::read_to_string(&self.paths.settings)?;
-        Ok(Settings::from_toml(&text)?.server)
+        ServerSettings::recorded(&self.paths)
     }
 
     /// The recorded layout, with the defaults where nothing is recorded.

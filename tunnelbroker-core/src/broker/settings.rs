@@ -133,6 +133,15 @@ pub struct ServerSettings {
     pub run_dir: Option<PathBuf>,
 }
 
+impl ServerSettings {
+    /// What `server render` last recorded in the settings file of the
+    /// broker at `paths`, read now (a rendering by another process counts).
+    pub(crate) fn recorded(paths: &super::BrokerPaths) -> Result<ServerSettings> {
+        let text = crate::fsutil::read_to_string(&paths.settings)?;
+        Ok(Settings::from_toml(&text)?.server)
+    }
+}
+
 /// The broker's settings (`tunnelbroker.toml`).
 ///
 /// ```

@@ -8,7 +8,9 @@ use std::path::{Path, PathBuf};
 use time::{Duration, OffsetDateTime, PrimitiveDateTime};
 
 use super::Report;
-use crate::broker::{Broker, BrokerPaths, ClientState, ServerFilesState, ServerMode, Settings};
+use crate::broker::{
+    Broker, BrokerPaths, ClientState, ServerFilesState, ServerMode, ServerSettings, Settings,
+};
 use crate::client_id::ClientId;
 use crate::error::{Error, shown};
 use crate::fsutil;
@@ -648,10 +650,7 @@ fn soon(now: OffsetDateTime, days: u32) -> OffsetDateTime {
 /// the default [`Broker::check_server_files`] compares).
 fn server_dir(paths: &BrokerPaths, options: &AuditOptions) -> PathBuf {
     // The one `server render` recorded, as for `server-files`.
-    let recorded = || {
-        let text = fsutil::read_to_string(&paths.settings).ok()?;
-        Settings::from_toml(&text).ok()?.server.dir
-    };
+    let recorded = || ServerSettings::recorded(paths).ok()?.dir;
     options
         .server_dir
         .clone()

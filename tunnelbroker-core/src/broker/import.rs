@@ -11,7 +11,8 @@ use std::thread;
 
 use serde::Serialize;
 
-use super::{Broker, Client, NewClient, Taken};
+use super::allocation::Taken;
+use super::{Broker, Client, NewClient};
 use crate::client_id::ClientId;
 use crate::error::{Error, Result};
 use crate::plan::{ClientKind, parse_prefix};

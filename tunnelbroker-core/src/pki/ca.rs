@@ -1,50 +1,23 @@
-//! The CA: generate or import, issue, verify, sign CRLs.
+//! The CA: generate or import, issue, verify (requests are signed in
+//! `csr.rs`, CRLs in `crl.rs`).
 
 use std::fmt;
 use std::sync::Arc;
 
 use rcgen::{
-    BasicConstraints, CertificateParams, CertificateRevocationListParams, DistinguishedName,
-    DnType, DnValue, ExtendedKeyUsagePurpose, IsCa, Issuer, KeyIdMethod, KeyPair, KeyUsagePurpose,
-    RevokedCertParams, SerialNumber,
+    BasicConstraints, CertificateParams, DistinguishedName, DnType, ExtendedKeyUsagePurpose, IsCa,
+    Issuer, KeyIdMethod, KeyPair, KeyUsagePurpose, SerialNumber,
 };
 use serde::{Deserialize, Serialize};
 use time::OffsetDateTime;
-use x509_parser::certification_request::X509CertificationRequest;
 use x509_parser::extensions::ParsedExtension;
-use x509_parser::prelude::FromDer;
-use x509_parser::public_key::PublicKey;
 
+use super::subject::check_name_field;
 use super::{
-    Certificate, Crl, Issued, KeyType, PrivateKey, RevocationReason, RevokedCert, Serial,
-    days_from, pem_blocks, pki_err, rfc3339, validity_window,
+    Certificate, Issued, KeyType, PrivateKey, Serial, Subject, pki_err, rfc3339, validity_window,
 };
 use crate::client_id::ClientId;
 use crate::error::{Error, Result, shown};
-
-/// Distinguished-name fields of the CA (and defaults for other certificates).
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
-pub struct Subject {
-    /// Two-letter country code, if any.
-    pub country: Option<String>,
-    /// Organisation.
-    pub organization: Option<String>,
-    /// Organisational unit.
-    pub organizational_unit: Option<String>,
-    /// Common name.
-    pub common_name: String,
-}
-
-impl Default for Subject {
-    fn default() -> Self {
-        Subject {
-            country: None,
-            organization: Some("tunnelbroker".into()),
-            organizational_unit: None,
-            common_name: "tunnelbroker CA".into(),
-        }
-    }
-}
 
 /// How to make a CA.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
@@ -67,97 +40,22 @@ impl Default for CaParams {
     }
 }
 
-/// Longest value of a name field (RFC 5280 upper bounds: ub-common-name and
-/// friends are 64).
-const MAX_NAME: usize = 64;
-
-fn check_name_field(field: &'static str, value: &str) -> Result<()> {
-    let bad = |reason| Error::InvalidSubject {
-        field,
-        input: shown(value),
-        reason,
-    };
-    if value.trim().is_empty() {
-        return Err(bad("it is empty"));
-    }
-    if value.trim() != value {
-        return Err(bad("it starts or ends with white space"));
-    }
-    if value.chars().count() > MAX_NAME {
-        return Err(bad("it is longer than 64 characters"));
-    }
-    if value.chars().any(char::is_control) {
-        return Err(bad("it contains control characters"));
-    }
-    Ok(())
-}
-
-impl Subject {
-    /// Checks every field: none empty or longer than 64 characters, no
-    /// control characters, the country two upper-case letters (ISO 3166).
-    ///
-    /// ```
-    /// use tunnelbroker_core::Subject;
-    /// let mut s = Subject::default();
-    /// s.validate()?;
-    /// s.country = Some("Germany".into());
-    /// assert!(s.validate().is_err());
-    /// # Ok::<(), tunnelbroker_core::Error>(())
-    /// ```
-    pub fn validate(&self) -> Result<()> {
-        if let Some(c) = &self.country
-            && (c.len() != 2 || !c.bytes().all(|b| b.is_ascii_uppercase()))
-        {
-            return Err(Error::InvalidSubject {
-                field: "country",
-                input: shown(c),
-                reason: "expected two upper-case letters (ISO 3166), such as DE",
-            });
-        }
-        if let Some(o) = &self.organization {
-            check_name_field("organization", o)?;
-        }
-        if let Some(ou) = &self.organizational_unit {
-            check_name_field("organizational unit", ou)?;
-        }
-        check_name_field("common name", &self.common_name)
-    }
-
-    fn distinguished_name(&self) -> Result<DistinguishedName> {
-        self.validate()?;
-        let mut dn = DistinguishedName::new();
-        if let Some(c) = &self.country {
-            let printable = rcgen::string::PrintableString::try_from(c.as_str())
-                .map_err(|e| pki_err("encoding the country", e))?;
-            dn.push(DnType::CountryName, DnValue::PrintableString(printable));
-        }
-        if let Some(o) = &self.organization {
-            dn.push(DnType::OrganizationName, o.as_str());
-        }
-        if let Some(ou) = &self.organizational_unit {
-            dn.push(DnType::OrganizationalUnitName, ou.as_str());
-        }
-        dn.push(DnType::CommonName, self.common_name.as_str());
-        Ok(dn)
-    }
-}
-
 /// The broker's certificate authority: its certificate and key.
 #[derive(Clone)]
 pub struct Ca {
-    certificate: Certificate,
+    pub(super) certificate: Certificate,
     /// The issuers of an imported intermediate CA, nearest first, up to the
     /// root; empty for a self-signed CA.
     issuers: Vec<Certificate>,
     key: PrivateKey,
-    signer: Arc<Signer>,
+    pub(super) signer: Arc<Signer>,
 }
 
 /// What signing needs, prepared once: the issuer (name, key identifier, key)
 /// and the CA's Subject Key Identifier for CRLs.
-struct Signer {
-    issuer: Issuer<'static, KeyPair>,
-    ski: Option<Vec<u8>>,
+pub(super) struct Signer {
+    pub(super) issuer: Issuer<'static, KeyPair>,
+    pub(super) ski: Option<Vec<u8>>,
 }
 
 impl fmt::Debug for Ca {
@@ -172,7 +70,7 @@ impl fmt::Debug for Ca {
 
 /// Which leaf to make.
 #[derive(Clone, Copy, PartialEq, Eq)]
-enum Leaf {
+pub(super) enum Leaf {
     Server,
     Client,
 }
@@ -471,7 +369,13 @@ impl Ca {
 
     /// Leaf parameters: CN only, CA:FALSE, key usage fitting the key, one
     /// EKU, AKI, a fresh random serial.
-    fn leaf_params(&self, cn: &str, leaf: Leaf, rsa: bool, days: u32) -> Result<CertificateParams> {
+    pub(super) fn leaf_params(
+        &self,
+        cn: &str,
+        leaf: Leaf,
+        rsa: bool,
+        days: u32,
+    ) -> Result<CertificateParams> {
         let what = match leaf {
             Leaf::Server => "server certificate",
             Leaf::Client => "client certificate",
@@ -537,81 +441,6 @@ impl Ca {
         self.issue(id.as_str(), Leaf::Client, key_type, days)
     }
 
-    /// Issues a client certificate (CN = `id`) for a PEM CSR made by the
-    /// client; refuses a CSR whose signature does not verify, and one that
-    /// carries this CA's own public key.
-    ///
-    /// Only the request's public key is used: its subject and requested
-    /// extensions are ignored, the CN is forced to `id` and the EKU to
-    /// clientAuth.
-    pub fn sign_client_csr(&self, id: &ClientId, csr_pem: &str, days: u32) -> Result<Certificate> {
-        let invalid = |reason: String| Error::InvalidCsr { reason };
-        let blocks = pem_blocks(csr_pem, "certificate request").map_err(invalid)?;
-        let mut csrs = blocks
-            .iter()
-            .filter(|b| matches!(b.tag(), "CERTIFICATE REQUEST" | "NEW CERTIFICATE REQUEST"));
-        let der = match (csrs.next(), csrs.next()) {
-            (Some(b), None) => b.contents(),
-            (None, _) => return Err(invalid("no CERTIFICATE REQUEST block found".into())),
-            (Some(_), Some(_)) => return Err(invalid("more than one request in the text".into())),
-        };
-        let (rest, csr) = X509CertificationRequest::from_der(der).map_err(|e| {
-            invalid(format!(
-                "not a PKCS#10 request: {}",
-                crate::error::one_line(e)
-            ))
-        })?;
-        if !rest.is_empty() {
-            return Err(invalid("trailing bytes after the request".into()));
-        }
-        csr.verify_signature()
-            .map_err(|_| Error::CsrSignatureInvalid)?;
-        let spki = &csr.certification_request_info.subject_pki;
-        if spki.raw == self.certificate.x509()?.public_key().raw {
-            return Err(Error::CsrKeyInUse {
-                owner: "the CA".into(),
-            });
-        }
-        let rsa = match spki.parsed() {
-            Ok(PublicKey::RSA(rsa)) => {
-                KeyType::rsa_of_bits(rsa.key_size())?;
-                true
-            }
-            Ok(PublicKey::EC(_)) => {
-                let curve = spki
-                    .algorithm
-                    .parameters
-                    .as_ref()
-                    .and_then(|p| p.as_oid().ok());
-                let ok = curve.is_some_and(|c| {
-                    c == x509_parser::oid_registry::OID_EC_P256
-                        || c == x509_parser::oid_registry::OID_NIST_EC_P384
-                });
-                if !ok {
-                    return Err(Error::UnsupportedKey {
-                        reason: "an EC key on a curve other than P-256 or P-384".into(),
-                    });
-                }
-                false
-            }
-            _ if spki.algorithm.algorithm == x509_parser::oid_registry::OID_SIG_ED25519 => false,
-            _ => {
-                return Err(Error::UnsupportedKey {
-                    reason: format!("a request for a key of type {}", spki.algorithm.algorithm),
-                });
-            }
-        };
-        let public =
-            rcgen::SubjectPublicKeyInfo::from_der(spki.raw).map_err(|_| Error::UnsupportedKey {
-                reason: "a request whose public key rcgen cannot use".into(),
-            })?;
-        let cp = self.leaf_params(id.as_str(), Leaf::Client, rsa, days)?;
-        let cert = cp
-            .signed_by(&public, &self.signer.issuer)
-            .map_err(|e| pki_err("signing a certificate", e))?;
-        Certificate::from_der(cert.der())
-    }
-
     /// Checks that `cert` was signed by this CA and is within validity now.
     ///
     /// ```
@@ -658,125 +487,6 @@ impl Ca {
             });
         }
         Ok(())
-    }
-
-    /// How long an entry stays on the CRL after its certificate expired, at
-    /// least (days): RFC 5280 §3.3 lets an entry leave only after it
-    /// appeared on one regularly scheduled CRL issued after the
-    /// certificate's validity ended. The broker keeps it for this many days
-    /// or the CRL's own validity (`crl_days`), whichever is longer, so any
-    /// schedule that re-signs the CRL before it goes stale lists it at least
-    /// once after the expiry; then it leaves, and the CRL stops growing with
-    /// every certificate ever revoked or superseded.
-    pub const CRL_KEEP_EXPIRED_DAYS: u32 = 30;
-
-    /// Signs a CRL with number `number` listing the entries whose
-    /// certificate is unexpired or expired less than
-    /// [`CRL_KEEP_EXPIRED_DAYS`](Self::CRL_KEEP_EXPIRED_DAYS) (or
-    /// `next_update_days`, if longer) ago.
-    ///
-    /// ```
-    /// use tunnelbroker_core::{Ca, CaParams, ClientId, KeyType, RevocationReason, RevokedCert};
-    /// use time::OffsetDateTime;
-    /// let ca = Ca::generate(&CaParams::default())?;
-    /// let dave = ca.issue_client(&"dave".parse::<ClientId>()?, KeyType::P256, 365)?;
-    /// let entry = RevokedCert {
-    ///     serial: dave.certificate.serial().clone(),
-    ///     revoked_at: OffsetDateTime::now_utc(),
-    ///     reason: RevocationReason::KeyCompromise,
-    ///     not_after: dave.certificate.info().not_after,
-    /// };
-    /// let crl = ca.crl(&[entry], 7, 30)?;
-    /// assert_eq!(crl.number(), 7);
-    /// assert_eq!(crl.revoked_serials(), vec![dave.certificate.serial().clone()]);
-    /// ca.check_crl(&crl)?;
-    /// # Ok::<(), tunnelbroker_core::Error>(())
-    /// ```
-    pub fn crl(&self, revoked: &[RevokedCert], number: u64, next_update_days: u32) -> Result<Crl> {
-        let now = OffsetDateTime::now_utc();
-        let next_update = days_from(now, "crl", next_update_days)?;
-        self.crl_at(revoked, number, now, next_update)
-    }
-
-    /// Signs a CRL as [`crl`](Self::crl) does, with explicit thisUpdate and
-    /// nextUpdate (for a CRL that is stale or nearly so, in tests and
-    /// checks); entries whose certificate expired more than
-    /// [`CRL_KEEP_EXPIRED_DAYS`](Self::CRL_KEEP_EXPIRED_DAYS) (or the CRL's own
-    /// lifetime, if longer) before `this_update` are left out.
-    ///
-    /// ```
-    /// use tunnelbroker_core::{Ca, CaParams};
-    /// use time::{Duration, OffsetDateTime};
-    /// let ca = Ca::generate(&CaParams::default())?;
-    /// let then = OffsetDateTime::now_utc() - Duration::days(40);
-    /// let stale = ca.crl_at(&[], 1, then, then + Duration::days(30))?;
-    /// assert!(stale.next_update() < OffsetDateTime::now_utc());
-    /// assert!(ca.crl_at(&[], 1, then, then).is_err());
-    /// # Ok::<(), tunnelbroker_core::Error>(())
-    /// ```
-    pub fn crl_at(
-        &self,
-        revoked: &[RevokedCert],
-        number: u64,
-        this_update: OffsetDateTime,
-        next_update: OffsetDateTime,
-    ) -> Result<Crl> {
-        if next_update <= this_update {
-            return Err(Error::InvalidValidity {
-                what: "crl",
-                days: 0,
-                reason: "its nextUpdate must come after its thisUpdate",
-            });
-        }
-        let now = this_update;
-        let lifetime = u32::try_from((next_update - this_update).whole_days()).unwrap_or(u32::MAX);
-        let keep = Self::CRL_KEEP_EXPIRED_DAYS.max(lifetime);
-        let expired_long_ago = now - time::Duration::days(i64::from(keep));
-        let mut seen = std::collections::HashSet::new();
-        let revoked_certs = revoked
-            .iter()
-            .filter(|r| r.not_after > expired_long_ago && seen.insert(r.serial.clone()))
-            .map(|r| RevokedCertParams {
-                serial_number: SerialNumber::from_slice(r.serial.as_bytes()),
-                revocation_time: r.revoked_at,
-                reason_code: Some(reason_code(r.reason)),
-                invalidity_date: None,
-            })
-            .collect();
-        let number_bytes = number.to_be_bytes();
-        let params = CertificateRevocationListParams {
-            this_update: now,
-            next_update,
-            crl_number: SerialNumber::from_slice(Serial::from_be(&number_bytes).as_bytes()),
-            issuing_distribution_point: None,
-            revoked_certs,
-            // The CA certificate's own SKI, never one recomputed from the key:
-            // an imported CA may use another method, and OpenVPN ignores a CRL
-            // whose AKI does not match (DESIGN.md §6).
-            key_identifier_method: match &self.signer.ski {
-                Some(ski) => KeyIdMethod::PreSpecified(ski.clone()),
-                None => KeyIdMethod::Sha256,
-            },
-        };
-        let crl = params
-            .signed_by(&self.signer.issuer)
-            .map_err(|e| pki_err("signing the crl", e))?;
-        Crl::from_der(crl.der())
-    }
-
-    /// Checks that `crl` was signed by this CA and that its Authority Key
-    /// Identifier equals this CA's Subject Key Identifier (OpenVPN ignores
-    /// the CRL otherwise).
-    pub fn check_crl(&self, crl: &Crl) -> Result<()> {
-        let ca = self.certificate.x509()?;
-        crl.verify_signature(ca.public_key())
-            .map_err(|reason| Error::CrlNotFromCa { reason })?;
-        match (crl.authority_key_id(), self.subject_key_id()) {
-            (Some(aki), Some(ski)) if aki != ski => Err(Error::CrlNotFromCa {
-                reason: "its authority key identifier differs from the CA's subject key identifier; OpenVPN would ignore it".into(),
-            }),
-            _ => Ok(()),
-        }
     }
 }
 
@@ -885,16 +595,6 @@ fn check_chain(ca: &Certificate, issuers: &[Certificate], now: OffsetDateTime) -
         }
     }
     Ok(())
-}
-
-fn reason_code(r: RevocationReason) -> rcgen::RevocationReason {
-    match r {
-        RevocationReason::Unspecified => rcgen::RevocationReason::Unspecified,
-        RevocationReason::KeyCompromise => rcgen::RevocationReason::KeyCompromise,
-        RevocationReason::AffiliationChanged => rcgen::RevocationReason::AffiliationChanged,
-        RevocationReason::Superseded => rcgen::RevocationReason::Superseded,
-        RevocationReason::CessationOfOperation => rcgen::RevocationReason::CessationOfOperation,
-    }
 }
 
 #[cfg(test)]
@@ -1227,96 +927,6 @@ mod tests {
         assert!(!bc.value.ca);
         let ku = x509.key_usage().unwrap().unwrap();
         assert!(ku.value.digital_signature() && !ku.value.key_encipherment());
-    }
-
-    #[test]
-    fn csr_is_signed_with_forced_cn_and_bad_signature_is_refused() {
-        let ca = Ca::generate(&CaParams::default()).unwrap();
-        let client_key = KeyPair::generate_for(&rcgen::PKCS_ECDSA_P256_SHA256).unwrap();
-        let mut cp = CertificateParams::default();
-        cp.distinguished_name = DistinguishedName::new();
-        cp.distinguished_name.push(DnType::CommonName, "root");
-        let csr = cp.serialize_request(&client_key).unwrap();
-        let pem = csr.pem().unwrap();
-        let cert = ca.sign_client_csr(&id("erin"), &pem, 365).unwrap();
-        assert_eq!(cert.info().common_name, "erin");
-        assert_eq!(cert.info().purpose, crate::Purpose::Client);
-        ca.verify(&cert).unwrap();
-        let key = PrivateKey::from_pem(&client_key.serialize_pem()).unwrap();
-        assert!(cert.matches_key(&key));
-
-        // Flip one bit in the signature (the last byte of the DER).
-        let mut der = csr.der().to_vec();
-        let last = der.len() - 1;
-        der[last] ^= 0x01;
-        let forged = super::super::pem_encode("CERTIFICATE REQUEST", &der);
-        let err = ca.sign_client_csr(&id("erin"), &forged, 365).unwrap_err();
-        assert!(matches!(err, Error::CsrSignatureInvalid), "{err}");
-
-        // Flip a bit in the subject: the signature no longer covers it.
-        let mut der = csr.der().to_vec();
-        let pos = der.windows(4).position(|w| w == b"root").unwrap();
-        der[pos] = b'R';
-        let forged = super::super::pem_encode("CERTIFICATE REQUEST", &der);
-        let err = ca.sign_client_csr(&id("erin"), &forged, 365).unwrap_err();
-        assert!(matches!(err, Error::CsrSignatureInvalid), "{err}");
-
-        for junk in [
-            "",
-            "junk",
-            "-----BEGIN CERTIFICATE REQUEST-----\nAAAA\n-----END CERTIFICATE REQUEST-----\n",
-        ] {
-            let err = ca.sign_client_csr(&id("erin"), junk, 365).unwrap_err();
-            assert!(matches!(err, Error::InvalidCsr { .. }), "{err}");
-        }
-    }
-
-    #[test]
-    fn crl_keeps_entries_30_days_past_expiry_and_matches_the_ca() {
-        let ca = Ca::generate(&CaParams::default()).unwrap();
-        let now = OffsetDateTime::now_utc();
-        let live = Serial::random().unwrap();
-        let just_expired = Serial::random().unwrap();
-        let expired = Serial::random().unwrap();
-        let entry = |serial: &Serial, not_after_days: i64| RevokedCert {
-            serial: serial.clone(),
-            revoked_at: now - time::Duration::days(400),
-            reason: RevocationReason::KeyCompromise,
-            not_after: now + time::Duration::days(not_after_days),
-        };
-        let entries = [
-            entry(&live, 10),
-            entry(&just_expired, -29),
-            entry(&expired, -31),
-        ];
-        let crl = ca.crl(&entries, 42, 30).unwrap();
-        assert_eq!(crl.number(), 42);
-        let mut want = vec![live.clone(), just_expired.clone()];
-        want.sort();
-        assert_eq!(crl.revoked_serials(), want);
-        assert!(crl.is_revoked(&live) && crl.is_revoked(&just_expired));
-        assert!(!crl.is_revoked(&expired));
-        // A CRL valid longer than 30 days keeps them as long as it is valid.
-        let long = ca.crl(&entries, 43, 60).unwrap();
-        assert!(long.is_revoked(&expired));
-        let crl = ca
-            .crl(&[entry(&live, 10), entry(&expired, -31)], 42, 30)
-            .unwrap();
-        assert_eq!(crl.authority_key_id(), ca.subject_key_id());
-        let days = (crl.next_update() - crl.this_update()).whole_days();
-        assert_eq!(days, 30);
-        ca.check_crl(&crl).unwrap();
-        assert_eq!(Crl::from_pem(crl.pem()).unwrap(), crl);
-
-        let other = Ca::generate(&CaParams::default()).unwrap();
-        assert!(matches!(
-            other.check_crl(&crl).unwrap_err(),
-            Error::CrlNotFromCa { .. }
-        ));
-        assert!(ca.crl(&[], 0, 0).is_err());
-        assert!(ca.crl(&[], u64::MAX, u32::MAX).is_err());
-        assert_eq!(ca.crl(&[], u64::MAX, 1).unwrap().number(), u64::MAX);
-        assert_eq!(ca.crl(&[], 0, 1).unwrap().number(), 0);
     }
 
     #[test]

@@ -1,4 +1,5 @@
-//! Revocation reasons, entries and signed CRLs.
+//! Revocation reasons, entries and signed CRLs: read back here, and
+//! signed by the CA ([`Ca::crl`]).
 
 use std::fmt;
 use std::str::FromStr;
@@ -10,7 +11,9 @@ use x509_parser::prelude::FromDer;
 use x509_parser::revocation_list::CertificateRevocationList;
 use x509_parser::x509::SubjectPublicKeyInfo;
 
-use super::{MAX_CRL_PEM, Serial, pem_blocks_max, pem_encode};
+use rcgen::{CertificateRevocationListParams, KeyIdMethod, RevokedCertParams, SerialNumber};
+
+use super::{Ca, MAX_CRL_PEM, Serial, days_from, pem_blocks_max, pem_encode, pki_err};
 use crate::error::{Error, Result};
 
 /// Why a certificate was revoked (RFC 5280 CRLReason).
@@ -247,4 +250,189 @@ fn parse(der: &[u8]) -> Result<CertificateRevocationList<'_>> {
         });
     }
     Ok(crl)
+}
+
+impl Ca {
+    /// How long an entry stays on the CRL after its certificate expired, at
+    /// least (days): RFC 5280 §3.3 lets an entry leave only after it
+    /// appeared on one regularly scheduled CRL issued after the
+    /// certificate's validity ended. The broker keeps it for this many days
+    /// or the CRL's own validity (`crl_days`), whichever is longer, so any
+    /// schedule that re-signs the CRL before it goes stale lists it at least
+    /// once after the expiry; then it leaves, and the CRL stops growing with
+    /// every certificate ever revoked or superseded.
+    pub const CRL_KEEP_EXPIRED_DAYS: u32 = 30;
+
+    /// Signs a CRL with number `number` listing the entries whose
+    /// certificate is unexpired or expired less than
+    /// [`CRL_KEEP_EXPIRED_DAYS`](Self::CRL_KEEP_EXPIRED_DAYS) (or
+    /// `next_update_days`, if longer) ago.
+    ///
+    /// ```
+    /// use tunnelbroker_core::{Ca, CaParams, ClientId, KeyType, RevocationReason, RevokedCert};
+    /// use time::OffsetDateTime;
+    /// let ca = Ca::generate(&CaParams::default())?;
+    /// let dave = ca.issue_client(&"dave".parse::<ClientId>()?, KeyType::P256, 365)?;
+    /// let entry = RevokedCert {
+    ///     serial: dave.certificate.serial().clone(),
+    ///     revoked_at: OffsetDateTime::now_utc(),
+    ///     reason: RevocationReason::KeyCompromise,
+    ///     not_after: dave.certificate.info().not_after,
+    /// };
+    /// let crl = ca.crl(&[entry], 7, 30)?;
+    /// assert_eq!(crl.number(), 7);
+    /// assert_eq!(crl.revoked_serials(), vec![dave.certificate.serial().clone()]);
+    /// ca.check_crl(&crl)?;
+    /// # Ok::<(), tunnelbroker_core::Error>(())
+    /// ```
+    pub fn crl(&self, revoked: &[RevokedCert], number: u64, next_update_days: u32) -> Result<Crl> {
+        let now = OffsetDateTime::now_utc();
+        let next_update = days_from(now, "crl", next_update_days)?;
+        self.crl_at(revoked, number, now, next_update)
+    }
+
+    /// Signs a CRL as [`crl`](Self::crl) does, with explicit thisUpdate and
+    /// nextUpdate (for a CRL that is stale or nearly so, in tests and
+    /// checks); entries whose certificate expired more than
+    /// [`CRL_KEEP_EXPIRED_DAYS`](Self::CRL_KEEP_EXPIRED_DAYS) (or the CRL's own
+    /// lifetime, if longer) before `this_update` are left out.
+    ///
+    /// ```
+    /// use tunnelbroker_core::{Ca, CaParams};
+    /// use time::{Duration, OffsetDateTime};
+    /// let ca = Ca::generate(&CaParams::default())?;
+    /// let then = OffsetDateTime::now_utc() - Duration::days(40);
+    /// let stale = ca.crl_at(&[], 1, then, then + Duration::days(30))?;
+    /// assert!(stale.next_update() < OffsetDateTime::now_utc());
+    /// assert!(ca.crl_at(&[], 1, then, then).is_err());
+    /// # Ok::<(), tunnelbroker_core::Error>(())
+    /// ```
+    pub fn crl_at(
+        &self,
+        revoked: &[RevokedCert],
+        number: u64,
+        this_update: OffsetDateTime,
+        next_update: OffsetDateTime,
+    ) -> Result<Crl> {
+        if next_update <= this_update {
+            return Err(Error::InvalidValidity {
+                what: "crl",
+                days: 0,
+                reason: "its nextUpdate must come after its thisUpdate",
+            });
+        }
+        let now = this_update;
+        let lifetime = u32::try_from((next_update - this_update).whole_days()).unwrap_or(u32::MAX);
+        let keep = Self::CRL_KEEP_EXPIRED_DAYS.max(lifetime);
+        let expired_long_ago = now - time::Duration::days(i64::from(keep));
+        let mut seen = std::collections::HashSet::new();
+        let revoked_certs = revoked
+            .iter()
+            .filter(|r| r.not_after > expired_long_ago && seen.insert(r.serial.clone()))
+            .map(|r| RevokedCertParams {
+                serial_number: SerialNumber::from_slice(r.serial.as_bytes()),
+                revocation_time: r.revoked_at,
+                reason_code: Some(reason_code(r.reason)),
+                invalidity_date: None,
+            })
+            .collect();
+        let number_bytes = number.to_be_bytes();
+        let params = CertificateRevocationListParams {
+            this_update: now,
+            next_update,
+            crl_number: SerialNumber::from_slice(Serial::from_be(&number_bytes).as_bytes()),
+            issuing_distribution_point: None,
+            revoked_certs,
+            // The CA certificate's own SKI, never one recomputed from the key:
+            // an imported CA may use another method, and OpenVPN ignores a CRL
+            // whose AKI does not match (DESIGN.md §6).
+            key_identifier_method: match &self.signer.ski {
+                Some(ski) => KeyIdMethod::PreSpecified(ski.clone()),
+                None => KeyIdMethod::Sha256,
+            },
+        };
+        let crl = params
+            .signed_by(&self.signer.issuer)
+            .map_err(|e| pki_err("signing the crl", e))?;
+        Crl::from_der(crl.der())
+    }
+
+    /// Checks that `crl` was signed by this CA and that its Authority Key
+    /// Identifier equals this CA's Subject Key Identifier (OpenVPN ignores
+    /// the CRL otherwise).
+    pub fn check_crl(&self, crl: &Crl) -> Result<()> {
+        let ca = self.certificate.x509()?;
+        crl.verify_signature(ca.public_key())
+            .map_err(|reason| Error::CrlNotFromCa { reason })?;
+        match (crl.authority_key_id(), self.subject_key_id()) {
+            (Some(aki), Some(ski)) if aki != ski => Err(Error::CrlNotFromCa {
+                reason: "its authority key identifier differs from the CA's subject key identifier; OpenVPN would ignore it".into(),
+            }),
+            _ => Ok(()),
+        }
+    }
+}
+
+fn reason_code(r: RevocationReason) -> rcgen::RevocationReason {
+    match r {
+        RevocationReason::Unspecified => rcgen::RevocationReason::Unspecified,
+        RevocationReason::KeyCompromise => rcgen::RevocationReason::KeyCompromise,
+        RevocationReason::AffiliationChanged => rcgen::RevocationReason::AffiliationChanged,
+        RevocationReason::Superseded => rcgen::RevocationReason::Superseded,
+        RevocationReason::CessationOfOperation => rcgen::RevocationReason::CessationOfOperation,
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::pki::CaParams;
+
+    #[test]
+    fn crl_keeps_entries_30_days_past_expiry_and_matches_the_ca() {
+        let ca = Ca::generate(&CaParams::default()).unwrap();
+        let now = OffsetDateTime::now_utc();
+        let live = Serial::random().unwrap();
+        let just_expired = Serial::random().unwrap();
+        let expired = Serial::random().unwrap();
+        let entry = |serial: &Serial, not_after_days: i64| RevokedCert {
+            serial: serial.clone(),
+            revoked_at: now - time::Duration::days(400),
+            reason: RevocationReason::KeyCompromise,
+            not_after: now + time::Duration::days(not_after_days),
+        };
+        let entries = [
+            entry(&live, 10),
+            entry(&just_expired, -29),
+            entry(&expired, -31),
+        ];
+        let crl = ca.crl(&entries, 42, 30).unwrap();
+        assert_eq!(crl.number(), 42);
+        let mut want = vec![live.clone(), just_expired.clone()];
+        want.sort();
+        assert_eq!(crl.revoked_serials(), want);
+        assert!(crl.is_revoked(&live) && crl.is_revoked(&just_expired));
+        assert!(!crl.is_revoked(&expired));
+        // A CRL valid longer than 30 days keeps them as long as it is valid.
+        let long = ca.crl(&entries, 43, 60).unwrap();
+        assert!(long.is_revoked(&expired));
+        let crl = ca
+            .crl(&[entry(&live, 10), entry(&expired, -31)], 42, 30)
+            .unwrap();
+        assert_eq!(crl.authority_key_id(), ca.subject_key_id());
+        let days = (crl.next_update() - crl.this_update()).whole_days();
+        assert_eq!(days, 30);
+        ca.check_crl(&crl).unwrap();
+        assert_eq!(Crl::from_pem(crl.pem()).unwrap(), crl);
+
+        let other = Ca::generate(&CaParams::default()).unwrap();
+        assert!(matches!(
+            other.check_crl(&crl).unwrap_err(),
+            Error::CrlNotFromCa { .. }
+        ));
+        assert!(ca.crl(&[], 0, 0).is_err());
+        assert!(ca.crl(&[], u64::MAX, u32::MAX).is_err());
+        assert_eq!(ca.crl(&[], u64::MAX, 1).unwrap().number(), u64::MAX);
+        assert_eq!(ca.crl(&[], 0, 1).unwrap().number(), 0);
+    }
 }

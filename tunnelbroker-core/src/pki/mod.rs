@@ -40,14 +40,17 @@
 mod ca;
 mod cert;
 mod crl;
+mod csr;
 mod key;
+mod subject;
 mod tls_crypt;
 
-pub use ca::{Ca, CaParams, MAX_CA_CHAIN, Subject};
+pub use ca::{Ca, CaParams, MAX_CA_CHAIN};
 pub(crate) use cert::pem_carries_key;
 pub use cert::{CertInfo, Certificate, Issued, Purpose, Serial};
 pub use crl::{Crl, RevocationReason, RevokedCert};
 pub use key::{KeyType, PrivateKey};
+pub use subject::Subject;
 pub use tls_crypt::TlsCryptKey;
 
 use time::{Duration, OffsetDateTime};

@@ -207,6 +207,7 @@ fn downgrade_to_schema_1(path: &Path) {
         "DROP INDEX certificates_by_client;
          DROP INDEX clients_allocation;
          DROP TABLE plan_state;
+         DROP TABLE shared;
          PRAGMA user_version = 1;",
     )
     .unwrap();
@@ -224,7 +225,7 @@ fn a_schema_1_database_is_migrated_and_keeps_its_clients() {
     let version: u32 = db(&b)
         .query_row("PRAGMA user_version", [], |r| r.get(0))
         .unwrap();
-    assert_eq!(version, 2);
+    assert_eq!(version, 3);
     let plan: String = db(&b)
         .query_row(
             "EXPLAIN QUERY PLAN SELECT serial FROM certificates WHERE client_id = 'a'",

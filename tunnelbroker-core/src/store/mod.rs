@@ -28,9 +28,13 @@
 //! before it inserts one, inside the same write transaction; every method
 //! reports a failure of the database as an [`Error`](crate::Error).
 
+mod copy;
 mod sqlite;
+mod url;
 
+pub use copy::{CopyReport, copy};
 pub use sqlite::SqliteStore;
+pub use url::DatabaseUrl;
 
 use ipnet::Ipv6Net;
 use time::OffsetDateTime;
@@ -171,6 +175,25 @@ pub trait Transaction {
     fn revoked_certificates(&mut self) -> Result<Vec<RevokedCert>>;
     /// Increments and returns the CRL number.
     fn next_crl_number(&mut self) -> Result<u64>;
+    /// The shared value under `key`, if any: text that every host of a
+    /// broker must agree on (settings, the CA certificate), kept in the
+    /// database rather than in a file on one host.
+    fn shared(&mut self, key: &str) -> Result<Option<String>>;
+    /// Sets the shared value under `key`, replacing any earlier one.
+    fn set_shared(&mut self, key: &str, value: &str) -> Result<()>;
+    /// Every shared value, by key.
+    fn shared_values(&mut self) -> Result<Vec<(String, String)>>;
+    /// Every certificate row (current, revoked and superseded, also those
+    /// of purged clients), in the order they were recorded: inserting them
+    /// in this order into another store keeps
+    /// [`latest_certificate`](Self::latest_certificate) true there.
+    fn certificates(&mut self) -> Result<Vec<CertRecord>>;
+    /// The CRL number last handed out by
+    /// [`next_crl_number`](Self::next_crl_number), without incrementing it.
+    fn crl_number(&mut self) -> Result<u64>;
+    /// Sets the CRL number (when a broker moves to another store: CRL
+    /// numbers must keep growing).
+    fn set_crl_number(&mut self, n: u64) -> Result<()>;
 }
 
 /// A client database.

@@ -70,6 +70,12 @@ const MIGRATIONS: &[&str] = &[
         id     INTEGER PRIMARY KEY NOT NULL CHECK (id = 1),
         state  TEXT NOT NULL
     ) STRICT;",
+    // 2 -> 3: the values every host of a broker must agree on (settings,
+    // the CA certificate), by key; see `Transaction::shared`.
+    "CREATE TABLE shared (
+        key    TEXT PRIMARY KEY NOT NULL,
+        value  TEXT NOT NULL
+    ) STRICT;",
 ];
 
 /// The current schema version.
@@ -733,6 +739,84 @@ impl Transaction for SqliteTx<'_> {
             });
         }
         Ok(out)
+    }
+
+    fn shared(&mut self, key: &str) -> Result<Option<String>> {
+        let mut stmt = self
+            .tx
+            .prepare_cached("SELECT value FROM shared WHERE key = ?1")
+            .map_err(db_err)?;
+        stmt.query_row([key], |r| r.get(0))
+            .optional()
+            .map_err(db_err)
+    }
+
+    fn set_shared(&mut self, key: &str, value: &str) -> Result<()> {
+        let mut stmt = self
+            .tx
+            .prepare_cached(
+                "INSERT INTO shared (key, value) VALUES (?1, ?2)
+                 ON CONFLICT (key) DO UPDATE SET value = excluded.value",
+            )
+            .map_err(db_err)?;
+        stmt.execute([key, value]).map_err(db_err)?;
+        Ok(())
+    }
+
+    fn shared_values(&mut self) -> Result<Vec<(String, String)>> {
+        let mut stmt = self
+            .tx
+            .prepare_cached("SELECT key, value FROM shared ORDER BY key")
+            .map_err(db_err)?;
+        stmt.query_map([], |r| Ok((r.get(0)?, r.get(1)?)))
+            .and_then(|rows| rows.collect())
+            .map_err(db_err)
+    }
+
+    fn certificates(&mut self) -> Result<Vec<CertRecord>> {
+        let mut stmt = self
+            .tx
+            .prepare_cached(
+                "SELECT serial, client_id, pem, key_pem, not_after, state, revoked_at, reason
+                 FROM certificates ORDER BY rowid",
+            )
+            .map_err(db_err)?;
+        let mut rows = stmt.query([]).map_err(db_err)?;
+        let mut out = Vec::new();
+        while let Some(r) = rows.next().map_err(db_err)? {
+            out.push(Self::cert_from_row(r)?);
+        }
+        Ok(out)
+    }
+
+    fn crl_number(&mut self) -> Result<u64> {
+        let n: i64 = self
+            .tx
+            .query_row("SELECT value FROM meta WHERE key = 'crl_number'", [], |r| {
+                r.get(0)
+            })
+            .optional()
+            .map_err(db_err)?
+            .ok_or_else(|| Error::Database {
+                reason: "the crl_number counter is missing".into(),
+            })?;
+        Ok(n.unsigned_abs())
+    }
+
+    fn set_crl_number(&mut self, n: u64) -> Result<()> {
+        let n = i64::try_from(n).map_err(|_| Error::Database {
+            reason: format!("CRL number {n} is out of range"),
+        })?;
+        let changed = self
+            .tx
+            .execute("UPDATE meta SET value = ?1 WHERE key = 'crl_number'", [n])
+            .map_err(db_err)?;
+        if changed == 0 {
+            return Err(Error::Database {
+                reason: "the crl_number counter is missing".into(),
+            });
+        }
+        Ok(())
     }
 
     fn next_crl_number(&mut self) -> Result<u64> {

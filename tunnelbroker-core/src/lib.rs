@@ -53,10 +53,10 @@ pub mod store;
 mod words;
 
 pub use broker::{
-    Broker, BrokerPaths, Client, ClientCredentials, ClientOs, ClientState, Endpoint, ImportReport,
-    ImportedCa, InitOptions, NewClient, RenderOptions, RenderReport, Revocation, RowError,
-    SERVER_CN, ServerMode, ServerRenewal, ServerSettings, SessionEnd, Settings, ValiditySettings,
-    check_interface_name,
+    Broker, BrokerPaths, Client, ClientCredentials, ClientOs, ClientState, DatabaseSettings,
+    DatabaseStatus, Endpoint, ImportReport, ImportedCa, InitOptions, MigrateReport, NewClient,
+    RenderOptions, RenderReport, Revocation, RowError, SERVER_CN, ServerMode, ServerRenewal,
+    ServerSettings, SessionEnd, Settings, ValiditySettings, check_interface_name,
 };
 pub use client_id::ClientId;
 pub use error::{Error, ErrorKind, Result, flatten};

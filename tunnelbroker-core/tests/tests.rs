@@ -12,6 +12,7 @@ mod parsers;
 mod pki;
 mod plan;
 mod plan_state;
+mod postgres;
 mod render;
 
 /// A temporary directory with mode 0755, as an operator's directory would

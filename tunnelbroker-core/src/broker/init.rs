@@ -4,11 +4,13 @@ use std::fs;
 use std::os::unix::fs::{DirBuilderExt, PermissionsExt};
 use std::path::{Path, PathBuf};
 
+use super::shared::{self, SharedValues};
 use super::{Broker, BrokerPaths, SERVER_CN, Settings};
 use crate::error::{Error, Result};
 use crate::fsutil;
 use crate::pki::{Ca, CaParams, TlsCryptKey};
-use crate::store::{SqliteStore, Store};
+use crate::plan::Pool;
+use crate::store::{DatabaseUrl, SqliteStore, Store};
 
 /// An existing CA to use instead of generating one. `Debug` prints the
 /// key as `[redacted]`.
@@ -39,12 +41,20 @@ pub struct InitOptions {
     pub settings: Settings,
     /// An existing CA, or `None` to generate one.
     pub ca: Option<ImportedCa>,
+    /// A PostgreSQL database for the clients, which must hold no broker
+    /// yet; `None`: the one `settings.database` names, if any, else SQLite
+    /// (`clients.db` in the broker directory).
+    pub database: Option<DatabaseUrl>,
 }
 
 impl InitOptions {
-    /// Options that generate a new CA.
+    /// Options that generate a new CA and keep the clients in SQLite.
     pub fn new(settings: Settings) -> Self {
-        InitOptions { settings, ca: None }
+        InitOptions {
+            settings,
+            ca: None,
+            database: None,
+        }
     }
 }
 
@@ -101,9 +111,15 @@ impl Broker {
         result
     }
 
+    /// Builds the broker in `tmp`: every local file first, the client
+    /// database last (SQLite in `tmp`, or the PostgreSQL schema), with the
+    /// shared values and the first CRL in one transaction.
     fn build(tmp: &Path, options: &InitOptions) -> Result<()> {
         let mut settings = options.settings.clone();
         let settings = &mut settings;
+        if options.database.is_some() {
+            settings.database.url.clone_from(&options.database);
+        }
         let paths = BrokerPaths::new(tmp);
         mkdir(tmp, 0o755)?;
         mkdir(&paths.private_dir, 0o700)?;
@@ -129,10 +145,13 @@ impl Broker {
         fsutil::write_public(&paths.server_cert, server.certificate.pem().as_bytes())?;
         server.key.write(&paths.server_key)?;
         fsutil::write_secret(&paths.tls_crypt_key, tls.to_text().as_bytes())?;
-        let store = SqliteStore::create(&paths.database, settings.pool)?;
-        let broker = Broker::with_store(paths, settings.clone(), ca, Box::new(store));
-        broker.refresh_crl()?;
-        Ok(())
+        let store = create_store(&paths, settings)?;
+        let chain = ca.chain_pem();
+        let broker = Broker::with_store(paths, settings.clone(), ca, store);
+        broker.store().write_with(|tx| {
+            shared::write(tx, &broker.settings, &chain)?;
+            broker.write_crl(tx).map(drop)
+        })
     }
 
     /// Opens the broker in `dir`.
@@ -148,7 +167,7 @@ impl Broker {
                 reason: "no tunnelbroker.toml; create a broker with `tunnelbroker init`".into(),
             });
         }
-        let settings = Settings::from_toml(&fsutil::read_to_string(&paths.settings)?).map_err(
+        let local = Settings::from_toml(&fsutil::read_to_string(&paths.settings)?).map_err(
             |e| match e {
                 Error::InvalidSettings { reason } => Error::InvalidSettings {
                     reason: format!("{}: {reason}", paths.settings.display()),
@@ -156,21 +175,47 @@ impl Broker {
                 other => other,
             },
         )?;
-        let ca = Ca::from_pem(
-            &fsutil::read_to_string(&paths.ca_cert)?,
-            &fsutil::read_to_string(&paths.ca_key)?,
-        )
-        .map_err(|e| match e {
-            // The key is what does not parse or does not fit the certificate.
-            Error::InvalidKey { .. }
-            | Error::UnsupportedKey { .. }
-            | Error::CaKeyMismatch { .. } => e.in_file(&paths.ca_key),
-            // An expired CA is not a corrupt file; its message names the CA.
+        let key_pem = fsutil::read_to_string(&paths.ca_key)?;
+        let mut store = open_store(&paths, &local, local.pool)?;
+        let mut values = store.read_with(SharedValues::read)?;
+        if !values.has_settings() {
+            // A broker made before the database held the shared values: its
+            // files are what it has agreed on so far. Written once, by the
+            // first process that gets here.
+            let ca = ca_from_files(&paths, &key_pem)?;
+            values = store.write_with(|tx| {
+                if !SharedValues::read(tx)?.has_settings() {
+                    shared::write(tx, &local, &ca.chain_pem())?;
+                }
+                SharedValues::read(tx)
+            })?;
+        }
+        let settings = values.settings(&local)?;
+        let chain = values.ca_chain()?;
+        let ca = Ca::from_pem(chain, &key_pem).map_err(|e| match e {
+            Error::CaKeyMismatch { common_name } => Error::NotABroker {
+                path: dir.to_owned(),
+                reason: format!(
+                    "private/ca.key does not belong to the CA certificate {common_name} that the client database holds: this directory is not a copy of that broker's (copy its broker directory)"
+                ),
+            },
+            e @ (Error::InvalidKey { .. } | Error::UnsupportedKey { .. }) => {
+                e.in_file(&paths.ca_key)
+            }
             e @ Error::CaExpired { .. } => e,
-            e => e.in_file(&paths.ca_cert),
+            e => Error::Database {
+                reason: format!("the shared value {}: {e}", shared::CA_CHAIN),
+            },
         })?;
-        let store = SqliteStore::open(&paths.database, settings.pool)?;
-        Ok(Broker::with_store(paths, settings, ca, Box::new(store)))
+        if settings.pool != local.pool {
+            // The file named a stale pool: its assignments are read in the
+            // database's.
+            store = open_store(&paths, &settings, settings.pool)?;
+        }
+        let warnings = refresh_caches(&paths, &local, &settings, chain);
+        let mut broker = Broker::with_store(paths, settings, ca, store);
+        broker.warnings = warnings;
+        Ok(broker)
     }
 
     /// A broker over `store`: the seam where a store other than the
@@ -188,8 +233,106 @@ impl Broker {
             settings,
             ca,
             store,
+            warnings: Vec::new(),
         }
     }
+}
+
+/// The CA from the broker's files (`ca.crt` and the key read from
+/// `private/ca.key`).
+fn ca_from_files(paths: &BrokerPaths, key_pem: &str) -> Result<Ca> {
+    Ca::from_pem(&fsutil::read_to_string(&paths.ca_cert)?, key_pem).map_err(|e| match e {
+        // The key is what does not parse or does not fit the certificate.
+        Error::InvalidKey { .. } | Error::UnsupportedKey { .. } | Error::CaKeyMismatch { .. } => {
+            e.in_file(&paths.ca_key)
+        }
+        // An expired CA is not a corrupt file; its message names the CA.
+        e @ Error::CaExpired { .. } => e,
+        e => e.in_file(&paths.ca_cert),
+    })
+}
+
+/// Opens the client database that `settings` name, reading assignments in
+/// `pool`.
+pub(super) fn open_store(
+    paths: &BrokerPaths,
+    settings: &Settings,
+    pool: Pool,
+) -> Result<Box<dyn Store>> {
+    match &settings.database.url {
+        None => Ok(Box::new(SqliteStore::open(&paths.database, pool)?)),
+        Some(url) => postgres_open(url, pool),
+    }
+}
+
+/// Creates the client database that `settings` name (in `paths`, for
+/// SQLite), which must hold no broker yet.
+pub(super) fn create_store(paths: &BrokerPaths, settings: &Settings) -> Result<Box<dyn Store>> {
+    match &settings.database.url {
+        None => Ok(Box::new(SqliteStore::create(
+            &paths.database,
+            settings.pool,
+        )?)),
+        Some(url) => postgres_create(url, settings.pool),
+    }
+}
+
+fn postgres_open(url: &DatabaseUrl, _pool: Pool) -> Result<Box<dyn Store>> {
+    Err(Error::Database {
+        reason: format!("{url}: PostgreSQL is not built in yet"),
+    })
+}
+
+fn postgres_create(url: &DatabaseUrl, _pool: Pool) -> Result<Box<dyn Store>> {
+    Err(Error::Database {
+        reason: format!("{url}: PostgreSQL is not built in yet"),
+    })
+}
+
+/// Brings this host's caches of the shared values (`tunnelbroker.toml`
+/// outside `[server]` and `[database]`, and `ca.crt`) in step with the
+/// database's, where they differ. Returns one warning per cache that
+/// differed: refreshed, or why not.
+fn refresh_caches(
+    paths: &BrokerPaths,
+    local: &Settings,
+    settings: &Settings,
+    chain: &str,
+) -> Vec<String> {
+    let mut warnings = Vec::new();
+    let stale = shared::differences(local, settings);
+    if !stale.is_empty() {
+        let what = format!(
+            "{} differed from the client database in {}",
+            paths.settings.display(),
+            stale.join(", ")
+        );
+        warnings.push(
+            match fsutil::write_public(&paths.settings, settings.to_toml().as_bytes()) {
+                Ok(()) => format!(
+                    "{what}: refreshed it from the database, whose settings are the broker's"
+                ),
+                Err(e) => format!(
+                    "{what}, and it could not be refreshed ({e}): the database's settings are used"
+                ),
+            },
+        );
+    }
+    if fsutil::read_to_string(&paths.ca_cert).ok().as_deref() != Some(chain) {
+        let what = format!(
+            "{} differed from the CA certificate in the client database",
+            paths.ca_cert.display()
+        );
+        warnings.push(
+            match fsutil::write_public(&paths.ca_cert, chain.as_bytes()) {
+                Ok(()) => format!("{what}: refreshed it from the database"),
+                Err(e) => {
+                    format!("{what}, and it could not be refreshed ({e}): the database's is used")
+                }
+            },
+        );
+    }
+    warnings
 }
 
 fn mkdir(path: &Path, mode: u32) -> Result<()> {

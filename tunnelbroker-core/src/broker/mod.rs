@@ -22,6 +22,7 @@
 mod allocation;
 mod client;
 mod crl;
+mod database;
 mod import;
 mod init;
 mod lifecycle;
@@ -30,10 +31,12 @@ mod ownership;
 mod paths;
 mod render;
 mod settings;
+mod shared;
 
 use std::path::Path;
 
 pub use client::{Client, ClientOs, ClientState, NewClient};
+pub use database::{DatabaseStatus, MigrateReport};
 pub use import::{ImportReport, RowError};
 pub use init::{ImportedCa, InitOptions};
 pub use lifecycle::ClientCredentials;
@@ -42,7 +45,8 @@ pub use paths::BrokerPaths;
 pub(crate) use render::ServerFilesState;
 pub use render::{RenderOptions, RenderReport, Revocation, SessionEnd};
 pub use settings::{
-    Endpoint, ServerMode, ServerSettings, Settings, ValiditySettings, check_interface_name,
+    DatabaseSettings, Endpoint, ServerMode, ServerSettings, Settings, ValiditySettings,
+    check_interface_name,
 };
 
 use crate::error::Result;
@@ -78,6 +82,9 @@ pub struct Broker {
     /// The client database: SQLite unless [`with_store`](Self::with_store)
     /// was given another.
     store: Box<dyn Store>,
+    /// What [`open`](Self::open) found worth saying (a stale cache it could
+    /// not refresh).
+    warnings: Vec<String>,
 }
 
 impl Broker {
@@ -99,6 +106,14 @@ impl Broker {
     /// The CA.
     pub fn ca(&self) -> &Ca {
         &self.ca
+    }
+
+    /// What opening the broker found worth telling the operator, one line
+    /// each: a cached copy of the shared settings (`tunnelbroker.toml`,
+    /// `ca.crt`) that differed from the client database's, refreshed or
+    /// not. Empty as a rule.
+    pub fn open_warnings(&self) -> &[String] {
+        &self.warnings
     }
 
     /// The client database, for the audit.

@@ -13,6 +13,7 @@ pub use crate::words::ServerMode;
 use crate::error::{Error, Result, shown};
 use crate::pki::{KeyType, Subject};
 use crate::plan::Pool;
+use crate::store::DatabaseUrl;
 
 /// The host name or address clients connect to, checked so that it can be
 /// written into configurations safely.
@@ -142,7 +143,25 @@ impl ServerSettings {
     }
 }
 
+/// Where this host finds the client database (section `[database]`): a
+/// host-local setting, which every host of one broker sets to the same
+/// database.
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+#[non_exhaustive]
+pub struct DatabaseSettings {
+    /// A PostgreSQL database (never with a password); `None`: SQLite
+    /// `clients.db` in the broker directory.
+    #[serde(default)]
+    pub url: Option<DatabaseUrl>,
+}
+
 /// The broker's settings (`tunnelbroker.toml`).
+///
+/// Most of them are shared: every host of a broker must agree on them, so
+/// the client database holds them ([`Broker::open`](crate::Broker::open)
+/// reads them from there, and the file is a cache). The sections
+/// `[server]` and `[database]` are this host's own.
 ///
 /// ```
 /// use tunnelbroker_core::{Settings, ServerMode};
@@ -176,6 +195,9 @@ pub struct Settings {
     /// Where the server side was rendered (recorded by `server render`).
     #[serde(default)]
     pub server: ServerSettings,
+    /// Where the client database is (this host's own setting).
+    #[serde(default)]
+    pub database: DatabaseSettings,
 }
 
 impl Settings {
@@ -191,6 +213,7 @@ impl Settings {
             subject: Subject::default(),
             validity: ValiditySettings::default(),
             server: ServerSettings::default(),
+            database: DatabaseSettings::default(),
         }
     }
 
@@ -284,7 +307,16 @@ impl Settings {
              # management sockets are (run_dir); rendering records them. Every new CRL is\n\
              # also written to dir/crl.pem, and a revocation ends the live session there.\n\
              [server]\n\
-             {server_dir}{run_dir}",
+             {server_dir}{run_dir}\
+             \n\
+             # Where this host finds the client database. Without a url: SQLite, clients.db\n\
+             # in this directory (one host). With one, a PostgreSQL database that every\n\
+             # provisioning host of this broker names, \"postgresql://USER@HOST[:PORT]/DB\",\n\
+             # never with a password: libpq's PGPASSWORD or passfile (~/.pgpass) give it.\n\
+             # The settings above are shared: the database holds them and this file is a\n\
+             # cache of them; [server] and [database] are this host's own.\n\
+             [database]\n\
+             {database_url}",
             pool = q(&self.pool.to_string()),
             endpoint = q(self.endpoint.as_str()),
             mode = q(&self.mode.to_string()),
@@ -301,6 +333,10 @@ impl Settings {
             crl = v.crl_days,
             server_dir = opt("dir", &path(&self.server.dir)),
             run_dir = opt("run_dir", &path(&self.server.run_dir)),
+            database_url = match &self.database.url {
+                Some(url) => format!("url = {}\n", q(url.as_str())),
+                None => "# url = \"postgresql://tb@db.example.net/tunnelbroker\"\n".into(),
+            },
         )
     }
 }

@@ -239,7 +239,11 @@ pub fn audit_dir(dir: &Path, options: &AuditOptions) -> crate::Result<Report> {
 /// missing, and opening it would make a new, empty one). Err only when
 /// there is no broker.
 fn open_for_audit(paths: &BrokerPaths) -> crate::Result<Result<Broker, Option<Error>>> {
-    if paths.settings.exists() && !paths.database.exists() {
+    // A broker on PostgreSQL has no clients.db; one on SQLite must.
+    let on_sqlite = fsutil::read_to_string(&paths.settings)
+        .and_then(|text| Settings::from_toml(&text))
+        .map_or(true, |s| s.database.url.is_none());
+    if on_sqlite && paths.settings.exists() && !paths.database.exists() {
         return Ok(Err(None));
     }
     match Broker::open(&paths.dir) {

@@ -162,7 +162,10 @@ mod tests {
         assert_eq!(pw(file, T).as_deref(), Some("first"));
         let other = Target { user: "admin", ..T };
         assert_eq!(pw(file, other).as_deref(), Some("fallback"));
-        assert_eq!(pw("db.example.net:5432:tunnelbroker:tb:\n", T).as_deref(), Some(""));
+        assert_eq!(
+            pw("db.example.net:5432:tunnelbroker:tb:\n", T).as_deref(),
+            Some("")
+        );
         assert_eq!(pw("", T), None);
         assert_eq!(pw("# only:a:comment:here:x", T), None);
     }
@@ -180,13 +183,22 @@ mod tests {
         );
         // \* is a literal star, not a wildcard.
         let star = Target { user: "*", ..T };
-        assert_eq!(pw("db.example.net:5432:tunnelbroker:\\*:lit", star).as_deref(), Some("lit"));
+        assert_eq!(
+            pw("db.example.net:5432:tunnelbroker:\\*:lit", star).as_deref(),
+            Some("lit")
+        );
         assert_eq!(pw("db.example.net:5432:tunnelbroker:\\*:lit", T), None);
         // A * that is part of a field is literal.
         assert_eq!(pw("db.example.net:5432:tunnel*:tb:x", T), None);
         // Escaped host characters.
-        let v6 = Target { host: "2001:db8::5", ..T };
-        assert_eq!(pw("2001\\:db8\\:\\:5:5432:*:*:six", v6).as_deref(), Some("six"));
+        let v6 = Target {
+            host: "2001:db8::5",
+            ..T
+        };
+        assert_eq!(
+            pw("2001\\:db8\\:\\:5:5432:*:*:six", v6).as_deref(),
+            Some("six")
+        );
     }
 
     #[test]
@@ -215,8 +227,14 @@ mod tests {
             ..T
         };
         assert_eq!(pw("localhost:5432:*:*:loc", sock).as_deref(), Some("loc"));
-        assert_eq!(pw("/run/postgresql:5432:*:*:dir", sock).as_deref(), Some("dir"));
-        let tcp = Target { host: "127.0.0.1", ..T };
+        assert_eq!(
+            pw("/run/postgresql:5432:*:*:dir", sock).as_deref(),
+            Some("dir")
+        );
+        let tcp = Target {
+            host: "127.0.0.1",
+            ..T
+        };
         assert_eq!(pw("localhost:5432:*:*:loc", tcp), None);
     }
 
@@ -241,7 +259,9 @@ mod tests {
         // Readable by others: refused, without the password in the message.
         for mode in [0o644, 0o640, 0o604, 0o601] {
             std::fs::set_permissions(&file, std::fs::Permissions::from_mode(mode)).unwrap();
-            let e = password(T, None, Some(&file), None).unwrap_err().to_string();
+            let e = password(T, None, Some(&file), None)
+                .unwrap_err()
+                .to_string();
             assert!(e.contains("chmod 0600"), "{e}");
             assert!(!e.contains("from-file") && !e.contains('\n'), "{e}");
         }

@@ -347,7 +347,11 @@ impl PostgresStore {
         out
     }
 
-    fn run(&self, write: bool, f: &mut dyn FnMut(&mut dyn Transaction) -> Result<()>) -> Result<()> {
+    fn run(
+        &self,
+        write: bool,
+        f: &mut dyn FnMut(&mut dyn Transaction) -> Result<()>,
+    ) -> Result<()> {
         let pool = self.pool;
         let url = &self.url;
         let mut retried = false;
@@ -676,8 +680,8 @@ impl PgTx<'_, '_> {
                 .execute(
                     &stmt,
                     &[
-                        &ids, &kinds, &oses, &prefixes, &ports, &states, &emails, &names,
-                        &created, &revoked,
+                        &ids, &kinds, &oses, &prefixes, &ports, &states, &emails, &names, &created,
+                        &revoked,
                     ],
                 )
                 .map_err(constraint_err)?;
@@ -783,7 +787,10 @@ impl PgTx<'_, '_> {
             .try_get(0)
             .map_err(pg_err)?;
         text.parse().map_err(|_| Error::Database {
-            reason: format!("the crl_number counter {} does not parse", crate::error::shown(&text)),
+            reason: format!(
+                "the crl_number counter {} does not parse",
+                crate::error::shown(&text)
+            ),
         })
     }
 }
@@ -845,9 +852,7 @@ impl Transaction for PgTx<'_, '_> {
             "SELECT id FROM clients WHERE port = $1",
             &[&i32::from(port)],
         )?;
-        rows.first()
-            .map(|r| parse_stored_id(r.get(0)))
-            .transpose()
+        rows.first().map(|r| parse_stored_id(r.get(0))).transpose()
     }
 
     fn plan_state(&mut self) -> Result<Option<String>> {
@@ -890,9 +895,7 @@ impl Transaction for PgTx<'_, '_> {
             "SELECT id FROM clients WHERE prefix = $1",
             &[&prefix.to_string()],
         )?;
-        rows.first()
-            .map(|r| parse_stored_id(r.get(0)))
-            .transpose()
+        rows.first().map(|r| parse_stored_id(r.get(0))).transpose()
     }
 
     fn client(&mut self, id: &ClientId) -> Result<Option<ClientRecord>> {
@@ -971,7 +974,8 @@ impl Transaction for PgTx<'_, '_> {
     }
 
     fn latest_certificate(&mut self, id: &ClientId) -> Result<Option<CertRecord>> {
-        const SQL: &str = "SELECT serial, client_id, pem, key_pem, not_after, state, revoked_at, reason
+        const SQL: &str =
+            "SELECT serial, client_id, pem, key_pem, not_after, state, revoked_at, reason
              FROM certificates WHERE client_id = $1 ORDER BY seq DESC LIMIT 1";
         debug_assert!(SQL.contains(CERT_COLUMNS));
         let rows = self.query(SQL, &[&id.as_str()])?;

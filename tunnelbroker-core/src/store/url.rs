@@ -601,7 +601,10 @@ mod tests {
     fn tls_is_off_only_for_local_servers_or_when_disabled() {
         let tls = |s: &str| ok(s).tls();
         assert_eq!(tls("postgresql://tb@/tb?host=/run/pg"), Tls::Off);
-        assert_eq!(tls("postgresql://tb@/tb?host=/run/pg&sslmode=require"), Tls::Off);
+        assert_eq!(
+            tls("postgresql://tb@/tb?host=/run/pg&sslmode=require"),
+            Tls::Off
+        );
         assert_eq!(tls("postgresql://tb@localhost/tb"), Tls::Off);
         assert_eq!(tls("postgresql://tb@127.0.0.1/tb"), Tls::Off);
         assert_eq!(tls("postgresql://tb@127.8.9.10/tb"), Tls::Off);

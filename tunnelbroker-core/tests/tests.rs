@@ -9,11 +9,13 @@ mod layers;
 mod lifecycle;
 mod openvpn_e2e;
 mod parsers;
+mod pg;
 mod pki;
 mod plan;
 mod plan_state;
 mod postgres;
 mod render;
+mod store;
 
 /// A temporary directory with mode 0755, as an operator's directory would
 /// be (`tempfile` makes them 0700, out of OpenVPN's reach once it runs as

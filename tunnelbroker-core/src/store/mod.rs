@@ -29,10 +29,13 @@
 //! reports a failure of the database as an [`Error`](crate::Error).
 
 mod copy;
+mod passfile;
+mod postgres;
 mod sqlite;
 mod url;
 
 pub use copy::{CopyReport, copy};
+pub use postgres::PostgresStore;
 pub use sqlite::SqliteStore;
 pub use url::DatabaseUrl;
 

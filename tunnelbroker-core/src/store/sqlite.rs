@@ -95,11 +95,11 @@ fn db_err(e: rusqlite::Error) -> Error {
     }
 }
 
-fn ts(t: OffsetDateTime) -> String {
+pub(super) fn ts(t: OffsetDateTime) -> String {
     t.format(&Rfc3339).unwrap_or_default()
 }
 
-fn parse_ts(s: &str) -> Result<OffsetDateTime> {
+pub(super) fn parse_ts(s: &str) -> Result<OffsetDateTime> {
     OffsetDateTime::parse(s, &Rfc3339).map_err(|e| Error::Database {
         reason: format!("bad time {s:?} in the database: {e}"),
     })
@@ -411,7 +411,7 @@ impl SqliteTx<'_> {
     }
 }
 
-fn parse_stored_id(id: &str) -> Result<ClientId> {
+pub(super) fn parse_stored_id(id: &str) -> Result<ClientId> {
     ClientId::new(id).map_err(|e| Error::Database {
         reason: format!("a client ID in the database does not parse: {e}"),
     })

@@ -389,15 +389,10 @@ impl DatabaseUrl {
         }
     }
 
-    #[cfg_attr(
-        not(test),
-        expect(dead_code, reason = "read by the PostgreSQL store, which comes next")
-    )]
     pub(crate) fn host(&self) -> &DbHost {
         &self.host
     }
 
-    #[expect(dead_code, reason = "read by the PostgreSQL store, which comes next")]
     pub(crate) fn sslrootcert(&self) -> Option<&Path> {
         self.sslrootcert.as_deref()
     }
@@ -415,6 +410,10 @@ impl DatabaseUrl {
 
     /// Whether the connection uses TLS (see the module documentation).
     pub(crate) fn tls(&self) -> Tls {
+        if let DbHost::Socket(_) = self.host {
+            // PostgreSQL speaks no TLS on a Unix socket.
+            return Tls::Off;
+        }
         match self.sslmode {
             Some(SslMode::Disable) => Tls::Off,
             Some(_) => Tls::Verified,
@@ -602,6 +601,10 @@ mod tests {
     fn tls_is_off_only_for_local_servers_or_when_disabled() {
         let tls = |s: &str| ok(s).tls();
         assert_eq!(tls("postgresql://tb@/tb?host=/run/pg"), Tls::Off);
+        assert_eq!(
+            tls("postgresql://tb@/tb?host=/run/pg&sslmode=require"),
+            Tls::Off
+        );
         assert_eq!(tls("postgresql://tb@localhost/tb"), Tls::Off);
         assert_eq!(tls("postgresql://tb@127.0.0.1/tb"), Tls::Off);
         assert_eq!(tls("postgresql://tb@127.8.9.10/tb"), Tls::Off);

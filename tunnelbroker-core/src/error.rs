@@ -198,6 +198,15 @@ pub enum Error {
         /// Why.
         reason: String,
     },
+    /// The PostgreSQL database given to `init` or `db migrate` holds a
+    /// broker already.
+    #[error("the database {url} holds a broker already: {hint}")]
+    DatabaseInUse {
+        /// The database (its URL never holds a password).
+        url: String,
+        /// What to do instead.
+        hint: &'static str,
+    },
     /// The directory given to `init` cannot become a broker: it is not
     /// empty, or not a directory.
     #[error("{}: {reason}", .path.display())]
@@ -558,6 +567,7 @@ impl Error {
             Error::AlreadyAssigned { .. }
             | Error::ClientExists { .. }
             | Error::BrokerExists { .. }
+            | Error::DatabaseInUse { .. }
             | Error::DirectoryInUse { .. }
             | Error::ForeignFile { .. } => ErrorKind::AlreadyExists,
             Error::UnknownClient { .. } => ErrorKind::NotFound,

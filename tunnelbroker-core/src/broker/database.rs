@@ -111,7 +111,13 @@ impl Broker {
         // This host's sections as the file has them now, naming PostgreSQL.
         let mut file = Settings::from_toml(&fsutil::read_to_string(&self.paths.settings)?)?;
         file.database.url = Some(url.clone());
-        let target = create_store(&self.paths, &settings)?;
+        let target = create_store(&self.paths, &settings).map_err(|e| match e {
+            Error::DatabaseInUse { url, .. } => Error::DatabaseInUse {
+                url,
+                hint: "migrate into a new, empty database",
+            },
+            e => e,
+        })?;
         let report = store::copy(self.store(), &*target)?;
         check_copy(self.store(), &*target)?;
 

@@ -10,7 +10,7 @@ use crate::error::{Error, Result};
 use crate::fsutil;
 use crate::pki::{Ca, CaParams, TlsCryptKey};
 use crate::plan::Pool;
-use crate::store::{DatabaseUrl, SqliteStore, Store};
+use crate::store::{DatabaseUrl, PostgresStore, SqliteStore, Store};
 
 /// An existing CA to use instead of generating one. `Debug` prints the
 /// key as `[redacted]`.
@@ -100,21 +100,24 @@ impl Broker {
         let tmp = parent.join(tmp_name);
         fs::create_dir_all(&parent).map_err(|e| Error::io(&parent, e))?;
         let _ = fs::remove_dir_all(&tmp);
-        let built = Self::build(&tmp, options);
-        let result = built.and_then(|()| {
-            fs::rename(&tmp, dir).map_err(|e| Error::io(dir, e))?;
-            Broker::open(dir)
-        });
+        let result = Self::build(&tmp, dir, options).and_then(|()| Broker::open(dir));
         if result.is_err() {
             let _ = fs::remove_dir_all(&tmp);
         }
         result
     }
 
-    /// Builds the broker in `tmp`: every local file first, the client
-    /// database last (SQLite in `tmp`, or the PostgreSQL schema), with the
-    /// shared values and the first CRL in one transaction.
-    fn build(tmp: &Path, options: &InitOptions) -> Result<()> {
+    /// Builds the broker in `tmp` and renames it to `dir`: every local
+    /// file first, the client database last (SQLite in `tmp`, or the
+    /// PostgreSQL schema), with the shared values and the first CRL in one
+    /// transaction.
+    ///
+    /// PostgreSQL is outside `tmp`, so `tmp` is renamed into place inside
+    /// that transaction, before it commits: if the rename fails the
+    /// database is left with an empty schema, and if the commit fails the
+    /// renamed directory is removed. An empty schema (no shared values, no
+    /// clients) is what the next `init` on that database takes as its own.
+    fn build(tmp: &Path, dir: &Path, options: &InitOptions) -> Result<()> {
         let mut settings = options.settings.clone();
         let settings = &mut settings;
         if options.database.is_some() {
@@ -148,10 +151,29 @@ impl Broker {
         let store = create_store(&paths, settings)?;
         let chain = ca.chain_pem();
         let broker = Broker::with_store(paths, settings.clone(), ca, store);
-        broker.store().write_with(|tx| {
+        let on_postgres = settings.database.url.is_some();
+        let mut renamed = false;
+        let written = broker.store().write_with(|tx| {
             shared::write(tx, &broker.settings, &chain)?;
-            broker.write_crl(tx).map(drop)
-        })
+            broker.write_crl(tx)?;
+            if on_postgres && !renamed {
+                fs::rename(tmp, dir).map_err(|e| Error::io(dir, e))?;
+                renamed = true;
+            }
+            Ok(())
+        });
+        drop(broker);
+        match written {
+            Err(e) => {
+                if renamed {
+                    let _ = fs::remove_dir_all(dir);
+                }
+                Err(e)
+            }
+            // SQLite is in `tmp`, closed now: all of it moves at once.
+            Ok(()) if !renamed => fs::rename(tmp, dir).map_err(|e| Error::io(dir, e)),
+            Ok(()) => Ok(()),
+        }
     }
 
     /// Opens the broker in `dir`.
@@ -277,16 +299,41 @@ pub(super) fn create_store(paths: &BrokerPaths, settings: &Settings) -> Result<B
     }
 }
 
-fn postgres_open(url: &DatabaseUrl, _pool: Pool) -> Result<Box<dyn Store>> {
-    Err(Error::Database {
-        reason: format!("{url}: PostgreSQL is not built in yet"),
-    })
+fn postgres_open(url: &DatabaseUrl, pool: Pool) -> Result<Box<dyn Store>> {
+    Ok(Box::new(PostgresStore::open(url, pool)?))
 }
 
-fn postgres_create(url: &DatabaseUrl, _pool: Pool) -> Result<Box<dyn Store>> {
-    Err(Error::Database {
-        reason: format!("{url}: PostgreSQL is not built in yet"),
-    })
+/// What `init` says of a database that holds a broker.
+pub(super) const COPY_THE_DIRECTORY: &str = "to provision from another host, copy that broker's directory there (its settings and CA key) instead of running init; a new broker needs a new, empty database";
+
+/// Creates the schema in the PostgreSQL database `url`. A database that
+/// holds our schema but nothing else (an `init` that failed after creating
+/// it: no shared values, no clients, no certificates) is taken as it is; one
+/// that holds a broker is refused ([`Error::DatabaseInUse`]).
+fn postgres_create(url: &DatabaseUrl, pool: Pool) -> Result<Box<dyn Store>> {
+    let refusal = match PostgresStore::create(url, pool) {
+        Ok(store) => return Ok(Box::new(store)),
+        Err(e @ Error::UnusableDatabase { .. }) => e,
+        Err(e) => return Err(e),
+    };
+    // Ours, or another program's? Only ours opens.
+    let Ok(store) = PostgresStore::open(url, pool) else {
+        return Err(refusal);
+    };
+    let store: Box<dyn Store> = Box::new(store);
+    let unclaimed = store.read_with(|tx| {
+        Ok(!SharedValues::read(tx)?.has_settings()
+            && tx.client_count()? == 0
+            && tx.certificates()?.is_empty())
+    })?;
+    if unclaimed {
+        Ok(store)
+    } else {
+        Err(Error::DatabaseInUse {
+            url: url.to_string(),
+            hint: COPY_THE_DIRECTORY,
+        })
+    }
 }
 
 /// Brings this host's caches of the shared values (`tunnelbroker.toml`

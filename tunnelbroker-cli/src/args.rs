@@ -58,6 +58,27 @@ pub enum Command {
     /// The OpenVPN server side.
     #[command(subcommand)]
     Server(ServerCommand),
+    /// The client database: which one, and moving a one-host broker to PostgreSQL.
+    #[command(subcommand)]
+    Db(DbCommand),
+}
+
+/// `tunnelbroker db ...`.
+#[derive(Debug, Subcommand)]
+pub enum DbCommand {
+    /// Say which client database the broker uses (SQLite file or PostgreSQL URL) and
+    /// what it holds.
+    Status,
+    /// Move the broker's clients from SQLite (clients.db) into a new, empty PostgreSQL
+    /// database: everything is copied in one transaction and counted, then
+    /// tunnelbroker.toml names the database; clients.db is kept as
+    /// clients.db.migrated. Stop other provisioning on this broker first.
+    Migrate {
+        /// The PostgreSQL database, postgresql://USER@HOST[:PORT]/DB, without a password
+        /// (PGPASSWORD or ~/.pgpass give it).
+        #[arg(long, value_name = "URL")]
+        to: String,
+    },
 }
 
 /// `tunnelbroker server ...`.
@@ -126,6 +147,16 @@ pub struct InitArgs {
     /// CA subject: common name [default: tunnelbroker CA] (not with --ca-cert).
     #[arg(long, value_name = "NAME")]
     pub ca_name: Option<String>,
+    /// Keep the clients in this new, empty PostgreSQL database,
+    /// postgresql://USER@HOST[:PORT]/DB, instead of SQLite in DIR (for several
+    /// provisioning hosts). Never with a password: PGPASSWORD or ~/.pgpass give it.
+    #[arg(
+        long,
+        value_name = "URL",
+        env = "TUNNELBROKER_DATABASE",
+        hide_env_values = true
+    )]
+    pub database: Option<String>,
 }
 
 /// `tunnelbroker client ...`.

@@ -18,15 +18,15 @@ pub fn run(out: &Output, dir: &Path, cmd: &ClientCommand) -> Result<(), Failure>
     match cmd {
         ClientCommand::Add(a) => add(out, dir, a),
         ClientCommand::List => {
-            let broker = Broker::open(dir)?;
+            let broker = crate::output::open_broker(dir)?;
             out.show(&ClientTable(broker.clients()?))
         }
         ClientCommand::Show { id } => {
-            let broker = Broker::open(dir)?;
+            let broker = crate::output::open_broker(dir)?;
             out.show(&ClientView(broker.client(&id.parse()?)?))
         }
         ClientCommand::Revoke { id, reason } => {
-            let broker = Broker::open(dir)?;
+            let broker = crate::output::open_broker(dir)?;
             let reason = match reason {
                 Some(r) => r.parse()?,
                 None => Default::default(),
@@ -37,7 +37,7 @@ pub fn run(out: &Output, dir: &Path, cmd: &ClientCommand) -> Result<(), Failure>
             crate::server::tell_session(&id, &revocation.session)
         }
         ClientCommand::Renew { id, csr } => {
-            let broker = Broker::open(dir)?;
+            let broker = crate::output::open_broker(dir)?;
             let csr = csr.as_deref().map(read_csr).transpose()?;
             let client = broker.renew(&id.parse()?, csr.as_deref())?;
             out.show(&ClientView(client.clone()))?;
@@ -46,7 +46,7 @@ pub fn run(out: &Output, dir: &Path, cmd: &ClientCommand) -> Result<(), Failure>
             Ok(())
         }
         ClientCommand::Purge { id } => {
-            let broker = Broker::open(dir)?;
+            let broker = crate::output::open_broker(dir)?;
             let client = broker.purge(&id.parse()?)?;
             out.show(&Purged(client))
         }
@@ -81,7 +81,7 @@ fn add(out: &Output, dir: &Path, a: &ClientAddArgs) -> Result<(), Failure> {
     req.name = a.name.clone();
     req.prefix = a.prefix.as_deref().map(parse_prefix).transpose()?;
     req.csr = a.csr.as_deref().map(read_csr).transpose()?;
-    let broker = Broker::open(dir)?;
+    let broker = crate::output::open_broker(dir)?;
     let client = broker.add_client(&req)?;
     out.show(&ClientView(client))?;
     warn_if_cut_short(&broker);
@@ -99,7 +99,7 @@ fn warn_if_cut_short(broker: &Broker) {
 
 fn import(out: &Output, dir: &Path, file: &Path) -> Result<(), Failure> {
     let text = crate::output::read_input(file, MAX_CSV)?;
-    let broker = Broker::open(dir)?;
+    let broker = crate::output::open_broker(dir)?;
     let bar = if std::io::stderr().is_terminal() && !out.is_json() {
         let bar = indicatif::ProgressBar::new(0);
         bar.set_style(

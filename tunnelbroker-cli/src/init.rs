@@ -37,6 +37,9 @@ pub fn init(out: &Output, dir: &Path, a: &InitArgs) -> Result<(), Failure> {
         settings.subject.common_name = n.clone();
     }
     let mut options = InitOptions::new(settings);
+    if let Some(url) = &a.database {
+        options.database = Some(url.parse()?);
+    }
     match (&a.ca_cert, &a.ca_key) {
         (Some(cert), Some(key)) => {
             // An imported CA keeps its own subject: refuse the options that
@@ -93,7 +96,7 @@ fn import_failure(e: Error, a: &InitArgs) -> Failure {
 
 /// Signs a fresh CRL and writes it to the broker (and to `-o FILE`, or stdout).
 pub fn crl(out: &Output, dir: &Path, a: &CrlArgs) -> Result<(), Failure> {
-    let broker = Broker::open(dir)?;
+    let broker = crate::output::open_broker(dir)?;
     let crl = broker.refresh_crl()?;
     match &a.output {
         Some(path) => {
@@ -147,6 +150,9 @@ struct InitView {
     warnings: Vec<String>,
     /// The CA's own key type (`settings.key_type` is for new keys).
     ca_key_type: KeyType,
+    /// Where the clients are: the SQLite file or the PostgreSQL URL (which
+    /// never holds a password).
+    database: String,
 }
 
 impl InitView {
@@ -157,6 +163,10 @@ impl InitView {
             ca: b.ca().certificate().info().common_name.clone(),
             warnings: b.lifetime_warnings(),
             ca_key_type: b.ca().key().key_type(),
+            database: match &b.settings().database.url {
+                Some(url) => url.to_string(),
+                None => b.paths().database.display().to_string(),
+            },
         }
     }
 }
@@ -178,6 +188,7 @@ impl fmt::Display for InitView {
         )?;
         writeln!(f, "CA            {} ({})", self.ca, self.ca_key_type)?;
         writeln!(f, "keys          {}", s.key_type)?;
+        writeln!(f, "database      {}", self.database)?;
         for w in &self.warnings {
             writeln!(f, "warning: {w}")?;
         }

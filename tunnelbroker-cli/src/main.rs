@@ -10,6 +10,7 @@ use clap::Parser;
 
 mod args;
 mod client;
+mod db;
 mod doctor;
 mod init;
 mod output;
@@ -28,6 +29,7 @@ fn main() -> ExitCode {
         args::Command::Doctor(a) => doctor::doctor(&out, a),
         args::Command::Audit(a) => doctor::audit(&out, &cli.dir, a),
         args::Command::Server(c) => server::run(&out, &cli.dir, c),
+        args::Command::Db(c) => db::run(&out, &cli.dir, c),
     };
     output::finish(&out, result)
 }

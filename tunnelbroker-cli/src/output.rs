@@ -136,6 +136,16 @@ pub fn read_input(path: &std::path::Path, max: u64) -> Result<String, Failure> {
     tunnelbroker_core::read_text(path, max).map_err(|e| Failure::invalid_input(e.to_string()))
 }
 
+/// Opens the broker in `dir`, and says on stderr what opening it found
+/// worth a warning (a stale cached copy of the shared settings).
+pub fn open_broker(dir: &std::path::Path) -> Result<tunnelbroker_core::Broker, Failure> {
+    let broker = tunnelbroker_core::Broker::open(dir)?;
+    for w in broker.open_warnings() {
+        warn(w);
+    }
+    Ok(broker)
+}
+
 /// Writes `tunnelbroker: warning: <text>` on one line of stderr.
 pub fn warn(text: &str) {
     let line = text.replace(['\n', '\r'], " ");

@@ -8,9 +8,7 @@ use std::io::Write;
 use std::path::{Path, PathBuf};
 
 use serde::Serialize;
-use tunnelbroker_core::{
-    Broker, Client, ClientId, RenderOptions, RenderReport, ServerRenewal, SessionEnd,
-};
+use tunnelbroker_core::{Client, ClientId, RenderOptions, RenderReport, ServerRenewal, SessionEnd};
 
 use crate::args::ServerCommand;
 use crate::output::{Failure, Output};
@@ -23,7 +21,7 @@ pub fn run(out: &Output, dir: &Path, cmd: &ServerCommand) -> Result<(), Failure>
             force,
             run_dir,
         } => {
-            let broker = Broker::open(dir)?;
+            let broker = crate::output::open_broker(dir)?;
             let mut options = RenderOptions::new();
             options.dir = to.clone();
             options.run_dir = run_dir.clone();
@@ -34,7 +32,7 @@ pub fn run(out: &Output, dir: &Path, cmd: &ServerCommand) -> Result<(), Failure>
             out.show(&Rendered::from(report))
         }
         ServerCommand::Renew => {
-            let broker = Broker::open(dir)?;
+            let broker = crate::output::open_broker(dir)?;
             let renewal = broker.renew_server()?;
             out.show(&Renewed::from(renewal, broker.paths().server_cert.clone()))
         }
@@ -177,7 +175,7 @@ impl fmt::Display for Rendered {
 
 /// `client bundle ID [-o FILE]`.
 pub fn bundle(out: &Output, dir: &Path, id: &str, file: Option<&Path>) -> Result<(), Failure> {
-    let broker = Broker::open(dir)?;
+    let broker = crate::output::open_broker(dir)?;
     let id: ClientId = id.parse()?;
     let path = match file {
         Some(p) => p.to_owned(),

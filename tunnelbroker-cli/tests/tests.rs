@@ -20,6 +20,7 @@ pub fn run<S: AsRef<OsStr>>(args: &[S]) -> Output {
     Command::new(env!("CARGO_BIN_EXE_tunnelbroker"))
         .args(args)
         .env_remove("TUNNELBROKER_DIR")
+        .env_remove("TUNNELBROKER_DATABASE")
         .env("RUST_BACKTRACE", "1")
         .output()
         .expect("run tunnelbroker")

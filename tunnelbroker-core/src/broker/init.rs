@@ -216,9 +216,9 @@ impl Broker {
         let chain = values.ca_chain()?;
         let ca = Ca::from_pem(chain, &key_pem).map_err(|e| match e {
             Error::CaKeyMismatch { common_name } => Error::NotABroker {
-                path: dir.to_owned(),
+                path: paths.ca_key.clone(),
                 reason: format!(
-                    "private/ca.key does not belong to the CA certificate {common_name} that the client database holds: this directory is not a copy of that broker's (copy its broker directory)"
+                    "the key does not match the CA certificate {common_name} in the client database: this directory is not a copy of that broker's (copy its broker directory)"
                 ),
             },
             e @ (Error::InvalidKey { .. } | Error::UnsupportedKey { .. }) => {

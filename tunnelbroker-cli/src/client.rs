@@ -6,9 +6,9 @@ use std::io::IsTerminal;
 use std::path::Path;
 
 use serde::Serialize;
-use tunnelbroker_core::{
-    Assignment, Broker, Client, ClientId, ClientKind, ImportReport, NewClient, parse_prefix,
-};
+use tunnelbroker_core::broker::ImportReport;
+use tunnelbroker_core::plan::parse_prefix;
+use tunnelbroker_core::{Assignment, Broker, Client, ClientId, ClientKind, NewClient};
 
 use crate::args::{ClientAddArgs, ClientCommand};
 use crate::output::{Failure, Output};

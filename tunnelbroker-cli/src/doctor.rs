@@ -2,7 +2,7 @@
 
 use std::path::Path;
 
-use tunnelbroker_core::check_interface_name;
+use tunnelbroker_core::broker::check_interface_name;
 use tunnelbroker_core::doctor::{self, AuditOptions, DoctorOptions, LiveSystem, Report, Status};
 
 use crate::args::{AuditArgs, DoctorArgs};

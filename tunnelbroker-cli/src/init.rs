@@ -4,7 +4,9 @@ use std::fmt;
 use std::path::Path;
 
 use serde::Serialize;
-use tunnelbroker_core::{Broker, Error, ImportedCa, InitOptions, KeyType, Settings};
+use tunnelbroker_core::broker::ImportedCa;
+use tunnelbroker_core::pki::KeyType;
+use tunnelbroker_core::{Broker, Error, InitOptions, Settings};
 
 use crate::args::{CrlArgs, InitArgs};
 use crate::output::{Failure, Output};

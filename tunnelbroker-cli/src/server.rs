@@ -8,9 +8,8 @@ use std::io::Write;
 use std::path::{Path, PathBuf};
 
 use serde::Serialize;
-use tunnelbroker_core::{
-    Broker, Client, ClientId, RenderOptions, RenderReport, ServerRenewal, SessionEnd,
-};
+use tunnelbroker_core::broker::{RenderOptions, RenderReport, ServerRenewal, SessionEnd};
+use tunnelbroker_core::{Broker, Client, ClientId};
 
 use crate::args::ServerCommand;
 use crate::output::{Failure, Output};

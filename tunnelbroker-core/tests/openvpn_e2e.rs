@@ -7,13 +7,12 @@ use std::os::unix::fs::PermissionsExt;
 use std::path::{Path, PathBuf};
 use std::time::Duration;
 
+use tunnelbroker_core::broker::{ClientOs, RenderReport, SERVER_CN, ServerMode, SessionEnd};
 use tunnelbroker_core::openvpn::{
     ClientConfig, ClientMaterial, ClientTunnel, CommonName, Host, InterfaceName, Platform,
 };
-use tunnelbroker_core::{
-    Broker, CaParams, Client, ClientId, ClientKind, ClientOs, KeyType, NewClient, RenderReport,
-    RevocationReason, SERVER_CN, ServerMode, SessionEnd,
-};
+use tunnelbroker_core::pki::{CaParams, KeyType, RevocationReason};
+use tunnelbroker_core::{Broker, Client, ClientId, ClientKind, NewClient};
 
 use crate::lab::*;
 
@@ -247,7 +246,7 @@ fn foreign_client(
     tunnel: ClientTunnel,
     port: u16,
 ) -> PathBuf {
-    let other = tunnelbroker_core::Ca::generate(&CaParams::default()).unwrap();
+    let other = tunnelbroker_core::pki::Ca::generate(&CaParams::default()).unwrap();
     let issued = other
         .issue_client(&cn.parse().unwrap(), KeyType::P256, 30)
         .unwrap();

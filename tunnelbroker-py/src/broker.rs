@@ -14,12 +14,13 @@ use std::sync::{Arc, RwLock};
 
 use pyo3::prelude::*;
 use pyo3::types::PyList;
-use tunnelbroker_core::doctor::{self, AuditOptions};
-use tunnelbroker_core::{
-    Broker, Client, ClientCredentials, ClientId, ClientOs, Endpoint, ImportReport, ImportedCa,
-    InitOptions, KeyType, NewClient, Pool, RenderOptions, RenderReport, RevocationReason, RowError,
-    ServerMode, Settings,
+use tunnelbroker_core::broker::{
+    ClientCredentials, ClientOs, Endpoint, ImportReport, ImportedCa, RenderOptions, RenderReport,
+    RowError, ServerMode,
 };
+use tunnelbroker_core::doctor::{self, AuditOptions};
+use tunnelbroker_core::pki::{KeyType, RevocationReason};
+use tunnelbroker_core::{Broker, Client, ClientId, InitOptions, NewClient, Pool, Settings};
 
 use crate::doctor::{PyReport, path_arg};
 use crate::errors::{self, IntoPy};

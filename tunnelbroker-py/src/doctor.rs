@@ -13,8 +13,9 @@ use std::path::PathBuf;
 
 use pyo3::prelude::*;
 use pyo3::types::PyTuple;
+use tunnelbroker_core::Error as CoreError;
+use tunnelbroker_core::broker::check_interface_name;
 use tunnelbroker_core::doctor::{self, Check, DoctorOptions, LiveSystem, Report, Status};
-use tunnelbroker_core::{Error as CoreError, check_interface_name};
 
 use crate::errors::{self, IntoPy};
 

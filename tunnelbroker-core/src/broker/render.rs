@@ -18,7 +18,7 @@ use crate::openvpn::{
 /// How [`Broker::render_server_with`] renders the server side.
 ///
 /// ```
-/// use tunnelbroker_core::RenderOptions;
+/// use tunnelbroker_core::broker::RenderOptions;
 /// let mut o = RenderOptions::default();
 /// o.dir = Some("/etc/openvpn/server".into());
 /// o.run_dir = Some("/run/openvpn-server".into());
@@ -114,7 +114,7 @@ impl SessionEnd {
     /// connection). The CLI and Python report the same sentence.
     ///
     /// ```
-    /// use tunnelbroker_core::SessionEnd;
+    /// use tunnelbroker_core::broker::SessionEnd;
     /// assert!(SessionEnd::NotConnected.not_ended().is_none());
     /// let why = SessionEnd::Failed("permission denied".into()).not_ended().unwrap();
     /// assert!(why.starts_with("permission denied; restart"));

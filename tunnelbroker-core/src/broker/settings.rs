@@ -18,7 +18,7 @@ use crate::plan::Pool;
 /// written into configurations safely.
 ///
 /// ```
-/// use tunnelbroker_core::Endpoint;
+/// use tunnelbroker_core::broker::Endpoint;
 /// assert!("vpn.example.net".parse::<Endpoint>().is_ok());
 /// assert!("198.18.0.1".parse::<Endpoint>().is_ok());
 /// assert!("vpn.example.net; rm -rf /".parse::<Endpoint>().is_err());
@@ -145,7 +145,8 @@ impl ServerSettings {
 /// The broker's settings (`tunnelbroker.toml`).
 ///
 /// ```
-/// use tunnelbroker_core::{Settings, ServerMode};
+/// use tunnelbroker_core::Settings;
+/// use tunnelbroker_core::broker::ServerMode;
 /// let s = Settings::new("2001:db8:0:f100::/56".parse()?, "vpn.example.net".parse()?);
 /// assert_eq!(s.mode, ServerMode::PerClient);
 /// assert_eq!(s.port, 5000);

@@ -25,7 +25,8 @@ pub const FACTS_TAG: &str = "tunnelbroker-doctor:";
 ///
 /// ```
 /// use tunnelbroker_core::doctor::BundleFacts;
-/// use tunnelbroker_core::{Assignment, ClientKind, Pool, ServerMode};
+/// use tunnelbroker_core::{Assignment, ClientKind, Pool};
+/// use tunnelbroker_core::broker::ServerMode;
 /// let pool: Pool = "2001:db8:0:f100::/56".parse()?;
 /// let a = Assignment::in_pool(&pool, ClientKind::Subnet, "2001:db8:0:f1ab::/64".parse().unwrap())?;
 /// let facts = BundleFacts::new(&"alice".parse()?, &a, &pool, ServerMode::PerClient, "eth0");

@@ -160,7 +160,7 @@ impl InterfaceName {
 /// digits, `.`, `-`, `_`; not starting with `-` or `.`).
 ///
 /// ```
-/// use tunnelbroker_core::check_interface_name;
+/// use tunnelbroker_core::broker::check_interface_name;
 /// assert!(check_interface_name("eth0").is_ok());
 /// assert!(check_interface_name("eth0; reboot").is_err());
 /// assert!(check_interface_name("a-very-long-interface").is_err());

@@ -32,6 +32,23 @@ fn archive_err(path: &Path, e: impl std::fmt::Display) -> Error {
 impl Broker {
     /// The OpenVPN configuration of an active client, as its bundle holds
     /// it.
+    ///
+    /// ```
+    /// # use tunnelbroker_core::{Broker, InitOptions, Settings};
+    /// # let tmp = tempfile::tempdir().unwrap();
+    /// # let settings = Settings::new("2001:db8:0:f100::/56".parse()?, "vpn.example.net".parse()?);
+    /// # let broker = Broker::init(&tmp.path().join("broker"), &InitOptions::new(settings))?;
+    /// use tunnelbroker_core::pki::RevocationReason;
+    /// use tunnelbroker_core::{ClientKind, ErrorKind, NewClient};
+    /// let alice = broker.add_client(&NewClient::new("alice".parse()?, ClientKind::Subnet))?;
+    /// let config = broker.client_config(&alice.id)?;
+    /// assert_eq!(config.assignment, alice.assignment);
+    ///
+    /// // A revoked client gets no configuration.
+    /// broker.revoke(&alice.id, RevocationReason::Unspecified)?;
+    /// assert_eq!(broker.client_config(&alice.id).unwrap_err().kind(), ErrorKind::InvalidInput);
+    /// # Ok::<(), tunnelbroker_core::Error>(())
+    /// ```
     pub fn client_config(&self, id: &ClientId) -> Result<ClientConfig> {
         let client = self.client(id)?;
         if client.state != ClientState::Active {
@@ -77,6 +94,23 @@ impl Broker {
 
     /// The default file name of a client's bundle: `<id>.tar.gz` (Linux) or
     /// `<id>.zip` (Windows).
+    ///
+    /// ```
+    /// # use tunnelbroker_core::{Broker, InitOptions, Settings};
+    /// # let tmp = tempfile::tempdir().unwrap();
+    /// # let settings = Settings::new("2001:db8:0:f100::/56".parse()?, "vpn.example.net".parse()?);
+    /// # let broker = Broker::init(&tmp.path().join("broker"), &InitOptions::new(settings))?;
+    /// use tunnelbroker_core::broker::ClientOs;
+    /// use tunnelbroker_core::{ClientKind, ErrorKind, NewClient};
+    /// let mut win = NewClient::new("win".parse()?, ClientKind::Hermit);
+    /// win.os = ClientOs::Windows;
+    /// let win = broker.add_client(&win)?;
+    /// assert_eq!(broker.bundle_file_name(&win.id)?, "win.zip");
+    ///
+    /// let err = broker.bundle_file_name(&"nobody".parse()?).unwrap_err();
+    /// assert_eq!(err.kind(), ErrorKind::NotFound);
+    /// # Ok::<(), tunnelbroker_core::Error>(())
+    /// ```
     pub fn bundle_file_name(&self, id: &ClientId) -> Result<String> {
         Ok(match self.client(id)?.os {
             ClientOs::Linux => format!("{id}.tar.gz"),
@@ -91,6 +125,26 @@ impl Broker {
     /// before anything is written: a Linux client's bundle is a `.tar.gz`,
     /// so `alice.zip` is refused for it, and a Windows client's is a
     /// `.zip`, so `.tar.gz`, `.tgz` and `.tar` are refused for it.
+    ///
+    /// ```
+    /// # use tunnelbroker_core::{Broker, InitOptions, Settings};
+    /// # let tmp = tempfile::tempdir().unwrap();
+    /// # let settings = Settings::new("2001:db8:0:f100::/56".parse()?, "vpn.example.net".parse()?);
+    /// # let broker = Broker::init(&tmp.path().join("broker"), &InitOptions::new(settings))?;
+    /// use std::os::unix::fs::PermissionsExt;
+    /// use tunnelbroker_core::{ClientKind, ErrorKind, NewClient};
+    /// let alice = broker.add_client(&NewClient::new("alice".parse()?, ClientKind::Subnet))?;
+    /// let out = tmp.path().join("alice.tar.gz");
+    /// assert_eq!(broker.bundle(&alice.id, &out)?, out);
+    /// let mode = std::fs::metadata(&out).unwrap().permissions().mode();
+    /// assert_eq!(mode & 0o777, 0o600);
+    ///
+    /// // The other format's name is refused, and nothing is written.
+    /// let zip = tmp.path().join("alice.zip");
+    /// assert_eq!(broker.bundle(&alice.id, &zip).unwrap_err().kind(), ErrorKind::InvalidInput);
+    /// assert!(!zip.exists());
+    /// # Ok::<(), tunnelbroker_core::Error>(())
+    /// ```
     pub fn bundle(&self, id: &ClientId, out: &Path) -> Result<PathBuf> {
         let cfg = self.client_config(id)?;
         check_bundle_name(id, cfg.platform, out)?;

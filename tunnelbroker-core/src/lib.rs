@@ -21,6 +21,13 @@
 //! # Ok::<(), tunnelbroker_core::Error>(())
 //! ```
 //!
+//! The root re-exports the everyday names ([`Broker`], [`Settings`],
+//! [`NewClient`], [`Client`], [`ClientId`], [`ClientKind`], [`Pool`],
+//! [`Assignment`], [`Error`], [`ErrorKind`], [`Result`], [`Ipv6Net`], plus
+//! [`InitOptions`], [`flatten`] and [`read_text`]); everything else is named
+//! by its module: [`broker`], [`plan`], [`pki`], [`openvpn`], [`store`],
+//! [`doctor`].
+//!
 //! ## Layers
 //!
 //! The modules depend one way: each names only modules of the layers above

@@ -56,7 +56,6 @@ pub use broker::{
     Broker, BrokerPaths, Client, ClientCredentials, ClientOs, ClientState, Endpoint, ImportReport,
     ImportedCa, InitOptions, NewClient, RenderOptions, RenderReport, Revocation, RowError,
     SERVER_CN, ServerMode, ServerRenewal, ServerSettings, SessionEnd, Settings, ValiditySettings,
-    check_interface_name,
 };
 pub use client_id::ClientId;
 pub use error::{Error, ErrorKind, Result, flatten};

@@ -22,6 +22,7 @@
 
 mod client;
 mod import;
+mod imported_ca;
 mod lifetime;
 mod ownership;
 mod render;
@@ -41,9 +42,7 @@ pub use import::{ImportReport, RowError};
 pub use lifetime::ServerRenewal;
 pub(crate) use render::ServerFilesState;
 pub use render::{RenderOptions, RenderReport, Revocation, SessionEnd};
-pub use settings::{
-    Endpoint, ServerMode, ServerSettings, Settings, ValiditySettings, check_interface_name,
-};
+pub use settings::{Endpoint, ServerMode, ServerSettings, Settings, ValiditySettings};
 
 use crate::client_id::ClientId;
 use crate::error::{Error, Result};

@@ -91,8 +91,7 @@ fn add(out: &Output, dir: &Path, a: &ClientAddArgs) -> Result<(), Failure> {
 /// Tells on stderr when client certificates end with the CA, shorter than
 /// the settings ask for.
 fn warn_if_cut_short(broker: &Broker) {
-    let days = broker.settings().validity.client_days;
-    if let Some(w) = broker.ca().clamp_warning("client certificate", days) {
+    if let Some(w) = broker.client_lifetime_warning() {
         crate::output::warn(&w);
     }
 }

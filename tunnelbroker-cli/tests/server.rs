@@ -47,6 +47,15 @@ fn render_bundle_and_revoke() {
         &["client", "bundle", "bob", "-o", zip.to_str().unwrap()],
     );
     assert_eq!(&std::fs::read(&zip).unwrap()[..2], b"PK");
+    // A directory gets the default name inside it, as in Python.
+    let bundles = tmp.path().join("bundles");
+    std::fs::create_dir(&bundles).unwrap();
+    let printed = run_ok(
+        &dir,
+        &["client", "bundle", "bob", "-o", bundles.to_str().unwrap()],
+    );
+    assert!(printed.contains("bundles/bob.zip"), "{printed}");
+    assert_eq!(&std::fs::read(bundles.join("bob.zip")).unwrap()[..2], b"PK");
 
     // Revoking says on stderr that no server runs here to end a session.
     let r = tb(&dir, &["client", "revoke", "bob"]);

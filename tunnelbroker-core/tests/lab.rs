@@ -323,7 +323,7 @@ pub(crate) fn add(b: &Broker, id: &str, kind: ClientKind) -> tunnelbroker_core::
 pub(crate) fn unpack(b: &Broker, id: &str, tmp: &Path) -> PathBuf {
     let id: ClientId = id.parse().unwrap();
     let archive = tmp.join(format!("{id}.tar.gz"));
-    b.bundle(&id, &archive).unwrap();
+    b.bundle(&id, Some(&archive)).unwrap();
     let dest = tmp.join("clients");
     fs::create_dir_all(&dest).unwrap();
     run(&[

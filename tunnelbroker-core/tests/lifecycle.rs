@@ -301,9 +301,11 @@ mod lifetimes {
                 && warnings[0].contains("before a client certificate of 365 days would"),
             "{warnings:?}"
         );
+        assert_eq!(b.client_lifetime_warning().as_ref(), Some(&warnings[0]));
         // A CA that outlives the defaults warns about nothing.
         let (_t, b) = new_broker();
         assert!(b.lifetime_warnings().is_empty());
+        assert!(b.client_lifetime_warning().is_none());
     }
 
     #[test]

@@ -130,4 +130,12 @@ impl Broker {
         .filter_map(|(what, days)| self.ca.clamp_warning(what, days))
         .collect()
     }
+
+    /// The one of [`lifetime_warnings`](Self::lifetime_warnings) about
+    /// client certificates: what to tell after issuing one (subscribing,
+    /// importing, renewing); `None` when they get their full validity.
+    pub fn client_lifetime_warning(&self) -> Option<String> {
+        self.ca
+            .clamp_warning("client certificate", self.settings.validity.client_days)
+    }
 }

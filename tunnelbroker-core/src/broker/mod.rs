@@ -23,6 +23,7 @@ mod allocation;
 mod client;
 mod crl;
 mod import;
+mod imported_ca;
 mod init;
 mod lifecycle;
 mod lifetime;
@@ -41,9 +42,7 @@ pub use lifetime::ServerRenewal;
 pub use paths::BrokerPaths;
 pub(crate) use render::ServerFilesState;
 pub use render::{RenderOptions, RenderReport, Revocation, SessionEnd};
-pub use settings::{
-    Endpoint, ServerMode, ServerSettings, Settings, ValiditySettings, check_interface_name,
-};
+pub use settings::{Endpoint, ServerMode, ServerSettings, Settings, ValiditySettings};
 
 use crate::error::Result;
 use crate::fsutil;

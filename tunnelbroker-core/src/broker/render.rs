@@ -136,6 +136,55 @@ impl SessionEnd {
             "{why}; restart {restart} to end it (the server refuses the client from then on)"
         )))
     }
+
+    /// Whether the server ended a live session.
+    pub fn ended(&self) -> bool {
+        matches!(self, SessionEnd::Ended(_))
+    }
+
+    /// What became of the session, in one word: `ended`, `not-connected`,
+    /// `no-server`, `unanswered` or `failed`.
+    ///
+    /// ```
+    /// use tunnelbroker_core::broker::SessionEnd;
+    /// assert_eq!(SessionEnd::NotConnected.word(), "not-connected");
+    /// assert_eq!(SessionEnd::Ended("SUCCESS".into()).word(), "ended");
+    /// ```
+    pub fn word(&self) -> &'static str {
+        match self {
+            SessionEnd::Ended(_) => "ended",
+            SessionEnd::NotConnected => "not-connected",
+            SessionEnd::NoServer(_) => "no-server",
+            SessionEnd::Unanswered { .. } => "unanswered",
+            SessionEnd::Failed(_) => "failed",
+        }
+    }
+
+    /// What became of a revoked client's session, one line, as the CLI
+    /// and Python report it.
+    ///
+    /// ```
+    /// use tunnelbroker_core::broker::SessionEnd;
+    /// assert_eq!(SessionEnd::Ended("SUCCESS".into()).summary(), "its live session was ended");
+    /// assert_eq!(SessionEnd::NotConnected.summary(), "it was not connected");
+    /// let failed = SessionEnd::Failed("permission denied".into()).summary();
+    /// assert!(failed.starts_with("its live session could not be ended: permission denied"));
+    /// ```
+    pub fn summary(&self) -> String {
+        crate::error::flatten(&match self {
+            SessionEnd::Ended(_) => "its live session was ended".to_owned(),
+            SessionEnd::NotConnected => "it was not connected".to_owned(),
+            SessionEnd::NoServer(socket) => format!(
+                "could not end a live session: no OpenVPN server answers at {} on this host; \
+                 the server refuses the client at its next connection",
+                socket.display()
+            ),
+            SessionEnd::Unanswered { .. } | SessionEnd::Failed(_) => format!(
+                "its live session could not be ended: {}",
+                self.not_ended().unwrap_or_default()
+            ),
+        })
+    }
 }
 
 const KEY_FILES: [&str; 2] = [ServerFiles::KEY, ServerFiles::TLS_CRYPT];

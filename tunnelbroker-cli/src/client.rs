@@ -33,7 +33,11 @@ pub fn run(out: &Output, dir: &Path, cmd: &ClientCommand) -> Result<(), Failure>
             };
             let revocation = broker.revoke(&id.parse()?, reason)?;
             let id = revocation.client.id.clone();
-            out.show(&ClientView(revocation.client))?;
+            out.show(&RevokeView {
+                session: revocation.session.word(),
+                session_ended: revocation.session.ended(),
+                client: revocation.client,
+            })?;
             crate::server::tell_session(&id, &revocation.session)
         }
         ClientCommand::Renew { id, csr } => {
@@ -131,6 +135,23 @@ fn import(out: &Output, dir: &Path, file: &Path) -> Result<(), Failure> {
         )));
     }
     Ok(())
+}
+
+/// A revoked client and what became of its live session: the client's
+/// fields, plus `session` (`ended`, `not-connected`, `no-server`,
+/// `unanswered` or `failed`) and `session_ended`, as Python's `Revocation`.
+#[derive(Serialize)]
+struct RevokeView {
+    #[serde(flatten)]
+    client: Client,
+    session: &'static str,
+    session_ended: bool,
+}
+
+impl fmt::Display for RevokeView {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        ClientView(self.client.clone()).fmt(f)
+    }
 }
 
 /// One client, in full.

@@ -11,9 +11,8 @@
 use std::net::Ipv6Addr;
 
 use libfuzzer_sys::fuzz_target;
-use tunnelbroker_core::{
-    Allocator, Assignment, ClientKind, Ipv6Net, Pool, parse_prefix,
-};
+use tunnelbroker_core::plan::{Allocator, parse_prefix};
+use tunnelbroker_core::{Assignment, ClientKind, Ipv6Net, Pool};
 
 fuzz_target!(|data: &[u8]| {
     if let Ok(text) = std::str::from_utf8(data) {
@@ -38,8 +37,14 @@ fn as_text(text: &str) {
         let back: Allocator = serde_json::from_str(&json).expect("read back");
         assert_eq!(back, plan);
         let c = plan.counts();
-        assert_eq!(c.subnets_used + c.subnets_free, plan.pool().subnet_capacity());
-        assert_eq!(c.hermits_used + c.hermits_free, plan.pool().hermit_capacity());
+        assert_eq!(
+            c.subnets_used + c.subnets_free,
+            plan.pool().subnet_capacity()
+        );
+        assert_eq!(
+            c.hermits_used + c.hermits_free,
+            plan.pool().hermit_capacity()
+        );
     }
     if let Ok(a) = serde_json::from_str::<Assignment>(text) {
         let json = serde_json::to_string(&a).expect("serialise");
@@ -122,7 +127,10 @@ fn check(plan: &Allocator, live: &mut [Assignment]) {
     assert_eq!(listed, live, "iter() differs from the model");
 
     let c = plan.counts();
-    let subnets = live.iter().filter(|a| a.kind() == ClientKind::Subnet).count() as u64;
+    let subnets = live
+        .iter()
+        .filter(|a| a.kind() == ClientKind::Subnet)
+        .count() as u64;
     assert_eq!(c.subnets_used, subnets);
     assert_eq!(c.hermits_used, live.len() as u64 - subnets);
     assert_eq!(c.subnets_used + c.subnets_free, pool.subnet_capacity());
@@ -144,7 +152,12 @@ fn check(plan: &Allocator, live: &mut [Assignment]) {
                 assert!(pool.routing_net().contains(&s.routing_net()));
                 assert!(!pool.routing_net().contains(&s.prefix()));
                 assert!(!pool.hermit_net().contains(&s.prefix()));
-                for probe in [s.lan_address(), s.prefix().broadcast(), s.server_end(), s.client_end()] {
+                for probe in [
+                    s.lan_address(),
+                    s.prefix().broadcast(),
+                    s.server_end(),
+                    s.client_end(),
+                ] {
                     assert_eq!(plan.lookup(probe), Some(*a), "lookup {probe}");
                     assert_eq!(live.iter().filter(|b| b.owns(probe)).count(), 1);
                 }

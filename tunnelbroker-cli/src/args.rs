@@ -197,7 +197,8 @@ pub enum ClientCommand {
     Bundle {
         /// The client's ID.
         id: String,
-        /// The archive to write [default: ./<id>.tar.gz or ./<id>.zip].
+        /// The archive to write, or a directory to write <id>.tar.gz or
+        /// <id>.zip into [default: ./<id>.tar.gz or ./<id>.zip].
         #[arg(short, long, value_name = "FILE")]
         out: Option<PathBuf>,
     },

@@ -6,9 +6,9 @@ use std::io::IsTerminal;
 use std::path::Path;
 
 use serde::Serialize;
-use tunnelbroker_core::{
-    Assignment, Broker, Client, ClientId, ClientKind, ImportReport, NewClient, parse_prefix,
-};
+use tunnelbroker_core::broker::ImportReport;
+use tunnelbroker_core::plan::parse_prefix;
+use tunnelbroker_core::{Assignment, Broker, Client, ClientId, ClientKind, NewClient};
 
 use crate::args::{ClientAddArgs, ClientCommand};
 use crate::output::{Failure, Output};
@@ -33,7 +33,11 @@ pub fn run(out: &Output, dir: &Path, cmd: &ClientCommand) -> Result<(), Failure>
             };
             let revocation = broker.revoke(&id.parse()?, reason)?;
             let id = revocation.client.id.clone();
-            out.show(&ClientView(revocation.client))?;
+            out.show(&RevokeView {
+                session: revocation.session.word(),
+                session_ended: revocation.session.ended(),
+                client: revocation.client,
+            })?;
             crate::server::tell_session(&id, &revocation.session)
         }
         ClientCommand::Renew { id, csr } => {
@@ -91,8 +95,7 @@ fn add(out: &Output, dir: &Path, a: &ClientAddArgs) -> Result<(), Failure> {
 /// Tells on stderr when client certificates end with the CA, shorter than
 /// the settings ask for.
 fn warn_if_cut_short(broker: &Broker) {
-    let days = broker.settings().validity.client_days;
-    if let Some(w) = broker.ca().clamp_warning("client certificate", days) {
+    if let Some(w) = broker.client_lifetime_warning() {
         crate::output::warn(&w);
     }
 }
@@ -132,6 +135,23 @@ fn import(out: &Output, dir: &Path, file: &Path) -> Result<(), Failure> {
         )));
     }
     Ok(())
+}
+
+/// A revoked client and what became of its live session: the client's
+/// fields, plus `session` (`ended`, `not-connected`, `no-server`,
+/// `unanswered` or `failed`) and `session_ended`, as Python's `Revocation`.
+#[derive(Serialize)]
+struct RevokeView {
+    #[serde(flatten)]
+    client: Client,
+    session: &'static str,
+    session_ended: bool,
+}
+
+impl fmt::Display for RevokeView {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        ClientView(self.client.clone()).fmt(f)
+    }
 }
 
 /// One client, in full.

@@ -5,8 +5,8 @@ use std::fmt;
 use std::path::Path;
 
 use serde::Serialize;
+use tunnelbroker_core::broker::{DatabaseStatus, MigrateReport};
 use tunnelbroker_core::store::DatabaseUrl;
-use tunnelbroker_core::{DatabaseStatus, MigrateReport};
 
 use crate::args::DbCommand;
 use crate::output::{Failure, Output, open_broker};

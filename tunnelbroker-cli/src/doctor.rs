@@ -2,7 +2,6 @@
 
 use std::path::Path;
 
-use tunnelbroker_core::check_interface_name;
 use tunnelbroker_core::doctor::{self, AuditOptions, DoctorOptions, LiveSystem, Report, Status};
 
 use crate::args::{AuditArgs, DoctorArgs};
@@ -11,10 +10,7 @@ use crate::output::{Failure, Output};
 /// Runs the client checks and prints them; exits 1 when any failed.
 pub fn doctor(out: &Output, a: &DoctorArgs) -> Result<(), Failure> {
     let mut options = DoctorOptions::default();
-    if let Some(lan) = &a.lan {
-        check_interface_name(lan)?;
-        options.lan_interface = Some(lan.clone());
-    }
+    options.lan_interface = a.lan.as_deref().map(str::parse).transpose()?;
     options.ping = !a.no_ping;
     let report = doctor::run(&a.config, &options, &LiveSystem);
     finish(out, &report)

@@ -4,7 +4,9 @@ use std::fmt;
 use std::path::Path;
 
 use serde::Serialize;
-use tunnelbroker_core::{Broker, Error, ImportedCa, InitOptions, KeyType, Settings};
+use tunnelbroker_core::broker::ImportedCa;
+use tunnelbroker_core::pki::KeyType;
+use tunnelbroker_core::{Broker, Error, InitOptions, Settings};
 
 use crate::args::{CrlArgs, InitArgs};
 use crate::output::{Failure, Output};
@@ -40,33 +42,24 @@ pub fn init(out: &Output, dir: &Path, a: &InitArgs) -> Result<(), Failure> {
     if let Some(url) = &a.database {
         options.database = Some(url.parse()?);
     }
-    match (&a.ca_cert, &a.ca_key) {
-        (Some(cert), Some(key)) => {
-            // An imported CA keeps its own subject: refuse the options that
-            // would describe a CA that is not the one in use.
-            for (flag, given) in [
-                ("--ca-name", a.ca_name.is_some()),
-                ("--country", a.country.is_some()),
-                ("--organization", a.organization.is_some()),
-                ("--unit", a.unit.is_some()),
-            ] {
-                if given {
-                    return Err(Failure::invalid_input(format!(
-                        "{flag} describes a CA for init to make; an imported CA (--ca-cert) keeps its own subject: leave {flag} out"
-                    )));
-                }
+    // A file named on the command line: whatever is wrong with it is bad
+    // input (exit 2).
+    options.ca = ImportedCa::read(a.ca_cert.as_deref(), a.ca_key.as_deref())
+        .map_err(|e| Failure::invalid_input(e.to_string()))?;
+    if options.ca.is_some() {
+        // An imported CA keeps its own subject: refuse the options that
+        // would describe a CA that is not the one in use.
+        for (flag, given) in [
+            ("--ca-name", a.ca_name.is_some()),
+            ("--country", a.country.is_some()),
+            ("--organization", a.organization.is_some()),
+            ("--unit", a.unit.is_some()),
+        ] {
+            if given {
+                return Err(Failure::invalid_input(format!(
+                    "{flag} describes a CA for init to make; an imported CA (--ca-cert) keeps its own subject: leave {flag} out"
+                )));
             }
-            let read = |p: &Path| crate::output::read_input(p, 1 << 20);
-            options.ca = Some(ImportedCa {
-                cert_pem: read(cert)?,
-                key_pem: read(key)?,
-            });
-        }
-        (None, None) => {}
-        _ => {
-            return Err(Failure::invalid_input(
-                "--ca-cert and --ca-key go together: give both to import a CA, or neither to make one",
-            ));
         }
     }
     let broker = Broker::init(dir, &options).map_err(|e| import_failure(e, a))?;

@@ -3,7 +3,8 @@
 use std::fmt;
 
 use serde::Serialize;
-use tunnelbroker_core::{Ipv6Net, Pool, Subnet, parse_prefix};
+use tunnelbroker_core::plan::{Subnet, parse_prefix};
+use tunnelbroker_core::{Ipv6Net, Pool};
 
 use crate::args::PlanArgs;
 use crate::output::{Failure, Output};

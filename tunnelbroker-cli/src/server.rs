@@ -8,7 +8,8 @@ use std::io::Write;
 use std::path::{Path, PathBuf};
 
 use serde::Serialize;
-use tunnelbroker_core::{Client, ClientId, RenderOptions, RenderReport, ServerRenewal, SessionEnd};
+use tunnelbroker_core::broker::{RenderOptions, RenderReport, ServerRenewal, SessionEnd};
+use tunnelbroker_core::{Client, ClientId};
 
 use crate::args::ServerCommand;
 use crate::output::{Failure, Output};
@@ -177,12 +178,8 @@ impl fmt::Display for Rendered {
 pub fn bundle(out: &Output, dir: &Path, id: &str, file: Option<&Path>) -> Result<(), Failure> {
     let broker = crate::output::open_broker(dir)?;
     let id: ClientId = id.parse()?;
-    let path = match file {
-        Some(p) => p.to_owned(),
-        None => PathBuf::from(broker.bundle_file_name(&id)?),
-    };
     let has_key = broker.client(&id)?.has_key;
-    let written = broker.bundle(&id, &path)?;
+    let written = broker.bundle(&id, file)?;
     out.show(&Bundled {
         client: id.to_string(),
         bundle: written,
@@ -233,20 +230,10 @@ pub fn tell_session(id: &ClientId, session: &SessionEnd) -> Result<(), Failure> 
             "client {id} is revoked, but its live session could not be ended: {why}"
         )));
     }
-    let line = match session {
-        SessionEnd::Ended(_) => "its live session was ended".to_owned(),
-        SessionEnd::NotConnected => "it was not connected".to_owned(),
-        SessionEnd::NoServer(socket) => format!(
-            "could not end a live session: no OpenVPN server answers at {} on this host; \
-             the server refuses the client at its next connection",
-            socket.display()
-        ),
-        _ => "session state unknown".to_owned(),
-    };
     let _ = writeln!(
         std::io::stderr().lock(),
         "tunnelbroker: {}",
-        tunnelbroker_core::flatten(&line)
+        session.summary()
     );
     Ok(())
 }

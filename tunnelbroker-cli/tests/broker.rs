@@ -697,6 +697,38 @@ fn init_refuses_an_intermediate_without_its_issuers_in_one_line() {
 /// that describe a CA to make, and reports the imported CA's own key type
 /// (--key-type chooses the server's and clients' keys).
 #[test]
+fn init_refuses_a_ca_certificate_without_its_key_and_a_key_without_its_certificate() {
+    let t = tempfile::tempdir().unwrap();
+    let dir = t.path().join("b");
+    let pem = t.path().join("x.pem");
+    std::fs::write(&pem, "x").unwrap();
+    let pem = pem.to_str().unwrap();
+    for (flag, says) in [
+        (
+            "--ca-cert",
+            "the CA certificate was given without the CA key",
+        ),
+        (
+            "--ca-key",
+            "the CA key was given without the CA certificate",
+        ),
+    ] {
+        let args = [
+            "init",
+            "--pool",
+            "2001:db8::/56",
+            "--endpoint",
+            "v",
+            flag,
+            pem,
+        ];
+        let err = fails(&tb(&dir, &args), 2);
+        assert!(err.contains(says) && err.contains("go together"), "{err}");
+        assert!(!dir.exists());
+    }
+}
+
+#[test]
 fn init_with_an_imported_ca_refuses_subject_options_and_reports_its_key() {
     let t = tempfile::tempdir().unwrap();
     let d = t.path();

@@ -5,7 +5,7 @@
 use std::fs;
 use std::path::{Path, PathBuf};
 
-use tunnelbroker_core::{Ca, CaParams};
+use tunnelbroker_core::pki::{Ca, CaParams};
 
 use crate::{fails, init, json, ok, tb, text, tunnelbroker};
 

@@ -47,12 +47,27 @@ fn render_bundle_and_revoke() {
         &["client", "bundle", "bob", "-o", zip.to_str().unwrap()],
     );
     assert_eq!(&std::fs::read(&zip).unwrap()[..2], b"PK");
+    // A directory gets the default name inside it, as in Python.
+    let bundles = tmp.path().join("bundles");
+    std::fs::create_dir(&bundles).unwrap();
+    let printed = run_ok(
+        &dir,
+        &["client", "bundle", "bob", "-o", bundles.to_str().unwrap()],
+    );
+    assert!(printed.contains("bundles/bob.zip"), "{printed}");
+    assert_eq!(&std::fs::read(bundles.join("bob.zip")).unwrap()[..2], b"PK");
 
     // Revoking says on stderr that no server runs here to end a session.
-    let r = tb(&dir, &["client", "revoke", "bob"]);
+    let r = tb(&dir, &["--json", "client", "revoke", "bob"]);
     ok(&r);
     let err = text(&r.stderr);
     assert!(err.contains("no OpenVPN server answers"), "{err}");
+    // --json says the same as Python's Revocation: the client and its session.
+    let shown: Value = serde_json::from_slice(&r.stdout).unwrap();
+    assert_eq!(shown["id"], "bob");
+    assert_eq!(shown["state"], "revoked");
+    assert_eq!(shown["session"], "no-server");
+    assert_eq!(shown["session_ended"], false);
     let after = run_ok(&dir, &["server", "render", "-o", o]);
     assert!(after.contains("removed"), "{after}");
     assert!(!out.join("ccd/bob").exists());
@@ -217,6 +232,8 @@ fn revoke_exits_1_when_the_session_cannot_be_ended_in_time_and_keeps_the_revocat
     );
     let shown: Value = serde_json::from_slice(&r.stdout).unwrap();
     assert_eq!(shown["state"], "revoked");
+    assert_eq!(shown["session"], "unanswered");
+    assert_eq!(shown["session_ended"], false);
     let now: Value =
         serde_json::from_str(&run_ok(&dir, &["--json", "client", "show", "alice"])).unwrap();
     assert_eq!(now["state"], "revoked");

@@ -9,7 +9,8 @@ use std::hint::black_box;
 use std::time::Instant;
 
 use criterion::{Criterion, Throughput};
-use tunnelbroker_core::{Ca, CaParams, ClientId, KeyType};
+use tunnelbroker_core::ClientId;
+use tunnelbroker_core::pki::{Ca, CaParams, KeyType};
 
 fn ca() -> Ca {
     Ca::generate(&CaParams::default()).expect("CA")

@@ -8,7 +8,8 @@ use std::hint::black_box;
 use std::net::Ipv6Addr;
 
 use criterion::{BenchmarkId, Criterion, Throughput, criterion_group, criterion_main};
-use tunnelbroker_core::{Allocator, Assignment, ClientKind, Pool};
+use tunnelbroker_core::plan::Allocator;
+use tunnelbroker_core::{Assignment, ClientKind, Pool};
 
 const HERMITS: u64 = 1_000_000;
 const LOOKUPS: usize = 1_000_000;

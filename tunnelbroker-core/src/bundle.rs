@@ -15,8 +15,7 @@ use crate::client_id::ClientId;
 use crate::error::{Error, Result};
 use crate::fsutil;
 use crate::openvpn::{
-    ClientConfig, ClientMaterial, ClientTunnel, CommonName, Host, InterfaceName, Platform,
-    RenderedFile,
+    ClientConfig, ClientMaterial, CommonName, InterfaceName, RenderedFile, server_address,
 };
 
 /// Mode of the configuration inside an archive: it holds the private key.
@@ -32,6 +31,23 @@ fn archive_err(path: &Path, e: impl std::fmt::Display) -> Error {
 impl Broker {
     /// The OpenVPN configuration of an active client, as its bundle holds
     /// it.
+    ///
+    /// ```
+    /// # use tunnelbroker_core::{Broker, InitOptions, Settings};
+    /// # let tmp = tempfile::tempdir().unwrap();
+    /// # let settings = Settings::new("2001:db8:0:f100::/56".parse()?, "vpn.example.net".parse()?);
+    /// # let broker = Broker::init(&tmp.path().join("broker"), &InitOptions::new(settings))?;
+    /// use tunnelbroker_core::pki::RevocationReason;
+    /// use tunnelbroker_core::{ClientKind, ErrorKind, NewClient};
+    /// let alice = broker.add_client(&NewClient::new("alice".parse()?, ClientKind::Subnet))?;
+    /// let config = broker.client_config(&alice.id)?;
+    /// assert_eq!(config.assignment, alice.assignment);
+    ///
+    /// // A revoked client gets no configuration.
+    /// broker.revoke(&alice.id, RevocationReason::Unspecified)?;
+    /// assert_eq!(broker.client_config(&alice.id).unwrap_err().kind(), ErrorKind::InvalidInput);
+    /// # Ok::<(), tunnelbroker_core::Error>(())
+    /// ```
     pub fn client_config(&self, id: &ClientId) -> Result<ClientConfig> {
         let client = self.client(id)?;
         if client.state != ClientState::Active {
@@ -43,26 +59,20 @@ impl Broker {
         }
         let creds = self.client_credentials(id)?;
         let settings = self.settings();
-        let (tunnel, port) = match settings.mode {
-            ServerMode::PerClient => (
-                ClientTunnel::PerClient,
-                client.port.ok_or_else(|| Error::InvalidSettings {
-                    reason: format!("client {id} has no UDP port in per-client mode"),
-                })?,
-            ),
-            ServerMode::Shared => (ClientTunnel::Shared, settings.port),
+        let port = match settings.mode {
+            ServerMode::PerClient => client.port.ok_or_else(|| Error::InvalidSettings {
+                reason: format!("client {id} has no UDP port in per-client mode"),
+            })?,
+            ServerMode::Shared => settings.port,
         };
         let tls = self.tls_crypt_key()?;
         Ok(ClientConfig {
             client: client.id.clone(),
             assignment: client.assignment,
-            server_address: tunnel.server_address(&settings.pool, &client.assignment),
-            platform: match client.os {
-                ClientOs::Linux => Platform::Linux,
-                ClientOs::Windows => Platform::Windows,
-            },
-            tunnel,
-            remote: Host::new(settings.endpoint.as_str())?,
+            server_address: server_address(settings.mode, &settings.pool, &client.assignment),
+            os: client.os,
+            mode: settings.mode,
+            remote: settings.endpoint.clone(),
             port,
             server_name: CommonName::new(SERVER_CN)?,
             lan_interface: InterfaceName::new(&settings.lan_interface)?,
@@ -75,47 +85,79 @@ impl Broker {
         })
     }
 
-    /// The default file name of a client's bundle: `<id>.tar.gz` (Linux) or
-    /// `<id>.zip` (Windows).
-    pub fn bundle_file_name(&self, id: &ClientId) -> Result<String> {
-        Ok(match self.client(id)?.os {
-            ClientOs::Linux => format!("{id}.tar.gz"),
-            ClientOs::Windows => format!("{id}.zip"),
-        })
-    }
-
-    /// Writes the bundle of an active client to `out` (mode 0600: it holds
-    /// the client's key) and returns the path.
+    /// Writes the bundle of an active client (mode 0600: it holds the
+    /// client's key) and returns the path written: `out`, or, when `out` is
+    /// an existing directory, the default name (`<id>.tar.gz` for Linux,
+    /// `<id>.zip` for Windows) inside it; without `out`, the default name in
+    /// the current directory.
     ///
     /// A name that promises the other format is refused as bad input
     /// before anything is written: a Linux client's bundle is a `.tar.gz`,
     /// so `alice.zip` is refused for it, and a Windows client's is a
     /// `.zip`, so `.tar.gz`, `.tgz` and `.tar` are refused for it.
-    pub fn bundle(&self, id: &ClientId, out: &Path) -> Result<PathBuf> {
+    ///
+    /// ```
+    /// # use tunnelbroker_core::{Broker, InitOptions, Settings};
+    /// # let tmp = tempfile::tempdir().unwrap();
+    /// # let settings = Settings::new("2001:db8:0:f100::/56".parse()?, "vpn.example.net".parse()?);
+    /// # let broker = Broker::init(&tmp.path().join("broker"), &InitOptions::new(settings))?;
+    /// use std::os::unix::fs::PermissionsExt;
+    /// use tunnelbroker_core::{ClientKind, ErrorKind, NewClient};
+    /// let alice = broker.add_client(&NewClient::new("alice".parse()?, ClientKind::Subnet))?;
+    /// let out = tmp.path().join("alice.tar.gz");
+    /// assert_eq!(broker.bundle(&alice.id, Some(&out))?, out);
+    /// let mode = std::fs::metadata(&out).unwrap().permissions().mode();
+    /// assert_eq!(mode & 0o777, 0o600);
+    ///
+    /// // A directory gets the default name inside it.
+    /// let dir = tmp.path().join("bundles");
+    /// std::fs::create_dir(&dir).unwrap();
+    /// assert_eq!(broker.bundle(&alice.id, Some(&dir))?, dir.join("alice.tar.gz"));
+    ///
+    /// // The other format's name is refused, and nothing is written.
+    /// let zip = tmp.path().join("alice.zip");
+    /// assert_eq!(broker.bundle(&alice.id, Some(&zip)).unwrap_err().kind(), ErrorKind::InvalidInput);
+    /// assert!(!zip.exists());
+    /// # Ok::<(), tunnelbroker_core::Error>(())
+    /// ```
+    pub fn bundle(&self, id: &ClientId, out: Option<&Path>) -> Result<PathBuf> {
         let cfg = self.client_config(id)?;
-        check_bundle_name(id, cfg.platform, out)?;
-        let files = cfg.emit()?;
-        let data = match cfg.platform {
-            Platform::Linux => tar_gz(id, &cfg, &files, out)?,
-            Platform::Windows => zip_archive(id, &cfg, &files, out)?,
+        let out = match out {
+            Some(dir) if dir.is_dir() => dir.join(default_name(id, cfg.os)),
+            Some(file) => file.to_owned(),
+            None => PathBuf::from(default_name(id, cfg.os)),
         };
-        fsutil::write_secret(out, &data)?;
-        Ok(out.to_owned())
+        check_bundle_name(id, cfg.os, &out)?;
+        let files = cfg.emit()?;
+        let data = match cfg.os {
+            ClientOs::Linux => tar_gz(id, &cfg, &files, &out)?,
+            ClientOs::Windows => zip_archive(id, &cfg, &files, &out)?,
+        };
+        fsutil::write_secret(&out, &data)?;
+        Ok(out)
+    }
+}
+
+/// The default file name of a client's bundle.
+fn default_name(id: &ClientId, os: ClientOs) -> String {
+    match os {
+        ClientOs::Linux => format!("{id}.tar.gz"),
+        ClientOs::Windows => format!("{id}.zip"),
     }
 }
 
 /// Refuses a bundle file name whose extension names the other format.
-fn check_bundle_name(id: &ClientId, platform: Platform, out: &Path) -> Result<()> {
+fn check_bundle_name(id: &ClientId, os: ClientOs, out: &Path) -> Result<()> {
     let name = out
         .file_name()
         .map(|n| n.to_string_lossy().to_ascii_lowercase())
         .unwrap_or_default();
     let is = |ext: &str| name.ends_with(ext);
-    let wrong = match platform {
-        Platform::Linux if is(".zip") => Some(format!(
+    let wrong = match os {
+        ClientOs::Linux if is(".zip") => Some(format!(
             "a Linux client's bundle is a .tar.gz archive: name it {id}.tar.gz"
         )),
-        Platform::Windows if is(".tar.gz") || is(".tgz") || is(".tar") => Some(format!(
+        ClientOs::Windows if is(".tar.gz") || is(".tgz") || is(".tar") => Some(format!(
             "a Windows client's bundle is a .zip archive: name it {id}.zip"
         )),
         _ => None,

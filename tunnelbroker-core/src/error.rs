@@ -362,6 +362,17 @@ pub enum Error {
         /// What is missing.
         reason: &'static str,
     },
+    /// A CA to import was given its certificate without its key, or its
+    /// key without its certificate.
+    #[error(
+        "the CA certificate and key go together: the {given} was given without the {missing}; give both to import a CA, or neither to make one"
+    )]
+    CaImportIncomplete {
+        /// What was given ("CA certificate" or "CA key").
+        given: &'static str,
+        /// What is missing.
+        missing: &'static str,
+    },
     /// A CA key that does not belong to the CA certificate.
     #[error(
         "the key does not match the CA certificate {common_name}: it belongs to another certificate"
@@ -548,6 +559,7 @@ impl Error {
             | Error::InvalidValidity { .. }
             | Error::InvalidTlsCryptKey { .. }
             | Error::NotACa { .. }
+            | Error::CaImportIncomplete { .. }
             | Error::CaIssuerMissing { .. }
             | Error::InvalidCaChain { .. }
             | Error::InvalidSettings { .. }

@@ -122,7 +122,7 @@ pub(crate) fn read_to_string(path: &Path) -> Result<String> {
 /// Largest CRL (PEM) the broker reads: a CRL grows with the revocations,
 /// about 75 bytes of PEM per entry, so 256 MiB holds over three million
 /// entries; the broker must read back every CRL it writes (see
-/// [`Ca::crl`](crate::Ca::crl) for when entries leave it). Here, below the
+/// [`Ca::crl`](crate::pki::Ca::crl) for when entries leave it). Here, below the
 /// PKI, so that reading a file needs nothing of it.
 pub(crate) const MAX_CRL_PEM: usize = 256 << 20;
 

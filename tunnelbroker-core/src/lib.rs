@@ -8,7 +8,8 @@
 //! The address plan:
 //!
 //! ```
-//! use tunnelbroker_core::{Allocator, ClientKind, Pool};
+//! use tunnelbroker_core::plan::Allocator;
+//! use tunnelbroker_core::{ClientKind, Pool};
 //!
 //! let pool: Pool = "2001:db8:0:f100::/56".parse()?;
 //! let mut plan = Allocator::new(pool);
@@ -19,6 +20,13 @@
 //! assert_eq!(s.client_end().to_string(), "2001:db8:0:f100::f101:2");
 //! # Ok::<(), tunnelbroker_core::Error>(())
 //! ```
+//!
+//! The root re-exports the everyday names ([`Broker`], [`Settings`],
+//! [`NewClient`], [`Client`], [`ClientId`], [`ClientKind`], [`Pool`],
+//! [`Assignment`], [`Error`], [`ErrorKind`], [`Result`], [`Ipv6Net`], plus
+//! [`InitOptions`], [`flatten`] and [`read_text`]); everything else is named
+//! by its module: [`broker`], [`plan`], [`pki`], [`openvpn`], [`store`],
+//! [`doctor`].
 //!
 //! ## Layers
 //!
@@ -40,34 +48,33 @@
 #![forbid(unsafe_code)]
 #![deny(missing_docs)]
 
-mod broker;
+pub mod broker;
+// Client bundles only add methods to [`Broker`]; they have no types of their own.
 mod bundle;
 mod client_id;
 pub mod doctor;
 mod error;
 mod fsutil;
 pub mod openvpn;
-mod pki;
-mod plan;
+pub mod pki;
+pub mod plan;
 pub mod store;
 mod words;
 
-pub use broker::{
-    Broker, BrokerPaths, Client, ClientCredentials, ClientOs, ClientState, DatabaseSettings,
-    DatabaseStatus, Endpoint, ImportReport, ImportedCa, InitOptions, MigrateReport, NewClient,
-    RenderOptions, RenderReport, Revocation, RowError, SERVER_CN, ServerMode, ServerRenewal,
-    ServerSettings, SessionEnd, Settings, ValiditySettings, check_interface_name,
-};
+// The everyday names; everything else is reached through its module
+// (`broker::`, `plan::`, `pki::`, `openvpn::`, `store::`, `doctor::`).
+pub use broker::{Broker, Client, NewClient, Settings};
 pub use client_id::ClientId;
-pub use error::{Error, ErrorKind, Result, flatten};
-pub use fsutil::read_text;
-pub use pki::{
-    Ca, CaParams, CertInfo, Certificate, Crl, Issued, KeyType, MAX_CA_CHAIN, PrivateKey, Purpose,
-    RevocationReason, RevokedCert, Serial, Subject, TlsCryptKey,
-};
-pub use plan::{
-    Allocator, Assignment, ClientKind, Counts, Hermit, Pool, Role, Subnet, parse_prefix,
-};
+pub use error::{Error, ErrorKind, Result};
+pub use plan::{Assignment, ClientKind, Pool};
 
 /// Re-exported so that callers can name prefixes without adding `ipnet`.
 pub use ipnet::Ipv6Net;
+
+// Three more, each needed by every front-end: `InitOptions` is what makes a
+// broker at all (beside `Broker` and `Settings`), and `flatten` and
+// `read_text` are how a front-end prints and reads hostile text safely; the
+// modules they live in (`error`, `fsutil`) are otherwise internal.
+pub use broker::InitOptions;
+pub use error::flatten;
+pub use fsutil::read_text;

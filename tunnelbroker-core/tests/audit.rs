@@ -8,11 +8,10 @@ use std::path::{Path, PathBuf};
 
 use rusqlite::Connection;
 use time::{Duration, OffsetDateTime};
+use tunnelbroker_core::broker::ServerMode;
 use tunnelbroker_core::doctor::{AUDIT_CHECKS, AuditOptions, Report, Status, audit, audit_dir};
-use tunnelbroker_core::{
-    Broker, Ca, CaParams, ClientKind, InitOptions, NewClient, RevocationReason, ServerMode,
-    Settings,
-};
+use tunnelbroker_core::pki::{Ca, CaParams, RevocationReason};
+use tunnelbroker_core::{Broker, ClientKind, InitOptions, NewClient, Settings};
 
 fn broker_with(settings: Settings) -> (tempfile::TempDir, Broker) {
     let tmp = crate::operator_tempdir();
@@ -283,7 +282,7 @@ fn a_foreign_or_swapped_certificate_fails() {
     let foreign = other
         .issue_client(
             &"alice".parse().unwrap(),
-            tunnelbroker_core::KeyType::P256,
+            tunnelbroker_core::pki::KeyType::P256,
             30,
         )
         .unwrap();

@@ -6,10 +6,10 @@ use std::fs;
 use std::os::unix::fs::PermissionsExt;
 use std::path::{Path, PathBuf};
 
-use tunnelbroker_core::{
-    Broker, ClientKind, ClientOs, ClientState, ErrorKind, InitOptions, NewClient, RevocationReason,
-    ServerMode, Settings, parse_prefix,
-};
+use tunnelbroker_core::broker::{ClientOs, ClientState, ServerMode};
+use tunnelbroker_core::pki::RevocationReason;
+use tunnelbroker_core::plan::parse_prefix;
+use tunnelbroker_core::{Broker, ClientKind, ErrorKind, InitOptions, NewClient, Settings};
 
 fn settings(pool: &str) -> Settings {
     Settings::new(pool.parse().unwrap(), "vpn.example.net".parse().unwrap())
@@ -66,7 +66,10 @@ fn init_lays_out_the_broker_with_private_keys_private() {
     assert!(crl.revoked_serials().is_empty());
     let server = b.server_certificate().unwrap();
     b.ca().verify(&server).unwrap();
-    assert_eq!(server.info().common_name, tunnelbroker_core::SERVER_CN);
+    assert_eq!(
+        server.info().common_name,
+        tunnelbroker_core::broker::SERVER_CN
+    );
     b.tls_crypt_key().unwrap();
     // Reopening gives the same settings.
     let again = Broker::open(b.dir()).unwrap();
@@ -705,7 +708,7 @@ fn rendered_management_socket(b: &Broker) -> PathBuf {
     // A run directory of its own: tests run side by side.
     let run = b.dir().with_extension("run");
     fs::create_dir_all(&run).unwrap();
-    let mut o = tunnelbroker_core::RenderOptions::new();
+    let mut o = tunnelbroker_core::broker::RenderOptions::new();
     o.run_dir = Some(run);
     let report = b.render_server_with(&o).unwrap();
     let conf = report
@@ -723,7 +726,7 @@ fn rendered_management_socket(b: &Broker) -> PathBuf {
 
 #[test]
 fn ending_a_session_gives_up_at_the_deadline_when_the_server_never_answers() {
-    use tunnelbroker_core::SessionEnd;
+    use tunnelbroker_core::broker::SessionEnd;
     use tunnelbroker_core::openvpn::Management;
     let runs: Vec<_> = [ServerMode::Shared, ServerMode::PerClient]
         .into_iter()
@@ -858,7 +861,7 @@ fn render_refuses_another_servers_files_without_force_and_writes_nothing() {
         "{text}"
     );
     // --force replaces them, and from then on they are the broker's.
-    let mut force = tunnelbroker_core::RenderOptions::new();
+    let mut force = tunnelbroker_core::broker::RenderOptions::new();
     force.force = true;
     let forced = b
         .render_server_with(&{
@@ -908,7 +911,7 @@ fn a_second_brokers_files_survive_and_only_our_orphans_go() {
         "{err}"
     );
     assert_eq!(tree(&out), before);
-    let mut force = tunnelbroker_core::RenderOptions::new();
+    let mut force = tunnelbroker_core::broker::RenderOptions::new();
     force.force = true;
     a.render_server_with(&{
         let mut o = force.clone();
@@ -978,14 +981,17 @@ fn render_never_follows_a_symlink() {
     let elsewhere = tmp.path().join("elsewhere");
     fs::create_dir(&elsewhere).unwrap();
     fs::write(elsewhere.join("alice"), "precious\n").unwrap();
-    let mut force = tunnelbroker_core::RenderOptions::new();
+    let mut force = tunnelbroker_core::broker::RenderOptions::new();
     force.force = true;
     // A ccd symlink: refused, even with --force; its target untouched.
     let out = tmp.path().join("out");
     fs::create_dir(&out).unwrap();
     std::os::unix::fs::symlink(&elsewhere, out.join("ccd")).unwrap();
     let before = (tree(&out), tree(&elsewhere));
-    for options in [tunnelbroker_core::RenderOptions::new(), force.clone()] {
+    for options in [
+        tunnelbroker_core::broker::RenderOptions::new(),
+        force.clone(),
+    ] {
         let err = b
             .render_server_with(&{
                 let mut o = options.clone();
@@ -1069,8 +1075,9 @@ fn a_directory_rendered_before_manifests_is_adopted() {
 /// Issue 11: secrets never print through `Debug`.
 #[test]
 fn debug_redacts_the_imported_ca_key_and_a_client_key() {
+    use tunnelbroker_core::broker::ImportedCa;
+    use tunnelbroker_core::pki::Serial;
     use tunnelbroker_core::store::{CertRecord, CertState};
-    use tunnelbroker_core::{ImportedCa, Serial};
 
     let key = "-----BEGIN PRIVATE KEY-----\nTOPSECRETKEYMATERIAL\n-----END PRIVATE KEY-----\n";
     let ca = ImportedCa {

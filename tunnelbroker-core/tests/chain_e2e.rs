@@ -15,10 +15,9 @@ use std::os::unix::fs::PermissionsExt;
 use std::path::{Path, PathBuf};
 use std::process::Command;
 
-use tunnelbroker_core::{
-    Broker, Certificate, ClientKind, Crl, Error, ImportedCa, InitOptions, RevocationReason,
-    ServerMode, Settings,
-};
+use tunnelbroker_core::broker::{ImportedCa, ServerMode};
+use tunnelbroker_core::pki::{Certificate, Crl, RevocationReason};
+use tunnelbroker_core::{Broker, ClientKind, Error, InitOptions, Settings};
 
 use crate::lab::*;
 

@@ -16,10 +16,12 @@ use std::path::Path;
 
 use serde_json::Value;
 use time::OffsetDateTime;
+use tunnelbroker_core::broker::ServerMode;
 use tunnelbroker_core::doctor::{
     self, CommandOutput, DoctorOptions, LiveSystem, Report, Status, System,
 };
-use tunnelbroker_core::{Broker, ClientKind, KeyType, NewClient, PrivateKey, ServerMode};
+use tunnelbroker_core::pki::{KeyType, PrivateKey};
+use tunnelbroker_core::{Broker, ClientKind, NewClient};
 
 use crate::lab::*;
 

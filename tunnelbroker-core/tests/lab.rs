@@ -16,9 +16,8 @@ use std::process::{Child, Command, Stdio};
 use std::sync::Mutex;
 use std::time::{Duration, Instant};
 
-use tunnelbroker_core::{
-    Broker, ClientId, ClientKind, InitOptions, NewClient, ServerMode, Settings,
-};
+use tunnelbroker_core::broker::ServerMode;
+use tunnelbroker_core::{Broker, ClientId, ClientKind, InitOptions, NewClient, Settings};
 
 pub(crate) static SERIAL: Mutex<()> = Mutex::new(());
 
@@ -324,7 +323,7 @@ pub(crate) fn add(b: &Broker, id: &str, kind: ClientKind) -> tunnelbroker_core::
 pub(crate) fn unpack(b: &Broker, id: &str, tmp: &Path) -> PathBuf {
     let id: ClientId = id.parse().unwrap();
     let archive = tmp.join(format!("{id}.tar.gz"));
-    b.bundle(&id, &archive).unwrap();
+    b.bundle(&id, Some(&archive)).unwrap();
     let dest = tmp.join("clients");
     fs::create_dir_all(&dest).unwrap();
     run(&[
@@ -509,8 +508,8 @@ impl Layout {
 
     /// Renders `b`'s server side into the server and run directories,
     /// asserting that render has nothing to warn about there.
-    pub(crate) fn render(&self, b: &Broker) -> tunnelbroker_core::RenderReport {
-        let mut options = tunnelbroker_core::RenderOptions::new();
+    pub(crate) fn render(&self, b: &Broker) -> tunnelbroker_core::broker::RenderReport {
+        let mut options = tunnelbroker_core::broker::RenderOptions::new();
         options.dir = Some(self.server.clone());
         options.run_dir = Some(self.run.clone());
         let report = b.render_server_with(&options).unwrap();
@@ -564,10 +563,10 @@ pub(crate) fn wait_connected(client_log: &Path, server_log: &Path) {
 /// directory of its own beside the broker (recorded, so later renderings
 /// and revocations use it too): tests run side by side, and two servers
 /// must never share a management socket path.
-pub(crate) fn render_with_own_run_dir(b: &Broker) -> tunnelbroker_core::RenderReport {
+pub(crate) fn render_with_own_run_dir(b: &Broker) -> tunnelbroker_core::broker::RenderReport {
     let run = b.dir().with_extension("run");
     std::fs::create_dir_all(&run).unwrap();
-    let mut options = tunnelbroker_core::RenderOptions::new();
+    let mut options = tunnelbroker_core::broker::RenderOptions::new();
     options.run_dir = Some(run);
     b.render_server_with(&options).unwrap()
 }

@@ -185,7 +185,8 @@ mod database {
 
 mod lifetimes {
     use super::*;
-    use tunnelbroker_core::{Ca, CaParams, ImportedCa};
+    use tunnelbroker_core::broker::ImportedCa;
+    use tunnelbroker_core::pki::{Ca, CaParams};
 
     fn csr() -> String {
         let key = rcgen::KeyPair::generate().unwrap();
@@ -235,7 +236,7 @@ mod lifetimes {
         assert_eq!(first.previous_not_after, Some(old.info().not_after));
         assert!(now.matches_key(&b.server_key().unwrap()));
         assert_ne!(b.server_key().unwrap().to_pem(), old_key.to_pem());
-        assert_eq!(now.info().common_name, tunnelbroker_core::SERVER_CN);
+        assert_eq!(now.info().common_name, tunnelbroker_core::broker::SERVER_CN);
         b.ca().verify(&now).unwrap();
         assert!(first.warnings.is_empty(), "{:?}", first.warnings);
         let days = (now.info().not_after - time::OffsetDateTime::now_utc()).whole_days();
@@ -300,9 +301,11 @@ mod lifetimes {
                 && warnings[0].contains("before a client certificate of 365 days would"),
             "{warnings:?}"
         );
+        assert_eq!(b.client_lifetime_warning().as_ref(), Some(&warnings[0]));
         // A CA that outlives the defaults warns about nothing.
         let (_t, b) = new_broker();
         assert!(b.lifetime_warnings().is_empty());
+        assert!(b.client_lifetime_warning().is_none());
     }
 
     #[test]
@@ -315,7 +318,7 @@ mod lifetimes {
         let err = ca
             .issue_client(
                 &"alice".parse().unwrap(),
-                tunnelbroker_core::KeyType::P256,
+                tunnelbroker_core::pki::KeyType::P256,
                 365,
             )
             .unwrap_err();

@@ -7,13 +7,12 @@ use std::os::unix::fs::PermissionsExt;
 use std::path::{Path, PathBuf};
 use std::time::Duration;
 
+use tunnelbroker_core::broker::{ClientOs, RenderReport, SERVER_CN, ServerMode, SessionEnd};
 use tunnelbroker_core::openvpn::{
-    ClientConfig, ClientMaterial, ClientTunnel, CommonName, Host, InterfaceName, Platform,
+    ClientConfig, ClientMaterial, CommonName, Endpoint, InterfaceName, server_address,
 };
-use tunnelbroker_core::{
-    Broker, CaParams, Client, ClientId, ClientKind, ClientOs, KeyType, NewClient, RenderReport,
-    RevocationReason, SERVER_CN, ServerMode, SessionEnd,
-};
+use tunnelbroker_core::pki::{CaParams, KeyType, RevocationReason};
+use tunnelbroker_core::{Broker, Client, ClientId, ClientKind, NewClient};
 
 use crate::lab::*;
 
@@ -196,7 +195,7 @@ fn per_client_mode() {
         "dave",
         &dave,
         tmp.path(),
-        ClientTunnel::PerClient,
+        ServerMode::PerClient,
         dave_port,
     );
     let log = start_client(&mut lab, "mallory", &ns[2], &mallory, "dave");
@@ -244,20 +243,20 @@ fn foreign_client(
     cn: &str,
     like: &tunnelbroker_core::Client,
     tmp: &Path,
-    tunnel: ClientTunnel,
+    mode: ServerMode,
     port: u16,
 ) -> PathBuf {
-    let other = tunnelbroker_core::Ca::generate(&CaParams::default()).unwrap();
+    let other = tunnelbroker_core::pki::Ca::generate(&CaParams::default()).unwrap();
     let issued = other
         .issue_client(&cn.parse().unwrap(), KeyType::P256, 30)
         .unwrap();
     let cfg = ClientConfig {
         client: cn.parse().unwrap(),
         assignment: like.assignment,
-        platform: Platform::Linux,
-        tunnel,
-        server_address: tunnel.server_address(&POOL.parse().unwrap(), &like.assignment),
-        remote: Host::new(SERVER_IP).unwrap(),
+        os: ClientOs::Linux,
+        mode,
+        server_address: server_address(mode, &POOL.parse().unwrap(), &like.assignment),
+        remote: Endpoint::new(SERVER_IP).unwrap(),
         port,
         server_name: CommonName::new(SERVER_CN).unwrap(),
         lan_interface: InterfaceName::new(LAN_IF).unwrap(),
@@ -398,7 +397,8 @@ fn shared_mode() {
     let dave_dir = unpack(&b, "dave", tmp.path());
     b.revoke(&dave.id, RevocationReason::KeyCompromise).unwrap();
     assert!(
-        b.bundle(&dave.id, &tmp.path().join("dave.tar.gz")).is_err(),
+        b.bundle(&dave.id, Some(&tmp.path().join("dave.tar.gz")))
+            .is_err(),
         "bundle for a revoked client"
     );
     let log = start_client(&mut lab, "dave", &ns[3], &dave_dir, "dave");
@@ -446,7 +446,7 @@ fn shared_mode() {
     assert_eq!(b.end_session(&carol_now).unwrap(), SessionEnd::NotConnected);
 
     // A certificate for "bob" from another CA is refused.
-    let mallory = foreign_client(&b, "bob", &bob, tmp.path(), ClientTunnel::Shared, 5100);
+    let mallory = foreign_client(&b, "bob", &bob, tmp.path(), ServerMode::Shared, 5100);
     let log = start_client(&mut lab, "mallory", &ns[3], &mallory, "bob");
     assert_refused(
         &log,
@@ -530,9 +530,9 @@ fn bundles_hold_only_the_clients_own_material() {
             ("bob", ClientOs::Windows, "zip"),
         ] {
             let cid: ClientId = id.parse().unwrap();
-            assert_eq!(b.bundle_file_name(&cid).unwrap(), format!("{id}.{ext}"));
-            let path = dir.join(format!("{id}.{ext}"));
-            b.bundle(&cid, &path).unwrap();
+            // Given the directory, the bundle gets its default name in it.
+            let path = b.bundle(&cid, Some(&dir)).unwrap();
+            assert_eq!(path, dir.join(format!("{id}.{ext}")));
             assert_eq!(
                 fs::metadata(&path).unwrap().permissions().mode() & 0o777,
                 0o600
@@ -578,11 +578,11 @@ fn bundles_hold_only_the_clients_own_material() {
         b.revoke(&"bob".parse().unwrap(), RevocationReason::Unspecified)
             .unwrap();
         assert!(
-            b.bundle(&"bob".parse().unwrap(), &dir.join("x.zip"))
+            b.bundle(&"bob".parse().unwrap(), Some(&dir.join("x.zip")))
                 .is_err()
         );
         assert!(
-            b.bundle(&"nobody".parse().unwrap(), &dir.join("y.zip"))
+            b.bundle(&"nobody".parse().unwrap(), Some(&dir.join("y.zip")))
                 .is_err()
         );
         assert!(!dir.join("x.zip").exists());

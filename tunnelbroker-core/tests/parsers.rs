@@ -8,11 +8,10 @@ use std::path::Path;
 use std::sync::OnceLock;
 
 use proptest::prelude::*;
+use tunnelbroker_core::broker::ServerMode;
 use tunnelbroker_core::doctor::ClientConfigFile;
-use tunnelbroker_core::{
-    Broker, Certificate, ClientId, ClientKind, Crl, InitOptions, NewClient, PrivateKey, ServerMode,
-    Settings, TlsCryptKey,
-};
+use tunnelbroker_core::pki::{Certificate, Crl, PrivateKey, TlsCryptKey};
+use tunnelbroker_core::{Broker, ClientId, ClientKind, InitOptions, NewClient, Settings};
 
 /// Valid texts to edit: a broker with a subnet and a hermit client.
 struct Fixture {

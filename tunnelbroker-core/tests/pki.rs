@@ -10,10 +10,11 @@ use std::path::{Path, PathBuf};
 use std::process::{Command, Output};
 
 use time::OffsetDateTime;
-use tunnelbroker_core::{
-    Ca, CaParams, Certificate, ClientId, Crl, Error, KeyType, PrivateKey, Purpose,
-    RevocationReason, RevokedCert, Serial,
+use tunnelbroker_core::pki::{
+    Ca, CaParams, Certificate, Crl, KeyType, PrivateKey, Purpose, RevocationReason, RevokedCert,
+    Serial,
 };
+use tunnelbroker_core::{ClientId, Error};
 
 const ALL: [KeyType; 6] = [
     KeyType::P256,
@@ -530,7 +531,7 @@ fn pki_values_are_send_and_sync() {
     both::<PrivateKey>();
     both::<Certificate>();
     both::<Crl>();
-    both::<tunnelbroker_core::TlsCryptKey>();
+    both::<tunnelbroker_core::pki::TlsCryptKey>();
 }
 
 /// pkilint at WARNING on an imported intermediate (openssl-made, under an

@@ -5,9 +5,8 @@ use std::collections::BTreeSet;
 use std::net::Ipv6Addr;
 
 use proptest::prelude::*;
-use tunnelbroker_core::{
-    Allocator, Assignment, ClientKind, ErrorKind, Ipv6Net, Pool, Role, parse_prefix,
-};
+use tunnelbroker_core::plan::{Allocator, Role, parse_prefix};
+use tunnelbroker_core::{Assignment, ClientKind, ErrorKind, Ipv6Net, Pool};
 
 fn pool(s: &str) -> Pool {
     s.parse().unwrap_or_else(|e| panic!("{s}: {e}"))

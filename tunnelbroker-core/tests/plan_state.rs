@@ -8,9 +8,10 @@ use std::path::Path;
 
 use proptest::prelude::*;
 use rusqlite::Connection;
-use tunnelbroker_core::{
-    Allocator, Broker, ClientKind, InitOptions, NewClient, RevocationReason, ServerMode, Settings,
-};
+use tunnelbroker_core::broker::ServerMode;
+use tunnelbroker_core::pki::RevocationReason;
+use tunnelbroker_core::plan::Allocator;
+use tunnelbroker_core::{Broker, ClientKind, InitOptions, NewClient, Settings};
 
 const POOL: &str = "2001:db8:0:f1f8::/61";
 

@@ -9,10 +9,9 @@
 use std::fs;
 use std::path::{Path, PathBuf};
 
+use tunnelbroker_core::pki::RevocationReason;
 use tunnelbroker_core::store::{DatabaseUrl, PostgresStore, SqliteStore, Store};
-use tunnelbroker_core::{
-    Broker, ClientKind, ErrorKind, InitOptions, NewClient, RevocationReason, Settings,
-};
+use tunnelbroker_core::{Broker, ClientKind, ErrorKind, InitOptions, NewClient, Settings};
 
 use crate::pg;
 

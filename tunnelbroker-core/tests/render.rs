@@ -7,10 +7,9 @@ use std::fs;
 use std::os::unix::fs::PermissionsExt;
 use std::path::Path;
 
-use tunnelbroker_core::{
-    Broker, ClientKind, Error, ErrorKind, InitOptions, NewClient, RenderOptions, RevocationReason,
-    ServerMode, SessionEnd, Settings,
-};
+use tunnelbroker_core::broker::{RenderOptions, ServerMode, SessionEnd};
+use tunnelbroker_core::pki::RevocationReason;
+use tunnelbroker_core::{Broker, ClientKind, Error, ErrorKind, InitOptions, NewClient, Settings};
 
 use crate::operator_tempdir;
 
@@ -185,7 +184,7 @@ fn every_crl_the_broker_signs_reaches_the_recorded_directory() {
         .revoke(&alice.id, RevocationReason::KeyCompromise)
         .unwrap();
     same();
-    let crl = tunnelbroker_core::Crl::from_pem(&fs::read_to_string(&copy).unwrap()).unwrap();
+    let crl = tunnelbroker_core::pki::Crl::from_pem(&fs::read_to_string(&copy).unwrap()).unwrap();
     assert!(crl.is_revoked(&alice.serial));
     // No server runs here: the revocation says so.
     assert!(

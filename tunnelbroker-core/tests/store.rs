@@ -6,13 +6,12 @@
 use std::sync::Arc;
 
 use time::OffsetDateTime;
+use tunnelbroker_core::broker::{ClientOs, ClientState};
+use tunnelbroker_core::pki::{RevocationReason, Serial};
 use tunnelbroker_core::store::{
     CertRecord, CertState, ClientRecord, DatabaseUrl, PostgresStore, SqliteStore, Store, copy,
 };
-use tunnelbroker_core::{
-    Assignment, ClientId, ClientKind, ClientOs, ClientState, ErrorKind, Pool, RevocationReason,
-    Serial,
-};
+use tunnelbroker_core::{Assignment, ClientId, ClientKind, ErrorKind, Pool};
 
 use crate::pg;
 

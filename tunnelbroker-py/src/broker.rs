@@ -14,12 +14,13 @@ use std::sync::{Arc, RwLock};
 
 use pyo3::prelude::*;
 use pyo3::types::PyList;
-use tunnelbroker_core::doctor::{self, AuditOptions};
-use tunnelbroker_core::{
-    Broker, Client, ClientCredentials, ClientId, ClientOs, Endpoint, ImportReport, ImportedCa,
-    InitOptions, KeyType, NewClient, Pool, RenderOptions, RenderReport, RevocationReason, RowError,
-    ServerMode, Settings,
+use tunnelbroker_core::broker::{
+    ClientCredentials, ClientOs, Endpoint, ImportReport, ImportedCa, RenderOptions, RenderReport,
+    RowError, ServerMode,
 };
+use tunnelbroker_core::doctor::{self, AuditOptions};
+use tunnelbroker_core::pki::{KeyType, RevocationReason};
+use tunnelbroker_core::{Broker, Client, ClientId, InitOptions, NewClient, Pool, Settings};
 
 use crate::doctor::{PyReport, path_arg};
 use crate::errors::{self, IntoPy};
@@ -321,15 +322,7 @@ impl PyBroker {
         v.ca_days = ca_days.unwrap_or(v.ca_days);
         v.crl_days = crl_days.unwrap_or(v.crl_days);
         let mut options = InitOptions::new(settings);
-        options.ca = match (ca_cert, ca_key) {
-            (Some(cert_pem), Some(key_pem)) => Some(ImportedCa { cert_pem, key_pem }),
-            (None, None) => None,
-            _ => {
-                return Err(pyo3::exceptions::PyTypeError::new_err(
-                    "ca_cert and ca_key go together: give both or neither",
-                ));
-            }
-        };
+        options.ca = ImportedCa::from_pem(ca_cert, ca_key).py_err(py)?;
         let broker = py.detach(|| Broker::init(&path, &options)).py_err(py)?;
         Ok(PyBroker::new(broker))
     }
@@ -454,9 +447,10 @@ impl PyBroker {
     /// management socket in the run directory that `render_server`
     /// recorded; when that fails (a server answers but refuses, or does not
     /// answer within the management deadline), a `RuntimeWarning` says why
-    /// and what ends it: the revocation itself has happened.
+    /// and what ends it: the revocation itself has happened. Returns a
+    /// `Revocation`: the revoked client and what became of its session.
     #[pyo3(signature = (id, reason = "unspecified"))]
-    fn revoke(&self, py: Python<'_>, id: &str, reason: &str) -> PyResult<PyClient> {
+    fn revoke(&self, py: Python<'_>, id: &str, reason: &str) -> PyResult<PyRevocation> {
         let id = id_arg(py, id)?;
         let reason = reason.parse::<RevocationReason>().py_err(py)?;
         let broker = self.get()?;
@@ -473,7 +467,12 @@ impl PyBroker {
                 1,
             )?;
         }
-        Ok(revocation.client.into())
+        Ok(PyRevocation {
+            client: Py::new(py, PyClient::from(revocation.client))?,
+            session: revocation.session.word(),
+            session_ended: revocation.session.ended(),
+            summary: revocation.session.summary(),
+        })
     }
 
     /// Gives an active client a new key and certificate (or a certificate
@@ -513,15 +512,7 @@ impl PyBroker {
     fn bundle(&self, py: Python<'_>, id: &str, path: PathBuf) -> PyResult<PathBuf> {
         let broker = self.get()?;
         let id = id_arg(py, id)?;
-        py.detach(|| {
-            let out = if path.is_dir() {
-                path.join(broker.bundle_file_name(&id)?)
-            } else {
-                path
-            };
-            broker.bundle(&id, &out)
-        })
-        .py_err(py)
+        py.detach(|| broker.bundle(&id, Some(&path))).py_err(py)
     }
 
     /// Renders the OpenVPN server files (Debian layout), a copy of the CRL
@@ -699,6 +690,32 @@ impl From<RenderReport> for PyRenderReport {
     }
 }
 
+/// What `Broker.revoke` did: the revoked client and what became of its live
+/// session on this host (as `tunnelbroker client revoke` reports it).
+#[pyclass(name = "Revocation", module = "tunnelbroker", frozen, get_all)]
+pub struct PyRevocation {
+    /// The client, now revoked.
+    client: Py<PyClient>,
+    /// What became of its session: "ended", "not-connected", "no-server",
+    /// "unanswered" or "failed".
+    session: &'static str,
+    /// Whether the server ended a live session.
+    session_ended: bool,
+    /// The same in one line.
+    summary: String,
+}
+
+#[pymethods]
+impl PyRevocation {
+    fn __repr__(&self) -> String {
+        format!(
+            "Revocation(client='{}', session='{}')",
+            self.client.get().inner.id,
+            self.session
+        )
+    }
+}
+
 /// What `Broker.renew_server` did.
 #[pyclass(name = "ServerRenewal", module = "tunnelbroker", frozen, get_all)]
 pub struct PyServerRenewal {
@@ -748,5 +765,6 @@ pub(crate) fn register(m: &Bound<'_, PyModule>) -> PyResult<()> {
     m.add_class::<PyRowError>()?;
     m.add_class::<PyRenderReport>()?;
     m.add_class::<PyServerRenewal>()?;
+    m.add_class::<PyRevocation>()?;
     Ok(())
 }

@@ -13,8 +13,8 @@ use std::path::PathBuf;
 
 use pyo3::prelude::*;
 use pyo3::types::PyTuple;
+use tunnelbroker_core::Error as CoreError;
 use tunnelbroker_core::doctor::{self, Check, DoctorOptions, LiveSystem, Report, Status};
-use tunnelbroker_core::{Error as CoreError, check_interface_name};
 
 use crate::errors::{self, IntoPy};
 
@@ -204,10 +204,7 @@ fn run_doctor(
     ping: bool,
 ) -> PyResult<PyReport> {
     let mut options = DoctorOptions::default();
-    if let Some(lan) = lan {
-        check_interface_name(lan).py_err(py)?;
-        options.lan_interface = Some(lan.to_owned());
-    }
+    options.lan_interface = lan.map(str::parse).transpose().py_err(py)?;
     options.ping = ping;
     Ok(py
         .detach(|| doctor::run(&config, &options, &LiveSystem))

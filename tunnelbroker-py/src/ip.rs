@@ -10,7 +10,8 @@ use pyo3::exceptions::PyTypeError;
 use pyo3::prelude::*;
 use pyo3::sync::PyOnceLock;
 use pyo3::types::{PyString, PyType};
-use tunnelbroker_core::{Error as CoreError, Ipv6Net, parse_prefix};
+use tunnelbroker_core::plan::parse_prefix;
+use tunnelbroker_core::{Error as CoreError, Ipv6Net};
 
 use crate::errors::to_py;
 

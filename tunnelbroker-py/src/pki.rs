@@ -1,7 +1,7 @@
 //! The PKI values the broker hands out (core module `pki`): `Crl`.
 
 use pyo3::prelude::*;
-use tunnelbroker_core::{Crl, Serial};
+use tunnelbroker_core::pki::{Crl, Serial};
 
 use crate::errors::IntoPy;
 

@@ -9,7 +9,8 @@ use std::sync::Mutex;
 use pyo3::exceptions::PyRuntimeError;
 use pyo3::prelude::*;
 use pyo3::types::PyList;
-use tunnelbroker_core::{Allocator, Assignment, ClientKind, Counts, Hermit, Pool, Role, Subnet};
+use tunnelbroker_core::plan::{Allocator, Counts, Hermit, Role, Subnet};
+use tunnelbroker_core::{Assignment, ClientKind, Pool};
 
 use crate::errors::IntoPy;
 use crate::ip;

@@ -60,8 +60,10 @@ def test_init_refusals(tmp_path: Path) -> None:
         Broker.init(tmp_path / "c", pool="2001:db8::/56", endpoint="vpn.example.net", mode="x")
     with pytest.raises(InvalidInputError, match="key"):
         Broker.init(tmp_path / "c", pool="2001:db8::/56", endpoint="h", key_type="dsa")
-    with pytest.raises(TypeError, match="together"):
+    with pytest.raises(InvalidInputError, match="CA certificate was given without the CA key"):
         Broker.init(tmp_path / "c", pool="2001:db8::/56", endpoint="h", ca_cert="x")
+    with pytest.raises(InvalidInputError, match="CA key was given without the CA certificate"):
+        Broker.init(tmp_path / "c", pool="2001:db8::/56", endpoint="h", ca_key="x")
     assert not (tmp_path / "c").exists()
 
 
@@ -218,7 +220,12 @@ def test_lifecycle(broker: Broker) -> None:
     with pytest.raises(tunnelbroker.Error, match="revoke it first"):
         broker.purge("alice")
 
-    revoked = broker.revoke("alice", reason="key-compromise")
+    revocation = broker.revoke("alice", reason="key-compromise")
+    # No server was rendered here: as `client revoke` says, none answers.
+    assert revocation.session == "no-server" and not revocation.session_ended
+    assert "no OpenVPN server answers" in revocation.summary
+    assert repr(revocation) == "Revocation(client='alice', session='no-server')"
+    revoked = revocation.client
     assert revoked.state == "revoked"
     assert revoked.revoked_at is not None
     crl = broker.crl()
@@ -475,7 +482,9 @@ def test_revoke_warns_when_the_server_never_answers(shared_broker: Broker, tmp_p
     server.start()
     started = time.monotonic()
     with pytest.warns(RuntimeWarning, match="could not be ended: .*did not answer within 10 s"):
-        alice = shared_broker.revoke("alice")
+        revocation = shared_broker.revoke("alice")
     assert time.monotonic() - started < 13
-    assert alice.state == "revoked"
+    assert revocation.client.state == "revoked"
+    assert revocation.session == "unanswered" and not revocation.session_ended
+    assert "did not answer within 10 s" in revocation.summary
     listener.close()

@@ -137,7 +137,7 @@ def test_a_missing_crl_fails_and_fix_signs_a_new_one(rendered: Broker) -> None:
 def test_a_revocation_missing_from_the_crl_is_fixed(rendered: Broker) -> None:
     crl = rendered.path / "crl.pem"
     before = crl.read_bytes()
-    bob = rendered.revoke("bob")
+    bob = rendered.revoke("bob").client
     crl.write_bytes(before)
     report = rendered.audit()
     assert report.status_of("revocation") == "fail", str(report)

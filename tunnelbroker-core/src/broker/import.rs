@@ -106,8 +106,15 @@ fn parse_row(rec: &csv::StringRecord) -> Result<NewClient> {
 }
 
 impl Broker {
-    /// Subscribes every good row of a CSV text; see the [module docs](self).
-    /// `progress(done, total)` is called after each batch.
+    /// Subscribes every good row of a CSV text. `progress(done, total)` is
+    /// called after each batch.
+    ///
+    /// Columns: `id, kind, os, email, name[, prefix]`; a header row starting
+    /// with `id` is skipped; empty `os` means linux, empty
+    /// `email`/`name`/`prefix` mean none. Every row is checked first; bad
+    /// rows are reported with their line numbers and the good ones are
+    /// subscribed, in batches that each commit as a whole, so a killed import
+    /// leaves only whole clients.
     ///
     /// ```
     /// use tunnelbroker_core::{Broker, InitOptions, Settings};

@@ -63,6 +63,21 @@ impl Broker {
     /// CA (generated or imported), server certificate, tls-crypt key, client
     /// database and an empty CRL. Everything is built in a temporary
     /// directory and renamed into place, so a failed `init` leaves nothing.
+    ///
+    /// ```
+    /// use tunnelbroker_core::{Broker, ErrorKind, InitOptions, Settings};
+    /// let tmp = tempfile::tempdir().unwrap();
+    /// let settings = Settings::new("2001:db8:0:f100::/56".parse()?, "vpn.example.net".parse()?);
+    /// let dir = tmp.path().join("broker");
+    /// let broker = Broker::init(&dir, &InitOptions::new(settings.clone()))?;
+    /// assert!(broker.paths().ca_key.exists());
+    ///
+    /// // A second init in the same place is refused, and the broker is untouched.
+    /// let err = Broker::init(&dir, &InitOptions::new(settings)).unwrap_err();
+    /// assert_eq!(err.kind(), ErrorKind::AlreadyExists);
+    /// assert!(Broker::open(&dir).is_ok());
+    /// # Ok::<(), tunnelbroker_core::Error>(())
+    /// ```
     pub fn init(dir: &Path, options: &InitOptions) -> Result<Broker> {
         let settings = &options.settings;
         settings.validate()?;
@@ -181,6 +196,21 @@ impl Broker {
     /// Its client database must exist: a missing, empty or foreign
     /// `clients.db` is refused with [`Error::UnusableDatabase`] and nothing
     /// is written (only [`init`](Self::init) creates a database).
+    ///
+    /// ```
+    /// use tunnelbroker_core::{Broker, ErrorKind, InitOptions, Settings};
+    /// let tmp = tempfile::tempdir().unwrap();
+    /// let settings = Settings::new("2001:db8:0:f100::/56".parse()?, "vpn.example.net".parse()?);
+    /// let dir = tmp.path().join("broker");
+    /// Broker::init(&dir, &InitOptions::new(settings))?;
+    /// let broker = Broker::open(&dir)?;
+    /// assert_eq!(broker.dir(), dir.as_path());
+    ///
+    /// // A directory without a broker is refused.
+    /// let err = Broker::open(tmp.path()).unwrap_err();
+    /// assert_eq!(err.kind(), ErrorKind::NotFound);
+    /// # Ok::<(), tunnelbroker_core::Error>(())
+    /// ```
     pub fn open(dir: &Path) -> Result<Broker> {
         let paths = BrokerPaths::new(dir);
         if !paths.settings.exists() {

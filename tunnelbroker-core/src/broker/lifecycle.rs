@@ -28,6 +28,25 @@ impl Broker {
     /// that key generation (slow for RSA) never holds the database's write
     /// lock; a certificate whose subscription then fails is never recorded
     /// and its key never leaves the process.
+    ///
+    /// ```
+    /// # use tunnelbroker_core::{Broker, InitOptions, Settings};
+    /// # let tmp = tempfile::tempdir().unwrap();
+    /// # let settings = Settings::new("2001:db8:0:f100::/56".parse()?, "vpn.example.net".parse()?);
+    /// # let broker = Broker::init(&tmp.path().join("broker"), &InitOptions::new(settings))?;
+    /// use tunnelbroker_core::{ClientKind, ErrorKind, NewClient};
+    /// let alice = broker.add_client(&NewClient::new("alice".parse()?, ClientKind::Hermit))?;
+    /// assert_eq!(alice.kind, ClientKind::Hermit);
+    /// assert!(alice.has_key);
+    ///
+    /// // The same ID twice is refused, and nothing changes.
+    /// let err = broker
+    ///     .add_client(&NewClient::new("alice".parse()?, ClientKind::Subnet))
+    ///     .unwrap_err();
+    /// assert_eq!(err.kind(), ErrorKind::AlreadyExists);
+    /// assert_eq!(broker.clients()?, [alice]);
+    /// # Ok::<(), tunnelbroker_core::Error>(())
+    /// ```
     pub fn add_client(&self, req: &NewClient) -> Result<Client> {
         Self::check_request(req)?;
         let cert = self.issue(req)?;
@@ -108,11 +127,39 @@ impl Broker {
     }
 
     /// One client.
+    ///
+    /// ```
+    /// # use tunnelbroker_core::{Broker, InitOptions, Settings};
+    /// # let tmp = tempfile::tempdir().unwrap();
+    /// # let settings = Settings::new("2001:db8:0:f100::/56".parse()?, "vpn.example.net".parse()?);
+    /// # let broker = Broker::init(&tmp.path().join("broker"), &InitOptions::new(settings))?;
+    /// use tunnelbroker_core::{ClientKind, ErrorKind, NewClient};
+    /// let alice = broker.add_client(&NewClient::new("alice".parse()?, ClientKind::Subnet))?;
+    /// assert_eq!(broker.client(&alice.id)?, alice);
+    ///
+    /// let err = broker.client(&"nobody".parse()?).unwrap_err();
+    /// assert_eq!(err.kind(), ErrorKind::NotFound);
+    /// # Ok::<(), tunnelbroker_core::Error>(())
+    /// ```
     pub fn client(&self, id: &ClientId) -> Result<Client> {
         self.store().read_with(|tx| load_client(tx, id))
     }
 
     /// Every client, in ID order.
+    ///
+    /// ```
+    /// # use tunnelbroker_core::{Broker, InitOptions, Settings};
+    /// # let tmp = tempfile::tempdir().unwrap();
+    /// # let settings = Settings::new("2001:db8:0:f100::/56".parse()?, "vpn.example.net".parse()?);
+    /// # let broker = Broker::init(&tmp.path().join("broker"), &InitOptions::new(settings))?;
+    /// use tunnelbroker_core::{ClientKind, NewClient};
+    /// assert!(broker.clients()?.is_empty());
+    /// broker.add_client(&NewClient::new("bob".parse()?, ClientKind::Hermit))?;
+    /// broker.add_client(&NewClient::new("alice".parse()?, ClientKind::Subnet))?;
+    /// let ids: Vec<String> = broker.clients()?.iter().map(|c| c.id.to_string()).collect();
+    /// assert_eq!(ids, ["alice", "bob"]);
+    /// # Ok::<(), tunnelbroker_core::Error>(())
+    /// ```
     pub fn clients(&self) -> Result<Vec<Client>> {
         self.store().read_with(|tx| {
             let mut out = Vec::new();
@@ -127,6 +174,22 @@ impl Broker {
     }
 
     /// A client's current certificate and, unless it sent a CSR, its key.
+    ///
+    /// ```
+    /// # use tunnelbroker_core::{Broker, InitOptions, Settings};
+    /// # let tmp = tempfile::tempdir().unwrap();
+    /// # let settings = Settings::new("2001:db8:0:f100::/56".parse()?, "vpn.example.net".parse()?);
+    /// # let broker = Broker::init(&tmp.path().join("broker"), &InitOptions::new(settings))?;
+    /// use tunnelbroker_core::{ClientKind, ErrorKind, NewClient};
+    /// let alice = broker.add_client(&NewClient::new("alice".parse()?, ClientKind::Hermit))?;
+    /// let creds = broker.client_credentials(&alice.id)?;
+    /// assert_eq!(creds.certificate.serial(), &alice.serial);
+    /// assert!(creds.certificate.matches_key(creds.key.as_ref().unwrap()));
+    ///
+    /// let err = broker.client_credentials(&"nobody".parse()?).unwrap_err();
+    /// assert_eq!(err.kind(), ErrorKind::NotFound);
+    /// # Ok::<(), tunnelbroker_core::Error>(())
+    /// ```
     pub fn client_credentials(&self, id: &ClientId) -> Result<ClientCredentials> {
         self.store().read_with(|tx| {
             if tx.client(id)?.is_none() {
@@ -150,6 +213,27 @@ impl Broker {
     /// a failure there is reported in the [`Revocation`], never an error of
     /// the revocation). Its assignment stays reserved for it until
     /// [`purge`](Self::purge).
+    ///
+    /// ```
+    /// # use tunnelbroker_core::{Broker, InitOptions, Settings};
+    /// # let tmp = tempfile::tempdir().unwrap();
+    /// # let settings = Settings::new("2001:db8:0:f100::/56".parse()?, "vpn.example.net".parse()?);
+    /// # let broker = Broker::init(&tmp.path().join("broker"), &InitOptions::new(settings))?;
+    /// use tunnelbroker_core::broker::ClientState;
+    /// use tunnelbroker_core::pki::RevocationReason;
+    /// use tunnelbroker_core::{ClientKind, ErrorKind, NewClient};
+    /// let alice = broker.add_client(&NewClient::new("alice".parse()?, ClientKind::Hermit))?;
+    /// let done = broker.revoke(&alice.id, RevocationReason::KeyCompromise)?;
+    /// assert_eq!(done.client.state, ClientState::Revoked);
+    /// assert!(broker.crl()?.is_revoked(&alice.serial));
+    ///
+    /// // An unknown client is not found; a revoked one is not revoked again.
+    /// let err = broker.revoke(&"nobody".parse()?, RevocationReason::Unspecified).unwrap_err();
+    /// assert_eq!(err.kind(), ErrorKind::NotFound);
+    /// let err = broker.revoke(&alice.id, RevocationReason::Unspecified).unwrap_err();
+    /// assert_eq!(err.kind(), ErrorKind::InvalidInput);
+    /// # Ok::<(), tunnelbroker_core::Error>(())
+    /// ```
     pub fn revoke(&self, id: &ClientId, reason: RevocationReason) -> Result<Revocation> {
         let client = self.store().write_with(|tx| {
             let client = load_client(tx, id)?;
@@ -169,6 +253,23 @@ impl Broker {
     /// Gives an active client a new key and certificate (or, with `csr`, a
     /// certificate for its new request); the assignment and port stay. The
     /// old certificate is revoked as superseded.
+    ///
+    /// ```
+    /// # use tunnelbroker_core::{Broker, InitOptions, Settings};
+    /// # let tmp = tempfile::tempdir().unwrap();
+    /// # let settings = Settings::new("2001:db8:0:f100::/56".parse()?, "vpn.example.net".parse()?);
+    /// # let broker = Broker::init(&tmp.path().join("broker"), &InitOptions::new(settings))?;
+    /// use tunnelbroker_core::{ClientKind, ErrorKind, NewClient};
+    /// let alice = broker.add_client(&NewClient::new("alice".parse()?, ClientKind::Subnet))?;
+    /// let renewed = broker.renew(&alice.id, None)?;
+    /// assert_ne!(renewed.serial, alice.serial);
+    /// assert_eq!(renewed.assignment, alice.assignment);
+    /// assert!(broker.crl()?.is_revoked(&alice.serial));
+    ///
+    /// let err = broker.renew(&"nobody".parse()?, None).unwrap_err();
+    /// assert_eq!(err.kind(), ErrorKind::NotFound);
+    /// # Ok::<(), tunnelbroker_core::Error>(())
+    /// ```
     pub fn renew(&self, id: &ClientId, csr: Option<&str>) -> Result<Client> {
         // Checked again in the transaction; this first look only avoids
         // making a key for a client that cannot be renewed.
@@ -201,6 +302,29 @@ impl Broker {
 
     /// Removes a revoked client, freeing its assignment and port. Its
     /// certificates stay on the CRL until they expire.
+    ///
+    /// ```
+    /// # use tunnelbroker_core::{Broker, InitOptions, Settings};
+    /// # let tmp = tempfile::tempdir().unwrap();
+    /// # let settings = Settings::new("2001:db8:0:f100::/56".parse()?, "vpn.example.net".parse()?);
+    /// # let broker = Broker::init(&tmp.path().join("broker"), &InitOptions::new(settings))?;
+    /// use tunnelbroker_core::pki::RevocationReason;
+    /// use tunnelbroker_core::{ClientKind, ErrorKind, NewClient};
+    /// let alice = broker.add_client(&NewClient::new("alice".parse()?, ClientKind::Subnet))?;
+    ///
+    /// // Only a revoked client is purged.
+    /// let err = broker.purge(&alice.id).unwrap_err();
+    /// assert_eq!(err.kind(), ErrorKind::InvalidInput);
+    /// broker.revoke(&alice.id, RevocationReason::CessationOfOperation)?;
+    /// broker.purge(&alice.id)?;
+    /// assert_eq!(broker.client(&alice.id).unwrap_err().kind(), ErrorKind::NotFound);
+    /// assert_eq!(broker.purge(&alice.id).unwrap_err().kind(), ErrorKind::NotFound);
+    ///
+    /// // Its /64 is free again: the next subnet client gets it.
+    /// let bob = broker.add_client(&NewClient::new("bob".parse()?, ClientKind::Subnet))?;
+    /// assert_eq!(bob.assignment, alice.assignment);
+    /// # Ok::<(), tunnelbroker_core::Error>(())
+    /// ```
     pub fn purge(&self, id: &ClientId) -> Result<Client> {
         self.store().write_with(|tx| {
             let client = load_client(tx, id)?;

@@ -36,6 +36,27 @@ impl Broker {
     /// and says which instances to restart. The old certificate is not
     /// revoked: it was superseded, not compromised, and OpenVPN clients do
     /// not check a CRL.
+    ///
+    /// ```
+    /// # use tunnelbroker_core::{Broker, InitOptions, Settings};
+    /// # let tmp = tempfile::tempdir().unwrap();
+    /// # let settings = Settings::new("2001:db8:0:f100::/56".parse()?, "vpn.example.net".parse()?);
+    /// # let broker = Broker::init(&tmp.path().join("broker"), &InitOptions::new(settings))?;
+    /// use tunnelbroker_core::ErrorKind;
+    /// let old = broker.server_certificate()?;
+    /// let done = broker.renew_server()?;
+    /// assert_ne!(done.certificate.serial(), old.serial());
+    /// assert_eq!(broker.server_certificate()?, done.certificate);
+    /// assert!(done.rendered.is_none(), "nothing was rendered yet");
+    ///
+    /// // When the key cannot be written, the certificate stays as it was.
+    /// let key = &broker.paths().server_key;
+    /// std::fs::remove_file(key).unwrap();
+    /// std::fs::create_dir(key).unwrap();
+    /// assert_eq!(broker.renew_server().unwrap_err().kind(), ErrorKind::Io);
+    /// assert_eq!(broker.server_certificate()?, done.certificate);
+    /// # Ok::<(), tunnelbroker_core::Error>(())
+    /// ```
     pub fn renew_server(&self) -> Result<ServerRenewal> {
         let settings = &self.settings;
         let days = settings.validity.server_days;
@@ -84,6 +105,21 @@ impl Broker {
     /// (client, server) that, issued now with the settings' validity, would
     /// be cut short to end with the CA. `init` reports them (an imported CA
     /// may expire soon).
+    ///
+    /// ```
+    /// # use tunnelbroker_core::{Broker, InitOptions, Settings};
+    /// # let tmp = tempfile::tempdir().unwrap();
+    /// # let settings = Settings::new("2001:db8:0:f100::/56".parse()?, "vpn.example.net".parse()?);
+    /// # let broker = Broker::init(&tmp.path().join("broker"), &InitOptions::new(settings))?;
+    /// assert!(broker.lifetime_warnings().is_empty());
+    ///
+    /// // A CA of 100 days cuts client (365) and server (730) certificates short.
+    /// let mut short = broker.settings().clone();
+    /// short.validity.ca_days = 100;
+    /// let short = Broker::init(&tmp.path().join("short"), &InitOptions::new(short))?;
+    /// assert_eq!(short.lifetime_warnings().len(), 2);
+    /// # Ok::<(), tunnelbroker_core::Error>(())
+    /// ```
     pub fn lifetime_warnings(&self) -> Vec<String> {
         let v = &self.settings.validity;
         [
@@ -93,5 +129,13 @@ impl Broker {
         .into_iter()
         .filter_map(|(what, days)| self.ca.clamp_warning(what, days))
         .collect()
+    }
+
+    /// The one of [`lifetime_warnings`](Self::lifetime_warnings) about
+    /// client certificates: what to tell after issuing one (subscribing,
+    /// importing, renewing); `None` when they get their full validity.
+    pub fn client_lifetime_warning(&self) -> Option<String> {
+        self.ca
+            .clamp_warning("client certificate", self.settings.validity.client_days)
     }
 }

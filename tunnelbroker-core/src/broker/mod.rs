@@ -24,6 +24,7 @@ mod client;
 mod crl;
 mod database;
 mod import;
+mod imported_ca;
 mod init;
 mod lifecycle;
 mod lifetime;
@@ -46,7 +47,6 @@ pub(crate) use render::ServerFilesState;
 pub use render::{RenderOptions, RenderReport, Revocation, SessionEnd};
 pub use settings::{
     DatabaseSettings, Endpoint, ServerMode, ServerSettings, Settings, ValiditySettings,
-    check_interface_name,
 };
 
 use crate::error::Result;
@@ -89,21 +89,62 @@ pub struct Broker {
 
 impl Broker {
     /// The broker's files.
+    ///
+    /// ```
+    /// # use tunnelbroker_core::{Broker, InitOptions, Settings};
+    /// # let tmp = tempfile::tempdir().unwrap();
+    /// # let settings = Settings::new("2001:db8:0:f100::/56".parse()?, "vpn.example.net".parse()?);
+    /// # let broker = Broker::init(&tmp.path().join("broker"), &InitOptions::new(settings))?;
+    /// let paths = broker.paths();
+    /// assert_eq!(paths.settings, broker.dir().join("tunnelbroker.toml"));
+    /// assert_eq!(paths.ca_key, broker.dir().join("private/ca.key"));
+    /// # Ok::<(), tunnelbroker_core::Error>(())
+    /// ```
     pub fn paths(&self) -> &BrokerPaths {
         &self.paths
     }
 
     /// The broker directory.
+    ///
+    /// ```
+    /// # use tunnelbroker_core::{Broker, InitOptions, Settings};
+    /// # let tmp = tempfile::tempdir().unwrap();
+    /// # let settings = Settings::new("2001:db8:0:f100::/56".parse()?, "vpn.example.net".parse()?);
+    /// # let broker = Broker::init(&tmp.path().join("broker"), &InitOptions::new(settings))?;
+    /// assert_eq!(broker.dir(), tmp.path().join("broker").as_path());
+    /// # Ok::<(), tunnelbroker_core::Error>(())
+    /// ```
     pub fn dir(&self) -> &Path {
         &self.paths.dir
     }
 
     /// The settings.
+    ///
+    /// ```
+    /// # use tunnelbroker_core::{Broker, InitOptions, Settings};
+    /// # let tmp = tempfile::tempdir().unwrap();
+    /// # let settings = Settings::new("2001:db8:0:f100::/56".parse()?, "vpn.example.net".parse()?);
+    /// # let broker = Broker::init(&tmp.path().join("broker"), &InitOptions::new(settings))?;
+    /// use tunnelbroker_core::broker::ServerMode;
+    /// assert_eq!(broker.settings().mode, ServerMode::PerClient);
+    /// assert_eq!(broker.settings().port, 5000);
+    /// # Ok::<(), tunnelbroker_core::Error>(())
+    /// ```
     pub fn settings(&self) -> &Settings {
         &self.settings
     }
 
     /// The CA.
+    ///
+    /// ```
+    /// # use tunnelbroker_core::{Broker, InitOptions, Settings};
+    /// # let tmp = tempfile::tempdir().unwrap();
+    /// # let settings = Settings::new("2001:db8:0:f100::/56".parse()?, "vpn.example.net".parse()?);
+    /// # let broker = Broker::init(&tmp.path().join("broker"), &InitOptions::new(settings))?;
+    /// assert_eq!(broker.ca().certificate().info().common_name, "tunnelbroker CA");
+    /// broker.ca().verify(&broker.server_certificate()?)?;
+    /// # Ok::<(), tunnelbroker_core::Error>(())
+    /// ```
     pub fn ca(&self) -> &Ca {
         &self.ca
     }
@@ -122,18 +163,68 @@ impl Broker {
     }
 
     /// The OpenVPN server's certificate.
+    ///
+    /// ```
+    /// # use tunnelbroker_core::{Broker, InitOptions, Settings};
+    /// # let tmp = tempfile::tempdir().unwrap();
+    /// # let settings = Settings::new("2001:db8:0:f100::/56".parse()?, "vpn.example.net".parse()?);
+    /// # let broker = Broker::init(&tmp.path().join("broker"), &InitOptions::new(settings))?;
+    /// use tunnelbroker_core::ErrorKind;
+    /// let cert = broker.server_certificate()?;
+    /// assert_eq!(cert.info().common_name, "tunnelbroker-server");
+    ///
+    /// // A damaged file is refused, naming it.
+    /// std::fs::write(&broker.paths().server_cert, "junk").unwrap();
+    /// let err = broker.server_certificate().unwrap_err();
+    /// assert_eq!(err.kind(), ErrorKind::InvalidInput);
+    /// assert!(err.to_string().contains("server.crt"), "{err}");
+    /// # Ok::<(), tunnelbroker_core::Error>(())
+    /// ```
     pub fn server_certificate(&self) -> Result<Certificate> {
         Certificate::from_pem(&fsutil::read_to_string(&self.paths.server_cert)?)
             .map_err(|e| e.in_file(&self.paths.server_cert))
     }
 
     /// The OpenVPN server's key (secret).
+    ///
+    /// ```
+    /// # use tunnelbroker_core::{Broker, InitOptions, Settings};
+    /// # let tmp = tempfile::tempdir().unwrap();
+    /// # let settings = Settings::new("2001:db8:0:f100::/56".parse()?, "vpn.example.net".parse()?);
+    /// # let broker = Broker::init(&tmp.path().join("broker"), &InitOptions::new(settings))?;
+    /// use tunnelbroker_core::ErrorKind;
+    /// assert!(broker.server_certificate()?.matches_key(&broker.server_key()?));
+    ///
+    /// // A damaged file is refused, naming it.
+    /// std::fs::write(&broker.paths().server_key, "junk").unwrap();
+    /// let err = broker.server_key().unwrap_err();
+    /// assert_eq!(err.kind(), ErrorKind::InvalidInput);
+    /// assert!(err.to_string().contains("server.key"), "{err}");
+    /// # Ok::<(), tunnelbroker_core::Error>(())
+    /// ```
     pub fn server_key(&self) -> Result<PrivateKey> {
         PrivateKey::from_pem(&fsutil::read_to_string(&self.paths.server_key)?)
             .map_err(|e| e.in_file(&self.paths.server_key))
     }
 
     /// The tls-crypt key (secret).
+    ///
+    /// ```
+    /// # use tunnelbroker_core::{Broker, InitOptions, Settings};
+    /// # let tmp = tempfile::tempdir().unwrap();
+    /// # let settings = Settings::new("2001:db8:0:f100::/56".parse()?, "vpn.example.net".parse()?);
+    /// # let broker = Broker::init(&tmp.path().join("broker"), &InitOptions::new(settings))?;
+    /// use tunnelbroker_core::ErrorKind;
+    /// let key = broker.tls_crypt_key()?;
+    /// assert!(key.to_text().contains("OpenVPN Static key V1"));
+    ///
+    /// // A damaged file is refused, naming it.
+    /// std::fs::write(&broker.paths().tls_crypt_key, "junk").unwrap();
+    /// let err = broker.tls_crypt_key().unwrap_err();
+    /// assert_eq!(err.kind(), ErrorKind::InvalidInput);
+    /// assert!(err.to_string().contains("tls-crypt.key"), "{err}");
+    /// # Ok::<(), tunnelbroker_core::Error>(())
+    /// ```
     pub fn tls_crypt_key(&self) -> Result<TlsCryptKey> {
         TlsCryptKey::parse(&fsutil::read_to_string(&self.paths.tls_crypt_key)?)
             .map_err(|e| e.in_file(&self.paths.tls_crypt_key))

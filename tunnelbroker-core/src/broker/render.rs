@@ -18,7 +18,7 @@ use crate::openvpn::{
 /// How [`Broker::render_server_with`] renders the server side.
 ///
 /// ```
-/// use tunnelbroker_core::RenderOptions;
+/// use tunnelbroker_core::broker::RenderOptions;
 /// let mut o = RenderOptions::default();
 /// o.dir = Some("/etc/openvpn/server".into());
 /// o.run_dir = Some("/run/openvpn-server".into());
@@ -114,7 +114,7 @@ impl SessionEnd {
     /// connection). The CLI and Python report the same sentence.
     ///
     /// ```
-    /// use tunnelbroker_core::SessionEnd;
+    /// use tunnelbroker_core::broker::SessionEnd;
     /// assert!(SessionEnd::NotConnected.not_ended().is_none());
     /// let why = SessionEnd::Failed("permission denied".into()).not_ended().unwrap();
     /// assert!(why.starts_with("permission denied; restart"));
@@ -136,6 +136,55 @@ impl SessionEnd {
             "{why}; restart {restart} to end it (the server refuses the client from then on)"
         )))
     }
+
+    /// Whether the server ended a live session.
+    pub fn ended(&self) -> bool {
+        matches!(self, SessionEnd::Ended(_))
+    }
+
+    /// What became of the session, in one word: `ended`, `not-connected`,
+    /// `no-server`, `unanswered` or `failed`.
+    ///
+    /// ```
+    /// use tunnelbroker_core::broker::SessionEnd;
+    /// assert_eq!(SessionEnd::NotConnected.word(), "not-connected");
+    /// assert_eq!(SessionEnd::Ended("SUCCESS".into()).word(), "ended");
+    /// ```
+    pub fn word(&self) -> &'static str {
+        match self {
+            SessionEnd::Ended(_) => "ended",
+            SessionEnd::NotConnected => "not-connected",
+            SessionEnd::NoServer(_) => "no-server",
+            SessionEnd::Unanswered { .. } => "unanswered",
+            SessionEnd::Failed(_) => "failed",
+        }
+    }
+
+    /// What became of a revoked client's session, one line, as the CLI
+    /// and Python report it.
+    ///
+    /// ```
+    /// use tunnelbroker_core::broker::SessionEnd;
+    /// assert_eq!(SessionEnd::Ended("SUCCESS".into()).summary(), "its live session was ended");
+    /// assert_eq!(SessionEnd::NotConnected.summary(), "it was not connected");
+    /// let failed = SessionEnd::Failed("permission denied".into()).summary();
+    /// assert!(failed.starts_with("its live session could not be ended: permission denied"));
+    /// ```
+    pub fn summary(&self) -> String {
+        crate::error::flatten(&match self {
+            SessionEnd::Ended(_) => "its live session was ended".to_owned(),
+            SessionEnd::NotConnected => "it was not connected".to_owned(),
+            SessionEnd::NoServer(socket) => format!(
+                "could not end a live session: no OpenVPN server answers at {} on this host; \
+                 the server refuses the client at its next connection",
+                socket.display()
+            ),
+            SessionEnd::Unanswered { .. } | SessionEnd::Failed(_) => format!(
+                "its live session could not be ended: {}",
+                self.not_ended().unwrap_or_default()
+            ),
+        })
+    }
 }
 
 const KEY_FILES: [&str; 2] = [ServerFiles::KEY, ServerFiles::TLS_CRYPT];
@@ -150,6 +199,26 @@ impl Broker {
     /// Where the server side was rendered, as `server render` last recorded
     /// it in the settings file (read now, so that a rendering by another
     /// process counts).
+    ///
+    /// ```
+    /// # use tunnelbroker_core::{Broker, InitOptions, Settings};
+    /// # let tmp = tempfile::tempdir().unwrap();
+    /// # let settings = Settings::new("2001:db8:0:f100::/56".parse()?, "vpn.example.net".parse()?);
+    /// # let broker = Broker::init(&tmp.path().join("broker"), &InitOptions::new(settings))?;
+    /// use std::os::unix::fs::PermissionsExt;
+    /// use tunnelbroker_core::ErrorKind;
+    /// assert_eq!(broker.recorded_server()?.dir, None);
+    /// // OpenVPN (as nobody) must be able to reach the rendered directory.
+    /// std::fs::set_permissions(tmp.path(), std::fs::Permissions::from_mode(0o755)).unwrap();
+    /// let out = tmp.path().join("server");
+    /// broker.render_server(Some(&out))?;
+    /// assert_eq!(broker.recorded_server()?.dir, Some(out.canonicalize().unwrap()));
+    ///
+    /// // A damaged settings file is refused.
+    /// std::fs::write(&broker.paths().settings, "pool = 1").unwrap();
+    /// assert_eq!(broker.recorded_server().unwrap_err().kind(), ErrorKind::InvalidInput);
+    /// # Ok::<(), tunnelbroker_core::Error>(())
+    /// ```
     pub fn recorded_server(&self) -> Result<ServerSettings> {
         ServerSettings::recorded(&self.paths)
     }
@@ -278,6 +347,31 @@ impl Broker {
     /// [`render_server_with`](Self::render_server_with) into `out_dir`
     /// (default: the recorded directory, else `<broker>/server`), with the
     /// recorded run directory.
+    ///
+    /// ```
+    /// # use tunnelbroker_core::{Broker, InitOptions, Settings};
+    /// # let tmp = tempfile::tempdir().unwrap();
+    /// # let settings = Settings::new("2001:db8:0:f100::/56".parse()?, "vpn.example.net".parse()?);
+    /// # let broker = Broker::init(&tmp.path().join("broker"), &InitOptions::new(settings))?;
+    /// use std::os::unix::fs::PermissionsExt;
+    /// use tunnelbroker_core::{ClientKind, ErrorKind, NewClient};
+    /// broker.add_client(&NewClient::new("alice".parse()?, ClientKind::Subnet))?;
+    /// std::fs::set_permissions(tmp.path(), std::fs::Permissions::from_mode(0o755)).unwrap();
+    /// let report = broker.render_server(Some(&tmp.path().join("server")))?;
+    /// assert_eq!(report.instances.len(), 1);
+    /// assert!(report.dir.join("server.key").exists());
+    /// // Again, into the recorded directory: nothing to write.
+    /// assert!(broker.render_server(None)?.written.is_empty());
+    ///
+    /// // A directory OpenVPN could not reach as nobody is refused.
+    /// let hidden = tmp.path().join("hidden");
+    /// std::fs::create_dir(&hidden).unwrap();
+    /// std::fs::set_permissions(&hidden, std::fs::Permissions::from_mode(0o700)).unwrap();
+    /// let err = broker.render_server(Some(&hidden.join("server"))).unwrap_err();
+    /// assert_eq!(err.kind(), ErrorKind::InvalidInput);
+    /// assert!(!hidden.join("server").exists());
+    /// # Ok::<(), tunnelbroker_core::Error>(())
+    /// ```
     pub fn render_server(&self, out_dir: Option<&Path>) -> Result<RenderReport> {
         self.render_server_with(&RenderOptions {
             dir: out_dir.map(Path::to_path_buf),
@@ -328,6 +422,34 @@ impl Broker {
     /// manifest lists (or, before manifests, header files named like an
     /// instance's) that are no longer planned; other brokers' manifests and
     /// files are never touched.
+    ///
+    /// ```
+    /// # use tunnelbroker_core::{Broker, InitOptions, Settings};
+    /// # let tmp = tempfile::tempdir().unwrap();
+    /// # let settings = Settings::new("2001:db8:0:f100::/56".parse()?, "vpn.example.net".parse()?);
+    /// # let broker = Broker::init(&tmp.path().join("broker"), &InitOptions::new(settings))?;
+    /// use std::os::unix::fs::PermissionsExt;
+    /// use tunnelbroker_core::ErrorKind;
+    /// use tunnelbroker_core::broker::RenderOptions;
+    /// std::fs::set_permissions(tmp.path(), std::fs::Permissions::from_mode(0o755)).unwrap();
+    /// let mut options = RenderOptions::new();
+    /// options.dir = Some(tmp.path().join("server"));
+    /// options.run_dir = Some(tmp.path().join("run"));
+    /// let report = broker.render_server_with(&options)?;
+    /// assert!(report.dir.join("ca.crt").exists());
+    ///
+    /// // A file in the way that the broker did not write is refused (unless
+    /// // `force`), and nothing is written.
+    /// let other = tmp.path().join("other");
+    /// std::fs::create_dir(&other).unwrap();
+    /// std::fs::write(other.join("ca.crt"), "mine").unwrap();
+    /// options.dir = Some(other.clone());
+    /// let err = broker.render_server_with(&options).unwrap_err();
+    /// assert_eq!(err.kind(), ErrorKind::AlreadyExists);
+    /// assert_eq!(std::fs::read_to_string(other.join("ca.crt")).unwrap(), "mine");
+    /// assert!(!other.join("server.key").exists());
+    /// # Ok::<(), tunnelbroker_core::Error>(())
+    /// ```
     pub fn render_server_with(&self, options: &RenderOptions) -> Result<RenderReport> {
         let layout = self.layout(options.dir.as_deref(), options.run_dir.as_deref())?;
         // Refused before anything is created (checked again once the path
@@ -571,6 +693,29 @@ impl Broker {
     /// server is told to `kill` its common name. Both go through the
     /// management socket in the recorded run directory (default
     /// `/run/openvpn-server`).
+    ///
+    /// ```
+    /// # use tunnelbroker_core::{Broker, InitOptions, Settings};
+    /// # let tmp = tempfile::tempdir().unwrap();
+    /// # let settings = Settings::new("2001:db8:0:f100::/56".parse()?, "vpn.example.net".parse()?);
+    /// # let broker = Broker::init(&tmp.path().join("broker"), &InitOptions::new(settings))?;
+    /// use std::os::unix::fs::PermissionsExt;
+    /// use tunnelbroker_core::broker::{RenderOptions, SessionEnd};
+    /// use tunnelbroker_core::{ClientKind, ErrorKind, NewClient};
+    /// let alice = broker.add_client(&NewClient::new("alice".parse()?, ClientKind::Hermit))?;
+    /// std::fs::set_permissions(tmp.path(), std::fs::Permissions::from_mode(0o755)).unwrap();
+    /// let mut options = RenderOptions::new();
+    /// options.dir = Some(tmp.path().join("server"));
+    /// options.run_dir = Some(tmp.path().join("run"));
+    /// broker.render_server_with(&options)?;
+    /// // No OpenVPN runs here: no management socket answers.
+    /// assert!(matches!(broker.end_session(&alice)?, SessionEnd::NoServer(_)));
+    ///
+    /// // The run directory comes from the settings file; a damaged one is refused.
+    /// std::fs::write(&broker.paths().settings, "pool = 1").unwrap();
+    /// assert_eq!(broker.end_session(&alice).unwrap_err().kind(), ErrorKind::InvalidInput);
+    /// # Ok::<(), tunnelbroker_core::Error>(())
+    /// ```
     pub fn end_session(&self, client: &Client) -> Result<SessionEnd> {
         let layout = self.layout(None, None)?;
         let options = self.server_options(&layout)?;

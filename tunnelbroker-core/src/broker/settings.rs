@@ -1,95 +1,16 @@
 //! The broker's settings: a commented TOML file in the broker directory.
 
-use std::fmt;
-use std::net::IpAddr;
 use std::path::PathBuf;
-use std::str::FromStr;
 
 use serde::{Deserialize, Serialize};
 
-pub use crate::openvpn::check_interface_name;
+pub use crate::openvpn::Endpoint;
 pub use crate::words::ServerMode;
 
 use crate::error::{Error, Result, shown};
 use crate::pki::{KeyType, Subject};
 use crate::plan::Pool;
 use crate::store::DatabaseUrl;
-
-/// The host name or address clients connect to, checked so that it can be
-/// written into configurations safely.
-///
-/// ```
-/// use tunnelbroker_core::Endpoint;
-/// assert!("vpn.example.net".parse::<Endpoint>().is_ok());
-/// assert!("198.18.0.1".parse::<Endpoint>().is_ok());
-/// assert!("vpn.example.net; rm -rf /".parse::<Endpoint>().is_err());
-/// assert!("".parse::<Endpoint>().is_err());
-/// # Ok::<(), tunnelbroker_core::Error>(())
-/// ```
-#[derive(Debug, Clone, PartialEq, Eq, Hash, Serialize, Deserialize)]
-#[serde(try_from = "String", into = "String")]
-pub struct Endpoint(String);
-
-impl Endpoint {
-    /// The host as text.
-    pub fn as_str(&self) -> &str {
-        &self.0
-    }
-}
-
-impl FromStr for Endpoint {
-    type Err = Error;
-    fn from_str(s: &str) -> Result<Self> {
-        let bad = |reason: &str| Error::InvalidField {
-            field: "endpoint",
-            input: shown(s),
-            reason: reason.into(),
-        };
-        if s.parse::<IpAddr>().is_ok() {
-            return Ok(Endpoint(s.to_owned()));
-        }
-        if s.is_empty() {
-            return Err(bad("empty; expected a host name or IP address"));
-        }
-        if s.len() > 253 {
-            return Err(bad("a host name has at most 253 characters"));
-        }
-        for label in s.trim_end_matches('.').split('.') {
-            let ok = !label.is_empty()
-                && label.len() <= 63
-                && label
-                    .bytes()
-                    .all(|b| b.is_ascii_alphanumeric() || b == b'-')
-                && !label.starts_with('-')
-                && !label.ends_with('-');
-            if !ok {
-                return Err(bad(
-                    "not a host name (letters, digits and '-' in dot-separated labels) or IP address",
-                ));
-            }
-        }
-        Ok(Endpoint(s.to_owned()))
-    }
-}
-
-impl fmt::Display for Endpoint {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        f.write_str(&self.0)
-    }
-}
-
-impl TryFrom<String> for Endpoint {
-    type Error = Error;
-    fn try_from(s: String) -> Result<Self> {
-        s.parse()
-    }
-}
-
-impl From<Endpoint> for String {
-    fn from(e: Endpoint) -> String {
-        e.0
-    }
-}
 
 /// Validity periods, in days.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
@@ -164,7 +85,8 @@ pub struct DatabaseSettings {
 /// `[server]` and `[database]` are this host's own.
 ///
 /// ```
-/// use tunnelbroker_core::{Settings, ServerMode};
+/// use tunnelbroker_core::Settings;
+/// use tunnelbroker_core::broker::ServerMode;
 /// let s = Settings::new("2001:db8:0:f100::/56".parse()?, "vpn.example.net".parse()?);
 /// assert_eq!(s.mode, ServerMode::PerClient);
 /// assert_eq!(s.port, 5000);
@@ -219,7 +141,7 @@ impl Settings {
 
     /// Checks the fields that the type system does not.
     pub fn validate(&self) -> Result<()> {
-        check_interface_name(&self.lan_interface)?;
+        crate::openvpn::InterfaceName::new(&self.lan_interface)?;
         if self.port == 0 {
             return Err(Error::InvalidField {
                 field: "port",

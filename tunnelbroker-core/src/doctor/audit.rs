@@ -66,7 +66,7 @@ pub struct AuditOptions {
     pub fix: bool,
     /// Where the rendered server files are (what `server render --out DIR`
     /// wrote); default the broker's
-    /// [`paths().server_dir`](crate::BrokerPaths::server_dir).
+    /// [`paths().server_dir`](crate::broker::BrokerPaths::server_dir).
     pub server_dir: Option<PathBuf>,
 }
 

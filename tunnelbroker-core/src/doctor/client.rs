@@ -24,7 +24,7 @@ const GLOBAL_PROBE: Ipv6Addr = Ipv6Addr::new(0x2a00, 0, 0, 0, 0, 0, 0, 1);
 pub struct DoctorOptions {
     /// The LAN interface of a subnet client, instead of the one the
     /// configuration names (or `eth0`).
-    pub lan_interface: Option<String>,
+    pub lan_interface: Option<crate::openvpn::InterfaceName>,
     /// Whether to send the one `ping -6` to the server (default true).
     pub ping: bool,
     /// Warn when the certificate expires within this many days (default 30).
@@ -500,7 +500,8 @@ fn check_tunnel(
     if f.kind == ClientKind::Subnet {
         let lan = options
             .lan_interface
-            .clone()
+            .as_ref()
+            .map(|i| i.to_string())
             .or_else(|| cfg.setenv(LAN_INTERFACE_ENV).map(str::to_owned))
             .or_else(|| f.lan.clone())
             .unwrap_or_else(|| "eth0".to_owned());

@@ -8,9 +8,9 @@ use std::path::{Path, PathBuf};
 use time::{Duration, OffsetDateTime};
 
 use super::*;
-use crate::broker::ServerMode;
+use crate::broker::{ClientOs, ServerMode};
+use crate::openvpn::ClientMaterial;
 use crate::openvpn::tests::{client_with, hermit, pool, subnet};
-use crate::openvpn::{ClientMaterial, ClientTunnel, Platform};
 use crate::pki::{Ca, CaParams, Issued, KeyType, TlsCryptKey};
 use crate::plan::ClientKind;
 
@@ -164,10 +164,6 @@ fn bundle(kind: ClientKind, mode: ServerMode) -> Bundle {
         ClientKind::Subnet => subnet(),
         ClientKind::Hermit => hermit(),
     };
-    let tunnel = match mode {
-        ServerMode::PerClient => ClientTunnel::PerClient,
-        ServerMode::Shared => ClientTunnel::Shared,
-    };
     let material = ClientMaterial::new(
         ca.certificate().pem(),
         issued.certificate.pem(),
@@ -175,7 +171,7 @@ fn bundle(kind: ClientKind, mode: ServerMode) -> Bundle {
         tls.to_text(),
     )
     .unwrap();
-    let cfg = client_with("alice", a, Platform::Linux, tunnel, material);
+    let cfg = client_with("alice", a, ClientOs::Linux, mode, material);
     // The renderer and BundleFacts::new agree on what the client should have.
     assert_eq!(
         cfg.facts(),
@@ -476,7 +472,7 @@ fn the_lan_interface_can_be_named() {
     }
     assert_only_fail(&doctor(&b, &sys), "lan-address");
     let opts = DoctorOptions {
-        lan_interface: Some("lan0".into()),
+        lan_interface: Some("lan0".parse().unwrap()),
         ..DoctorOptions::default()
     };
     assert!(!run(&b.conf, &opts, &sys).failed());

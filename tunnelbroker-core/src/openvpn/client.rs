@@ -6,64 +6,43 @@ use std::net::Ipv6Addr;
 
 use super::facts::BundleFacts;
 use super::text::{ConfigText, ScriptText, Step, Word, ip_addr};
-use super::values::{CommonName, Host, InlineText, InterfaceName};
+use super::values::{CommonName, Endpoint, InlineText, InterfaceName};
 use super::{ConfigFile, KEEPALIVE, RenderedFile, Script};
 use crate::error::{Error, Result, shown};
+use crate::words::{ClientOs, ServerMode};
 use crate::{Assignment, ClientId, Pool};
 
 /// The environment variable that overrides the LAN interface in a subnet
 /// client's scripts.
 pub const LAN_INTERFACE_ENV: &str = "TUNNELBROKER_LAN_IF";
 
-/// The operating system a client configuration is written for.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
-pub enum Platform {
-    /// OpenVPN on Linux: `.conf` with `up`/`down` scripts.
-    Linux,
-    /// OpenVPN for Windows: `.ovpn`, no scripts.
-    Windows,
-}
-
-/// How the client gets its tunnel address.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
-pub enum ClientTunnel {
-    /// Per-client mode: a point-to-point TLS client (`tls-client`) that sets
-    /// its own addresses with `ifconfig-ipv6`, since a p2p server pushes
-    /// nothing.
-    PerClient,
-    /// Shared mode: `client` (pull); the server pushes the address from the
-    /// client's CCD entry.
-    Shared,
-}
-
-impl ClientTunnel {
-    /// The server's address on the tunnel of a client with `assignment` in
-    /// `pool`: what the server configuration sets on its tun device and what
-    /// the client's `doctor` pings.
-    ///
-    /// * per-client mode, subnet: the routing net's server end `routing::H:1`;
-    /// * per-client mode, hermit: the link-local `fe80::1`;
-    /// * shared mode: the routing /64's `::1`, for every client
-    ///   ([`SharedServer::server_address`](super::SharedServer::server_address)).
-    ///
-    /// ```
-    /// use tunnelbroker_core::openvpn::ClientTunnel;
-    /// use tunnelbroker_core::{Assignment, Pool};
-    /// let pool: Pool = "2001:db8:0:f100::/56".parse()?;
-    /// let s = Assignment::Subnet(pool.subnet("2001:db8:0:f1ab::/64".parse().unwrap())?);
-    /// let h = Assignment::Hermit(pool.hermit("2001:db8:0:f1ff::7".parse().unwrap())?);
-    /// let addr = |t: ClientTunnel, a| t.server_address(&pool, &a).to_string();
-    /// assert_eq!(addr(ClientTunnel::PerClient, s), "2001:db8:0:f100::f1ab:1");
-    /// assert_eq!(addr(ClientTunnel::PerClient, h), "fe80::1");
-    /// assert_eq!(addr(ClientTunnel::Shared, s), "2001:db8:0:f100::1");
-    /// assert_eq!(addr(ClientTunnel::Shared, h), "2001:db8:0:f100::1");
-    /// # Ok::<(), tunnelbroker_core::Error>(())
-    /// ```
-    pub fn server_address(self, pool: &Pool, assignment: &Assignment) -> Ipv6Addr {
-        match self {
-            ClientTunnel::PerClient => per_client_server_address(assignment),
-            ClientTunnel::Shared => super::server::shared_server_address(pool),
-        }
+/// The server's address on the tunnel of a client with `assignment` in
+/// `pool` of a broker in server `mode`: what the server configuration sets on
+/// its tun device and what the client's `doctor` pings.
+///
+/// * per-client mode, subnet: the routing net's server end `routing::H:1`;
+/// * per-client mode, hermit: the link-local `fe80::1`;
+/// * shared mode: the routing /64's `::1`, for every client
+///   ([`SharedServer::server_address`](super::SharedServer::server_address)).
+///
+/// ```
+/// use tunnelbroker_core::openvpn::server_address;
+/// use tunnelbroker_core::broker::ServerMode;
+/// use tunnelbroker_core::{Assignment, Pool};
+/// let pool: Pool = "2001:db8:0:f100::/56".parse()?;
+/// let s = Assignment::Subnet(pool.subnet("2001:db8:0:f1ab::/64".parse().unwrap())?);
+/// let h = Assignment::Hermit(pool.hermit("2001:db8:0:f1ff::7".parse().unwrap())?);
+/// let addr = |m: ServerMode, a| server_address(m, &pool, &a).to_string();
+/// assert_eq!(addr(ServerMode::PerClient, s), "2001:db8:0:f100::f1ab:1");
+/// assert_eq!(addr(ServerMode::PerClient, h), "fe80::1");
+/// assert_eq!(addr(ServerMode::Shared, s), "2001:db8:0:f100::1");
+/// assert_eq!(addr(ServerMode::Shared, h), "2001:db8:0:f100::1");
+/// # Ok::<(), tunnelbroker_core::Error>(())
+/// ```
+pub fn server_address(mode: ServerMode, pool: &Pool, assignment: &Assignment) -> Ipv6Addr {
+    match mode {
+        ServerMode::PerClient => per_client_server_address(assignment),
+        ServerMode::Shared => super::server::shared_server_address(pool),
     }
 }
 
@@ -117,6 +96,7 @@ impl ClientMaterial {
 ///
 /// ```
 /// use tunnelbroker_core::openvpn::*;
+/// use tunnelbroker_core::broker::{ClientOs, ServerMode};
 /// use tunnelbroker_core::{Assignment, Pool};
 /// let pool: Pool = "2001:db8:0:f100::/56".parse()?;
 /// let a = Assignment::Hermit(pool.hermit("2001:db8:0:f1ff::7".parse().unwrap())?);
@@ -124,10 +104,10 @@ impl ClientMaterial {
 /// let cfg = ClientConfig {
 ///     client: "bob".parse()?,
 ///     assignment: a,
-///     platform: Platform::Windows,
-///     tunnel: ClientTunnel::PerClient,
-///     server_address: ClientTunnel::PerClient.server_address(&pool, &a),
-///     remote: Host::new("vpn.example.org")?,
+///     os: ClientOs::Windows,
+///     mode: ServerMode::PerClient,
+///     server_address: server_address(ServerMode::PerClient, &pool, &a),
+///     remote: Endpoint::new("vpn.example.org")?,
 ///     port: 5001,
 ///     server_name: CommonName::new("server")?,
 ///     lan_interface: InterfaceName::new("eth0")?,
@@ -152,16 +132,16 @@ pub struct ClientConfig {
     /// Its assignment.
     pub assignment: Assignment,
     /// Linux or Windows.
-    pub platform: Platform,
+    pub os: ClientOs,
     /// Per-client or shared server.
-    pub tunnel: ClientTunnel,
+    pub mode: ServerMode,
     /// The server's address on the tunnel, as the server configuration sets
-    /// it ([`ClientTunnel::server_address`]); written into the configuration's
+    /// it ([`server_address()`]); written into the configuration's
     /// `# tunnelbroker-doctor:` line for `doctor` to ping. In per-client mode
     /// it must be the assignment's server end ([`emit`](Self::emit) checks).
     pub server_address: Ipv6Addr,
     /// The broker's public host name or address.
-    pub remote: Host,
+    pub remote: Endpoint,
     /// The server's UDP port for this client.
     pub port: u16,
     /// The server certificate's CN (`verify-x509-name`).
@@ -175,9 +155,9 @@ pub struct ClientConfig {
 impl ClientConfig {
     /// `<id>.conf` (Linux) or `<id>.ovpn` (Windows).
     pub fn file_name(&self) -> String {
-        match self.platform {
-            Platform::Linux => format!("{}.conf", self.client),
-            Platform::Windows => format!("{}.ovpn", self.client),
+        match self.os {
+            ClientOs::Linux => format!("{}.conf", self.client),
+            ClientOs::Windows => format!("{}.ovpn", self.client),
         }
     }
 
@@ -211,8 +191,8 @@ impl ClientConfig {
                 reason,
             })
         };
-        match self.tunnel {
-            ClientTunnel::PerClient => {
+        match self.mode {
+            ServerMode::PerClient => {
                 let want = per_client_server_address(&self.assignment);
                 if addr != want {
                     return bad(format!(
@@ -221,7 +201,7 @@ impl ClientConfig {
                     ));
                 }
             }
-            ClientTunnel::Shared => {
+            ServerMode::Shared => {
                 if addr.is_unspecified() || addr.is_loopback() || addr.is_multicast() {
                     return bad("not a unicast address".into());
                 }
@@ -237,7 +217,7 @@ impl ClientConfig {
     }
 
     fn has_scripts(&self) -> bool {
-        self.platform == Platform::Linux && self.assignment.as_subnet().is_some()
+        self.os == ClientOs::Linux && self.assignment.as_subnet().is_some()
     }
 
     /// The configuration text.
@@ -249,20 +229,20 @@ impl ClientConfig {
             super::server::describe(&self.assignment)
         ));
         c.comment(self.facts().to_string());
-        match self.platform {
-            Platform::Linux => c.comment(format!(
+        match self.os {
+            ClientOs::Linux => c.comment(format!(
                 "start: openvpn --cd DIR --config {} (or copy to /etc/openvpn/client/ and use openvpn-client@{})",
                 self.file_name(),
                 self.client
             )),
-            Platform::Windows => c.comment(
+            ClientOs::Windows => c.comment(
                 "import this file into OpenVPN for Windows (OpenVPN GUI or OpenVPN Connect)",
             ),
         };
         c.blank();
-        match self.tunnel {
-            ClientTunnel::PerClient => c.opt("tls-client"),
-            ClientTunnel::Shared => c.opt("client"),
+        match self.mode {
+            ServerMode::PerClient => c.opt("tls-client"),
+            ServerMode::Shared => c.opt("client"),
         };
         c.opt_args("dev", ["tun"])
             .opt_args("proto", ["udp"])
@@ -270,7 +250,7 @@ impl ClientConfig {
             .opt("nobind")
             .opt_args("remote-cert-tls", ["server"])
             .opt_args("verify-x509-name", [self.server_name.as_str(), "name"]);
-        if self.tunnel == ClientTunnel::PerClient {
+        if self.mode == ServerMode::PerClient {
             match &self.assignment {
                 Assignment::Subnet(s) => c.opt_args(
                     "ifconfig-ipv6",
@@ -341,7 +321,7 @@ impl ClientConfig {
             self.lan_interface
         ));
         t.step(self.lan_step());
-        if self.tunnel == ClientTunnel::PerClient {
+        if self.mode == ServerMode::PerClient {
             t.run(ip_addr(
                 "replace",
                 format!("{}/64", s.client_link_local()),
@@ -395,7 +375,7 @@ impl ClientConfig {
         t.step(Step::RestoreForwarding {
             marker: self.marker(),
         });
-        if self.tunnel == ClientTunnel::PerClient {
+        if self.mode == ServerMode::PerClient {
             t.step(Step::RunTolerant(ip_addr(
                 "del",
                 format!("{}/64", s.client_link_local()),
@@ -471,8 +451,8 @@ impl fmt::Display for Readme<'_> {
         }
         writeln!(f, "Server:       {} UDP port {}", c.remote, c.port)?;
         writeln!(f)?;
-        match c.platform {
-            Platform::Linux => {
+        match c.os {
+            ClientOs::Linux => {
                 writeln!(
                     f,
                     "1. Install OpenVPN 2.6 or later, e.g. `apt-get install openvpn`."
@@ -523,7 +503,7 @@ impl fmt::Display for Readme<'_> {
                     writeln!(f, "the up script then logs that the LAN got no prefix.")?;
                 }
             }
-            Platform::Windows => {
+            ClientOs::Windows => {
                 writeln!(
                     f,
                     "1. Install OpenVPN for Windows 2.6 or later (https://openvpn.net/community-downloads/)."

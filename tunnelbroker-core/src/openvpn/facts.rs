@@ -9,8 +9,7 @@ use std::net::Ipv6Addr;
 use ipnet::Ipv6Net;
 use serde::Serialize;
 
-use super::ClientTunnel;
-use super::values::check_interface_name;
+use super::values::InterfaceName;
 use crate::client_id::ClientId;
 use crate::error::{Error, Result, shown};
 use crate::plan::{Assignment, ClientKind, Pool, Subnet};
@@ -25,7 +24,8 @@ pub const FACTS_TAG: &str = "tunnelbroker-doctor:";
 ///
 /// ```
 /// use tunnelbroker_core::doctor::BundleFacts;
-/// use tunnelbroker_core::{Assignment, ClientKind, Pool, ServerMode};
+/// use tunnelbroker_core::{Assignment, ClientKind, Pool};
+/// use tunnelbroker_core::broker::ServerMode;
 /// let pool: Pool = "2001:db8:0:f100::/56".parse()?;
 /// let a = Assignment::in_pool(&pool, ClientKind::Subnet, "2001:db8:0:f1ab::/64".parse().unwrap())?;
 /// let facts = BundleFacts::new(&"alice".parse()?, &a, &pool, ServerMode::PerClient, "eth0");
@@ -65,16 +65,12 @@ impl BundleFacts {
         mode: ServerMode,
         lan: &str,
     ) -> Self {
-        let tunnel = match mode {
-            ServerMode::PerClient => ClientTunnel::PerClient,
-            ServerMode::Shared => ClientTunnel::Shared,
-        };
         BundleFacts {
             id: Some(id.clone()),
             kind: assignment.kind(),
             prefix: assignment.prefix(),
             tunnel: assignment.tunnel_address(),
-            server: tunnel.server_address(pool, assignment),
+            server: super::server_address(mode, pool, assignment),
             lan: (assignment.kind() == ClientKind::Subnet).then(|| lan.to_owned()),
         }
     }
@@ -140,7 +136,7 @@ impl std::str::FromStr for BundleFacts {
                 "tunnel" => tunnel = Some(addr(v)?),
                 "server" => server = Some(addr(v)?),
                 "lan" => {
-                    check_interface_name(v)?;
+                    InterfaceName::new(v)?;
                     lan = Some(v.to_owned());
                 }
                 _ => {}

@@ -38,7 +38,7 @@ mod values;
 
 use std::fmt;
 
-pub use client::{ClientConfig, ClientMaterial, ClientTunnel, LAN_INTERFACE_ENV, Platform, Readme};
+pub use client::{ClientConfig, ClientMaterial, LAN_INTERFACE_ENV, Readme, server_address};
 pub use management::Management;
 pub use reach::{Reach, reach};
 pub use server::{
@@ -46,7 +46,7 @@ pub use server::{
     instance_name,
 };
 pub use systemd::{CrlRefreshUnits, DEFAULT_BINARY};
-pub use values::{CommonName, ConfigPath, Host, InlineText, InterfaceName, check_interface_name};
+pub use values::{CommonName, ConfigPath, Endpoint, InlineText, InterfaceName};
 
 /// `keepalive 15 45`: a ping every 15 s, restart after 45 s of silence (the
 /// 2004 guide's values).

@@ -1,6 +1,7 @@
 //! Snapshot and hostile-input tests of the rendered files.
 
 use super::*;
+use crate::broker::{ClientOs, ServerMode};
 use crate::{Assignment, ClientId, Pool};
 
 const CA: &str = "-----BEGIN CERTIFICATE-----\nQ0EgY2VydGlmaWNhdGU=\n-----END CERTIFICATE-----\n";
@@ -31,26 +32,26 @@ fn id(s: &str) -> ClientId {
     s.parse().unwrap()
 }
 
-fn client(name: &str, a: Assignment, platform: Platform, tunnel: ClientTunnel) -> ClientConfig {
+fn client(name: &str, a: Assignment, os: ClientOs, mode: ServerMode) -> ClientConfig {
     let material = ClientMaterial::new(CA, CERT, Some(KEY), TC).unwrap();
-    client_with(name, a, platform, tunnel, material)
+    client_with(name, a, os, mode, material)
 }
 
 /// A client of [`pool`] on vpn.example.org:5000 with `material`.
 pub(crate) fn client_with(
     name: &str,
     a: Assignment,
-    platform: Platform,
-    tunnel: ClientTunnel,
+    os: ClientOs,
+    mode: ServerMode,
     material: ClientMaterial,
 ) -> ClientConfig {
     ClientConfig {
         client: id(name),
         assignment: a,
-        platform,
-        tunnel,
-        server_address: tunnel.server_address(&pool(), &a),
-        remote: Host::new("vpn.example.org").unwrap(),
+        os,
+        mode,
+        server_address: server_address(mode, &pool(), &a),
+        remote: Endpoint::new("vpn.example.org").unwrap(),
         port: 5000,
         server_name: CommonName::new("tunnelbroker-server").unwrap(),
         lan_interface: InterfaceName::new("eth0").unwrap(),
@@ -97,12 +98,12 @@ fn shared_server_with_ccd() {
 #[test]
 fn linux_clients() {
     for (name, a, t) in [
-        ("linux_subnet_per_client", subnet(), ClientTunnel::PerClient),
-        ("linux_hermit_per_client", hermit(), ClientTunnel::PerClient),
-        ("linux_subnet_shared", subnet(), ClientTunnel::Shared),
-        ("linux_hermit_shared", hermit(), ClientTunnel::Shared),
+        ("linux_subnet_per_client", subnet(), ServerMode::PerClient),
+        ("linux_hermit_per_client", hermit(), ServerMode::PerClient),
+        ("linux_subnet_shared", subnet(), ServerMode::Shared),
+        ("linux_hermit_shared", hermit(), ServerMode::Shared),
     ] {
-        let c = client("alice", a, Platform::Linux, t);
+        let c = client("alice", a, ClientOs::Linux, t);
         insta::assert_snapshot!(name, all(&c.emit().unwrap()));
     }
 }
@@ -110,14 +111,10 @@ fn linux_clients() {
 #[test]
 fn windows_clients() {
     for (name, a, t) in [
-        (
-            "windows_subnet_per_client",
-            subnet(),
-            ClientTunnel::PerClient,
-        ),
-        ("windows_hermit_shared", hermit(), ClientTunnel::Shared),
+        ("windows_subnet_per_client", subnet(), ServerMode::PerClient),
+        ("windows_hermit_shared", hermit(), ServerMode::Shared),
     ] {
-        let c = client("alice", a, Platform::Windows, t);
+        let c = client("alice", a, ClientOs::Windows, t);
         let files = c.emit().unwrap();
         assert_eq!(files.len(), 2, "a Windows bundle has no scripts");
         let conf = &files[0].text;
@@ -130,7 +127,7 @@ fn windows_clients() {
 
 #[test]
 fn csr_client_reads_its_own_key_file() {
-    let mut c = client("carol", hermit(), Platform::Linux, ClientTunnel::Shared);
+    let mut c = client("carol", hermit(), ClientOs::Linux, ServerMode::Shared);
     c.material.key = None;
     let text = c.config().to_string();
     assert!(text.contains("\nkey carol.key\n"), "{text}");
@@ -146,8 +143,8 @@ fn every_config_avoids_what_openvpn_26_refuses_or_ignores() {
         per.config().unwrap().to_string(),
         shared.config().unwrap().to_string(),
     ];
-    for t in [ClientTunnel::PerClient, ClientTunnel::Shared] {
-        for p in [Platform::Linux, Platform::Windows] {
+    for t in [ServerMode::PerClient, ServerMode::Shared] {
+        for p in [ClientOs::Linux, ClientOs::Windows] {
             texts.push(client("alice", subnet(), p, t).config().to_string());
         }
     }
@@ -249,20 +246,20 @@ fn hostile_material_cannot_inject_options() {
 
 #[test]
 fn hostile_options_are_refused() {
-    assert!(Host::new("vpn.example.org\nup /bin/sh").is_err());
+    assert!(Endpoint::new("vpn.example.org\nup /bin/sh").is_err());
     assert!(InterfaceName::new("eth0\"; reboot; \"").is_err());
     assert!(ConfigPath::new("/etc/openvpn/server x").is_err());
     assert!(Account::new("nobody\ngroup root").is_err());
     assert!(PerClientServer::new(id("a"), hermit(), 0, ServerOptions::default()).is_err());
     assert!(SharedServer::new(pool(), 0, ServerOptions::default()).is_err());
-    let mut c = client("a", hermit(), Platform::Linux, ClientTunnel::Shared);
+    let mut c = client("a", hermit(), ClientOs::Linux, ServerMode::Shared);
     c.port = 0;
     assert!(c.emit().is_err());
 }
 
 #[test]
 fn scripts_quote_every_interpolated_word() {
-    let c = client("alice", subnet(), Platform::Linux, ClientTunnel::PerClient);
+    let c = client("alice", subnet(), ClientOs::Linux, ServerMode::PerClient);
     let up = c.up_script().unwrap().to_string();
     let down = c.down_script().unwrap().to_string();
     for s in [&up, &down] {
@@ -296,8 +293,8 @@ fn scripts_pass_sh_syntax_check() {
     let dir = tempfile::tempdir().unwrap();
     let per = PerClientServer::new(id("alice"), subnet(), 5000, ServerOptions::default()).unwrap();
     let mut scripts = vec![per.up_script().unwrap(), per.down_script().unwrap()];
-    for t in [ClientTunnel::PerClient, ClientTunnel::Shared] {
-        let c = client("alice", subnet(), Platform::Linux, t);
+    for t in [ServerMode::PerClient, ServerMode::Shared] {
+        let c = client("alice", subnet(), ClientOs::Linux, t);
         scripts.push(c.up_script().unwrap());
         scripts.push(c.down_script().unwrap());
     }
@@ -330,8 +327,8 @@ fn ifconfig(text: &str, option: &str) -> Option<(std::net::Ipv6Addr, std::net::I
 #[test]
 fn every_client_config_carries_facts_that_parse_back() {
     use crate::doctor::{BundleFacts, ClientConfigFile};
-    for t in [ClientTunnel::PerClient, ClientTunnel::Shared] {
-        for p in [Platform::Linux, Platform::Windows] {
+    for t in [ServerMode::PerClient, ServerMode::Shared] {
+        for p in [ClientOs::Linux, ClientOs::Windows] {
             for (a, kind) in [
                 (subnet(), crate::ClientKind::Subnet),
                 (hermit(), crate::ClientKind::Hermit),
@@ -356,19 +353,19 @@ fn every_client_config_carries_facts_that_parse_back() {
                 assert_eq!(read.kind, kind);
                 assert_eq!(read.prefix, a.prefix());
                 assert_eq!(read.tunnel, a.tunnel_address());
-                assert_eq!(read.server, t.server_address(&pool(), &a));
+                assert_eq!(read.server, server_address(t, &pool(), &a));
                 // Only a Linux subnet client has scripts that use a LAN interface.
-                let lan = p == Platform::Linux && kind == crate::ClientKind::Subnet;
+                let lan = p == ClientOs::Linux && kind == crate::ClientKind::Subnet;
                 assert_eq!(read.lan.as_deref(), lan.then_some("eth0"), "{text}");
                 // A per-client configuration's own ifconfig-ipv6 agrees.
                 match t {
-                    ClientTunnel::PerClient => {
+                    ServerMode::PerClient => {
                         assert_eq!(
                             ifconfig(&text, "ifconfig-ipv6"),
                             Some((read.tunnel, read.server))
                         );
                     }
-                    ClientTunnel::Shared => assert_eq!(ifconfig(&text, "ifconfig-ipv6"), None),
+                    ServerMode::Shared => assert_eq!(ifconfig(&text, "ifconfig-ipv6"), None),
                 }
             }
         }
@@ -379,7 +376,7 @@ fn every_client_config_carries_facts_that_parse_back() {
 fn the_facts_name_the_address_the_server_configures() {
     // Per-client: the server instance's `ifconfig-ipv6 SERVER/LEN CLIENT`.
     for a in [subnet(), hermit()] {
-        let c = client("alice", a, Platform::Linux, ClientTunnel::PerClient);
+        let c = client("alice", a, ClientOs::Linux, ServerMode::PerClient);
         let srv = PerClientServer::new(id("alice"), a, 5000, ServerOptions::default()).unwrap();
         let (server, peer) = ifconfig(&srv.config().unwrap().to_string(), "ifconfig-ipv6").unwrap();
         assert_eq!(c.facts().server, server);
@@ -389,7 +386,7 @@ fn the_facts_name_the_address_the_server_configures() {
     let srv = SharedServer::new(pool(), 5000, ServerOptions::default()).unwrap();
     let (server, _) = ifconfig(&srv.config().unwrap().to_string(), "ifconfig-ipv6").unwrap();
     for a in [subnet(), hermit()] {
-        let c = client("alice", a, Platform::Linux, ClientTunnel::Shared);
+        let c = client("alice", a, ClientOs::Linux, ServerMode::Shared);
         assert_eq!(c.facts().server, server);
         let ccd = srv.ccd(&id("alice"), &a).unwrap().to_string();
         let (tunnel, gateway) = ifconfig(&ccd, "ifconfig-ipv6-push").unwrap();
@@ -401,7 +398,7 @@ fn the_facts_name_the_address_the_server_configures() {
 #[test]
 fn a_server_address_that_cannot_be_the_servers_is_refused() {
     let per = |addr: &str| {
-        let mut c = client("alice", subnet(), Platform::Linux, ClientTunnel::PerClient);
+        let mut c = client("alice", subnet(), ClientOs::Linux, ServerMode::PerClient);
         c.server_address = addr.parse().unwrap();
         c.emit()
     };
@@ -412,7 +409,7 @@ fn a_server_address_that_cannot_be_the_servers_is_refused() {
         assert!(e.to_string().contains("2001:db8:0:f100::f1ab:1"), "{e}");
     }
     let shared = |a: Assignment, addr: &str| {
-        let mut c = client("alice", a, Platform::Windows, ClientTunnel::Shared);
+        let mut c = client("alice", a, ClientOs::Windows, ServerMode::Shared);
         c.server_address = addr.parse().unwrap();
         c.emit()
     };
@@ -480,8 +477,8 @@ fn run_with_fake_tools(
 
 #[test]
 fn a_subnet_client_without_its_lan_interface_still_brings_the_tunnel_up() {
-    for t in [ClientTunnel::PerClient, ClientTunnel::Shared] {
-        let c = client("lanless", subnet(), Platform::Linux, t);
+    for t in [ServerMode::PerClient, ServerMode::Shared] {
+        let c = client("lanless", subnet(), ClientOs::Linux, t);
         let up = c.up_script().unwrap().to_string();
         let (ok, stderr, calls) = run_with_fake_tools(&up, &["tun7"], &[]);
         assert!(ok, "the up script failed: {stderr}\n{up}");
@@ -502,7 +499,7 @@ fn a_subnet_client_without_its_lan_interface_still_brings_the_tunnel_up() {
             !calls.contains("sysctl"),
             "forwarding is left alone: {calls}"
         );
-        if t == ClientTunnel::PerClient {
+        if t == ServerMode::PerClient {
             assert!(
                 calls.contains("ip -6 addr replace fe80::f1ab:2/64 dev tun7"),
                 "{calls}"

@@ -156,59 +156,32 @@ impl InterfaceName {
     }
 }
 
-/// Checks a network interface name (at most 15 characters of letters,
-/// digits, `.`, `-`, `_`; not starting with `-` or `.`).
-///
-/// ```
-/// use tunnelbroker_core::check_interface_name;
-/// assert!(check_interface_name("eth0").is_ok());
-/// assert!(check_interface_name("eth0; reboot").is_err());
-/// assert!(check_interface_name("a-very-long-interface").is_err());
-/// ```
-pub fn check_interface_name(s: &str) -> Result<()> {
-    let bad = |reason: &str| Error::InvalidField {
-        field: "interface name",
-        input: shown(s),
-        reason: reason.into(),
-    };
-    if s.is_empty() || s.len() > 15 {
-        return Err(bad("an interface name has 1 to 15 characters"));
-    }
-    if !s
-        .bytes()
-        .all(|b| b.is_ascii_alphanumeric() || matches!(b, b'.' | b'-' | b'_'))
-        || s.starts_with('-')
-        || s.starts_with('.')
-    {
-        return Err(bad("use letters, digits, '.', '-' and '_' only"));
-    }
-    Ok(())
-}
-
-/// A host name or IP address that clients connect to.
+/// The host name or IP address that clients connect to (the broker's
+/// endpoint), checked so that it can be written into configurations safely.
 ///
 /// A DNS name (labels of ASCII letters, digits and `-`, at most 253 bytes)
-/// or an IPv4/IPv6 literal.
+/// or an IPv4/IPv6 literal (kept in its canonical form).
 ///
 /// ```
-/// use tunnelbroker_core::openvpn::Host;
-/// assert_eq!(Host::new("vpn.example.org")?.as_str(), "vpn.example.org");
-/// assert_eq!(Host::new("198.18.0.1")?.as_str(), "198.18.0.1");
-/// assert_eq!(Host::new("2001:db8::1")?.as_str(), "2001:db8::1");
+/// use tunnelbroker_core::openvpn::Endpoint;
+/// assert_eq!(Endpoint::new("vpn.example.org")?.as_str(), "vpn.example.org");
+/// assert_eq!("198.18.0.1".parse::<Endpoint>()?.as_str(), "198.18.0.1");
+/// assert_eq!(Endpoint::new("2001:DB8::1")?.as_str(), "2001:db8::1");
 /// for bad in ["", "a b", "-x.org", "x..org", "x.org;rm", "<key>", "h\u{e9}llo"] {
-///     assert!(Host::new(bad).is_err(), "{bad}");
+///     assert!(Endpoint::new(bad).is_err(), "{bad}");
 /// }
 /// # Ok::<(), tunnelbroker_core::Error>(())
 /// ```
-#[derive(Clone, PartialEq, Eq, Hash, PartialOrd, Ord)]
-pub struct Host(String);
+#[derive(Clone, PartialEq, Eq, Hash, PartialOrd, Ord, serde::Serialize, serde::Deserialize)]
+#[serde(try_from = "String", into = "String")]
+pub struct Endpoint(String);
 
-impl Host {
-    /// Checks `s` and makes it a host.
+impl Endpoint {
+    /// Checks `s` and makes it an endpoint.
     pub fn new(s: &str) -> Result<Self> {
-        const WHAT: &str = "host";
+        const WHAT: &str = "endpoint";
         if let Ok(ip) = s.parse::<IpAddr>() {
-            return Ok(Host(ip.to_string()));
+            return Ok(Endpoint(ip.to_string()));
         }
         if s.is_empty() {
             return Err(invalid(WHAT, s, "it is empty"));
@@ -235,12 +208,25 @@ impl Host {
                 return Err(invalid(WHAT, s, "a label must not start or end with '-'"));
             }
         }
-        Ok(Host(s.to_owned()))
+        Ok(Endpoint(s.to_owned()))
     }
 
     /// The host as text.
     pub fn as_str(&self) -> &str {
         &self.0
+    }
+}
+
+impl TryFrom<String> for Endpoint {
+    type Error = Error;
+    fn try_from(s: String) -> Result<Self> {
+        Endpoint::new(&s)
+    }
+}
+
+impl From<Endpoint> for String {
+    fn from(e: Endpoint) -> String {
+        e.0
     }
 }
 
@@ -366,7 +352,7 @@ macro_rules! text_impls {
         }
     )*};
 }
-text_impls!(ConfigPath, InterfaceName, Host, CommonName);
+text_impls!(ConfigPath, InterfaceName, Endpoint, CommonName);
 
 #[cfg(test)]
 mod tests {
@@ -385,7 +371,7 @@ mod tests {
 
         #[test]
         fn host_and_ifname_never_panic(s in ".{0,300}") {
-            if let Ok(h) = Host::new(&s) {
+            if let Ok(h) = Endpoint::new(&s) {
                 prop_assert!(h.as_str().chars().all(|c| c.is_ascii_alphanumeric() || ".-:".contains(c)));
             }
             if let Ok(i) = InterfaceName::new(&s) {

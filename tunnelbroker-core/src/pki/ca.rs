@@ -79,7 +79,7 @@ impl Ca {
     /// Makes a new self-signed CA.
     ///
     /// ```
-    /// use tunnelbroker_core::{Ca, CaParams, KeyType, Purpose};
+    /// use tunnelbroker_core::pki::{Ca, CaParams, KeyType, Purpose};
     /// let ca = Ca::generate(&CaParams { key_type: KeyType::P384, ..CaParams::default() })?;
     /// assert_eq!(ca.certificate().info().purpose, Purpose::Ca);
     /// assert_eq!(ca.key().key_type(), KeyType::P384);
@@ -120,7 +120,8 @@ impl Ca {
     /// chain in another order ([`Error::InvalidCaChain`]).
     ///
     /// ```
-    /// use tunnelbroker_core::{Ca, CaParams, Error};
+    /// use tunnelbroker_core::Error;
+    /// use tunnelbroker_core::pki::{Ca, CaParams};
     /// let ca = Ca::generate(&CaParams::default())?;
     /// let again = Ca::from_pem(ca.certificate().pem(), ca.key().to_pem())?;
     /// assert_eq!(again.certificate(), ca.certificate());
@@ -247,7 +248,7 @@ impl Ca {
     /// client certificate issued by an intermediate.
     ///
     /// ```
-    /// use tunnelbroker_core::{Ca, CaParams};
+    /// use tunnelbroker_core::pki::{Ca, CaParams};
     /// let ca = Ca::generate(&CaParams::default())?;
     /// assert_eq!(ca.chain_pem(), ca.certificate().pem());
     /// # Ok::<(), tunnelbroker_core::Error>(())
@@ -267,7 +268,7 @@ impl Ca {
     /// imported CA, so that the settings name the CA the broker really uses.
     ///
     /// ```
-    /// use tunnelbroker_core::{Ca, CaParams, Subject};
+    /// use tunnelbroker_core::pki::{Ca, CaParams, Subject};
     /// let subject = Subject { country: Some("DE".into()), ..Subject::default() };
     /// let ca = Ca::generate(&CaParams { subject: subject.clone(), ..CaParams::default() })?;
     /// assert_eq!(ca.subject(), subject);
@@ -315,7 +316,7 @@ impl Ca {
     /// left issues nothing: [`Error::CaExpiresSoon`].
     ///
     /// ```
-    /// use tunnelbroker_core::{Ca, CaParams};
+    /// use tunnelbroker_core::pki::{Ca, CaParams};
     /// let ca = Ca::generate(&CaParams { validity_days: 100, ..CaParams::default() })?;
     /// let end = ca.leaf_not_after("client certificate", 365)?;
     /// assert_eq!(end, ca.certificate().info().not_after);
@@ -422,7 +423,7 @@ impl Ca {
     /// Issues a server certificate (EKU serverAuth).
     ///
     /// ```
-    /// use tunnelbroker_core::{Ca, CaParams, KeyType, Purpose};
+    /// use tunnelbroker_core::pki::{Ca, CaParams, KeyType, Purpose};
     /// let ca = Ca::generate(&CaParams::default())?;
     /// let server = ca.issue_server("vpn.example.net", KeyType::P256, 730)?;
     /// assert_eq!(server.certificate.info().purpose, Purpose::Server);
@@ -444,7 +445,8 @@ impl Ca {
     /// Checks that `cert` was signed by this CA and is within validity now.
     ///
     /// ```
-    /// use tunnelbroker_core::{Ca, CaParams, ClientId, Error, KeyType};
+    /// use tunnelbroker_core::{ClientId, Error};
+    /// use tunnelbroker_core::pki::{Ca, CaParams, KeyType};
     /// let ca = Ca::generate(&CaParams::default())?;
     /// let other = Ca::generate(&CaParams::default())?;
     /// let id: ClientId = "carol".parse()?;

@@ -69,7 +69,7 @@ impl FromStr for Serial {
     /// (as `openssl` prints serials).
     ///
     /// ```
-    /// use tunnelbroker_core::Serial;
+    /// use tunnelbroker_core::pki::Serial;
     /// let s: Serial = "0a:ff:01".parse()?;
     /// assert_eq!(s.to_string(), "0AFF01");
     /// assert_eq!(s.as_bytes(), &[0x0a, 0xff, 0x01]);
@@ -175,7 +175,7 @@ impl Certificate {
     /// ignored; a file with more than one certificate is refused.
     ///
     /// ```
-    /// use tunnelbroker_core::{Ca, CaParams, Certificate, Purpose};
+    /// use tunnelbroker_core::pki::{Ca, CaParams, Certificate, Purpose};
     /// let ca = Ca::generate(&CaParams::default())?;
     /// let cert = Certificate::from_pem(ca.certificate().pem())?;
     /// assert_eq!(cert.info().purpose, Purpose::Ca);
@@ -200,7 +200,7 @@ impl Certificate {
     /// and blocks of other types are ignored; a damaged block is refused.
     ///
     /// ```
-    /// use tunnelbroker_core::{Ca, CaParams, Certificate};
+    /// use tunnelbroker_core::pki::{Ca, CaParams, Certificate};
     /// let a = Ca::generate(&CaParams::default())?;
     /// let b = Ca::generate(&CaParams::default())?;
     /// let text = format!("{}junk\n{}", a.certificate().pem(), b.certificate().pem());
@@ -258,7 +258,8 @@ impl Certificate {
     /// keys are equal). `doctor` uses this to catch swapped files.
     ///
     /// ```
-    /// use tunnelbroker_core::{Ca, CaParams, ClientId, KeyType, PrivateKey};
+    /// use tunnelbroker_core::ClientId;
+    /// use tunnelbroker_core::pki::{Ca, CaParams, KeyType, PrivateKey};
     /// let ca = Ca::generate(&CaParams::default())?;
     /// let issued = ca.issue_client(&"bob".parse::<ClientId>()?, KeyType::P256, 30)?;
     /// assert!(issued.certificate.matches_key(&issued.key));
@@ -281,7 +282,8 @@ impl Certificate {
     /// bundle.
     ///
     /// ```
-    /// use tunnelbroker_core::{Ca, CaParams, ClientId, KeyType};
+    /// use tunnelbroker_core::ClientId;
+    /// use tunnelbroker_core::pki::{Ca, CaParams, KeyType};
     /// let ca = Ca::generate(&CaParams::default())?;
     /// let other = Ca::generate(&CaParams::default())?;
     /// let issued = ca.issue_client(&"erin".parse::<ClientId>()?, KeyType::P256, 30)?;
@@ -290,7 +292,7 @@ impl Certificate {
     /// # Ok::<(), tunnelbroker_core::Error>(())
     /// ```
     ///
-    /// [`Ca::verify`]: crate::Ca::verify
+    /// [`Ca::verify`]: crate::pki::Ca::verify
     pub fn check_issued_by(&self, issuer: &Certificate) -> Result<()> {
         let ca = issuer.x509()?;
         let x509 = self.x509()?;

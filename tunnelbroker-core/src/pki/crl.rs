@@ -269,7 +269,8 @@ impl Ca {
     /// `next_update_days`, if longer) ago.
     ///
     /// ```
-    /// use tunnelbroker_core::{Ca, CaParams, ClientId, KeyType, RevocationReason, RevokedCert};
+    /// use tunnelbroker_core::ClientId;
+    /// use tunnelbroker_core::pki::{Ca, CaParams, KeyType, RevocationReason, RevokedCert};
     /// use time::OffsetDateTime;
     /// let ca = Ca::generate(&CaParams::default())?;
     /// let dave = ca.issue_client(&"dave".parse::<ClientId>()?, KeyType::P256, 365)?;
@@ -298,7 +299,7 @@ impl Ca {
     /// lifetime, if longer) before `this_update` are left out.
     ///
     /// ```
-    /// use tunnelbroker_core::{Ca, CaParams};
+    /// use tunnelbroker_core::pki::{Ca, CaParams};
     /// use time::{Duration, OffsetDateTime};
     /// let ca = Ca::generate(&CaParams::default())?;
     /// let then = OffsetDateTime::now_utc() - Duration::days(40);

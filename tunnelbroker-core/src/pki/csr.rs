@@ -108,7 +108,7 @@ mod tests {
         let pem = csr.pem().unwrap();
         let cert = ca.sign_client_csr(&id("erin"), &pem, 365).unwrap();
         assert_eq!(cert.info().common_name, "erin");
-        assert_eq!(cert.info().purpose, crate::Purpose::Client);
+        assert_eq!(cert.info().purpose, crate::pki::Purpose::Client);
         ca.verify(&cert).unwrap();
         let key = PrivateKey::from_pem(&client_key.serialize_pem()).unwrap();
         assert!(cert.matches_key(&key));

@@ -122,7 +122,7 @@ impl PrivateKey {
     /// Generates a fresh key.
     ///
     /// ```
-    /// use tunnelbroker_core::{KeyType, PrivateKey};
+    /// use tunnelbroker_core::pki::{KeyType, PrivateKey};
     /// let key = PrivateKey::generate(KeyType::Ed25519)?;
     /// assert_eq!(key.key_type(), KeyType::Ed25519);
     /// assert!(key.to_pem().starts_with("-----BEGIN PRIVATE KEY-----"));
@@ -159,7 +159,8 @@ impl PrivateKey {
     /// and RSA keys other than 2048, 3072 or 4096 bits are refused.
     ///
     /// ```
-    /// use tunnelbroker_core::{ErrorKind, KeyType, PrivateKey};
+    /// use tunnelbroker_core::ErrorKind;
+    /// use tunnelbroker_core::pki::{KeyType, PrivateKey};
     /// let key = PrivateKey::generate(KeyType::P256)?;
     /// let again = PrivateKey::from_pem(key.to_pem())?;
     /// assert_eq!(again.key_type(), KeyType::P256);

@@ -23,7 +23,8 @@
 //! No function here panics on any input; every parser bounds its input.
 //!
 //! ```
-//! use tunnelbroker_core::{Ca, CaParams, ClientId, KeyType};
+//! use tunnelbroker_core::ClientId;
+//! use tunnelbroker_core::pki::{Ca, CaParams, KeyType};
 //!
 //! let ca = Ca::generate(&CaParams::default())?;
 //! let alice: ClientId = "alice".parse()?;

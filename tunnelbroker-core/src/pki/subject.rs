@@ -60,7 +60,7 @@ impl Subject {
     /// control characters, the country two upper-case letters (ISO 3166).
     ///
     /// ```
-    /// use tunnelbroker_core::Subject;
+    /// use tunnelbroker_core::pki::Subject;
     /// let mut s = Subject::default();
     /// s.validate()?;
     /// s.country = Some("Germany".into());

@@ -35,7 +35,7 @@ impl TlsCryptKey {
     /// 2048 bits from the OS RNG.
     ///
     /// ```
-    /// use tunnelbroker_core::TlsCryptKey;
+    /// use tunnelbroker_core::pki::TlsCryptKey;
     /// let key = TlsCryptKey::generate()?;
     /// assert!(key.to_text().contains("-----BEGIN OpenVPN Static key V1-----"));
     /// assert_eq!(TlsCryptKey::parse(key.to_text())?, key);
@@ -71,7 +71,7 @@ impl TlsCryptKey {
     /// lines of 32 hex digits. The key is kept in a normalised form.
     ///
     /// ```
-    /// use tunnelbroker_core::TlsCryptKey;
+    /// use tunnelbroker_core::pki::TlsCryptKey;
     /// assert!(TlsCryptKey::parse("hello").is_err());
     /// ```
     pub fn parse(text: &str) -> Result<Self> {

@@ -17,7 +17,8 @@ use crate::error::{Error, Result};
 /// `O(log runs)`.
 ///
 /// ```
-/// use tunnelbroker_core::{Allocator, ClientKind, Pool};
+/// use tunnelbroker_core::{ClientKind, Pool};
+/// use tunnelbroker_core::plan::Allocator;
 ///
 /// let mut plan = Allocator::new("2001:db8:0:f100::/56".parse()?);
 /// let alice = plan.allocate(ClientKind::Subnet)?;
@@ -77,7 +78,8 @@ impl Allocator {
     /// Takes the lowest free assignment of `kind`.
     ///
     /// ```
-    /// use tunnelbroker_core::{Allocator, ClientKind, ErrorKind};
+    /// use tunnelbroker_core::{ClientKind, ErrorKind};
+    /// use tunnelbroker_core::plan::Allocator;
     /// let mut plan = Allocator::new("2001:db8:0:f1fc::/62".parse()?);
     /// plan.allocate(ClientKind::Subnet)?;
     /// plan.allocate(ClientKind::Subnet)?;
@@ -119,7 +121,8 @@ impl Allocator {
     /// pool, in the wrong role, reserved, or taken.
     ///
     /// ```
-    /// use tunnelbroker_core::{Allocator, ClientKind, ErrorKind};
+    /// use tunnelbroker_core::{ClientKind, ErrorKind};
+    /// use tunnelbroker_core::plan::Allocator;
     /// let mut plan = Allocator::new("2001:db8:0:f100::/56".parse()?);
     /// let p = "2001:db8:0:f1ab::/64".parse().unwrap();
     /// plan.request(ClientKind::Subnet, p)?;
@@ -151,7 +154,8 @@ impl Allocator {
     /// Frees a live assignment.
     ///
     /// ```
-    /// use tunnelbroker_core::{Allocator, ClientKind, ErrorKind};
+    /// use tunnelbroker_core::{ClientKind, ErrorKind};
+    /// use tunnelbroker_core::plan::Allocator;
     /// let mut plan = Allocator::new("2001:db8:0:f100::/56".parse()?);
     /// let a = plan.allocate(ClientKind::Hermit)?;
     /// plan.release(&a)?;

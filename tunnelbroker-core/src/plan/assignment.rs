@@ -267,7 +267,8 @@ impl TryFrom<SubnetRepr> for Subnet {
 /// It serialises with a `kind` tag:
 ///
 /// ```
-/// use tunnelbroker_core::{Allocator, Assignment, ClientKind, Pool};
+/// use tunnelbroker_core::{Assignment, ClientKind, Pool};
+/// use tunnelbroker_core::plan::Allocator;
 /// let mut plan = Allocator::new("2001:db8:0:f100::/56".parse()?);
 /// let a = plan.allocate(ClientKind::Subnet)?;
 /// assert_eq!(a.to_string(), "2001:db8:0:f101::/64");

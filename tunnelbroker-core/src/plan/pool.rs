@@ -150,7 +150,8 @@ impl Pool {
     /// The role of the /64 that holds `addr`, if it is in the pool.
     ///
     /// ```
-    /// use tunnelbroker_core::{Pool, Role};
+    /// use tunnelbroker_core::Pool;
+    /// use tunnelbroker_core::plan::Role;
     /// let pool: Pool = "2001:db8:0:f1fc::/62".parse()?;
     /// assert_eq!(pool.role_of("2001:db8:0:f1fc::1".parse().unwrap()), Some(Role::Routing));
     /// assert_eq!(pool.role_of("2001:db8:0:f1fe::1".parse().unwrap()), Some(Role::Subnet));
@@ -280,7 +281,7 @@ impl TryFrom<Ipv6Net> for Pool {
 /// bits zero.
 ///
 /// ```
-/// use tunnelbroker_core::parse_prefix;
+/// use tunnelbroker_core::plan::parse_prefix;
 /// assert_eq!(parse_prefix("2001:db8::5")?.to_string(), "2001:db8::5/128");
 /// assert_eq!(parse_prefix("2001:db8:0:f1ab::/64")?.prefix_len(), 64);
 /// assert!(parse_prefix("2001:db8::1/64").is_err()); // host bits

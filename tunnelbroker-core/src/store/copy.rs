@@ -73,12 +73,13 @@ mod tests {
     use time::OffsetDateTime;
 
     use super::*;
+    use crate::ErrorKind;
     use crate::client_id::ClientId;
     use crate::pki::RevocationReason;
+    use crate::pki::Serial;
     use crate::plan::{Assignment, ClientKind, Pool};
     use crate::store::{CertRecord, CertState, ClientRecord, SqliteStore};
     use crate::words::{ClientOs, ClientState};
-    use crate::{ErrorKind, Serial};
 
     fn pool() -> Pool {
         "2001:db8:0:f100::/56".parse().unwrap()

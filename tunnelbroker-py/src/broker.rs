@@ -20,6 +20,7 @@ use tunnelbroker_core::broker::{
 };
 use tunnelbroker_core::doctor::{self, AuditOptions};
 use tunnelbroker_core::pki::{KeyType, RevocationReason};
+use tunnelbroker_core::store::DatabaseUrl;
 use tunnelbroker_core::{Broker, Client, ClientId, InitOptions, NewClient, Pool, Settings};
 
 use crate::doctor::{PyReport, path_arg};
@@ -283,11 +284,15 @@ impl PyBroker {
     /// intermediate CA's `ca_cert` holds it followed by its issuers up to
     /// the root),
     /// server certificate, tls-crypt key, client database and CRL.
+    /// `database` is a new, empty PostgreSQL database
+    /// (`postgresql://USER@HOST[:PORT]/DB`, never with a password: PGPASSWORD
+    /// or a libpq passfile gives it) for brokers provisioned from several
+    /// hosts; without it the clients are in SQLite in `path`.
     #[staticmethod]
     #[pyo3(signature = (
         path, *, pool, endpoint, mode = "per-client", port = 5000, key_type = "p256",
         lan_interface = "eth0", ca_cert = None, ca_key = None, client_days = None,
-        server_days = None, ca_days = None, crl_days = None,
+        server_days = None, ca_days = None, crl_days = None, database = None,
     ))]
     #[allow(clippy::too_many_arguments)]
     fn init(
@@ -305,6 +310,7 @@ impl PyBroker {
         server_days: Option<u32>,
         ca_days: Option<u32>,
         crl_days: Option<u32>,
+        database: Option<&str>,
     ) -> PyResult<Self> {
         let pool = match pool.cast::<PyPool>() {
             Ok(p) => p.get().inner,
@@ -323,6 +329,10 @@ impl PyBroker {
         v.crl_days = crl_days.unwrap_or(v.crl_days);
         let mut options = InitOptions::new(settings);
         options.ca = ImportedCa::from_pem(ca_cert, ca_key).py_err(py)?;
+        options.database = database
+            .map(str::parse::<DatabaseUrl>)
+            .transpose()
+            .py_err(py)?;
         let broker = py.detach(|| Broker::init(&path, &options)).py_err(py)?;
         Ok(PyBroker::new(broker))
     }
@@ -346,6 +356,27 @@ impl PyBroker {
         Ok(PyPool {
             inner: self.get()?.settings().pool,
         })
+    }
+
+    /// The PostgreSQL database of the clients (its URL), or `None`: SQLite
+    /// in the broker directory.
+    #[getter]
+    fn database(&self) -> PyResult<Option<String>> {
+        Ok(self
+            .get()?
+            .settings()
+            .database
+            .url
+            .as_ref()
+            .map(ToString::to_string))
+    }
+
+    /// What opening the broker found worth a warning, one line each: a
+    /// cached copy of the shared settings (`tunnelbroker.toml`, `ca.crt`)
+    /// that differed from the client database's, refreshed or not.
+    #[getter]
+    fn open_warnings(&self) -> PyResult<Vec<String>> {
+        Ok(self.get()?.open_warnings().to_vec())
     }
 
     /// The host clients connect to.

@@ -113,6 +113,7 @@ fn main() {
     let dir = tempfile::tempdir().unwrap();
     let sqlite = SqliteStore::create(&dir.path().join("clients.db"), pool()).unwrap();
     measure("SQLite", &sqlite);
+    let mut made = None;
     let url: DatabaseUrl = match std::env::args().nth(1) {
         Some(u) => u.parse().unwrap(),
         None => {
@@ -124,9 +125,16 @@ fn main() {
             let mut c = postgres::Client::connect(&admin, postgres::NoTls).unwrap();
             c.batch_execute(&format!("CREATE DATABASE {name}")).unwrap();
             let (base, _) = admin.rsplit_once('/').unwrap();
-            format!("{base}/{name}").parse().unwrap()
+            let url = format!("{base}/{name}").parse().unwrap();
+            made = Some((c, name));
+            url
         }
     };
     let pg = PostgresStore::create(&url, pool()).unwrap();
     measure("PostgreSQL", &pg);
+    drop(pg);
+    if let Some((mut c, name)) = made {
+        c.batch_execute(&format!("DROP DATABASE {name} WITH (FORCE)"))
+            .unwrap();
+    }
 }

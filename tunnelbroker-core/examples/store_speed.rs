@@ -12,10 +12,11 @@
 use std::time::Instant;
 
 use time::OffsetDateTime;
+use tunnelbroker_core::broker::{ClientOs, ClientState};
 use tunnelbroker_core::store::{
     CertRecord, CertState, ClientRecord, DatabaseUrl, PostgresStore, SqliteStore, Store,
 };
-use tunnelbroker_core::{Assignment, ClientId, ClientKind, ClientOs, ClientState, Pool};
+use tunnelbroker_core::{Assignment, ClientId, ClientKind, Pool};
 
 const CLIENTS: u32 = 10_000;
 const BATCH: u32 = 500;

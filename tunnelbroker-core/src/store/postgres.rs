@@ -309,7 +309,7 @@ impl PostgresStore {
             reason: format!(
                 "cannot connect to {}: {}",
                 self.url,
-                one_line(&connect_failure(&e, self.password.is_some()))
+                one_line(connect_failure(&e, self.password.is_some()))
             ),
         })?;
         Ok(Conn {

@@ -1,3 +1,4 @@
+#!/usr/bin/env bash
 # shellcheck shell=bash
 # A throwaway PostgreSQL cluster for the tests (DESIGN §8): initdb and pg_ctl
 # in a temporary directory, as the `postgres` user when run as root, listening
@@ -10,6 +11,9 @@
 # or
 #   pg_start              start one (installs an EXIT/INT/TERM trap to stop it)
 #   pg_stop               stop and remove it (safe to call twice)
+#
+# Roles in tb_password_users (made here) log in with a password; the rest
+# are trusted.
 #
 # pg_start exports
 #   TUNNELBROKER_TEST_POSTGRES=postgresql://postgres@127.0.0.1:PORT/postgres
@@ -78,6 +82,14 @@ pg_start() {
     _pg_as_owner "$bin/initdb" -D "$PG_DIR/data" -A trust -U postgres -E UTF8 --no-sync \
         >"$PG_DIR/initdb.log" 2>&1 || { cat "$PG_DIR/initdb.log" >&2; return 1; }
     _pg_tls_material || { echo "postgres.sh: could not make the TLS certificate" >&2; return 1; }
+    # Members of tb_password_users must give a password (SCRAM), so that the
+    # tests can show that one reaches the server from PGPASSWORD or a
+    # passfile; everyone else is trusted. The first matching line wins.
+    {
+        printf '%s\n' "local all +tb_password_users scram-sha-256" \
+            "host all +tb_password_users 127.0.0.1/32 scram-sha-256"
+        cat "$PG_DIR/data/pg_hba.conf"
+    } >"$PG_DIR/pg_hba.new" && _pg_as_owner cp "$PG_DIR/pg_hba.new" "$PG_DIR/data/pg_hba.conf"
     opts="-k $PG_DIR -c listen_addresses=127.0.0.1 -c fsync=${PG_FSYNC:-off} -c max_connections=200"
     if [ -f "$PG_DIR/server.crt" ]; then
         opts="$opts -c ssl=on -c ssl_cert_file=$PG_DIR/server.crt -c ssl_key_file=$PG_DIR/server.key"
@@ -88,6 +100,9 @@ pg_start() {
         if _pg_as_owner "$bin/pg_ctl" -D "$PG_DIR/data" -l "$PG_DIR/log" -w -t 60 \
             -o "$opts -p $port" start >/dev/null 2>&1; then
             export TUNNELBROKER_TEST_POSTGRES="postgresql://postgres@127.0.0.1:$port/postgres"
+            "$bin/psql" -q -X -v ON_ERROR_STOP=1 "$TUNNELBROKER_TEST_POSTGRES" \
+                -c "CREATE ROLE tb_password_users NOLOGIN" >/dev/null ||
+                { echo "postgres.sh: could not create the role tb_password_users" >&2; return 1; }
             if [ -f "$PG_DIR/ca.pem" ]; then
                 export TUNNELBROKER_TEST_POSTGRES_CA="$PG_DIR/ca.pem"
             fi

@@ -6,6 +6,7 @@ mod docs;
 mod doctor;
 mod exit;
 mod lifecycle;
+mod password;
 // The core's PostgreSQL test helper, shared (not every helper is used here).
 #[allow(dead_code)]
 #[path = "../../tunnelbroker-core/tests/pg.rs"]

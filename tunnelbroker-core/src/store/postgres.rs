@@ -309,10 +309,7 @@ impl PostgresStore {
             reason: format!(
                 "cannot connect to {}: {}",
                 self.url,
-                one_line(match e.as_db_error() {
-                    Some(db) => db.message().to_owned(),
-                    None => e.to_string(),
-                })
+                one_line(connect_failure(&e, self.password.is_some()))
             ),
         })?;
         Ok(Conn {
@@ -1108,4 +1105,29 @@ impl Transaction for PgTx<'_, '_> {
         }
         Ok(())
     }
+}
+
+/// Why a connection failed, in words an operator can act on: the server's
+/// own message, or the client's error with its cause (tokio-postgres says
+/// only "invalid configuration" when the server asks for a password that
+/// nobody gave).
+fn connect_failure(e: &postgres::Error, have_password: bool) -> String {
+    if let Some(db) = e.as_db_error() {
+        return db.message().to_owned();
+    }
+    let mut text = e.to_string();
+    let mut source = std::error::Error::source(e);
+    while let Some(cause) = source {
+        let cause_text = cause.to_string();
+        if !have_password && cause_text.contains("password missing") {
+            return "the server asks for a password and none was given: set PGPASSWORD, or \
+                    put it in a passfile (PGPASSFILE or ~/.pgpass, mode 0600); it is never \
+                    written to the settings"
+                .into();
+        }
+        text.push_str(": ");
+        text.push_str(&cause_text);
+        source = cause.source();
+    }
+    text
 }

@@ -893,25 +893,20 @@ fn audit(all: &mut BTreeMap<String, Example>) {
     s.stdout(&format!(
         "tunnelbroker --dir {BROKER} client add alice --subnet"
     ));
-    let settings = s.path(BROKER).join("tunnelbroker.toml");
-    let toml = fs::read_to_string(&settings).unwrap();
-    let short = toml
-        .lines()
-        .map(|l| {
-            if l.trim_start().starts_with("client_days") {
-                "client_days = 12".to_owned()
-            } else {
-                l.to_owned()
-            }
-        })
-        .collect::<Vec<_>>()
-        .join("\n");
-    assert_ne!(short, toml.trim_end(), "no client_days in {toml}");
-    fs::write(&settings, short + "\n").unwrap();
+    // The validity periods are shared settings: the client database holds
+    // them (tunnelbroker.toml is a cache), so that is where bob's shorter
+    // one is set, and the usual one put back after.
+    let db = rusqlite::Connection::open(s.path(BROKER).join("clients.db")).unwrap();
+    let get = "SELECT value FROM shared WHERE key = 'settings.validity'";
+    let set = "UPDATE shared SET value = ?1 WHERE key = 'settings.validity'";
+    let validity: String = db.query_row(get, [], |r| r.get(0)).unwrap();
+    let short = validity.replace("client_days = 365", "client_days = 12");
+    assert_ne!(short, validity, "no client_days = 365 in {validity}");
+    db.execute(set, [&short]).unwrap();
     s.stdout(&format!(
         "tunnelbroker --dir {BROKER} client add bob --hermit"
     ));
-    fs::write(&settings, &toml).unwrap();
+    db.execute(set, [&validity]).unwrap();
     s.stdout(&format!(
         "tunnelbroker --dir {BROKER} client add carol --subnet"
     ));

@@ -1,10 +1,15 @@
 //! The integration tests of the `tunnelbroker` binary: one binary, one module per command.
 
 mod broker;
+mod database;
 mod docs;
 mod doctor;
 mod exit;
 mod lifecycle;
+// The core's PostgreSQL test helper, shared (not every helper is used here).
+#[allow(dead_code)]
+#[path = "../../tunnelbroker-core/tests/pg.rs"]
+mod pg;
 mod plan;
 mod server;
 

@@ -197,8 +197,9 @@ impl Settings {
         let s = &self.subject;
         let v = &self.validity;
         format!(
-            "# tunnelbroker settings. The pool and the mode shape every client's\n\
-             # assignment and configuration: change them only on a broker without clients.\n\
+            "# tunnelbroker settings. Everything above [server] is shared by every host of\n\
+             # this broker and kept in the client database: this file is a copy of it, and\n\
+             # tunnelbroker writes it again from the database when they differ.\n\
              \n\
              # The IPv6 pool clients get their assignments from (/48 to /62).\n\
              pool = {pool}\n\

@@ -341,7 +341,12 @@ impl PostgresStore {
             });
         };
         let out = f(conn);
-        if conn.client.is_closed() {
+        // After a failure, a connection that the server ended (its FATAL
+        // error may come before the client sees the socket close) is
+        // dropped, so that the next transaction starts on a new one.
+        if out.is_err()
+            && (conn.client.is_closed() || conn.client.is_valid(Duration::from_secs(5)).is_err())
+        {
             *guard = None;
         }
         out

@@ -114,6 +114,27 @@ fn invalid(input: &str, reason: impl Into<String>) -> Error {
 /// `input` with whatever follows a `:` in the user part of a URL replaced,
 /// so that no error message repeats a password, whatever else is wrong.
 fn redacted(input: &str) -> String {
+    let input = &redacted_user(input);
+    // A `password=` parameter (refused as unknown) is not repeated either.
+    match input.split_once('?') {
+        Some((base, query)) => {
+            let params: Vec<String> = query
+                .split('&')
+                .map(|p| match p.split_once('=') {
+                    Some((k, _)) if k.eq_ignore_ascii_case("password") => {
+                        format!("{k}=[redacted]")
+                    }
+                    _ => p.to_owned(),
+                })
+                .collect();
+            format!("{base}?{}", params.join("&"))
+        }
+        None => input.to_owned(),
+    }
+}
+
+/// `input` with whatever follows a `:` in the user part replaced.
+fn redacted_user(input: &str) -> String {
     let Some(start) = input.find("://").map(|i| i + 3) else {
         return input.to_owned();
     };
@@ -588,6 +609,12 @@ mod tests {
         assert!(err("postgresql://tb@db/tb?sslmode=bogus").contains("sslmode must be"));
         assert!(err("postgresql://tb@db/tb?sslmode=disable&sslmode=require").contains("twice"));
         assert!(err("postgresql://tb@db/tb?password=x").contains("unknown parameter"));
+        // A password in a parameter is not repeated either.
+        let text = err("postgresql://tb@db/tb?sslmode=require&Password=s3cr3t&x=1");
+        assert!(
+            !text.contains("s3cr3t") && text.contains("Password=[redacted]"),
+            "{text}"
+        );
         assert!(err("postgresql://tb@db/tb?host=/run/pg").contains("not both"));
         assert!(err("postgresql://tb@[db]/tb").contains("IPv6"));
         assert!(err("postgresql://tb@db/tb?sslmode").contains("KEY=VALUE"));

@@ -262,3 +262,115 @@ fn a_connection_lost_inside_an_import_fails_it_in_one_line_and_leaves_nothing_of
     assert_unique(&list(&dir));
     ok(&tb(&dir, &["client", "add", "late", "--subnet"]));
 }
+
+/// The serials a CRL file lists, as openssl prints them, sorted.
+fn openssl_serials(crl: &Path) -> Option<Vec<String>> {
+    let out = Command::new("openssl")
+        .args(["crl", "-noout", "-text", "-in"])
+        .arg(crl)
+        .output();
+    let out = match out {
+        Ok(o) if o.status.success() => o,
+        other => {
+            assert_ne!(
+                std::env::var("CI").as_deref(),
+                Ok("true"),
+                "no openssl: {other:?}"
+            );
+            return None;
+        }
+    };
+    let mut serials: Vec<String> = String::from_utf8(out.stdout)
+        .unwrap()
+        .lines()
+        .filter_map(|l| l.trim().strip_prefix("Serial Number: "))
+        .map(str::to_owned)
+        .collect();
+    serials.sort();
+    Some(serials)
+}
+
+/// The serials of a CRL file, read by the core, sorted.
+fn crl_serials(crl: &Path) -> Vec<String> {
+    let crl = Crl::from_pem(&fs::read_to_string(crl).unwrap()).unwrap();
+    let mut serials: Vec<String> = crl
+        .revoked_serials()
+        .iter()
+        .map(ToString::to_string)
+        .collect();
+    serials.sort();
+    serials
+}
+
+#[test]
+fn db_migrate_of_a_thousand_clients_loses_nothing() {
+    let Some(db) = pg::database() else { return };
+    let t = tempfile::tempdir().unwrap();
+    let dir = t.path().join("broker");
+    ok(&tb(
+        &dir,
+        &["init", "--pool", POOL, "--endpoint", "vpn.example.net"],
+    ));
+    let file = t.path().join("clients.csv");
+    fs::write(&file, csv(1000)).unwrap();
+    ok(&tb(&dir, &["client", "import", file.to_str().unwrap()]));
+    // Every tenth revoked (in-process: a hundred processes would only be
+    // slower), one of them purged, one renewed (its old certificate
+    // superseded, listed).
+    {
+        let b = Broker::open(&dir).unwrap();
+        for i in (0..1000).step_by(10) {
+            b.revoke(&format!("u{i}").parse().unwrap(), Default::default())
+                .unwrap();
+        }
+    }
+    ok(&tb(&dir, &["client", "purge", "u0"]));
+    ok(&tb(&dir, &["client", "renew", "u1"]));
+    let before_list = ok(&tb(&dir, &["--json", "client", "list"]));
+    let before_crl = t.path().join("before.pem");
+    ok(&tb(&dir, &["crl", "-o", before_crl.to_str().unwrap()]));
+    let serials = crl_serials(&before_crl);
+    assert_eq!(serials.len(), 101);
+
+    let url = db.url().to_string();
+    let v = json(&tb(&dir, &["--json", "db", "migrate", "--to", &url]));
+    assert_eq!(
+        (v["clients"].as_u64(), v["certificates"].as_u64()),
+        (Some(999), Some(1001)),
+        "{v}"
+    );
+
+    // The same clients, the same revocations in the next CRL.
+    assert_eq!(ok(&tb(&dir, &["--json", "client", "list"])), before_list);
+    let after_crl = t.path().join("after.pem");
+    ok(&tb(&dir, &["crl", "-o", after_crl.to_str().unwrap()]));
+    assert_eq!(crl_serials(&after_crl), serials);
+    if let (Some(a), Some(b)) = (openssl_serials(&before_crl), openssl_serials(&after_crl)) {
+        assert_eq!(a.len(), 101);
+        assert_eq!(a, b);
+    }
+    let number = |f: &Path| {
+        Crl::from_pem(&fs::read_to_string(f).unwrap())
+            .unwrap()
+            .number()
+    };
+    assert!(number(&after_crl) > number(&before_crl));
+    // New adds go to PostgreSQL and take what is free.
+    let status = json(&tb(&dir, &["--json", "db", "status"]));
+    assert_eq!(status["engine"], "postgresql", "{status}");
+    for (id, kind) in [
+        ("new-subnet", "--subnet"),
+        ("new-hermit", "--hermit"),
+        ("u0", "--subnet"),
+    ] {
+        ok(&tb(&dir, &["client", "add", id, kind]));
+    }
+    let in_pg: i64 = db
+        .admin()
+        .query_one("SELECT count(*) FROM clients", &[])
+        .unwrap()
+        .get(0);
+    assert_eq!(in_pg, 1002);
+    let clients = list(&dir);
+    assert_eq!(assert_unique(&clients).len(), 1002);
+}

@@ -319,3 +319,43 @@ fn a_database_from_a_newer_tunnelbroker_is_refused_untouched() {
         .unwrap();
     assert_eq!(version, 99);
 }
+
+fn an_import_checks_a_stale_state_against_the_rows_for_its_whole_batch(store: &TestStore) {
+    for mode in [ServerMode::PerClient, ServerMode::Shared] {
+        let (_t, b) = broker_in(store, mode);
+        add(&b, "a", ClientKind::Subnet);
+        move_a_to_the_next_assignment(&b);
+        // The state says f1fa (x's) is free; an import reserves all its rows
+        // before it looks at the rows once, finds x and starts over.
+        let report = b
+            .import_csv(
+                "c,subnet,linux,,\nx,hermit,linux,,\nd,subnet,linux,,\nc,hermit,linux,,\ne,subnet,linux,,\n",
+                &mut |_, _| {},
+            )
+            .unwrap();
+        let added: Vec<String> = report
+            .added
+            .iter()
+            .map(|c| format!("{} {}", c.id, c.assignment))
+            .collect();
+        assert_eq!(
+            added,
+            [
+                "c 2001:db8:0:f1f9::/64",
+                "d 2001:db8:0:f1fb::/64",
+                "e 2001:db8:0:f1fc::/64"
+            ],
+            "{mode:?}"
+        );
+        let lines: Vec<u64> = report.errors.iter().map(|e| e.line).collect();
+        assert_eq!(lines, [2, 4], "{:?}", report.errors);
+        assert!(report.errors.iter().all(|e| e.error.contains("exists")));
+        assert_unique(&b);
+        // And the next add starts from the saved state again.
+        assert_eq!(
+            add(&b, "f", ClientKind::Subnet).assignment.to_string(),
+            "2001:db8:0:f1fd::/64"
+        );
+    }
+}
+by_store!(an_import_checks_a_stale_state_against_the_rows_for_its_whole_batch);

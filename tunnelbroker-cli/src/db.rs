@@ -35,7 +35,11 @@ struct Status(DatabaseStatus);
 impl fmt::Display for Status {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         let s = &self.0;
-        writeln!(f, "database      {} ({})", s.location, s.engine)?;
+        writeln!(
+            f,
+            "database      {} ({}, schema version {})",
+            s.location, s.engine, s.schema_version
+        )?;
         writeln!(f, "clients       {}", s.clients)?;
         writeln!(f, "certificates  {}", s.certificates)?;
         writeln!(f, "crl number    {}", s.crl_number)

@@ -171,8 +171,12 @@ fn init_on_postgresql_names_the_database() {
     assert_eq!(status["engine"], "postgresql", "{status}");
     assert_eq!(status["location"], url.as_str(), "{status}");
     assert_eq!(status["clients"], 1, "{status}");
+    assert!(status["schema_version"].as_u64().unwrap() >= 1, "{status}");
     let text_status = ok(&tb(&one, &["db", "status"]));
-    assert!(text_status.contains(&url), "{text_status}");
+    assert!(
+        text_status.contains(&format!("{url} (postgresql, schema version ")),
+        "{text_status}"
+    );
 
     // Another init on it: refused, one line, nothing made, the flag winning
     // over a bad environment value.

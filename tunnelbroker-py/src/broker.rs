@@ -337,10 +337,21 @@ impl PyBroker {
         Ok(PyBroker::new(broker))
     }
 
-    /// Opens the broker in `path`.
+    /// Opens the broker in `path`. A stale copy of the shared settings
+    /// (`tunnelbroker.toml`, `ca.crt`), which the client database's win
+    /// over, is said in a `RuntimeWarning` (and in `open_warnings`).
     #[staticmethod]
     fn open(py: Python<'_>, path: PathBuf) -> PyResult<Self> {
         let broker = py.detach(|| Broker::open(&path)).py_err(py)?;
+        for w in broker.open_warnings() {
+            let msg = std::ffi::CString::new(w.replace('\0', " ")).unwrap_or_default();
+            PyErr::warn(
+                py,
+                &py.get_type::<pyo3::exceptions::PyRuntimeWarning>(),
+                &msg,
+                1,
+            )?;
+        }
         Ok(PyBroker::new(broker))
     }
 

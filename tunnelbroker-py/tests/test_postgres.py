@@ -18,7 +18,7 @@ from pathlib import Path
 
 import pytest
 
-from tunnelbroker import AlreadyExistsError, Broker, DatabaseError, InvalidInputError
+from tunnelbroker import AlreadyExistsError, Broker, DatabaseError, InvalidInputError, Pool
 
 POOL = "2001:db8:0:f100::/56"
 
@@ -66,6 +66,22 @@ def test_init_on_postgresql_and_two_directories(tmp_path: Path, database: str) -
             two.revoke("alice")
         assert alice.serial in one.refresh_crl()
         assert [c.id for c in one.clients()] == ["alice", "bob"]
+
+
+def test_a_stale_settings_file_warns_and_the_database_wins(tmp_path: Path) -> None:
+    # SQLite: the database in the broker directory holds the shared settings too.
+    path = tmp_path / "b"
+    Broker.init(path, pool=POOL, endpoint="vpn.example.net").close()
+    toml = path / "tunnelbroker.toml"
+    toml.write_text(toml.read_text().replace(POOL, "2001:db8:0:e000::/56"))
+    with pytest.warns(RuntimeWarning, match="differed from the client database in pool"):
+        b = Broker.open(path)
+    with b:
+        assert b.pool == Pool(POOL)
+        assert len(b.open_warnings) == 1
+        assert b.database is None
+        assert str(b.add_client("alice").prefix) == "2001:db8:0:f101::/64"
+    assert POOL in toml.read_text()
 
 
 def test_a_database_holding_a_broker_is_refused(tmp_path: Path, database: str) -> None:

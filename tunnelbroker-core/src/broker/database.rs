@@ -23,6 +23,9 @@ pub struct DatabaseStatus {
     pub engine: &'static str,
     /// The SQLite file, or the PostgreSQL URL (which never holds a password).
     pub location: String,
+    /// The schema version (opening the broker migrated the database to
+    /// the one this tunnelbroker knows).
+    pub schema_version: u32,
     /// Client rows.
     pub clients: u64,
     /// Certificate rows (current, revoked and superseded).
@@ -48,6 +51,18 @@ pub struct MigrateReport {
 
 impl Broker {
     /// Which client database the broker uses, and how many rows it holds.
+    ///
+    /// ```
+    /// use tunnelbroker_core::{Broker, ClientKind, InitOptions, NewClient, Settings};
+    /// let tmp = tempfile::tempdir().unwrap();
+    /// let settings = Settings::new("2001:db8:0:f100::/56".parse()?, "vpn.example.net".parse()?);
+    /// let broker = Broker::init(&tmp.path().join("broker"), &InitOptions::new(settings))?;
+    /// broker.add_client(&NewClient::new("alice".parse()?, ClientKind::Hermit))?;
+    /// let status = broker.database_status()?;
+    /// assert_eq!((status.engine, status.clients, status.crl_number), ("sqlite", 1, 1));
+    /// assert!(status.location.ends_with("clients.db"));
+    /// # Ok::<(), tunnelbroker_core::Error>(())
+    /// ```
     pub fn database_status(&self) -> Result<DatabaseStatus> {
         let (clients, certificates, crl_number) = self.store().read_with(|tx| {
             Ok((
@@ -56,13 +71,18 @@ impl Broker {
                 tx.crl_number()?,
             ))
         })?;
-        let (engine, location) = match &self.settings.database.url {
-            Some(url) => ("postgresql", url.to_string()),
-            None => ("sqlite", self.paths.database.display().to_string()),
+        let (engine, location, schema_version) = match &self.settings.database.url {
+            Some(url) => ("postgresql", url.to_string(), store::POSTGRES_SCHEMA),
+            None => (
+                "sqlite",
+                self.paths.database.display().to_string(),
+                store::SQLITE_SCHEMA,
+            ),
         };
         Ok(DatabaseStatus {
             engine,
             location,
+            schema_version,
             clients,
             certificates,
             crl_number,
@@ -85,6 +105,23 @@ impl Broker {
     /// committed (a count that does not match, the settings file that
     /// cannot be written), the broker stays on SQLite and the PostgreSQL
     /// database holds the copy: drop and recreate it before trying again.
+    ///
+    /// ```
+    /// use tunnelbroker_core::store::DatabaseUrl;
+    /// use tunnelbroker_core::{Broker, ErrorKind, InitOptions, Settings};
+    /// let tmp = tempfile::tempdir().unwrap();
+    /// let settings = Settings::new("2001:db8:0:f100::/56".parse()?, "vpn.example.net".parse()?);
+    /// let dir = tmp.path().join("broker");
+    /// let mut broker = Broker::init(&dir, &InitOptions::new(settings))?;
+    ///
+    /// // A database that cannot be reached: refused, and the broker stays on SQLite.
+    /// let nowhere: DatabaseUrl = "postgresql://tb@127.0.0.1:1/tunnelbroker".parse()?;
+    /// let err = broker.migrate_to(&nowhere).unwrap_err();
+    /// assert_eq!(err.kind(), ErrorKind::Database);
+    /// assert_eq!(broker.database_status()?.engine, "sqlite");
+    /// assert!(dir.join("clients.db").exists());
+    /// # Ok::<(), tunnelbroker_core::Error>(())
+    /// ```
     pub fn migrate_to(&mut self, url: &DatabaseUrl) -> Result<MigrateReport> {
         if let Some(current) = &self.settings.database.url {
             return Err(Error::InvalidField {

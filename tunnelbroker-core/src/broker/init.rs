@@ -191,11 +191,21 @@ impl Broker {
         }
     }
 
-    /// Opens the broker in `dir`.
+    /// Opens the broker in `dir`, on the client database its settings name
+    /// (`[database] url`, else SQLite `clients.db`).
     ///
     /// Its client database must exist: a missing, empty or foreign
-    /// `clients.db` is refused with [`Error::UnusableDatabase`] and nothing
-    /// is written (only [`init`](Self::init) creates a database).
+    /// `clients.db` (or PostgreSQL database) is refused with
+    /// [`Error::UnusableDatabase`] and nothing is written (only
+    /// [`init`](Self::init) creates a database).
+    ///
+    /// The shared settings and the CA certificate are read from the
+    /// database and win over `tunnelbroker.toml` and `ca.crt`, which are
+    /// written again from it where they differ (see
+    /// [`open_warnings`](Self::open_warnings)); a database that holds none
+    /// yet (a broker made before they were kept there) gets them from the
+    /// files. A CA key that does not belong to the database's CA
+    /// certificate is refused ([`Error::NotABroker`], naming the key file).
     ///
     /// ```
     /// use tunnelbroker_core::{Broker, ErrorKind, InitOptions, Settings};

@@ -153,6 +153,24 @@ impl Broker {
     /// each: a cached copy of the shared settings (`tunnelbroker.toml`,
     /// `ca.crt`) that differed from the client database's, refreshed or
     /// not. Empty as a rule.
+    ///
+    /// ```
+    /// use tunnelbroker_core::{Broker, InitOptions, Settings};
+    /// let tmp = tempfile::tempdir().unwrap();
+    /// let settings = Settings::new("2001:db8:0:f100::/56".parse()?, "vpn.example.net".parse()?);
+    /// let dir = tmp.path().join("broker");
+    /// assert!(Broker::init(&dir, &InitOptions::new(settings))?.open_warnings().is_empty());
+    ///
+    /// // A stale copy of the settings names another pool: the database's wins.
+    /// let toml = dir.join("tunnelbroker.toml");
+    /// let text = std::fs::read_to_string(&toml).unwrap();
+    /// std::fs::write(&toml, text.replace("f100::/56", "e000::/56")).unwrap();
+    /// let broker = Broker::open(&dir)?;
+    /// assert_eq!(broker.settings().pool.to_string(), "2001:db8:0:f100::/56");
+    /// assert!(broker.open_warnings()[0].contains("differed from the client database in pool"));
+    /// assert!(Broker::open(&dir)?.open_warnings().is_empty());
+    /// # Ok::<(), tunnelbroker_core::Error>(())
+    /// ```
     pub fn open_warnings(&self) -> &[String] {
         &self.warnings
     }

@@ -38,6 +38,11 @@ pub use copy::{CopyReport, copy};
 pub use postgres::PostgresStore;
 pub use sqlite::SqliteStore;
 pub use url::DatabaseUrl;
+/// The schema versions of this tunnelbroker (an opened store is at it:
+/// opening migrates forward), for `db status`.
+pub(crate) use {
+    postgres::SCHEMA_VERSION as POSTGRES_SCHEMA, sqlite::SCHEMA_VERSION as SQLITE_SCHEMA,
+};
 
 use std::collections::HashSet;
 

@@ -90,7 +90,11 @@ fn assert_unique(clients: &[Value]) -> BTreeSet<String> {
 
 /// The kind of the `i`th client of a process: every fourth a subnet.
 fn kind(i: usize) -> &'static str {
-    if i % 4 == 0 { "--subnet" } else { "--hermit" }
+    if i.is_multiple_of(4) {
+        "--subnet"
+    } else {
+        "--hermit"
+    }
 }
 
 #[test]
@@ -153,7 +157,7 @@ fn eight_processes_on_two_directories_never_share_an_assignment_port_or_serial()
     ok(&tb(&one, &["crl", "-o", crl_file.to_str().unwrap()]));
     let crl = Crl::from_pem(&fs::read_to_string(&crl_file).unwrap()).unwrap();
     let serial: Serial = revoked["serial"].as_str().unwrap().parse().unwrap();
-    assert_eq!(crl.revoked_serials(), [serial.clone()]);
+    assert_eq!(crl.revoked_serials(), std::slice::from_ref(&serial));
     // The CRL is signed by the CA both directories hold.
     Broker::open(&two).unwrap().ca().check_crl(&crl).unwrap();
     // CRL numbers keep growing across the directories.
@@ -167,7 +171,11 @@ fn eight_processes_on_two_directories_never_share_an_assignment_port_or_serial()
 fn csv(n: usize) -> String {
     let mut text = String::from("id,kind,os,email,name\n");
     for i in 0..n {
-        let kind = if i % 4 == 0 { "subnet" } else { "hermit" };
+        let kind = if i.is_multiple_of(4) {
+            "subnet"
+        } else {
+            "hermit"
+        };
         text.push_str(&format!("u{i},{kind},linux,u{i}@example.org,User {i}\n"));
     }
     text
@@ -247,7 +255,10 @@ fn a_connection_lost_inside_an_import_fails_it_in_one_line_and_leaves_nothing_of
     // whole batches (of 500 rows, each its own transaction) committed before
     // it, every client whole.
     let after = clients(&mut admin);
-    assert!(after >= before && after % 500 == 0, "{before} then {after}");
+    assert!(
+        after >= before && (after % 500) == 0,
+        "{before} then {after}"
+    );
     assert!(after < N as i64, "the import finished before the kill");
     let certs: i64 = admin
         .query_one("SELECT count(*) FROM certificates", &[])

@@ -1,3 +1,4 @@
+#!/usr/bin/env bash
 # shellcheck shell=bash
 # A throwaway PostgreSQL cluster for the tests (DESIGN §8): initdb and pg_ctl
 # in a temporary directory, as the `postgres` user when run as root, listening

@@ -468,13 +468,31 @@ fn a_killed_import_leaves_only_whole_clients() {
     let t = tempfile::tempdir().unwrap();
     let dir = t.path().join("b");
     init(&dir, &[]);
+    killed_import(&t, &dir);
+}
+
+#[test]
+fn a_killed_import_on_postgresql_leaves_only_whole_clients() {
+    let Some(db) = crate::pg::database() else {
+        return;
+    };
+    let t = tempfile::tempdir().unwrap();
+    let dir = t.path().join("b");
+    init(&dir, &["--database", db.url().as_str()]);
+    killed_import(&t, &dir);
+}
+
+/// Kills `client import` of 2,000 clients with SIGKILL, at the start and
+/// in the middle, four times; then checks that every client is whole and
+/// that the same import completes.
+fn killed_import(t: &tempfile::TempDir, dir: &Path) {
     let csv = t.path().join("many.csv");
     let mut text = String::from("id,kind,os,email,name\n");
     for i in 0..2000 {
         text.push_str(&format!("u{i},hermit,linux,u{i}@example.org,User {i}\n"));
     }
     std::fs::write(&csv, text).unwrap();
-    let count = || Broker::open(&dir).unwrap().clients().unwrap().len();
+    let count = || Broker::open(dir).unwrap().clients().unwrap().len();
     let mut counts = Vec::new();
     // Kill once right after the start, then each time as soon as another
     // batch has committed, that is in the middle of the import.
@@ -482,7 +500,7 @@ fn a_killed_import_leaves_only_whole_clients() {
         let before = count();
         let mut child = Command::new(env!("CARGO_BIN_EXE_tunnelbroker"))
             .arg("--dir")
-            .arg(&dir)
+            .arg(dir)
             .args(["client", "import", csv.to_str().unwrap()])
             .stdout(Stdio::null())
             .stderr(Stdio::null())
@@ -498,7 +516,7 @@ fn a_killed_import_leaves_only_whole_clients() {
         }
         child.kill().unwrap(); // SIGKILL
         child.wait().unwrap();
-        counts.push(assert_every_client_whole(&dir));
+        counts.push(assert_every_client_whole(dir));
     }
     assert!(
         counts.iter().any(|&c| c > 0 && c < 2000),
@@ -506,14 +524,14 @@ fn a_killed_import_leaves_only_whole_clients() {
     );
     // After the kills, the same import completes: rows already there are
     // reported as existing, the rest are added, and every client is whole.
-    let out = tb(&dir, &["client", "import", csv.to_str().unwrap()]);
+    let out = tb(dir, &["client", "import", csv.to_str().unwrap()]);
     assert!(out.status.code() == Some(0) || out.status.code() == Some(2));
     assert_eq!(
-        assert_every_client_whole(&dir),
+        assert_every_client_whole(dir),
         2000,
         "counts after kills: {counts:?}"
     );
-    let b = Broker::open(&dir).unwrap();
+    let b = Broker::open(dir).unwrap();
     b.client(&ClientId::new("u1999").unwrap()).unwrap();
 }
 

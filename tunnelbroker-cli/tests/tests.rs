@@ -5,6 +5,7 @@ mod database;
 mod docs;
 mod doctor;
 mod exit;
+mod hosts;
 mod lifecycle;
 mod password;
 // The core's PostgreSQL test helper, shared (not every helper is used here).

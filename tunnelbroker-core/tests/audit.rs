@@ -1,21 +1,26 @@
 //! `audit` (issue 7): one test per inconsistency it reports, made by
-//! altering the database with rusqlite, replacing the CRL, changing the
+//! altering the database with SQL, replacing the CRL, changing the
 //! settings or the rendered server files, and the safe repairs of `--fix`.
+//! The database cases run on both stores (`stores`).
 
 use std::fs;
 use std::os::unix::fs::PermissionsExt;
 use std::path::{Path, PathBuf};
 
-use rusqlite::Connection;
 use time::{Duration, OffsetDateTime};
 use tunnelbroker_core::broker::ServerMode;
 use tunnelbroker_core::doctor::{AUDIT_CHECKS, AuditOptions, Report, Status, audit, audit_dir};
 use tunnelbroker_core::pki::{Ca, CaParams, RevocationReason};
-use tunnelbroker_core::{Broker, ClientKind, InitOptions, NewClient, Settings};
+use tunnelbroker_core::{Broker, ClientKind, NewClient, Settings};
 
 fn broker_with(settings: Settings) -> (tempfile::TempDir, Broker) {
+    broker_on(&TestStore::Sqlite, settings)
+}
+
+/// A broker with three clients, rendered, its clients in `store`.
+fn broker_on(store: &TestStore, settings: Settings) -> (tempfile::TempDir, Broker) {
     let tmp = crate::operator_tempdir();
-    let b = Broker::init(&tmp.path().join("broker"), &InitOptions::new(settings)).unwrap();
+    let b = Broker::init(&tmp.path().join("broker"), &store.options(settings)).unwrap();
     for (id, kind) in [
         ("alice", ClientKind::Subnet),
         ("bob", ClientKind::Subnet),
@@ -55,14 +60,10 @@ fn fails(r: &Report) -> Vec<&str> {
         .collect()
 }
 
-fn sql(b: &Broker, statement: &str) {
-    let conn = Connection::open(&b.paths().database).unwrap();
-    conn.execute_batch(statement).unwrap();
-}
+use crate::stores::{TestStore, by_store, lit, sql};
 
-#[test]
-fn a_consistent_broker_passes() {
-    let (_t, b) = broker();
+fn a_consistent_broker_passes(store: &TestStore) {
+    let (_t, b) = broker_on(store, settings());
     b.revoke(&"carol".parse().unwrap(), RevocationReason::Unspecified)
         .unwrap();
     b.renew(&"bob".parse().unwrap(), None).unwrap();
@@ -84,6 +85,7 @@ fn a_consistent_broker_passes() {
     // --fix on a healthy broker does nothing.
     assert!(fix(&b).actions.is_empty());
 }
+by_store!(a_consistent_broker_passes);
 
 #[test]
 fn a_missing_crl_fails_and_fix_signs_a_new_one() {
@@ -119,9 +121,8 @@ fn a_crl_of_another_ca_fails_and_is_replaced() {
     b.ca().check_crl(&b.crl().unwrap()).unwrap();
 }
 
-#[test]
-fn a_revoked_certificate_missing_from_the_crl_fails() {
-    let (_t, b) = broker();
+fn a_revoked_certificate_missing_from_the_crl_fails(store: &TestStore) {
+    let (_t, b) = broker_on(store, settings());
     let old = fs::read(&b.paths().crl).unwrap();
     b.revoke(&"alice".parse().unwrap(), RevocationReason::KeyCompromise)
         .unwrap();
@@ -132,6 +133,7 @@ fn a_revoked_certificate_missing_from_the_crl_fails() {
     let r = fix(&b);
     assert!(fails(&r).is_empty(), "{r}");
 }
+by_store!(a_revoked_certificate_missing_from_the_crl_fails);
 
 /// Replaces the broker's CRL with one signed by its CA for this period.
 fn crl_for(b: &Broker, this_update: OffsetDateTime, next_update: OffsetDateTime) {
@@ -230,9 +232,8 @@ fn any_number_of_days_is_accepted_without_panicking() {
     }
 }
 
-#[test]
-fn a_shared_assignment_fails() {
-    let (_t, b) = broker();
+fn a_shared_assignment_fails(store: &TestStore) {
+    let (_t, b) = broker_on(store, settings());
     // The same /64 as alice's, written differently (the UNIQUE column sees two texts).
     sql(
         &b,
@@ -242,10 +243,10 @@ fn a_shared_assignment_fails() {
     assert_eq!(fails(&r), ["assignment"], "{r}");
     assert!(r.to_string().contains("also held by alice"), "{r}");
 }
+by_store!(a_shared_assignment_fails);
 
-#[test]
-fn a_missing_port_in_per_client_mode_fails() {
-    let (_t, b) = broker();
+fn a_missing_port_in_per_client_mode_fails(store: &TestStore) {
+    let (_t, b) = broker_on(store, settings());
     sql(&b, "UPDATE clients SET port = NULL WHERE id = 'bob'");
     let r = run(&b);
     assert_eq!(fails(&r), ["port"], "{r}");
@@ -258,10 +259,10 @@ fn a_missing_port_in_per_client_mode_fails() {
     assert!(r.actions.is_empty(), "{r}");
     assert!(!conf.exists());
 }
+by_store!(a_missing_port_in_per_client_mode_fails);
 
-#[test]
-fn a_foreign_or_swapped_certificate_fails() {
-    let (_t, b) = broker();
+fn a_foreign_or_swapped_certificate_fails(store: &TestStore) {
+    let (_t, b) = broker_on(store, settings());
     // bob's certificate in alice's record.
     sql(
         &b,
@@ -277,7 +278,7 @@ fn a_foreign_or_swapped_certificate_fails() {
     );
 
     // A certificate of another CA.
-    let (_t2, b) = broker();
+    let (_t2, b) = broker_on(store, settings());
     let other = Ca::generate(&CaParams::default()).unwrap();
     let foreign = other
         .issue_client(
@@ -286,23 +287,22 @@ fn a_foreign_or_swapped_certificate_fails() {
             30,
         )
         .unwrap();
-    let conn = Connection::open(&b.paths().database).unwrap();
-    conn.execute(
-        "UPDATE certificates SET pem = ?1, serial = ?2 WHERE client_id = 'alice'",
-        (
-            foreign.certificate.pem(),
-            foreign.certificate.serial().to_string(),
+    sql(
+        &b,
+        &format!(
+            "UPDATE certificates SET pem = {}, serial = {} WHERE client_id = 'alice'",
+            lit(foreign.certificate.pem()),
+            lit(&foreign.certificate.serial().to_string())
         ),
-    )
-    .unwrap();
+    );
     let r = run(&b);
     assert_eq!(fails(&r), ["certificate"], "{r}");
     assert!(r.to_string().contains("not issued by this CA"), "{r}");
 }
+by_store!(a_foreign_or_swapped_certificate_fails);
 
-#[test]
-fn revocation_states_that_disagree_fail() {
-    let (_t, b) = broker();
+fn revocation_states_that_disagree_fail(store: &TestStore) {
+    let (_t, b) = broker_on(store, settings());
     // An active client whose certificate is marked revoked.
     sql(
         &b,
@@ -311,7 +311,7 @@ fn revocation_states_that_disagree_fail() {
     let r = run(&b);
     assert!(fails(&r).contains(&"certificate"), "{r}");
     // A revoked client whose certificate is still current.
-    let (_t2, b) = broker();
+    let (_t2, b) = broker_on(store, settings());
     sql(
         &b,
         "UPDATE clients SET state = 'revoked', revoked_at = '2026-01-01T00:00:00Z' WHERE id = 'bob'",
@@ -319,10 +319,10 @@ fn revocation_states_that_disagree_fail() {
     let r = run(&b);
     assert_eq!(fails(&r), ["revocation"], "{r}");
 }
+by_store!(revocation_states_that_disagree_fail);
 
-#[test]
-fn a_corrupt_database_fails_without_panicking() {
-    let (_t, b) = broker();
+fn a_corrupt_database_fails_without_panicking(store: &TestStore) {
+    let (_t, b) = broker_on(store, settings());
     sql(&b, "UPDATE clients SET prefix = 'garbage' WHERE id = 'bob'");
     let r = run(&b);
     assert_eq!(fails(&r), ["database"], "{r}");
@@ -332,6 +332,7 @@ fn a_corrupt_database_fails_without_panicking() {
     assert!(r.actions.is_empty(), "{r}");
     assert_eq!(fs::read(&b.paths().crl).unwrap(), before);
 }
+by_store!(a_corrupt_database_fails_without_panicking);
 
 fn server(b: &Broker) -> PathBuf {
     fs::canonicalize(&b.paths().server_dir).unwrap()
@@ -574,7 +575,11 @@ fn files_the_broker_did_not_write_are_listed_but_never_removed() {
 #[test]
 fn a_server_side_never_rendered_warns_and_fix_does_not_create_it() {
     let tmp = tempfile::tempdir().unwrap();
-    let b = Broker::init(&tmp.path().join("broker"), &InitOptions::new(settings())).unwrap();
+    let b = Broker::init(
+        &tmp.path().join("broker"),
+        &TestStore::Sqlite.options(settings()),
+    )
+    .unwrap();
     let r = run(&b);
     assert!(fails(&r).is_empty(), "{r}");
     assert_eq!(r.status_of("server-files"), Some(Status::Warn), "{r}");

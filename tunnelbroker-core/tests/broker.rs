@@ -1,5 +1,8 @@
 //! The broker: init, the subscription lifecycle, the client database, CSV
-//! import, concurrency and every failure path (issue 4).
+//! import, concurrency and every failure path (issue 4). The tests of the
+//! subscription lifecycle run on both stores (`stores`); those of init's
+//! directory checks, the session deadline and render concern files only and
+//! run on SQLite.
 
 use std::collections::HashSet;
 use std::fs;
@@ -11,17 +14,16 @@ use tunnelbroker_core::pki::RevocationReason;
 use tunnelbroker_core::plan::parse_prefix;
 use tunnelbroker_core::{Broker, ClientKind, ErrorKind, InitOptions, NewClient, Settings};
 
+use crate::stores::{TestStore, by_store};
+
 fn settings(pool: &str) -> Settings {
     Settings::new(pool.parse().unwrap(), "vpn.example.net".parse().unwrap())
 }
 
-fn new_broker(pool: &str) -> (tempfile::TempDir, Broker) {
+/// A new broker on `pool` in a temporary directory, its clients in `store`.
+fn new_broker(store: &TestStore, pool: &str) -> (tempfile::TempDir, Broker) {
     let tmp = tempfile::tempdir().unwrap();
-    let b = Broker::init(
-        &tmp.path().join("broker"),
-        &InitOptions::new(settings(pool)),
-    )
-    .unwrap();
+    let b = Broker::init(&tmp.path().join("broker"), &store.options(settings(pool))).unwrap();
     (tmp, b)
 }
 
@@ -51,15 +53,18 @@ fn snapshot(dir: &Path) -> Vec<(PathBuf, Vec<u8>)> {
     out
 }
 
-#[test]
-fn init_lays_out_the_broker_with_private_keys_private() {
-    let (_t, b) = new_broker("2001:db8:0:f100::/56");
+fn init_lays_out_the_broker_with_private_keys_private(store: &TestStore) {
+    let (_t, b) = new_broker(store, "2001:db8:0:f100::/56");
     let p = b.paths();
     for f in [&p.settings, &p.ca_cert, &p.server_cert, &p.crl] {
         assert_eq!(mode(f), 0o644, "{}", f.display());
     }
-    for f in [&p.ca_key, &p.server_key, &p.tls_crypt_key, &p.database] {
+    for f in [&p.ca_key, &p.server_key, &p.tls_crypt_key] {
         assert_eq!(mode(f), 0o600, "{}", f.display());
+    }
+    match store {
+        TestStore::Sqlite => assert_eq!(mode(&p.database), 0o600),
+        TestStore::Postgres(_) => assert!(!p.database.exists()),
     }
     assert_eq!(mode(&p.private_dir), 0o700);
     let crl = b.crl().unwrap();
@@ -75,17 +80,18 @@ fn init_lays_out_the_broker_with_private_keys_private() {
     let again = Broker::open(b.dir()).unwrap();
     assert_eq!(again.settings(), b.settings());
 }
+by_store!(init_lays_out_the_broker_with_private_keys_private);
 
-#[test]
-fn init_on_an_existing_broker_refuses_and_changes_nothing() {
-    let (_t, b) = new_broker("2001:db8:0:f100::/56");
+fn init_on_an_existing_broker_refuses_and_changes_nothing(store: &TestStore) {
+    let (_t, b) = new_broker(store, "2001:db8:0:f100::/56");
     b.add_client(&req("alice", ClientKind::Subnet)).unwrap();
     let before = snapshot(b.dir());
-    let err = Broker::init(b.dir(), &InitOptions::new(settings("2001:db8:1::/48"))).unwrap_err();
+    let err = Broker::init(b.dir(), &store.options(settings("2001:db8:1::/48"))).unwrap_err();
     assert_eq!(err.kind(), ErrorKind::AlreadyExists, "{err}");
     assert!(err.to_string().contains("already holds a broker"), "{err}");
     assert_eq!(snapshot(b.dir()), before);
 }
+by_store!(init_on_an_existing_broker_refuses_and_changes_nothing);
 
 #[test]
 fn init_refuses_a_non_empty_directory_and_bad_settings_leave_nothing() {
@@ -158,7 +164,7 @@ fn open_refuses_a_directory_without_a_broker_and_a_hostile_settings_file() {
     let err = Broker::open(tmp.path()).unwrap_err();
     assert!(err.to_string().contains("tunnelbroker init"), "{err}");
 
-    let (_t, b) = new_broker("2001:db8:0:f100::/56");
+    let (_t, b) = new_broker(&TestStore::Sqlite, "2001:db8:0:f100::/56");
     let path = b.paths().settings.clone();
     for bad in [
         "pool = \"2001:db8::1/56\"",
@@ -173,9 +179,8 @@ fn open_refuses_a_directory_without_a_broker_and_a_hostile_settings_file() {
     }
 }
 
-#[test]
-fn an_error_about_a_corrupt_broker_file_names_the_file() {
-    let (_t, b) = new_broker("2001:db8:0:f100::/56");
+fn an_error_about_a_corrupt_broker_file_names_the_file(store: &TestStore) {
+    let (_t, b) = new_broker(store, "2001:db8:0:f100::/56");
     let p = b.paths().clone();
     let garbage = "-----BEGIN CERTIFICATE-----\nAAAA\n-----END CERTIFICATE-----\n";
     let other_key = rcgen::KeyPair::generate().unwrap().serialize_pem();
@@ -236,10 +241,10 @@ fn an_error_about_a_corrupt_broker_file_names_the_file() {
     fs::write(&p.crl, "junk").unwrap();
     check(&p.crl, b.crl().unwrap_err(), "invalid crl");
 }
+by_store!(an_error_about_a_corrupt_broker_file_names_the_file);
 
-#[test]
-fn subscribe_gives_the_lowest_free_assignment_and_port() {
-    let (_t, b) = new_broker("2001:db8:0:f100::/56");
+fn subscribe_gives_the_lowest_free_assignment_and_port(store: &TestStore) {
+    let (_t, b) = new_broker(store, "2001:db8:0:f100::/56");
     let alice = b.add_client(&req("alice", ClientKind::Subnet)).unwrap();
     let bob = b.add_client(&req("bob", ClientKind::Hermit)).unwrap();
     let carol = b.add_client(&req("carol", ClientKind::Subnet)).unwrap();
@@ -268,20 +273,20 @@ fn subscribe_gives_the_lowest_free_assignment_and_port() {
         .collect();
     assert_eq!(ids, ["alice", "bob", "carol"]);
 }
+by_store!(subscribe_gives_the_lowest_free_assignment_and_port);
 
-#[test]
-fn shared_mode_gives_no_ports() {
+fn shared_mode_gives_no_ports(store: &TestStore) {
     let tmp = tempfile::tempdir().unwrap();
     let mut s = settings("2001:db8:0:f100::/56");
     s.mode = ServerMode::Shared;
-    let b = Broker::init(&tmp.path().join("b"), &InitOptions::new(s)).unwrap();
+    let b = Broker::init(&tmp.path().join("b"), &store.options(s)).unwrap();
     let a = b.add_client(&req("a", ClientKind::Subnet)).unwrap();
     assert_eq!(a.port, None);
 }
+by_store!(shared_mode_gives_no_ports);
 
-#[test]
-fn duplicate_id_is_refused_and_nothing_changes() {
-    let (_t, b) = new_broker("2001:db8:0:f100::/56");
+fn duplicate_id_is_refused_and_nothing_changes(store: &TestStore) {
+    let (_t, b) = new_broker(store, "2001:db8:0:f100::/56");
     b.add_client(&req("alice", ClientKind::Subnet)).unwrap();
     let err = b.add_client(&req("alice", ClientKind::Hermit)).unwrap_err();
     assert_eq!(err.kind(), ErrorKind::AlreadyExists);
@@ -291,19 +296,19 @@ fn duplicate_id_is_refused_and_nothing_changes() {
     let bob = b.add_client(&req("bob", ClientKind::Hermit)).unwrap();
     assert_eq!(bob.assignment.to_string(), "2001:db8:0:f1ff::1/128");
 }
+by_store!(duplicate_id_is_refused_and_nothing_changes);
 
-#[test]
-fn the_server_name_is_reserved() {
-    let (_t, b) = new_broker("2001:db8:0:f100::/56");
+fn the_server_name_is_reserved(store: &TestStore) {
+    let (_t, b) = new_broker(store, "2001:db8:0:f100::/56");
     let err = b
         .add_client(&req("TunnelBroker-Server", ClientKind::Hermit))
         .unwrap_err();
     assert_eq!(err.kind(), ErrorKind::InvalidInput);
 }
+by_store!(the_server_name_is_reserved);
 
-#[test]
-fn windows_reserved_ids_are_refused_for_windows_clients() {
-    let (_t, b) = new_broker("2001:db8:0:f100::/56");
+fn windows_reserved_ids_are_refused_for_windows_clients(store: &TestStore) {
+    let (_t, b) = new_broker(store, "2001:db8:0:f100::/56");
     for id in [
         "CON", "nul", "Aux", "prn", "com1", "LPT9", "con.txt", "lpt1.lab", "alice.",
     ] {
@@ -326,10 +331,10 @@ fn windows_reserved_ids_are_refused_for_windows_clients() {
     r.os = ClientOs::Windows;
     b.add_client(&r).unwrap();
 }
+by_store!(windows_reserved_ids_are_refused_for_windows_clients);
 
-#[test]
-fn pool_exhausted_is_its_own_error() {
-    let (_t, b) = new_broker("2001:db8:0:f1fc::/62");
+fn pool_exhausted_is_its_own_error(store: &TestStore) {
+    let (_t, b) = new_broker(store, "2001:db8:0:f1fc::/62");
     b.add_client(&req("a", ClientKind::Subnet)).unwrap();
     b.add_client(&req("b", ClientKind::Subnet)).unwrap();
     let err = b.add_client(&req("c", ClientKind::Subnet)).unwrap_err();
@@ -337,10 +342,10 @@ fn pool_exhausted_is_its_own_error() {
     assert!(err.to_string().contains("no free subnet"), "{err}");
     assert_eq!(b.clients().unwrap().len(), 2);
 }
+by_store!(pool_exhausted_is_its_own_error);
 
-#[test]
-fn a_requested_prefix_that_is_taken_names_its_owner() {
-    let (_t, b) = new_broker("2001:db8:0:f100::/56");
+fn a_requested_prefix_that_is_taken_names_its_owner(store: &TestStore) {
+    let (_t, b) = new_broker(store, "2001:db8:0:f100::/56");
     let mut r = req("alice", ClientKind::Subnet);
     r.prefix = Some(parse_prefix("2001:db8:0:f1ab::/64").unwrap());
     let alice = b.add_client(&r).unwrap();
@@ -362,10 +367,10 @@ fn a_requested_prefix_that_is_taken_names_its_owner() {
         "2001:db8:0:f1ab::/64 is already assigned to alice"
     );
 }
+by_store!(a_requested_prefix_that_is_taken_names_its_owner);
 
-#[test]
-fn requested_prefixes_outside_the_pool_or_in_the_wrong_role_are_refused() {
-    let (_t, b) = new_broker("2001:db8:0:f100::/56");
+fn requested_prefixes_outside_the_pool_or_in_the_wrong_role_are_refused(store: &TestStore) {
+    let (_t, b) = new_broker(store, "2001:db8:0:f100::/56");
     for (kind, p, needle) in [
         (ClientKind::Subnet, "2001:db8:1::/64", "outside the pool"),
         (ClientKind::Subnet, "2001:db8:0:f100::/64", "routing"),
@@ -382,10 +387,10 @@ fn requested_prefixes_outside_the_pool_or_in_the_wrong_role_are_refused() {
     }
     assert!(b.clients().unwrap().is_empty());
 }
+by_store!(requested_prefixes_outside_the_pool_or_in_the_wrong_role_are_refused);
 
-#[test]
-fn hostile_contact_fields_are_refused() {
-    let (_t, b) = new_broker("2001:db8:0:f100::/56");
+fn hostile_contact_fields_are_refused(store: &TestStore) {
+    let (_t, b) = new_broker(store, "2001:db8:0:f100::/56");
     let mut r = req("x", ClientKind::Hermit);
     r.email = Some("a@b\n@evil".into());
     assert_eq!(
@@ -404,10 +409,10 @@ fn hostile_contact_fields_are_refused() {
     let c = b.add_client(&r).unwrap();
     assert_eq!(c.name.as_deref(), Some("Jörg Müller"));
 }
+by_store!(hostile_contact_fields_are_refused);
 
-#[test]
-fn unknown_clients_are_not_found_for_every_action() {
-    let (_t, b) = new_broker("2001:db8:0:f100::/56");
+fn unknown_clients_are_not_found_for_every_action(store: &TestStore) {
+    let (_t, b) = new_broker(store, "2001:db8:0:f100::/56");
     let ghost = "ghost".parse().unwrap();
     let errs = [
         b.client(&ghost).unwrap_err(),
@@ -421,10 +426,10 @@ fn unknown_clients_are_not_found_for_every_action() {
         assert_eq!(e.to_string(), "no client named ghost");
     }
 }
+by_store!(unknown_clients_are_not_found_for_every_action);
 
-#[test]
-fn revoke_lists_the_serial_keeps_the_assignment_until_purge() {
-    let (_t, b) = new_broker("2001:db8:0:f100::/56");
+fn revoke_lists_the_serial_keeps_the_assignment_until_purge(store: &TestStore) {
+    let (_t, b) = new_broker(store, "2001:db8:0:f100::/56");
     let alice = b.add_client(&req("alice", ClientKind::Subnet)).unwrap();
     let number_before = b.crl().unwrap().number();
     let revoked = b
@@ -455,20 +460,20 @@ fn revoke_lists_the_serial_keeps_the_assignment_until_purge() {
         vec![alice.serial]
     );
 }
+by_store!(revoke_lists_the_serial_keeps_the_assignment_until_purge);
 
-#[test]
-fn purge_of_an_active_client_is_refused() {
-    let (_t, b) = new_broker("2001:db8:0:f100::/56");
+fn purge_of_an_active_client_is_refused(store: &TestStore) {
+    let (_t, b) = new_broker(store, "2001:db8:0:f100::/56");
     let a = b.add_client(&req("a", ClientKind::Hermit)).unwrap();
     let err = b.purge(&a.id).unwrap_err();
     assert_eq!(err.kind(), ErrorKind::InvalidInput);
     assert!(err.to_string().contains("revoke it first"), "{err}");
     assert_eq!(b.clients().unwrap().len(), 1);
 }
+by_store!(purge_of_an_active_client_is_refused);
 
-#[test]
-fn renew_keeps_assignment_and_port_and_supersedes_the_old_certificate() {
-    let (_t, b) = new_broker("2001:db8:0:f100::/56");
+fn renew_keeps_assignment_and_port_and_supersedes_the_old_certificate(store: &TestStore) {
+    let (_t, b) = new_broker(store, "2001:db8:0:f100::/56");
     let a = b.add_client(&req("a", ClientKind::Subnet)).unwrap();
     let old_key = b.client_credentials(&a.id).unwrap().key.unwrap();
     let r = b.renew(&a.id, None).unwrap();
@@ -483,6 +488,7 @@ fn renew_keeps_assignment_and_port_and_supersedes_the_old_certificate() {
         ErrorKind::InvalidInput
     );
 }
+by_store!(renew_keeps_assignment_and_port_and_supersedes_the_old_certificate);
 
 fn csr_for(cn: &str) -> String {
     let key = rcgen::KeyPair::generate().unwrap();
@@ -494,9 +500,8 @@ fn csr_for(cn: &str) -> String {
     params.serialize_request(&key).unwrap().pem().unwrap()
 }
 
-#[test]
-fn a_client_with_its_own_key_gets_no_key_kept() {
-    let (_t, b) = new_broker("2001:db8:0:f100::/56");
+fn a_client_with_its_own_key_gets_no_key_kept(store: &TestStore) {
+    let (_t, b) = new_broker(store, "2001:db8:0:f100::/56");
     let mut r = req("own", ClientKind::Hermit);
     r.csr = Some(csr_for("whatever-they-wrote"));
     let c = b.add_client(&r).unwrap();
@@ -519,6 +524,7 @@ fn a_client_with_its_own_key_gets_no_key_kept() {
     let next = b.add_client(&req("next", ClientKind::Hermit)).unwrap();
     assert_eq!(next.assignment.to_string(), "2001:db8:0:f1ff::2/128");
 }
+by_store!(a_client_with_its_own_key_gets_no_key_kept);
 
 /// A request for `cn` signed with the PEM key `key_pem`.
 fn csr_with_key(key_pem: &str, cn: &str) -> String {
@@ -530,9 +536,8 @@ fn csr_with_key(key_pem: &str, cn: &str) -> String {
     params.serialize_request(&key).unwrap().pem().unwrap()
 }
 
-#[test]
-fn a_csr_must_carry_a_key_of_its_own() {
-    let (_t, b) = new_broker("2001:db8:0:f100::/56");
+fn a_csr_must_carry_a_key_of_its_own(store: &TestStore) {
+    let (_t, b) = new_broker(store, "2001:db8:0:f100::/56");
     let alice = b.add_client(&req("alice", ClientKind::Hermit)).unwrap();
     let alice_key = b.client_credentials(&alice.id).unwrap().key.unwrap();
     let mut carol = req("carol", ClientKind::Hermit);
@@ -578,13 +583,14 @@ fn a_csr_must_carry_a_key_of_its_own() {
     r.csr = Some(csr_for("mallory"));
     b.add_client(&r).unwrap();
 }
+by_store!(a_csr_must_carry_a_key_of_its_own);
 
 /// What the key check costs: one CSR client added to a broker that holds
 /// 10,000 clients (`cargo test -- --ignored --nocapture csr_key_check`).
 #[test]
 #[ignore = "a measurement: 10,000 clients"]
 fn csr_key_check_cost_at_10000_clients() {
-    let (_t, b) = new_broker("2001:db8:0:f100::/56");
+    let (_t, b) = new_broker(&TestStore::Sqlite, "2001:db8:0:f100::/56");
     let time = |id: &str, csr: Option<String>| {
         let mut r = req(id, ClientKind::Hermit);
         r.csr = csr;
@@ -607,9 +613,8 @@ fn csr_key_check_cost_at_10000_clients() {
     );
 }
 
-#[test]
-fn import_reports_bad_rows_by_line_and_keeps_the_good_ones() {
-    let (_t, b) = new_broker("2001:db8:0:f100::/56");
+fn import_reports_bad_rows_by_line_and_keeps_the_good_ones(store: &TestStore) {
+    let (_t, b) = new_broker(store, "2001:db8:0:f100::/56");
     b.add_client(&req("taken", ClientKind::Subnet)).unwrap();
     let csv = "\
 id,kind,os,email,name,prefix
@@ -647,20 +652,20 @@ frank,subnet,linux,,,2001:db8:1::/64
     assert_eq!(bob.assignment.to_string(), "2001:db8:0:f1ff::99/128");
     assert_eq!(b.clients().unwrap().len(), 3);
 }
+by_store!(import_reports_bad_rows_by_line_and_keeps_the_good_ones);
 
-#[test]
-fn import_of_garbage_bytes_is_refused_row_by_row_without_panic() {
-    let (_t, b) = new_broker("2001:db8:0:f100::/56");
+fn import_of_garbage_bytes_is_refused_row_by_row_without_panic(store: &TestStore) {
+    let (_t, b) = new_broker(store, "2001:db8:0:f100::/56");
     let text = "\u{0}\u{1}\u{2},,,\n\"unterminated,subnet\n;;;;\n";
     let report = b.import_csv(text, &mut |_, _| {}).unwrap();
     assert!(report.added.is_empty());
     assert!(!report.errors.is_empty());
     assert!(b.clients().unwrap().is_empty());
 }
+by_store!(import_of_garbage_bytes_is_refused_row_by_row_without_panic);
 
-#[test]
-fn concurrent_brokers_never_share_an_assignment_or_port() {
-    let (_t, b) = new_broker("2001:db8:0:f100::/56");
+fn concurrent_brokers_never_share_an_assignment_or_port(store: &TestStore) {
+    let (_t, b) = new_broker(store, "2001:db8:0:f100::/56");
     let dir = b.dir().to_owned();
     let threads: Vec<_> = (0..4)
         .map(|t| {
@@ -688,6 +693,7 @@ fn concurrent_brokers_never_share_an_assignment_or_port() {
     let serials: HashSet<_> = clients.iter().map(|c| c.serial.clone()).collect();
     assert_eq!((prefixes.len(), ports.len(), serials.len()), (40, 40, 40));
 }
+by_store!(concurrent_brokers_never_share_an_assignment_or_port);
 
 /// Serves a management socket at `socket` that never answers a command:
 /// it keeps sending notifications, one every 50 ms, until the client goes.

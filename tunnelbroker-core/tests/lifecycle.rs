@@ -1,20 +1,29 @@
 //! Issue 18: a lost or foreign client database is refused, never recreated;
 //! certificates never outlive the CA; the server certificate is renewed; the
-//! CRL is read back at any size the broker writes.
+//! CRL is read back at any size the broker writes. The lifetimes run on both
+//! stores (`stores`); the database and CRL cases write into `clients.db`
+//! behind the broker's back and are SQLite's.
 
 use std::fs;
 use std::os::unix::fs::PermissionsExt;
 use std::path::{Path, PathBuf};
 
-use tunnelbroker_core::{Broker, ClientKind, Error, ErrorKind, InitOptions, NewClient, Settings};
+use tunnelbroker_core::{Broker, ClientKind, Error, ErrorKind, NewClient, Settings};
+
+use crate::stores::{TestStore, by_store};
 
 fn new_broker() -> (tempfile::TempDir, Broker) {
+    new_broker_on(&TestStore::Sqlite)
+}
+
+/// A new broker in a temporary directory, its clients in `store`.
+fn new_broker_on(store: &TestStore) -> (tempfile::TempDir, Broker) {
     let tmp = tempfile::tempdir().unwrap();
     let settings = Settings::new(
         "2001:db8:0:f100::/56".parse().unwrap(),
         "vpn.example.net".parse().unwrap(),
     );
-    let b = Broker::init(&tmp.path().join("broker"), &InitOptions::new(settings)).unwrap();
+    let b = Broker::init(&tmp.path().join("broker"), &store.options(settings)).unwrap();
     (tmp, b)
 }
 
@@ -195,7 +204,7 @@ mod lifetimes {
     }
 
     /// A broker whose imported CA ends in `days` days.
-    fn broker_with_ca_days(days: u32) -> (tempfile::TempDir, Broker) {
+    fn broker_with_ca_days(store: &TestStore, days: u32) -> (tempfile::TempDir, Broker) {
         let ca = Ca::generate(&CaParams {
             validity_days: days,
             ..CaParams::default()
@@ -206,7 +215,7 @@ mod lifetimes {
             "2001:db8:0:f100::/56".parse().unwrap(),
             "vpn.example.net".parse().unwrap(),
         );
-        let mut options = InitOptions::new(settings);
+        let mut options = store.options(settings);
         options.ca = Some(ImportedCa {
             cert_pem: ca.certificate().pem().to_owned(),
             key_pem: ca.key().to_pem().to_owned(),
@@ -215,9 +224,8 @@ mod lifetimes {
         (tmp, b)
     }
 
-    #[test]
-    fn renew_server_issues_a_new_certificate_and_re_renders() {
-        let (_t, b) = new_broker();
+    fn renew_server_issues_a_new_certificate_and_re_renders(store: &TestStore) {
+        let (_t, b) = new_broker_on(store);
         let alice = b.add_client(&req("alice", ClientKind::Subnet)).unwrap();
         let old = b.server_certificate().unwrap();
         let old_key = b.server_key().unwrap();
@@ -274,10 +282,10 @@ mod lifetimes {
             b.server_key().unwrap().to_pem()
         );
     }
+    by_store!(renew_server_issues_a_new_certificate_and_re_renders);
 
-    #[test]
-    fn no_certificate_outlives_the_ca() {
-        let (_t, b) = broker_with_ca_days(100);
+    fn no_certificate_outlives_the_ca(store: &TestStore) {
+        let (_t, b) = broker_with_ca_days(store, 100);
         let ca_end = b.ca().certificate().info().not_after;
         // init's server certificate, a client's, a CSR client's, a renewal
         // and a server renewal all end with the CA.
@@ -303,10 +311,11 @@ mod lifetimes {
         );
         assert_eq!(b.client_lifetime_warning().as_ref(), Some(&warnings[0]));
         // A CA that outlives the defaults warns about nothing.
-        let (_t, b) = new_broker();
+        let (_t, b) = new_broker_on(store);
         assert!(b.lifetime_warnings().is_empty());
         assert!(b.client_lifetime_warning().is_none());
     }
+    by_store!(no_certificate_outlives_the_ca);
 
     #[test]
     fn a_ca_with_less_than_a_day_left_issues_nothing() {

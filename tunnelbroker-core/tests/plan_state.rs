@@ -1,7 +1,9 @@
 //! The saved allocation state of the client database (schema 2): adds start
 //! from the saved runs instead of reading every client, and a state that is
 //! missing, garbled or out of step with the client rows is never trusted:
-//! the rows win, and no assignment or port is handed out twice.
+//! the rows win, and no assignment or port is handed out twice. The cases
+//! that edit the rows run on both stores (`stores`); the schema cases and
+//! the model check (SQLite's `clients.db`, and allocation alone) on SQLite.
 
 use std::collections::HashSet;
 use std::path::Path;
@@ -11,19 +13,22 @@ use rusqlite::Connection;
 use tunnelbroker_core::broker::ServerMode;
 use tunnelbroker_core::pki::RevocationReason;
 use tunnelbroker_core::plan::Allocator;
-use tunnelbroker_core::{Broker, ClientKind, InitOptions, NewClient, Settings};
+use tunnelbroker_core::{Broker, ClientKind, NewClient, Settings};
+
+use crate::stores::{self, TestStore, by_store, lit};
 
 const POOL: &str = "2001:db8:0:f1f8::/61";
 
 fn new_broker() -> (tempfile::TempDir, Broker) {
-    broker_in(ServerMode::PerClient)
+    broker_in(&TestStore::Sqlite, ServerMode::PerClient)
 }
 
-fn broker_in(mode: ServerMode) -> (tempfile::TempDir, Broker) {
+/// A new broker in `mode`, its clients in `store`.
+fn broker_in(store: &TestStore, mode: ServerMode) -> (tempfile::TempDir, Broker) {
     let tmp = tempfile::tempdir().unwrap();
     let mut settings = Settings::new(POOL.parse().unwrap(), "vpn.example.net".parse().unwrap());
     settings.mode = mode;
-    let b = Broker::init(&tmp.path().join("broker"), &InitOptions::new(settings)).unwrap();
+    let b = Broker::init(&tmp.path().join("broker"), &store.options(settings)).unwrap();
     (tmp, b)
 }
 
@@ -37,9 +42,7 @@ fn db(b: &Broker) -> Connection {
 }
 
 fn saved_state(b: &Broker) -> Option<String> {
-    db(b)
-        .query_row("SELECT state FROM plan_state", [], |r| r.get(0))
-        .ok()
+    stores::query_text(b, "SELECT state FROM plan_state")
 }
 
 /// Every client's assignment and port are unique.
@@ -52,9 +55,8 @@ fn assert_unique(b: &Broker) {
     assert_eq!(distinct.len(), ports.len(), "a port is shared");
 }
 
-#[test]
-fn every_change_saves_the_runs_and_adds_use_them() {
-    let (_t, b) = new_broker();
+fn every_change_saves_the_runs_and_adds_use_them(store: &TestStore) {
+    let (_t, b) = broker_in(store, ServerMode::PerClient);
     assert_eq!(saved_state(&b), None, "a new broker has no clients to save");
     add(&b, "a", ClientKind::Subnet);
     add(&b, "b", ClientKind::Hermit);
@@ -66,78 +68,69 @@ fn every_change_saves_the_runs_and_adds_use_them() {
     assert_eq!(c.assignment.to_string(), "2001:db8:0:f1fa::/64");
     assert_eq!(c.port, Some(5002));
 }
+by_store!(every_change_saves_the_runs_and_adds_use_them);
 
-#[test]
-fn a_missing_or_garbled_state_is_rebuilt_from_the_rows() {
-    let (_t, b) = new_broker();
+fn a_missing_or_garbled_state_is_rebuilt_from_the_rows(store: &TestStore) {
+    let (_t, b) = broker_in(store, ServerMode::PerClient);
     add(&b, "a", ClientKind::Subnet);
     add(&b, "b", ClientKind::Subnet);
-    db(&b).execute("DELETE FROM plan_state", []).unwrap();
+    stores::sql(&b, "DELETE FROM plan_state");
     let c = add(&b, "c", ClientKind::Subnet);
     assert_eq!(c.assignment.to_string(), "2001:db8:0:f1fb::/64");
     assert_eq!(c.port, Some(5002));
     for garbage in ["not json", "{}", "{\"plan\":1,\"ports\":[[9,1]]}", ""] {
-        db(&b)
-            .execute("UPDATE plan_state SET state = ?1", [garbage])
-            .unwrap();
+        stores::sql(
+            &b,
+            &format!("UPDATE plan_state SET state = {}", lit(garbage)),
+        );
         add(&b, &format!("h{}", garbage.len()), ClientKind::Hermit);
     }
     assert_unique(&b);
     assert_eq!(b.clients().unwrap().len(), 7);
 }
+by_store!(a_missing_or_garbled_state_is_rebuilt_from_the_rows);
 
-#[test]
-fn a_state_that_forgot_a_client_never_hands_its_assignment_out_again() {
+fn a_state_that_forgot_a_client_never_hands_its_assignment_out_again(store: &TestStore) {
     // Shared mode: no port to give the stale state away, only the rows.
-    let (_t, b) = broker_in(ServerMode::Shared);
+    let (_t, b) = broker_in(store, ServerMode::Shared);
     add(&b, "a", ClientKind::Subnet);
     let old = saved_state(&b).unwrap();
     add(&b, "b", ClientKind::Subnet);
     // Put back the state from before `b`.
-    db(&b)
-        .execute("UPDATE plan_state SET state = ?1", [&old])
-        .unwrap();
+    stores::sql(&b, &format!("UPDATE plan_state SET state = {}", lit(&old)));
     let c = add(&b, "c", ClientKind::Subnet);
     assert_eq!(c.assignment.to_string(), "2001:db8:0:f1fb::/64");
     assert_unique(&b);
 }
+by_store!(a_state_that_forgot_a_client_never_hands_its_assignment_out_again);
 
-#[test]
-fn a_client_deleted_behind_the_brokers_back_frees_its_assignment() {
-    let (_t, b) = broker_in(ServerMode::Shared);
+fn a_client_deleted_behind_the_brokers_back_frees_its_assignment(store: &TestStore) {
+    let (_t, b) = broker_in(store, ServerMode::Shared);
     add(&b, "a", ClientKind::Subnet);
     let gone = add(&b, "b", ClientKind::Subnet);
     add(&b, "c", ClientKind::Subnet);
-    db(&b)
-        .execute("DELETE FROM clients WHERE id = 'b'", [])
-        .unwrap();
+    stores::sql(&b, "DELETE FROM clients WHERE id = 'b'");
     // The saved state still holds b's subnet; the count of rows says no.
     let d = add(&b, "d", ClientKind::Subnet);
     assert_eq!(d.assignment, gone.assignment);
 }
+by_store!(a_client_deleted_behind_the_brokers_back_frees_its_assignment);
 
 /// A client row changed behind the broker's back to the assignment (and
 /// port) the saved state thinks are free next, keeping the count of rows.
 fn move_a_to_the_next_assignment(b: &Broker) {
-    let conn = db(b);
-    conn.execute(
+    stores::sql(
+        b,
         "UPDATE clients SET id = 'x', prefix = '2001:db8:0:f1fa::/64',
              port = CASE WHEN port IS NULL THEN NULL ELSE 5001 END
-         WHERE id = 'a'",
-        [],
-    )
-    .unwrap();
-    conn.execute(
-        "UPDATE certificates SET client_id = 'x' WHERE client_id = 'a'",
-        [],
-    )
-    .unwrap();
+         WHERE id = 'a';
+         UPDATE certificates SET client_id = 'x' WHERE client_id = 'a';",
+    );
 }
 
-#[test]
-fn a_state_out_of_step_with_the_same_count_is_caught_by_the_rows() {
+fn a_state_out_of_step_with_the_same_count_is_caught_by_the_rows(store: &TestStore) {
     for mode in [ServerMode::PerClient, ServerMode::Shared] {
-        let (_t, b) = broker_in(mode);
+        let (_t, b) = broker_in(store, mode);
         let a = add(&b, "a", ClientKind::Subnet);
         let old = saved_state(&b).unwrap();
         move_a_to_the_next_assignment(&b);
@@ -158,10 +151,10 @@ fn a_state_out_of_step_with_the_same_count_is_caught_by_the_rows() {
         assert_unique(&b);
     }
 }
+by_store!(a_state_out_of_step_with_the_same_count_is_caught_by_the_rows);
 
-#[test]
-fn a_requested_prefix_the_stale_state_calls_free_names_its_owner() {
-    let (_t, b) = broker_in(ServerMode::Shared);
+fn a_requested_prefix_the_stale_state_calls_free_names_its_owner(store: &TestStore) {
+    let (_t, b) = broker_in(store, ServerMode::Shared);
     add(&b, "a", ClientKind::Subnet);
     move_a_to_the_next_assignment(&b);
     // The state says f1fa is free; the rows give it to x.
@@ -173,23 +166,21 @@ fn a_requested_prefix_the_stale_state_calls_free_names_its_owner() {
     let c = add(&b, "c", ClientKind::Subnet);
     assert_eq!(c.assignment.to_string(), "2001:db8:0:f1f9::/64");
 }
+by_store!(a_requested_prefix_the_stale_state_calls_free_names_its_owner);
 
-#[test]
-fn a_port_moved_behind_the_brokers_back_is_not_handed_out_twice() {
-    let (_t, b) = new_broker();
+fn a_port_moved_behind_the_brokers_back_is_not_handed_out_twice(store: &TestStore) {
+    let (_t, b) = broker_in(store, ServerMode::PerClient);
     add(&b, "a", ClientKind::Hermit);
-    db(&b)
-        .execute("UPDATE clients SET port = 5001 WHERE id = 'a'", [])
-        .unwrap();
+    stores::sql(&b, "UPDATE clients SET port = 5001 WHERE id = 'a'");
     // The state says 5000 is taken and 5001 free: the rows say otherwise.
     let c = add(&b, "c", ClientKind::Hermit);
     assert_eq!(c.port, Some(5000));
     assert_unique(&b);
 }
+by_store!(a_port_moved_behind_the_brokers_back_is_not_handed_out_twice);
 
-#[test]
-fn purge_frees_the_assignment_and_port_in_the_saved_state() {
-    let (_t, b) = new_broker();
+fn purge_frees_the_assignment_and_port_in_the_saved_state(store: &TestStore) {
+    let (_t, b) = broker_in(store, ServerMode::PerClient);
     let a = add(&b, "a", ClientKind::Hermit);
     add(&b, "b", ClientKind::Hermit);
     b.revoke(&a.id, RevocationReason::Unspecified).unwrap();
@@ -199,6 +190,7 @@ fn purge_frees_the_assignment_and_port_in_the_saved_state() {
     let c = add(&b, "c", ClientKind::Hermit);
     assert_eq!((c.assignment, c.port), (a.assignment, a.port));
 }
+by_store!(purge_frees_the_assignment_and_port_in_the_saved_state);
 
 /// Turns a current database into a schema-1 one, as an older tunnelbroker
 /// left it.
@@ -295,7 +287,7 @@ proptest! {
                 }
                 Op::RevokePurge(_) => {}
                 Op::ForgetState => {
-                    db(&b).execute("DELETE FROM plan_state", []).unwrap();
+                    stores::sql(&b, "DELETE FROM plan_state");
                 }
             }
         }
@@ -327,3 +319,43 @@ fn a_database_from_a_newer_tunnelbroker_is_refused_untouched() {
         .unwrap();
     assert_eq!(version, 99);
 }
+
+fn an_import_checks_a_stale_state_against_the_rows_for_its_whole_batch(store: &TestStore) {
+    for mode in [ServerMode::PerClient, ServerMode::Shared] {
+        let (_t, b) = broker_in(store, mode);
+        add(&b, "a", ClientKind::Subnet);
+        move_a_to_the_next_assignment(&b);
+        // The state says f1fa (x's) is free; an import reserves all its rows
+        // before it looks at the rows once, finds x and starts over.
+        let report = b
+            .import_csv(
+                "c,subnet,linux,,\nx,hermit,linux,,\nd,subnet,linux,,\nc,hermit,linux,,\ne,subnet,linux,,\n",
+                &mut |_, _| {},
+            )
+            .unwrap();
+        let added: Vec<String> = report
+            .added
+            .iter()
+            .map(|c| format!("{} {}", c.id, c.assignment))
+            .collect();
+        assert_eq!(
+            added,
+            [
+                "c 2001:db8:0:f1f9::/64",
+                "d 2001:db8:0:f1fb::/64",
+                "e 2001:db8:0:f1fc::/64"
+            ],
+            "{mode:?}"
+        );
+        let lines: Vec<u64> = report.errors.iter().map(|e| e.line).collect();
+        assert_eq!(lines, [2, 4], "{:?}", report.errors);
+        assert!(report.errors.iter().all(|e| e.error.contains("exists")));
+        assert_unique(&b);
+        // And the next add starts from the saved state again.
+        assert_eq!(
+            add(&b, "f", ClientKind::Subnet).assignment.to_string(),
+            "2001:db8:0:f1fd::/64"
+        );
+    }
+}
+by_store!(an_import_checks_a_stale_state_against_the_rows_for_its_whole_batch);

@@ -16,6 +16,7 @@ mod plan_state;
 mod postgres;
 mod render;
 mod store;
+mod stores;
 
 /// A temporary directory with mode 0755, as an operator's directory would
 /// be (`tempfile` makes them 0700, out of OpenVPN's reach once it runs as

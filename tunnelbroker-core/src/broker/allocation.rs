@@ -98,6 +98,14 @@ impl Taken {
         Ok(())
     }
 
+    /// Forgets this transaction's reservations and rebuilds from the rows
+    /// (nothing of them must have been written).
+    fn start_over(&mut self, tx: &mut dyn Transaction) -> Result<()> {
+        self.new_owners.clear();
+        self.new_ids.clear();
+        self.rebuild(tx)
+    }
+
     pub(super) fn save(&self, tx: &mut dyn Transaction) -> Result<()> {
         let saved = SavedPlan {
             plan: self.plan.clone(),
@@ -147,6 +155,63 @@ impl Broker {
         }
     }
 
+    /// Reserves for each of `reqs` (an import's batch), as
+    /// [`reserve`](Self::reserve) would one after the other, in a few
+    /// queries instead of up to three per request: the IDs are looked up
+    /// together, and what the saved state called free is checked against the
+    /// rows together at the end; a mismatch rebuilds the state from the rows
+    /// and starts over. Nothing may be written in `tx` between this and
+    /// recording the reservations.
+    pub(super) fn reserve_batch<'a>(
+        &self,
+        tx: &mut dyn Transaction,
+        taken: &mut Taken,
+        reqs: &[&'a NewClient],
+    ) -> Result<Vec<Result<Reserved<'a>>>> {
+        let ids: Vec<ClientId> = reqs.iter().map(|r| r.id.clone()).collect();
+        let existing = tx.existing_ids(&ids)?;
+        'attempt: loop {
+            let deferred = taken.saved;
+            let mut out = Vec::with_capacity(reqs.len());
+            for req in reqs {
+                if taken.new_ids.contains(&req.id) || existing.contains(&req.id) {
+                    out.push(Err(Error::ClientExists {
+                        id: req.id.to_string(),
+                    }));
+                    continue;
+                }
+                match self.try_reserve_checked(tx, taken, req, !deferred) {
+                    Ok(Some(r)) => {
+                        taken
+                            .new_owners
+                            .insert(r.assignment.prefix(), req.id.clone());
+                        taken.new_ids.insert(req.id.clone());
+                        out.push(Ok(r));
+                    }
+                    // The saved state and the rows disagree: trust the rows.
+                    Ok(None) => {
+                        taken.start_over(tx)?;
+                        continue 'attempt;
+                    }
+                    Err(e) => out.push(Err(e)),
+                }
+            }
+            if deferred {
+                let prefixes: Vec<Ipv6Net> = out
+                    .iter()
+                    .flatten()
+                    .map(|r| r.assignment.prefix())
+                    .collect();
+                let ports: Vec<u16> = out.iter().flatten().filter_map(|r| r.port).collect();
+                if tx.holds_any(&prefixes, &ports)? {
+                    taken.start_over(tx)?;
+                    continue 'attempt;
+                }
+            }
+            return Ok(out);
+        }
+    }
+
     /// One try of [`reserve`](Self::reserve); `None` when the saved state
     /// turned out stale.
     fn try_reserve<'a>(
@@ -154,6 +219,19 @@ impl Broker {
         tx: &mut dyn Transaction,
         taken: &mut Taken,
         req: &'a NewClient,
+    ) -> Result<Option<Reserved<'a>>> {
+        self.try_reserve_checked(tx, taken, req, true)
+    }
+
+    /// [`try_reserve`](Self::try_reserve); with `check` false, what the
+    /// saved state calls free is not looked up in the rows (the caller
+    /// checks it).
+    fn try_reserve_checked<'a>(
+        &self,
+        tx: &mut dyn Transaction,
+        taken: &mut Taken,
+        req: &'a NewClient,
+        check: bool,
     ) -> Result<Option<Reserved<'a>>> {
         let assignment = match req.prefix {
             Some(p) => match taken.plan.request(req.kind, p) {
@@ -175,7 +253,7 @@ impl Broker {
             None => taken.plan.allocate(req.kind)?,
         };
         // What the saved state calls free must be free in the rows too.
-        if taken.saved && tx.prefix_owner(assignment.prefix())?.is_some() {
+        if check && taken.saved && tx.prefix_owner(assignment.prefix())?.is_some() {
             return Ok(None);
         }
         let port = match self.settings.mode {
@@ -187,7 +265,7 @@ impl Broker {
                     .first_free(u64::from(first), u64::from(u16::MAX))
                     .and_then(|p| u16::try_from(p).ok())
                     .ok_or(Error::PortsExhausted { first })?;
-                if taken.saved && tx.port_owner(p)?.is_some() {
+                if check && taken.saved && tx.port_owner(p)?.is_some() {
                     return Ok(None);
                 }
                 taken.ports.insert(u64::from(p));

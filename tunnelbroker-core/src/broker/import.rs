@@ -144,11 +144,21 @@ impl Broker {
                 let mut batch_added = Vec::new();
                 let mut batch_errors = Vec::new();
                 let mut taken = Taken::load(tx, self.settings.pool)?;
+                // The whole batch is reserved first (a few queries), then
+                // recorded.
+                let reqs: Vec<&NewClient> = batch
+                    .iter()
+                    .zip(&issued)
+                    .filter(|(_, cert)| cert.is_ok())
+                    .map(|(row, _)| &row.req)
+                    .collect();
+                let mut reservations = self.reserve_batch(tx, &mut taken, &reqs)?.into_iter();
                 for (row, cert) in batch.iter().zip(&issued) {
                     let reserved = match cert {
-                        Ok(cert) => match self.reserve(tx, &mut taken, &row.req) {
-                            Ok(r) => Ok((r, cert.clone())),
-                            Err(e) => Err(e.to_string()),
+                        Ok(cert) => match reservations.next() {
+                            Some(Ok(r)) => Ok((r, cert.clone())),
+                            Some(Err(e)) => Err(e.to_string()),
+                            None => unreachable!("one reservation per request"),
                         },
                         Err(e) => Err(e.to_string()),
                     };

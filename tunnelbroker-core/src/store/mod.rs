@@ -44,6 +44,8 @@ pub(crate) use {
     postgres::SCHEMA_VERSION as POSTGRES_SCHEMA, sqlite::SCHEMA_VERSION as SQLITE_SCHEMA,
 };
 
+use std::collections::HashSet;
+
 use ipnet::Ipv6Net;
 use time::OffsetDateTime;
 
@@ -151,6 +153,35 @@ pub trait Transaction {
     fn has_client(&mut self, id: &ClientId) -> Result<bool>;
     /// The client that holds this prefix, if any.
     fn prefix_owner(&mut self, prefix: Ipv6Net) -> Result<Option<ClientId>>;
+    /// Which of `ids` have a client row: an import asks for its batch in
+    /// one go (one round trip on PostgreSQL; the default asks
+    /// [`has_client`](Self::has_client) for each).
+    fn existing_ids(&mut self, ids: &[ClientId]) -> Result<HashSet<ClientId>> {
+        let mut out = HashSet::new();
+        for id in ids {
+            if self.has_client(id)? {
+                out.insert(id.clone());
+            }
+        }
+        Ok(out)
+    }
+    /// Whether a client row holds one of `prefixes` or one of `ports`: an
+    /// import checks its batch against the rows in one go (one round trip
+    /// on PostgreSQL; the default asks [`prefix_owner`](Self::prefix_owner)
+    /// and [`port_owner`](Self::port_owner) for each).
+    fn holds_any(&mut self, prefixes: &[Ipv6Net], ports: &[u16]) -> Result<bool> {
+        for p in prefixes {
+            if self.prefix_owner(*p)?.is_some() {
+                return Ok(true);
+            }
+        }
+        for p in ports {
+            if self.port_owner(*p)?.is_some() {
+                return Ok(true);
+            }
+        }
+        Ok(false)
+    }
     /// One client row.
     fn client(&mut self, id: &ClientId) -> Result<Option<ClientRecord>>;
     /// Adds a client row (the ID, the assignment and the port must be unused).

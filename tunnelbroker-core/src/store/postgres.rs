@@ -33,7 +33,7 @@
 //! port consult the buffer first and do not flush it. An import thus costs
 //! about one round trip per client instead of three.
 
-use std::collections::HashMap;
+use std::collections::{HashMap, HashSet};
 use std::path::{Path, PathBuf};
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
@@ -898,6 +898,40 @@ impl Transaction for PgTx<'_, '_> {
             &[&prefix.to_string()],
         )?;
         rows.first().map(|r| parse_stored_id(r.get(0))).transpose()
+    }
+
+    fn existing_ids(&mut self, ids: &[ClientId]) -> Result<HashSet<ClientId>> {
+        let mut out: HashSet<ClientId> = self
+            .new_clients
+            .iter()
+            .filter(|c| ids.contains(&c.id))
+            .map(|c| c.id.clone())
+            .collect();
+        let texts: Vec<&str> = ids.iter().map(ClientId::as_str).collect();
+        let rows = self.query_unflushed("SELECT id FROM clients WHERE id = ANY($1)", &[&texts])?;
+        for r in &rows {
+            out.insert(parse_stored_id(r.get(0))?);
+        }
+        Ok(out)
+    }
+
+    fn holds_any(&mut self, prefixes: &[Ipv6Net], ports: &[u16]) -> Result<bool> {
+        if self.new_clients.iter().any(|c| {
+            prefixes.contains(&c.assignment.prefix()) || c.port.is_some_and(|p| ports.contains(&p))
+        }) {
+            return Ok(true);
+        }
+        let texts: Vec<String> = prefixes.iter().map(ToString::to_string).collect();
+        let ports: Vec<i32> = ports.iter().map(|&p| i32::from(p)).collect();
+        // Two EXISTS, each on its unique index: one WHERE with OR scans
+        // the whole table (30 to 80 ms a batch at 10,000 clients).
+        let rows = self.query_unflushed(
+            "SELECT EXISTS (SELECT 1 FROM clients WHERE prefix = ANY($1))
+                 OR EXISTS (SELECT 1 FROM clients WHERE port = ANY($2))",
+            &[&texts, &ports],
+        )?;
+        rows.first()
+            .map_or(Ok(false), |r| r.try_get(0).map_err(pg_err))
     }
 
     fn client(&mut self, id: &ClientId) -> Result<Option<ClientRecord>> {

@@ -246,3 +246,51 @@ c8,subnet,linux,,,2001:db8:0:f1ff::/64
         assert!(e.line >= 4, "{e:?}");
     }
 }
+
+/// Serves one connection on a management socket: reads the command line,
+/// answers `reply` and closes.
+fn management_reply(reply: &'static [u8]) -> (tempfile::TempDir, std::path::PathBuf) {
+    use std::io::{BufRead, Write};
+    let dir = tempfile::tempdir().unwrap();
+    let socket = dir.path().join("mgmt.sock");
+    let listener = std::os::unix::net::UnixListener::bind(&socket).unwrap();
+    std::thread::spawn(move || {
+        let (conn, _) = listener.accept().unwrap();
+        let mut reader = std::io::BufReader::new(conn.try_clone().unwrap());
+        let _ = reader.read_line(&mut String::new());
+        let _ = (&conn).write_all(reply);
+    });
+    (dir, socket)
+}
+
+// Found by the fuzz target `management`: the text of an `ERROR:` or
+// `SUCCESS:` line went into the message and the revocation report raw, NULs
+// and escape sequences included.
+#[test]
+fn management_replies_with_control_characters_stay_one_line() {
+    use tunnelbroker_core::openvpn::{CommonName, Management};
+    let (_dir, socket) =
+        management_reply(b">INFO:hello\r\nERROR:SUCCESS: signal\0\0\x1b[31mTERM thrown\r\n");
+    let err = Management::connect(&socket)
+        .unwrap()
+        .terminate()
+        .unwrap_err();
+    let msg = err.to_string();
+    assert!(!msg.chars().any(char::is_control), "{msg:?}");
+    assert!(
+        msg.contains("signal\\u{0}\\u{0}\\u{1b}[31mTERM thrown"),
+        "{msg}"
+    );
+
+    let (_dir, socket) = management_reply(b"SUCCESS: common name 'a\x1b]0;x\x07' found\n");
+    let cn = CommonName::new("a").unwrap();
+    let text = Management::connect(&socket)
+        .unwrap()
+        .kill_client(&cn)
+        .unwrap();
+    assert!(!text.chars().any(char::is_control), "{text:?}");
+    assert!(
+        text.starts_with("common name 'a\\u{1b}]0;x\\u{7}'"),
+        "{text}"
+    );
+}

@@ -294,3 +294,21 @@ fn management_replies_with_control_characters_stay_one_line() {
         "{text}"
     );
 }
+
+// Found by the fuzz target `client_id`: text ending in '\r' gained a "\r\n"
+// when checked, and checking the result again changed it once more.
+#[test]
+fn inline_text_checked_twice_is_unchanged() {
+    use tunnelbroker_core::openvpn::InlineText;
+    for text in [
+        "-----BEGIN CERTIFICATE-----\r\r\r",
+        "-----BEGIN CERTIFICATE-----\rMIIB\r-----END CERTIFICATE-----\r",
+        "-----BEGIN CERTIFICATE-----\r\nMIIB\r\n-----END CERTIFICATE-----\r\n",
+    ] {
+        let once = InlineText::new("certificate", text).unwrap();
+        assert!(!once.as_str().contains('\r'), "{:?}", once.as_str());
+        assert!(once.as_str().ends_with('\n'));
+        let twice = InlineText::new("certificate", once.as_str()).unwrap();
+        assert_eq!(twice.as_str(), once.as_str());
+    }
+}

@@ -312,3 +312,32 @@ fn inline_text_checked_twice_is_unchanged() {
         assert_eq!(twice.as_str(), once.as_str());
     }
 }
+
+// Found by the fuzz target `client_config`: a description comment naming a
+// subnet /65 gave derived facts that no facts line may hold (their own line
+// did not parse).
+#[test]
+fn derived_facts_hold_only_a_subnet_64_or_a_hermit_128() {
+    use tunnelbroker_core::doctor::BundleFacts;
+    let conf = |desc: &str| {
+        format!(
+            "# tunnelbroker: client alice ({desc}, tunnel address 2001:db8:0:f100::f101:2)\n\
+             ifconfig-ipv6 2001:db8:0:f100::f101:2/112 2001:db8:0:f100::f101:1\n"
+        )
+    };
+    for bad in [
+        "subnet 2001:db8:0:f101::/65",
+        "subnet 2001:db8:0:f101::1/64",
+        "hermit 2001:db8:0:f1ff::1/64",
+    ] {
+        let cfg = ClientConfigFile::parse(Path::new("alice.conf"), &conf(bad)).unwrap();
+        assert_eq!(cfg.derived_facts(), None, "{bad}");
+    }
+    let cfg = ClientConfigFile::parse(
+        Path::new("alice.conf"),
+        &conf("subnet 2001:db8:0:f101::/64"),
+    )
+    .unwrap();
+    let facts = cfg.derived_facts().unwrap();
+    assert_eq!(facts.to_string().parse::<BundleFacts>().unwrap(), facts);
+}

@@ -55,7 +55,7 @@ fuzz_target!(|data: &[u8]| {
     s.replies.send(data.to_vec()).unwrap();
     let mut m = Management::connect(&s.path).expect("connect to the fuzz server");
     // The command does not change how a reply is read; both are used.
-    let answer = if data.len() % 2 == 0 {
+    let answer = if data.len().is_multiple_of(2) {
         m.kill_client(&CommonName::new("fuzz").unwrap())
     } else {
         m.terminate()

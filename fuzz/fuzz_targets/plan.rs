@@ -2,7 +2,7 @@
 //!
 //! 1. as text: a pool, a prefix, a saved allocator or assignment. Nothing may
 //!    panic; whatever parses must print back to text that parses to the same
-//!    value.
+//!    value, and every error is one line.
 //! 2. as a sequence of operations (allocate, request, release) on a pool of
 //!    length 48 to 62 chosen by the first bytes; after each step and at the
 //!    end the invariants of DESIGN.md §2 must hold.
@@ -13,6 +13,7 @@ use std::net::Ipv6Addr;
 use libfuzzer_sys::fuzz_target;
 use tunnelbroker_core::plan::{Allocator, parse_prefix};
 use tunnelbroker_core::{Assignment, ClientKind, Ipv6Net, Pool};
+use tunnelbroker_fuzz::{check_error, checked};
 
 fuzz_target!(|data: &[u8]| {
     if let Ok(text) = std::str::from_utf8(data) {
@@ -22,16 +23,16 @@ fuzz_target!(|data: &[u8]| {
 });
 
 fn as_text(text: &str) {
-    if let Ok(pool) = text.parse::<Pool>() {
+    if let Some(pool) = checked("pool", text.parse::<Pool>()) {
         let again: Pool = pool.to_string().parse().expect("Display of a pool parses");
         assert_eq!(again, pool);
         assert!((48..=62).contains(&pool.prefix_len()));
         assert_eq!(pool.net(), pool.net().trunc(), "host bits set in {pool}");
     }
-    if let Ok(prefix) = parse_prefix(text) {
+    if let Some(prefix) = checked("prefix", parse_prefix(text)) {
         assert_eq!(parse_prefix(&prefix.to_string()).ok(), Some(prefix));
     }
-    let _ = text.parse::<ClientKind>();
+    checked("client kind", text.parse::<ClientKind>());
     if let Ok(plan) = serde_json::from_str::<Allocator>(text) {
         let json = serde_json::to_string(&plan).expect("serialise");
         let back: Allocator = serde_json::from_str(&json).expect("read back");
@@ -112,6 +113,9 @@ fn as_operations(data: &[u8]) {
                 continue;
             }
         };
+        if let Err(e) = &result {
+            check_error("allocate/request", e);
+        }
         if let Ok(a) = result {
             assert!(!live.contains(&a), "{a} handed out while live");
             live.push(a);

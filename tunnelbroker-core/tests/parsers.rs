@@ -246,3 +246,98 @@ c8,subnet,linux,,,2001:db8:0:f1ff::/64
         assert!(e.line >= 4, "{e:?}");
     }
 }
+
+/// Serves one connection on a management socket: reads the command line,
+/// answers `reply` and closes.
+fn management_reply(reply: &'static [u8]) -> (tempfile::TempDir, std::path::PathBuf) {
+    use std::io::{BufRead, Write};
+    let dir = tempfile::tempdir().unwrap();
+    let socket = dir.path().join("mgmt.sock");
+    let listener = std::os::unix::net::UnixListener::bind(&socket).unwrap();
+    std::thread::spawn(move || {
+        let (conn, _) = listener.accept().unwrap();
+        let mut reader = std::io::BufReader::new(conn.try_clone().unwrap());
+        let _ = reader.read_line(&mut String::new());
+        let _ = (&conn).write_all(reply);
+    });
+    (dir, socket)
+}
+
+// Found by the fuzz target `management`: the text of an `ERROR:` or
+// `SUCCESS:` line went into the message and the revocation report raw, NULs
+// and escape sequences included.
+#[test]
+fn management_replies_with_control_characters_stay_one_line() {
+    use tunnelbroker_core::openvpn::{CommonName, Management};
+    let (_dir, socket) =
+        management_reply(b">INFO:hello\r\nERROR:SUCCESS: signal\0\0\x1b[31mTERM thrown\r\n");
+    let err = Management::connect(&socket)
+        .unwrap()
+        .terminate()
+        .unwrap_err();
+    let msg = err.to_string();
+    assert!(!msg.chars().any(char::is_control), "{msg:?}");
+    assert!(
+        msg.contains("signal\\u{0}\\u{0}\\u{1b}[31mTERM thrown"),
+        "{msg}"
+    );
+
+    let (_dir, socket) = management_reply(b"SUCCESS: common name 'a\x1b]0;x\x07' found\n");
+    let cn = CommonName::new("a").unwrap();
+    let text = Management::connect(&socket)
+        .unwrap()
+        .kill_client(&cn)
+        .unwrap();
+    assert!(!text.chars().any(char::is_control), "{text:?}");
+    assert!(
+        text.starts_with("common name 'a\\u{1b}]0;x\\u{7}'"),
+        "{text}"
+    );
+}
+
+// Found by the fuzz target `client_id`: text ending in '\r' gained a "\r\n"
+// when checked, and checking the result again changed it once more.
+#[test]
+fn inline_text_checked_twice_is_unchanged() {
+    use tunnelbroker_core::openvpn::InlineText;
+    for text in [
+        "-----BEGIN CERTIFICATE-----\r\r\r",
+        "-----BEGIN CERTIFICATE-----\rMIIB\r-----END CERTIFICATE-----\r",
+        "-----BEGIN CERTIFICATE-----\r\nMIIB\r\n-----END CERTIFICATE-----\r\n",
+    ] {
+        let once = InlineText::new("certificate", text).unwrap();
+        assert!(!once.as_str().contains('\r'), "{:?}", once.as_str());
+        assert!(once.as_str().ends_with('\n'));
+        let twice = InlineText::new("certificate", once.as_str()).unwrap();
+        assert_eq!(twice.as_str(), once.as_str());
+    }
+}
+
+// Found by the fuzz target `client_config`: a description comment naming a
+// subnet /65 gave derived facts that no facts line may hold (their own line
+// did not parse).
+#[test]
+fn derived_facts_hold_only_a_subnet_64_or_a_hermit_128() {
+    use tunnelbroker_core::doctor::BundleFacts;
+    let conf = |desc: &str| {
+        format!(
+            "# tunnelbroker: client alice ({desc}, tunnel address 2001:db8:0:f100::f101:2)\n\
+             ifconfig-ipv6 2001:db8:0:f100::f101:2/112 2001:db8:0:f100::f101:1\n"
+        )
+    };
+    for bad in [
+        "subnet 2001:db8:0:f101::/65",
+        "subnet 2001:db8:0:f101::1/64",
+        "hermit 2001:db8:0:f1ff::1/64",
+    ] {
+        let cfg = ClientConfigFile::parse(Path::new("alice.conf"), &conf(bad)).unwrap();
+        assert_eq!(cfg.derived_facts(), None, "{bad}");
+    }
+    let cfg = ClientConfigFile::parse(
+        Path::new("alice.conf"),
+        &conf("subnet 2001:db8:0:f101::/64"),
+    )
+    .unwrap();
+    let facts = cfg.derived_facts().unwrap();
+    assert_eq!(facts.to_string().parse::<BundleFacts>().unwrap(), facts);
+}

@@ -83,6 +83,16 @@ fn parse_rows(text: &str) -> (Vec<Row>, Vec<RowError>) {
     (rows, errors)
 }
 
+/// The rows of a CSV import text, checked as [`Broker::import_csv`] checks
+/// them (line numbers and requests, and the rows' errors), subscribing
+/// nothing. For the fuzz targets only.
+#[cfg(feature = "fuzzing")]
+#[doc(hidden)]
+pub fn parse_import_csv(text: &str) -> (Vec<(u64, NewClient)>, Vec<RowError>) {
+    let (rows, errors) = parse_rows(text);
+    (rows.into_iter().map(|r| (r.line, r.req)).collect(), errors)
+}
+
 fn parse_row(rec: &csv::StringRecord) -> Result<NewClient> {
     if rec.len() < 5 || rec.len() > 6 {
         return Err(Error::InvalidField {

@@ -38,6 +38,9 @@ use std::path::Path;
 
 pub use client::{Client, ClientOs, ClientState, NewClient};
 pub use database::{DatabaseStatus, MigrateReport};
+#[cfg(feature = "fuzzing")]
+#[doc(hidden)]
+pub use import::parse_import_csv;
 pub use import::{ImportReport, RowError};
 pub use init::{ImportedCa, InitOptions};
 pub use lifecycle::ClientCredentials;

@@ -11,7 +11,7 @@ use std::path::{Path, PathBuf};
 use std::time::{Duration, Instant};
 
 use super::values::CommonName;
-use crate::error::{Error, Result};
+use crate::error::{Error, Result, one_line};
 
 /// A connection to one OpenVPN instance's management socket.
 #[derive(Debug)]
@@ -73,11 +73,13 @@ impl Management {
                 return Err(self.fail("the server closed the connection"));
             };
             let answer = answer.trim_end();
+            // The server's words reach messages and reports: one line, so
+            // flattened (a NUL or an escape sequence stays visible text).
             if let Some(ok) = answer.strip_prefix("SUCCESS:") {
-                return Ok(ok.trim().to_owned());
+                return Ok(one_line(ok.trim()));
             }
             if let Some(err) = answer.strip_prefix("ERROR:") {
-                return Err(self.fail(format!("{line:?} failed: {}", err.trim())));
+                return Err(self.fail(format!("{line:?} failed: {}", one_line(err.trim()))));
             }
             // `>INFO:` banners and other notifications: keep reading.
         }

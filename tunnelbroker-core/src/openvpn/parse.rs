@@ -262,7 +262,9 @@ impl ClientConfigFile {
     /// What can be told about the client without a facts line: a per-client
     /// configuration's `ifconfig-ipv6 ADDRESS/LEN SERVER` gives the tunnel
     /// address and the server end; the broker's description comment gives
-    /// the kind and prefix. `None` when that is not enough.
+    /// the kind and prefix. `None` when that is not enough, or when it names a
+    /// prefix that no facts line may hold (a subnet not a /64, a hermit not a
+    /// /128).
     pub fn derived_facts(&self) -> Option<BundleFacts> {
         let d = self.directive("ifconfig-ipv6")?;
         let local: Ipv6Net = d.args.first()?.parse().ok()?;
@@ -285,6 +287,15 @@ impl ClientConfigFile {
         } else {
             (ClientKind::Hermit, Ipv6Net::new(local.addr(), 128).ok()?)
         };
+        // What a facts line may say, and no more: a subnet's /64, a hermit's
+        // /128, without host bits.
+        let want = match kind {
+            ClientKind::Subnet => 64,
+            ClientKind::Hermit => 128,
+        };
+        if prefix.prefix_len() != want || prefix.trunc() != prefix {
+            return None;
+        }
         let id = self
             .path
             .file_stem()

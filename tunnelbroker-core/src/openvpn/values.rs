@@ -269,8 +269,8 @@ impl From<&crate::ClientId> for CommonName {
 ///
 /// It must hold a `-----BEGIN` line and may not contain `<` or `>` (which
 /// could close the inline block and smuggle in options) or control characters
-/// other than line breaks and tabs. `Debug` prints `[redacted]`, since the
-/// text may be a private key.
+/// other than line breaks and tabs. Line ends become `\n` and the text ends
+/// with one. `Debug` prints `[redacted]`, since the text may be a private key.
 ///
 /// ```
 /// use tunnelbroker_core::openvpn::InlineText;
@@ -313,7 +313,10 @@ impl InlineText {
         {
             return Err(bad("control characters are not allowed"));
         }
-        let mut t = text.replace("\r\n", "\n");
+        // Every line end becomes "\n", a lone "\r" too: otherwise a text
+        // ending in "\r" would gain a "\r\n" here and change when checked
+        // again.
+        let mut t = text.replace("\r\n", "\n").replace('\r', "\n");
         if !t.ends_with('\n') {
             t.push('\n');
         }

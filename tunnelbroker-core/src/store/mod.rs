@@ -30,6 +30,31 @@
 
 mod copy;
 mod passfile;
+
+/// The password of the first line of a libpq password file's `text` that
+/// matches host, socket, port, database and user, as the PostgreSQL store
+/// looks it up. For the fuzz targets only.
+#[cfg(feature = "fuzzing")]
+#[doc(hidden)]
+pub fn passfile_lookup(
+    text: &[u8],
+    host: &str,
+    socket: bool,
+    port: u16,
+    database: &str,
+    user: &str,
+) -> Option<Vec<u8>> {
+    passfile::lookup(
+        text,
+        passfile::Target {
+            host,
+            socket,
+            port,
+            database,
+            user,
+        },
+    )
+}
 mod postgres;
 mod sqlite;
 mod url;

@@ -354,6 +354,13 @@ pub enum Error {
         /// What is wrong with it.
         reason: String,
     },
+    /// A `tls-crypt-v2` server or client key could not be parsed or
+    /// unwrapped.
+    #[error("invalid tls-crypt-v2 key: {reason}")]
+    InvalidTlsCryptV2Key {
+        /// What is wrong with it.
+        reason: String,
+    },
     /// A certificate that was to be used as a CA is not one.
     #[error("certificate {common_name} is not a CA: {reason}")]
     NotACa {
@@ -558,6 +565,7 @@ impl Error {
             | Error::InvalidSubject { .. }
             | Error::InvalidValidity { .. }
             | Error::InvalidTlsCryptKey { .. }
+            | Error::InvalidTlsCryptV2Key { .. }
             | Error::NotACa { .. }
             | Error::CaImportIncomplete { .. }
             | Error::CaIssuerMissing { .. }

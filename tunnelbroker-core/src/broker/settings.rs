@@ -220,9 +220,9 @@ impl Settings {
              key_type = {key_type}\n\
              # LAN interface on which subnet clients put PREFIX::1/64.\n\
              lan_interface = {lan}\n\
-             # Control channel keys: \"v2\", a tls-crypt-v2 key per client (OpenVPN 2.5+),\n\
-             # checked before TLS; \"v1\", one tls-crypt key in every bundle. Move a v1\n\
-             # broker with `tunnelbroker server tls-crypt-v2 migrate`.\n\
+             # Control channel keys: \"v2\", a tls-crypt-v2 key per client, checked before\n\
+             # TLS (clients need version 2.5 or later); \"v1\", one tls-crypt key in every\n\
+             # bundle. Move a v1 broker with `tunnelbroker server tls-crypt-v2 migrate`.\n\
              tls_crypt = {tls_crypt}\n\
              \n\
              # Subject of the CA certificate.\n\

@@ -107,10 +107,10 @@ impl Broker {
             if rec.state != ClientState::Active {
                 continue;
             }
-            if let Some(cert) = tx.latest_certificate(&rec.id)? {
-                if cert.state == CertState::Current {
-                    out.push(ClientBinding::new(rec.id.clone(), cert.serial));
-                }
+            if let Some(cert) = tx.latest_certificate(&rec.id)?
+                && cert.state == CertState::Current
+            {
+                out.push(ClientBinding::new(rec.id.clone(), cert.serial));
             }
         }
         Ok(out)

@@ -110,7 +110,7 @@ pub struct TlsCryptV2Clients {
 impl TlsCryptV2Clients {
     /// The list of `bindings` (sorted, duplicates dropped).
     pub fn new(mut bindings: Vec<ClientBinding>) -> Self {
-        bindings.sort_by(|a, b| a.to_string().cmp(&b.to_string()));
+        bindings.sort_by_key(|b| b.to_string());
         bindings.dedup();
         TlsCryptV2Clients { bindings }
     }

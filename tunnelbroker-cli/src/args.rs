@@ -106,6 +106,22 @@ pub enum ServerCommand {
     /// Issue the OpenVPN server a new certificate and key, re-render the
     /// rendered server files, and say which instances to restart.
     Renew,
+    /// Per-client control channel keys (tls-crypt-v2): move the broker to them, or back.
+    #[command(name = "tls-crypt-v2", subcommand)]
+    TlsCryptV2(TlsCryptV2Command),
+}
+
+/// `tunnelbroker server tls-crypt-v2 ...`.
+#[derive(Debug, Subcommand)]
+pub enum TlsCryptV2Command {
+    /// Move the broker to tls-crypt-v2 (a key per client, checked before TLS; OpenVPN
+    /// 2.5+): makes the server key if there is none and records the setting. Then
+    /// render the server side, restart it, and give every client a new bundle: one
+    /// server accepts v1 or v2 clients, never both (docs/openvpn.md).
+    Migrate,
+    /// Go back to tls-crypt v1 (one key in every bundle), for clients older than
+    /// OpenVPN 2.5; then render, restart, and give every client a new bundle.
+    Revert,
 }
 
 /// Arguments of `tunnelbroker init`.
@@ -120,6 +136,10 @@ pub struct InitArgs {
     /// Server mode: per-client (one OpenVPN instance per client) or shared (one server).
     #[arg(long, value_name = "MODE")]
     pub mode: Option<String>,
+    /// Control channel keys: v2 (default; a tls-crypt-v2 key per client, OpenVPN 2.5+)
+    /// or v1 (one tls-crypt key in every bundle, for older clients).
+    #[arg(long, value_name = "VERSION")]
+    pub tls_crypt: Option<String>,
     /// UDP port of the shared server, or the first port of per-client instances [default: 5000].
     #[arg(long, value_name = "PORT")]
     pub port: Option<u16>,

@@ -14,6 +14,9 @@ use crate::output::{Failure, Output};
 /// Creates a broker in `dir`.
 pub fn init(out: &Output, dir: &Path, a: &InitArgs) -> Result<(), Failure> {
     let mut settings = Settings::new(a.pool.parse()?, a.endpoint.parse()?);
+    if let Some(v) = &a.tls_crypt {
+        settings.tls_crypt = v.parse()?;
+    }
     if let Some(m) = &a.mode {
         settings.mode = m.parse()?;
     }
@@ -181,6 +184,7 @@ impl fmt::Display for InitView {
         )?;
         writeln!(f, "CA            {} ({})", self.ca, self.ca_key_type)?;
         writeln!(f, "keys          {}", s.key_type)?;
+        writeln!(f, "tls-crypt     {}", s.tls_crypt)?;
         writeln!(f, "database      {}", self.database)?;
         for w in &self.warnings {
             writeln!(f, "warning: {w}")?;

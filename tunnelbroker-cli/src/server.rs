@@ -8,10 +8,12 @@ use std::io::Write;
 use std::path::{Path, PathBuf};
 
 use serde::Serialize;
-use tunnelbroker_core::broker::{RenderOptions, RenderReport, ServerRenewal, SessionEnd};
+use tunnelbroker_core::broker::{
+    RenderOptions, RenderReport, ServerRenewal, SessionEnd, TlsCryptVersion,
+};
 use tunnelbroker_core::{Client, ClientId};
 
-use crate::args::ServerCommand;
+use crate::args::{ServerCommand, TlsCryptV2Command};
 use crate::output::{Failure, Output};
 
 /// Runs one `server` subcommand on the broker in `dir`.
@@ -37,6 +39,56 @@ pub fn run(out: &Output, dir: &Path, cmd: &ServerCommand) -> Result<(), Failure>
             let renewal = broker.renew_server()?;
             out.show(&Renewed::from(renewal, broker.paths().server_cert.clone()))
         }
+        ServerCommand::TlsCryptV2(cmd) => {
+            let mut broker = crate::output::open_broker(dir)?;
+            let to = match cmd {
+                TlsCryptV2Command::Migrate => TlsCryptVersion::V2,
+                TlsCryptV2Command::Revert => TlsCryptVersion::V1,
+            };
+            let change = broker.set_tls_crypt(to)?;
+            out.show(&TlsCryptMoved {
+                from: change.from.to_string(),
+                to: change.to.to_string(),
+                changed: change.changed(),
+                made_server_key: change.made_server_key,
+                server_key: broker.paths().tls_crypt_v2_server_key.clone(),
+            })
+        }
+    }
+}
+
+/// What `server tls-crypt-v2 migrate|revert` did, for people and for `--json`.
+#[derive(Debug, Serialize)]
+struct TlsCryptMoved {
+    from: String,
+    to: String,
+    changed: bool,
+    made_server_key: bool,
+    server_key: PathBuf,
+}
+
+impl fmt::Display for TlsCryptMoved {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        if self.made_server_key {
+            writeln!(
+                f,
+                "made the tls-crypt-v2 server key {}",
+                self.server_key.display()
+            )?;
+        }
+        if !self.changed {
+            return writeln!(f, "the broker uses tls-crypt {} already", self.to);
+        }
+        writeln!(
+            f,
+            "the broker now uses tls-crypt {} (was {})",
+            self.to, self.from
+        )?;
+        writeln!(
+            f,
+            "next: `tunnelbroker server render`, restart the OpenVPN server instances, and give every client a new bundle (`tunnelbroker client bundle ID`): the server accepts only {} clients from then on",
+            self.to
+        )
     }
 }
 

@@ -688,7 +688,10 @@ fn broker_entry(name: &str) -> &'static str {
         "private/" => "the keys",
         "private/ca.key" => "the CA's key: keep an offline, encrypted copy",
         "private/server.key" => "the OpenVPN server's key",
-        "private/tls-crypt.key" => "the tls-crypt key every client carries",
+        "private/tls-crypt.key" => "the tls-crypt key (v1: every client carries it)",
+        "private/tls-crypt-v2-server.key" => {
+            "the tls-crypt-v2 server key: wraps each client's own key"
+        }
         "run/" => "management sockets of servers rendered by earlier versions",
         _ => "",
     }
@@ -704,6 +707,9 @@ fn rendered_entry(name: &str) -> &'static str {
         "server.crt" => "the server's certificate",
         "server.key" => "its key",
         "tls-crypt.key" => "the tls-crypt key",
+        "tls-crypt-v2-server.key" => "the tls-crypt-v2 server key",
+        "tls-crypt-v2-verify" => "refuses keys of revoked or unknown clients, before TLS",
+        "tls-crypt-v2-clients" => "the clients it accepts, rewritten with every CRL",
         "crl.pem" => "the CRL, rewritten by every revocation and CRL refresh",
         "ccd/" => "shared mode: one entry per client",
         "systemd/" => "the daily CRL refresh: install into /etc/systemd/system",
@@ -1436,6 +1442,7 @@ fn the_documented_database_backups_restore_a_broker() {
             "private/ca.key",
             "private/server.key",
             "private/tls-crypt.key",
+            "private/tls-crypt-v2-server.key",
         ] {
             fs::copy(s.path(BROKER).join(f), restored.join(f)).unwrap();
         }

@@ -344,7 +344,9 @@ fn a_second_brokers_files_survive_a_render_and_our_orphans_go() {
     }
     let again = run_ok(&a, &["server", "render", "-o", o]);
     assert!(
-        again.contains(": 0 written, 10 unchanged, 0 removed"),
+        // alice's 3, 4 certificates, keys and CRL, 2 units, and the
+        // tls-crypt-v2 server key, verify program and list of clients
+        again.contains(": 0 written, 12 unchanged, 0 removed"),
         "{again}"
     );
 }
@@ -477,4 +479,52 @@ fn hostile_run_dirs_are_refused_in_one_line_and_nothing_is_recorded() {
             "{bad:?}"
         );
     }
+}
+
+/// Issue 15: `init --tls-crypt v1` makes a v1 broker; `server tls-crypt-v2
+/// migrate` moves it to v2 (once), `revert` back; bad versions are bad input.
+#[test]
+fn tls_crypt_v2_migrate_and_revert() {
+    let tmp = crate::operator_tempdir();
+    let dir = tmp.path().join("broker");
+    let d = dir.to_str().unwrap();
+    let out = crate::run(&[
+        "--dir",
+        d,
+        "init",
+        "--pool",
+        "2001:db8:0:f100::/56",
+        "--endpoint",
+        "vpn.example.net",
+        "--tls-crypt",
+        "v1",
+    ]);
+    assert!(ok(&out).contains("tls-crypt     v1"));
+    let moved: Value = serde_json::from_str(&run_ok(
+        &dir,
+        &["--json", "server", "tls-crypt-v2", "migrate"],
+    ))
+    .unwrap();
+    assert_eq!(moved["from"], "v1");
+    assert_eq!(moved["to"], "v2");
+    assert_eq!(moved["changed"], true);
+    assert_eq!(moved["made_server_key"], false);
+    let again = run_ok(&dir, &["server", "tls-crypt-v2", "migrate"]);
+    assert!(again.contains("uses tls-crypt v2 already"), "{again}");
+    let toml = std::fs::read_to_string(dir.join("tunnelbroker.toml")).unwrap();
+    assert!(toml.contains("\ntls_crypt = \"v2\"\n"), "{toml}");
+    let back = run_ok(&dir, &["server", "tls-crypt-v2", "revert"]);
+    assert!(back.contains("now uses tls-crypt v1 (was v2)"), "{back}");
+    let bad = crate::run(&[
+        "--dir",
+        tmp.path().join("other").to_str().unwrap(),
+        "init",
+        "--pool",
+        "2001:db8:0:f100::/56",
+        "--endpoint",
+        "vpn.example.net",
+        "--tls-crypt",
+        "v3; rm -rf /",
+    ]);
+    assert!(fails(&bad, 2).contains("tls-crypt version"));
 }

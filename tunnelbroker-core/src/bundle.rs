@@ -10,13 +10,16 @@
 use std::io::Write;
 use std::path::{Path, PathBuf};
 
-use crate::broker::{Broker, ClientOs, ClientState, SERVER_CN, ServerMode};
+use crate::broker::{
+    Broker, ClientCredentials, ClientOs, ClientState, SERVER_CN, ServerMode, TlsCryptVersion,
+};
 use crate::client_id::ClientId;
 use crate::error::{Error, Result};
 use crate::fsutil;
 use crate::openvpn::{
     ClientConfig, ClientMaterial, CommonName, InterfaceName, RenderedFile, server_address,
 };
+use crate::pki::ClientBinding;
 
 /// Mode of the configuration inside an archive: it holds the private key.
 const CONFIG_MODE: u32 = 0o600;
@@ -65,7 +68,6 @@ impl Broker {
             })?,
             ServerMode::Shared => settings.port,
         };
-        let tls = self.tls_crypt_key()?;
         Ok(ClientConfig {
             client: client.id.clone(),
             assignment: client.assignment,
@@ -76,13 +78,29 @@ impl Broker {
             port,
             server_name: CommonName::new(SERVER_CN)?,
             lan_interface: InterfaceName::new(&settings.lan_interface)?,
-            material: ClientMaterial::new(
-                &self.ca().chain_pem(),
-                creds.certificate.pem(),
-                creds.key.as_ref().map(|k| k.to_pem()),
-                tls.to_text(),
-            )?,
+            material: self.client_material(&client.id, &creds)?,
         })
+    }
+
+    /// The material of a client's configuration: CA, certificate, key, and
+    /// the shared `tls-crypt` key (v1) or a new `tls-crypt-v2` key of its
+    /// own, bound to its current certificate (v2).
+    fn client_material(&self, id: &ClientId, creds: &ClientCredentials) -> Result<ClientMaterial> {
+        let ca = self.ca().chain_pem();
+        let cert = creds.certificate.pem();
+        let key = creds.key.as_ref().map(|k| k.to_pem());
+        match self.settings().tls_crypt {
+            TlsCryptVersion::V1 => {
+                ClientMaterial::new(&ca, cert, key, self.tls_crypt_key()?.to_text())
+            }
+            TlsCryptVersion::V2 => {
+                let binding = ClientBinding::new(id.clone(), creds.certificate.serial().clone());
+                let client_key = self
+                    .tls_crypt_v2_server_key()?
+                    .client_key(&binding.metadata())?;
+                ClientMaterial::with_tls_crypt_v2(&ca, cert, key, &client_key.to_pem())
+            }
+        }
     }
 
     /// Writes the bundle of an active client (mode 0600: it holds the

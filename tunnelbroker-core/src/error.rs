@@ -13,7 +13,7 @@ use std::str::FromStr;
 
 use ipnet::Ipv6Net;
 
-use crate::words::{ClientKind, ClientOs, ClientState, Role, ServerMode};
+use crate::words::{ClientKind, ClientOs, ClientState, Role, ServerMode, TlsCryptVersion};
 
 /// The result type of this crate.
 pub type Result<T, E = Error> = std::result::Result<T, E>;
@@ -354,6 +354,13 @@ pub enum Error {
         /// What is wrong with it.
         reason: String,
     },
+    /// A `tls-crypt-v2` server or client key could not be parsed or
+    /// unwrapped.
+    #[error("invalid tls-crypt-v2 key: {reason}")]
+    InvalidTlsCryptV2Key {
+        /// What is wrong with it.
+        reason: String,
+    },
     /// A certificate that was to be used as a CA is not one.
     #[error("certificate {common_name} is not a CA: {reason}")]
     NotACa {
@@ -558,6 +565,7 @@ impl Error {
             | Error::InvalidSubject { .. }
             | Error::InvalidValidity { .. }
             | Error::InvalidTlsCryptKey { .. }
+            | Error::InvalidTlsCryptV2Key { .. }
             | Error::NotACa { .. }
             | Error::CaImportIncomplete { .. }
             | Error::CaIssuerMissing { .. }
@@ -715,6 +723,21 @@ impl FromStr for ServerMode {
                 what: "server mode",
                 input: shown(s),
                 expected: ServerMode::CHOICES,
+            }),
+        }
+    }
+}
+
+impl FromStr for TlsCryptVersion {
+    type Err = Error;
+    fn from_str(s: &str) -> Result<Self> {
+        match s.trim().to_ascii_lowercase().as_str() {
+            "v1" | "1" | "tls-crypt" => Ok(TlsCryptVersion::V1),
+            "v2" | "2" | "tls-crypt-v2" => Ok(TlsCryptVersion::V2),
+            _ => Err(Error::InvalidChoice {
+                what: "tls-crypt version",
+                input: shown(s),
+                expected: TlsCryptVersion::CHOICES,
             }),
         }
     }

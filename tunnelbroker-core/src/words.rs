@@ -78,6 +78,47 @@ impl fmt::Display for ServerMode {
     }
 }
 
+/// Which control channel protection a broker's servers and bundles use.
+///
+/// New brokers use `v2`: a key per client (OpenVPN 2.5 and later), bound
+/// to the client and checked before TLS. `v1` is one `tls-crypt` key shared
+/// by every bundle, for clients older than OpenVPN 2.5; a broker made
+/// before `v2` existed keeps `v1` until it is moved
+/// (`tunnelbroker server tls-crypt-v2 migrate`).
+///
+/// ```
+/// use tunnelbroker_core::broker::TlsCryptVersion;
+/// assert_eq!("v2".parse::<TlsCryptVersion>()?, TlsCryptVersion::V2);
+/// assert_eq!(TlsCryptVersion::V1.to_string(), "v1");
+/// assert!("v3".parse::<TlsCryptVersion>().is_err());
+/// # Ok::<(), tunnelbroker_core::Error>(())
+/// ```
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Default, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum TlsCryptVersion {
+    /// `tls-crypt`: one static key shared by the server and every client.
+    /// The default when a settings file or database does not say (brokers
+    /// made before `v2`).
+    #[default]
+    V1,
+    /// `tls-crypt-v2`: a server key, and a key per client wrapped with it.
+    V2,
+}
+
+impl TlsCryptVersion {
+    /// The words `FromStr` accepts.
+    pub const CHOICES: &'static str = "v1, v2";
+}
+
+impl fmt::Display for TlsCryptVersion {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(match self {
+            TlsCryptVersion::V1 => "v1",
+            TlsCryptVersion::V2 => "v2",
+        })
+    }
+}
+
 /// What a client is given: a single /128 (a lone "hermit" host) or a routed
 /// /64 (a "subnet" client that serves a LAN).
 ///

@@ -356,9 +356,15 @@ fn rendered_files_that_match_pass() {
         assert!(fails(&r).is_empty(), "{r}");
         assert_eq!(r.status_of("server-files"), Some(Status::Pass), "{r}");
         assert_eq!(r.status_of("orphan-files"), Some(Status::Pass), "{r}");
-        // per-client: 2 subnet instances with scripts + 1 hermit + 4 keys and
-        // certificates + the CRL copy; shared: the server, 3 CCD entries + 5.
-        let n = if mode == ServerMode::PerClient { 12 } else { 9 };
+        // per-client: 2 subnet instances with scripts + 1 hermit + 3 keys and
+        // certificates + the CRL copy + the tls-crypt-v2 server key and verify
+        // program (its list of clients is live data, not compared); shared:
+        // the server, 3 CCD entries + 7.
+        let n = if mode == ServerMode::PerClient {
+            13
+        } else {
+            10
+        };
         assert!(
             r.to_string()
                 .contains(&format!("all {n} server files in {}", server(&b).display())),
@@ -416,7 +422,7 @@ fn a_client_added_after_rendering_has_missing_files() {
     assert_eq!(
         r.actions,
         [format!(
-            "re-rendered {}: wrote ccd/dave",
+            "re-rendered {}: wrote ccd/dave, tls-crypt-v2-clients",
             server(&b).display()
         )]
     );
@@ -609,7 +615,8 @@ fn files_rendered_elsewhere_are_audited_with_server_dir() {
     copy_dir(&elsewhere, &copy);
     o2.server_dir = Some(copy.clone());
     let r = audit(&b, &o2);
-    assert_eq!(fails(&r), ["server-files"; 3], "{r}");
+    // (and the tls-crypt-v2 verify program, which names its list of clients)
+    assert_eq!(fails(&r), ["server-files"; 4], "{r}");
     assert!(
         messages(&r, "server-files")
             .iter()

@@ -837,7 +837,12 @@ fn render_refuses_another_servers_files_without_force_and_writes_nothing() {
     let b = broker_in(tmp.path(), "broker", ServerMode::Shared, &["alice"]);
     let out = tmp.path().join("etc-openvpn-server");
     fs::create_dir(&out).unwrap();
-    for f in ["ca.crt", "server.crt", "server.key", "tls-crypt.key"] {
+    for f in [
+        "ca.crt",
+        "server.crt",
+        "server.key",
+        "tls-crypt-v2-server.key",
+    ] {
         fs::write(out.join(f), format!("the other server's {f}\n")).unwrap();
     }
     let before = tree(&out);

@@ -610,3 +610,120 @@ fn lint_side_by_side(bin: &Path, label: &str, runs: &[(&str, Vec<&str>)]) {
         );
     }
 }
+
+fn openvpn() -> Option<PathBuf> {
+    on_path("openvpn")
+        .or_else(|| Some(PathBuf::from("/usr/sbin/openvpn")).filter(|p| p.is_file()))
+        .or_else(|| missing("openvpn"))
+}
+
+/// Issue 15: client keys that `openvpn --genkey tls-crypt-v2-client` makes
+/// with our server key are unwrapped by us, metadata and all; and a server
+/// key OpenVPN made is read by us and wraps keys we unwrap again.
+#[test]
+fn tls_crypt_v2_keys_cross_check_with_openvpn() {
+    use tunnelbroker_core::pki::{ClientBinding, TlsCryptV2ClientKey, TlsCryptV2ServerKey};
+    let Some(openvpn) = openvpn() else { return };
+    let tmp = tempfile::tempdir().unwrap();
+    let dir = tmp.path();
+    let ours = TlsCryptV2ServerKey::generate().unwrap();
+    let server = write(dir, "server.key", &ours.to_pem());
+    let binding = ClientBinding::new(id("alice.lab-1_b"), "7F00FF".parse().unwrap());
+    let line = binding.to_string();
+    // OpenVPN takes the user metadata in base64 and adds the type byte 0x00.
+    let b64 = base64(line.as_bytes());
+    let client = dir.join("client.key");
+    let out = run(
+        &openvpn,
+        &[
+            "--tls-crypt-v2",
+            &server,
+            "--genkey",
+            "tls-crypt-v2-client",
+            client.to_str().unwrap(),
+            &b64,
+        ],
+    );
+    assert!(out.status.success(), "{}", text(&out));
+    let made = TlsCryptV2ClientKey::parse(&std::fs::read_to_string(&client).unwrap()).unwrap();
+    let meta = made.unwrap_with(&ours).unwrap();
+    assert_eq!(ClientBinding::from_metadata(&meta).unwrap(), binding);
+    // Another server key cannot unwrap it.
+    let other = TlsCryptV2ServerKey::generate().unwrap();
+    assert!(made.unwrap_with(&other).is_err());
+
+    // Without metadata OpenVPN writes a timestamp (type 0x01): not ours.
+    let stamped = dir.join("stamped.key");
+    let out = run(
+        &openvpn,
+        &[
+            "--tls-crypt-v2",
+            &server,
+            "--genkey",
+            "tls-crypt-v2-client",
+            stamped.to_str().unwrap(),
+        ],
+    );
+    assert!(out.status.success(), "{}", text(&out));
+    let stamped = TlsCryptV2ClientKey::parse(&std::fs::read_to_string(&stamped).unwrap()).unwrap();
+    let meta = stamped.unwrap_with(&ours).unwrap();
+    assert_eq!(meta.len(), 9);
+    assert_eq!(meta[0], 0x01);
+    assert!(ClientBinding::from_metadata(&meta).is_err());
+
+    // OpenVPN's own server key: we read it, and OpenVPN wraps with it what
+    // we unwrap.
+    let theirs = dir.join("theirs.key");
+    let out = run(
+        &openvpn,
+        &["--genkey", "tls-crypt-v2-server", theirs.to_str().unwrap()],
+    );
+    assert!(out.status.success(), "{}", text(&out));
+    let theirs_key =
+        TlsCryptV2ServerKey::parse(&std::fs::read_to_string(&theirs).unwrap()).unwrap();
+    let client2 = dir.join("client2.key");
+    let out = run(
+        &openvpn,
+        &[
+            "--tls-crypt-v2",
+            theirs.to_str().unwrap(),
+            "--genkey",
+            "tls-crypt-v2-client",
+            client2.to_str().unwrap(),
+            &b64,
+        ],
+    );
+    assert!(out.status.success(), "{}", text(&out));
+    let made2 = TlsCryptV2ClientKey::parse(&std::fs::read_to_string(&client2).unwrap()).unwrap();
+    assert_eq!(
+        ClientBinding::from_metadata(&made2.unwrap_with(&theirs_key).unwrap()).unwrap(),
+        binding
+    );
+    // And our PEM of their key is byte for byte what OpenVPN wrote.
+    assert_eq!(
+        theirs_key.to_pem().trim(),
+        std::fs::read_to_string(&theirs).unwrap().trim()
+    );
+}
+
+/// Standard base64 with padding (for OpenVPN's metadata argument).
+fn base64(data: &[u8]) -> String {
+    const T: &[u8; 64] = b"ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789+/";
+    let mut out = String::new();
+    for chunk in data.chunks(3) {
+        let b = [
+            chunk[0],
+            *chunk.get(1).unwrap_or(&0),
+            *chunk.get(2).unwrap_or(&0),
+        ];
+        let n = (u32::from(b[0]) << 16) | (u32::from(b[1]) << 8) | u32::from(b[2]);
+        for i in 0..4 {
+            if i <= chunk.len() {
+                out.push(char::from(T[((n >> (18 - 6 * i)) & 63) as usize]));
+            } else {
+                out.push('=');
+            }
+        }
+    }
+    out
+}

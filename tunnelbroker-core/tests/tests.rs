@@ -17,6 +17,8 @@ mod postgres;
 mod render;
 mod store;
 mod stores;
+mod tls_crypt_v2;
+mod tls_crypt_v2_e2e;
 
 /// A temporary directory with mode 0755, as an operator's directory would
 /// be (`tempfile` makes them 0700, out of OpenVPN's reach once it runs as

@@ -16,7 +16,7 @@ use pyo3::prelude::*;
 use pyo3::types::PyList;
 use tunnelbroker_core::broker::{
     ClientCredentials, ClientOs, Endpoint, ImportReport, ImportedCa, RenderOptions, RenderReport,
-    RowError, ServerMode,
+    RowError, ServerMode, TlsCryptVersion,
 };
 use tunnelbroker_core::doctor::{self, AuditOptions};
 use tunnelbroker_core::pki::{KeyType, RevocationReason};
@@ -293,6 +293,7 @@ impl PyBroker {
         path, *, pool, endpoint, mode = "per-client", port = 5000, key_type = "p256",
         lan_interface = "eth0", ca_cert = None, ca_key = None, client_days = None,
         server_days = None, ca_days = None, crl_days = None, database = None,
+        tls_crypt = "v2",
     ))]
     #[allow(clippy::too_many_arguments)]
     fn init(
@@ -311,6 +312,7 @@ impl PyBroker {
         ca_days: Option<u32>,
         crl_days: Option<u32>,
         database: Option<&str>,
+        tls_crypt: &str,
     ) -> PyResult<Self> {
         let pool = match pool.cast::<PyPool>() {
             Ok(p) => p.get().inner,
@@ -319,6 +321,7 @@ impl PyBroker {
         let endpoint = endpoint.parse::<Endpoint>().py_err(py)?;
         let mut settings = Settings::new(pool, endpoint);
         settings.mode = mode.parse::<ServerMode>().py_err(py)?;
+        settings.tls_crypt = tls_crypt.parse::<TlsCryptVersion>().py_err(py)?;
         settings.port = port;
         settings.key_type = key_type.parse::<KeyType>().py_err(py)?;
         settings.lan_interface = lan_interface.to_owned();
@@ -400,6 +403,13 @@ impl PyBroker {
     #[getter]
     fn mode(&self) -> PyResult<String> {
         Ok(self.get()?.settings().mode.to_string())
+    }
+
+    /// "v2" (a tls-crypt-v2 key per client) or "v1" (one tls-crypt key in
+    /// every bundle).
+    #[getter]
+    fn tls_crypt(&self) -> PyResult<String> {
+        Ok(self.get()?.settings().tls_crypt.to_string())
     }
 
     /// The shared server's port, or the first per-client port.

@@ -67,6 +67,19 @@ def test_init_refusals(tmp_path: Path) -> None:
     assert not (tmp_path / "c").exists()
 
 
+def test_tls_crypt_version(tmp_path: Path) -> None:
+    """Issue 15: new brokers give each client a tls-crypt-v2 key; v1 stays selectable."""
+    b = Broker.init(tmp_path / "v2", pool="2001:db8::/56", endpoint="h")
+    assert b.tls_crypt == "v2"
+    b.close()
+    b = Broker.init(tmp_path / "v1", pool="2001:db8::/56", endpoint="h", tls_crypt="v1")
+    assert b.tls_crypt == "v1"
+    b.close()
+    with pytest.raises(InvalidInputError, match="tls-crypt version"):
+        Broker.init(tmp_path / "c", pool="2001:db8::/56", endpoint="h", tls_crypt="v3")
+    assert not (tmp_path / "c").exists()
+
+
 def test_open_refusals(tmp_path: Path) -> None:
     with pytest.raises(tunnelbroker.Error, match="no tunnelbroker.toml"):
         Broker.open(tmp_path)

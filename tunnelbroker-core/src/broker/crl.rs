@@ -68,6 +68,7 @@ impl Broker {
             .crl(&revoked, number, self.settings.validity.crl_days)?;
         fsutil::write_public(&self.paths.crl, crl.pem().as_bytes())?;
         self.copy_crl(crl.pem())?;
+        self.copy_tls_crypt_v2_clients(tx)?;
         Ok(crl)
     }
 }

@@ -8,7 +8,7 @@ use super::shared::{self, SharedValues};
 use super::{Broker, BrokerPaths, SERVER_CN, Settings};
 use crate::error::{Error, Result};
 use crate::fsutil;
-use crate::pki::{Ca, CaParams, TlsCryptKey};
+use crate::pki::{Ca, CaParams, TlsCryptKey, TlsCryptV2ServerKey};
 use crate::plan::Pool;
 use crate::store::{DatabaseUrl, PostgresStore, SqliteStore, Store};
 
@@ -157,12 +157,16 @@ impl Broker {
         let server =
             ca.issue_server(SERVER_CN, settings.key_type, settings.validity.server_days)?;
         let tls = TlsCryptKey::generate()?;
+        // Both keys, whichever version the settings name: moving between
+        // them later needs no new secret.
+        let tls_v2 = TlsCryptV2ServerKey::generate()?;
         fsutil::write_public(&paths.settings, settings.to_toml().as_bytes())?;
         fsutil::write_public(&paths.ca_cert, ca.chain_pem().as_bytes())?;
         ca.key().write(&paths.ca_key)?;
         fsutil::write_public(&paths.server_cert, server.certificate.pem().as_bytes())?;
         server.key.write(&paths.server_key)?;
         fsutil::write_secret(&paths.tls_crypt_key, tls.to_text().as_bytes())?;
+        tls_v2.write(&paths.tls_crypt_v2_server_key)?;
         let store = create_store(&paths, settings)?;
         let chain = ca.chain_pem();
         let broker = Broker::with_store(paths, settings.clone(), ca, store);

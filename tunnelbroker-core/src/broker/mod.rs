@@ -9,7 +9,8 @@
 //! server.crt          the OpenVPN server's certificate
 //! crl.pem             the current CRL (also copied to the rendered server directory)
 //! clients.db          the client database (SQLite, mode 0600: it holds client keys)
-//! private/            mode 0700: ca.key, server.key, tls-crypt.key (each 0600)
+//! private/            mode 0700: ca.key, server.key, tls-crypt.key,
+//!                     tls-crypt-v2-server.key (each 0600)
 //! ```
 //!
 //! OpenVPN reads nothing here at run time: `server render` writes what it
@@ -33,6 +34,7 @@ mod paths;
 mod render;
 mod settings;
 mod shared;
+mod tls_crypt_v2;
 
 use std::path::Path;
 
@@ -49,8 +51,10 @@ pub use paths::BrokerPaths;
 pub(crate) use render::ServerFilesState;
 pub use render::{RenderOptions, RenderReport, Revocation, SessionEnd};
 pub use settings::{
-    DatabaseSettings, Endpoint, ServerMode, ServerSettings, Settings, ValiditySettings,
+    DatabaseSettings, Endpoint, ServerMode, ServerSettings, Settings, TlsCryptVersion,
+    ValiditySettings,
 };
+pub use tls_crypt_v2::TlsCryptChange;
 
 use crate::error::Result;
 use crate::fsutil;

@@ -22,6 +22,8 @@ pub struct BrokerPaths {
     pub server_key: PathBuf,
     /// The tls-crypt key.
     pub tls_crypt_key: PathBuf,
+    /// The tls-crypt-v2 server key.
+    pub tls_crypt_v2_server_key: PathBuf,
     /// The current CRL.
     pub crl: PathBuf,
     /// The client database.
@@ -43,6 +45,7 @@ impl BrokerPaths {
             server_cert: dir.join("server.crt"),
             server_key: private_dir.join("server.key"),
             tls_crypt_key: private_dir.join("tls-crypt.key"),
+            tls_crypt_v2_server_key: private_dir.join("tls-crypt-v2-server.key"),
             private_dir,
             crl: dir.join("crl.pem"),
             database: dir.join("clients.db"),

@@ -7,12 +7,12 @@ use std::os::unix::fs::{DirBuilderExt, PermissionsExt};
 use std::path::{Path, PathBuf};
 
 use super::ownership::{self, State, Survey, Want, broker_id};
-use super::{Broker, Client, ClientState, ServerMode, ServerSettings, Settings};
+use super::{Broker, Client, ClientState, ServerMode, ServerSettings, Settings, TlsCryptVersion};
 use crate::error::{Error, Result};
 use crate::fsutil;
 use crate::openvpn::{
     CommonName, ConfigPath, CrlRefreshUnits, DEFAULT_BINARY, Management, PerClientServer,
-    RenderedFile, ServerFiles, ServerOptions, SharedServer, reach,
+    RenderedFile, ServerFiles, ServerOptions, SharedServer, TlsCryptV2Verify, reach,
 };
 
 /// How [`Broker::render_server_with`] renders the server side.
@@ -187,7 +187,11 @@ impl SessionEnd {
     }
 }
 
-const KEY_FILES: [&str; 2] = [ServerFiles::KEY, ServerFiles::TLS_CRYPT];
+const KEY_FILES: [&str; 3] = [
+    ServerFiles::KEY,
+    ServerFiles::TLS_CRYPT,
+    ServerFiles::TLS_CRYPT_V2,
+];
 
 /// Where the server side is: the rendered directory and the run directory.
 struct Layout {
@@ -246,10 +250,12 @@ impl Broker {
     /// The server-side options of this broker for files installed in
     /// `layout.dir` (absolute).
     fn server_options(&self, layout: &Layout) -> Result<ServerOptions> {
-        ServerOptions::new(
+        let mut options = ServerOptions::new(
             ConfigPath::from_path(&layout.dir)?,
             ConfigPath::from_path(&layout.run_dir)?,
-        )
+        )?;
+        options.tls_crypt = self.settings.tls_crypt;
+        Ok(options)
     }
 
     /// The rendered files of the server side (without key material).
@@ -310,10 +316,7 @@ impl Broker {
             ServerFiles::KEY,
             self.server_key()?.to_pem().to_owned(),
         ));
-        files.push(plain(
-            ServerFiles::TLS_CRYPT,
-            self.tls_crypt_key()?.to_text().to_owned(),
-        ));
+        files.extend(self.tls_crypt_files(layout)?);
         // The copy of the CRL; when the broker's own cannot be read (the
         // `crl` check says so), the copy stays what it is rather than
         // being taken for a file of a former client.
@@ -506,8 +509,9 @@ impl Broker {
         let claimed: BTreeSet<PathBuf> = survey.owned.union(&planned).cloned().collect();
         survey.write_manifest(&claimed)?;
         let crl_copy = dir.join(ServerFiles::CRL);
+        let v2_clients = dir.join(ServerFiles::TLS_CRYPT_V2_CLIENTS);
         for (f, state) in files.iter().zip(&survey.states) {
-            if f.path == crl_copy {
+            if f.path == crl_copy || f.path == v2_clients {
                 continue;
             }
             if matches!(
@@ -526,16 +530,24 @@ impl Broker {
             fsutil::write_atomic(&f.path, f.text.as_bytes(), f.mode)?;
             report.written.push(f.path.clone());
         }
-        // The CRL copy is written under the database's write lock, so that
-        // it never replaces a newer one written by a revocation meanwhile.
-        let copied = self.store().write_with(|_tx| {
+        // The CRL copy (and the list of clients tls-crypt-v2 accepts) is
+        // written under the database's write lock, so that it never
+        // replaces a newer one written by a revocation meanwhile.
+        let mut v2_written = None;
+        let copied = self.store().write_with(|tx| {
             let crl = fsutil::read_crl(&self.paths.crl)?;
             let copied = !up_to_date(&crl_copy, crl.as_bytes(), fsutil::PUBLIC);
             if copied {
                 fsutil::write_public(&crl_copy, crl.as_bytes())?;
             }
+            v2_written = self.write_tls_crypt_v2_clients(tx, &v2_clients)?;
             Ok(copied)
         })?;
+        match v2_written {
+            Some(true) => report.written.push(v2_clients),
+            Some(false) => report.unchanged.push(v2_clients),
+            None => {}
+        }
         if copied {
             report.written.push(crl_copy);
         } else {
@@ -572,6 +584,60 @@ impl Broker {
             ));
         }
         Ok(report)
+    }
+
+    /// The control channel files of the server side: `tls-crypt.key` (v1),
+    /// or the `tls-crypt-v2` server key, its verify program and the list of
+    /// current clients (v2).
+    fn tls_crypt_files(&self, layout: &Layout) -> Result<Vec<RenderedFile>> {
+        let plain = |name: &str, text: String| RenderedFile {
+            name: name.into(),
+            text,
+            executable: false,
+        };
+        Ok(match self.settings.tls_crypt {
+            TlsCryptVersion::V1 => vec![plain(
+                ServerFiles::TLS_CRYPT,
+                self.tls_crypt_key()?.to_text().to_owned(),
+            )],
+            TlsCryptVersion::V2 => {
+                let list =
+                    ConfigPath::from_path(&layout.dir)?.join(ServerFiles::TLS_CRYPT_V2_CLIENTS)?;
+                let clients = self
+                    .store()
+                    .read_with(|tx| self.tls_crypt_v2_clients_text(tx))?;
+                vec![
+                    plain(
+                        ServerFiles::TLS_CRYPT_V2,
+                        self.tls_crypt_v2_server_key()?.to_pem(),
+                    ),
+                    RenderedFile {
+                        name: ServerFiles::TLS_CRYPT_V2_VERIFY.into(),
+                        text: TlsCryptV2Verify::new(list).to_string(),
+                        executable: true,
+                    },
+                    plain(ServerFiles::TLS_CRYPT_V2_CLIENTS, clients),
+                ]
+            }
+        })
+    }
+
+    /// Writes the list of current clients to `path` if this broker uses v2
+    /// (inside the transaction `tx`): `Some(written)`, or `None` for v1.
+    fn write_tls_crypt_v2_clients(
+        &self,
+        tx: &mut dyn crate::store::Transaction,
+        path: &Path,
+    ) -> Result<Option<bool>> {
+        if self.settings.tls_crypt != TlsCryptVersion::V2 {
+            return Ok(None);
+        }
+        let text = self.tls_crypt_v2_clients_text(tx)?;
+        let write = !up_to_date(path, text.as_bytes(), fsutil::PUBLIC);
+        if write {
+            fsutil::write_public(path, text.as_bytes())?;
+        }
+        Ok(Some(write))
     }
 
     /// Records the rendered layout in the settings file (atomically), if it
@@ -640,8 +706,14 @@ impl Broker {
             exists: true,
             ..ServerFilesState::default()
         };
+        // The list of clients tls-crypt-v2 accepts is live data, like the
+        // CRL copy: rewritten with every CRL and rendering, and stale after
+        // `client add` only where the new client's own files are missing.
+        let v2_clients = dir.join(ServerFiles::TLS_CRYPT_V2_CLIENTS);
         for (f, s) in files.into_iter().zip(survey.states) {
-            if f.path.starts_with(&units) && matches!(s, State::Ours { .. }) {
+            if (f.path.starts_with(&units) || f.path == v2_clients)
+                && matches!(s, State::Ours { .. })
+            {
                 continue;
             }
             match s {

@@ -5,7 +5,7 @@ use std::path::PathBuf;
 use serde::{Deserialize, Serialize};
 
 pub use crate::openvpn::Endpoint;
-pub use crate::words::ServerMode;
+pub use crate::words::{ServerMode, TlsCryptVersion};
 
 use crate::error::{Error, Result, shown};
 use crate::pki::{KeyType, Subject};
@@ -114,6 +114,11 @@ pub struct Settings {
     pub subject: Subject,
     /// Validity periods.
     pub validity: ValiditySettings,
+    /// The control channel protection: `v2` (a key per client) for new
+    /// brokers; absent in the settings of brokers made before it, which
+    /// keep `v1` (one shared `tls-crypt` key) until they are moved.
+    #[serde(default)]
+    pub tls_crypt: TlsCryptVersion,
     /// Where the server side was rendered (recorded by `server render`).
     #[serde(default)]
     pub server: ServerSettings,
@@ -134,6 +139,7 @@ impl Settings {
             lan_interface: "eth0".into(),
             subject: Subject::default(),
             validity: ValiditySettings::default(),
+            tls_crypt: TlsCryptVersion::V2,
             server: ServerSettings::default(),
             database: DatabaseSettings::default(),
         }
@@ -214,6 +220,10 @@ impl Settings {
              key_type = {key_type}\n\
              # LAN interface on which subnet clients put PREFIX::1/64.\n\
              lan_interface = {lan}\n\
+             # Control channel keys: \"v2\", a tls-crypt-v2 key per client, checked before\n\
+             # TLS (clients need version 2.5 or later); \"v1\", one tls-crypt key in every\n\
+             # bundle. Move a v1 broker with `tunnelbroker server tls-crypt-v2 migrate`.\n\
+             tls_crypt = {tls_crypt}\n\
              \n\
              # Subject of the CA certificate.\n\
              [subject]\n\
@@ -246,6 +256,7 @@ impl Settings {
             port = self.port,
             key_type = q(&self.key_type.to_string()),
             lan = q(&self.lan_interface),
+            tls_crypt = q(&self.tls_crypt.to_string()),
             country = opt("country", &s.country),
             org = opt("organization", &s.organization),
             unit = opt("organizational_unit", &s.organizational_unit),

@@ -27,6 +27,8 @@ const KEY_TYPE: &str = "settings.key_type";
 const LAN_INTERFACE: &str = "settings.lan_interface";
 const SUBJECT: &str = "settings.subject";
 const VALIDITY: &str = "settings.validity";
+/// Absent in databases of brokers made before tls-crypt-v2: `v1` then.
+const TLS_CRYPT: &str = "settings.tls_crypt";
 
 /// The shared values of a broker, read from its client database.
 #[derive(Debug, Clone, Default)]
@@ -75,6 +77,10 @@ impl SharedValues {
         s.lan_interface = word(LAN_INTERFACE)?.to_owned();
         s.subject = from_inline(SUBJECT, word(SUBJECT)?)?;
         s.validity = from_inline(VALIDITY, word(VALIDITY)?)?;
+        s.tls_crypt = match self.0.get(TLS_CRYPT) {
+            Some(v) => v.parse().map_err(|e| corrupt(TLS_CRYPT, e))?,
+            None => super::TlsCryptVersion::V1,
+        };
         s.validate().map_err(|e| corrupt("settings", e))?;
         Ok(s)
     }
@@ -91,7 +97,16 @@ pub(crate) fn settings_values(s: &Settings) -> Vec<(&'static str, String)> {
         (LAN_INTERFACE, s.lan_interface.clone()),
         (SUBJECT, to_inline(&s.subject)),
         (VALIDITY, to_inline(&s.validity)),
+        (TLS_CRYPT, s.tls_crypt.to_string()),
     ]
+}
+
+/// Sets the shared setting `tls_crypt`.
+pub(crate) fn set_tls_crypt(
+    tx: &mut dyn Transaction,
+    version: super::TlsCryptVersion,
+) -> Result<()> {
+    tx.set_shared(TLS_CRYPT, &version.to_string())
 }
 
 /// Writes the shared settings of `settings` and the CA chain.

@@ -10,11 +10,13 @@ use time::{Duration, OffsetDateTime, PrimitiveDateTime};
 use super::Report;
 use crate::broker::{
     Broker, BrokerPaths, ClientState, ServerFilesState, ServerMode, ServerSettings, Settings,
+    TlsCryptVersion,
 };
 use crate::client_id::ClientId;
 use crate::error::{Error, shown};
 use crate::fsutil;
-use crate::pki::{Ca, Certificate, Crl, RevokedCert, Serial};
+use crate::openvpn::ServerFiles;
+use crate::pki::{Ca, Certificate, Crl, RevokedCert, Serial, TlsCryptV2ServerKey};
 use crate::plan::Allocator;
 use crate::store::{CertRecord, CertState, ClientRecord};
 
@@ -30,6 +32,7 @@ pub const AUDIT_CHECKS: &[&str] = &[
     "port",
     "ca",
     "server-certificate",
+    "tls-crypt-v2",
     "crl",
     "crl-next-update",
     "certificate",
@@ -315,6 +318,7 @@ fn unopened(
         Some(Ok(ca)) => {
             check_ca(ca, options, &mut r);
             check_server_certificate(&paths.server_cert, ca, options, &mut r);
+            r.skip("tls-crypt-v2", why);
             check_crl_file(ca, &paths.crl, &mut r);
         }
         Some(Err(e)) => {
@@ -323,12 +327,23 @@ fn unopened(
                 _ => "restore ca.crt and private/ca.key from a backup",
             };
             r.fail("ca", e.to_string(), hint);
-            for name in ["server-certificate", "crl", "crl-next-update"] {
+            for name in [
+                "server-certificate",
+                "tls-crypt-v2",
+                "crl",
+                "crl-next-update",
+            ] {
                 r.skip(name, why);
             }
         }
         None => {
-            for name in ["ca", "server-certificate", "crl", "crl-next-update"] {
+            for name in [
+                "ca",
+                "server-certificate",
+                "tls-crypt-v2",
+                "crl",
+                "crl-next-update",
+            ] {
                 r.skip(name, why);
             }
         }
@@ -373,12 +388,13 @@ fn chmod(modes: &[(PathBuf, u32)]) -> Vec<String> {
 
 /// The instances that read one of the `written` files at start: an
 /// instance's own `NAME.conf`/`.up`/`.down`, and every instance for the
-/// shared keys and certificates. CCD entries are read at each connection.
+/// shared keys and certificates. CCD entries and the list of clients the
+/// tls-crypt-v2 verify program reads are read at each connection.
 fn to_restart<'a>(dir: &Path, written: &[PathBuf], instances: &'a [String]) -> Vec<&'a str> {
     let names: Vec<String> = written.iter().map(|p| relative(dir, p)).collect();
-    let shared = names
-        .iter()
-        .any(|n| !n.starts_with("tb-") && !n.starts_with("ccd/"));
+    let shared = names.iter().any(|n| {
+        !n.starts_with("tb-") && !n.starts_with("ccd/") && n != ServerFiles::TLS_CRYPT_V2_CLIENTS
+    });
     instances
         .iter()
         .filter(|i| {
@@ -425,6 +441,7 @@ fn check(broker: &Broker, options: &AuditOptions) -> (Report, Repairs) {
     };
     check_ca(broker.ca(), options, &mut r);
     check_server_certificate(&paths.server_cert, broker.ca(), options, &mut r);
+    check_tls_crypt_v2(broker, options, &mut r);
     let crl = check_crl_file(broker.ca(), &paths.crl, &mut r);
     match &snap {
         Some(snap) => {
@@ -498,6 +515,11 @@ fn check_permissions(paths: &BrokerPaths, r: &mut Report) -> Vec<(PathBuf, u32)>
             paths.tls_crypt_key.clone(),
             Want::Secret,
             "the tls-crypt key",
+        ),
+        (
+            paths.tls_crypt_v2_server_key.clone(),
+            Want::Secret,
+            "the tls-crypt-v2 server key",
         ),
         (paths.database.clone(), Want::Secret, "it holds client keys"),
         (side("-wal"), Want::Secret, "it holds client keys"),
@@ -605,6 +627,64 @@ fn check_server_certificate(path: &Path, ca: &Ca, options: &AuditOptions, r: &mu
         SERVER_HINT,
         r,
     );
+}
+
+/// The `tls-crypt-v2` server key of a broker that uses v2: present, well
+/// formed and the same as the rendered copy the server reads (that it is
+/// private, 0600, is the `permissions` check's). A v1 broker passes,
+/// saying how to move.
+fn check_tls_crypt_v2(broker: &Broker, options: &AuditOptions, r: &mut Report) {
+    const NAME: &str = "tls-crypt-v2";
+    if broker.settings().tls_crypt != TlsCryptVersion::V2 {
+        r.pass(
+            NAME,
+            "the broker uses tls-crypt v1 (one key in every bundle); `tunnelbroker server tls-crypt-v2 migrate` moves it to a key per client",
+        );
+        return;
+    }
+    let path = &broker.paths().tls_crypt_v2_server_key;
+    let key = match broker.tls_crypt_v2_server_key() {
+        Ok(k) => k,
+        Err(e) => {
+            r.fail(
+                NAME,
+                naming(path, e).to_string(),
+                "restore private/tls-crypt-v2-server.key from a backup (a new one, from `tunnelbroker server tls-crypt-v2 migrate` after removing it, needs new bundles for every client)",
+            );
+            return;
+        }
+    };
+    // Its mode (0600) is the `permissions` check's, which lists it.
+    let rendered = server_dir(broker.paths(), options).join(ServerFiles::TLS_CRYPT_V2);
+    match fsutil::read_to_string(&rendered) {
+        Err(_) if !rendered.exists() => r.pass(
+            NAME,
+            format!(
+                "the server key is well formed; {} is not rendered yet",
+                rendered.display()
+            ),
+        ),
+        Ok(text) if TlsCryptV2ServerKey::parse(&text).ok().as_ref() == Some(&key) => r.pass(
+            NAME,
+            format!(
+                "the server key is well formed and the one in {}",
+                rendered.display()
+            ),
+        ),
+        Ok(_) => r.fail(
+            NAME,
+            format!(
+                "{} is not the broker's tls-crypt-v2 server key",
+                rendered.display()
+            ),
+            "`tunnelbroker server render` writes it, then restart the OpenVPN server instances",
+        ),
+        Err(e) => r.fail(
+            NAME,
+            e.to_string(),
+            "`tunnelbroker server render` writes it",
+        ),
+    }
 }
 
 /// PASS, WARN within `options.days`, FAIL once `not_after` has passed.

@@ -11,7 +11,7 @@ use crate::error::shown;
 use crate::openvpn::LAN_INTERFACE_ENV;
 use crate::openvpn::facts::BundleFacts;
 use crate::openvpn::parse::{ClientConfigFile, Material};
-use crate::pki::{Certificate, PrivateKey, Purpose, TlsCryptKey};
+use crate::pki::{Certificate, PrivateKey, Purpose, TlsCryptKey, TlsCryptV2ClientKey};
 use crate::plan::ClientKind;
 
 /// The address whose route decides whether "global IPv6 goes through the
@@ -388,7 +388,40 @@ fn check_material(
             }
         }
     }
-    // tls-crypt
+    check_tls_crypt(cfg, r);
+}
+
+/// The control channel key: a `tls-crypt-v2` client key when the
+/// configuration names one (the broker's default), else the shared
+/// `tls-crypt` key; a configuration with both, or neither, fails.
+fn check_tls_crypt(cfg: &ClientConfigFile, r: &mut Report) {
+    let v1 = cfg.material(Material::TlsCrypt).is_some();
+    let v2 = cfg.material(Material::TlsCryptV2).is_some();
+    if v1 && v2 {
+        r.fail(
+            "tls-crypt",
+            "the configuration has both a tls-crypt and a tls-crypt-v2 key",
+            "OpenVPN uses one of them: get a fresh bundle",
+        );
+        return;
+    }
+    if v2 {
+        let checked = load(cfg, Material::TlsCryptV2).and_then(|(src, t)| {
+            TlsCryptV2ClientKey::parse(&t).map_err(|e| format!("tls-crypt-v2 ({src}): {e}"))
+        });
+        match checked {
+            Ok(_) => r.pass(
+                "tls-crypt",
+                "the tls-crypt-v2 client key is well formed",
+            ),
+            Err(e) => r.fail(
+                "tls-crypt",
+                e,
+                "the server refuses clients without a tls-crypt-v2 key of theirs: get a fresh bundle",
+            ),
+        }
+        return;
+    }
     match load(cfg, Material::TlsCrypt)
         .and_then(|(src, t)| TlsCryptKey::parse(&t).map_err(|e| format!("tls-crypt ({src}): {e}")))
     {

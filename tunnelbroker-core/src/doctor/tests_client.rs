@@ -563,3 +563,34 @@ fn a_missing_lan_interface_is_named_and_forwarding_is_not_blamed() {
     assert_eq!(r.status_of("prefix-owner"), Some(Status::Skip), "{r}");
     assert_eq!(r.status_of("tunnel"), Some(Status::Pass), "{r}");
 }
+
+/// Issue 15: a configuration with a tls-crypt-v2 key of its own passes
+/// when the key is well formed; a damaged one, or a configuration with
+/// both kinds of key, fails the `tls-crypt` check alone.
+#[test]
+fn a_tls_crypt_v2_key_is_checked() {
+    use crate::pki::TlsCryptV2ServerKey;
+    let b = bundle(ClientKind::Subnet, ServerMode::PerClient);
+    let text = std::fs::read_to_string(&b.conf).unwrap();
+    let start = text.find("<tls-crypt>\n").unwrap();
+    let end = text.find("</tls-crypt>\n").unwrap() + "</tls-crypt>\n".len();
+    let v1_block = &text[start..end];
+    let server = TlsCryptV2ServerKey::generate().unwrap();
+    let key = server.client_key(&[0, b'x']).unwrap().to_pem();
+    let v2_block = format!("<tls-crypt-v2>\n{key}</tls-crypt-v2>\n");
+    let v2 = text.replace(v1_block, &v2_block);
+    std::fs::write(&b.conf, &v2).unwrap();
+    let r = doctor(&b, &healthy());
+    assert!(fails(&r).is_empty(), "{r}");
+    let check = r.checks.iter().find(|c| c.name == "tls-crypt").unwrap();
+    assert!(check.message.contains("tls-crypt-v2"), "{r}");
+    for broken in [
+        v2.replace("-----END OpenVPN tls-crypt-v2 client key-----", ""),
+        v2.replace(&key, &key.replace("client key", "server key")),
+        v2.replace(&v2_block, &format!("{v2_block}{v1_block}")),
+        v2.replace(&v2_block, "<tls-crypt-v2>\n\n</tls-crypt-v2>\n"),
+    ] {
+        std::fs::write(&b.conf, &broken).unwrap();
+        assert_only_fail(&doctor(&b, &healthy()), "tls-crypt");
+    }
+}

@@ -9,7 +9,7 @@ use super::text::{ConfigText, ScriptText, Step, Word, ip_addr};
 use super::values::{CommonName, Endpoint, InlineText, InterfaceName};
 use super::{ConfigFile, KEEPALIVE, RenderedFile, Script};
 use crate::error::{Error, Result, shown};
-use crate::words::{ClientOs, ServerMode};
+use crate::words::{ClientOs, ServerMode, TlsCryptVersion};
 use crate::{Assignment, ClientId, Pool};
 
 /// The environment variable that overrides the LAN interface in a subnet
@@ -65,8 +65,12 @@ pub struct ClientMaterial {
     /// (it sent a CSR): the configuration then reads `<id>.key` from its
     /// directory.
     pub key: Option<InlineText>,
-    /// The `tls-crypt` key.
+    /// The control channel key: the broker's `tls-crypt` key (v1), or
+    /// the client's own `tls-crypt-v2` client key (v2).
     pub tls_crypt: InlineText,
+    /// Which of the two [`tls_crypt`](Self::tls_crypt) holds: inlined as
+    /// `<tls-crypt>` (v1) or `<tls-crypt-v2>` (v2).
+    pub tls_crypt_version: TlsCryptVersion,
 }
 
 impl ClientMaterial {
@@ -77,6 +81,31 @@ impl ClientMaterial {
             cert: InlineText::new("client certificate", cert)?,
             key: key.map(|k| InlineText::new("client key", k)).transpose()?,
             tls_crypt: InlineText::new("tls-crypt key", tls_crypt)?,
+            tls_crypt_version: TlsCryptVersion::V1,
+        })
+    }
+
+    /// Like [`new`](Self::new), with the client's own `tls-crypt-v2` key
+    /// (PEM) instead of the shared `tls-crypt` key.
+    ///
+    /// ```
+    /// use tunnelbroker_core::openvpn::ClientMaterial;
+    /// use tunnelbroker_core::broker::TlsCryptVersion;
+    /// let pem = "-----BEGIN X-----\nAAAA\n-----END X-----\n";
+    /// let m = ClientMaterial::with_tls_crypt_v2(pem, pem, None, pem)?;
+    /// assert_eq!(m.tls_crypt_version, TlsCryptVersion::V2);
+    /// # Ok::<(), tunnelbroker_core::Error>(())
+    /// ```
+    pub fn with_tls_crypt_v2(
+        ca: &str,
+        cert: &str,
+        key: Option<&str>,
+        client_key: &str,
+    ) -> Result<Self> {
+        Ok(ClientMaterial {
+            tls_crypt: InlineText::new("tls-crypt-v2 client key", client_key)?,
+            tls_crypt_version: TlsCryptVersion::V2,
+            ..Self::new(ca, cert, key, client_key)?
         })
     }
 }
@@ -288,7 +317,10 @@ impl ClientConfig {
             Some(k) => c.inline("key", k),
             None => c.opt_args("key", [self.key_file_name()]),
         };
-        c.inline("tls-crypt", &m.tls_crypt);
+        match m.tls_crypt_version {
+            TlsCryptVersion::V1 => c.inline("tls-crypt", &m.tls_crypt),
+            TlsCryptVersion::V2 => c.inline("tls-crypt-v2", &m.tls_crypt),
+        };
         ConfigFile(c)
     }
 

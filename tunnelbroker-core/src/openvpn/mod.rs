@@ -34,6 +34,7 @@ pub(crate) mod reach;
 mod server;
 mod systemd;
 mod text;
+mod tls_crypt_v2;
 mod values;
 
 use std::fmt;
@@ -46,6 +47,7 @@ pub use server::{
     instance_name,
 };
 pub use systemd::{CrlRefreshUnits, DEFAULT_BINARY};
+pub use tls_crypt_v2::{TlsCryptV2Clients, TlsCryptV2Verify};
 pub use values::{CommonName, ConfigPath, Endpoint, InlineText, InterfaceName};
 
 /// `keepalive 15 45`: a ping every 15 s, restart after 45 s of silence (the

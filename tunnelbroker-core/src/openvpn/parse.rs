@@ -44,6 +44,8 @@ pub enum Material {
     Key,
     /// `tls-crypt` / `<tls-crypt>`.
     TlsCrypt,
+    /// `tls-crypt-v2` / `<tls-crypt-v2>` (a client's own key).
+    TlsCryptV2,
 }
 
 impl Material {
@@ -54,6 +56,7 @@ impl Material {
             Material::Cert => "cert",
             Material::Key => "key",
             Material::TlsCrypt => "tls-crypt",
+            Material::TlsCryptV2 => "tls-crypt-v2",
         }
     }
 }

@@ -10,6 +10,7 @@ use super::text::{ConfigText, ScriptText, Step, ip_addr};
 use super::values::{CommonName, ConfigPath, InterfaceName};
 use super::{ConfigFile, KEEPALIVE, RenderedFile, Script};
 use crate::error::{Error, Result, shown};
+use crate::words::TlsCryptVersion;
 use crate::{Assignment, ClientId, Pool};
 
 /// The name of OpenVPN's plugin that runs the `down` script as root after
@@ -32,8 +33,13 @@ pub struct ServerFiles {
     pub cert: ConfigPath,
     /// The server's private key (`key`), mode 0600.
     pub key: ConfigPath,
-    /// The `tls-crypt` key, mode 0600.
+    /// The `tls-crypt` key, mode 0600 (tls-crypt v1).
     pub tls_crypt: ConfigPath,
+    /// The `tls-crypt-v2` server key, mode 0600 (tls-crypt v2).
+    pub tls_crypt_v2: ConfigPath,
+    /// The `tls-crypt-v2-verify` program (tls-crypt v2), mode 0755, and
+    /// beside it the list of current clients it reads.
+    pub tls_crypt_v2_verify: ConfigPath,
     /// The CRL (`crl-verify`), mode 0644.
     pub crl: ConfigPath,
 }
@@ -47,6 +53,13 @@ impl ServerFiles {
     pub const KEY: &'static str = "server.key";
     /// The `tls-crypt` key.
     pub const TLS_CRYPT: &'static str = "tls-crypt.key";
+    /// The `tls-crypt-v2` server key.
+    pub const TLS_CRYPT_V2: &'static str = "tls-crypt-v2-server.key";
+    /// The `tls-crypt-v2-verify` program ([`TlsCryptV2Verify`](super::TlsCryptV2Verify)).
+    pub const TLS_CRYPT_V2_VERIFY: &'static str = "tls-crypt-v2-verify";
+    /// The list of current clients the verify program reads, kept current
+    /// with the CRL.
+    pub const TLS_CRYPT_V2_CLIENTS: &'static str = "tls-crypt-v2-clients";
     /// The broker's copy of its CRL, kept current by every CRL it signs.
     pub const CRL: &'static str = "crl.pem";
 
@@ -65,6 +78,8 @@ impl ServerFiles {
             cert: dir.join(Self::CERT)?,
             key: dir.join(Self::KEY)?,
             tls_crypt: dir.join(Self::TLS_CRYPT)?,
+            tls_crypt_v2: dir.join(Self::TLS_CRYPT_V2)?,
+            tls_crypt_v2_verify: dir.join(Self::TLS_CRYPT_V2_VERIFY)?,
             crl: dir.join(Self::CRL)?,
         })
     }
@@ -79,6 +94,8 @@ impl Default for ServerFiles {
             cert: p(Self::CERT),
             key: p(Self::KEY),
             tls_crypt: p(Self::TLS_CRYPT),
+            tls_crypt_v2: p(Self::TLS_CRYPT_V2),
+            tls_crypt_v2_verify: p(Self::TLS_CRYPT_V2_VERIFY),
             crl: p(Self::CRL),
         }
     }
@@ -141,6 +158,9 @@ pub struct ServerOptions {
     pub run_dir: ConfigPath,
     /// Account to drop privileges to (`user`, `group`); `None` keeps root.
     pub drop_to: Option<(Account, Account)>,
+    /// The control channel protection: `tls-crypt` (v1) or `tls-crypt-v2`
+    /// with its verify program (v2, the default).
+    pub tls_crypt: TlsCryptVersion,
 }
 
 impl Default for ServerOptions {
@@ -153,6 +173,7 @@ impl Default for ServerOptions {
             config_dir: p(Self::DEFAULT_CONFIG_DIR),
             run_dir: p(Self::DEFAULT_RUN_DIR),
             drop_to: Some((Account("nobody".into()), Account("nogroup".into()))),
+            tls_crypt: TlsCryptVersion::V2,
         }
     }
 }
@@ -197,10 +218,27 @@ impl ServerOptions {
             .opt_args("ca", [&f.ca])
             .opt_args("cert", [&f.cert])
             .opt_args("key", [&f.key])
-            .opt_args("dh", ["none"])
-            .opt_args("tls-crypt", [&f.tls_crypt])
-            .opt_args("crl-verify", [&f.crl])
+            .opt_args("dh", ["none"]);
+        match self.tls_crypt {
+            TlsCryptVersion::V1 => {
+                c.opt_args("tls-crypt", [&f.tls_crypt]);
+            }
+            TlsCryptVersion::V2 => {
+                // The verify program runs (as nobody, after `user`) for
+                // every client key before TLS; OpenVPN runs programs only
+                // from script-security 2 on.
+                c.opt_args("tls-crypt-v2", [&f.tls_crypt_v2])
+                    .opt_args("script-security", [2])
+                    .opt_args("tls-crypt-v2-verify", [&f.tls_crypt_v2_verify]);
+            }
+        }
+        c.opt_args("crl-verify", [&f.crl])
             .opt_args("remote-cert-tls", ["client"]);
+    }
+
+    /// Whether [`tls`](Self::tls) already set `script-security 2`.
+    fn scripts_allowed(&self) -> bool {
+        self.tls_crypt == TlsCryptVersion::V2
     }
 
     fn common_tail(&self, c: &mut ConfigText, socket: &ConfigPath) {
@@ -362,10 +400,11 @@ impl PerClientServer {
                 .opt_args(
                     "route-ipv6",
                     [s.prefix().to_string(), s.client_end().to_string()],
-                )
-                .opt_args("script-security", [2])
-                .opt_args("up", [self.script_path("up")?])
-                .opt_args(
+                );
+                if !self.options.scripts_allowed() {
+                    c.opt_args("script-security", [2]);
+                }
+                c.opt_args("up", [self.script_path("up")?]).opt_args(
                     "plugin",
                     [
                         DOWN_ROOT_PLUGIN.to_string(),

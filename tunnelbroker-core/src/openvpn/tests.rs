@@ -181,7 +181,8 @@ fn server_configs_name_every_runtime_file_by_absolute_path_in_the_rendered_dir()
             ("ca", "ca.crt"),
             ("cert", "server.crt"),
             ("key", "server.key"),
-            ("tls-crypt", "tls-crypt.key"),
+            ("tls-crypt-v2", "tls-crypt-v2-server.key"),
+            ("tls-crypt-v2-verify", "tls-crypt-v2-verify"),
             ("crl-verify", "crl.pem"),
         ] {
             assert!(
@@ -206,6 +207,51 @@ fn server_configs_name_every_runtime_file_by_absolute_path_in_the_rendered_dir()
             .unwrap()
             .to_string()
             .contains("\nup /srv/vpn/tb-client-alice.up\n")
+    );
+}
+
+#[test]
+fn tls_crypt_v1_servers_name_the_shared_key_and_run_no_verify_program() {
+    let mut options = ServerOptions::new(
+        ConfigPath::new("/srv/vpn").unwrap(),
+        ConfigPath::new("/run/vpn").unwrap(),
+    )
+    .unwrap();
+    options.tls_crypt = crate::words::TlsCryptVersion::V1;
+    let per = PerClientServer::new(id("alice"), subnet(), 5000, options.clone()).unwrap();
+    let hermit = PerClientServer::new(id("bob"), hermit(), 5001, options.clone()).unwrap();
+    let shared = SharedServer::new(pool(), 5000, options).unwrap();
+    for conf in [per.config(), hermit.config(), shared.config()] {
+        let conf = conf.unwrap().to_string();
+        assert!(
+            conf.contains("\ntls-crypt /srv/vpn/tls-crypt.key\n"),
+            "{conf}"
+        );
+        assert!(!conf.contains("tls-crypt-v2"), "{conf}");
+    }
+    // The subnet instance still allows its up script; the others run none.
+    assert!(
+        per.config()
+            .unwrap()
+            .to_string()
+            .contains("\nscript-security 2\n")
+    );
+    assert!(
+        !hermit
+            .config()
+            .unwrap()
+            .to_string()
+            .contains("script-security")
+    );
+    // With v2 every instance allows scripts exactly once.
+    let v2 = PerClientServer::new(id("alice"), subnet(), 5000, ServerOptions::default()).unwrap();
+    assert_eq!(
+        v2.config()
+            .unwrap()
+            .to_string()
+            .matches("script-security")
+            .count(),
+        1
     );
 }
 

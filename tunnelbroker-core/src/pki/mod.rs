@@ -45,6 +45,7 @@ mod csr;
 mod key;
 mod subject;
 mod tls_crypt;
+mod tls_crypt_v2;
 
 pub use ca::{Ca, CaParams, MAX_CA_CHAIN};
 pub(crate) use cert::pem_carries_key;
@@ -53,6 +54,10 @@ pub use crl::{Crl, RevocationReason, RevokedCert};
 pub use key::{KeyType, PrivateKey};
 pub use subject::Subject;
 pub use tls_crypt::TlsCryptKey;
+pub use tls_crypt_v2::{
+    CLIENT_KEY_LABEL, ClientBinding, MAX_METADATA, METADATA_TIMESTAMP, METADATA_USER,
+    SERVER_KEY_LABEL, TlsCryptV2ClientKey, TlsCryptV2ServerKey,
+};
 
 use time::{Duration, OffsetDateTime};
 

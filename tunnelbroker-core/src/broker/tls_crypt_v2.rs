@@ -1,0 +1,196 @@
+//! Per-client control channel keys (`tls-crypt-v2`, issue 15): the server
+//! key, each client's key, the list of current clients the server's verify
+//! program reads, and moving a broker between v1 and v2.
+//!
+//! A client's key is made when its bundle is made (see
+//! [`Broker::tls_crypt_v2_client_key`]): nothing secret is stored for it,
+//! and its metadata binds it to the client's current certificate
+//! ([`ClientBinding`]), so renewing or revoking the client ends every key
+//! made for it before, and a new bundle carries a new key.
+
+use super::{Broker, ClientState, TlsCryptVersion, shared};
+use crate::client_id::ClientId;
+use crate::error::{Error, Result};
+use crate::fsutil;
+use crate::openvpn::{ServerFiles, TlsCryptV2Clients};
+use crate::pki::{ClientBinding, TlsCryptV2ClientKey, TlsCryptV2ServerKey};
+use crate::store::{CertState, Transaction};
+
+/// What [`Broker::set_tls_crypt`] did.
+#[derive(Debug, Clone, PartialEq, Eq)]
+#[non_exhaustive]
+pub struct TlsCryptChange {
+    /// The version before.
+    pub from: TlsCryptVersion,
+    /// The version now.
+    pub to: TlsCryptVersion,
+    /// Whether a `tls-crypt-v2` server key was made (a broker made before
+    /// v2 has none).
+    pub made_server_key: bool,
+}
+
+impl TlsCryptChange {
+    /// Whether the version changed.
+    pub fn changed(&self) -> bool {
+        self.from != self.to
+    }
+}
+
+impl Broker {
+    /// The `tls-crypt-v2` server key (secret).
+    ///
+    /// ```
+    /// # use tunnelbroker_core::{Broker, InitOptions, Settings};
+    /// # let tmp = tempfile::tempdir().unwrap();
+    /// # let settings = Settings::new("2001:db8:0:f100::/56".parse()?, "vpn.example.net".parse()?);
+    /// # let broker = Broker::init(&tmp.path().join("broker"), &InitOptions::new(settings))?;
+    /// use tunnelbroker_core::ErrorKind;
+    /// let key = broker.tls_crypt_v2_server_key()?;
+    /// assert!(key.to_pem().contains("OpenVPN tls-crypt-v2 server key"));
+    ///
+    /// // A damaged file is refused, naming it.
+    /// std::fs::write(&broker.paths().tls_crypt_v2_server_key, "junk").unwrap();
+    /// let err = broker.tls_crypt_v2_server_key().unwrap_err();
+    /// assert_eq!(err.kind(), ErrorKind::InvalidInput);
+    /// assert!(err.to_string().contains("tls-crypt-v2-server.key"), "{err}");
+    /// # Ok::<(), tunnelbroker_core::Error>(())
+    /// ```
+    pub fn tls_crypt_v2_server_key(&self) -> Result<TlsCryptV2ServerKey> {
+        let path = &self.paths.tls_crypt_v2_server_key;
+        TlsCryptV2ServerKey::parse(&fsutil::read_to_string(path)?).map_err(|e| e.in_file(path))
+    }
+
+    /// A new `tls-crypt-v2` key for an active client, bound to its current
+    /// certificate (metadata `tunnelbroker-1 SERIAL ID`). Every call makes
+    /// another key; all of them are accepted while the certificate is the
+    /// client's current one, and none after it is renewed or revoked.
+    ///
+    /// ```
+    /// # use tunnelbroker_core::{Broker, InitOptions, Settings};
+    /// # let tmp = tempfile::tempdir().unwrap();
+    /// # let settings = Settings::new("2001:db8:0:f100::/56".parse()?, "vpn.example.net".parse()?);
+    /// # let broker = Broker::init(&tmp.path().join("broker"), &InitOptions::new(settings))?;
+    /// use tunnelbroker_core::pki::{ClientBinding, RevocationReason};
+    /// use tunnelbroker_core::{ClientKind, ErrorKind, NewClient};
+    /// let alice = broker.add_client(&NewClient::new("alice".parse()?, ClientKind::Hermit))?;
+    /// let key = broker.tls_crypt_v2_client_key(&alice.id)?;
+    /// let meta = key.unwrap_with(&broker.tls_crypt_v2_server_key()?)?;
+    /// assert_eq!(ClientBinding::from_metadata(&meta)?, ClientBinding::new(alice.id.clone(), alice.serial));
+    ///
+    /// broker.revoke(&alice.id, RevocationReason::Unspecified)?;
+    /// let err = broker.tls_crypt_v2_client_key(&alice.id).unwrap_err();
+    /// assert_eq!(err.kind(), ErrorKind::InvalidInput);
+    /// # Ok::<(), tunnelbroker_core::Error>(())
+    /// ```
+    pub fn tls_crypt_v2_client_key(&self, id: &ClientId) -> Result<TlsCryptV2ClientKey> {
+        let client = self.client(id)?;
+        if client.state != ClientState::Active {
+            return Err(Error::ClientState {
+                id: id.to_string(),
+                state: client.state,
+                action: "make a tls-crypt-v2 key for",
+            });
+        }
+        let binding = ClientBinding::new(client.id, client.serial);
+        self.tls_crypt_v2_server_key()?
+            .client_key(&binding.metadata())
+    }
+
+    /// The bindings the server accepts: every active client's current
+    /// certificate.
+    pub(crate) fn tls_crypt_v2_bindings(
+        &self,
+        tx: &mut dyn Transaction,
+    ) -> Result<Vec<ClientBinding>> {
+        let mut out = Vec::new();
+        for rec in tx.clients()? {
+            if rec.state != ClientState::Active {
+                continue;
+            }
+            if let Some(cert) = tx.latest_certificate(&rec.id)?
+                && cert.state == CertState::Current
+            {
+                out.push(ClientBinding::new(rec.id.clone(), cert.serial));
+            }
+        }
+        Ok(out)
+    }
+
+    /// The text of the list of current clients, as the database `tx` has
+    /// them.
+    pub(crate) fn tls_crypt_v2_clients_text(&self, tx: &mut dyn Transaction) -> Result<String> {
+        Ok(TlsCryptV2Clients::new(self.tls_crypt_v2_bindings(tx)?).to_string())
+    }
+
+    /// Writes the list of current clients to the recorded server
+    /// directory, beside the CRL copy, when this broker uses v2 and a
+    /// rendering recorded a directory. Called with every CRL, inside the
+    /// transaction that changed the clients.
+    pub(super) fn copy_tls_crypt_v2_clients(&self, tx: &mut dyn Transaction) -> Result<()> {
+        if self.settings.tls_crypt != TlsCryptVersion::V2 {
+            return Ok(());
+        }
+        if let Some(dir) = self.recorded_server()?.dir {
+            let text = self.tls_crypt_v2_clients_text(tx)?;
+            fsutil::write_public(
+                &dir.join(ServerFiles::TLS_CRYPT_V2_CLIENTS),
+                text.as_bytes(),
+            )?;
+        }
+        Ok(())
+    }
+
+    /// Moves the broker to `version` of control channel protection (a
+    /// shared setting: the database and this host's settings file), making
+    /// the `tls-crypt-v2` server key first if the broker has none.
+    ///
+    /// Nothing else changes until the server side is rendered again and
+    /// clients get new bundles: one OpenVPN server accepts either v1 or v2
+    /// clients, never both (docs/openvpn.md, "Moving to tls-crypt-v2").
+    ///
+    /// ```
+    /// # use tunnelbroker_core::{Broker, InitOptions, Settings};
+    /// # let tmp = tempfile::tempdir().unwrap();
+    /// # let mut settings = Settings::new("2001:db8:0:f100::/56".parse()?, "vpn.example.net".parse()?);
+    /// use tunnelbroker_core::broker::TlsCryptVersion;
+    /// settings.tls_crypt = TlsCryptVersion::V1;
+    /// let dir = tmp.path().join("broker");
+    /// let mut broker = Broker::init(&dir, &InitOptions::new(settings))?;
+    /// let change = broker.set_tls_crypt(TlsCryptVersion::V2)?;
+    /// assert!(change.changed());
+    /// assert_eq!(broker.settings().tls_crypt, TlsCryptVersion::V2);
+    /// assert_eq!(Broker::open(&dir)?.settings().tls_crypt, TlsCryptVersion::V2);
+    /// // Again: nothing to do.
+    /// assert!(!broker.set_tls_crypt(TlsCryptVersion::V2)?.changed());
+    /// # Ok::<(), tunnelbroker_core::Error>(())
+    /// ```
+    pub fn set_tls_crypt(&mut self, version: TlsCryptVersion) -> Result<TlsCryptChange> {
+        let mut made_server_key = false;
+        if version == TlsCryptVersion::V2 && !self.paths.tls_crypt_v2_server_key.exists() {
+            TlsCryptV2ServerKey::generate()?.write(&self.paths.tls_crypt_v2_server_key)?;
+            made_server_key = true;
+        }
+        if version == TlsCryptVersion::V2 {
+            // A damaged key is refused before anything changes.
+            self.tls_crypt_v2_server_key()?;
+        }
+        let from = self.store().write_with(|tx| {
+            let values = shared::SharedValues::read(tx)?;
+            let from = values.settings(&self.settings)?.tls_crypt;
+            shared::set_tls_crypt(tx, version)?;
+            Ok(from)
+        })?;
+        self.settings.tls_crypt = version;
+        let text = fsutil::read_to_string(&self.paths.settings)?;
+        let mut file = super::Settings::from_toml(&text)?;
+        if file.tls_crypt != version {
+            file.tls_crypt = version;
+            fsutil::write_public(&self.paths.settings, file.to_toml().as_bytes())?;
+        }
+        Ok(TlsCryptChange {
+            from,
+            to: version,
+            made_server_key,
+        })
+    }
+}

@@ -8,6 +8,7 @@ use std::process::ExitCode;
 
 use clap::Parser;
 
+mod agent;
 mod args;
 mod client;
 mod db;
@@ -30,6 +31,7 @@ fn main() -> ExitCode {
         args::Command::Audit(a) => doctor::audit(&out, &cli.dir, a),
         args::Command::Server(c) => server::run(&out, &cli.dir, c),
         args::Command::Db(c) => db::run(&out, &cli.dir, c),
+        args::Command::Agent(a) => agent::run(&out, &cli.dir, a),
     };
     output::finish(&out, result)
 }

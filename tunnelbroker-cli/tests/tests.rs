@@ -1,5 +1,6 @@
 //! The integration tests of the `tunnelbroker` binary: one binary, one module per command.
 
+mod agent;
 mod broker;
 mod database;
 mod docs;

@@ -1,5 +1,6 @@
 //! The integration tests of `tunnelbroker-core`: one binary, one module per topic.
 
+mod agent;
 mod audit;
 mod broker;
 mod chain_e2e;

@@ -18,6 +18,9 @@ use crate::store::Transaction;
 
 /// The shared value that holds the CA certificate chain (PEM).
 pub(crate) const CA_CHAIN: &str = "ca.chain";
+/// The shared value that holds the current CRL (PEM), so that a server
+/// host's agent, which cannot sign one, gets each new CRL from the database.
+pub(crate) const CRL: &str = "crl";
 
 const POOL: &str = "settings.pool";
 const ENDPOINT: &str = "settings.endpoint";

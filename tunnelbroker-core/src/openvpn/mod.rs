@@ -45,7 +45,7 @@ pub use server::{
     Account, CcdEntry, DOWN_ROOT_PLUGIN, PerClientServer, ServerFiles, ServerOptions, SharedServer,
     instance_name,
 };
-pub use systemd::{CrlRefreshUnits, DEFAULT_BINARY};
+pub use systemd::{AgentUnit, CrlRefreshUnits, DEFAULT_BINARY};
 pub use values::{CommonName, ConfigPath, Endpoint, InlineText, InterfaceName};
 
 /// `keepalive 15 45`: a ping every 15 s, restart after 45 s of silence (the

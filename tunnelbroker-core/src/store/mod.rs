@@ -271,6 +271,15 @@ pub trait Store: std::fmt::Debug + Send + Sync {
     fn write(&self, f: &mut dyn FnMut(&mut dyn Transaction) -> Result<()>) -> Result<()>;
     /// Runs `f` in a read transaction: a consistent snapshot.
     fn read(&self, f: &mut dyn FnMut(&mut dyn Transaction) -> Result<()>) -> Result<()>;
+    /// An opaque value that changes when another process commits a change
+    /// that a server host's files may depend on (clients, certificates,
+    /// the CRL, shared settings), and stays the same otherwise as far as it
+    /// can: the agent asks for it several times a second and renders again
+    /// only when it changes. It may change more often than needed (never
+    /// less): SQLite's is `PRAGMA data_version`, which any commit by another
+    /// connection moves; PostgreSQL's is read from the certificate sequence,
+    /// the CRL number and the shared values in one cheap query.
+    fn change_marker(&self) -> Result<String>;
 }
 
 impl dyn Store + '_ {

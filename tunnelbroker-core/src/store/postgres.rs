@@ -559,6 +559,21 @@ impl Store for PostgresStore {
     fn read(&self, f: &mut dyn FnMut(&mut dyn Transaction) -> Result<()>) -> Result<()> {
         self.run(false, f)
     }
+
+    fn change_marker(&self) -> Result<String> {
+        // Every issued certificate moves seq, every revocation and CRL the
+        // CRL number, every settings change the shared values (the CRL,
+        // which follows the CRL number, aside). Index-only work.
+        const MARKER: &str = "SELECT concat_ws(' ',
+                (SELECT coalesce(max(seq), 0) FROM certificates),
+                (SELECT value FROM meta WHERE key = 'crl_number'),
+                (SELECT md5(coalesce(string_agg(key || '=' || value, ',' ORDER BY key), ''))
+                   FROM shared WHERE key <> 'crl'))";
+        self.with_conn(|conn| {
+            let row = conn.client.query_one(MARKER, &[]).map_err(pg_err)?;
+            row.try_get::<_, String>(0).map_err(pg_err)
+        })
+    }
 }
 
 struct PgTx<'a, 'c> {

@@ -342,6 +342,16 @@ impl Store for SqliteStore {
     fn read(&self, f: &mut dyn FnMut(&mut dyn Transaction) -> Result<()>) -> Result<()> {
         self.run(TransactionBehavior::Deferred, f)
     }
+
+    fn change_marker(&self) -> Result<String> {
+        let conn = self.conn.lock().map_err(|_| Error::Database {
+            reason: "the database connection was poisoned by an earlier panic".into(),
+        })?;
+        let v: i64 = conn
+            .query_row("PRAGMA data_version", [], |r| r.get(0))
+            .map_err(db_err)?;
+        Ok(v.to_string())
+    }
 }
 
 struct SqliteTx<'a> {

@@ -16,6 +16,7 @@ mod plan;
 mod plan_state;
 mod postgres;
 mod render;
+mod sessions;
 mod store;
 mod stores;
 

@@ -31,6 +31,7 @@ mod lifetime;
 mod ownership;
 mod paths;
 mod render;
+mod sessions;
 mod settings;
 mod shared;
 
@@ -48,8 +49,13 @@ pub use lifetime::ServerRenewal;
 pub use paths::BrokerPaths;
 pub(crate) use render::ServerFilesState;
 pub use render::{RenderOptions, RenderReport, Revocation, SessionEnd};
+pub use sessions::{
+    AssignmentSpan, Session, SessionAddresses, SessionFilter, SessionSync, Whois, parse_address,
+    parse_time,
+};
 pub use settings::{
-    DatabaseSettings, Endpoint, ServerMode, ServerSettings, Settings, ValiditySettings,
+    DatabaseSettings, Endpoint, ServerMode, ServerSettings, SessionSettings, Settings,
+    ValiditySettings,
 };
 
 use crate::error::Result;

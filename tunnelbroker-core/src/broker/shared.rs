@@ -30,6 +30,7 @@ const KEY_TYPE: &str = "settings.key_type";
 const LAN_INTERFACE: &str = "settings.lan_interface";
 const SUBJECT: &str = "settings.subject";
 const VALIDITY: &str = "settings.validity";
+const SESSIONS: &str = "settings.sessions";
 
 /// The shared values of a broker, read from its client database.
 #[derive(Debug, Clone, Default)]
@@ -78,6 +79,11 @@ impl SharedValues {
         s.lan_interface = word(LAN_INTERFACE)?.to_owned();
         s.subject = from_inline(SUBJECT, word(SUBJECT)?)?;
         s.validity = from_inline(VALIDITY, word(VALIDITY)?)?;
+        // A database of a broker from before sessions holds none: the
+        // file's value (its default when the file has none either).
+        if let Some(text) = self.0.get(SESSIONS) {
+            s.sessions = from_inline(SESSIONS, text)?;
+        }
         s.validate().map_err(|e| corrupt("settings", e))?;
         Ok(s)
     }
@@ -94,6 +100,7 @@ pub(crate) fn settings_values(s: &Settings) -> Vec<(&'static str, String)> {
         (LAN_INTERFACE, s.lan_interface.clone()),
         (SUBJECT, to_inline(&s.subject)),
         (VALIDITY, to_inline(&s.validity)),
+        (SESSIONS, to_inline(&s.sessions)),
     ]
 }
 

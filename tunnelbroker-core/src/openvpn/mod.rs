@@ -32,6 +32,7 @@ mod management;
 pub(crate) mod parse;
 pub(crate) mod reach;
 mod server;
+mod status;
 mod systemd;
 mod text;
 mod values;
@@ -45,6 +46,7 @@ pub use server::{
     Account, CcdEntry, DOWN_ROOT_PLUGIN, PerClientServer, ServerFiles, ServerOptions, SharedServer,
     instance_name,
 };
+pub use status::{LiveSession, parse_status, status_text};
 pub use systemd::{AgentUnit, CrlRefreshUnits, DEFAULT_BINARY};
 pub use values::{CommonName, ConfigPath, Endpoint, InlineText, InterfaceName};
 

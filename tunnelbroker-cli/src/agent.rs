@@ -155,6 +155,9 @@ struct Round {
     started: Vec<String>,
     stopped: Vec<String>,
     notes: Vec<String>,
+    sessions_started: usize,
+    sessions_ended: usize,
+    sessions_pruned: u64,
 }
 
 #[derive(Debug, Serialize)]
@@ -183,6 +186,9 @@ impl Round {
             started: r.started.clone(),
             stopped: r.stopped.clone(),
             notes: r.notes.clone(),
+            sessions_started: r.sessions.map_or(0, |s| s.started),
+            sessions_ended: r.sessions.map_or(0, |s| s.ended),
+            sessions_pruned: r.pruned,
         }
     }
 
@@ -194,6 +200,9 @@ impl Round {
             || !self.started.is_empty()
             || !self.stopped.is_empty()
             || !self.notes.is_empty()
+            || self.sessions_started > 0
+            || self.sessions_ended > 0
+            || self.sessions_pruned > 0
     }
 }
 
@@ -222,6 +231,20 @@ impl std::fmt::Display for Round {
         }
         for n in &self.notes {
             writeln!(f, "note: {n}")?;
+        }
+        if self.sessions_started > 0 || self.sessions_ended > 0 {
+            writeln!(
+                f,
+                "sessions: {} started, {} ended",
+                self.sessions_started, self.sessions_ended
+            )?;
+        }
+        if self.sessions_pruned > 0 {
+            writeln!(
+                f,
+                "pruned {} sessions past the retention",
+                self.sessions_pruned
+            )?;
         }
         if self.reconciled && !self.has_news() {
             writeln!(f, "in step with the database")?;

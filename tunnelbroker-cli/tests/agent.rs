@@ -174,10 +174,8 @@ fn agent_runs_until_sigterm_serves_metrics_and_survives_sigkill() {
         body.contains("tunnelbroker_client_connected{server=\"main\",client=\"alice\"} 0"),
         "{body}"
     );
-    if let Some(result) = promtool_check_metrics(&body) {
-        if let Err(said) = result {
-            panic!("promtool check metrics refused:\n{said}\n{body}");
-        }
+    if let Some(Err(said)) = promtool_check_metrics(&body) {
+        panic!("promtool check metrics refused:\n{said}\n{body}");
     }
     assert!(http_get(port, "/other").starts_with("HTTP/1.1 404"));
 

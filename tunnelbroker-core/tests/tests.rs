@@ -1,6 +1,7 @@
 //! The integration tests of `tunnelbroker-core`: one binary, one module per topic.
 
 mod agent;
+mod agent_e2e;
 mod audit;
 mod broker;
 mod chain_e2e;

@@ -68,9 +68,12 @@ use time::OffsetDateTime;
 
 pub use metrics::{ClientTraffic, Metrics};
 
-use crate::broker::{Broker, Client, ClientState, RenderOptions, ServerMode, SessionEnd};
+use crate::broker::{
+    Broker, Client, ClientState, RenderOptions, ServerMode, SessionEnd, SessionSync,
+};
 use crate::client_id::ClientId;
 use crate::error::{Error, Result, one_line, shown};
+use crate::openvpn::{CommonName, LiveSession, Management};
 
 /// The one server of a broker until brokers have named servers.
 pub const DEFAULT_SERVER: &str = "main";
@@ -147,6 +150,10 @@ pub struct PollReport {
     /// Things the operator should know, one line each (rendering
     /// warnings, what to start by hand where systemd is not there).
     pub notes: Vec<String>,
+    /// What recording the live sessions changed.
+    pub sessions: Option<SessionSync>,
+    /// Sessions pruned (past the retention), once an hour.
+    pub pruned: u64,
 }
 
 /// The server host's agent. See the [module docs](self).
@@ -157,6 +164,7 @@ pub struct Agent {
     systemd: bool,
     marker: Option<String>,
     last_full: Option<Instant>,
+    last_prune: Option<Instant>,
     /// The active clients at the last reconcile (`None` before the first).
     active: Option<BTreeMap<ClientId, Client>>,
     instances: BTreeSet<String>,
@@ -200,6 +208,7 @@ impl Agent {
             systemd,
             marker: None,
             last_full: None,
+            last_prune: None,
             active: None,
             instances: BTreeSet::new(),
             metrics,
@@ -241,7 +250,86 @@ impl Agent {
             self.last_full = Some(Instant::now());
             report.reconciled = true;
         }
+        self.sessions(&mut report)?;
+        if self
+            .last_prune
+            .is_none_or(|t| t.elapsed() >= Duration::from_secs(3600))
+        {
+            report.pruned = self.broker.prune_sessions(OffsetDateTime::now_utc())?;
+            self.last_prune = Some(Instant::now());
+        }
         Ok(report)
+    }
+
+    /// Reads the live sessions from the server's management socket(s) and
+    /// records them ([`Broker::record_sessions`]): new sessions (also those
+    /// that started while the agent was down, with their real start), byte
+    /// counts, and the end of those no longer live. A live session of a
+    /// client that is not active (revoked while the agent was down) is
+    /// ended. When a socket does not answer, nothing is recorded for this
+    /// poll (the sessions of a server that is merely slow are not ended).
+    fn sessions(&mut self, report: &mut PollReport) -> Result<()> {
+        let now = OffsetDateTime::now_utc();
+        let mut live: Vec<LiveSession> = Vec::new();
+        let mut answered = false;
+        for (instance, socket) in self.broker.management_sockets()? {
+            let mut m = match Management::connect(&socket) {
+                Ok(m) => m,
+                // Nothing listens: that instance does not run.
+                Err(_) if !socket.exists() => continue,
+                Err(Error::Management { reason, .. }) if reason.contains("refused") => continue,
+                Err(e) => return Err(e),
+            };
+            answered = true;
+            let sessions = m.status()?;
+            for s in &sessions {
+                let active = self.active.as_ref().is_some_and(|a| {
+                    s.common_name
+                        .parse::<ClientId>()
+                        .is_ok_and(|id| a.contains_key(&id))
+                });
+                if !active && self.active.is_some() {
+                    let end = match self.mode() {
+                        ServerMode::Shared => match CommonName::new(&s.common_name) {
+                            Ok(cn) => m
+                                .kill_client(&cn)
+                                .map(SessionEnd::Ended)
+                                .unwrap_or_else(|e| SessionEnd::Failed(one_line(e))),
+                            Err(e) => SessionEnd::Failed(one_line(e)),
+                        },
+                        ServerMode::PerClient => m
+                            .terminate()
+                            .map(SessionEnd::Ended)
+                            .unwrap_or_else(|e| SessionEnd::Failed(one_line(e))),
+                    };
+                    report.notes.push(format!(
+                        "{instance}: {} is connected but not an active client: {}",
+                        s.common_name,
+                        end.summary()
+                    ));
+                }
+            }
+            live.extend(sessions);
+        }
+        if answered {
+            let traffic: Vec<ClientTraffic> = live
+                .iter()
+                .map(|s| ClientTraffic {
+                    client: s.common_name.clone(),
+                    received: s.bytes_received,
+                    sent: s.bytes_sent,
+                })
+                .collect();
+            self.metrics.live(&traffic);
+        } else {
+            self.metrics.unreachable();
+        }
+        let sync = self
+            .broker
+            .record_sessions(&self.options.server, &live, now)?;
+        self.metrics.sessions_started(sync.started as u64);
+        report.sessions = Some(sync);
+        Ok(())
     }
 
     fn reconcile(&mut self, report: &mut PollReport) -> Result<()> {

@@ -110,10 +110,8 @@ impl Broker {
         self.ca.check_crl(&crl).map_err(|e| Error::Database {
             reason: format!("the shared value {}: {e}", shared::CRL),
         })?;
-        if let Ok(old) = self.crl() {
-            if old.number() > crl.number() {
-                return Ok(None);
-            }
+        if self.crl().is_ok_and(|old| old.number() > crl.number()) {
+            return Ok(None);
         }
         fsutil::write_public(&self.paths.crl, pem.as_bytes())?;
         self.copy_crl(&pem)?;

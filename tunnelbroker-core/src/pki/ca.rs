@@ -216,7 +216,7 @@ impl Ca {
         }
         let key = key_pem.map(PrivateKey::from_pem).transpose()?;
         if let Some(key) = key.as_ref().filter(|k| !certificate.matches_key(k)) {
-            if let Some(i) = issuers.iter().position(|c| c.matches_key(&key)) {
+            if let Some(i) = issuers.iter().position(|c| c.matches_key(key)) {
                 return Err(Error::InvalidCaChain {
                     reason: format!(
                         "the key belongs to certificate {} of the file ({}), not to the first: give the issuing CA (the one whose key this is) first, then its issuers up to the root",

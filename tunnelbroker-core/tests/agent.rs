@@ -299,3 +299,47 @@ fn the_example_alert_rules_and_scrape_config_pass_promtool() {
         }
     }
 }
+
+fn a_revoked_clients_instance_is_ended_when_the_agent_starts(store: &TestStore) {
+    use std::io::{BufRead, BufReader, Write};
+    let tmp = crate::operator_tempdir();
+    let (b, host) = hosts(store, tmp.path(), ServerMode::PerClient);
+    hermit(&b, "alice");
+    hermit(&b, "bob");
+    let out = tmp.path().join("server");
+    let run = tmp.path().join("run");
+    fs::create_dir(&run).unwrap();
+    let keyless = Broker::open_for_agent(&host).unwrap();
+    let mut options = tunnelbroker_core::broker::RenderOptions::new();
+    options.dir = Some(out.clone());
+    options.run_dir = Some(run.clone());
+    keyless.render_server_with(&options).unwrap();
+    let sockets = keyless.management_sockets().unwrap();
+    assert_eq!(sockets.len(), 2);
+    let (name, socket) = sockets[0].clone();
+    assert_eq!(name, "tb-client-alice");
+    // Alice is revoked while no agent runs; her instance still runs (a
+    // stand-in that answers the management interface as OpenVPN does).
+    b.revoke(&"alice".parse().unwrap(), RevocationReason::KeyCompromise)
+        .unwrap();
+    let listener = std::os::unix::net::UnixListener::bind(&socket).unwrap();
+    let server = std::thread::spawn(move || {
+        let (stream, _) = listener.accept().unwrap();
+        let mut w = stream.try_clone().unwrap();
+        w.write_all(b">INFO:OpenVPN Management Interface Version 5\n")
+            .unwrap();
+        let mut line = String::new();
+        BufReader::new(stream).read_line(&mut line).unwrap();
+        w.write_all(b"SUCCESS: signal SIGTERM thrown\n").unwrap();
+        line
+    });
+    let mut a = agent(&host, &out);
+    let r = a.poll().unwrap();
+    assert_eq!(server.join().unwrap(), "signal SIGTERM\n");
+    assert_eq!(r.ended.len(), 1, "{r:?}");
+    assert_eq!(r.ended[0].0.as_str(), "alice");
+    assert!(r.ended[0].1.ended(), "{r:?}");
+    assert!(!out.join("tb-client-alice.conf").exists());
+    assert_eq!(r.started, ["tb-client-bob"]);
+}
+by_store!(a_revoked_clients_instance_is_ended_when_the_agent_starts);

@@ -359,6 +359,20 @@ impl Agent {
                     .unwrap_or_else(|e| SessionEnd::Failed(one_line(e)));
                 report.ended.push((id.clone(), end));
             }
+        } else if self.mode() == ServerMode::PerClient {
+            // First reconcile: an instance of a client revoked while no
+            // agent ran may still serve it (its socket is not among the
+            // active ones that the sessions step reads). In shared mode the
+            // sessions step finds such a session in the server's status.
+            for c in clients.iter().filter(|c| c.state == ClientState::Revoked) {
+                match self.broker.end_session(c) {
+                    Ok(SessionEnd::NoServer(_)) => {}
+                    Ok(end) => report.ended.push((c.id.clone(), end)),
+                    Err(e) => report
+                        .ended
+                        .push((c.id.clone(), SessionEnd::Failed(one_line(e)))),
+                }
+            }
         }
         let now: BTreeSet<String> = rendered.instances.into_iter().collect();
         let first = self.active.is_none();

@@ -66,6 +66,27 @@ pub enum Command {
     /// records sessions and serves Prometheus metrics. Needs no CA key. Runs until
     /// SIGTERM or SIGINT (or one round with --once).
     Agent(AgentArgs),
+    /// Who is connected now: every live session the servers' agents recorded, from
+    /// where, since when, with which addresses and how much traffic. Works from any
+    /// host on the broker's database.
+    Status,
+    /// Who had an IPv6 address: the client that held it (its /128, the /64 holding it,
+    /// or the routing net of that /64) at a time, with its e-mail, name and sessions
+    /// around then. Answers for past times after a purge or a reassignment, back to
+    /// the retention (sessions.retention_days).
+    Whois(WhoisArgs),
+}
+
+/// Arguments of `tunnelbroker whois`.
+#[derive(Debug, Args)]
+pub struct WhoisArgs {
+    /// The IPv6 address, e.g. 2001:db8:0:f101::17.
+    #[arg(value_name = "ADDRESS")]
+    pub address: String,
+    /// The time: RFC 3339 (2026-12-01T14:00:00Z, 2026-12-01T15:00:00+01:00) or
+    /// "YYYY-MM-DD HH:MM[:SS]" in UTC [default: now].
+    #[arg(long, value_name = "TIME")]
+    pub at: Option<String>,
 }
 
 /// `tunnelbroker agent`.

@@ -7,13 +7,14 @@
 //! (version 2). A `HEADER` line names the fields of the records of one
 //! kind; this parser finds its columns by those names, never by position,
 //! so both field lists of 2.6 (with or without `Data Channel Cipher`,
-//! `Client ID`, `Peer ID`) and fields added later read the same:
+//! `Client ID`, `Peer ID`) and fields added later read the same (version
+//! 2 shown; version 3 has a tab where this has a comma):
 //!
 //! ```text
-//! TITLE	OpenVPN 2.6.14 x86_64-pc-linux-gnu
-//! TIME	2026-12-01 21:00:00	1764622800
-//! HEADER	CLIENT_LIST	Common Name	Real Address	Virtual Address	Virtual IPv6 Address	Bytes Received	Bytes Sent	Connected Since	Connected Since (time_t)	Username	Client ID	Peer ID	Data Channel Cipher
-//! CLIENT_LIST	alice	198.18.0.2:51234		2001:db8:0:f100::f101:2	1234	5678	2026-12-01 20:59:00	1764622740	UNDEF	0	0	AES-256-GCM
+//! TITLE,OpenVPN 2.6.14 x86_64-pc-linux-gnu
+//! TIME,2026-12-01 21:00:00,1764622800
+//! HEADER,CLIENT_LIST,Common Name,Real Address,Virtual Address,Virtual IPv6 Address,Bytes Received,Bytes Sent,Connected Since,Connected Since (time_t),Username,Client ID,Peer ID,Data Channel Cipher
+//! CLIENT_LIST,alice,198.18.0.2:51234,,2001:db8:0:f100::f101:2,1234,5678,2026-12-01 20:59:00,1764622740,UNDEF,0,0,AES-256-GCM
 //! END
 //! ```
 //!

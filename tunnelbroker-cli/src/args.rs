@@ -61,6 +61,76 @@ pub enum Command {
     /// The client database: which one, and moving a one-host broker to PostgreSQL.
     #[command(subcommand)]
     Db(DbCommand),
+    /// Run the server host's agent: keeps the rendered OpenVPN files, CCD entries and
+    /// CRL in step with the client database, ends the live sessions of revoked clients,
+    /// records sessions and serves Prometheus metrics. Needs no CA key. Runs until
+    /// SIGTERM or SIGINT (or one round with --once).
+    Agent(AgentArgs),
+    /// Who is connected now: every live session the servers' agents recorded, from
+    /// where, since when, with which addresses and how much traffic. Works from any
+    /// host on the broker's database.
+    Status,
+    /// Who had an IPv6 address: the client that held it (its /128, the /64 holding it,
+    /// or the routing net of that /64) at a time, with its e-mail, name and sessions
+    /// around then. Answers for past times after a purge or a reassignment, back to
+    /// the retention (sessions.retention_days).
+    Whois(WhoisArgs),
+}
+
+/// Arguments of `tunnelbroker whois`.
+#[derive(Debug, Args)]
+pub struct WhoisArgs {
+    /// The IPv6 address, e.g. 2001:db8:0:f101::17.
+    #[arg(value_name = "ADDRESS")]
+    pub address: String,
+    /// The time: RFC 3339 (2026-12-01T14:00:00Z, 2026-12-01T15:00:00+01:00) or
+    /// "YYYY-MM-DD HH:MM[:SS]" in UTC [default: now].
+    #[arg(long, value_name = "TIME")]
+    pub at: Option<String>,
+}
+
+/// `tunnelbroker agent`.
+#[derive(Debug, Args)]
+pub struct AgentArgs {
+    /// The rendered server directory, as for `server render -o` [default: the one the
+    /// last render recorded, else <broker>/server].
+    #[arg(short, long, value_name = "DIR")]
+    pub out: Option<PathBuf>,
+    /// The server this agent serves (a broker has one server, main).
+    #[arg(long, value_name = "NAME", default_value = "main")]
+    pub server: String,
+    /// How often to look for changes: 500ms, 1s, 2.5 (seconds); 10ms to 1h.
+    #[arg(long, value_name = "DURATION", default_value = "500ms", value_parser = parse_interval)]
+    pub interval: std::time::Duration,
+    /// Serve Prometheus metrics at http://ADDR/metrics (e.g. 127.0.0.1:9725, [::]:9725).
+    #[arg(long, value_name = "ADDR")]
+    pub metrics: Option<std::net::SocketAddr>,
+    /// One round (reconcile, sessions), print what it did, and exit.
+    #[arg(long)]
+    pub once: bool,
+}
+
+/// `500ms`, `1s`, `2.5s`, `2.5` (seconds), `1m`, within 10 ms to one hour.
+pub fn parse_interval(text: &str) -> Result<std::time::Duration, String> {
+    let t = text.trim();
+    let (number, scale) = if let Some(n) = t.strip_suffix("ms") {
+        (n, 0.001)
+    } else if let Some(n) = t.strip_suffix('s') {
+        (n, 1.0)
+    } else if let Some(n) = t.strip_suffix('m') {
+        (n, 60.0)
+    } else {
+        (t, 1.0)
+    };
+    let value: f64 = number
+        .trim()
+        .parse()
+        .map_err(|_| "expected a duration such as 500ms, 1s or 2.5".to_owned())?;
+    let secs = value * scale;
+    if !(0.01..=3600.0).contains(&secs) {
+        return Err("the interval must be between 10ms and 1h".to_owned());
+    }
+    Ok(std::time::Duration::from_secs_f64(secs))
 }
 
 /// `tunnelbroker db ...`.

@@ -158,7 +158,7 @@ impl InitView {
             settings: b.settings().clone(),
             ca: b.ca().certificate().info().common_name.clone(),
             warnings: b.lifetime_warnings(),
-            ca_key_type: b.ca().key().key_type(),
+            ca_key_type: b.ca().key().map_or(b.settings().key_type, |k| k.key_type()),
             database: match &b.settings().database.url {
                 Some(url) => url.to_string(),
                 None => b.paths().database.display().to_string(),

@@ -8,6 +8,7 @@ use std::process::ExitCode;
 
 use clap::Parser;
 
+mod agent;
 mod args;
 mod client;
 mod db;
@@ -16,6 +17,7 @@ mod init;
 mod output;
 mod plan;
 mod server;
+mod sessions;
 
 fn main() -> ExitCode {
     // Usage errors and --help/--version exit here, through clap (status 2 / 0).
@@ -30,6 +32,9 @@ fn main() -> ExitCode {
         args::Command::Audit(a) => doctor::audit(&out, &cli.dir, a),
         args::Command::Server(c) => server::run(&out, &cli.dir, c),
         args::Command::Db(c) => db::run(&out, &cli.dir, c),
+        args::Command::Agent(a) => agent::run(&out, &cli.dir, a),
+        args::Command::Status => sessions::status(&out, &cli.dir),
+        args::Command::Whois(a) => sessions::whois(&out, &cli.dir, a),
     };
     output::finish(&out, result)
 }

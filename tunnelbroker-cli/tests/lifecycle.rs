@@ -171,7 +171,7 @@ fn an_imported_ca_that_ends_soon_cuts_certificates_and_says_so() {
     .unwrap();
     let (cert, key) = (t.path().join("ca.crt"), t.path().join("ca.key"));
     fs::write(&cert, ca.certificate().pem()).unwrap();
-    fs::write(&key, ca.key().to_pem()).unwrap();
+    fs::write(&key, ca.key().unwrap().to_pem()).unwrap();
     let dir = t.path().join("b");
     let args = |json: bool| {
         let mut a = vec![];

@@ -1,5 +1,6 @@
 //! The integration tests of the `tunnelbroker` binary: one binary, one module per command.
 
+mod agent;
 mod broker;
 mod database;
 mod docs;
@@ -14,6 +15,7 @@ mod password;
 mod pg;
 mod plan;
 mod server;
+mod sessions;
 
 use std::ffi::OsStr;
 use std::path::Path;

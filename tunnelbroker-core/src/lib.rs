@@ -26,7 +26,7 @@
 //! [`Assignment`], [`Error`], [`ErrorKind`], [`Result`], [`Ipv6Net`], plus
 //! [`InitOptions`], [`flatten`] and [`read_text`]); everything else is named
 //! by its module: [`broker`], [`plan`], [`pki`], [`openvpn`], [`store`],
-//! [`doctor`].
+//! [`doctor`], [`agent`].
 //!
 //! ## Layers
 //!
@@ -44,10 +44,12 @@
 //! 6. `store`: the client records and the storage trait (SQLite is its
 //!    embedded implementation).
 //! 7. `broker`: the facade that composes them.
-//! 8. `bundle`, `doctor`: client archives and diagnostics, over the broker.
+//! 8. `bundle`, `doctor`, `agent`: client archives, diagnostics and the
+//!    server host's agent, over the broker.
 #![forbid(unsafe_code)]
 #![deny(missing_docs)]
 
+pub mod agent;
 pub mod broker;
 // Client bundles only add methods to [`Broker`]; they have no types of their own.
 mod bundle;

@@ -757,7 +757,7 @@ fn a_server_dir_that_openvpn_cannot_reach_fails_and_one_under_tmp_warns() {
 /// A certificate signed by the broker's CA (or self-signed with the CA's
 /// key when `ca`) for the given period, PEM.
 fn cert_for(b: &Broker, ca: bool, not_before: OffsetDateTime, not_after: OffsetDateTime) -> String {
-    let key = rcgen::KeyPair::from_pem(b.ca().key().to_pem()).unwrap();
+    let key = rcgen::KeyPair::from_pem(b.ca().key().unwrap().to_pem()).unwrap();
     let mut cp = rcgen::CertificateParams::default();
     cp.not_before = not_before;
     cp.not_after = not_after;

@@ -143,7 +143,7 @@ fn csr(key: &PrivateKey, cn: &str) -> String {
 /// A client certificate for `cn` and `key`, signed by the broker's CA like
 /// its own, but valid from 60 days ago to yesterday.
 fn expired_certificate(b: &Broker, cn: &str, key: &PrivateKey) -> String {
-    let ca_key = rcgen::KeyPair::from_pem(b.ca().key().to_pem()).unwrap();
+    let ca_key = rcgen::KeyPair::from_pem(b.ca().key().unwrap().to_pem()).unwrap();
     let issuer = rcgen::Issuer::from_ca_cert_pem(b.ca().certificate().pem(), ca_key).unwrap();
     let mut p = rcgen::CertificateParams::new(Vec::<String>::new()).unwrap();
     p.distinguished_name.push(rcgen::DnType::CommonName, cn);

@@ -218,7 +218,7 @@ mod lifetimes {
         let mut options = store.options(settings);
         options.ca = Some(ImportedCa {
             cert_pem: ca.certificate().pem().to_owned(),
-            key_pem: ca.key().to_pem().to_owned(),
+            key_pem: ca.key().unwrap().to_pem().to_owned(),
         });
         let b = Broker::init(&tmp.path().join("broker"), &options).unwrap();
         (tmp, b)

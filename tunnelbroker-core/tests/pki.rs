@@ -325,7 +325,12 @@ fn imported_openssl_cas_issue_and_revoke() {
         }
         let cert_pem = std::fs::read_to_string(&cert).unwrap();
         let ca = Ca::from_pem(&cert_pem, &key_pem).unwrap_or_else(|e| panic!("{name}: {e}"));
-        assert!(ca.key().to_pem().starts_with("-----BEGIN PRIVATE KEY-----"));
+        assert!(
+            ca.key()
+                .unwrap()
+                .to_pem()
+                .starts_with("-----BEGIN PRIVATE KEY-----")
+        );
         check_ca_with_openssl(&openssl, d, &ca, KeyType::P256);
 
         // AKI of the CRL and of a leaf = SKI of the imported CA, as openssl sees them.

@@ -1,5 +1,7 @@
 //! The integration tests of `tunnelbroker-core`: one binary, one module per topic.
 
+mod agent;
+mod agent_e2e;
 mod audit;
 mod broker;
 mod chain_e2e;
@@ -15,6 +17,7 @@ mod plan;
 mod plan_state;
 mod postgres;
 mod render;
+mod sessions;
 mod store;
 mod stores;
 mod tls_crypt_v2;

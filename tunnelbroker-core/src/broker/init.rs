@@ -162,7 +162,11 @@ impl Broker {
         let tls_v2 = TlsCryptV2ServerKey::generate()?;
         fsutil::write_public(&paths.settings, settings.to_toml().as_bytes())?;
         fsutil::write_public(&paths.ca_cert, ca.chain_pem().as_bytes())?;
-        ca.key().write(&paths.ca_key)?;
+        ca.key()
+            .ok_or_else(|| Error::Pki {
+                reason: "the CA has no key to write".into(),
+            })?
+            .write(&paths.ca_key)?;
         fsutil::write_public(&paths.server_cert, server.certificate.pem().as_bytes())?;
         server.key.write(&paths.server_key)?;
         fsutil::write_secret(&paths.tls_crypt_key, tls.to_text().as_bytes())?;
@@ -226,6 +230,39 @@ impl Broker {
     /// # Ok::<(), tunnelbroker_core::Error>(())
     /// ```
     pub fn open(dir: &Path) -> Result<Broker> {
+        Broker::open_keyed(dir, true)
+    }
+
+    /// Opens a broker on a server host, as the agent does: everything
+    /// [`open`](Self::open) does except reading the CA key
+    /// (`private/ca.key`), which a server host never holds. The CA is
+    /// loaded from its certificate only ([`Ca::certificate_only`]): what
+    /// signs (subscribing, renewing, revoking, a fresh CRL) fails with
+    /// [`Error::Pki`] and changes nothing; reading, rendering the server
+    /// side and ending sessions work.
+    ///
+    /// ```
+    /// use tunnelbroker_core::{Broker, ClientKind, Error, InitOptions, NewClient, Settings};
+    /// let tmp = tempfile::tempdir().unwrap();
+    /// let settings = Settings::new("2001:db8:0:f100::/56".parse()?, "vpn.example.net".parse()?);
+    /// let dir = tmp.path().join("broker");
+    /// let broker = Broker::init(&dir, &InitOptions::new(settings))?;
+    /// broker.add_client(&NewClient::new("alice".parse()?, ClientKind::Hermit))?;
+    /// std::fs::remove_file(&broker.paths().ca_key).unwrap();
+    /// assert!(Broker::open(&dir).is_err());
+    /// let agent = Broker::open_for_agent(&dir)?;
+    /// assert_eq!(agent.clients()?.len(), 1);
+    /// assert!(!agent.ca().can_sign());
+    /// let err = agent.add_client(&NewClient::new("bob".parse()?, ClientKind::Hermit)).unwrap_err();
+    /// assert!(matches!(err, Error::Pki { .. }), "{err}");
+    /// assert_eq!(agent.clients()?.len(), 1);
+    /// # Ok::<(), tunnelbroker_core::Error>(())
+    /// ```
+    pub fn open_for_agent(dir: &Path) -> Result<Broker> {
+        Broker::open_keyed(dir, false)
+    }
+
+    fn open_keyed(dir: &Path, with_key: bool) -> Result<Broker> {
         let paths = BrokerPaths::new(dir);
         if !paths.settings.exists() {
             return Err(Error::NotABroker {
@@ -241,14 +278,21 @@ impl Broker {
                 other => other,
             },
         )?;
-        let key_pem = fsutil::read_to_string(&paths.ca_key)?;
+        let key_pem = match with_key {
+            true => Some(fsutil::read_to_string(&paths.ca_key)?),
+            false => None,
+        };
         let mut store = open_store(&paths, &local, local.pool)?;
         let mut values = store.read_with(SharedValues::read)?;
         if !values.has_settings() {
             // A broker made before the database held the shared values: its
             // files are what it has agreed on so far. Written once, by the
             // first process that gets here.
-            let ca = ca_from_files(&paths, &key_pem)?;
+            let ca = match &key_pem {
+                Some(key_pem) => ca_from_files(&paths, key_pem)?,
+                None => Ca::certificate_only(&fsutil::read_to_string(&paths.ca_cert)?)
+                    .map_err(|e| e.in_file(&paths.ca_cert))?,
+            };
             values = store.write_with(|tx| {
                 if !SharedValues::read(tx)?.has_settings() {
                     shared::write(tx, &local, &ca.chain_pem())?;
@@ -258,7 +302,11 @@ impl Broker {
         }
         let settings = values.settings(&local)?;
         let chain = values.ca_chain()?;
-        let ca = Ca::from_pem(chain, &key_pem).map_err(|e| match e {
+        let ca = match &key_pem {
+            Some(key_pem) => Ca::from_pem(chain, key_pem),
+            None => Ca::certificate_only(chain),
+        };
+        let ca = ca.map_err(|e| match e {
             Error::CaKeyMismatch { common_name } => Error::NotABroker {
                 path: paths.ca_key.clone(),
                 reason: format!(

@@ -32,6 +32,7 @@ mod lifetime;
 mod ownership;
 mod paths;
 mod render;
+mod sessions;
 mod settings;
 mod shared;
 mod tls_crypt_v2;
@@ -50,8 +51,13 @@ pub use lifetime::ServerRenewal;
 pub use paths::BrokerPaths;
 pub(crate) use render::ServerFilesState;
 pub use render::{RenderOptions, RenderReport, Revocation, SessionEnd};
+pub use sessions::{
+    AssignmentSpan, Session, SessionAddresses, SessionFilter, SessionSync, Whois, parse_address,
+    parse_time,
+};
 pub use settings::{
-    DatabaseSettings, Endpoint, ServerMode, ServerSettings, Settings, TlsCryptVersion,
+    DatabaseSettings, Endpoint, ServerMode, ServerSettings, SessionSettings, Settings,
+    TlsCryptVersion,
     ValiditySettings,
 };
 pub use tls_crypt_v2::TlsCryptChange;

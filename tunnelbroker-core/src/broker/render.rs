@@ -11,8 +11,9 @@ use super::{Broker, Client, ClientState, ServerMode, ServerSettings, Settings, T
 use crate::error::{Error, Result};
 use crate::fsutil;
 use crate::openvpn::{
-    CommonName, ConfigPath, CrlRefreshUnits, DEFAULT_BINARY, Management, PerClientServer,
-    RenderedFile, ServerFiles, ServerOptions, SharedServer, TlsCryptV2Verify, reach,
+    AgentUnit, CommonName, ConfigPath, CrlRefreshUnits, DEFAULT_BINARY, Management,
+    PerClientServer, RenderedFile, ServerFiles, ServerOptions, SharedServer, TlsCryptV2Verify,
+    reach,
 };
 
 /// How [`Broker::render_server_with`] renders the server side.
@@ -327,6 +328,7 @@ impl Broker {
         let broker_dir =
             std::path::absolute(&self.paths.dir).map_err(|e| Error::io(&self.paths.dir, e))?;
         files.extend(CrlRefreshUnits::new(binary, &broker_dir)?.emit()?);
+        files.push(AgentUnit::new(binary, &broker_dir, &layout.dir)?.emit()?);
         let planned = files
             .into_iter()
             .map(|f| {
@@ -819,6 +821,51 @@ impl Broker {
                     Err(e) => Err(e),
                 };
                 unanswered(ended, socket, srv.name().to_owned())
+            }
+        }
+    }
+}
+
+impl Broker {
+    /// The management sockets of the server side on this host, by
+    /// instance name: the shared server's, or one per active client's
+    /// instance in per-client mode. Paths in the recorded run directory
+    /// (default `/run/openvpn-server`); whether anything listens there is
+    /// not checked.
+    ///
+    /// ```
+    /// # use tunnelbroker_core::{Broker, InitOptions, Settings};
+    /// # let tmp = tempfile::tempdir().unwrap();
+    /// # let settings = Settings::new("2001:db8:0:f100::/56".parse()?, "vpn.example.net".parse()?);
+    /// # let broker = Broker::init(&tmp.path().join("broker"), &InitOptions::new(settings))?;
+    /// use tunnelbroker_core::{ClientKind, NewClient};
+    /// broker.add_client(&NewClient::new("alice".parse()?, ClientKind::Hermit))?;
+    /// let sockets = broker.management_sockets()?;
+    /// assert_eq!(sockets[0].0, "tb-client-alice");
+    /// assert!(sockets[0].1.starts_with("/run/openvpn-server"));
+    /// # Ok::<(), tunnelbroker_core::Error>(())
+    /// ```
+    pub fn management_sockets(&self) -> Result<Vec<(String, PathBuf)>> {
+        let layout = self.layout(None, None)?;
+        let options = self.server_options(&layout)?;
+        match self.settings.mode {
+            ServerMode::Shared => {
+                let srv = SharedServer::new(self.settings.pool, self.settings.port, options)?;
+                let socket = PathBuf::from(srv.management_socket()?.as_str());
+                Ok(vec![(srv.name().to_owned(), socket)])
+            }
+            ServerMode::PerClient => {
+                let mut out = Vec::new();
+                for c in self.clients()? {
+                    let (ClientState::Active, Some(port)) = (c.state, c.port) else {
+                        continue;
+                    };
+                    let srv =
+                        PerClientServer::new(c.id.clone(), c.assignment, port, options.clone())?;
+                    let socket = PathBuf::from(srv.management_socket()?.as_str());
+                    out.push((srv.name(), socket));
+                }
+                Ok(out)
             }
         }
     }

@@ -37,6 +37,29 @@ impl Default for ValiditySettings {
     }
 }
 
+/// How long session records are kept (section `[sessions]`, shared).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+#[non_exhaustive]
+pub struct SessionSettings {
+    /// Days a session (and a past assignment) is kept after it ended
+    /// (default 400); the agent prunes older ones.
+    #[serde(default = "default_retention_days")]
+    pub retention_days: u32,
+}
+
+fn default_retention_days() -> u32 {
+    400
+}
+
+impl Default for SessionSettings {
+    fn default() -> Self {
+        SessionSettings {
+            retention_days: default_retention_days(),
+        }
+    }
+}
+
 /// Where the server side runs, as `server render` last recorded it
 /// (section `[server]`). Every CRL the broker signs is also written to
 /// `dir/crl.pem`, and revocation ends live sessions through the management
@@ -119,6 +142,9 @@ pub struct Settings {
     /// keep `v1` (one shared `tls-crypt` key) until they are moved.
     #[serde(default)]
     pub tls_crypt: TlsCryptVersion,
+    /// How long session records are kept.
+    #[serde(default)]
+    pub sessions: SessionSettings,
     /// Where the server side was rendered (recorded by `server render`).
     #[serde(default)]
     pub server: ServerSettings,
@@ -140,6 +166,7 @@ impl Settings {
             subject: Subject::default(),
             validity: ValiditySettings::default(),
             tls_crypt: TlsCryptVersion::V2,
+            sessions: SessionSettings::default(),
             server: ServerSettings::default(),
             database: DatabaseSettings::default(),
         }
@@ -165,6 +192,13 @@ impl Settings {
             crate::pki::check_days(field, days)?;
         }
         self.subject.validate()?;
+        if !(1..=36_500).contains(&self.sessions.retention_days) {
+            return Err(Error::InvalidField {
+                field: "sessions.retention_days",
+                input: self.sessions.retention_days.to_string(),
+                reason: "days to keep sessions, 1 to 36500".into(),
+            });
+        }
         for (field, dir) in [
             ("server.dir", &self.server.dir),
             ("server.run_dir", &self.server.run_dir),
@@ -236,6 +270,12 @@ impl Settings {
              client_days = {client}\n\
              crl_days = {crl}\n\
              \n\
+             # Days a session record (who was connected, from where, with which\n\
+             # addresses) and a past assignment are kept after they ended; the agent\n\
+             # prunes older ones.\n\
+             [sessions]\n\
+             retention_days = {retention}\n\
+             \n\
              # Where `tunnelbroker server render` wrote the server side (dir) and where the\n\
              # management sockets are (run_dir); rendering records them. Every new CRL is\n\
              # also written to dir/crl.pem, and a revocation ends the live session there.\n\
@@ -265,6 +305,7 @@ impl Settings {
             server = v.server_days,
             client = v.client_days,
             crl = v.crl_days,
+            retention = self.sessions.retention_days,
             server_dir = opt("dir", &path(&self.server.dir)),
             run_dir = opt("run_dir", &path(&self.server.run_dir)),
             database_url = match &self.database.url {

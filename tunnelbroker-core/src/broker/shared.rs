@@ -18,6 +18,9 @@ use crate::store::Transaction;
 
 /// The shared value that holds the CA certificate chain (PEM).
 pub(crate) const CA_CHAIN: &str = "ca.chain";
+/// The shared value that holds the current CRL (PEM), so that a server
+/// host's agent, which cannot sign one, gets each new CRL from the database.
+pub(crate) const CRL: &str = "crl";
 
 const POOL: &str = "settings.pool";
 const ENDPOINT: &str = "settings.endpoint";
@@ -29,6 +32,7 @@ const SUBJECT: &str = "settings.subject";
 const VALIDITY: &str = "settings.validity";
 /// Absent in databases of brokers made before tls-crypt-v2: `v1` then.
 const TLS_CRYPT: &str = "settings.tls_crypt";
+const SESSIONS: &str = "settings.sessions";
 
 /// The shared values of a broker, read from its client database.
 #[derive(Debug, Clone, Default)]
@@ -81,6 +85,11 @@ impl SharedValues {
             Some(v) => v.parse().map_err(|e| corrupt(TLS_CRYPT, e))?,
             None => super::TlsCryptVersion::V1,
         };
+        // A database of a broker from before sessions holds none: the
+        // file's value (its default when the file has none either).
+        if let Some(text) = self.0.get(SESSIONS) {
+            s.sessions = from_inline(SESSIONS, text)?;
+        }
         s.validate().map_err(|e| corrupt("settings", e))?;
         Ok(s)
     }
@@ -98,6 +107,7 @@ pub(crate) fn settings_values(s: &Settings) -> Vec<(&'static str, String)> {
         (SUBJECT, to_inline(&s.subject)),
         (VALIDITY, to_inline(&s.validity)),
         (TLS_CRYPT, s.tls_crypt.to_string()),
+        (SESSIONS, to_inline(&s.sessions)),
     ]
 }
 

@@ -138,6 +138,46 @@ impl Management {
         self.command(&format!("kill {cn}"))
     }
 
+    /// The live sessions of this instance (`status 3`, read up to its
+    /// `END` line; see [`parse_status`](super::parse_status)). The reply
+    /// is bounded like every answer: lines of at most 64 KiB, and the
+    /// connection's [`DEADLINE`](Self::DEADLINE).
+    pub fn status(&mut self) -> Result<Vec<super::LiveSession>> {
+        /// The most lines one reply may have (beyond `--max-clients`' 1024
+        /// many times over).
+        const MAX_LINES: usize = 200_000;
+        self.writer
+            .write_all(b"status 3\n")
+            .map_err(|e| self.fail(e.to_string()))?;
+        let mut text = String::new();
+        let mut lines = 0usize;
+        loop {
+            let Some(line) = self.next_line()? else {
+                return Err(self.fail("the server closed the connection in its status reply"));
+            };
+            let trimmed = line.trim_end();
+            if lines == 0 {
+                // Notifications may come before the reply, never inside it.
+                if trimmed.starts_with('>') {
+                    continue;
+                }
+                if let Some(err) = trimmed.strip_prefix("ERROR:") {
+                    return Err(self.fail(format!("\"status 3\" failed: {}", one_line(err.trim()))));
+                }
+            }
+            if trimmed == "END" {
+                break;
+            }
+            lines += 1;
+            if lines > MAX_LINES {
+                return Err(self.fail(format!("the status reply is longer than {MAX_LINES} lines")));
+            }
+            text.push_str(trimmed);
+            text.push('\n');
+        }
+        super::parse_status(&text).map_err(|e| self.fail(e.to_string()))
+    }
+
     /// Ends the whole instance (`signal SIGTERM`, per-client mode).
     pub fn terminate(&mut self) -> Result<String> {
         self.command("signal SIGTERM")

@@ -32,6 +32,7 @@ mod management;
 pub(crate) mod parse;
 pub(crate) mod reach;
 mod server;
+mod status;
 mod systemd;
 mod text;
 mod tls_crypt_v2;
@@ -46,7 +47,8 @@ pub use server::{
     Account, CcdEntry, DOWN_ROOT_PLUGIN, PerClientServer, ServerFiles, ServerOptions, SharedServer,
     instance_name,
 };
-pub use systemd::{CrlRefreshUnits, DEFAULT_BINARY};
+pub use status::{LiveSession, parse_status, status_text};
+pub use systemd::{AgentUnit, CrlRefreshUnits, DEFAULT_BINARY};
 pub use tls_crypt_v2::{TlsCryptV2Clients, TlsCryptV2Verify};
 pub use values::{CommonName, ConfigPath, Endpoint, InlineText, InterfaceName};
 

@@ -141,6 +141,88 @@ impl CrlRefreshUnits {
     }
 }
 
+/// `tunnelbroker-agent.service`: the server host's agent (issue 14),
+/// `tunnelbroker --dir BROKER agent -o DIR`, restarted whenever it stops.
+/// It needs no CA key; it reads the broker directory and the database and
+/// writes the rendered directory.
+///
+/// ```
+/// use std::path::Path;
+/// use tunnelbroker_core::openvpn::AgentUnit;
+/// let u = AgentUnit::new(Path::new("/usr/bin/tunnelbroker"), Path::new("/var/lib/tunnelbroker"), Path::new("/etc/openvpn/server"))?;
+/// let f = u.emit()?;
+/// assert_eq!(f.name, "systemd/tunnelbroker-agent.service");
+/// assert!(f.text.contains("\nExecStart=/usr/bin/tunnelbroker --dir /var/lib/tunnelbroker agent -o /etc/openvpn/server\n"));
+/// assert!(AgentUnit::new(Path::new("/b"), Path::new("/b"), Path::new("/x\nExecStart=/evil")).is_err());
+/// # Ok::<(), tunnelbroker_core::Error>(())
+/// ```
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct AgentUnit {
+    binary: PathBuf,
+    broker_dir: PathBuf,
+    out_dir: PathBuf,
+}
+
+impl AgentUnit {
+    /// The unit name, without `.service`.
+    pub const NAME: &'static str = "tunnelbroker-agent";
+
+    /// A unit that runs `binary --dir broker_dir agent -o out_dir`; all
+    /// three paths absolute.
+    pub fn new(binary: &Path, broker_dir: &Path, out_dir: &Path) -> Result<Self> {
+        for (what, p) in [
+            ("tunnelbroker binary", binary),
+            ("broker directory", broker_dir),
+            ("server directory", out_dir),
+        ] {
+            unit_word(what, p)?;
+        }
+        Ok(AgentUnit {
+            binary: binary.to_owned(),
+            broker_dir: broker_dir.to_owned(),
+            out_dir: out_dir.to_owned(),
+        })
+    }
+
+    /// The service text.
+    pub fn service(&self) -> Result<String> {
+        let bin = unit_word("tunnelbroker binary", &self.binary)?;
+        let dir = unit_word("broker directory", &self.broker_dir)?;
+        let out = unit_word("server directory", &self.out_dir)?;
+        Ok(format!(
+            "# tunnelbroker: the server host's agent. It keeps the OpenVPN files in\n\
+             # {shown} (configs, CCD entries, the CRL) in step with the client database,\n\
+             # ends the live sessions of revoked clients, records sessions and, with\n\
+             # --metrics ADDR added below, serves Prometheus metrics. It never needs the CA key.\n\
+             # Install: cp systemd/{name}.service /etc/systemd/system/\n\
+             #          systemctl daemon-reload && systemctl enable --now {name}.service\n\
+             [Unit]\n\
+             Description=tunnelbroker agent: keeps OpenVPN in step with the client database\n\
+             After=network-online.target\n\
+             Wants=network-online.target\n\
+             \n\
+             [Service]\n\
+             Type=simple\n\
+             ExecStart={bin} --dir {dir} agent -o {out}\n\
+             Restart=always\n\
+             RestartSec=2\n\
+             \n\
+             [Install]\n\
+             WantedBy=multi-user.target\n",
+            shown = flatten(&self.out_dir.to_string_lossy()),
+            name = Self::NAME,
+        ))
+    }
+
+    /// `systemd/tunnelbroker-agent.service`.
+    pub fn emit(&self) -> Result<RenderedFile> {
+        Ok(RenderedFile::config(
+            format!("{}/{}.service", CrlRefreshUnits::DIR, Self::NAME),
+            self.service()?,
+        ))
+    }
+}
+
 /// An absolute path as one word of a systemd command line.
 fn unit_word(what: &'static str, p: &Path) -> Result<String> {
     let bad = |reason: &str| Error::InvalidConfigValue {

@@ -41,21 +41,25 @@ impl Default for CaParams {
 }
 
 /// The broker's certificate authority: its certificate and key.
+///
+/// A CA loaded with [`Ca::certificate_only`] (a server host, which never
+/// holds the CA key) verifies and names the CA but signs nothing: issuing
+/// and signing CRLs fail with [`Error::Pki`].
 #[derive(Clone)]
 pub struct Ca {
     pub(super) certificate: Certificate,
     /// The issuers of an imported intermediate CA, nearest first, up to the
     /// root; empty for a self-signed CA.
     issuers: Vec<Certificate>,
-    key: PrivateKey,
-    pub(super) signer: Arc<Signer>,
+    key: Option<PrivateKey>,
+    signer: Option<Arc<Signer>>,
+    /// The CA certificate's Subject Key Identifier, if it has one.
+    pub(super) ski: Option<Vec<u8>>,
 }
 
-/// What signing needs, prepared once: the issuer (name, key identifier, key)
-/// and the CA's Subject Key Identifier for CRLs.
+/// What signing needs, prepared once: the issuer (name, key identifier, key).
 pub(super) struct Signer {
     pub(super) issuer: Issuer<'static, KeyPair>,
-    pub(super) ski: Option<Vec<u8>>,
 }
 
 impl fmt::Debug for Ca {
@@ -82,7 +86,7 @@ impl Ca {
     /// use tunnelbroker_core::pki::{Ca, CaParams, KeyType, Purpose};
     /// let ca = Ca::generate(&CaParams { key_type: KeyType::P384, ..CaParams::default() })?;
     /// assert_eq!(ca.certificate().info().purpose, Purpose::Ca);
-    /// assert_eq!(ca.key().key_type(), KeyType::P384);
+    /// assert_eq!(ca.key().unwrap().key_type(), KeyType::P384);
     /// let bad = CaParams { validity_days: 0, ..CaParams::default() };
     /// assert!(Ca::generate(&bad).is_err());
     /// # Ok::<(), tunnelbroker_core::Error>(())
@@ -123,14 +127,55 @@ impl Ca {
     /// use tunnelbroker_core::Error;
     /// use tunnelbroker_core::pki::{Ca, CaParams};
     /// let ca = Ca::generate(&CaParams::default())?;
-    /// let again = Ca::from_pem(ca.certificate().pem(), ca.key().to_pem())?;
+    /// let again = Ca::from_pem(ca.certificate().pem(), ca.key().unwrap().to_pem())?;
     /// assert_eq!(again.certificate(), ca.certificate());
     /// let other = Ca::generate(&CaParams::default())?;
-    /// let err = Ca::from_pem(ca.certificate().pem(), other.key().to_pem()).unwrap_err();
+    /// let err = Ca::from_pem(ca.certificate().pem(), other.key().unwrap().to_pem()).unwrap_err();
     /// assert!(matches!(err, Error::CaKeyMismatch { .. }));
     /// # Ok::<(), tunnelbroker_core::Error>(())
     /// ```
     pub fn from_pem(cert_pem: &str, key_pem: &str) -> Result<Ca> {
+        Ca::load(cert_pem, Some(key_pem))
+    }
+
+    /// Loads an existing CA without its key, with the checks of
+    /// [`from_pem`](Self::from_pem) that do not need one: what a server
+    /// host has. It verifies certificates and CRLs, but issuing and
+    /// signing fail with [`Error::Pki`].
+    ///
+    /// ```
+    /// use tunnelbroker_core::{ClientId, Error};
+    /// use tunnelbroker_core::pki::{Ca, CaParams, KeyType};
+    /// let ca = Ca::generate(&CaParams::default())?;
+    /// let public = Ca::certificate_only(&ca.chain_pem())?;
+    /// assert!(!public.can_sign() && ca.can_sign());
+    /// assert!(public.key().is_none());
+    /// let id: ClientId = "alice".parse()?;
+    /// public.verify(&ca.issue_client(&id, KeyType::P256, 10)?.certificate)?;
+    /// let err = public.issue_client(&id, KeyType::P256, 10).unwrap_err();
+    /// assert!(matches!(err, Error::Pki { .. }), "{err}");
+    /// // A leaf is not a CA.
+    /// let leaf = ca.issue_client(&id, KeyType::P256, 10)?;
+    /// assert!(matches!(Ca::certificate_only(leaf.certificate.pem()), Err(Error::NotACa { .. })));
+    /// # Ok::<(), tunnelbroker_core::Error>(())
+    /// ```
+    pub fn certificate_only(cert_pem: &str) -> Result<Ca> {
+        Ca::load(cert_pem, None)
+    }
+
+    /// Whether this CA holds its key (see [`certificate_only`](Self::certificate_only)).
+    pub fn can_sign(&self) -> bool {
+        self.signer.is_some()
+    }
+
+    /// What signing needs, or why this CA cannot sign.
+    pub(super) fn signer(&self) -> Result<&Signer> {
+        self.signer.as_deref().ok_or_else(|| Error::Pki {
+            reason: "the CA key is not loaded here (a server host never holds it): sign on a provisioning host".into(),
+        })
+    }
+
+    fn load(cert_pem: &str, key_pem: Option<&str>) -> Result<Ca> {
         let mut certs = Certificate::all_from_pem(cert_pem)?;
         if certs.len() > MAX_CA_CHAIN {
             return Err(Error::InvalidCaChain {
@@ -169,9 +214,9 @@ impl Ca {
                 Err(_) => return Err(not_a_ca("its keyUsage extension is malformed")),
             }
         }
-        let key = PrivateKey::from_pem(key_pem)?;
-        if !certificate.matches_key(&key) {
-            if let Some(i) = issuers.iter().position(|c| c.matches_key(&key)) {
+        let key = key_pem.map(PrivateKey::from_pem).transpose()?;
+        if let Some(key) = key.as_ref().filter(|k| !certificate.matches_key(k)) {
+            if let Some(i) = issuers.iter().position(|c| c.matches_key(key)) {
                 return Err(Error::InvalidCaChain {
                     reason: format!(
                         "the key belongs to certificate {} of the file ({}), not to the first: give the issuing CA (the one whose key this is) first, then its issuers up to the root",
@@ -197,8 +242,19 @@ impl Ca {
             });
         }
         check_chain(&certificate, &issuers, now)?;
-        let pair = key.pair()?;
-        Ca::assemble(certificate, issuers, key, pair)
+        match key {
+            Some(key) => {
+                let pair = key.pair()?;
+                Ca::assemble(certificate, issuers, key, pair)
+            }
+            None => Ok(Ca {
+                ski: subject_key_id_of(&certificate)?,
+                certificate,
+                issuers,
+                key: None,
+                signer: None,
+            }),
+        }
     }
 
     /// Prepares the signer: the issuer name, key usages and key identifier
@@ -210,14 +266,7 @@ impl Ca {
         key: PrivateKey,
         pair: KeyPair,
     ) -> Result<Ca> {
-        let ski = {
-            let x509 = certificate.x509()?;
-            x509.iter_extensions()
-                .find_map(|ext| match ext.parsed_extension() {
-                    ParsedExtension::SubjectKeyIdentifier(id) => Some(id.0.to_vec()),
-                    _ => None,
-                })
-        };
+        let ski = subject_key_id_of(&certificate)?;
         let issuer = Issuer::from_ca_cert_pem(certificate.pem(), pair).map_err(|e| {
             Error::InvalidCertificate {
                 reason: format!("cannot use it as an issuer: {}", crate::error::one_line(e)),
@@ -226,8 +275,9 @@ impl Ca {
         Ok(Ca {
             certificate,
             issuers,
-            key,
-            signer: Arc::new(Signer { issuer, ski }),
+            key: Some(key),
+            signer: Some(Arc::new(Signer { issuer })),
+            ski,
         })
     }
 
@@ -298,15 +348,16 @@ impl Ca {
         }
     }
 
-    /// The CA key (secret).
-    pub fn key(&self) -> &PrivateKey {
-        &self.key
+    /// The CA key (secret); `None` for a CA loaded with
+    /// [`certificate_only`](Self::certificate_only).
+    pub fn key(&self) -> Option<&PrivateKey> {
+        self.key.as_ref()
     }
 
     /// The CA's Subject Key Identifier, if its certificate has one (every
     /// generated CA does). CRLs and leaves carry it as their AKI.
     pub fn subject_key_id(&self) -> Option<&[u8]> {
-        self.signer.ski.as_deref()
+        self.ski.as_deref()
     }
 
     /// When a certificate issued now for `days` days ends: `days` from now,
@@ -412,7 +463,7 @@ impl Ca {
         let cp = self.leaf_params(cn, leaf, key_type.is_rsa(), days)?;
         let pair = key_type.generate_pair()?;
         let cert = cp
-            .signed_by(&pair, &self.signer.issuer)
+            .signed_by(&pair, &self.signer()?.issuer)
             .map_err(|e| pki_err("signing a certificate", e))?;
         Ok(Issued {
             certificate: Certificate::from_der(cert.der())?,
@@ -599,6 +650,17 @@ fn check_chain(ca: &Certificate, issuers: &[Certificate], now: OffsetDateTime) -
     Ok(())
 }
 
+/// The Subject Key Identifier of a CA certificate, if it has one.
+fn subject_key_id_of(certificate: &Certificate) -> Result<Option<Vec<u8>>> {
+    let x509 = certificate.x509()?;
+    Ok(x509
+        .iter_extensions()
+        .find_map(|ext| match ext.parsed_extension() {
+            ParsedExtension::SubjectKeyIdentifier(id) => Some(id.0.to_vec()),
+            _ => None,
+        }))
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -688,7 +750,7 @@ mod tests {
         assert_eq!(chain.len(), 2);
         assert_eq!(chain[0], *ca.certificate());
         // Loads back from what it writes (ca.crt).
-        let again = Ca::from_pem(&ca.chain_pem(), ca.key().to_pem()).unwrap();
+        let again = Ca::from_pem(&ca.chain_pem(), ca.key().unwrap().to_pem()).unwrap();
         assert_eq!(again.chain_pem(), ca.chain_pem());
 
         // Leaves and the CRL come from the intermediate, with its key identifier.
@@ -868,7 +930,7 @@ mod tests {
             })
             .unwrap();
             assert_eq!(ca.subject_key_id().map(<[u8]>::len), Some(20));
-            let again = Ca::from_pem(ca.certificate().pem(), ca.key().to_pem()).unwrap();
+            let again = Ca::from_pem(ca.certificate().pem(), ca.key().unwrap().to_pem()).unwrap();
             assert_eq!(again.subject_key_id(), ca.subject_key_id());
             let c = again.issue_client(&id("alice"), kt, 1).unwrap();
             ca.verify(&c.certificate).unwrap();
@@ -962,6 +1024,7 @@ mod tests {
         assert!(!shown.contains("PRIVATE KEY"), "{shown}");
         let body: String = ca
             .key()
+            .unwrap()
             .to_pem()
             .lines()
             .nth(1)

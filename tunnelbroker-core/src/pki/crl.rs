@@ -347,13 +347,13 @@ impl Ca {
             // The CA certificate's own SKI, never one recomputed from the key:
             // an imported CA may use another method, and OpenVPN ignores a CRL
             // whose AKI does not match (DESIGN.md §6).
-            key_identifier_method: match &self.signer.ski {
+            key_identifier_method: match &self.ski {
                 Some(ski) => KeyIdMethod::PreSpecified(ski.clone()),
                 None => KeyIdMethod::Sha256,
             },
         };
         let crl = params
-            .signed_by(&self.signer.issuer)
+            .signed_by(&self.signer()?.issuer)
             .map_err(|e| pki_err("signing the crl", e))?;
         Crl::from_der(crl.der())
     }

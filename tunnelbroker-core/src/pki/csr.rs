@@ -80,7 +80,7 @@ impl Ca {
             })?;
         let cp = self.leaf_params(id.as_str(), Leaf::Client, rsa, days)?;
         let cert = cp
-            .signed_by(&public, &self.signer.issuer)
+            .signed_by(&public, &self.signer()?.issuer)
             .map_err(|e| pki_err("signing a certificate", e))?;
         Certificate::from_der(cert.der())
     }

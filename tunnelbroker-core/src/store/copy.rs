@@ -14,10 +14,12 @@ pub struct CopyReport {
     /// Certificate rows (current, revoked and superseded, also those of
     /// purged clients).
     pub certificates: usize,
+    /// Session rows (live and ended).
+    pub sessions: usize,
 }
 
 /// Copies everything (clients, certificates, shared values, the CRL
-/// number) from one store into another that holds no clients and no
+/// number, sessions and the assignment history) from one store into another that holds no clients and no
 /// certificates, in one write transaction of the target: it receives
 /// everything or nothing.
 ///
@@ -31,12 +33,14 @@ pub struct CopyReport {
 /// A target that holds clients or certificates is refused
 /// ([`Error::Database`]), and nothing is written to it.
 pub fn copy(from: &dyn Store, to: &dyn Store) -> Result<CopyReport> {
-    let (clients, certificates, shared, crl) = from.read_with(|tx| {
+    let (clients, certificates, shared, crl, sessions, history) = from.read_with(|tx| {
         Ok((
             tx.clients()?,
             tx.certificates()?,
             tx.shared_values()?,
             tx.crl_number()?,
+            tx.sessions(&super::SessionFilter::default())?,
+            tx.assignment_history(None)?,
         ))
     })?;
     to.write_with(|tx| {
@@ -61,9 +65,15 @@ pub fn copy(from: &dyn Store, to: &dyn Store) -> Result<CopyReport> {
         let target_crl = tx.crl_number()?;
         tx.set_crl_number(crl.max(target_crl))?;
         tx.set_plan_state(None)?;
+        // The history as it was (inserting the clients started new spans).
+        tx.replace_assignment_history(&history)?;
+        for s in &sessions {
+            tx.insert_session(s)?;
+        }
         Ok(CopyReport {
             clients: clients.len(),
             certificates: certificates.len(),
+            sessions: sessions.len(),
         })
     })
 }
@@ -153,7 +163,8 @@ mod tests {
             report,
             CopyReport {
                 clients: 2,
-                certificates: 4
+                certificates: 4,
+                sessions: 0,
             }
         );
         let read = |s: &dyn Store| {

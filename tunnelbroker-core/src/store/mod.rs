@@ -56,11 +56,13 @@ pub fn passfile_lookup(
     )
 }
 mod postgres;
+mod session;
 mod sqlite;
 mod url;
 
 pub use copy::{CopyReport, copy};
 pub use postgres::PostgresStore;
+pub use session::{AssignmentSpan, Session, SessionAddresses, SessionFilter};
 pub use sqlite::SqliteStore;
 pub use url::DatabaseUrl;
 /// The schema versions of this tunnelbroker (an opened store is at it:
@@ -258,6 +260,30 @@ pub trait Transaction {
     /// Sets the CRL number (when a broker moves to another store: CRL
     /// numbers must keep growing).
     fn set_crl_number(&mut self, n: u64) -> Result<()>;
+
+    /// The live (not ended) sessions of `server`.
+    fn open_sessions(&mut self, server: &str) -> Result<Vec<Session>>;
+    /// Records a session; its [`id`](Session::id) is ignored. A session
+    /// recorded before (same server, client, real address and start) is
+    /// opened again with the new byte counts instead: returns whether the
+    /// row is new.
+    fn insert_session(&mut self, s: &Session) -> Result<bool>;
+    /// Sets the byte counts (in, out) of the sessions with these row
+    /// numbers.
+    fn update_session_bytes(&mut self, updates: &[(i64, u64, u64)]) -> Result<()>;
+    /// Ends the sessions with these row numbers at `at`.
+    fn end_sessions(&mut self, ids: &[i64], at: OffsetDateTime) -> Result<()>;
+    /// The sessions `filter` picks, oldest first (latest first with a limit).
+    fn sessions(&mut self, filter: &SessionFilter) -> Result<Vec<Session>>;
+    /// Deletes the sessions that ended before `before`, and the assignment
+    /// spans that ended before it; returns how many sessions went.
+    fn prune_sessions(&mut self, before: OffsetDateTime) -> Result<u64>;
+    /// The assignment history of these prefixes (every span, oldest first);
+    /// all of it when `prefixes` is `None`.
+    fn assignment_history(&mut self, prefixes: Option<&[Ipv6Net]>) -> Result<Vec<AssignmentSpan>>;
+    /// Replaces the whole assignment history with `spans` (when a broker
+    /// moves to another store).
+    fn replace_assignment_history(&mut self, spans: &[AssignmentSpan]) -> Result<()>;
 }
 
 /// A client database.
@@ -271,6 +297,15 @@ pub trait Store: std::fmt::Debug + Send + Sync {
     fn write(&self, f: &mut dyn FnMut(&mut dyn Transaction) -> Result<()>) -> Result<()>;
     /// Runs `f` in a read transaction: a consistent snapshot.
     fn read(&self, f: &mut dyn FnMut(&mut dyn Transaction) -> Result<()>) -> Result<()>;
+    /// An opaque value that changes when another process commits a change
+    /// that a server host's files may depend on (clients, certificates,
+    /// the CRL, shared settings), and stays the same otherwise as far as it
+    /// can: the agent asks for it several times a second and renders again
+    /// only when it changes. It may change more often than needed (never
+    /// less): SQLite's is `PRAGMA data_version`, which any commit by another
+    /// connection moves; PostgreSQL's is read from the certificate sequence,
+    /// the CRL number and the shared values in one cheap query.
+    fn change_marker(&self) -> Result<String>;
 }
 
 impl dyn Store + '_ {

@@ -44,10 +44,14 @@ use postgres::types::ToSql;
 use postgres::{Client, Config, IsolationLevel, NoTls, Statement};
 use time::OffsetDateTime;
 
+use super::session::{
+    from_micros, micros, parse_addresses, parse_endpoints, to_count, virtual_text,
+};
 use super::sqlite::{parse_stored_id, parse_ts, ts};
 use super::url::{DbHost, Tls};
 use super::{
-    Allocation, CertRecord, CertState, ClientRecord, DatabaseUrl, Store, Transaction, passfile,
+    Allocation, AssignmentSpan, CertRecord, CertState, ClientRecord, DatabaseUrl, Session,
+    SessionFilter, Store, Transaction, passfile,
 };
 use crate::client_id::ClientId;
 use crate::error::{Error, Result, one_line};
@@ -96,6 +100,67 @@ const MIGRATIONS: &[&str] = &[
         value  TEXT NOT NULL
     );
     INSERT INTO meta (key, value) VALUES ('crl_number', '0');",
+    // 1 -> 2: sessions and the assignment history, as SQLite's 3 -> 4
+    // (times in microseconds since the epoch; triggers keep the history).
+    "CREATE TABLE sessions (
+        id            BIGINT GENERATED ALWAYS AS IDENTITY PRIMARY KEY,
+        server        TEXT NOT NULL,
+        common_name   TEXT NOT NULL,
+        real_address  TEXT NOT NULL,
+        virtual       TEXT NOT NULL,
+        kind          TEXT,
+        prefix        TEXT,
+        tunnel        TEXT,
+        started_at    BIGINT NOT NULL,
+        ended_at      BIGINT,
+        bytes_in      BIGINT NOT NULL,
+        bytes_out     BIGINT NOT NULL,
+        UNIQUE (server, common_name, real_address, started_at)
+    );
+    CREATE INDEX sessions_open ON sessions (server) WHERE ended_at IS NULL;
+    CREATE INDEX sessions_by_client ON sessions (common_name, started_at);
+    CREATE INDEX sessions_by_prefix ON sessions (prefix, started_at);
+    CREATE INDEX sessions_ended ON sessions (ended_at) WHERE ended_at IS NOT NULL;
+    CREATE TABLE assignments (
+        id         BIGINT GENERATED ALWAYS AS IDENTITY PRIMARY KEY,
+        client_id  TEXT NOT NULL,
+        kind       TEXT NOT NULL,
+        prefix     TEXT NOT NULL,
+        email      TEXT,
+        name       TEXT,
+        since      BIGINT NOT NULL,
+        until      BIGINT
+    );
+    CREATE INDEX assignments_by_prefix ON assignments (prefix, since);
+    CREATE INDEX assignments_by_client ON assignments (client_id) WHERE until IS NULL;
+    INSERT INTO assignments (client_id, kind, prefix, email, name, since)
+        SELECT id, kind, prefix, email, name,
+               (extract(epoch FROM created_at::timestamptz) * 1000000)::bigint
+        FROM clients ORDER BY id COLLATE \"C\";
+    CREATE FUNCTION tunnelbroker_assignments() RETURNS trigger LANGUAGE plpgsql AS $$
+    DECLARE
+        now_us BIGINT := (extract(epoch FROM clock_timestamp()) * 1000000)::bigint;
+    BEGIN
+        IF TG_OP <> 'INSERT' THEN
+            UPDATE assignments SET until = now_us WHERE client_id = OLD.id AND until IS NULL;
+        END IF;
+        IF TG_OP = 'INSERT' THEN
+            INSERT INTO assignments (client_id, kind, prefix, email, name, since)
+            VALUES (NEW.id, NEW.kind, NEW.prefix, NEW.email, NEW.name,
+                    (extract(epoch FROM NEW.created_at::timestamptz) * 1000000)::bigint);
+        ELSIF TG_OP = 'UPDATE' THEN
+            INSERT INTO assignments (client_id, kind, prefix, email, name, since)
+            VALUES (NEW.id, NEW.kind, NEW.prefix, NEW.email, NEW.name, now_us);
+        END IF;
+        RETURN NULL;
+    END $$;
+    CREATE TRIGGER clients_assigned AFTER INSERT OR DELETE ON clients
+        FOR EACH ROW EXECUTE FUNCTION tunnelbroker_assignments();
+    CREATE TRIGGER clients_changed AFTER UPDATE OF id, kind, prefix, email, name ON clients
+        FOR EACH ROW
+        WHEN ((OLD.id, OLD.kind, OLD.prefix, OLD.email, OLD.name)
+              IS DISTINCT FROM (NEW.id, NEW.kind, NEW.prefix, NEW.email, NEW.name))
+        EXECUTE FUNCTION tunnelbroker_assignments();",
 ];
 
 /// The current schema version.
@@ -558,6 +623,21 @@ impl Store for PostgresStore {
 
     fn read(&self, f: &mut dyn FnMut(&mut dyn Transaction) -> Result<()>) -> Result<()> {
         self.run(false, f)
+    }
+
+    fn change_marker(&self) -> Result<String> {
+        // Every issued certificate moves seq, every revocation and CRL the
+        // CRL number, every settings change the shared values (the CRL,
+        // which follows the CRL number, aside). Index-only work.
+        const MARKER: &str = "SELECT concat_ws(' ',
+                (SELECT coalesce(max(seq), 0) FROM certificates),
+                (SELECT value FROM meta WHERE key = 'crl_number'),
+                (SELECT md5(coalesce(string_agg(key || '=' || value, ',' ORDER BY key), ''))
+                   FROM shared WHERE key <> 'crl'))";
+        self.with_conn(|conn| {
+            let row = conn.client.query_one(MARKER, &[]).map_err(pg_err)?;
+            row.try_get::<_, String>(0).map_err(pg_err)
+        })
     }
 }
 
@@ -1137,6 +1217,209 @@ impl Transaction for PgTx<'_, '_> {
                 reason: "the crl_number counter is missing".into(),
             });
         }
+        Ok(())
+    }
+
+    fn open_sessions(&mut self, server: &str) -> Result<Vec<Session>> {
+        self.sessions(&SessionFilter {
+            server: Some(server.to_owned()),
+            open_only: true,
+            ..SessionFilter::default()
+        })
+    }
+
+    fn insert_session(&mut self, s: &Session) -> Result<bool> {
+        let a = s.addresses.as_ref();
+        // xmax = 0: the row was inserted, not updated.
+        let rows = self.query(
+            "INSERT INTO sessions (server, common_name, real_address, virtual, kind, prefix,
+                 tunnel, started_at, ended_at, bytes_in, bytes_out)
+             VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11)
+             ON CONFLICT (server, common_name, real_address, started_at) DO UPDATE
+                 SET ended_at = NULL, bytes_in = excluded.bytes_in, bytes_out = excluded.bytes_out
+             RETURNING (xmax = 0)",
+            &[
+                &s.server,
+                &s.client_id,
+                &s.real_address.to_string(),
+                &virtual_text(&s.virtual_addresses),
+                &a.map(|a| a.kind.to_string()),
+                &a.map(|a| a.prefix.to_string()),
+                &a.and_then(|a| a.tunnel_address).map(|t| t.to_string()),
+                &micros(s.started_at),
+                &s.ended_at.map(micros),
+                &to_count(s.bytes_in),
+                &to_count(s.bytes_out),
+            ],
+        )?;
+        rows.first()
+            .map_or(Ok(true), |r| r.try_get(0).map_err(pg_err))
+    }
+
+    fn update_session_bytes(&mut self, updates: &[(i64, u64, u64)]) -> Result<()> {
+        if updates.is_empty() {
+            return Ok(());
+        }
+        let ids: Vec<i64> = updates.iter().map(|u| u.0).collect();
+        let ins: Vec<i64> = updates.iter().map(|u| to_count(u.1)).collect();
+        let outs: Vec<i64> = updates.iter().map(|u| to_count(u.2)).collect();
+        self.execute(
+            "UPDATE sessions SET bytes_in = u.i, bytes_out = u.o
+             FROM unnest($1::int8[], $2::int8[], $3::int8[]) AS u(id, i, o)
+             WHERE sessions.id = u.id",
+            &[&ids, &ins, &outs],
+        )?;
+        Ok(())
+    }
+
+    fn end_sessions(&mut self, ids: &[i64], at: OffsetDateTime) -> Result<()> {
+        if ids.is_empty() {
+            return Ok(());
+        }
+        self.execute(
+            "UPDATE sessions SET ended_at = $2 WHERE id = ANY($1) AND ended_at IS NULL",
+            &[&ids, &micros(at)],
+        )?;
+        Ok(())
+    }
+
+    fn sessions(&mut self, f: &SessionFilter) -> Result<Vec<Session>> {
+        let prefixes: Option<Vec<String>> = f
+            .prefixes
+            .as_ref()
+            .map(|p| p.iter().map(ToString::to_string).collect());
+        let limit: Option<i64> = f.limit.map(i64::from);
+        let params: [&(dyn ToSql + Sync); 7] = [
+            &f.server,
+            &f.client_id,
+            &prefixes,
+            &f.open_only,
+            &f.from.map(micros),
+            &f.to.map(micros),
+            &limit,
+        ];
+        let rows = if f.limit.is_some() {
+            self.query(
+                "SELECT id, server, common_name, real_address, virtual, kind, prefix, tunnel,
+                        started_at, ended_at, bytes_in, bytes_out
+                 FROM sessions
+                 WHERE ($1::text IS NULL OR server = $1)
+                   AND ($2::text IS NULL OR common_name = $2)
+                   AND ($3::text[] IS NULL OR prefix = ANY($3))
+                   AND (NOT $4 OR ended_at IS NULL)
+                   AND ($5::int8 IS NULL OR ended_at IS NULL OR ended_at >= $5)
+                   AND ($6::int8 IS NULL OR started_at <= $6)
+                 ORDER BY started_at DESC, id DESC
+                 LIMIT $7",
+                &params,
+            )?
+        } else {
+            self.query(
+                "SELECT id, server, common_name, real_address, virtual, kind, prefix, tunnel,
+                        started_at, ended_at, bytes_in, bytes_out
+                 FROM sessions
+                 WHERE ($1::text IS NULL OR server = $1)
+                   AND ($2::text IS NULL OR common_name = $2)
+                   AND ($3::text[] IS NULL OR prefix = ANY($3))
+                   AND (NOT $4 OR ended_at IS NULL)
+                   AND ($5::int8 IS NULL OR ended_at IS NULL OR ended_at >= $5)
+                   AND ($6::int8 IS NULL OR started_at <= $6)
+                   AND ($7::int8 IS NULL OR TRUE)
+                 ORDER BY started_at, id",
+                &params,
+            )?
+        };
+        rows.iter()
+            .map(|r| {
+                let text = |i: usize| -> Result<&str> { r.try_get(i).map_err(pg_err) };
+                let opt = |i: usize| -> Result<Option<&str>> { r.try_get(i).map_err(pg_err) };
+                let num = |i: usize| -> Result<i64> { r.try_get(i).map_err(pg_err) };
+                let (real_address, virtual_addresses) = parse_endpoints(text(3)?, text(4)?)?;
+                let ended: Option<i64> = r.try_get(9).map_err(pg_err)?;
+                Ok(Session {
+                    id: num(0)?,
+                    server: text(1)?.to_owned(),
+                    client_id: text(2)?.to_owned(),
+                    real_address,
+                    virtual_addresses,
+                    addresses: parse_addresses(opt(5)?, opt(6)?, opt(7)?)?,
+                    started_at: from_micros(num(8)?)?,
+                    ended_at: ended.map(from_micros).transpose()?,
+                    bytes_in: num(10)?.unsigned_abs(),
+                    bytes_out: num(11)?.unsigned_abs(),
+                })
+            })
+            .collect()
+    }
+
+    fn prune_sessions(&mut self, before: OffsetDateTime) -> Result<u64> {
+        let n = self.execute(
+            "DELETE FROM sessions WHERE ended_at < $1",
+            &[&micros(before)],
+        )?;
+        self.execute(
+            "DELETE FROM assignments WHERE until < $1",
+            &[&micros(before)],
+        )?;
+        Ok(n)
+    }
+
+    fn assignment_history(&mut self, prefixes: Option<&[Ipv6Net]>) -> Result<Vec<AssignmentSpan>> {
+        let prefixes: Option<Vec<String>> =
+            prefixes.map(|p| p.iter().map(ToString::to_string).collect());
+        let rows = self.query(
+            "SELECT client_id, kind, prefix, email, name, since, until FROM assignments
+             WHERE $1::text[] IS NULL OR prefix = ANY($1)
+             ORDER BY since, id",
+            &[&prefixes],
+        )?;
+        rows.iter()
+            .map(|r| {
+                let text = |i: usize| -> Result<String> { r.try_get(i).map_err(pg_err) };
+                let corrupt = |v: String| Error::Database {
+                    reason: format!(
+                        "an assignment history row's {} does not parse",
+                        crate::error::shown(&v)
+                    ),
+                };
+                let until: Option<i64> = r.try_get(6).map_err(pg_err)?;
+                let (kind, prefix) = (text(1)?, text(2)?);
+                Ok(AssignmentSpan {
+                    client_id: text(0)?,
+                    kind: kind.parse().map_err(|_| corrupt(kind))?,
+                    prefix: prefix.parse().map_err(|_| corrupt(prefix))?,
+                    email: r.try_get(3).map_err(pg_err)?,
+                    name: r.try_get(4).map_err(pg_err)?,
+                    since: from_micros(r.try_get(5).map_err(pg_err)?)?,
+                    until: until.map(from_micros).transpose()?,
+                })
+            })
+            .collect()
+    }
+
+    fn replace_assignment_history(&mut self, spans: &[AssignmentSpan]) -> Result<()> {
+        self.execute("DELETE FROM assignments", &[])?;
+        if spans.is_empty() {
+            return Ok(());
+        }
+        let col = |f: &dyn Fn(&AssignmentSpan) -> Option<String>| -> Vec<Option<String>> {
+            spans.iter().map(f).collect()
+        };
+        let ids = col(&|a| Some(a.client_id.clone()));
+        let kinds = col(&|a| Some(a.kind.to_string()));
+        let prefixes = col(&|a| Some(a.prefix.to_string()));
+        let emails = col(&|a| a.email.clone());
+        let names = col(&|a| a.name.clone());
+        let since: Vec<i64> = spans.iter().map(|a| micros(a.since)).collect();
+        let until: Vec<Option<i64>> = spans.iter().map(|a| a.until.map(micros)).collect();
+        self.execute(
+            "INSERT INTO assignments (client_id, kind, prefix, email, name, since, until)
+             SELECT a, b, c, d, e, f, g
+             FROM unnest($1::text[], $2::text[], $3::text[], $4::text[], $5::text[], $6::int8[], $7::int8[])
+                  WITH ORDINALITY AS t(a, b, c, d, e, f, g, n)
+             ORDER BY n",
+            &[&ids, &kinds, &prefixes, &emails, &names, &since, &until],
+        )?;
         Ok(())
     }
 }

@@ -17,7 +17,13 @@ use time::format_description::well_known::Rfc3339;
 
 use ipnet::Ipv6Net;
 
-use super::{Allocation, CertRecord, CertState, ClientRecord, Store, Transaction};
+use super::session::{
+    from_micros, micros, parse_addresses, parse_endpoints, to_count, virtual_text,
+};
+use super::{
+    Allocation, AssignmentSpan, CertRecord, CertState, ClientRecord, Session, SessionFilter, Store,
+    Transaction,
+};
 use crate::client_id::ClientId;
 use crate::error::{Error, Result};
 use crate::pki::{RevocationReason, RevokedCert, Serial};
@@ -76,6 +82,74 @@ const MIGRATIONS: &[&str] = &[
         key    TEXT PRIMARY KEY NOT NULL,
         value  TEXT NOT NULL
     ) STRICT;",
+    // 3 -> 4: sessions, and the assignment history that answers "who had
+    // this address then?" after a purge (see `store::session`). Times are
+    // microseconds since the epoch. Triggers keep the history in step with
+    // every change of a client row, whoever makes it; a span starts at the
+    // client's subscription time (read from its text to the microsecond,
+    // rounded down: SQLite's date functions round to milliseconds) and
+    // ends at the database's clock.
+    "CREATE TABLE sessions (
+        id            INTEGER PRIMARY KEY,
+        server        TEXT NOT NULL,
+        common_name   TEXT NOT NULL,
+        real_address  TEXT NOT NULL,
+        virtual       TEXT NOT NULL,
+        kind          TEXT,
+        prefix        TEXT,
+        tunnel        TEXT,
+        started_at    INTEGER NOT NULL,
+        ended_at      INTEGER,
+        bytes_in      INTEGER NOT NULL,
+        bytes_out     INTEGER NOT NULL,
+        UNIQUE (server, common_name, real_address, started_at)
+    ) STRICT;
+    CREATE INDEX sessions_open ON sessions (server) WHERE ended_at IS NULL;
+    CREATE INDEX sessions_by_client ON sessions (common_name, started_at);
+    CREATE INDEX sessions_by_prefix ON sessions (prefix, started_at);
+    CREATE INDEX sessions_ended ON sessions (ended_at) WHERE ended_at IS NOT NULL;
+    CREATE TABLE assignments (
+        id         INTEGER PRIMARY KEY,
+        client_id  TEXT NOT NULL,
+        kind       TEXT NOT NULL,
+        prefix     TEXT NOT NULL,
+        email      TEXT,
+        name       TEXT,
+        since      INTEGER NOT NULL,
+        until      INTEGER
+    ) STRICT;
+    CREATE INDEX assignments_by_prefix ON assignments (prefix, since);
+    CREATE INDEX assignments_by_client ON assignments (client_id) WHERE until IS NULL;
+    INSERT INTO assignments (client_id, kind, prefix, email, name, since)
+        SELECT id, kind, prefix, email, name,
+               COALESCE(unixepoch(substr(created_at, 1, 19)) * 1000000
+                   + CASE substr(created_at, 20, 1) WHEN '.' THEN CAST(substr(
+                       replace(substr(created_at, 21), 'Z', '') || '000000', 1, 6) AS INTEGER)
+                     ELSE 0 END, 0)
+        FROM clients ORDER BY id;
+    CREATE TRIGGER clients_assigned AFTER INSERT ON clients BEGIN
+        INSERT INTO assignments (client_id, kind, prefix, email, name, since)
+        VALUES (NEW.id, NEW.kind, NEW.prefix, NEW.email, NEW.name,
+                COALESCE(unixepoch(substr(NEW.created_at, 1, 19)) * 1000000
+                    + CASE substr(NEW.created_at, 20, 1) WHEN '.' THEN CAST(substr(
+                        replace(substr(NEW.created_at, 21), 'Z', '') || '000000', 1, 6) AS INTEGER)
+                      ELSE 0 END,
+                         CAST(unixepoch('now', 'subsec') * 1000000 AS INTEGER)));
+    END;
+    CREATE TRIGGER clients_released AFTER DELETE ON clients BEGIN
+        UPDATE assignments SET until = CAST(unixepoch('now', 'subsec') * 1000000 AS INTEGER)
+        WHERE client_id = OLD.id AND until IS NULL;
+    END;
+    CREATE TRIGGER clients_changed AFTER UPDATE OF id, kind, prefix, email, name ON clients
+    WHEN OLD.id IS NOT NEW.id OR OLD.kind IS NOT NEW.kind OR OLD.prefix IS NOT NEW.prefix
+      OR OLD.email IS NOT NEW.email OR OLD.name IS NOT NEW.name
+    BEGIN
+        UPDATE assignments SET until = CAST(unixepoch('now', 'subsec') * 1000000 AS INTEGER)
+        WHERE client_id = OLD.id AND until IS NULL;
+        INSERT INTO assignments (client_id, kind, prefix, email, name, since)
+        VALUES (NEW.id, NEW.kind, NEW.prefix, NEW.email, NEW.name,
+                CAST(unixepoch('now', 'subsec') * 1000000 AS INTEGER));
+    END;",
 ];
 
 /// The current schema version.
@@ -341,6 +415,16 @@ impl Store for SqliteStore {
 
     fn read(&self, f: &mut dyn FnMut(&mut dyn Transaction) -> Result<()>) -> Result<()> {
         self.run(TransactionBehavior::Deferred, f)
+    }
+
+    fn change_marker(&self) -> Result<String> {
+        let conn = self.conn.lock().map_err(|_| Error::Database {
+            reason: "the database connection was poisoned by an earlier panic".into(),
+        })?;
+        let v: i64 = conn
+            .query_row("PRAGMA data_version", [], |r| r.get(0))
+            .map_err(db_err)?;
+        Ok(v.to_string())
     }
 }
 
@@ -833,5 +917,223 @@ impl Transaction for SqliteTx<'_> {
                 reason: "the crl_number counter is missing".into(),
             })?;
         Ok(n as u64)
+    }
+
+    fn open_sessions(&mut self, server: &str) -> Result<Vec<Session>> {
+        self.sessions(&SessionFilter {
+            server: Some(server.to_owned()),
+            open_only: true,
+            ..SessionFilter::default()
+        })
+    }
+
+    fn insert_session(&mut self, s: &Session) -> Result<bool> {
+        let mut find = self
+            .tx
+            .prepare_cached(
+                "SELECT id FROM sessions
+                 WHERE server = ?1 AND common_name = ?2 AND real_address = ?3 AND started_at = ?4",
+            )
+            .map_err(db_err)?;
+        let key = params![
+            s.server,
+            s.client_id,
+            s.real_address.to_string(),
+            micros(s.started_at)
+        ];
+        let old: Option<i64> = find
+            .query_row(key, |r| r.get(0))
+            .optional()
+            .map_err(db_err)?;
+        if let Some(id) = old {
+            self.tx
+                .prepare_cached(
+                    "UPDATE sessions SET ended_at = NULL, bytes_in = ?2, bytes_out = ?3 WHERE id = ?1",
+                )
+                .map_err(db_err)?
+                .execute(params![id, to_count(s.bytes_in), to_count(s.bytes_out)])
+                .map_err(db_err)?;
+            return Ok(false);
+        }
+        let a = s.addresses.as_ref();
+        self.tx
+            .prepare_cached(
+                "INSERT INTO sessions (server, common_name, real_address, virtual, kind, prefix,
+                     tunnel, started_at, ended_at, bytes_in, bytes_out)
+                 VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?11)",
+            )
+            .map_err(db_err)?
+            .execute(params![
+                s.server,
+                s.client_id,
+                s.real_address.to_string(),
+                virtual_text(&s.virtual_addresses),
+                a.map(|a| a.kind.to_string()),
+                a.map(|a| a.prefix.to_string()),
+                a.and_then(|a| a.tunnel_address).map(|t| t.to_string()),
+                micros(s.started_at),
+                s.ended_at.map(micros),
+                to_count(s.bytes_in),
+                to_count(s.bytes_out),
+            ])
+            .map_err(db_err)?;
+        Ok(true)
+    }
+
+    fn update_session_bytes(&mut self, updates: &[(i64, u64, u64)]) -> Result<()> {
+        let mut stmt = self
+            .tx
+            .prepare_cached("UPDATE sessions SET bytes_in = ?2, bytes_out = ?3 WHERE id = ?1")
+            .map_err(db_err)?;
+        for &(id, i, o) in updates {
+            stmt.execute(params![id, to_count(i), to_count(o)])
+                .map_err(db_err)?;
+        }
+        Ok(())
+    }
+
+    fn end_sessions(&mut self, ids: &[i64], at: OffsetDateTime) -> Result<()> {
+        let mut stmt = self
+            .tx
+            .prepare_cached("UPDATE sessions SET ended_at = ?2 WHERE id = ?1 AND ended_at IS NULL")
+            .map_err(db_err)?;
+        for &id in ids {
+            stmt.execute(params![id, micros(at)]).map_err(db_err)?;
+        }
+        Ok(())
+    }
+
+    fn sessions(&mut self, f: &SessionFilter) -> Result<Vec<Session>> {
+        let prefixes = f.prefixes.as_ref().map(|p| {
+            serde_json::to_string(&p.iter().map(ToString::to_string).collect::<Vec<_>>())
+                .unwrap_or_default()
+        });
+        let order = if f.limit.is_some() { "DESC" } else { "ASC" };
+        let mut stmt = self
+            .tx
+            .prepare_cached(&format!(
+                "SELECT id, server, common_name, real_address, virtual, kind, prefix, tunnel,
+                        started_at, ended_at, bytes_in, bytes_out
+                 FROM sessions
+                 WHERE (?1 IS NULL OR server = ?1)
+                   AND (?2 IS NULL OR common_name = ?2)
+                   AND (?3 IS NULL OR prefix IN (SELECT value FROM json_each(?3)))
+                   AND (?4 = 0 OR ended_at IS NULL)
+                   AND (?5 IS NULL OR ended_at IS NULL OR ended_at >= ?5)
+                   AND (?6 IS NULL OR started_at <= ?6)
+                 ORDER BY started_at {order}, id {order}
+                 LIMIT ?7"
+            ))
+            .map_err(db_err)?;
+        let mut rows = stmt
+            .query(params![
+                f.server,
+                f.client_id,
+                prefixes,
+                f.open_only,
+                f.from.map(micros),
+                f.to.map(micros),
+                f.limit.map_or(-1, i64::from),
+            ])
+            .map_err(db_err)?;
+        let mut out = Vec::new();
+        while let Some(r) = rows.next().map_err(db_err)? {
+            let text = |i: usize| r.get_ref(i).and_then(|v| Ok(v.as_str()?)).map_err(db_err);
+            let opt = |i: usize| {
+                r.get_ref(i)
+                    .and_then(|v| Ok(v.as_str_or_null()?))
+                    .map_err(db_err)
+            };
+            let (real_address, virtual_addresses) = parse_endpoints(text(3)?, text(4)?)?;
+            let ended: Option<i64> = r.get(9).map_err(db_err)?;
+            out.push(Session {
+                id: r.get(0).map_err(db_err)?,
+                server: text(1)?.to_owned(),
+                client_id: text(2)?.to_owned(),
+                real_address,
+                virtual_addresses,
+                addresses: parse_addresses(opt(5)?, opt(6)?, opt(7)?)?,
+                started_at: from_micros(r.get(8).map_err(db_err)?)?,
+                ended_at: ended.map(from_micros).transpose()?,
+                bytes_in: r.get::<_, i64>(10).map_err(db_err)?.unsigned_abs(),
+                bytes_out: r.get::<_, i64>(11).map_err(db_err)?.unsigned_abs(),
+            });
+        }
+        Ok(out)
+    }
+
+    fn prune_sessions(&mut self, before: OffsetDateTime) -> Result<u64> {
+        let n = self
+            .tx
+            .execute("DELETE FROM sessions WHERE ended_at < ?1", [micros(before)])
+            .map_err(db_err)?;
+        self.tx
+            .execute("DELETE FROM assignments WHERE until < ?1", [micros(before)])
+            .map_err(db_err)?;
+        Ok(n as u64)
+    }
+
+    fn assignment_history(&mut self, prefixes: Option<&[Ipv6Net]>) -> Result<Vec<AssignmentSpan>> {
+        let prefixes = prefixes.map(|p| {
+            serde_json::to_string(&p.iter().map(ToString::to_string).collect::<Vec<_>>())
+                .unwrap_or_default()
+        });
+        let mut stmt = self
+            .tx
+            .prepare_cached(
+                "SELECT client_id, kind, prefix, email, name, since, until FROM assignments
+                 WHERE ?1 IS NULL OR prefix IN (SELECT value FROM json_each(?1))
+                 ORDER BY since, id",
+            )
+            .map_err(db_err)?;
+        let mut rows = stmt.query([prefixes]).map_err(db_err)?;
+        let mut out = Vec::new();
+        while let Some(r) = rows.next().map_err(db_err)? {
+            let text = |i: usize| r.get::<_, String>(i).map_err(db_err);
+            let corrupt = |v: String| Error::Database {
+                reason: format!(
+                    "an assignment history row's {} does not parse",
+                    crate::error::shown(&v)
+                ),
+            };
+            let until: Option<i64> = r.get(6).map_err(db_err)?;
+            let (kind, prefix) = (text(1)?, text(2)?);
+            out.push(AssignmentSpan {
+                client_id: text(0)?,
+                kind: kind.parse().map_err(|_| corrupt(kind))?,
+                prefix: prefix.parse().map_err(|_| corrupt(prefix))?,
+                email: r.get(3).map_err(db_err)?,
+                name: r.get(4).map_err(db_err)?,
+                since: from_micros(r.get(5).map_err(db_err)?)?,
+                until: until.map(from_micros).transpose()?,
+            });
+        }
+        Ok(out)
+    }
+
+    fn replace_assignment_history(&mut self, spans: &[AssignmentSpan]) -> Result<()> {
+        self.tx
+            .execute("DELETE FROM assignments", [])
+            .map_err(db_err)?;
+        let mut stmt = self
+            .tx
+            .prepare_cached(
+                "INSERT INTO assignments (client_id, kind, prefix, email, name, since, until)
+                 VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7)",
+            )
+            .map_err(db_err)?;
+        for a in spans {
+            stmt.execute(params![
+                a.client_id,
+                a.kind.to_string(),
+                a.prefix.to_string(),
+                a.email,
+                a.name,
+                micros(a.since),
+                a.until.map(micros),
+            ])
+            .map_err(db_err)?;
+        }
+        Ok(())
     }
 }

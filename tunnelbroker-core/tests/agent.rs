@@ -1,0 +1,345 @@
+//! The server host's agent (issue 14, items 1 and 4) at the broker level,
+//! on both stores: it opens without the CA key, follows the database
+//! (clients, revocations, the CRL) and exports metrics that Prometheus's
+//! own `promtool check metrics` accepts.
+
+use std::fs;
+use std::path::{Path, PathBuf};
+use std::process::{Command, Stdio};
+
+use tunnelbroker_core::agent::{Agent, AgentOptions, ClientTraffic, InstanceControl};
+use tunnelbroker_core::broker::ServerMode;
+use tunnelbroker_core::pki::RevocationReason;
+use tunnelbroker_core::{Broker, ClientKind, NewClient, Settings};
+
+use crate::stores::{TestStore, by_store};
+
+/// A provisioning broker in `tmp/broker` and the directory a server host
+/// has: on PostgreSQL a copy of the broker directory without the CA key;
+/// on SQLite (whose database is a file of the broker directory) the same
+/// directory, its CA key removed once the provisioning broker holds it.
+fn hosts(store: &TestStore, tmp: &Path, mode: ServerMode) -> (Broker, PathBuf) {
+    let mut s = Settings::new(
+        "2001:db8:0:f100::/56".parse().unwrap(),
+        "vpn.example.net".parse().unwrap(),
+    );
+    s.mode = mode;
+    let dir = tmp.join("broker");
+    let b = Broker::init(&dir, &store.options(s)).unwrap();
+    let server_host = match store {
+        TestStore::Sqlite => dir.clone(),
+        TestStore::Postgres(_) => {
+            let copy = tmp.join("server-host");
+            let out = Command::new("cp")
+                .args(["-a", dir.to_str().unwrap(), copy.to_str().unwrap()])
+                .output()
+                .unwrap();
+            assert!(out.status.success(), "{out:?}");
+            copy
+        }
+    };
+    fs::remove_file(server_host.join("private/ca.key")).unwrap();
+    (b, server_host)
+}
+
+fn agent(server_host: &Path, out: &Path) -> Agent {
+    let mut options = AgentOptions::new();
+    options.dir = Some(out.to_owned());
+    options.instances = InstanceControl::Report;
+    Agent::new(Broker::open_for_agent(server_host).unwrap(), options).unwrap()
+}
+
+fn hermit(b: &Broker, id: &str) {
+    b.add_client(&NewClient::new(id.parse().unwrap(), ClientKind::Hermit))
+        .unwrap();
+}
+
+fn agent_needs_no_ca_key_and_follows_the_database(store: &TestStore) {
+    let tmp = crate::operator_tempdir();
+    let (b, host) = hosts(store, tmp.path(), ServerMode::Shared);
+    // The server host cannot open the broker the provisioning way.
+    assert!(Broker::open(&host).is_err());
+    let out = tmp.path().join("server");
+    let mut a = agent(&host, &out);
+    let first = a.poll().unwrap();
+    assert!(first.reconciled);
+    assert!(out.join("tb-shared.conf").exists());
+    assert!(out.join("systemd/tunnelbroker-agent.service").exists());
+    assert!(!a.poll().unwrap().reconciled, "nothing changed");
+
+    // A client added on the provisioning host gets its CCD entry.
+    hermit(&b, "alice");
+    hermit(&b, "bob");
+    let r = a.poll().unwrap();
+    assert!(r.reconciled);
+    assert!(out.join("ccd/alice").exists() && out.join("ccd/bob").exists());
+
+    // A revocation there: the CRL of the database replaces this host's
+    // (on SQLite the provisioning host wrote it here already), the CCD
+    // entry goes, and the session end is attempted.
+    let revoked = b
+        .revoke(&"alice".parse().unwrap(), RevocationReason::KeyCompromise)
+        .unwrap();
+    let r = a.poll().unwrap();
+    assert!(r.reconciled);
+    match store {
+        TestStore::Sqlite => assert_eq!(r.crl, None),
+        TestStore::Postgres(_) => assert_eq!(r.crl, Some(b.crl().unwrap().number())),
+    }
+    assert_eq!(
+        fs::read_to_string(out.join("crl.pem")).unwrap(),
+        fs::read_to_string(&b.paths().crl).unwrap()
+    );
+    assert!(a.broker().crl().unwrap().is_revoked(&revoked.client.serial));
+    assert!(!out.join("ccd/alice").exists());
+    assert_eq!(r.ended.len(), 1);
+    assert_eq!(r.ended[0].0.as_str(), "alice");
+    assert!(out.join("ccd/bob").exists());
+
+    // What signs is refused on the server host, and changes nothing.
+    let keyless = Broker::open_for_agent(&host).unwrap();
+    let err = keyless
+        .add_client(&NewClient::new(
+            "carol".parse().unwrap(),
+            ClientKind::Hermit,
+        ))
+        .unwrap_err();
+    assert!(err.to_string().contains("CA key"), "{err}");
+    assert!(keyless.refresh_crl().is_err());
+    assert_eq!(keyless.clients().unwrap().len(), 2);
+
+    // A CRL refreshed on the provisioning host reaches the server host.
+    let fresh = b.refresh_crl().unwrap();
+    a.poll().unwrap();
+    assert_eq!(a.broker().crl().unwrap().number(), fresh.number());
+}
+by_store!(agent_needs_no_ca_key_and_follows_the_database);
+
+fn a_failed_poll_is_counted_and_the_next_one_recovers(store: &TestStore) {
+    let tmp = crate::operator_tempdir();
+    let (b, host) = hosts(store, tmp.path(), ServerMode::PerClient);
+    let out = tmp.path().join("server");
+    let mut a = agent(&host, &out);
+    a.poll().unwrap();
+    // A file in the way that the broker did not write: render refuses.
+    hermit(&b, "alice");
+    fs::write(out.join("tb-client-alice.conf"), "someone else's\n").unwrap();
+    assert!(a.poll().is_err());
+    assert!(a.poll().is_err(), "not marked done after a failure");
+    let text = a.metrics().encode();
+    assert!(
+        text.contains("tunnelbroker_reconcile_errors_total 2"),
+        "{text}"
+    );
+    fs::remove_file(out.join("tb-client-alice.conf")).unwrap();
+    let r = a.poll().unwrap();
+    assert_eq!(r.started, ["tb-client-alice"]);
+    assert!(out.join("tb-client-alice.conf").exists());
+}
+by_store!(a_failed_poll_is_counted_and_the_next_one_recovers);
+
+/// `promtool check metrics` on `text`: Ok, or what it said. `None` when
+/// promtool is not installed (a failure under `CI=true`).
+fn promtool(args: &[&str], stdin: &str) -> Option<Result<String, String>> {
+    use std::io::Write;
+    let child = Command::new("promtool")
+        .args(args)
+        .stdin(Stdio::piped())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn();
+    let mut child = match child {
+        Ok(c) => c,
+        Err(_) if std::env::var("CI").as_deref() != Ok("true") => {
+            eprintln!("note: promtool is not installed (Debian package prometheus); not checked");
+            return None;
+        }
+        Err(e) => panic!("CI=true and promtool cannot run: {e}"),
+    };
+    child
+        .stdin
+        .take()
+        .unwrap()
+        .write_all(stdin.as_bytes())
+        .unwrap();
+    let out = child.wait_with_output().unwrap();
+    let said = format!(
+        "{}{}",
+        String::from_utf8_lossy(&out.stdout),
+        String::from_utf8_lossy(&out.stderr)
+    );
+    Some(if out.status.success() {
+        Ok(said)
+    } else {
+        Err(said)
+    })
+}
+
+pub(crate) fn promtool_check_metrics(text: &str) -> Option<Result<String, String>> {
+    promtool(&["check", "metrics"], text)
+}
+
+fn metrics_pass_promtool(store: &TestStore) {
+    let tmp = crate::operator_tempdir();
+    let (b, host) = hosts(store, tmp.path(), ServerMode::Shared);
+    hermit(&b, "alice");
+    hermit(&b, "bob.example-1");
+    b.add_client(&NewClient::new(
+        "carol".parse().unwrap(),
+        ClientKind::Subnet,
+    ))
+    .unwrap();
+    b.revoke(
+        &"bob.example-1".parse().unwrap(),
+        RevocationReason::Unspecified,
+    )
+    .unwrap();
+    let out = tmp.path().join("server");
+    let mut a = agent(&host, &out);
+    a.poll().unwrap();
+    let m = a.metrics();
+    m.live(&[
+        ClientTraffic {
+            client: "alice".into(),
+            received: 1234,
+            sent: 5678,
+        },
+        ClientTraffic {
+            client: "alice".into(),
+            received: 1,
+            sent: 2,
+        },
+    ]);
+    let text = m.encode();
+    for want in [
+        "tunnelbroker_connected_clients{server=\"main\"} 1",
+        "tunnelbroker_client_connected{server=\"main\",client=\"alice\"} 1",
+        "tunnelbroker_client_connected{server=\"main\",client=\"carol\"} 0",
+        "tunnelbroker_client_received_bytes{server=\"main\",client=\"alice\"} 1235",
+        "tunnelbroker_client_sent_bytes{server=\"main\",client=\"alice\"} 5680",
+        "tunnelbroker_pool_assignments{kind=\"hermit\"} 2",
+        "tunnelbroker_pool_assignments{kind=\"subnet\"} 1",
+        "tunnelbroker_clients{state=\"revoked\"} 1",
+        "tunnelbroker_reconcile_errors_total 0",
+        "tunnelbroker_sessions_total 0",
+    ] {
+        assert!(text.contains(want), "{want} not in:\n{text}");
+    }
+    // The revoked client has no connected flag.
+    assert!(!text.contains("client=\"bob.example-1\""), "{text}");
+    let expiry = |name: &str| -> i64 {
+        let line = text
+            .lines()
+            .find(|l| l.starts_with(name))
+            .unwrap_or_else(|| panic!("no {name} in {text}"));
+        line.rsplit(' ').next().unwrap().parse().unwrap()
+    };
+    let ca = b.ca().certificate().info().not_after.unix_timestamp();
+    assert_eq!(
+        expiry("tunnelbroker_ca_certificate_expiry_timestamp_seconds"),
+        ca
+    );
+    assert_eq!(
+        expiry("tunnelbroker_crl_next_update_timestamp_seconds"),
+        b.crl().unwrap().next_update().unix_timestamp()
+    );
+    assert!(expiry("tunnelbroker_client_certificate_soonest_expiry_timestamp_seconds") > 0);
+    assert!(expiry("tunnelbroker_server_certificate_expiry_timestamp_seconds") > 0);
+    // Sessions end: the flags drop, the connected count too.
+    m.live(&[]);
+    let text = m.encode();
+    assert!(
+        text.contains("tunnelbroker_connected_clients{server=\"main\"} 0"),
+        "{text}"
+    );
+    assert!(
+        text.contains("tunnelbroker_client_connected{server=\"main\",client=\"alice\"} 0"),
+        "{text}"
+    );
+    if let Some(Err(said)) = promtool_check_metrics(&text) {
+        panic!("promtool check metrics refused:\n{said}\n{text}");
+    }
+}
+by_store!(metrics_pass_promtool);
+
+#[test]
+fn the_example_alert_rules_and_scrape_config_pass_promtool() {
+    let docs = Path::new(env!("CARGO_MANIFEST_DIR")).join("../docs/prometheus");
+    let rules = docs.join("tunnelbroker-rules.yml");
+    let config = docs.join("prometheus.yml");
+    let text = fs::read_to_string(&rules).unwrap();
+    for alert in [
+        "TunnelbrokerCrlDue",
+        "TunnelbrokerServerCertificateExpiring",
+        "TunnelbrokerServerDown",
+    ] {
+        assert!(text.contains(&format!("alert: {alert}")), "{alert}");
+    }
+    // Every metric the rules name is one the agent exports.
+    let tmp = crate::operator_tempdir();
+    let (b, host) = hosts(&TestStore::Sqlite, tmp.path(), ServerMode::Shared);
+    hermit(&b, "alice");
+    let mut a = agent(&host, &tmp.path().join("server"));
+    a.poll().unwrap();
+    let exported = a.metrics().encode();
+    for word in text.split(|c: char| !(c.is_ascii_alphanumeric() || c == '_')) {
+        if word.starts_with("tunnelbroker_") {
+            assert!(
+                exported.contains(&format!("# TYPE {word} "))
+                    || exported.contains(&format!("# TYPE {} ", word.trim_end_matches("_total"))),
+                "the rules name {word}, which the agent does not export:\n{exported}"
+            );
+        }
+    }
+    for (args, file) in [(["check", "rules"], &rules), (["check", "config"], &config)] {
+        let mut all = args.to_vec();
+        all.push(file.to_str().unwrap());
+        if let Some(Err(said)) = promtool(&all, "") {
+            panic!("promtool {args:?} refused {}:\n{said}", file.display());
+        }
+    }
+}
+
+fn a_revoked_clients_instance_is_ended_when_the_agent_starts(store: &TestStore) {
+    use std::io::{BufRead, BufReader, Write};
+    let tmp = crate::operator_tempdir();
+    let (b, host) = hosts(store, tmp.path(), ServerMode::PerClient);
+    hermit(&b, "alice");
+    hermit(&b, "bob");
+    let out = tmp.path().join("server");
+    let run = tmp.path().join("run");
+    fs::create_dir(&run).unwrap();
+    let keyless = Broker::open_for_agent(&host).unwrap();
+    let mut options = tunnelbroker_core::broker::RenderOptions::new();
+    options.dir = Some(out.clone());
+    options.run_dir = Some(run.clone());
+    keyless.render_server_with(&options).unwrap();
+    let sockets = keyless.management_sockets().unwrap();
+    assert_eq!(sockets.len(), 2);
+    let (name, socket) = sockets[0].clone();
+    assert_eq!(name, "tb-client-alice");
+    // Alice is revoked while no agent runs; her instance still runs (a
+    // stand-in that answers the management interface as OpenVPN does).
+    b.revoke(&"alice".parse().unwrap(), RevocationReason::KeyCompromise)
+        .unwrap();
+    let listener = std::os::unix::net::UnixListener::bind(&socket).unwrap();
+    let server = std::thread::spawn(move || {
+        let (stream, _) = listener.accept().unwrap();
+        let mut w = stream.try_clone().unwrap();
+        w.write_all(b">INFO:OpenVPN Management Interface Version 5\n")
+            .unwrap();
+        let mut line = String::new();
+        BufReader::new(stream).read_line(&mut line).unwrap();
+        w.write_all(b"SUCCESS: signal SIGTERM thrown\n").unwrap();
+        line
+    });
+    let mut a = agent(&host, &out);
+    let r = a.poll().unwrap();
+    assert_eq!(server.join().unwrap(), "signal SIGTERM\n");
+    assert_eq!(r.ended.len(), 1, "{r:?}");
+    assert_eq!(r.ended[0].0.as_str(), "alice");
+    assert!(r.ended[0].1.ended(), "{r:?}");
+    assert!(!out.join("tb-client-alice.conf").exists());
+    assert_eq!(r.started, ["tb-client-bob"]);
+}
+by_store!(a_revoked_clients_instance_is_ended_when_the_agent_starts);

@@ -10,7 +10,7 @@
 use std::io::Write;
 use std::path::{Path, PathBuf};
 
-use crate::broker::{Broker, ClientOs, ClientState, SERVER_CN, ServerMode};
+use crate::broker::{Broker, ClientOs, ClientState, ServerMode};
 use crate::client_id::ClientId;
 use crate::error::{Error, Result};
 use crate::fsutil;
@@ -58,7 +58,9 @@ impl Broker {
             });
         }
         let creds = self.client_credentials(id)?;
-        let settings = self.settings();
+        // The client's own server: its endpoint, mode, port, pool and name.
+        let server = self.for_server(&client.server)?;
+        let settings = server.settings();
         let port = match settings.mode {
             ServerMode::PerClient => client.port.ok_or_else(|| Error::InvalidSettings {
                 reason: format!("client {id} has no UDP port in per-client mode"),
@@ -74,7 +76,7 @@ impl Broker {
             mode: settings.mode,
             remote: settings.endpoint.clone(),
             port,
-            server_name: CommonName::new(SERVER_CN)?,
+            server_name: CommonName::new(&crate::broker::server_common_name(&client.server))?,
             lan_interface: InterfaceName::new(&settings.lan_interface)?,
             material: ClientMaterial::new(
                 &self.ca().chain_pem(),

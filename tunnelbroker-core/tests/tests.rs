@@ -15,6 +15,8 @@ mod plan;
 mod plan_state;
 mod postgres;
 mod render;
+mod servers;
+mod servers_e2e;
 mod store;
 mod stores;
 

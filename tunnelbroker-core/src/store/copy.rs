@@ -31,8 +31,9 @@ pub struct CopyReport {
 /// A target that holds clients or certificates is refused
 /// ([`Error::Database`]), and nothing is written to it.
 pub fn copy(from: &dyn Store, to: &dyn Store) -> Result<CopyReport> {
-    let (clients, certificates, shared, crl) = from.read_with(|tx| {
+    let (servers, clients, certificates, shared, crl) = from.read_with(|tx| {
         Ok((
+            tx.servers()?,
             tx.clients()?,
             tx.certificates()?,
             tx.shared_values()?,
@@ -48,6 +49,10 @@ pub fn copy(from: &dyn Store, to: &dyn Store) -> Result<CopyReport> {
                     "the target database holds {held_clients} clients and {held_certs} certificates already; copy only into a new one"
                 ),
             });
+        }
+        let held: Vec<String> = tx.servers()?.into_iter().map(|s| s.name).collect();
+        for s in servers.iter().filter(|s| !held.contains(&s.name)) {
+            tx.insert_server(s)?;
         }
         for c in &clients {
             tx.insert_client(c)?;
@@ -101,6 +106,7 @@ mod tests {
             name: None,
             created_at: OffsetDateTime::from_unix_timestamp(1_700_000_000).unwrap(),
             revoked_at: None,
+            server: "main".into(),
         }
     }
 

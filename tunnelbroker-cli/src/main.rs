@@ -16,6 +16,7 @@ mod init;
 mod output;
 mod plan;
 mod server;
+mod servers;
 
 fn main() -> ExitCode {
     // Usage errors and --help/--version exit here, through clap (status 2 / 0).

@@ -14,6 +14,7 @@ mod password;
 mod pg;
 mod plan;
 mod server;
+mod servers;
 
 use std::ffi::OsStr;
 use std::path::Path;

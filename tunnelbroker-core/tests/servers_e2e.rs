@@ -63,7 +63,7 @@ fn two_servers_on_two_hosts() {
     b.add_server(&sb).unwrap();
     let alice = add_on(&b, "alice", ClientKind::Hermit, "main");
     let bob = add_on(&b, "bob", ClientKind::Subnet, "b");
-    let mallory = add_on(&b, "mallory", ClientKind::Hermit, "main");
+    add_on(&b, "mallory", ClientKind::Hermit, "main");
     let dave = add_on(&b, "dave", ClientKind::Hermit, "b");
     assert!(alice.prefix().to_string().starts_with("2001:db8:0:f1ff::"));
     assert_eq!(bob.prefix().to_string(), "2001:db8:0:f201::/64");

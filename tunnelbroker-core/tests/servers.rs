@@ -386,3 +386,22 @@ fn remove_is_refused_while_a_server_has_clients(store: &TestStore) {
     );
 }
 by_store!(remove_is_refused_while_a_server_has_clients);
+
+fn audit_checks_each_client_against_its_own_server(store: &TestStore) {
+    use tunnelbroker_core::doctor::{AuditOptions, Status, audit};
+    let (_tmp, b) = new_broker(store);
+    let mut sh = server("b", "vpn-b.example.net", Some("2001:db8:0:e000::/56"));
+    sh.mode = ServerMode::Shared;
+    b.add_server(&sh).unwrap();
+    b.add_client(&req("alice", ClientKind::Subnet, Some("main")))
+        .unwrap();
+    b.add_client(&req("bob", ClientKind::Hermit, Some("b")))
+        .unwrap();
+    let r = audit(&b, &AuditOptions::default());
+    assert_eq!(r.status_of("assignment"), Some(Status::Pass), "{r}");
+    // A client moved behind the broker's back to a server that does not exist.
+    sql(&b, "UPDATE clients SET server = 'ghost' WHERE id = 'bob'");
+    let r = audit(&b, &AuditOptions::default());
+    assert!(r.count(Status::Fail) > 0, "{r}");
+}
+by_store!(audit_checks_each_client_against_its_own_server);

@@ -159,6 +159,10 @@ pub enum ServerCommand {
     /// openvpn-server@NAME); unchanged files stay untouched, files of revoked clients
     /// are removed. Records the directory: later CRLs are copied there.
     Render {
+        /// Render only this server's side (its clients, certificate and key), for its
+        /// host; needs -o DIR unless it is main [default: main].
+        #[arg(value_name = "NAME")]
+        name: Option<String>,
         /// Output directory, e.g. /etc/openvpn/server [default: the one the last render
         /// recorded, else <broker>/server]. OpenVPN reads everything from here.
         #[arg(short, long, value_name = "DIR")]
@@ -175,7 +179,27 @@ pub enum ServerCommand {
     },
     /// Issue the OpenVPN server a new certificate and key, re-render the
     /// rendered server files, and say which instances to restart.
-    Renew,
+    Renew {
+        /// The server whose certificate to renew [default: main]; another server's
+        /// is kept in the client database: render it again on its host.
+        #[arg(value_name = "NAME")]
+        name: Option<String>,
+    },
+    /// Add an OpenVPN server with its own endpoint, mode, port, pool and certificate.
+    Add(ServerAddArgs),
+    /// List the servers: endpoint, mode, port, pool, clients and free capacity.
+    List,
+    /// Remove a server that has no clients (never main).
+    Remove {
+        /// The server's name.
+        name: String,
+    },
+    /// Set the broker's parent prefix (e.g. the institution's /48), from which
+    /// `server add` without --pool takes the next free pool.
+    Parent {
+        /// The parent prefix; it must hold every server's pool.
+        prefix: String,
+    },
     /// Per-client control channel keys (tls-crypt-v2): move the broker to them, or back.
     #[command(name = "tls-crypt-v2", subcommand)]
     TlsCryptV2(TlsCryptV2Command),
@@ -192,6 +216,30 @@ pub enum TlsCryptV2Command {
     /// Go back to tls-crypt v1 (one key in every bundle), for clients older than
     /// OpenVPN 2.5; then render, restart, and give every client a new bundle.
     Revert,
+}
+
+/// Arguments of `tunnelbroker server add`.
+#[derive(Debug, Args)]
+pub struct ServerAddArgs {
+    /// The server's name: 1 to 32 ASCII letters, digits, '.', '-', '_'.
+    pub name: String,
+    /// Host name or address that its clients connect to.
+    #[arg(long, value_name = "HOST")]
+    pub endpoint: String,
+    /// Its pool (/48 to /62), which may not overlap another server's [default: the
+    /// next free one of --pool-length in the parent prefix].
+    #[arg(long, value_name = "PREFIX")]
+    pub pool: Option<String>,
+    /// The length of a pool taken from the parent prefix [default: 56].
+    #[arg(long, value_name = "LEN", conflicts_with = "pool")]
+    pub pool_length: Option<u8>,
+    /// Server mode: per-client (default) or shared.
+    #[arg(long, value_name = "MODE")]
+    pub mode: Option<String>,
+    /// UDP port of a shared server, or the first port of per-client instances
+    /// [default: main's; for a shared server, the next one free on its host].
+    #[arg(long, value_name = "PORT")]
+    pub port: Option<u16>,
 }
 
 /// Arguments of `tunnelbroker init`.
@@ -247,6 +295,10 @@ pub struct InitArgs {
         hide_env_values = true
     )]
     pub database: Option<String>,
+    /// The broker's parent prefix (e.g. the institution's /48), which holds --pool:
+    /// `server add` without --pool takes the next free pool from it.
+    #[arg(long, value_name = "PREFIX")]
+    pub parent: Option<String>,
 }
 
 /// `tunnelbroker client ...`.
@@ -292,6 +344,19 @@ pub enum ClientCommand {
         #[arg(short, long, value_name = "FILE")]
         out: Option<PathBuf>,
     },
+    /// Move a client to another server: a new assignment from its pool (and a port),
+    /// printed old and new, and a new bundle.
+    Move {
+        /// The client's ID.
+        id: String,
+        /// The server to move it to.
+        #[arg(long, value_name = "NAME")]
+        server: String,
+        /// Where to write the new bundle (a file, or a directory) [default: ./<id>.tar.gz
+        /// or ./<id>.zip].
+        #[arg(short, long, value_name = "FILE")]
+        out: Option<PathBuf>,
+    },
     /// Subscribe many clients from a CSV file: id,kind,os,email,name[,prefix].
     Import {
         /// The CSV file.
@@ -326,6 +391,10 @@ pub struct ClientAddArgs {
     /// Issue the certificate for this request (PEM) made by the client; no key is kept.
     #[arg(long, value_name = "FILE")]
     pub csr: Option<PathBuf>,
+    /// The server it belongs to [default: the only one, else the one whose pool holds
+    /// --prefix, else the one with the most free assignments of its kind].
+    #[arg(long, value_name = "NAME")]
+    pub server: Option<String>,
 }
 
 /// Arguments of `tunnelbroker crl`.

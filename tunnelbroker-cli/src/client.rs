@@ -6,7 +6,7 @@ use std::io::IsTerminal;
 use std::path::Path;
 
 use serde::Serialize;
-use tunnelbroker_core::broker::ImportReport;
+use tunnelbroker_core::broker::{ClientMove, ImportReport};
 use tunnelbroker_core::plan::parse_prefix;
 use tunnelbroker_core::{Assignment, Broker, Client, ClientId, ClientKind, NewClient};
 
@@ -55,6 +55,20 @@ pub fn run(out: &Output, dir: &Path, cmd: &ClientCommand) -> Result<(), Failure>
             out.show(&Purged(client))
         }
         ClientCommand::Import { file } => import(out, dir, file),
+        ClientCommand::Move {
+            id,
+            server,
+            out: file,
+        } => {
+            let broker = crate::output::open_broker(dir)?;
+            let id: ClientId = id.parse()?;
+            let moved = broker.move_client(&id, server)?;
+            let bundle = broker.bundle(&id, file.as_deref())?;
+            out.show(&Moved {
+                moved,
+                bundle: bundle.clone(),
+            })
+        }
         ClientCommand::Bundle { id, out: file } => {
             crate::server::bundle(out, dir, id, file.as_deref())
         }
@@ -85,6 +99,7 @@ fn add(out: &Output, dir: &Path, a: &ClientAddArgs) -> Result<(), Failure> {
     req.name = a.name.clone();
     req.prefix = a.prefix.as_deref().map(parse_prefix).transpose()?;
     req.csr = a.csr.as_deref().map(read_csr).transpose()?;
+    req.server = a.server.clone();
     let broker = crate::output::open_broker(dir)?;
     let client = broker.add_client(&req)?;
     out.show(&ClientView(client))?;
@@ -167,6 +182,7 @@ impl fmt::Display for ClientView {
             "client        {} ({}, {}, {})",
             c.id, c.kind, c.os, c.state
         )?;
+        writeln!(f, "server        {}", c.server)?;
         match &c.assignment {
             Assignment::Subnet(s) => {
                 writeln!(f, "subnet        {}", s.prefix())?;
@@ -255,6 +271,37 @@ impl fmt::Display for ClientTable {
             )?;
         }
         Ok(())
+    }
+}
+
+/// What `client move` did: the client before and after, and the new bundle.
+#[derive(Serialize)]
+struct Moved {
+    #[serde(flatten)]
+    moved: ClientMove,
+    bundle: std::path::PathBuf,
+}
+
+impl fmt::Display for Moved {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        let (b, a) = (&self.moved.before, &self.moved.after);
+        let port = |p: Option<u16>| p.map(|p| format!(" port {p}/udp")).unwrap_or_default();
+        writeln!(f, "moved client {} to server {}", a.id, a.server)?;
+        writeln!(
+            f,
+            "old           {} on {}{}",
+            b.assignment,
+            b.server,
+            port(b.port)
+        )?;
+        writeln!(
+            f,
+            "new           {} on {}{}",
+            a.assignment,
+            a.server,
+            port(a.port)
+        )?;
+        writeln!(f, "bundle        {}", self.bundle.display())
     }
 }
 

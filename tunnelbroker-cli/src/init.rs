@@ -45,6 +45,9 @@ pub fn init(out: &Output, dir: &Path, a: &InitArgs) -> Result<(), Failure> {
     if let Some(url) = &a.database {
         options.database = Some(url.parse()?);
     }
+    if let Some(parent) = &a.parent {
+        options.parent = Some(tunnelbroker_core::plan::parse_prefix(parent)?);
+    }
     // A file named on the command line: whatever is wrong with it is bad
     // input (exit 2).
     options.ca = ImportedCa::read(a.ca_cert.as_deref(), a.ca_key.as_deref())

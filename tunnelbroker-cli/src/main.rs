@@ -17,6 +17,7 @@ mod init;
 mod output;
 mod plan;
 mod server;
+mod servers;
 mod sessions;
 
 fn main() -> ExitCode {

@@ -20,6 +20,7 @@ use crate::output::{Failure, Output};
 pub fn run(out: &Output, dir: &Path, cmd: &ServerCommand) -> Result<(), Failure> {
     match cmd {
         ServerCommand::Render {
+            name,
             out: to,
             force,
             run_dir,
@@ -31,14 +32,35 @@ pub fn run(out: &Output, dir: &Path, cmd: &ServerCommand) -> Result<(), Failure>
             options.force = *force;
             // The CRL refresh unit runs this very binary.
             options.binary = std::env::current_exe().ok();
-            let report = broker.render_server_with(&options)?;
+            let report = match name {
+                Some(name) => broker.render_server_named(name, &options)?,
+                None => broker.render_server_with(&options)?,
+            };
             out.show(&Rendered::from(report))
         }
-        ServerCommand::Renew => {
+        ServerCommand::Renew { name } => {
             let broker = crate::output::open_broker(dir)?;
-            let renewal = broker.renew_server()?;
-            out.show(&Renewed::from(renewal, broker.paths().server_cert.clone()))
+            match name.as_deref() {
+                None | Some(MAIN_SERVER) => {
+                    if let Some(n) = name {
+                        tunnelbroker_core::broker::validate_server_name(n)?;
+                    }
+                    let renewal = broker.renew_server()?;
+                    out.show(&Renewed::from(renewal, broker.paths().server_cert.clone()))
+                }
+                Some(n) => {
+                    let renewal = broker.renew_server_named(n)?;
+                    out.show(&Renewed::from(
+                        renewal,
+                        PathBuf::from(format!("(server {n}, in the client database)")),
+                    ))
+                }
+            }
         }
+        ServerCommand::Add(a) => crate::servers::add(out, dir, a),
+        ServerCommand::List => crate::servers::list(out, dir),
+        ServerCommand::Remove { name } => crate::servers::remove(out, dir, name),
+        ServerCommand::Parent { prefix } => crate::servers::parent(out, dir, prefix),
         ServerCommand::TlsCryptV2(cmd) => {
             let mut broker = crate::output::open_broker(dir)?;
             let to = match cmd {
@@ -91,6 +113,8 @@ impl fmt::Display for TlsCryptMoved {
         )
     }
 }
+
+const MAIN_SERVER: &str = "main";
 
 /// What `server renew` did, for people and for `--json`.
 #[derive(Debug, Serialize)]

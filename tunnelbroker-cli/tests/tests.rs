@@ -15,6 +15,7 @@ mod password;
 mod pg;
 mod plan;
 mod server;
+mod servers;
 mod sessions;
 
 use std::ffi::OsStr;

@@ -43,6 +43,7 @@ fn client(i: u32) -> (ClientRecord, CertRecord) {
         name: None,
         created_at: at,
         revoked_at: None,
+        server: "main".into(),
     };
     let cert = CertRecord {
         serial: format!("4{i:031X}").parse().unwrap(),

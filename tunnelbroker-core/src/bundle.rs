@@ -11,7 +11,7 @@ use std::io::Write;
 use std::path::{Path, PathBuf};
 
 use crate::broker::{
-    Broker, ClientCredentials, ClientOs, ClientState, SERVER_CN, ServerMode, TlsCryptVersion,
+    Broker, ClientCredentials, ClientOs, ClientState, ServerMode, TlsCryptVersion,
 };
 use crate::client_id::ClientId;
 use crate::error::{Error, Result};
@@ -61,7 +61,9 @@ impl Broker {
             });
         }
         let creds = self.client_credentials(id)?;
-        let settings = self.settings();
+        // The client's own server: its endpoint, mode, port, pool and name.
+        let server = self.for_server(&client.server)?;
+        let settings = server.settings();
         let port = match settings.mode {
             ServerMode::PerClient => client.port.ok_or_else(|| Error::InvalidSettings {
                 reason: format!("client {id} has no UDP port in per-client mode"),
@@ -76,7 +78,7 @@ impl Broker {
             mode: settings.mode,
             remote: settings.endpoint.clone(),
             port,
-            server_name: CommonName::new(SERVER_CN)?,
+            server_name: CommonName::new(&crate::broker::server_common_name(&client.server))?,
             lan_interface: InterfaceName::new(&settings.lan_interface)?,
             material: self.client_material(&client.id, &creds)?,
         })

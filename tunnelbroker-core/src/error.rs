@@ -178,6 +178,42 @@ pub enum Error {
         /// The client.
         id: String,
     },
+    /// No server has this name.
+    #[error("no server named {name}")]
+    UnknownServer {
+        /// The name asked for, quoted and shortened for display.
+        name: String,
+    },
+    /// A server with this name exists already.
+    #[error("a server named {name} exists already")]
+    ServerExists {
+        /// The name.
+        name: String,
+    },
+    /// A server's pool would overlap another server's.
+    #[error("the pool {pool} overlaps {}; server pools may not overlap", match .server { Some(s) => format!("the pool of server {s}"), None => "another server's pool".to_owned() })]
+    PoolsOverlap {
+        /// The pool asked for.
+        pool: Ipv6Net,
+        /// The server whose pool it overlaps, when known.
+        server: Option<String>,
+    },
+    /// A server's pool lies outside the broker's parent prefix.
+    #[error("the pool {pool} lies outside the broker's parent prefix {parent}")]
+    OutsideParent {
+        /// The pool asked for.
+        pool: Ipv6Net,
+        /// The parent prefix.
+        parent: Ipv6Net,
+    },
+    /// The server still has clients (or is `main`), so it cannot be removed.
+    #[error("cannot remove server {name}: {reason}")]
+    ServerInUse {
+        /// The server.
+        name: String,
+        /// Why.
+        reason: String,
+    },
     /// Every UDP port from the first one up is taken.
     #[error("no free UDP port left from {first} to 65535")]
     PortsExhausted {
@@ -572,7 +608,10 @@ impl Error {
             | Error::InvalidCaChain { .. }
             | Error::InvalidSettings { .. }
             | Error::InvalidConfigValue { .. }
-            | Error::ServerDirUnreachable { .. } => ErrorKind::InvalidInput,
+            | Error::ServerDirUnreachable { .. }
+            | Error::PoolsOverlap { .. }
+            | Error::OutsideParent { .. }
+            | Error::ServerInUse { .. } => ErrorKind::InvalidInput,
             Error::Management { .. } => ErrorKind::Other,
             Error::CsrSignatureInvalid
             | Error::CsrKeyInUse { .. }
@@ -590,7 +629,8 @@ impl Error {
             | Error::DatabaseInUse { .. }
             | Error::DirectoryInUse { .. }
             | Error::ForeignFile { .. } => ErrorKind::AlreadyExists,
-            Error::UnknownClient { .. } => ErrorKind::NotFound,
+            Error::UnknownClient { .. } | Error::UnknownServer { .. } => ErrorKind::NotFound,
+            Error::ServerExists { .. } => ErrorKind::AlreadyExists,
             Error::PortsExhausted { .. } => ErrorKind::Exhausted,
             Error::NotABroker { .. } => ErrorKind::NotFound,
             Error::Database { .. } | Error::UnusableDatabase { .. } => ErrorKind::Database,

@@ -199,6 +199,9 @@ fn downgrade_to_schema_1(path: &Path) {
     conn.execute_batch(
         "DROP TRIGGER clients_assigned; DROP TRIGGER clients_released;
          DROP TRIGGER clients_changed; DROP TABLE sessions; DROP TABLE assignments;
+         DROP INDEX clients_by_server;
+         ALTER TABLE clients DROP COLUMN server;
+         DROP TABLE servers;
          DROP INDEX certificates_by_client;
          DROP INDEX clients_allocation;
          DROP TABLE plan_state;

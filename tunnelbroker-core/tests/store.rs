@@ -35,6 +35,7 @@ fn client(i: u32) -> ClientRecord {
         name: Some("Ünïcode ‘name’".into()),
         created_at: OffsetDateTime::from_unix_timestamp(1_700_000_000).unwrap(),
         revoked_at: None,
+        server: "main".into(),
     }
 }
 

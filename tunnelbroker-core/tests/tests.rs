@@ -17,6 +17,8 @@ mod plan;
 mod plan_state;
 mod postgres;
 mod render;
+mod servers;
+mod servers_e2e;
 mod sessions;
 mod store;
 mod stores;

@@ -1,5 +1,5 @@
 //! The broker (core module `broker`): `Broker`, `Client`, `Credentials`,
-//! `ImportReport`, `RowError`, `RenderReport`, `ServerRenewal`; `Broker.audit` returns the
+//! `ImportReport`, `RowError`, `RenderReport`, `ServerRenewal`, `Server`; `Broker.audit` returns the
 //! diagnostics' `Report` (see `doctor.rs`).
 //!
 //! `Broker` is shared between Python threads: the core broker is `Send +
@@ -15,8 +15,8 @@ use std::sync::{Arc, RwLock};
 use pyo3::prelude::*;
 use pyo3::types::PyList;
 use tunnelbroker_core::broker::{
-    ClientCredentials, ClientOs, Endpoint, ImportReport, ImportedCa, RenderOptions, RenderReport,
-    RowError, ServerMode, TlsCryptVersion,
+    ClientCredentials, ClientOs, Endpoint, ImportReport, ImportedCa, NewServer, RenderOptions,
+    RenderReport, RowError, Server, ServerMode, TlsCryptVersion,
 };
 use tunnelbroker_core::doctor::{self, AuditOptions};
 use tunnelbroker_core::pki::{KeyType, RevocationReason};
@@ -140,6 +140,12 @@ impl PyClient {
     #[getter]
     fn has_key(&self) -> bool {
         self.inner.has_key
+    }
+
+    /// The server it belongs to ("main" on a broker with one server).
+    #[getter]
+    fn server(&self) -> &str {
+        &self.inner.server
     }
 
     fn __repr__(&self) -> String {
@@ -287,13 +293,15 @@ impl PyBroker {
     /// `database` is a new, empty PostgreSQL database
     /// (`postgresql://USER@HOST[:PORT]/DB`, never with a password: PGPASSWORD
     /// or a libpq passfile gives it) for brokers provisioned from several
-    /// hosts; without it the clients are in SQLite in `path`.
+    /// hosts; without it the clients are in SQLite in `path`. `parent` is the
+    /// broker's parent prefix (e.g. the institution's /48), which holds
+    /// `pool`: `add_server` without a pool takes the next free one from it.
     #[staticmethod]
     #[pyo3(signature = (
         path, *, pool, endpoint, mode = "per-client", port = 5000, key_type = "p256",
         lan_interface = "eth0", ca_cert = None, ca_key = None, client_days = None,
         server_days = None, ca_days = None, crl_days = None, database = None,
-        tls_crypt = "v2",
+        tls_crypt = "v2", parent = None,
     ))]
     #[allow(clippy::too_many_arguments)]
     fn init(
@@ -313,6 +321,7 @@ impl PyBroker {
         crl_days: Option<u32>,
         database: Option<&str>,
         tls_crypt: &str,
+        parent: Option<&Bound<'_, PyAny>>,
     ) -> PyResult<Self> {
         let pool = match pool.cast::<PyPool>() {
             Ok(p) => p.get().inner,
@@ -336,6 +345,7 @@ impl PyBroker {
             .map(str::parse::<DatabaseUrl>)
             .transpose()
             .py_err(py)?;
+        options.parent = parent.map(|p| ip::prefix_arg(p, "parent")).transpose()?;
         let broker = py.detach(|| Broker::init(&path, &options)).py_err(py)?;
         Ok(PyBroker::new(broker))
     }
@@ -442,7 +452,10 @@ impl PyBroker {
     /// Subscribes a client: allocates its assignment (the lowest free one,
     /// or `prefix`), a port in per-client mode, issues its certificate (for
     /// its own `csr`, PEM, if given) and records it, all or nothing.
-    #[pyo3(signature = (id, kind = "subnet", os = "linux", email = None, name = None, prefix = None, csr = None))]
+    /// `server` names the server it belongs to; without it, the only
+    /// server, else the one whose pool holds `prefix`, else the one with
+    /// the most free assignments of its kind (`Client.server` says which).
+    #[pyo3(signature = (id, kind = "subnet", os = "linux", email = None, name = None, prefix = None, csr = None, server = None))]
     #[allow(clippy::too_many_arguments)]
     fn add_client(
         &self,
@@ -454,8 +467,10 @@ impl PyBroker {
         name: Option<String>,
         prefix: Option<&Bound<'_, PyAny>>,
         csr: Option<String>,
+        server: Option<String>,
     ) -> PyResult<PyClient> {
         let mut req = NewClient::new(id_arg(py, id)?, kind_arg(py, kind)?);
+        req.server = server;
         req.os = os.parse::<ClientOs>().py_err(py)?;
         req.email = email;
         req.name = name;
@@ -464,6 +479,45 @@ impl PyBroker {
         let broker = self.get()?;
         let client = py.detach(|| broker.add_client(&req)).py_err(py)?;
         Ok(client.into())
+    }
+
+    /// Adds an OpenVPN server with its own endpoint, mode, port, pool and
+    /// certificate. Without `pool`, the next free one of `pool_length`
+    /// (default 56) from the broker's parent prefix. Pools may not overlap
+    /// (`InvalidInputError`); a name in use is `AlreadyExistsError`.
+    #[pyo3(signature = (name, *, endpoint, pool = None, pool_length = None, mode = "per-client", port = None))]
+    #[allow(clippy::too_many_arguments)]
+    fn add_server(
+        &self,
+        py: Python<'_>,
+        name: &str,
+        endpoint: &str,
+        pool: Option<&Bound<'_, PyAny>>,
+        pool_length: Option<u8>,
+        mode: &str,
+        port: Option<u16>,
+    ) -> PyResult<PyServer> {
+        let mut new = NewServer::new(name, endpoint.parse::<Endpoint>().py_err(py)?);
+        new.mode = mode.parse::<ServerMode>().py_err(py)?;
+        new.port = port;
+        new.pool = match pool {
+            None => None,
+            Some(p) => Some(match p.cast::<PyPool>() {
+                Ok(p) => p.get().inner,
+                Err(_) => ip::text_of(p, "pool")?.parse::<Pool>().py_err(py)?,
+            }),
+        };
+        new.pool_length = pool_length;
+        let broker = self.get()?;
+        let server = py.detach(|| broker.add_server(&new)).py_err(py)?;
+        Ok(server.into())
+    }
+
+    /// Every server, in name order, with its clients and free capacity.
+    fn servers(&self, py: Python<'_>) -> PyResult<Vec<PyServer>> {
+        let broker = self.get()?;
+        let all = py.detach(|| broker.servers()).py_err(py)?;
+        Ok(all.into_iter().map(Into::into).collect())
     }
 
     /// Every client, in ID order.
@@ -808,9 +862,60 @@ impl PyRenderReport {
     }
 }
 
+/// One OpenVPN server of the broker (a snapshot), as `Broker.servers()`
+/// lists it.
+#[pyclass(name = "Server", module = "tunnelbroker", frozen, get_all)]
+pub struct PyServer {
+    /// Its name.
+    name: String,
+    /// The host its clients connect to.
+    endpoint: String,
+    /// "per-client" or "shared".
+    mode: String,
+    /// The shared server's port, or the first per-client port.
+    port: u16,
+    /// Its pool.
+    pool: PyPool,
+    /// The common name of its certificate, which its clients' bundles check.
+    certificate_name: String,
+    /// How many clients it has.
+    clients: u64,
+    /// Free subnet /64s in its pool.
+    subnets_free: u64,
+    /// Free hermit addresses in its pool.
+    hermits_free: u64,
+}
+
+impl From<Server> for PyServer {
+    fn from(s: Server) -> Self {
+        PyServer {
+            endpoint: s.endpoint.to_string(),
+            mode: s.mode.to_string(),
+            port: s.port,
+            pool: PyPool { inner: s.pool },
+            certificate_name: s.certificate_name,
+            clients: s.clients,
+            subnets_free: s.subnets_free,
+            hermits_free: s.hermits_free,
+            name: s.name,
+        }
+    }
+}
+
+#[pymethods]
+impl PyServer {
+    fn __repr__(&self) -> String {
+        format!(
+            "Server('{}', endpoint='{}', pool='{}', clients={})",
+            self.name, self.endpoint, self.pool.inner, self.clients
+        )
+    }
+}
+
 /// Adds the broker's classes to the module.
 pub(crate) fn register(m: &Bound<'_, PyModule>) -> PyResult<()> {
     m.add_class::<PyBroker>()?;
+    m.add_class::<PyServer>()?;
     m.add_class::<PyClient>()?;
     m.add_class::<PyCredentials>()?;
     m.add_class::<PyImportReport>()?;

@@ -2,7 +2,7 @@
 //! use (saved as runs, rebuilt from the rows when stale) and the
 //! reservation of a new client's.
 
-use std::collections::{HashMap, HashSet};
+use std::collections::{BTreeMap, HashMap, HashSet};
 
 use ipnet::Ipv6Net;
 use serde::{Deserialize, Serialize};
@@ -10,8 +10,9 @@ use serde::{Deserialize, Serialize};
 use super::{Broker, NewClient, ServerMode};
 use crate::client_id::ClientId;
 use crate::error::{Error, Result};
-use crate::plan::{Allocator, Assignment, Pool, RangeSet};
-use crate::store::{Allocation, Transaction};
+use crate::plan::{Allocator, Assignment, ClientKind, RangeSet};
+use crate::store::MAIN_SERVER;
+use crate::store::{Allocation, ServerRecord, Transaction};
 
 /// What a write transaction knows about the assignments and ports in use.
 ///
@@ -21,7 +22,12 @@ use crate::store::{Allocation, Transaction};
 /// client rows, it is rebuilt from the rows. IDs and owners are looked up by
 /// index, plus those reserved earlier in the same transaction (an import).
 pub(super) struct Taken {
-    pub(super) plan: Allocator,
+    /// The plan of each server's pool, by server name.
+    plans: BTreeMap<String, Allocator>,
+    /// The servers (name order).
+    servers: Vec<ServerRecord>,
+    /// The ports of every server's clients: ports are unique in the broker,
+    /// so per-client servers that share a host never collide.
     pub(super) ports: RangeSet,
     /// Read from the saved state: what it calls free is checked against the
     /// rows before it is handed out, and a mismatch rebuilds it.
@@ -32,18 +38,22 @@ pub(super) struct Taken {
     new_ids: HashSet<ClientId>,
 }
 
-/// The saved allocation state: runs of taken assignments and ports.
+/// The saved allocation state: runs of taken assignments (per server) and
+/// ports. A state saved before servers existed (`plan`, one pool) does not
+/// parse as this: the next writer rebuilds it from the rows.
 #[derive(Serialize, Deserialize)]
 struct SavedPlan {
-    plan: Allocator,
+    plans: BTreeMap<String, Allocator>,
     ports: Vec<(u16, u16)>,
 }
 
 impl Taken {
-    /// The saved state if there is one that fits, else a rebuild from rows.
-    pub(super) fn load(tx: &mut dyn Transaction, pool: Pool) -> Result<Taken> {
+    /// The saved state if there is one that fits `servers`, else a rebuild
+    /// from rows.
+    pub(super) fn load(tx: &mut dyn Transaction, servers: Vec<ServerRecord>) -> Result<Taken> {
         let mut taken = Taken {
-            plan: Allocator::new(pool),
+            plans: fresh_plans(&servers),
+            servers,
             ports: RangeSet::default(),
             saved: false,
             new_owners: HashMap::new(),
@@ -62,7 +72,12 @@ impl Taken {
         let Ok(saved) = serde_json::from_str::<SavedPlan>(&text) else {
             return Ok(false);
         };
-        if saved.plan.pool() != self.plan.pool() {
+        let fits = saved.plans.len() == self.servers.len()
+            && self
+                .servers
+                .iter()
+                .all(|s| saved.plans.get(&s.name).map(Allocator::pool) == Some(s.pool));
+        if !fits {
             return Ok(false);
         }
         let mut ports = RangeSet::default();
@@ -73,11 +88,18 @@ impl Taken {
             }
             ports.insert_run(s, e);
         }
-        let counts = saved.plan.counts();
-        if counts.subnets_used + counts.hermits_used != tx.client_count()? {
+        let used: u64 = saved
+            .plans
+            .values()
+            .map(|p| {
+                let c = p.counts();
+                c.subnets_used + c.hermits_used
+            })
+            .sum();
+        if used != tx.client_count()? {
             return Ok(false);
         }
-        self.plan = saved.plan;
+        self.plans = saved.plans;
         self.ports = ports;
         self.saved = true;
         Ok(true)
@@ -86,11 +108,19 @@ impl Taken {
     /// Reads every client row (including those written earlier in this
     /// transaction).
     fn rebuild(&mut self, tx: &mut dyn Transaction) -> Result<()> {
-        self.plan = Allocator::new(self.plan.pool());
+        self.plans = fresh_plans(&self.servers);
         self.ports = RangeSet::default();
         self.saved = false;
         for Allocation { assignment, port } in tx.allocations()? {
-            self.plan.insert(&assignment)?;
+            let prefix = assignment.prefix();
+            let plan = self
+                .plans
+                .values_mut()
+                .find(|p| p.pool().net().contains(&prefix))
+                .ok_or_else(|| Error::Database {
+                    reason: format!("the assignment {prefix} lies in no server's pool"),
+                })?;
+            plan.insert(&assignment)?;
             if let Some(p) = port {
                 self.ports.insert(u64::from(p));
             }
@@ -108,7 +138,7 @@ impl Taken {
 
     pub(super) fn save(&self, tx: &mut dyn Transaction) -> Result<()> {
         let saved = SavedPlan {
-            plan: self.plan.clone(),
+            plans: self.plans.clone(),
             ports: self
                 .ports
                 .runs()
@@ -120,13 +150,143 @@ impl Taken {
         })?;
         tx.set_plan_state(Some(&text))
     }
+
+    /// The servers.
+    pub(super) fn servers(&self) -> &[ServerRecord] {
+        &self.servers
+    }
+
+    /// The server named `name`.
+    pub(super) fn server(&self, name: &str) -> Result<&ServerRecord> {
+        self.servers
+            .iter()
+            .find(|s| s.name == name)
+            .ok_or_else(|| Error::UnknownServer {
+                name: crate::error::shown(name),
+            })
+    }
+
+    /// The plan of server `name`.
+    pub(super) fn plan(&mut self, name: &str) -> Result<&mut Allocator> {
+        self.plans
+            .get_mut(name)
+            .ok_or_else(|| Error::UnknownServer {
+                name: crate::error::shown(name),
+            })
+    }
+
+    /// How many assignments of `kind` server `name` has free.
+    pub(super) fn free(&self, name: &str, kind: ClientKind) -> u64 {
+        self.plans.get(name).map_or(0, |p| {
+            let c = p.counts();
+            match kind {
+                ClientKind::Subnet => c.subnets_free,
+                ClientKind::Hermit => c.hermits_free,
+            }
+        })
+    }
+
+    /// How many clients server `name` has.
+    pub(super) fn used(&self, name: &str) -> u64 {
+        self.plans.get(name).map_or(0, |p| {
+            let c = p.counts();
+            c.subnets_used + c.hermits_used
+        })
+    }
+
+    /// Releases a client's assignment and port; false when the state did
+    /// not hold them (it must then be rebuilt).
+    pub(super) fn release(&mut self, server: &str, a: &Assignment, port: Option<u16>) -> bool {
+        let released = self
+            .plans
+            .get_mut(server)
+            .is_some_and(|p| p.release(a).is_ok());
+        released && port.is_none_or(|p| self.ports.remove(u64::from(p)))
+    }
+
+    /// The server a request goes to: the one it names; else the one whose
+    /// pool holds the prefix it asks for; else the only one; else the one
+    /// with the most free assignments of its kind (of those with as many,
+    /// main, else the first by name).
+    pub(super) fn choose(&self, req: &NewClient) -> Result<String> {
+        if let Some(name) = &req.server {
+            return Ok(self.server(name)?.name.clone());
+        }
+        if let Some(p) = req.prefix
+            && let Some(s) = self
+                .servers
+                .iter()
+                .find(|s| s.pool.net().contains(&p.addr()))
+        {
+            return Ok(s.name.clone());
+        }
+        let mut best: Option<(&ServerRecord, u64)> = None;
+        // Main first: a tie goes to it, then to the first by name.
+        let main_first = self
+            .servers
+            .iter()
+            .filter(|s| s.name == MAIN_SERVER)
+            .chain(self.servers.iter().filter(|s| s.name != MAIN_SERVER));
+        for s in main_first {
+            let free = self.free(&s.name, req.kind);
+            if best.is_none_or(|(_, f)| free > f) {
+                best = Some((s, free));
+            }
+        }
+        best.map(|(s, _)| s.name.clone())
+            .ok_or_else(|| Error::UnknownServer {
+                name: MAIN_SERVER.into(),
+            })
+    }
+}
+
+/// An empty plan for each server.
+fn fresh_plans(servers: &[ServerRecord]) -> BTreeMap<String, Allocator> {
+    servers
+        .iter()
+        .map(|s| (s.name.clone(), Allocator::new(s.pool)))
+        .collect()
 }
 
 /// A client whose assignment and port are reserved.
 pub(super) struct Reserved<'a> {
     pub(super) req: &'a NewClient,
+    pub(super) server: String,
     pub(super) assignment: Assignment,
     pub(super) port: Option<u16>,
+}
+
+impl Taken {
+    /// The lowest free port from server `name`'s first port, for a client
+    /// of a per-client server (`None` for a shared one). Ports are unique
+    /// in the broker; a port of a shared server on the same host is skipped
+    /// too.
+    pub(super) fn per_client_port(&self, name: &str) -> Result<Option<u16>> {
+        let server = self.server(name)?;
+        if server.mode == ServerMode::Shared {
+            return Ok(None);
+        }
+        let first = server.port;
+        let shared: Vec<u64> = self
+            .servers
+            .iter()
+            .filter(|s| s.mode == ServerMode::Shared && s.endpoint == server.endpoint)
+            .map(|s| u64::from(s.port))
+            .collect();
+        let mut from = u64::from(first);
+        loop {
+            let p = self
+                .ports
+                .first_free(from, u64::from(u16::MAX))
+                .ok_or(Error::PortsExhausted { first })?;
+            if !shared.contains(&p) {
+                return u16::try_from(p)
+                    .map(Some)
+                    .map_err(|_| Error::PortsExhausted { first });
+            }
+            from = p + 1;
+        }
+    }
 }
 
 impl Broker {
@@ -233,8 +393,9 @@ impl Broker {
         req: &'a NewClient,
         check: bool,
     ) -> Result<Option<Reserved<'a>>> {
+        let server = taken.choose(req)?;
         let assignment = match req.prefix {
-            Some(p) => match taken.plan.request(req.kind, p) {
+            Some(p) => match taken.plan(&server)?.request(req.kind, p) {
                 Err(Error::AlreadyAssigned { prefix, .. }) => {
                     let owner = match taken.new_owners.get(&prefix) {
                         Some(id) => Some(id.clone()),
@@ -250,21 +411,15 @@ impl Broker {
                 }
                 other => other?,
             },
-            None => taken.plan.allocate(req.kind)?,
+            None => taken.plan(&server)?.allocate(req.kind)?,
         };
         // What the saved state calls free must be free in the rows too.
         if check && taken.saved && tx.prefix_owner(assignment.prefix())?.is_some() {
             return Ok(None);
         }
-        let port = match self.settings.mode {
-            ServerMode::Shared => None,
-            ServerMode::PerClient => {
-                let first = self.settings.port;
-                let p = taken
-                    .ports
-                    .first_free(u64::from(first), u64::from(u16::MAX))
-                    .and_then(|p| u16::try_from(p).ok())
-                    .ok_or(Error::PortsExhausted { first })?;
+        let port = match taken.per_client_port(&server)? {
+            None => None,
+            Some(p) => {
                 if check && taken.saved && tx.port_owner(p)?.is_some() {
                     return Ok(None);
                 }
@@ -274,6 +429,7 @@ impl Broker {
         };
         Ok(Some(Reserved {
             req,
+            server,
             assignment,
             port,
         }))

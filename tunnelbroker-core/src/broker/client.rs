@@ -47,6 +47,8 @@ pub struct Client {
     /// Whether the broker holds the client's private key (false when the
     /// client sent its own certificate request).
     pub has_key: bool,
+    /// The server it belongs to (`main` on a broker with one server).
+    pub server: String,
 }
 
 impl Client {
@@ -87,6 +89,10 @@ pub struct NewClient {
     /// A PEM certificate request made by the client; no client key is then
     /// kept or bundled.
     pub csr: Option<String>,
+    /// The server it goes to; `None`: the only one, else the one whose pool
+    /// holds `prefix`, else the one with the most free assignments of its
+    /// kind.
+    pub server: Option<String>,
 }
 
 impl NewClient {
@@ -100,6 +106,7 @@ impl NewClient {
             name: None,
             prefix: None,
             csr: None,
+            server: None,
         }
     }
 

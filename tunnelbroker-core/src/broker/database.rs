@@ -161,7 +161,7 @@ impl Broker {
         // Close SQLite (its last connection folds the WAL back into the
         // file), keep it under another name, then name PostgreSQL in the
         // settings; undo the rename if that fails.
-        let sqlite = std::mem::replace(&mut self.store, target);
+        let sqlite = std::mem::replace(&mut self.store, target.into());
         drop(sqlite);
         let moved = match move_database(&self.paths.database, &kept) {
             Ok(moved) => moved,
@@ -185,7 +185,7 @@ impl Broker {
     /// Reopens SQLite after a failed move, and returns `e`.
     fn back_to_sqlite(&mut self, e: Error) -> Error {
         match open_store(&self.paths, &self.settings, self.settings.pool) {
-            Ok(s) => self.store = s,
+            Ok(s) => self.store = s.into(),
             Err(again) => {
                 return Error::Database {
                     reason: format!("{e}; and reopening the SQLite database failed: {again}"),

@@ -11,7 +11,6 @@ use std::thread;
 
 use serde::Serialize;
 
-use super::allocation::Taken;
 use super::{Broker, Client, NewClient};
 use crate::client_id::ClientId;
 use crate::error::{Error, Result};
@@ -153,7 +152,7 @@ impl Broker {
             let (mut batch_added, mut batch_errors) = self.store().write_with(|tx| {
                 let mut batch_added = Vec::new();
                 let mut batch_errors = Vec::new();
-                let mut taken = Taken::load(tx, self.settings.pool)?;
+                let mut taken = self.taken(tx)?;
                 // The whole batch is reserved first (a few queries), then
                 // recorded.
                 let reqs: Vec<&NewClient> = batch

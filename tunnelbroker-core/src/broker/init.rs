@@ -45,6 +45,9 @@ pub struct InitOptions {
     /// yet; `None`: the one `settings.database` names, if any, else SQLite
     /// (`clients.db` in the broker directory).
     pub database: Option<DatabaseUrl>,
+    /// The broker's parent prefix (the institution's space, e.g. a /48),
+    /// which must hold the pool: later servers take their pools from it.
+    pub parent: Option<ipnet::Ipv6Net>,
 }
 
 impl InitOptions {
@@ -54,6 +57,7 @@ impl InitOptions {
             settings,
             ca: None,
             database: None,
+            parent: None,
         }
     }
 }
@@ -81,6 +85,15 @@ impl Broker {
     pub fn init(dir: &Path, options: &InitOptions) -> Result<Broker> {
         let settings = &options.settings;
         settings.validate()?;
+        if let Some(parent) = options.parent {
+            super::servers::check_parent(parent)?;
+            if !parent.contains(&settings.pool.net()) {
+                return Err(Error::OutsideParent {
+                    pool: settings.pool.net(),
+                    parent,
+                });
+            }
+        }
         if dir.join("tunnelbroker.toml").exists() {
             return Err(Error::BrokerExists {
                 path: dir.to_owned(),
@@ -178,6 +191,10 @@ impl Broker {
         let mut renamed = false;
         let written = broker.store().write_with(|tx| {
             shared::write(tx, &broker.settings, &chain)?;
+            tx.insert_server(&broker.main_record())?;
+            if let Some(parent) = options.parent {
+                super::servers::write_parent(tx, parent)?;
+            }
             broker.write_crl(tx)?;
             if on_postgres && !renamed {
                 fs::rename(tmp, dir).map_err(|e| Error::io(dir, e))?;
@@ -329,6 +346,7 @@ impl Broker {
         let warnings = refresh_caches(&paths, &local, &settings, chain);
         let mut broker = Broker::with_store(paths, settings, ca, store);
         broker.warnings = warnings;
+        broker.ensure_main()?;
         Ok(broker)
     }
 
@@ -346,7 +364,8 @@ impl Broker {
             paths,
             settings,
             ca,
-            store,
+            store: store.into(),
+            scope: None,
             warnings: Vec::new(),
         }
     }

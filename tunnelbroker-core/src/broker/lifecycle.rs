@@ -2,7 +2,7 @@
 
 use time::OffsetDateTime;
 
-use super::allocation::{Reserved, Taken};
+use super::allocation::Reserved;
 use super::{Broker, Client, ClientState, NewClient, Revocation, SERVER_CN, SessionEnd};
 use crate::client_id::ClientId;
 use crate::error::{Error, Result};
@@ -51,7 +51,7 @@ impl Broker {
         Self::check_request(req)?;
         let cert = self.issue(req)?;
         self.store().write_with(|tx| {
-            let mut taken = Taken::load(tx, self.settings.pool)?;
+            let mut taken = self.taken(tx)?;
             let reserved = self.reserve(tx, &mut taken, req)?;
             check_key_is_own(tx, &cert, None)?;
             let client = self.record(tx, &reserved, cert.clone())?;
@@ -62,7 +62,16 @@ impl Broker {
 
     pub(super) fn check_request(req: &NewClient) -> Result<()> {
         req.validate()?;
-        if req.id.as_str().eq_ignore_ascii_case(SERVER_CN) {
+        if let Some(name) = &req.server {
+            super::validate_server_name(name)?;
+        }
+        if req.id.as_str().eq_ignore_ascii_case(SERVER_CN)
+            || req
+                .id
+                .as_str()
+                .to_ascii_lowercase()
+                .starts_with(&format!("{SERVER_CN}-"))
+        {
             return Err(Error::InvalidClientId {
                 input: crate::error::shown(req.id.as_str()),
                 reason: "it is the name of the broker's server certificate".into(),
@@ -120,6 +129,7 @@ impl Broker {
             name: r.req.name.clone(),
             created_at: OffsetDateTime::now_utc(),
             revoked_at: None,
+            server: r.server.clone(),
         };
         tx.insert_client(&rec)?;
         tx.insert_certificate(&cert)?;
@@ -329,10 +339,9 @@ impl Broker {
         self.store().write_with(|tx| {
             let client = load_client(tx, id)?;
             require_state(&client, ClientState::Revoked, "purge")?;
-            let mut taken = Taken::load(tx, self.settings.pool)?;
+            let mut taken = self.taken(tx)?;
             tx.delete_client(id)?;
-            let released = taken.plan.release(&client.assignment).is_ok()
-                && client.port.is_none_or(|p| taken.ports.remove(u64::from(p)));
+            let released = taken.release(&client.server, &client.assignment, client.port);
             if released {
                 taken.save(tx)?;
             } else {
@@ -364,7 +373,11 @@ fn check_key_is_own(
 }
 
 /// Refuses `action` on a client that is not in state `needed`.
-fn require_state(client: &Client, needed: ClientState, action: &'static str) -> Result<()> {
+pub(super) fn require_state(
+    client: &Client,
+    needed: ClientState,
+    action: &'static str,
+) -> Result<()> {
     if client.state == needed {
         return Ok(());
     }
@@ -375,7 +388,7 @@ fn require_state(client: &Client, needed: ClientState, action: &'static str) -> 
     })
 }
 
-fn load_client(tx: &mut dyn Transaction, id: &ClientId) -> Result<Client> {
+pub(super) fn load_client(tx: &mut dyn Transaction, id: &ClientId) -> Result<Client> {
     let rec = tx
         .client(id)?
         .ok_or_else(|| Error::UnknownClient { id: id.to_string() })?;
@@ -398,6 +411,7 @@ fn to_client(rec: ClientRecord, cert: &CertRecord) -> Client {
         revoked_at: rec.revoked_at,
         not_after: cert.not_after,
         has_key: cert.key_pem.is_some(),
+        server: rec.server,
     }
 }
 

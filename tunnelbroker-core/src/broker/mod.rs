@@ -32,6 +32,7 @@ mod lifetime;
 mod ownership;
 mod paths;
 mod render;
+mod servers;
 mod sessions;
 mod settings;
 mod shared;
@@ -51,14 +52,14 @@ pub use lifetime::ServerRenewal;
 pub use paths::BrokerPaths;
 pub(crate) use render::ServerFilesState;
 pub use render::{RenderOptions, RenderReport, Revocation, SessionEnd};
+pub use servers::{ClientMove, NewServer, Server, server_common_name, validate_server_name};
 pub use sessions::{
     AssignmentSpan, Session, SessionAddresses, SessionFilter, SessionSync, Whois, parse_address,
     parse_time,
 };
 pub use settings::{
     DatabaseSettings, Endpoint, ServerMode, ServerSettings, SessionSettings, Settings,
-    TlsCryptVersion,
-    ValiditySettings,
+    TlsCryptVersion, ValiditySettings,
 };
 pub use tls_crypt_v2::TlsCryptChange;
 
@@ -93,8 +94,11 @@ pub struct Broker {
     settings: Settings,
     ca: Ca,
     /// The client database: SQLite unless [`with_store`](Self::with_store)
-    /// was given another.
-    store: Box<dyn Store>,
+    /// was given another (shared with the views of single servers).
+    store: std::sync::Arc<dyn Store>,
+    /// The server this broker renders for: `None` for `main` (the
+    /// settings' server); a view made by `for_server` otherwise.
+    scope: Option<crate::store::ServerRecord>,
     /// What [`open`](Self::open) found worth saying (a stale cache it could
     /// not refresh).
     warnings: Vec<String>,
@@ -212,6 +216,9 @@ impl Broker {
     /// # Ok::<(), tunnelbroker_core::Error>(())
     /// ```
     pub fn server_certificate(&self) -> Result<Certificate> {
+        if let Some(pem) = self.scope.as_ref().and_then(|s| s.cert_pem.as_deref()) {
+            return Certificate::from_pem(pem);
+        }
         Certificate::from_pem(&fsutil::read_to_string(&self.paths.server_cert)?)
             .map_err(|e| e.in_file(&self.paths.server_cert))
     }
@@ -234,6 +241,9 @@ impl Broker {
     /// # Ok::<(), tunnelbroker_core::Error>(())
     /// ```
     pub fn server_key(&self) -> Result<PrivateKey> {
+        if let Some(pem) = self.scope.as_ref().and_then(|s| s.key_pem.as_deref()) {
+            return PrivateKey::from_pem(pem);
+        }
         PrivateKey::from_pem(&fsutil::read_to_string(&self.paths.server_key)?)
             .map_err(|e| e.in_file(&self.paths.server_key))
     }

@@ -264,7 +264,7 @@ impl Broker {
         let options = self.server_options(layout)?;
         let settings = &self.settings;
         let active: Vec<Client> = self
-            .clients()?
+            .served_clients()?
             .into_iter()
             .filter(|c| c.state == ClientState::Active)
             .collect();
@@ -645,6 +645,10 @@ impl Broker {
     /// Records the rendered layout in the settings file (atomically), if it
     /// changed.
     fn record_server(&self, layout: &Layout) -> Result<()> {
+        // Another server's rendering is for its own host: [server] is main's.
+        if self.is_view() {
+            return Ok(());
+        }
         let text = fsutil::read_to_string(&self.paths.settings)?;
         let mut settings = Settings::from_toml(&text)?;
         let want = ServerSettings {
@@ -792,6 +796,10 @@ impl Broker {
     /// ```
     pub fn end_session(&self, client: &Client) -> Result<SessionEnd> {
         let layout = self.layout(None, None)?;
+        // Another server's sessions run on its own host.
+        if client.server != self.server_name() {
+            return Ok(SessionEnd::NoServer(layout.run_dir));
+        }
         let options = self.server_options(&layout)?;
         match self.settings.mode {
             ServerMode::PerClient => {

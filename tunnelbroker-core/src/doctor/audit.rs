@@ -786,12 +786,40 @@ fn read(broker: &Broker) -> crate::Result<Snapshot> {
 /// Returns whether assignments and ports are consistent.
 fn check_assignments(broker: &Broker, snap: &Snapshot, r: &mut Report) -> bool {
     let settings = broker.settings();
-    let mut plan = Allocator::new(settings.pool);
+    // Each server's plan and mode, by name (issue 13).
+    let mut plans: BTreeMap<String, (Allocator, ServerMode)> = match broker.server_records() {
+        Ok(servers) => servers
+            .into_iter()
+            .map(|s| (s.name, (Allocator::new(s.pool), s.mode)))
+            .collect(),
+        Err(e) => {
+            r.fail(
+                "assignment",
+                format!("the servers cannot be read: {e}"),
+                "restore the database",
+            );
+            return false;
+        }
+    };
+    let n_servers = plans.len();
     let mut owners: BTreeMap<_, &ClientId> = BTreeMap::new();
     let mut ports: BTreeMap<u16, &ClientId> = BTreeMap::new();
     let mut bad = 0;
     for (c, _) in &snap.clients {
         let prefix = c.assignment.prefix();
+        let Some((plan, mode)) = plans.get_mut(&c.server) else {
+            bad += 1;
+            r.fail(
+                "assignment",
+                format!(
+                    "client {} belongs to server {}, which does not exist",
+                    c.id, c.server
+                ),
+                "the database was altered: move the client to a server (client move)",
+            );
+            continue;
+        };
+        let mode = *mode;
         if let Err(e) = plan.insert(&c.assignment) {
             bad += 1;
             let other = owners
@@ -805,7 +833,7 @@ fn check_assignments(broker: &Broker, snap: &Snapshot, r: &mut Report) -> bool {
             );
         }
         owners.entry(prefix).or_insert(&c.id);
-        match (settings.mode, c.port) {
+        match (mode, c.port) {
             (ServerMode::PerClient, None) => {
                 bad += 1;
                 r.fail(
@@ -835,11 +863,18 @@ fn check_assignments(broker: &Broker, snap: &Snapshot, r: &mut Report) -> bool {
     if bad == 0 {
         r.pass(
             "assignment",
-            format!(
-                "{} assignments in {}, all unique",
-                snap.clients.len(),
-                settings.pool
-            ),
+            if n_servers > 1 {
+                format!(
+                    "{} assignments in the pools of {n_servers} servers, all unique",
+                    snap.clients.len()
+                )
+            } else {
+                format!(
+                    "{} assignments in {}, all unique",
+                    snap.clients.len(),
+                    settings.pool
+                )
+            },
         );
     }
     bad == 0

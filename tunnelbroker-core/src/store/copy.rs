@@ -33,16 +33,18 @@ pub struct CopyReport {
 /// A target that holds clients or certificates is refused
 /// ([`Error::Database`]), and nothing is written to it.
 pub fn copy(from: &dyn Store, to: &dyn Store) -> Result<CopyReport> {
-    let (clients, certificates, shared, crl, sessions, history) = from.read_with(|tx| {
-        Ok((
-            tx.clients()?,
-            tx.certificates()?,
-            tx.shared_values()?,
-            tx.crl_number()?,
-            tx.sessions(&super::SessionFilter::default())?,
-            tx.assignment_history(None)?,
-        ))
-    })?;
+    let (servers, clients, certificates, shared, crl, sessions, history) =
+        from.read_with(|tx| {
+            Ok((
+                tx.servers()?,
+                tx.clients()?,
+                tx.certificates()?,
+                tx.shared_values()?,
+                tx.crl_number()?,
+                tx.sessions(&super::SessionFilter::default())?,
+                tx.assignment_history(None)?,
+            ))
+        })?;
     to.write_with(|tx| {
         let held_clients = tx.client_count()?;
         let held_certs = tx.certificates()?.len();
@@ -52,6 +54,10 @@ pub fn copy(from: &dyn Store, to: &dyn Store) -> Result<CopyReport> {
                     "the target database holds {held_clients} clients and {held_certs} certificates already; copy only into a new one"
                 ),
             });
+        }
+        let held: Vec<String> = tx.servers()?.into_iter().map(|s| s.name).collect();
+        for s in servers.iter().filter(|s| !held.contains(&s.name)) {
+            tx.insert_server(s)?;
         }
         for c in &clients {
             tx.insert_client(c)?;
@@ -111,6 +117,7 @@ mod tests {
             name: None,
             created_at: OffsetDateTime::from_unix_timestamp(1_700_000_000).unwrap(),
             revoked_at: None,
+            server: "main".into(),
         }
     }
 

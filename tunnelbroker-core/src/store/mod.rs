@@ -79,8 +79,12 @@ use time::OffsetDateTime;
 use crate::client_id::ClientId;
 use crate::error::Result;
 use crate::pki::{RevocationReason, RevokedCert, Serial};
-use crate::plan::Assignment;
-use crate::words::{ClientOs, ClientState};
+use crate::plan::{Assignment, Pool};
+use crate::words::{ClientOs, ClientState, ServerMode};
+
+/// The name of the server every broker has: `init` makes it from its own
+/// settings, and a broker made before servers existed has it from them.
+pub const MAIN_SERVER: &str = "main";
 
 /// A client row.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -103,6 +107,46 @@ pub struct ClientRecord {
     pub created_at: OffsetDateTime,
     /// Revocation time.
     pub revoked_at: Option<OffsetDateTime>,
+    /// The server it belongs to (its assignment lies in that server's pool).
+    pub server: String,
+}
+
+/// A server row: one OpenVPN server of the broker, with its own endpoint,
+/// mode, port and pool. `Debug` prints the key as `[redacted]`.
+#[derive(Clone, PartialEq, Eq)]
+pub struct ServerRecord {
+    /// The name (unique).
+    pub name: String,
+    /// The host its clients connect to.
+    pub endpoint: String,
+    /// Per-client or shared.
+    pub mode: ServerMode,
+    /// The shared server's UDP port, or the first port of its per-client instances.
+    pub port: u16,
+    /// Its pool (no two servers' pools overlap).
+    pub pool: Pool,
+    /// Its certificate, PEM; `None` for a server that uses the broker's
+    /// `server.crt` (`main`).
+    pub cert_pem: Option<String>,
+    /// Its key, PEM; `None` with `cert_pem`.
+    pub key_pem: Option<String>,
+    /// When it was added.
+    pub created_at: OffsetDateTime,
+}
+
+impl std::fmt::Debug for ServerRecord {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("ServerRecord")
+            .field("name", &self.name)
+            .field("endpoint", &self.endpoint)
+            .field("mode", &self.mode)
+            .field("port", &self.port)
+            .field("pool", &self.pool)
+            .field("cert_pem", &self.cert_pem)
+            .field("key_pem", &self.key_pem.as_ref().map(|_| "[redacted]"))
+            .field("created_at", &self.created_at)
+            .finish()
+    }
 }
 
 /// What one client row holds of the address plan: the part of it that
@@ -284,6 +328,22 @@ pub trait Transaction {
     /// Replaces the whole assignment history with `spans` (when a broker
     /// moves to another store).
     fn replace_assignment_history(&mut self, spans: &[AssignmentSpan]) -> Result<()>;
+    /// Every server row, in name order.
+    fn servers(&mut self) -> Result<Vec<ServerRecord>>;
+    /// Adds a server row (the name and the pool must be unused).
+    fn insert_server(&mut self, s: &ServerRecord) -> Result<()>;
+    /// Replaces a server's certificate and key.
+    fn set_server_certificate(&mut self, name: &str, cert_pem: &str, key_pem: &str) -> Result<()>;
+    /// Deletes a server row.
+    fn delete_server(&mut self, name: &str) -> Result<()>;
+    /// Moves a client to `server`, with its new assignment and port there.
+    fn move_client(
+        &mut self,
+        id: &ClientId,
+        server: &str,
+        assignment: &Assignment,
+        port: Option<u16>,
+    ) -> Result<()>;
 }
 
 /// A client database.

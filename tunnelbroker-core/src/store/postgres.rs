@@ -47,11 +47,11 @@ use time::OffsetDateTime;
 use super::session::{
     from_micros, micros, parse_addresses, parse_endpoints, to_count, virtual_text,
 };
-use super::sqlite::{parse_stored_id, parse_ts, ts};
+use super::sqlite::{parse_stored_id, parse_ts, pool_of, ts};
 use super::url::{DbHost, Tls};
 use super::{
-    Allocation, AssignmentSpan, CertRecord, CertState, ClientRecord, DatabaseUrl, Session,
-    SessionFilter, Store, Transaction, passfile,
+    Allocation, AssignmentSpan, CertRecord, CertState, ClientRecord, DatabaseUrl, ServerRecord,
+    Session, SessionFilter, Store, Transaction, passfile,
 };
 use crate::client_id::ClientId;
 use crate::error::{Error, Result, one_line};
@@ -100,7 +100,22 @@ const MIGRATIONS: &[&str] = &[
         value  TEXT NOT NULL
     );
     INSERT INTO meta (key, value) VALUES ('crl_number', '0');",
-    // 1 -> 2: sessions and the assignment history, as SQLite's 3 -> 4
+    // 1 -> 2: several OpenVPN servers, each with its own pool (issue 13).
+    // Every existing client belongs to `main`, whose row the broker makes
+    // from its settings when it opens the database.
+    "CREATE TABLE servers (
+        name        TEXT PRIMARY KEY,
+        endpoint    TEXT NOT NULL,
+        mode        TEXT NOT NULL CHECK (mode IN ('per-client', 'shared')),
+        port        INTEGER NOT NULL CHECK (port BETWEEN 1 AND 65535),
+        pool        TEXT NOT NULL UNIQUE,
+        cert_pem    TEXT,
+        key_pem     TEXT,
+        created_at  TEXT NOT NULL
+    );
+    ALTER TABLE clients ADD COLUMN server TEXT NOT NULL DEFAULT 'main';
+    CREATE INDEX clients_by_server ON clients (server);",
+    // 2 -> 3: sessions and the assignment history, as SQLite's 4 -> 5
     // (times in microseconds since the epoch; triggers keep the history).
     "CREATE TABLE sessions (
         id            BIGINT GENERATED ALWAYS AS IDENTITY PRIMARY KEY,
@@ -439,10 +454,12 @@ impl PostgresStore {
                         .map_err(pg_err)?
                 };
                 started = true;
+                let pools = server_pools(&mut tx)?;
                 let mut t = PgTx {
                     tx: &mut tx,
                     statements,
                     pool,
+                    pools,
                     new_clients: Vec::new(),
                     new_certs: Vec::new(),
                 };
@@ -644,19 +661,62 @@ impl Store for PostgresStore {
 struct PgTx<'a, 'c> {
     tx: &'a mut postgres::Transaction<'c>,
     statements: &'a mut HashMap<&'static str, Statement>,
+    /// The pool of `main` until its server row exists.
     pool: Pool,
+    /// Every server's pool, by name.
+    pools: HashMap<String, Pool>,
     /// Client rows inserted and not sent yet.
     new_clients: Vec<ClientRecord>,
     /// Certificate rows inserted and not sent yet.
     new_certs: Vec<CertRecord>,
 }
 
+/// Every server's pool, by name, read at the start of a transaction.
+fn server_pools(tx: &mut postgres::Transaction<'_>) -> Result<HashMap<String, Pool>> {
+    let rows = tx
+        .query("SELECT name, pool FROM servers", &[])
+        .map_err(pg_err)?;
+    rows.iter()
+        .map(|r| {
+            let name: String = r.try_get(0).map_err(pg_err)?;
+            let pool: &str = r.try_get(1).map_err(pg_err)?;
+            let pool = pool.parse().map_err(|e| Error::Database {
+                reason: format!("the pool of server {name:?} does not parse: {e}"),
+            })?;
+            Ok((name, pool))
+        })
+        .collect()
+}
+
+const SERVER_COLUMNS: &str = "name, endpoint, mode, port, pool, cert_pem, key_pem, created_at";
+
+fn server_from_row(r: &postgres::Row) -> Result<ServerRecord> {
+    let text = |i: usize| -> Result<String> { r.try_get::<_, String>(i).map_err(pg_err) };
+    let name = text(0)?;
+    let corrupt = |e: Error| Error::Database {
+        reason: format!("the row of server {name:?} does not parse: {e}"),
+    };
+    let port: i32 = r.try_get(3).map_err(pg_err)?;
+    Ok(ServerRecord {
+        endpoint: text(1)?,
+        mode: text(2)?.parse().map_err(corrupt)?,
+        port: u16::try_from(port).map_err(|_| Error::Database {
+            reason: format!("port {port} of server {name:?} is out of range"),
+        })?,
+        pool: text(4)?.parse().map_err(corrupt)?,
+        cert_pem: r.try_get(5).map_err(pg_err)?,
+        key_pem: r.try_get(6).map_err(pg_err)?,
+        created_at: parse_ts(&text(7)?)?,
+        name,
+    })
+}
+
 const CLIENT_COLUMNS: &str =
-    "id, kind, os, prefix, port, state, email, name, created_at, revoked_at";
+    "id, kind, os, prefix, port, state, email, name, created_at, revoked_at, server";
 const CERT_COLUMNS: &str = "serial, client_id, pem, key_pem, not_after, state, revoked_at, reason";
 
-const INSERT_CLIENTS: &str = "INSERT INTO clients (id, kind, os, prefix, port, state, email, name, created_at, revoked_at)
-     SELECT * FROM unnest($1::text[], $2::text[], $3::text[], $4::text[], $5::int4[], $6::text[], $7::text[], $8::text[], $9::text[], $10::text[])";
+const INSERT_CLIENTS: &str = "INSERT INTO clients (id, kind, os, prefix, port, state, email, name, created_at, revoked_at, server)
+     SELECT * FROM unnest($1::text[], $2::text[], $3::text[], $4::text[], $5::int4[], $6::text[], $7::text[], $8::text[], $9::text[], $10::text[], $11::text[])";
 const INSERT_CERTS: &str = "INSERT INTO certificates (serial, client_id, pem, key_pem, not_after, state, revoked_at, reason)
      SELECT a, b, c, d, e, f, g, h
      FROM unnest($1::text[], $2::text[], $3::text[], $4::text[], $5::text[], $6::text[], $7::text[], $8::text[])
@@ -757,13 +817,14 @@ impl PgTx<'_, '_> {
             let names = col(&|c| c.name.clone());
             let created = col(&|c| Some(ts(c.created_at)));
             let revoked = col(&|c| c.revoked_at.map(ts));
+            let servers = col(&|c| Some(c.server.clone()));
             let stmt = self.statement(INSERT_CLIENTS)?;
             self.tx
                 .execute(
                     &stmt,
                     &[
                         &ids, &kinds, &oses, &prefixes, &ports, &states, &emails, &names, &created,
-                        &revoked,
+                        &revoked, &servers,
                     ],
                 )
                 .map_err(constraint_err)?;
@@ -810,7 +871,9 @@ impl PgTx<'_, '_> {
         let id = ClientId::new(&text(0)?).map_err(corrupt)?;
         let kind: ClientKind = text(1)?.parse().map_err(corrupt)?;
         let os: ClientOs = text(2)?.parse().map_err(corrupt)?;
-        let assignment = Assignment::parse_in(&self.pool, kind, &text(3)?).map_err(corrupt)?;
+        let server = text(10)?;
+        let pool = pool_of(&self.pools, &self.pool, &server)?;
+        let assignment = Assignment::parse_in(&pool, kind, &text(3)?).map_err(corrupt)?;
         let port = port_of(&id, r.try_get(4).map_err(pg_err)?)?;
         let state: ClientState = text(5)?.parse().map_err(corrupt)?;
         Ok(ClientRecord {
@@ -823,6 +886,7 @@ impl PgTx<'_, '_> {
             name: opt(7)?,
             created_at: parse_ts(&text(8)?)?,
             revoked_at: opt(9)?.as_deref().map(parse_ts).transpose()?,
+            server,
         })
     }
 
@@ -888,14 +952,14 @@ fn port_of(id: &impl std::fmt::Display, port: Option<i32>) -> Result<Option<u16>
 
 impl Transaction for PgTx<'_, '_> {
     fn clients(&mut self) -> Result<Vec<ClientRecord>> {
-        const SQL: &str = "SELECT id, kind, os, prefix, port, state, email, name, created_at, revoked_at FROM clients ORDER BY id COLLATE \"C\"";
+        const SQL: &str = "SELECT id, kind, os, prefix, port, state, email, name, created_at, revoked_at, server FROM clients ORDER BY id COLLATE \"C\"";
         debug_assert!(SQL.contains(CLIENT_COLUMNS));
         let rows = self.query(SQL, &[])?;
         rows.iter().map(|r| self.client_from_row(r)).collect()
     }
 
     fn allocations(&mut self) -> Result<Vec<Allocation>> {
-        let rows = self.query("SELECT id, kind, prefix, port FROM clients", &[])?;
+        let rows = self.query("SELECT id, kind, prefix, port, server FROM clients", &[])?;
         rows.iter()
             .map(|r| {
                 let id: &str = r.try_get(0).map_err(pg_err)?;
@@ -908,7 +972,8 @@ impl Transaction for PgTx<'_, '_> {
                     .parse()
                     .map_err(corrupt)?;
                 let prefix: &str = r.try_get(2).map_err(pg_err)?;
-                let assignment = Assignment::parse_in(&self.pool, kind, prefix).map_err(corrupt)?;
+                let pool = pool_of(&self.pools, &self.pool, r.try_get(4).map_err(pg_err)?)?;
+                let assignment = Assignment::parse_in(&pool, kind, prefix).map_err(corrupt)?;
                 let port = port_of(&format!("{id:?}"), r.try_get(3).map_err(pg_err)?)?;
                 Ok(Allocation { assignment, port })
             })
@@ -1019,7 +1084,7 @@ impl Transaction for PgTx<'_, '_> {
             return Ok(Some(c.clone()));
         }
         let rows = self.query_unflushed(
-            "SELECT id, kind, os, prefix, port, state, email, name, created_at, revoked_at FROM clients WHERE id = $1",
+            "SELECT id, kind, os, prefix, port, state, email, name, created_at, revoked_at, server FROM clients WHERE id = $1",
             &[&id.as_str()],
         )?;
         rows.first().map(|r| self.client_from_row(r)).transpose()
@@ -1420,6 +1485,89 @@ impl Transaction for PgTx<'_, '_> {
              ORDER BY n",
             &[&ids, &kinds, &prefixes, &emails, &names, &since, &until],
         )?;
+        Ok(())
+    }
+
+    fn servers(&mut self) -> Result<Vec<ServerRecord>> {
+        const SQL: &str = "SELECT name, endpoint, mode, port, pool, cert_pem, key_pem, created_at FROM servers ORDER BY name COLLATE \"C\"";
+        debug_assert!(SQL.contains(SERVER_COLUMNS));
+        let rows = self.query(SQL, &[])?;
+        rows.iter().map(server_from_row).collect()
+    }
+
+    fn insert_server(&mut self, s: &ServerRecord) -> Result<()> {
+        self.flush()?;
+        let stmt = self.statement(
+            "INSERT INTO servers (name, endpoint, mode, port, pool, cert_pem, key_pem, created_at)
+             VALUES ($1, $2, $3, $4, $5, $6, $7, $8)",
+        )?;
+        self.tx
+            .execute(
+                &stmt,
+                &[
+                    &s.name,
+                    &s.endpoint,
+                    &s.mode.to_string(),
+                    &i32::from(s.port),
+                    &s.pool.to_string(),
+                    &s.cert_pem,
+                    &s.key_pem,
+                    &ts(s.created_at),
+                ],
+            )
+            .map_err(|e| match e.as_db_error().and_then(|d| d.constraint()) {
+                Some("servers_pkey") => Error::ServerExists {
+                    name: s.name.clone(),
+                },
+                Some("servers_pool_key") => Error::PoolsOverlap {
+                    pool: s.pool.net(),
+                    server: None,
+                },
+                _ => pg_err(e),
+            })?;
+        self.pools.insert(s.name.clone(), s.pool);
+        Ok(())
+    }
+
+    fn set_server_certificate(&mut self, name: &str, cert_pem: &str, key_pem: &str) -> Result<()> {
+        let n = self.execute(
+            "UPDATE servers SET cert_pem = $2, key_pem = $3 WHERE name = $1",
+            &[&name, &cert_pem, &key_pem],
+        )?;
+        if n == 0 {
+            return Err(Error::UnknownServer { name: name.into() });
+        }
+        Ok(())
+    }
+
+    fn delete_server(&mut self, name: &str) -> Result<()> {
+        let n = self.execute("DELETE FROM servers WHERE name = $1", &[&name])?;
+        if n == 0 {
+            return Err(Error::UnknownServer { name: name.into() });
+        }
+        self.pools.remove(name);
+        Ok(())
+    }
+
+    fn move_client(
+        &mut self,
+        id: &ClientId,
+        server: &str,
+        assignment: &Assignment,
+        port: Option<u16>,
+    ) -> Result<()> {
+        let n = self.execute(
+            "UPDATE clients SET server = $2, prefix = $3, port = $4 WHERE id = $1",
+            &[
+                &id.as_str(),
+                &server,
+                &assignment.prefix().to_string(),
+                &port.map(i32::from),
+            ],
+        )?;
+        if n == 0 {
+            return Err(Error::UnknownClient { id: id.to_string() });
+        }
         Ok(())
     }
 }

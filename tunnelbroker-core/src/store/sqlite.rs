@@ -17,12 +17,14 @@ use time::format_description::well_known::Rfc3339;
 
 use ipnet::Ipv6Net;
 
+use std::collections::HashMap;
+
 use super::session::{
     from_micros, micros, parse_addresses, parse_endpoints, to_count, virtual_text,
 };
 use super::{
-    Allocation, AssignmentSpan, CertRecord, CertState, ClientRecord, Session, SessionFilter, Store,
-    Transaction,
+    Allocation, AssignmentSpan, CertRecord, CertState, ClientRecord, ServerRecord, Session,
+    SessionFilter, Store, Transaction,
 };
 use crate::client_id::ClientId;
 use crate::error::{Error, Result};
@@ -82,7 +84,23 @@ const MIGRATIONS: &[&str] = &[
         key    TEXT PRIMARY KEY NOT NULL,
         value  TEXT NOT NULL
     ) STRICT;",
-    // 3 -> 4: sessions, and the assignment history that answers "who had
+    // 3 -> 4: several OpenVPN servers, each with its own pool (issue 13).
+    // Every existing client belongs to the one server a broker had so
+    // far, `main`, whose row the broker makes from its settings when it
+    // opens the database (its certificate stays server.crt: no PEM here).
+    "CREATE TABLE servers (
+        name        TEXT PRIMARY KEY NOT NULL,
+        endpoint    TEXT NOT NULL,
+        mode        TEXT NOT NULL CHECK (mode IN ('per-client', 'shared')),
+        port        INTEGER NOT NULL CHECK (port BETWEEN 1 AND 65535),
+        pool        TEXT NOT NULL UNIQUE,
+        cert_pem    TEXT,
+        key_pem     TEXT,
+        created_at  TEXT NOT NULL
+    ) STRICT;
+    ALTER TABLE clients ADD COLUMN server TEXT NOT NULL DEFAULT 'main';
+    CREATE INDEX clients_by_server ON clients (server);",
+    // 4 -> 5: sessions, and the assignment history that answers "who had
     // this address then?" after a purge (see `store::session`). Times are
     // microseconds since the epoch. Triggers keep the history in step with
     // every change of a client row, whoever makes it; a span starts at the
@@ -254,9 +272,11 @@ impl SqliteStore {
             reason: "the database connection was poisoned by an earlier panic".into(),
         })?;
         let tx = conn.transaction_with_behavior(behavior).map_err(db_err)?;
+        let pools = server_pools(&tx)?;
         let mut t = SqliteTx {
             tx: &tx,
             pool: self.pool,
+            pools,
         };
         f(&mut t)?;
         tx.commit().map_err(db_err)
@@ -430,11 +450,75 @@ impl Store for SqliteStore {
 
 struct SqliteTx<'a> {
     tx: &'a rusqlite::Transaction<'a>,
+    /// The pool of `main` until its server row exists.
     pool: Pool,
+    /// Every server's pool, by name.
+    pools: HashMap<String, Pool>,
+}
+
+/// Every server's pool, by name, read at the start of a transaction.
+fn server_pools(tx: &rusqlite::Transaction<'_>) -> Result<HashMap<String, Pool>> {
+    let mut stmt = tx
+        .prepare_cached("SELECT name, pool FROM servers")
+        .map_err(db_err)?;
+    let rows = stmt
+        .query_map([], |r| Ok((r.get::<_, String>(0)?, r.get::<_, String>(1)?)))
+        .and_then(|rows| rows.collect::<rusqlite::Result<Vec<_>>>())
+        .map_err(db_err)?;
+    rows.into_iter()
+        .map(|(name, pool)| {
+            let pool = pool.parse().map_err(|e| Error::Database {
+                reason: format!("the pool of server {name:?} does not parse: {e}"),
+            })?;
+            Ok((name, pool))
+        })
+        .collect()
+}
+
+/// The pool of `server`: its row's, or for `main` before its row exists,
+/// the broker's.
+pub(super) fn pool_of(
+    pools: &HashMap<String, Pool>,
+    fallback: &Pool,
+    server: &str,
+) -> Result<Pool> {
+    match pools.get(server) {
+        Some(p) => Ok(*p),
+        None if server == super::MAIN_SERVER => Ok(*fallback),
+        None => Err(Error::Database {
+            reason: format!(
+                "a client belongs to server {}, which has no row",
+                crate::error::shown(server)
+            ),
+        }),
+    }
 }
 
 const CLIENT_COLUMNS: &str =
-    "id, kind, os, prefix, port, state, email, name, created_at, revoked_at";
+    "id, kind, os, prefix, port, state, email, name, created_at, revoked_at, server";
+
+const SERVER_COLUMNS: &str = "name, endpoint, mode, port, pool, cert_pem, key_pem, created_at";
+
+fn server_from_row(r: &rusqlite::Row<'_>) -> Result<ServerRecord> {
+    let get_s = |i: usize| -> Result<String> { r.get::<_, String>(i).map_err(db_err) };
+    let name = get_s(0)?;
+    let corrupt = |e: Error| Error::Database {
+        reason: format!("the row of server {name:?} does not parse: {e}"),
+    };
+    let port: i64 = r.get(3).map_err(db_err)?;
+    Ok(ServerRecord {
+        endpoint: get_s(1)?,
+        mode: get_s(2)?.parse().map_err(corrupt)?,
+        port: u16::try_from(port).map_err(|_| Error::Database {
+            reason: format!("port {port} of server {name:?} is out of range"),
+        })?,
+        pool: get_s(4)?.parse().map_err(corrupt)?,
+        cert_pem: r.get(5).map_err(db_err)?,
+        key_pem: r.get(6).map_err(db_err)?,
+        created_at: parse_ts(&get_s(7)?)?,
+        name,
+    })
+}
 
 impl SqliteTx<'_> {
     fn client_from_row(&self, r: &rusqlite::Row<'_>) -> Result<ClientRecord> {
@@ -445,7 +529,9 @@ impl SqliteTx<'_> {
         let id = ClientId::new(&get_s(0)?).map_err(corrupt)?;
         let kind: ClientKind = get_s(1)?.parse().map_err(corrupt)?;
         let os: ClientOs = get_s(2)?.parse().map_err(corrupt)?;
-        let assignment = Assignment::parse_in(&self.pool, kind, &get_s(3)?).map_err(corrupt)?;
+        let server = get_s(10)?;
+        let pool = pool_of(&self.pools, &self.pool, &server)?;
+        let assignment = Assignment::parse_in(&pool, kind, &get_s(3)?).map_err(corrupt)?;
         let port: Option<i64> = r.get(4).map_err(db_err)?;
         let port = match port {
             None => None,
@@ -465,6 +551,7 @@ impl SqliteTx<'_> {
             name: r.get(7).map_err(db_err)?,
             created_at: parse_ts(&get_s(8)?)?,
             revoked_at: revoked_at.as_deref().map(parse_ts).transpose()?,
+            server,
         })
     }
 
@@ -526,7 +613,7 @@ impl Transaction for SqliteTx<'_> {
     fn allocations(&mut self) -> Result<Vec<Allocation>> {
         let mut stmt = self
             .tx
-            .prepare_cached("SELECT id, kind, prefix, port FROM clients")
+            .prepare_cached("SELECT id, kind, prefix, port, server FROM clients")
             .map_err(db_err)?;
         let mut rows = stmt.query([]).map_err(db_err)?;
         let mut out = Vec::new();
@@ -539,7 +626,8 @@ impl Transaction for SqliteTx<'_> {
                 ),
             };
             let kind: ClientKind = text(1)?.parse().map_err(corrupt)?;
-            let assignment = Assignment::parse_in(&self.pool, kind, text(2)?).map_err(corrupt)?;
+            let pool = pool_of(&self.pools, &self.pool, text(4)?)?;
+            let assignment = Assignment::parse_in(&pool, kind, text(2)?).map_err(corrupt)?;
             let port: Option<i64> = r.get(3).map_err(db_err)?;
             let port = port
                 .map(|p| {
@@ -646,7 +734,7 @@ impl Transaction for SqliteTx<'_> {
         let mut stmt = self
             .tx
             .prepare_cached(&format!(
-                "INSERT INTO clients ({CLIENT_COLUMNS}) VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10)"
+                "INSERT INTO clients ({CLIENT_COLUMNS}) VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?11)"
             ))
             .map_err(db_err)?;
         stmt.execute(params![
@@ -660,6 +748,7 @@ impl Transaction for SqliteTx<'_> {
             c.name,
             ts(c.created_at),
             c.revoked_at.map(ts),
+            c.server,
         ])
         .map_err(|e| insert_err(e, c))?;
         Ok(())
@@ -1062,6 +1151,21 @@ impl Transaction for SqliteTx<'_> {
         Ok(out)
     }
 
+    fn servers(&mut self) -> Result<Vec<ServerRecord>> {
+        let mut stmt = self
+            .tx
+            .prepare_cached(&format!(
+                "SELECT {SERVER_COLUMNS} FROM servers ORDER BY name"
+            ))
+            .map_err(db_err)?;
+        let mut rows = stmt.query([]).map_err(db_err)?;
+        let mut out = Vec::new();
+        while let Some(r) = rows.next().map_err(db_err)? {
+            out.push(server_from_row(r)?);
+        }
+        Ok(out)
+    }
+
     fn prune_sessions(&mut self, before: OffsetDateTime) -> Result<u64> {
         let n = self
             .tx
@@ -1133,6 +1237,93 @@ impl Transaction for SqliteTx<'_> {
                 a.until.map(micros),
             ])
             .map_err(db_err)?;
+        }
+        Ok(())
+    }
+
+    fn insert_server(&mut self, s: &ServerRecord) -> Result<()> {
+        self.tx
+            .execute(
+                &format!(
+                    "INSERT INTO servers ({SERVER_COLUMNS}) VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8)"
+                ),
+                params![
+                    s.name,
+                    s.endpoint,
+                    s.mode.to_string(),
+                    i64::from(s.port),
+                    s.pool.to_string(),
+                    s.cert_pem,
+                    s.key_pem,
+                    ts(s.created_at),
+                ],
+            )
+            .map_err(|e| {
+                let text = e.to_string();
+                if text.contains("servers.name") {
+                    Error::ServerExists {
+                        name: s.name.clone(),
+                    }
+                } else if text.contains("servers.pool") {
+                    Error::PoolsOverlap {
+                        pool: s.pool.net(),
+                        server: None,
+                    }
+                } else {
+                    db_err(e)
+                }
+            })?;
+        self.pools.insert(s.name.clone(), s.pool);
+        Ok(())
+    }
+
+    fn set_server_certificate(&mut self, name: &str, cert_pem: &str, key_pem: &str) -> Result<()> {
+        let n = self
+            .tx
+            .execute(
+                "UPDATE servers SET cert_pem = ?2, key_pem = ?3 WHERE name = ?1",
+                params![name, cert_pem, key_pem],
+            )
+            .map_err(db_err)?;
+        if n == 0 {
+            return Err(Error::UnknownServer { name: name.into() });
+        }
+        Ok(())
+    }
+
+    fn delete_server(&mut self, name: &str) -> Result<()> {
+        let n = self
+            .tx
+            .execute("DELETE FROM servers WHERE name = ?1", [name])
+            .map_err(db_err)?;
+        if n == 0 {
+            return Err(Error::UnknownServer { name: name.into() });
+        }
+        self.pools.remove(name);
+        Ok(())
+    }
+
+    fn move_client(
+        &mut self,
+        id: &ClientId,
+        server: &str,
+        assignment: &Assignment,
+        port: Option<u16>,
+    ) -> Result<()> {
+        let n = self
+            .tx
+            .execute(
+                "UPDATE clients SET server = ?2, prefix = ?3, port = ?4 WHERE id = ?1",
+                params![
+                    id.as_str(),
+                    server,
+                    assignment.prefix().to_string(),
+                    port.map(i64::from)
+                ],
+            )
+            .map_err(db_err)?;
+        if n == 0 {
+            return Err(Error::UnknownClient { id: id.to_string() });
         }
         Ok(())
     }

@@ -42,6 +42,7 @@ from ._tunnelbroker import (
     Report as Report,
     Revocation as Revocation,
     RowError as RowError,
+    Server as Server,
     ServerRenewal as ServerRenewal,
     Subnet as Subnet,
 )
@@ -76,6 +77,7 @@ __all__ = [
     "Report",
     "Revocation",
     "RowError",
+    "Server",
     "ServerRenewal",
     "Subnet",
 ]

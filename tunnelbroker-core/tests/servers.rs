@@ -1,0 +1,407 @@
+//! Issue 13: several OpenVPN servers in one broker, each with its own pool,
+//! certificate and clients; on both stores (`stores`).
+
+use std::os::unix::fs::PermissionsExt;
+
+use tunnelbroker_core::broker::{NewServer, RenderOptions, ServerMode};
+use tunnelbroker_core::pki::RevocationReason;
+use tunnelbroker_core::{Broker, ClientKind, ErrorKind, NewClient, Settings};
+
+use crate::stores::{TestStore, by_store, sql};
+
+fn new_broker(store: &TestStore) -> (tempfile::TempDir, Broker) {
+    let tmp = tempfile::tempdir().unwrap();
+    std::fs::set_permissions(tmp.path(), std::fs::Permissions::from_mode(0o755)).unwrap();
+    let settings = Settings::new(
+        "2001:db8:0:f100::/56".parse().unwrap(),
+        "vpn.example.net".parse().unwrap(),
+    );
+    let mut options = store.options(settings);
+    options.parent = Some("2001:db8::/48".parse().unwrap());
+    let b = Broker::init(&tmp.path().join("broker"), &options).unwrap();
+    (tmp, b)
+}
+
+fn server(name: &str, endpoint: &str, pool: Option<&str>) -> NewServer {
+    let mut s = NewServer::new(name, endpoint.parse().unwrap());
+    s.pool = pool.map(|p| p.parse().unwrap());
+    s
+}
+
+fn req(id: &str, kind: ClientKind, server: Option<&str>) -> NewClient {
+    let mut r = NewClient::new(id.parse().unwrap(), kind);
+    r.server = server.map(str::to_owned);
+    r
+}
+
+fn init_makes_main_from_its_settings(store: &TestStore) {
+    let (_tmp, b) = new_broker(store);
+    let servers = b.servers().unwrap();
+    assert_eq!(servers.len(), 1);
+    let main = &servers[0];
+    assert_eq!(main.name, "main");
+    assert_eq!(main.endpoint.as_str(), "vpn.example.net");
+    assert_eq!(main.mode, ServerMode::PerClient);
+    assert_eq!(main.port, 5000);
+    assert_eq!(main.pool.to_string(), "2001:db8:0:f100::/56");
+    assert_eq!(main.certificate_name, "tunnelbroker-server");
+    assert_eq!((main.clients, main.subnets_free), (0, 254));
+    assert_eq!(
+        b.parent_prefix().unwrap(),
+        Some("2001:db8::/48".parse().unwrap())
+    );
+    // Today's usage: a client without --server goes to main.
+    let alice = b
+        .add_client(&req("alice", ClientKind::Subnet, None))
+        .unwrap();
+    assert_eq!(alice.server, "main");
+    assert_eq!(alice.assignment.to_string(), "2001:db8:0:f101::/64");
+    assert_eq!(b.servers().unwrap()[0].clients, 1);
+}
+by_store!(init_makes_main_from_its_settings);
+
+fn a_broker_of_the_old_schema_migrates_to_main(store: &TestStore) {
+    let (_tmp, b) = new_broker(store);
+    b.add_client(&req("alice", ClientKind::Subnet, None))
+        .unwrap();
+    b.add_client(&req("bob", ClientKind::Hermit, None)).unwrap();
+    let dir = b.dir().to_owned();
+    // Back to the schema before servers: no servers table, no server column.
+    match store {
+        TestStore::Sqlite => sql(
+            &b,
+            "DROP INDEX clients_by_server; ALTER TABLE clients DROP COLUMN server;
+             DROP TABLE servers; DELETE FROM plan_state; PRAGMA user_version = 3;",
+        ),
+        TestStore::Postgres(_) => sql(
+            &b,
+            "DROP INDEX clients_by_server; ALTER TABLE clients DROP COLUMN server;
+             DROP TABLE servers; DELETE FROM plan_state;
+             UPDATE meta SET value = '1' WHERE key = 'schema_version';",
+        ),
+    }
+    drop(b);
+    let b = Broker::open(&dir).unwrap();
+    let servers = b.servers().unwrap();
+    assert_eq!(servers.len(), 1);
+    assert_eq!(servers[0].name, "main");
+    assert_eq!(servers[0].pool.to_string(), "2001:db8:0:f100::/56");
+    assert_eq!(servers[0].clients, 2);
+    let clients = b.clients().unwrap();
+    assert!(clients.iter().all(|c| c.server == "main"));
+    // It keeps working: the next client gets the next /64.
+    let carol = b
+        .add_client(&req("carol", ClientKind::Subnet, None))
+        .unwrap();
+    assert_eq!(carol.assignment.to_string(), "2001:db8:0:f102::/64");
+}
+by_store!(a_broker_of_the_old_schema_migrates_to_main);
+
+fn servers_have_their_own_pools_that_never_overlap(store: &TestStore) {
+    let (_tmp, b) = new_broker(store);
+    // Without a pool: the next free /56 of the parent.
+    let s1 = b
+        .add_server(&server("b", "vpn-b.example.net", None))
+        .unwrap();
+    assert_eq!(s1.pool.to_string(), "2001:db8::/56");
+    assert_eq!(s1.certificate_name, "tunnelbroker-server-b");
+    let mut c = server("c", "vpn-c.example.net", None);
+    c.pool_length = Some(60);
+    assert_eq!(
+        b.add_server(&c).unwrap().pool.to_string(),
+        "2001:db8:0:100::/60"
+    );
+    // Overlapping pools, pools outside the parent, a second name: refused.
+    for (name, pool) in [
+        ("d", "2001:db8:0:f100::/60"),
+        ("d", "2001:db8::/48"),
+        ("d", "2001:db8:0:100::/62"),
+    ] {
+        let e = b.add_server(&server(name, "h", Some(pool))).unwrap_err();
+        assert_eq!(e.kind(), ErrorKind::InvalidInput, "{pool}: {e}");
+        assert!(e.to_string().contains("overlaps"), "{e}");
+    }
+    let e = b
+        .add_server(&server("d", "h", Some("2001:db9::/56")))
+        .unwrap_err();
+    assert_eq!(e.kind(), ErrorKind::InvalidInput);
+    assert!(e.to_string().contains("outside the broker's parent"), "{e}");
+    let e = b
+        .add_server(&server("b", "h", Some("2001:db8:0:e000::/56")))
+        .unwrap_err();
+    assert_eq!(e.kind(), ErrorKind::AlreadyExists);
+    let mut bad = server("d", "h", None);
+    bad.pool_length = Some(47);
+    assert_eq!(
+        b.add_server(&bad).unwrap_err().kind(),
+        ErrorKind::InvalidInput
+    );
+    let names: Vec<String> = b.servers().unwrap().into_iter().map(|s| s.name).collect();
+    assert_eq!(names, ["b", "c", "main"]);
+}
+by_store!(servers_have_their_own_pools_that_never_overlap);
+
+fn hostile_server_names_are_refused(store: &TestStore) {
+    let (_tmp, b) = new_broker(store);
+    let long = "x".repeat(33);
+    for bad in [
+        "",
+        "../x",
+        "a/b",
+        "a;rm -rf",
+        "$(id)",
+        "-x",
+        ".x",
+        "ä",
+        "a b",
+        "a\nb",
+        long.as_str(),
+    ] {
+        let e = b
+            .add_server(&server(bad, "h", Some("2001:db8:0:e000::/56")))
+            .unwrap_err();
+        assert_eq!(e.kind(), ErrorKind::InvalidInput, "{bad:?}: {e}");
+        assert_eq!(e.to_string().lines().count(), 1, "{e}");
+        let e = b
+            .add_client(&req("alice", ClientKind::Hermit, Some(bad)))
+            .unwrap_err();
+        assert_eq!(e.kind(), ErrorKind::InvalidInput, "{bad:?}: {e}");
+    }
+    assert_eq!(b.servers().unwrap().len(), 1);
+    let e = b
+        .add_client(&req("alice", ClientKind::Hermit, Some("nope")))
+        .unwrap_err();
+    assert_eq!(e.kind(), ErrorKind::NotFound);
+    assert!(b.clients().unwrap().is_empty());
+    // A client may not take a server certificate's name.
+    let e = b
+        .add_client(&req("tunnelbroker-server-b", ClientKind::Hermit, None))
+        .unwrap_err();
+    assert_eq!(e.kind(), ErrorKind::InvalidInput);
+}
+by_store!(hostile_server_names_are_refused);
+
+fn clients_go_to_the_named_server_or_the_one_with_most_room(store: &TestStore) {
+    let (_tmp, b) = new_broker(store);
+    let mut small = server("small", "vpn-s.example.net", Some("2001:db8:0:e000::/62"));
+    small.mode = ServerMode::Shared;
+    b.add_server(&small).unwrap();
+    // Named: its pool.
+    let a = b
+        .add_client(&req("a", ClientKind::Subnet, Some("small")))
+        .unwrap();
+    assert_eq!(a.server, "small");
+    assert_eq!(a.assignment.to_string(), "2001:db8:0:e001::/64");
+    assert_eq!(a.port, None, "a shared server gives no port");
+    // Unnamed: main has 254 free subnets, small 1.
+    let c = b.add_client(&req("c", ClientKind::Subnet, None)).unwrap();
+    assert_eq!(c.server, "main");
+    assert_eq!(c.port, Some(5000));
+    // A requested prefix picks the server whose pool holds it.
+    let mut r = req("d", ClientKind::Subnet, None);
+    r.prefix = Some("2001:db8:0:e002::/64".parse().unwrap());
+    assert_eq!(b.add_client(&r).unwrap().server, "small");
+    // Full: refused as exhausted, nothing recorded.
+    let e = b
+        .add_client(&req("e", ClientKind::Subnet, Some("small")))
+        .unwrap_err();
+    assert_eq!(e.kind(), ErrorKind::Exhausted);
+    let list = b.servers().unwrap();
+    let small = list.iter().find(|s| s.name == "small").unwrap();
+    assert_eq!((small.clients, small.subnets_free), (2, 0));
+    // Purge frees the assignment in its own server's pool.
+    b.revoke(&"a".parse().unwrap(), RevocationReason::Unspecified)
+        .unwrap();
+    b.purge(&"a".parse().unwrap()).unwrap();
+    let again = b
+        .add_client(&req("f", ClientKind::Subnet, Some("small")))
+        .unwrap();
+    assert_eq!(again.assignment.to_string(), "2001:db8:0:e001::/64");
+}
+by_store!(clients_go_to_the_named_server_or_the_one_with_most_room);
+
+fn per_client_servers_on_one_host_never_share_a_port(store: &TestStore) {
+    let (_tmp, b) = new_broker(store);
+    // Same host as main, same first port.
+    b.add_server(&server("twin", "vpn.example.net", None))
+        .unwrap();
+    let mut shared = server("sh", "vpn.example.net", None);
+    shared.mode = ServerMode::Shared;
+    shared.port = Some(5002);
+    b.add_server(&shared).unwrap();
+    let mut ports = Vec::new();
+    for (i, s) in ["main", "twin", "main", "twin"].iter().enumerate() {
+        let c = b
+            .add_client(&req(&format!("c{i}"), ClientKind::Hermit, Some(s)))
+            .unwrap();
+        ports.push(c.port.unwrap());
+    }
+    assert_eq!(
+        ports,
+        [5000, 5001, 5003, 5004],
+        "5002 is the shared server's"
+    );
+    // A shared server may not take a port in use on its host.
+    let mut again = server("sh2", "vpn.example.net", None);
+    again.mode = ServerMode::Shared;
+    again.port = Some(5002);
+    assert_eq!(
+        b.add_server(&again).unwrap_err().kind(),
+        ErrorKind::InvalidInput
+    );
+    again.port = Some(5001);
+    assert_eq!(
+        b.add_server(&again).unwrap_err().kind(),
+        ErrorKind::InvalidInput
+    );
+    again.port = None;
+    assert_eq!(b.add_server(&again).unwrap().port, 5005);
+}
+by_store!(per_client_servers_on_one_host_never_share_a_port);
+
+fn move_renumbers_and_the_bundle_names_the_new_server(store: &TestStore) {
+    let (tmp, b) = new_broker(store);
+    b.add_server(&server(
+        "b",
+        "vpn-b.example.net",
+        Some("2001:db8:0:e000::/56"),
+    ))
+    .unwrap();
+    let alice = b
+        .add_client(&req("alice", ClientKind::Subnet, Some("main")))
+        .unwrap();
+    let cfg = b.client_config(&alice.id).unwrap().config().to_string();
+    assert!(
+        cfg.contains("verify-x509-name tunnelbroker-server name"),
+        "{cfg}"
+    );
+    assert!(cfg.contains("remote vpn.example.net 5000"), "{cfg}");
+    let moved = b.move_client(&alice.id, "b").unwrap();
+    assert_eq!(moved.before.assignment.to_string(), "2001:db8:0:f101::/64");
+    assert_eq!(moved.after.assignment.to_string(), "2001:db8:0:e001::/64");
+    assert_eq!(moved.after.serial, alice.serial, "the certificate stays");
+    let cfg = b.client_config(&alice.id).unwrap().config().to_string();
+    assert!(
+        cfg.contains("verify-x509-name tunnelbroker-server-b name"),
+        "{cfg}"
+    );
+    assert!(cfg.contains("remote vpn-b.example.net 5000"), "{cfg}");
+    b.bundle(&alice.id, Some(tmp.path())).unwrap();
+    // Main's /64 is free again.
+    let bob = b
+        .add_client(&req("bob", ClientKind::Subnet, Some("main")))
+        .unwrap();
+    assert_eq!(bob.assignment, moved.before.assignment);
+    // Refused: to where it is, to nowhere, a revoked client.
+    assert_eq!(
+        b.move_client(&alice.id, "b").unwrap_err().kind(),
+        ErrorKind::InvalidInput
+    );
+    assert_eq!(
+        b.move_client(&alice.id, "zz").unwrap_err().kind(),
+        ErrorKind::NotFound
+    );
+    b.revoke(&bob.id, RevocationReason::Unspecified).unwrap();
+    assert_eq!(
+        b.move_client(&bob.id, "b").unwrap_err().kind(),
+        ErrorKind::InvalidInput
+    );
+}
+by_store!(move_renumbers_and_the_bundle_names_the_new_server);
+
+fn each_server_renders_its_own_clients_and_certificate(store: &TestStore) {
+    let (tmp, b) = new_broker(store);
+    b.add_server(&server(
+        "b",
+        "vpn-b.example.net",
+        Some("2001:db8:0:e000::/56"),
+    ))
+    .unwrap();
+    b.add_client(&req("alice", ClientKind::Subnet, Some("main")))
+        .unwrap();
+    b.add_client(&req("bob", ClientKind::Hermit, Some("b")))
+        .unwrap();
+    let mut o = RenderOptions::new();
+    o.dir = Some(tmp.path().join("b"));
+    o.run_dir = Some(tmp.path().join("run"));
+    let r = b.render_server_named("b", &o).unwrap();
+    assert_eq!(r.instances, ["tb-client-bob"]);
+    let cert = std::fs::read_to_string(r.dir.join("server.crt")).unwrap();
+    let cert = tunnelbroker_core::pki::Certificate::from_pem(&cert).unwrap();
+    assert_eq!(cert.info().common_name, "tunnelbroker-server-b");
+    b.ca().verify(&cert).unwrap();
+    // Main's rendering has main's clients; the recorded directory is main's.
+    o.dir = Some(tmp.path().join("main"));
+    let r = b.render_server_named("main", &o).unwrap();
+    assert_eq!(r.instances, ["tb-client-alice"]);
+    assert_eq!(
+        b.recorded_server().unwrap().dir,
+        Some(tmp.path().join("main").canonicalize().unwrap())
+    );
+    // Another server needs -o; an unknown one is not found.
+    let e = b
+        .render_server_named("b", &RenderOptions::new())
+        .unwrap_err();
+    assert_eq!(e.kind(), ErrorKind::InvalidInput);
+    assert_eq!(
+        b.render_server_named("zz", &o).unwrap_err().kind(),
+        ErrorKind::NotFound
+    );
+    // Renewal: a new certificate, same name.
+    let done = b.renew_server_named("b").unwrap();
+    assert_ne!(done.certificate.serial(), cert.serial());
+    assert_eq!(done.restart, ["openvpn-server@tb-client-bob"]);
+}
+by_store!(each_server_renders_its_own_clients_and_certificate);
+
+fn remove_is_refused_while_a_server_has_clients(store: &TestStore) {
+    let (_tmp, b) = new_broker(store);
+    b.add_server(&server("b", "vpn-b.example.net", None))
+        .unwrap();
+    b.add_client(&req("alice", ClientKind::Hermit, Some("b")))
+        .unwrap();
+    let e = b.remove_server("b").unwrap_err();
+    assert_eq!(e.kind(), ErrorKind::InvalidInput);
+    assert!(e.to_string().contains("1 client"), "{e}");
+    assert_eq!(
+        b.remove_server("main").unwrap_err().kind(),
+        ErrorKind::InvalidInput
+    );
+    assert_eq!(
+        b.remove_server("zz").unwrap_err().kind(),
+        ErrorKind::NotFound
+    );
+    b.revoke(&"alice".parse().unwrap(), RevocationReason::Unspecified)
+        .unwrap();
+    b.purge(&"alice".parse().unwrap()).unwrap();
+    b.remove_server("b").unwrap();
+    assert_eq!(b.servers().unwrap().len(), 1);
+    // Its pool is free again.
+    assert_eq!(
+        b.add_server(&server("c", "h", None))
+            .unwrap()
+            .pool
+            .to_string(),
+        "2001:db8::/56"
+    );
+}
+by_store!(remove_is_refused_while_a_server_has_clients);
+
+fn audit_checks_each_client_against_its_own_server(store: &TestStore) {
+    use tunnelbroker_core::doctor::{AuditOptions, Status, audit};
+    let (_tmp, b) = new_broker(store);
+    let mut sh = server("b", "vpn-b.example.net", Some("2001:db8:0:e000::/56"));
+    sh.mode = ServerMode::Shared;
+    b.add_server(&sh).unwrap();
+    b.add_client(&req("alice", ClientKind::Subnet, Some("main")))
+        .unwrap();
+    b.add_client(&req("bob", ClientKind::Hermit, Some("b")))
+        .unwrap();
+    let r = audit(&b, &AuditOptions::default());
+    assert_eq!(r.status_of("assignment"), Some(Status::Pass), "{r}");
+    // A client moved behind the broker's back to a server that does not exist.
+    sql(&b, "UPDATE clients SET server = 'ghost' WHERE id = 'bob'");
+    let r = audit(&b, &AuditOptions::default());
+    assert!(r.count(Status::Fail) > 0, "{r}");
+}
+by_store!(audit_checks_each_client_against_its_own_server);

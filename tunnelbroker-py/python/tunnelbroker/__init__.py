@@ -43,7 +43,9 @@ from ._tunnelbroker import (
     Revocation as Revocation,
     RowError as RowError,
     ServerRenewal as ServerRenewal,
+    Session as Session,
     Subnet as Subnet,
+    Whois as Whois,
 )
 
 __all__ = [
@@ -77,5 +79,7 @@ __all__ = [
     "Revocation",
     "RowError",
     "ServerRenewal",
+    "Session",
     "Subnet",
+    "Whois",
 ]

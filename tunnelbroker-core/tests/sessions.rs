@@ -354,3 +354,53 @@ fn a_database_from_before_sessions_migrates_and_knows_its_holders() {
     assert!(h.since <= alice.created_at);
     assert!(b.status().unwrap().is_empty());
 }
+
+/// Moving a broker to another store keeps its sessions and its
+/// assignment history as they were (SQLite to PostgreSQL and back when the
+/// tests have a cluster; SQLite to SQLite always).
+#[test]
+fn a_copy_keeps_sessions_and_the_assignment_history() {
+    use tunnelbroker_core::store::{PostgresStore, SqliteStore, Store, copy};
+    let (_t, b) = broker_in(&TestStore::Sqlite);
+    let alice = add(&b, "alice", ClientKind::Subnet);
+    let now = OffsetDateTime::now_utc();
+    b.record_sessions("main", &[live("alice", "198.18.0.2:1", now, 7)], now)
+        .unwrap();
+    b.revoke(&alice.id, RevocationReason::Unspecified).unwrap();
+    b.purge(&alice.id).unwrap();
+    add(&b, "bob", ClientKind::Subnet);
+    let pool = POOL.parse().unwrap();
+    let from = SqliteStore::open(&b.paths().database, pool).unwrap();
+    let read = |s: &dyn Store| {
+        s.read_with(|tx| {
+            Ok((
+                tx.sessions(&SessionFilter::default())?,
+                tx.assignment_history(None)?,
+            ))
+        })
+        .unwrap()
+    };
+    let want = read(&from);
+    assert_eq!((want.0.len(), want.1.len()), (1, 2));
+    let tmp = tempfile::tempdir().unwrap();
+    let to = SqliteStore::create(&tmp.path().join("copy.db"), pool).unwrap();
+    assert_eq!(copy(&from, &to).unwrap().sessions, 1);
+    let got = read(&to);
+    assert_eq!(got.1, want.1);
+    assert_eq!(
+        got.0
+            .iter()
+            .map(|s| (&s.client_id, s.started_at, s.ended_at, s.addresses))
+            .collect::<Vec<_>>(),
+        want.0
+            .iter()
+            .map(|s| (&s.client_id, s.started_at, s.ended_at, s.addresses))
+            .collect::<Vec<_>>()
+    );
+    if let Some(db) = crate::pg::database() {
+        let pg = PostgresStore::create(db.url(), pool).unwrap();
+        copy(&from, &pg).unwrap();
+        assert_eq!(read(&pg).1, want.1);
+        assert_eq!(read(&pg).0.len(), 1);
+    }
+}

@@ -16,7 +16,7 @@ use pyo3::prelude::*;
 use pyo3::types::PyList;
 use tunnelbroker_core::broker::{
     ClientCredentials, ClientOs, Endpoint, ImportReport, ImportedCa, NewServer, RenderOptions,
-    RenderReport, RowError, Server, ServerMode, TlsCryptVersion,
+    RenderReport, RowError, Server, ServerMode, SessionFilter, TlsCryptVersion, parse_address,
 };
 use tunnelbroker_core::doctor::{self, AuditOptions};
 use tunnelbroker_core::pki::{KeyType, RevocationReason};
@@ -28,6 +28,7 @@ use crate::errors::{self, IntoPy};
 use crate::ip;
 use crate::pki::PyCrl;
 use crate::plan::{PyAssignment, PyPool, kind_arg};
+use crate::sessions::{PySession, PyWhois, time_arg};
 
 fn id_arg(py: Python<'_>, id: &str) -> PyResult<ClientId> {
     ClientId::new(id).py_err(py)
@@ -518,6 +519,58 @@ impl PyBroker {
         let broker = self.get()?;
         let all = py.detach(|| broker.servers()).py_err(py)?;
         Ok(all.into_iter().map(Into::into).collect())
+    }
+
+    /// The live sessions of every server, as their agents last recorded
+    /// them.
+    fn status(&self, py: Python<'_>) -> PyResult<Vec<PySession>> {
+        let broker = self.get()?;
+        let all = py.detach(|| broker.status()).py_err(py)?;
+        Ok(all.into_iter().map(Into::into).collect())
+    }
+
+    /// The recorded sessions (oldest first; the latest `limit` first with
+    /// a limit), of one client or server, only live ones, or those live at
+    /// some time from `since` to `until` (aware datetimes or text).
+    #[pyo3(signature = (*, client_id = None, server = None, live = false, since = None, until = None, limit = None))]
+    #[allow(clippy::too_many_arguments)]
+    fn sessions(
+        &self,
+        py: Python<'_>,
+        client_id: Option<String>,
+        server: Option<String>,
+        live: bool,
+        since: Option<Bound<'_, PyAny>>,
+        until: Option<Bound<'_, PyAny>>,
+        limit: Option<u32>,
+    ) -> PyResult<Vec<PySession>> {
+        let mut filter = SessionFilter::default();
+        filter.client_id = client_id;
+        filter.server = server;
+        filter.open_only = live;
+        filter.from = since.as_ref().map(time_arg).transpose()?;
+        filter.to = until.as_ref().map(time_arg).transpose()?;
+        filter.limit = limit;
+        let broker = self.get()?;
+        let all = py.detach(|| broker.sessions(&filter)).py_err(py)?;
+        Ok(all.into_iter().map(Into::into).collect())
+    }
+
+    /// Who held `address` (an IPv6Address or text) at `at` (an aware
+    /// datetime or text; default now): the client, its e-mail and name
+    /// then, and its sessions around then. `ValueError` for an address
+    /// that is not IPv6 or lies outside the pool, or a bad time.
+    #[pyo3(signature = (address, at = None))]
+    fn whois(
+        &self,
+        py: Python<'_>,
+        address: &Bound<'_, PyAny>,
+        at: Option<Bound<'_, PyAny>>,
+    ) -> PyResult<PyWhois> {
+        let address = parse_address(&ip::text_of(address, "address")?).py_err(py)?;
+        let at = at.as_ref().map(time_arg).transpose()?;
+        let broker = self.get()?;
+        Ok(py.detach(|| broker.whois(address, at)).py_err(py)?.into())
     }
 
     /// Every client, in ID order.

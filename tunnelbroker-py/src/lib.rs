@@ -12,6 +12,7 @@ mod errors;
 mod ip;
 mod pki;
 mod plan;
+mod sessions;
 
 use pyo3::prelude::*;
 
@@ -25,5 +26,6 @@ fn _tunnelbroker(m: &Bound<'_, PyModule>) -> PyResult<()> {
     pki::register(m)?;
     broker::register(m)?;
     doctor::register(m)?;
+    sessions::register(m)?;
     Ok(())
 }

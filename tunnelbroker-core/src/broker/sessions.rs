@@ -405,7 +405,7 @@ fn check_server_name(name: &str) -> Result<()> {
 /// ```
 /// use tunnelbroker_core::broker::parse_time;
 /// assert_eq!(parse_time("2026-12-01 14:00")?, parse_time("2026-12-01T14:00:00Z")?);
-/// assert_eq!(parse_time("2026-12-01T15:00:00+01:00")?.unix_timestamp(), 1764597600);
+/// assert_eq!(parse_time("2026-12-01T15:00:00+01:00")?.unix_timestamp(), 1796133600);
 /// assert!(parse_time("last tuesday").is_err());
 /// # Ok::<(), tunnelbroker_core::Error>(())
 /// ```

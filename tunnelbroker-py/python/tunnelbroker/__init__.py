@@ -44,7 +44,9 @@ from ._tunnelbroker import (
     RowError as RowError,
     Server as Server,
     ServerRenewal as ServerRenewal,
+    Session as Session,
     Subnet as Subnet,
+    Whois as Whois,
 )
 
 __all__ = [
@@ -79,5 +81,7 @@ __all__ = [
     "RowError",
     "Server",
     "ServerRenewal",
+    "Session",
     "Subnet",
+    "Whois",
 ]

@@ -15,6 +15,7 @@ mod plan;
 mod plan_state;
 mod postgres;
 mod render;
+mod render_scale;
 mod store;
 mod stores;
 

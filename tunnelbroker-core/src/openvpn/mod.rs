@@ -34,6 +34,7 @@ pub(crate) mod reach;
 mod server;
 mod systemd;
 mod text;
+mod tuning;
 mod values;
 
 use std::fmt;
@@ -46,6 +47,9 @@ pub use server::{
     instance_name,
 };
 pub use systemd::{CrlRefreshUnits, DEFAULT_BINARY};
+pub use tuning::{
+    CONNECT_WINDOW, DATA_CIPHERS, MIN_MAX_CLIENTS, SOCKET_BUFFER, TX_QUEUE_LEN, max_clients,
+};
 pub use values::{CommonName, ConfigPath, Endpoint, InlineText, InterfaceName};
 
 /// `keepalive 15 45`: a ping every 15 s, restart after 45 s of silence (the

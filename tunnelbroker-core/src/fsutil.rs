@@ -233,7 +233,7 @@ pub(crate) fn replace_dir(
             if written.contains(n.as_os_str()) || dropped.contains(n.as_os_str()) {
                 continue;
             }
-            let t = e.file_type().map_err(|err| Error::io(&e.path(), err))?;
+            let t = e.file_type().map_err(|err| Error::io(e.path(), err))?;
             if !t.is_file() && !t.is_symlink() {
                 return Ok(Replaced::Unsupported(format!(
                     "{} is neither a regular file nor a symbolic link",

@@ -143,6 +143,9 @@ fn blocked(dir: &Path, rel: &Path) -> Option<(PathBuf, String)> {
 /// Why the path of a planned file is blocked: the path at fault and why.
 type Blocked = (PathBuf, String);
 
+/// A planned file found on disk: its metadata and contents.
+type Found = (fs::Metadata, Vec<u8>);
+
 /// Reads the planned file `path` (`rel` in `dir`) as [`blocked`] and a read
 /// would, with fewer system calls (issue 19: 10,000 CCD files are surveyed
 /// at every rendering): the directories on the way are checked once per
@@ -154,7 +157,7 @@ fn read_planned(
     rel: &Path,
     path: &Path,
     checked: &mut HashMap<PathBuf, DirState>,
-) -> Result<std::result::Result<Option<(fs::Metadata, Vec<u8>)>, Blocked>> {
+) -> Result<std::result::Result<Option<Found>, Blocked>> {
     use std::io::Read;
     use std::os::unix::fs::OpenOptionsExt;
     if let Some(parent) = rel.parent().filter(|p| !p.as_os_str().is_empty()) {

@@ -17,6 +17,7 @@ mod plan;
 mod plan_state;
 mod postgres;
 mod render;
+mod render_scale;
 mod servers;
 mod servers_e2e;
 mod sessions;

@@ -78,6 +78,7 @@ def test_audit_checks_constant() -> None:
         "assignment",
         "port",
         *AUDIT_CHECKS[3:],
+        "host-limits",
     )
 
 

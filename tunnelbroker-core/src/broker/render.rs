@@ -263,10 +263,13 @@ impl Broker {
     fn server_files(&self, layout: &Layout) -> Result<(Vec<RenderedFile>, Vec<String>)> {
         let options = self.server_options(layout)?;
         let settings = &self.settings;
-        let active: Vec<Client> = self
-            .served_clients()?
+        // The client rows alone (one query): rendering needs no certificate.
+        let name = self.server_name().to_owned();
+        let active: Vec<crate::store::ClientRecord> = self
+            .store()
+            .read_with(|tx| tx.clients())?
             .into_iter()
-            .filter(|c| c.state == ClientState::Active)
+            .filter(|c| c.server == name && c.state == ClientState::Active)
             .collect();
         let mut files = Vec::new();
         let mut instances = Vec::new();
@@ -512,6 +515,8 @@ impl Broker {
         survey.write_manifest(&claimed)?;
         let crl_copy = dir.join(ServerFiles::CRL);
         let v2_clients = dir.join(ServerFiles::TLS_CRYPT_V2_CLIENTS);
+        let ccd = dir.join(SharedServer::CCD_DIR);
+        let mut changed = Vec::new();
         for (f, state) in files.iter().zip(&survey.states) {
             if f.path == crl_copy || f.path == v2_clients {
                 continue;
@@ -524,14 +529,29 @@ impl Broker {
                 }
             ) {
                 report.unchanged.push(f.path.clone());
-                continue;
+            } else {
+                changed.push(f);
             }
-            if let Some(parent) = f.path.parent() {
-                make_dir(parent)?;
-            }
-            fsutil::write_atomic(&f.path, f.text.as_bytes(), f.mode)?;
-            report.written.push(f.path.clone());
         }
+        let orphans = std::mem::take(&mut survey.orphans);
+        let in_ccd = |p: &Path| p.parent() == Some(ccd.as_path());
+        let (ccd_orphans, other_orphans): (Vec<PathBuf>, Vec<PathBuf>) =
+            orphans.into_iter().partition(|p| in_ccd(p));
+        let (ccd_files, other_files): (Vec<&Planned>, Vec<&Planned>) =
+            changed.into_iter().partition(|f| in_ccd(&f.path));
+        let parents: BTreeSet<&Path> = other_files.iter().filter_map(|f| f.path.parent()).collect();
+        for parent in parents {
+            make_dir(parent)?;
+        }
+        fsutil::write_files(&other_files.iter().map(|f| f.new_file()).collect::<Vec<_>>())?;
+        report
+            .written
+            .extend(other_files.iter().map(|f| f.path.clone()));
+        write_ccd(&ccd, &ccd_files, &ccd_orphans)?;
+        report
+            .written
+            .extend(ccd_files.iter().map(|f| f.path.clone()));
+        report.removed.extend(ccd_orphans);
         // The CRL copy (and the list of clients tls-crypt-v2 accepts) is
         // written under the database's write lock, so that it never
         // replaces a newer one written by a revocation meanwhile.
@@ -556,7 +576,7 @@ impl Broker {
             report.unchanged.push(crl_copy);
         }
         // Remove what earlier renderings wrote and is no longer planned.
-        for path in std::mem::take(&mut survey.orphans) {
+        for path in other_orphans {
             fs::remove_file(&path).map_err(|err| Error::io(&path, err))?;
             report.removed.push(path);
         }
@@ -905,6 +925,63 @@ struct Planned {
     path: PathBuf,
     text: String,
     mode: u32,
+}
+
+impl Planned {
+    fn new_file(&self) -> fsutil::NewFile<'_> {
+        fsutil::NewFile {
+            path: &self.path,
+            data: self.text.as_bytes(),
+            mode: self.mode,
+        }
+    }
+}
+
+/// Brings the CCD directory `ccd` up to date: writes `files` (changed or
+/// new entries) and removes `orphans`. One change is one atomic file
+/// replacement or removal; more are switched as one new tree
+/// ([`fsutil::replace_dir`]: the unchanged entries keep their inodes, a
+/// crash leaves the old tree or the new one), or, where the directory holds
+/// what a switch cannot carry, written one by one with one sync
+/// ([`fsutil::write_files`]). See docs/operator-guide.md, "How render
+/// writes".
+fn write_ccd(ccd: &Path, files: &[&Planned], orphans: &[PathBuf]) -> Result<()> {
+    match (files, orphans) {
+        ([], []) => return Ok(()),
+        ([one], []) => return fsutil::write_atomic(&one.path, one.text.as_bytes(), one.mode),
+        ([], [one]) => return fsutil::remove_synced(one),
+        _ => {}
+    }
+    let name = |p: &'_ Path| -> Result<PathBuf> {
+        p.file_name()
+            .map(PathBuf::from)
+            .ok_or_else(|| Error::InvalidFile {
+                path: p.to_owned(),
+                reason: "not a file name".into(),
+            })
+    };
+    let names: Vec<PathBuf> = files.iter().map(|f| name(&f.path)).collect::<Result<_>>()?;
+    let writes: Vec<fsutil::NewFile<'_>> = files
+        .iter()
+        .zip(&names)
+        .map(|(f, n)| fsutil::NewFile {
+            path: n,
+            data: f.text.as_bytes(),
+            mode: f.mode,
+        })
+        .collect();
+    let gone: Vec<PathBuf> = orphans.iter().map(|p| name(p)).collect::<Result<_>>()?;
+    let gone: Vec<&std::ffi::OsStr> = gone.iter().map(|p| p.as_os_str()).collect();
+    match fsutil::replace_dir(ccd, &writes, &gone)? {
+        fsutil::Replaced::Switched => Ok(()),
+        fsutil::Replaced::Unsupported(_) => {
+            fsutil::write_files(&files.iter().map(|f| f.new_file()).collect::<Vec<_>>())?;
+            for p in orphans {
+                fsutil::remove_synced(p)?;
+            }
+            Ok(())
+        }
+    }
 }
 
 /// What [`Broker::check_server_files`] found.

@@ -255,16 +255,6 @@ impl Broker {
         })
     }
 
-    /// The clients of the server this broker renders for.
-    pub(super) fn served_clients(&self) -> Result<Vec<Client>> {
-        let name = self.server_name().to_owned();
-        Ok(self
-            .clients()?
-            .into_iter()
-            .filter(|c| c.server == name)
-            .collect())
-    }
-
     /// Every server, in name order, with its clients and free capacity.
     ///
     /// ```

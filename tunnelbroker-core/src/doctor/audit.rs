@@ -21,8 +21,8 @@ use crate::plan::Allocator;
 use crate::store::{CertRecord, CertState, ClientRecord};
 
 /// The names of the checks [`audit`] and [`audit_dir`] can report, in the
-/// order they report them. `settings` and `port` appear only when something
-/// is wrong with them; every other check is there in every report (as SKIP
+/// order they report them. `settings`, `port` and `host-limits` appear only
+/// when something is wrong with them; every other check is there in every report (as SKIP
 /// when what it needs cannot be read).
 pub const AUDIT_CHECKS: &[&str] = &[
     "database",
@@ -41,6 +41,7 @@ pub const AUDIT_CHECKS: &[&str] = &[
     "server-files",
     "orphan-files",
     "server-access",
+    "host-limits",
 ];
 
 /// How long before its nextUpdate a CRL is "near" (WARN), at most: a week,
@@ -474,6 +475,14 @@ fn check(broker: &Broker, options: &AuditOptions) -> (Report, Repairs) {
         }
     }
     check_server_access(&server_dir(paths, options), &mut r);
+    if let Some(snap) = &snap {
+        let active = snap
+            .clients
+            .iter()
+            .filter(|(c, _)| c.state == ClientState::Active)
+            .count();
+        check_host_limits(active, &|path| fs::read_to_string(path).ok(), &mut r);
+    }
     (r, repairs)
 }
 
@@ -766,6 +775,67 @@ fn check_server_access(dir: &Path, r: &mut Report) {
                 fs::canonicalize(dir).unwrap_or_else(|_| dir.to_owned()).display()
             ),
         );
+    }
+}
+
+/// From how many active clients audit checks the host's limits
+/// (`host-limits`): below, the defaults serve.
+pub(crate) const HOST_LIMITS_FROM: usize = 100;
+
+/// The host settings a server at scale needs (docs/operator-guide.md, "Host
+/// settings at scale"), read through `read` (a `/proc/sys` path to its
+/// text) for `clients` active clients: a WARN for each one too low, nothing
+/// at all when they are fine, cannot be read, or the broker has fewer than
+/// [`HOST_LIMITS_FROM`] clients.
+///
+/// * `net.core.rmem_max`/`wmem_max` at least the rendered `rcvbuf`/`sndbuf`
+///   ([`SOCKET_BUFFER`](crate::openvpn::SOCKET_BUFFER)): the kernel caps
+///   the socket buffers there, and a busy server drops datagrams;
+/// * `net.ipv4.neigh.default.gc_thresh3` and the IPv6 one at least twice the
+///   clients: clients that reach the server over one link (a LAN, a bridge)
+///   need a neighbour entry each, and a full table refuses new ones
+///   ("neighbor table overflow").
+pub(crate) fn check_host_limits(
+    clients: usize,
+    read: &dyn Fn(&str) -> Option<String>,
+    r: &mut Report,
+) {
+    if clients < HOST_LIMITS_FROM {
+        return;
+    }
+    let value = |key: &str| {
+        read(&format!("/proc/sys/{}", key.replace('.', "/")))
+            .and_then(|t| t.trim().parse::<u64>().ok())
+    };
+    let buffer = u64::from(crate::openvpn::SOCKET_BUFFER);
+    for key in ["net.core.rmem_max", "net.core.wmem_max"] {
+        match value(key) {
+            Some(v) if v < buffer => r.warn(
+                "host-limits",
+                format!(
+                    "{key} is {v}, below the {buffer} bytes of the rendered rcvbuf/sndbuf: the kernel caps OpenVPN's socket buffer there, and a busy server drops datagrams (UdpRcvbufErrors)"
+                ),
+                format!("sysctl -w {key}={buffer}, and set it in /etc/sysctl.d/"),
+            ),
+            _ => {}
+        }
+    }
+    let want = 2 * clients as u64;
+    for family in ["ipv4", "ipv6"] {
+        let key = format!("net.{family}.neigh.default.gc_thresh3");
+        match value(&key) {
+            Some(v) if v < want => r.warn(
+                "host-limits",
+                format!(
+                    "{key} is {v}, less than twice the {clients} active clients: clients that reach the server over one link need a neighbour entry each, and a full table refuses new ones (\"neighbor table overflow\")"
+                ),
+                format!(
+                    "sysctl -w net.{family}.neigh.default.gc_thresh1={clients} net.{family}.neigh.default.gc_thresh2={want} {key}={}, and set them in /etc/sysctl.d/",
+                    2 * want
+                ),
+            ),
+            _ => {}
+        }
     }
 }
 
@@ -1231,5 +1301,71 @@ fn owner(dir: &Path, path: &Path, broker: &Broker, snap: &Snapshot) -> String {
             broker.settings().mode
         ),
         None => format!("client {id}, which is no longer in the database"),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::doctor::Status;
+
+    /// The host-limits findings for `clients` on a host whose /proc/sys
+    /// says `values`.
+    fn host(clients: usize, values: &[(&str, &str)]) -> Report {
+        let values: BTreeMap<String, String> = values
+            .iter()
+            .map(|(k, v)| (format!("/proc/sys/{}", k.replace('.', "/")), v.to_string()))
+            .collect();
+        let mut r = Report::new("host");
+        check_host_limits(clients, &|p| values.get(p).cloned(), &mut r);
+        r
+    }
+
+    const DEFAULTS: [(&str, &str); 4] = [
+        ("net.core.rmem_max", "212992\n"),
+        ("net.core.wmem_max", "212992\n"),
+        ("net.ipv4.neigh.default.gc_thresh3", "1024\n"),
+        ("net.ipv6.neigh.default.gc_thresh3", "1024\n"),
+    ];
+
+    #[test]
+    fn host_limits_warn_when_too_low_for_the_clients() {
+        // A small broker: nothing to say, whatever the host.
+        assert!(host(HOST_LIMITS_FROM - 1, &DEFAULTS).checks.is_empty());
+        // 1,000 clients on a default host: the socket buffers and both
+        // neighbour tables are too small.
+        let r = host(1000, &DEFAULTS);
+        assert_eq!(r.count(Status::Warn), 4, "{r}");
+        let text = r.to_string();
+        assert!(
+            text.contains("net.core.rmem_max is 212992, below the 4194304 bytes"),
+            "{text}"
+        );
+        assert!(
+            text.contains("sysctl -w net.core.wmem_max=4194304"),
+            "{text}"
+        );
+        assert!(
+            text.contains("net.ipv6.neigh.default.gc_thresh3 is 1024, less than twice the 1000"),
+            "{text}"
+        );
+        assert!(
+            text.contains("net.ipv4.neigh.default.gc_thresh3=4000"),
+            "{text}"
+        );
+        // A host set up as the operator guide says: nothing.
+        let tuned = [
+            ("net.core.rmem_max", "4194304"),
+            ("net.core.wmem_max", "8388608"),
+            ("net.ipv4.neigh.default.gc_thresh3", "4096"),
+            ("net.ipv6.neigh.default.gc_thresh3", "4096"),
+        ];
+        assert!(host(1000, &tuned).checks.is_empty());
+        // ... until it grows past its neighbour tables.
+        let r = host(3000, &tuned);
+        assert_eq!(r.count(Status::Warn), 2, "{r}");
+        // Values that cannot be read or parsed are not guessed at.
+        let odd = [("net.core.rmem_max", "lots"), ("net.core.wmem_max", "")];
+        assert!(host(1000, &odd).checks.is_empty());
     }
 }

@@ -307,6 +307,7 @@ impl ClientConfig {
                 .opt_args("up", [format!("{}.up", self.client)])
                 .opt_args("down", [format!("{}.down", self.client)]);
         }
+        super::tuning::data_channel(&mut c, self.os == ClientOs::Linux);
         c.opt_args("keepalive", KEEPALIVE)
             .opt("persist-key")
             .opt("persist-tun")

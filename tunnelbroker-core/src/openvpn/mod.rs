@@ -36,6 +36,7 @@ mod status;
 mod systemd;
 mod text;
 mod tls_crypt_v2;
+mod tuning;
 mod values;
 
 use std::fmt;
@@ -50,6 +51,9 @@ pub use server::{
 pub use status::{LiveSession, parse_status, status_text};
 pub use systemd::{AgentUnit, CrlRefreshUnits, DEFAULT_BINARY};
 pub use tls_crypt_v2::{TlsCryptV2Clients, TlsCryptV2Verify};
+pub use tuning::{
+    CONNECT_WINDOW, DATA_CIPHERS, MIN_MAX_CLIENTS, SOCKET_BUFFER, TX_QUEUE_LEN, max_clients,
+};
 pub use values::{CommonName, ConfigPath, Endpoint, InlineText, InterfaceName};
 
 /// `keepalive 15 45`: a ping every 15 s, restart after 45 s of silence (the

@@ -242,6 +242,7 @@ impl ServerOptions {
     }
 
     fn common_tail(&self, c: &mut ConfigText, socket: &ConfigPath) {
+        super::tuning::data_channel(c, true);
         c.opt_args("keepalive", KEEPALIVE)
             .opt("persist-key")
             .opt("persist-tun");
@@ -518,6 +519,8 @@ pub struct SharedServer {
     pool: Pool,
     port: u16,
     options: ServerOptions,
+    /// The number of clients it serves, for its sizing.
+    clients: usize,
 }
 
 impl SharedServer {
@@ -533,7 +536,36 @@ impl SharedServer {
             pool,
             port,
             options,
+            clients: 0,
         })
+    }
+
+    /// The same server, sized for `clients` clients
+    /// ([`max_clients`](super::max_clients)); [`emit`](Self::emit) sizes it
+    /// for the clients it is given.
+    ///
+    /// ```
+    /// use tunnelbroker_core::openvpn::{ServerOptions, SharedServer};
+    /// let srv = SharedServer::new("2001:db8:0:f100::/56".parse()?, 5000, ServerOptions::default())?;
+    /// assert_eq!(srv.max_clients(), 1024);
+    /// let srv = srv.with_clients(10_000);
+    /// assert_eq!(srv.max_clients(), 32768);
+    /// assert!(srv.config()?.to_string().contains("\nconnect-freq-initial 32768 10\n"));
+    /// # Ok::<(), tunnelbroker_core::Error>(())
+    /// ```
+    pub fn with_clients(mut self, clients: usize) -> Self {
+        self.clients = clients;
+        self
+    }
+
+    /// The rendered `max-clients`: room for twice the clients, from 1,024,
+    /// at most what the pool can assign.
+    pub fn max_clients(&self) -> u32 {
+        let capacity = self
+            .pool
+            .subnet_capacity()
+            .saturating_add(self.pool.hermit_capacity());
+        super::max_clients(self.clients, capacity)
     }
 
     /// The instance name.
@@ -571,7 +603,8 @@ impl SharedServer {
         ))
         .blank();
         self.options.common_head(&mut c, self.port, &self.device());
-        c.opt_args("mode", ["server"]);
+        c.opt_args("mode", ["server"])
+            .opt_args("topology", ["subnet"]);
         self.options.tls(&mut c);
         c.opt_args(
             "ifconfig-ipv6",
@@ -586,6 +619,7 @@ impl SharedServer {
             [self.options.config_dir.join(Self::CCD_DIR)?],
         )
         .opt("ccd-exclusive");
+        super::tuning::sizing(&mut c, self.max_clients());
         self.options.common_tail(&mut c, &self.management_socket()?);
         Ok(ConfigFile(c))
     }
@@ -611,9 +645,11 @@ impl SharedServer {
         &self,
         clients: impl IntoIterator<Item = (&'a ClientId, &'a Assignment)>,
     ) -> Result<Vec<RenderedFile>> {
+        let clients: Vec<_> = clients.into_iter().collect();
+        let sized = self.clone().with_clients(clients.len());
         let mut files = vec![RenderedFile::config(
             format!("{}.conf", Self::NAME),
-            self.config()?.to_string(),
+            sized.config()?.to_string(),
         )];
         for (id, a) in clients {
             files.push(RenderedFile::config(

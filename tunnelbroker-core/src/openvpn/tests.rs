@@ -149,7 +149,15 @@ fn every_config_avoids_what_openvpn_26_refuses_or_ignores() {
         }
     }
     for text in &texts {
-        for bad in ["tun-ipv6", "cipher", "ncp-disable", "comp-lzo", "tls-auth"] {
+        for bad in [
+            "tun-ipv6",
+            "\ncipher ",
+            "data-ciphers-fallback",
+            "ncp-disable",
+            "comp-lzo",
+            "\ncompress",
+            "tls-auth",
+        ] {
             assert!(!text.contains(bad), "{bad} in\n{text}");
         }
     }
@@ -164,6 +172,74 @@ fn every_config_avoids_what_openvpn_26_refuses_or_ignores() {
             assert!(!server.contains(&format!("\n{bad}")), "{bad} in\n{server}");
         }
     }
+}
+
+/// The lines of `text` that set `option`, as their arguments.
+fn option_args<'a>(text: &'a str, option: &str) -> Vec<&'a str> {
+    text.lines()
+        .filter_map(|l| l.strip_prefix(option)?.strip_prefix(' '))
+        .collect()
+}
+
+#[test]
+fn configs_are_ready_for_data_channel_offload_and_carry_the_fast_defaults() {
+    // Issue 19: what DCO needs (topology subnet in server mode, AEAD data
+    // ciphers only, no compression), 4 MiB socket buffers and a tun queue
+    // of 1000, on both ends.
+    let per = PerClientServer::new(id("alice"), subnet(), 5000, ServerOptions::default()).unwrap();
+    let shared = SharedServer::new(pool(), 5000, ServerOptions::default()).unwrap();
+    let mut texts = vec![
+        ("per-client server", per.config().unwrap().to_string(), true),
+        ("shared server", shared.config().unwrap().to_string(), true),
+    ];
+    for t in [ServerMode::PerClient, ServerMode::Shared] {
+        for p in [ClientOs::Linux, ClientOs::Windows] {
+            let text = client("alice", subnet(), p, t).config().to_string();
+            texts.push(("client", text, p == ClientOs::Linux));
+        }
+    }
+    for (what, text, linux) in &texts {
+        assert_eq!(option_args(text, "data-ciphers"), [DATA_CIPHERS], "{what}");
+        for cipher in DATA_CIPHERS.split(':') {
+            assert!(
+                cipher.ends_with("-GCM") || cipher == "CHACHA20-POLY1305",
+                "{cipher} is not AEAD"
+            );
+        }
+        assert_eq!(option_args(text, "allow-compression"), ["no"], "{what}");
+        assert_eq!(option_args(text, "sndbuf"), ["4194304"], "{what}");
+        assert_eq!(option_args(text, "rcvbuf"), ["4194304"], "{what}");
+        // OpenVPN for Windows refuses txqueuelen.
+        let queue: &[&str] = if *linux { &["1000"] } else { &[] };
+        assert_eq!(option_args(text, "txqueuelen"), queue, "{what}");
+    }
+    let text = &texts[1].1;
+    assert_eq!(option_args(text, "topology"), ["subnet"]);
+    assert!(text.contains("\nmode server\ntopology subnet\n"), "{text}");
+    // Sized for the clients: OpenVPN's own 1024 at least, room for twice
+    // the clients, and the whole storm answered within ten seconds.
+    assert_eq!(option_args(text, "max-clients"), ["1024"]);
+    assert_eq!(option_args(text, "connect-freq-initial"), ["1024 10"]);
+    assert_eq!(option_args(text, "hash-size"), ["1024 1024"]);
+    let big = shared
+        .clone()
+        .with_clients(10_000)
+        .config()
+        .unwrap()
+        .to_string();
+    assert_eq!(option_args(&big, "max-clients"), ["32768"]);
+    assert_eq!(option_args(&big, "connect-freq-initial"), ["32768 10"]);
+    // emit sizes the server for the clients it is given.
+    let (a, sa) = (id("alice"), subnet());
+    let ids: Vec<ClientId> = (0..600).map(|i| id(&format!("c{i}"))).collect();
+    let many: Vec<(&ClientId, &Assignment)> = ids.iter().map(|c| (c, &sa)).collect();
+    let files = shared.emit(many).unwrap();
+    assert_eq!(option_args(&files[0].text, "max-clients"), ["2048"]);
+    let files = shared.emit([(&a, &sa)]).unwrap();
+    assert_eq!(option_args(&files[0].text, "max-clients"), ["1024"]);
+    // The per-client server is point to point: no server-mode sizing.
+    assert!(option_args(&texts[0].1, "max-clients").is_empty());
+    assert!(option_args(&texts[0].1, "topology").is_empty());
 }
 
 #[test]

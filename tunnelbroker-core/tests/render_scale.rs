@@ -1,0 +1,263 @@
+//! Rendering at scale (issue 19, item 1): a re-render writes only the files
+//! that changed, a render killed at any moment leaves the old CCD tree or
+//! the new one and never a mix, and the CCD files of clients that are gone
+//! are removed. The speed itself is measured by `scripts/bench-render`, not
+//! here.
+
+use std::collections::BTreeMap;
+use std::fs;
+use std::os::unix::fs::MetadataExt;
+use std::path::{Path, PathBuf};
+use std::time::{Duration, Instant};
+
+use tunnelbroker_core::broker::{RenderOptions, ServerMode};
+use tunnelbroker_core::pki::RevocationReason;
+use tunnelbroker_core::{Broker, ClientKind, InitOptions, NewClient, Settings};
+
+use crate::operator_tempdir;
+
+/// A shared-mode broker in `dir/broker` with `n` clients `c0 ..` (half
+/// subnets, half hermits) on a /48.
+fn broker_with(dir: &Path, n: usize) -> Broker {
+    let mut s = Settings::new(
+        "2001:db8:abcd::/48".parse().unwrap(),
+        "vpn.example.net".parse().unwrap(),
+    );
+    s.mode = ServerMode::Shared;
+    let b = Broker::init(&dir.join("broker"), &InitOptions::new(s)).unwrap();
+    import(&b, "c", 0..n);
+    b
+}
+
+/// Subscribes `<prefix><i>` for every `i` in `range`.
+fn import(b: &Broker, prefix: &str, range: std::ops::Range<usize>) {
+    let mut csv = String::from("id,kind,os,email,name\n");
+    for i in range {
+        let kind = if i % 2 == 0 { "subnet" } else { "hermit" };
+        csv.push_str(&format!("{prefix}{i},{kind},linux,,\n"));
+    }
+    let report = b.import_csv(&csv, &mut |_, _| {}).unwrap();
+    assert!(report.errors.is_empty(), "{:?}", report.errors);
+}
+
+fn render(b: &Broker, out: &Path) -> tunnelbroker_core::broker::RenderReport {
+    let mut o = RenderOptions::new();
+    o.dir = Some(out.to_owned());
+    o.run_dir = Some(out.parent().unwrap().join("run"));
+    b.render_server_with(&o).unwrap()
+}
+
+/// Every entry of a directory: name -> (inode, mtime in ns, contents).
+fn tree(dir: &Path) -> BTreeMap<String, (u64, i128, Vec<u8>)> {
+    fs::read_dir(dir)
+        .unwrap()
+        .map(|e| {
+            let e = e.unwrap();
+            let m = fs::symlink_metadata(e.path()).unwrap();
+            let mtime = i128::from(m.mtime()) * 1_000_000_000 + i128::from(m.mtime_nsec());
+            let data = fs::read(e.path()).unwrap_or_default();
+            (
+                e.file_name().to_string_lossy().into_owned(),
+                (m.ino(), mtime, data),
+            )
+        })
+        .collect()
+}
+
+fn names(paths: &[PathBuf], dir: &Path) -> Vec<String> {
+    let mut v: Vec<String> = paths
+        .iter()
+        .map(|p| p.strip_prefix(dir).unwrap().display().to_string())
+        .collect();
+    v.sort();
+    v
+}
+
+/// The temporary trees of the CCD switch left in `out`.
+fn leftovers(out: &Path) -> Vec<String> {
+    fs::read_dir(out)
+        .unwrap()
+        .map(|e| e.unwrap().file_name().to_string_lossy().into_owned())
+        .filter(|n| n.starts_with(".ccd."))
+        .collect()
+}
+
+#[test]
+fn a_re_render_writes_only_the_files_that_changed() {
+    let tmp = operator_tempdir();
+    let b = broker_with(tmp.path(), 40);
+    let out = tmp.path().join("out");
+    let first = render(&b, &out);
+    let out = first.dir.clone();
+    let ccd = out.join("ccd");
+    assert_eq!(fs::read_dir(&ccd).unwrap().count(), 40);
+    assert!(leftovers(&out).is_empty());
+    let conf = out.join("tb-shared.conf");
+    let conf_ino = fs::metadata(&conf).unwrap().ino();
+
+    // Unchanged files are not touched: same inode, same mtime. The clock
+    // moves on first, so that a rewrite would show in the mtime too.
+    let unchanged_since = |before: &BTreeMap<String, (u64, i128, Vec<u8>)>, skip: &[&str]| {
+        let now = tree(&ccd);
+        for (name, old) in before {
+            if skip.contains(&name.as_str()) {
+                continue;
+            }
+            assert_eq!(now.get(name), Some(old), "ccd/{name} was rewritten");
+        }
+    };
+    let before = tree(&ccd);
+    std::thread::sleep(Duration::from_millis(20));
+
+    // One client more: its CCD file alone is written.
+    b.add_client(&NewClient::new("zed".parse().unwrap(), ClientKind::Hermit))
+        .unwrap();
+    let r = render(&b, &out);
+    assert_eq!(names(&r.written, &out), ["ccd/zed"]);
+    assert!(r.removed.is_empty(), "{:?}", r.removed);
+    unchanged_since(&before, &[]);
+    assert_eq!(fs::metadata(&conf).unwrap().ino(), conf_ino);
+
+    // One client revoked: its CCD file alone is removed.
+    let before = tree(&ccd);
+    b.revoke(&"c3".parse().unwrap(), RevocationReason::Unspecified)
+        .unwrap();
+    let r = render(&b, &out);
+    assert!(r.written.is_empty(), "{:?}", r.written);
+    assert_eq!(names(&r.removed, &out), ["ccd/c3"]);
+    unchanged_since(&before, &["c3"]);
+
+    // Several changes at once (three added, one revoked, one revoked and
+    // purged since the last rendering), beside a file of the operator's:
+    // one switch of the whole tree; the other files keep their inodes,
+    // the operator's file stays, and no temporary tree is left.
+    fs::write(ccd.join("operator-notes"), "not the broker's").unwrap();
+    let before = tree(&ccd);
+    let ccd_ino = fs::metadata(&ccd).unwrap().ino();
+    import(&b, "n", 0..3);
+    b.revoke(&"c5".parse().unwrap(), RevocationReason::Unspecified)
+        .unwrap();
+    b.revoke(&"c7".parse().unwrap(), RevocationReason::Unspecified)
+        .unwrap();
+    b.purge(&"c7".parse().unwrap()).unwrap();
+    let r = render(&b, &out);
+    assert_eq!(names(&r.written, &out), ["ccd/n0", "ccd/n1", "ccd/n2"]);
+    assert_eq!(names(&r.removed, &out), ["ccd/c5", "ccd/c7"]);
+    assert_ne!(fs::metadata(&ccd).unwrap().ino(), ccd_ino, "not switched");
+    unchanged_since(&before, &["c5", "c7"]);
+    assert!(!ccd.join("c5").exists() && !ccd.join("c7").exists());
+    assert_eq!(
+        fs::read_to_string(ccd.join("operator-notes")).unwrap(),
+        "not the broker's"
+    );
+    assert!(
+        r.warnings.iter().any(|w| w.contains("operator-notes")),
+        "{:?}",
+        r.warnings
+    );
+    assert!(leftovers(&out).is_empty(), "{:?}", leftovers(&out));
+    assert_eq!(fs::metadata(&ccd).unwrap().mode() & 0o7777, 0o755);
+
+    // And again: nothing to do, nothing touched.
+    let before = tree(&ccd);
+    let r = render(&b, &out);
+    assert!(r.written.is_empty() && r.removed.is_empty(), "{r:?}");
+    assert_eq!(tree(&ccd), before);
+}
+
+/// The environment variable that makes [`render_child`] render the broker
+/// it names (a child process of
+/// [`a_render_killed_at_any_moment_leaves_the_old_ccd_tree_or_the_new`]).
+const CHILD: &str = "TUNNELBROKER_TEST_RENDER_CHILD";
+
+/// Not a test of its own: without [`CHILD`] it does nothing. With it, it
+/// renders the broker there into its recorded directory, as a process of
+/// its own that the parent test kills.
+#[test]
+fn render_child() {
+    if let Ok(dir) = std::env::var(CHILD) {
+        Broker::open(Path::new(&dir))
+            .unwrap()
+            .render_server(None)
+            .unwrap();
+    }
+}
+
+/// Name -> contents of the regular files of a directory.
+fn contents(dir: &Path) -> BTreeMap<String, Vec<u8>> {
+    tree(dir).into_iter().map(|(n, (_, _, d))| (n, d)).collect()
+}
+
+#[test]
+fn a_render_killed_at_any_moment_leaves_the_old_ccd_tree_or_the_new() {
+    let tmp = operator_tempdir();
+    let b = broker_with(tmp.path(), 1500);
+    let out = render(&b, &tmp.path().join("out")).dir;
+    let ccd = out.join("ccd");
+    let old = contents(&ccd);
+    import(&b, "more", 0..1500);
+    b.revoke(&"c10".parse().unwrap(), RevocationReason::Unspecified)
+        .unwrap();
+    let child = |b: &Broker| {
+        std::process::Command::new(std::env::current_exe().unwrap())
+            .args(["render_scale::render_child", "--exact", "--test-threads=1"])
+            .env(CHILD, b.dir())
+            .stdout(std::process::Stdio::null())
+            .stderr(std::process::Stdio::null())
+            .spawn()
+            .unwrap()
+    };
+    let restore = |tree: &BTreeMap<String, Vec<u8>>| {
+        fs::remove_dir_all(&ccd).unwrap();
+        fs::create_dir(&ccd).unwrap();
+        for (n, d) in tree {
+            fs::write(ccd.join(n), d).unwrap();
+        }
+    };
+    // One whole rendering in a child: the new tree, and how long it takes.
+    let start = Instant::now();
+    assert!(child(&b).wait().unwrap().success());
+    let whole = start.elapsed();
+    let new = contents(&ccd);
+    assert_eq!(new.len(), 2999);
+    // Kill renderings at moments spread over that time.
+    let (mut saw_old, mut saw_new) = (0, 0);
+    for k in 1..=9 {
+        restore(&old);
+        let mut c = child(&b);
+        std::thread::sleep(whole * k / 10);
+        let _ = c.kill();
+        c.wait().unwrap();
+        let mut now = contents(&ccd);
+        // The restored ccd/c10 stops being the broker's once a rendering
+        // has completed (its manifest no longer lists it): then it stays,
+        // as anyone else's file would, beside the new tree.
+        if now != old && now.get("c10") == old.get("c10") {
+            now.remove("c10");
+        }
+        if now == old {
+            saw_old += 1;
+        } else if now == new {
+            saw_new += 1;
+        } else {
+            let only_new = now.keys().filter(|k| !old.contains_key(*k)).count();
+            panic!(
+                "killed after {:?} of {whole:?}: a mix of {} entries ({only_new} of the new ones)",
+                whole * k / 10,
+                now.len()
+            );
+        }
+    }
+    eprintln!("killed renderings: {saw_old} left the old tree, {saw_new} the new one");
+    // The next rendering completes the change and sweeps what the killed
+    // ones left behind. (The restored ccd/c10 is no longer the broker's: a
+    // completed rendering removed it and its manifest no longer lists it,
+    // so it stays, as any file of someone else's would.)
+    restore(&old);
+    let r = render(&b, &out);
+    let now = contents(&ccd);
+    assert!(now == new || (now.len() == new.len() + 1 && now.get("c10") == old.get("c10")));
+    assert!(now.iter().all(|(k, v)| new.get(k).is_none_or(|n| n == v)));
+    assert_eq!(r.written.len(), 1500, "{:?}", r.written.len());
+    assert!(leftovers(&out).is_empty(), "{:?}", leftovers(&out));
+}

@@ -40,7 +40,9 @@ fuzz_target!(|data: &[u8]| {
         // type byte)
         let unwrapped = checked("unwrap", key.unwrap_with(&server));
         if let Some(meta) = unwrapped.filter(|m| !m.is_empty()) {
-            let fresh = server.client_key(&meta).expect("unwrapped metadata fits a new key");
+            let fresh = server
+                .client_key(&meta)
+                .expect("unwrapped metadata fits a new key");
             assert_eq!(fresh.unwrap_with(&server).expect("a new key unwraps"), meta);
         }
     }

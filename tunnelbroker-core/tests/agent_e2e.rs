@@ -18,7 +18,7 @@ use std::time::{Duration, Instant};
 
 use time::OffsetDateTime;
 use tunnelbroker_core::agent::{Agent, AgentOptions, InstanceControl};
-use tunnelbroker_core::broker::{RenderOptions, ServerMode};
+use tunnelbroker_core::broker::{RenderOptions, ServerMode, TlsCryptVersion};
 use tunnelbroker_core::openvpn::Management;
 use tunnelbroker_core::pki::RevocationReason;
 use tunnelbroker_core::{Broker, ClientKind, InitOptions, Settings};
@@ -119,6 +119,9 @@ fn scenario(db: &crate::pg::TestDb) {
     let mut s = Settings::new(POOL.parse().unwrap(), SERVER_IP.parse().unwrap());
     s.mode = ServerMode::Shared;
     s.port = 5300;
+    // tls-crypt v1, as lab.rs's brokers: this test shows the CRL refusing a
+    // revoked client in TLS (tls_crypt_v2_e2e covers the refusal before TLS).
+    s.tls_crypt = TlsCryptVersion::V1;
     s.lan_interface = LAN_IF.into();
     let mut o = InitOptions::new(s);
     o.database = Some(db.url().clone());

@@ -109,11 +109,12 @@ fn a_re_render_writes_only_the_files_that_changed() {
     let before = tree(&ccd);
     std::thread::sleep(Duration::from_millis(20));
 
-    // One client more: its CCD file alone is written.
+    // One client more: its CCD file is written, and the list of clients
+    // whose tls-crypt-v2 keys the server accepts; nothing else.
     b.add_client(&NewClient::new("zed".parse().unwrap(), ClientKind::Hermit))
         .unwrap();
     let r = render(&b, &out);
-    assert_eq!(names(&r.written, &out), ["ccd/zed"]);
+    assert_eq!(names(&r.written, &out), ["ccd/zed", "tls-crypt-v2-clients"]);
     assert!(r.removed.is_empty(), "{:?}", r.removed);
     unchanged_since(&before, &[]);
     assert_eq!(fs::metadata(&conf).unwrap().ino(), conf_ino);

@@ -66,16 +66,21 @@ fn a_broker_of_the_old_schema_migrates_to_main(store: &TestStore) {
         .unwrap();
     b.add_client(&req("bob", ClientKind::Hermit, None)).unwrap();
     let dir = b.dir().to_owned();
-    // Back to the schema before servers: no servers table, no server column.
+    // Back to the schema before servers: no servers table, no server column
+    // (and none of what came after it: sessions, the assignment history).
     match store {
         TestStore::Sqlite => sql(
             &b,
-            "DROP INDEX clients_by_server; ALTER TABLE clients DROP COLUMN server;
+            "DROP TRIGGER clients_assigned; DROP TRIGGER clients_released;
+             DROP TRIGGER clients_changed; DROP TABLE sessions; DROP TABLE assignments;
+             DROP INDEX clients_by_server; ALTER TABLE clients DROP COLUMN server;
              DROP TABLE servers; DELETE FROM plan_state; PRAGMA user_version = 3;",
         ),
         TestStore::Postgres(_) => sql(
             &b,
-            "DROP INDEX clients_by_server; ALTER TABLE clients DROP COLUMN server;
+            "DROP TRIGGER clients_assigned ON clients; DROP TRIGGER clients_changed ON clients;
+             DROP FUNCTION tunnelbroker_assignments(); DROP TABLE sessions; DROP TABLE assignments;
+             DROP INDEX clients_by_server; ALTER TABLE clients DROP COLUMN server;
              DROP TABLE servers; DELETE FROM plan_state;
              UPDATE meta SET value = '1' WHERE key = 'schema_version';",
         ),

@@ -324,14 +324,14 @@ fn times_and_addresses_as_operators_write_them() {
     }
 }
 
-/// Turns a current SQLite database into a schema-3 one (before sessions).
-fn downgrade_to_schema_3(path: &std::path::Path) {
+/// Turns a current SQLite database into a schema-4 one (before sessions).
+fn downgrade_to_schema_4(path: &std::path::Path) {
     Connection::open(path)
         .unwrap()
         .execute_batch(
             "DROP TRIGGER clients_assigned; DROP TRIGGER clients_released;
              DROP TRIGGER clients_changed; DROP TABLE sessions; DROP TABLE assignments;
-             PRAGMA user_version = 3;",
+             PRAGMA user_version = 4;",
         )
         .unwrap();
 }
@@ -343,7 +343,7 @@ fn a_database_from_before_sessions_migrates_and_knows_its_holders() {
     let (dir, path) = (b.dir().to_owned(), b.paths().database.clone());
     let version = b.database_status().unwrap().schema_version;
     drop(b);
-    downgrade_to_schema_3(&path);
+    downgrade_to_schema_4(&path);
     let b = Broker::open(&dir).unwrap();
     assert_eq!(b.database_status().unwrap().schema_version, version);
     let who = b.whois(alice.tunnel_address(), None).unwrap();

@@ -27,6 +27,7 @@ AUDIT_CHECKS = [
     "assignment",
     "ca",
     "server-certificate",
+    "tls-crypt-v2",
     "crl",
     "crl-next-update",
     "certificate",
@@ -99,14 +100,14 @@ def test_a_healthy_broker_passes(rendered: Broker) -> None:
     assert isinstance(first, Check)
     assert (first.name, first.message) == ("database", "2 clients read")
     assert repr(first) == 'Check("database", "pass", "2 clients read")'
-    assert repr(report) == f'Report("{report.title}", pass=13, warn=0, fail=0, skip=0)'
+    assert repr(report) == f'Report("{report.title}", pass=14, warn=0, fail=0, skip=0)'
 
 
 def test_report_text_is_the_cli_text(rendered: Broker) -> None:
     text = str(rendered.audit())
     lines = text.splitlines()
     assert lines[0] == f"tunnelbroker audit: {rendered.path}"
-    assert lines[-1] == "13 pass, 0 warn, 0 fail, 0 skipped"
+    assert lines[-1] == "14 pass, 0 warn, 0 fail, 0 skipped"
     assert "PASS  crl-next-update     the CRL is good until " in text
     assert "PASS  database            2 clients read" in text
 

@@ -52,7 +52,7 @@ def test_provision_sample_csv(tmp_path: Path, capsys: pytest.CaptureFixture[str]
         assert conf is not None
         text = conf.read().decode()
     assert "<key>" in text and "PRIVATE KEY" in text
-    assert "<ca>" in text and "<tls-crypt>" in text
+    assert "<ca>" in text and "<tls-crypt-v2>" in text
     with zipfile.ZipFile(out / "bob.zip") as z:
         assert "bob/bob.ovpn" in z.namelist()
 

@@ -76,7 +76,12 @@ def test_tls_crypt_version(tmp_path: Path) -> None:
     assert b.tls_crypt == "v1"
     b.close()
     with pytest.raises(InvalidInputError, match="tls-crypt version"):
-        Broker.init(tmp_path / "c", pool="2001:db8::/56", endpoint="h", tls_crypt="v3")
+        Broker.init(
+            tmp_path / "c",
+            pool="2001:db8::/56",
+            endpoint="h",
+            tls_crypt="v3",  # type: ignore[arg-type]
+        )
     assert not (tmp_path / "c").exists()
 
 

@@ -98,11 +98,15 @@ fn sleep_unless(stop: &AtomicBool, d: Duration) {
 
 /// The metrics server's thread; it ends with the agent.
 struct MetricsServer {
+    stop: Arc<AtomicBool>,
     thread: Option<std::thread::JoinHandle<()>>,
 }
 
 impl Drop for MetricsServer {
+    /// Stops the server thread (also when the agent ends without a signal:
+    /// `--once`, or an error) and waits for it.
     fn drop(&mut self) {
+        self.stop.store(true, Ordering::Relaxed);
         if let Some(t) = self.thread.take() {
             let _ = t.join();
         }
@@ -116,8 +120,9 @@ fn serve_metrics(
 ) -> Result<MetricsServer, Failure> {
     let server = tiny_http::Server::http(addr)
         .map_err(|e| Failure::other(format!("cannot serve metrics on {addr}: {e}")))?;
+    let flag = Arc::clone(&stop);
     let thread = std::thread::spawn(move || {
-        while !stop.load(Ordering::Relaxed) {
+        while !flag.load(Ordering::Relaxed) {
             let Ok(Some(request)) = server.recv_timeout(Duration::from_millis(200)) else {
                 continue;
             };
@@ -140,6 +145,7 @@ fn serve_metrics(
         }
     });
     Ok(MetricsServer {
+        stop,
         thread: Some(thread),
     })
 }

@@ -44,6 +44,38 @@ fn agent_once_renders_without_the_ca_key() {
 }
 
 #[test]
+fn agent_once_with_metrics_ends() {
+    // `--once` with `--metrics`: the metrics thread is stopped when the
+    // round is done (it used to wait for a signal that never came).
+    let tmp = operator_tempdir();
+    let (dir, out) = server_host(tmp.path());
+    let o = out.to_str().unwrap();
+    let mut child = Command::new(env!("CARGO_BIN_EXE_tunnelbroker"))
+        .arg("--dir")
+        .arg(&dir)
+        .args(["agent", "-o", o, "--once", "--metrics", "127.0.0.1:0"])
+        .env_remove("TUNNELBROKER_DIR")
+        .stdout(Stdio::null())
+        .spawn()
+        .unwrap();
+    let mut status = None;
+    for _ in 0..600 {
+        status = child.try_wait().unwrap();
+        if status.is_some() {
+            break;
+        }
+        std::thread::sleep(Duration::from_millis(100));
+    }
+    if status.is_none() {
+        child.kill().unwrap();
+        child.wait().unwrap();
+        panic!("agent --once --metrics did not end within 60 s");
+    }
+    assert!(status.unwrap().success());
+    assert!(out.join("tb-shared.conf").exists());
+}
+
+#[test]
 fn agent_refuses_bad_input() {
     let tmp = operator_tempdir();
     let (dir, out) = server_host(tmp.path());

@@ -343,6 +343,38 @@ fn each_server_renders_its_own_clients_and_certificate(store: &TestStore) {
         b.recorded_server().unwrap().dir,
         Some(tmp.path().join("main").canonicalize().unwrap())
     );
+    // Each server's tls-crypt-v2 list accepts its own clients only (a
+    // client of main is refused by b before TLS, and the other way round).
+    let list =
+        |d: &str| std::fs::read_to_string(tmp.path().join(d).join("tls-crypt-v2-clients")).unwrap();
+    assert!(list("main").contains(" alice"), "{}", list("main"));
+    assert!(!list("main").contains(" bob"), "{}", list("main"));
+    assert!(list("b").contains(" bob"), "{}", list("b"));
+    assert!(!list("b").contains(" alice"), "{}", list("b"));
+    // The agent serves main only: no agent unit in b's directory.
+    assert!(
+        tmp.path()
+            .join("main/systemd/tunnelbroker-agent.service")
+            .is_file()
+    );
+    assert!(
+        !tmp.path()
+            .join("b/systemd/tunnelbroker-agent.service")
+            .exists()
+    );
+    // Main's management sockets are main's clients' instances only.
+    let sockets: Vec<String> = b
+        .management_sockets()
+        .unwrap()
+        .into_iter()
+        .map(|s| s.0)
+        .collect();
+    assert_eq!(sockets, ["tb-client-alice"]);
+    // whois knows b's pool: bob's tunnel address is his.
+    let bob = b.client(&"bob".parse().unwrap()).unwrap();
+    let who = b.whois(bob.tunnel_address(), None).unwrap();
+    assert_eq!(who.holder.unwrap().client_id, "bob");
+    assert_eq!(who.tunnel_address, Some(bob.tunnel_address()));
     // Another server needs -o; an unknown one is not found.
     let e = b
         .render_server_named("b", &RenderOptions::new())

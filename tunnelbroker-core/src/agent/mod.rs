@@ -266,8 +266,10 @@ impl Agent {
     /// that started while the agent was down, with their real start), byte
     /// counts, and the end of those no longer live. A live session of a
     /// client that is not active (revoked while the agent was down) is
-    /// ended. When a socket does not answer, nothing is recorded for this
-    /// poll (the sessions of a server that is merely slow are not ended).
+    /// ended. A socket that nobody listens on is an instance that does not
+    /// run: its sessions are ended. A socket that accepts but does not
+    /// answer fails the poll, and nothing is recorded for it (the sessions
+    /// of a server that is merely slow are not ended).
     fn sessions(&mut self, report: &mut PollReport) -> Result<()> {
         let now = OffsetDateTime::now_utc();
         let mut live: Vec<LiveSession> = Vec::new();
@@ -342,7 +344,14 @@ impl Agent {
         report.written = rendered.written;
         report.removed = rendered.removed;
         report.notes.extend(rendered.warnings);
-        let clients = self.broker.clients()?;
+        // This server's clients: one moved to another server leaves this
+        // one's active set, and its session here is ended.
+        let clients: Vec<Client> = self
+            .broker
+            .clients()?
+            .into_iter()
+            .filter(|c| c.server == self.options.server)
+            .collect();
         let active: BTreeMap<ClientId, Client> = clients
             .iter()
             .filter(|c| c.state == ClientState::Active)

@@ -331,7 +331,11 @@ impl Broker {
         let broker_dir =
             std::path::absolute(&self.paths.dir).map_err(|e| Error::io(&self.paths.dir, e))?;
         files.extend(CrlRefreshUnits::new(binary, &broker_dir)?.emit()?);
-        files.push(AgentUnit::new(binary, &broker_dir, &layout.dir)?.emit()?);
+        // The agent serves `main` only (issue 14): a unit rendered for
+        // another server would render `main`'s clients into its directory.
+        if !self.is_view() {
+            files.push(AgentUnit::new(binary, &broker_dir, &layout.dir)?.emit()?);
+        }
         let planned = files
             .into_iter()
             .map(|f| {
@@ -888,6 +892,9 @@ impl Broker {
                     let (ClientState::Active, Some(port)) = (c.state, c.port) else {
                         continue;
                     };
+                    if c.server != self.server_name() {
+                        continue;
+                    }
                     let srv =
                         PerClientServer::new(c.id.clone(), c.assignment, port, options.clone())?;
                     let socket = PathBuf::from(srv.management_socket()?.as_str());

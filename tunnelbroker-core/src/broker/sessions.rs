@@ -25,7 +25,7 @@ use super::Broker;
 use crate::client_id::ClientId;
 use crate::error::{Error, Result, shown};
 use crate::openvpn::LiveSession;
-use crate::plan::{Assignment, Role};
+use crate::plan::{Assignment, Pool, Role};
 pub use crate::store::{AssignmentSpan, Session, SessionAddresses, SessionFilter};
 
 /// What one [`Broker::record_sessions`] call changed.
@@ -251,7 +251,8 @@ impl Broker {
     /// ```
     pub fn whois(&self, address: Ipv6Addr, at: Option<OffsetDateTime>) -> Result<Whois> {
         let at = at.unwrap_or_else(OffsetDateTime::now_utc);
-        let prefixes = self.candidate_prefixes(address)?;
+        let pool = self.pool_holding(address)?;
+        let prefixes = candidate_prefixes(&pool, address)?;
         let (spans, sessions) = self.store().read_with(|tx| {
             let spans = tx.assignment_history(Some(&prefixes))?;
             let sessions = tx.sessions(&SessionFilter {
@@ -285,7 +286,7 @@ impl Broker {
         }
         let (tunnel_address, sessions) = match &holder {
             Some(h) => (
-                Assignment::in_pool(&self.settings.pool, h.kind, h.prefix)
+                Assignment::in_pool(&pool, h.kind, h.prefix)
                     .ok()
                     .map(|a| a.tunnel_address()),
                 sessions
@@ -324,38 +325,48 @@ impl Broker {
         self.store().write_with(|tx| tx.prune_sessions(before))
     }
 
-    /// The prefixes whose holder holds `address`: its hermit /128, its
-    /// subnet /64, or (in the routing /64) the subnet whose routing net
-    /// holds it.
-    fn candidate_prefixes(&self, address: Ipv6Addr) -> Result<Vec<Ipv6Net>> {
-        let pool = &self.settings.pool;
-        let as_net = |len: u8| Ipv6Net::new(address, len).map(|n| n.trunc());
-        let host = as_net(128).map_err(|_| not_an_address(address))?;
-        let Some(role) = pool.role_of(address) else {
-            return Err(Error::OutsidePool {
-                prefix: host,
-                pool: pool.net(),
-            });
-        };
-        let net64 = as_net(64).map_err(|_| not_an_address(address))?;
-        Ok(match role {
-            Role::Hermit => vec![host],
-            Role::Subnet => vec![net64],
-            Role::Routing => {
-                // ::H:1 / ::H:2 of the routing net of the subnet whose 4th hextet is H.
-                let mut seg = address.segments();
-                let tag = seg[6];
-                seg[3] = tag;
-                seg[4..].fill(0);
-                let subnet =
-                    Ipv6Net::new(Ipv6Addr::from(seg), 64).map_err(|_| not_an_address(address))?;
-                match pool.role_of(subnet.network()) {
-                    Some(Role::Subnet) => vec![subnet],
-                    _ => Vec::new(),
-                }
-            }
-        })
+    /// The pool of the server whose pool holds `address` (this broker's
+    /// own pool when none does: the error then names it).
+    fn pool_holding(&self, address: Ipv6Addr) -> Result<Pool> {
+        let servers = self.store().read_with(|tx| self.servers_in(tx))?;
+        Ok(servers
+            .into_iter()
+            .map(|s| s.pool)
+            .find(|p| p.net().contains(&address))
+            .unwrap_or(self.settings.pool))
     }
+}
+
+/// The prefixes whose holder holds `address` in `pool`: its hermit /128,
+/// its subnet /64, or (in the routing /64) the subnet whose routing net
+/// holds it.
+fn candidate_prefixes(pool: &Pool, address: Ipv6Addr) -> Result<Vec<Ipv6Net>> {
+    let as_net = |len: u8| Ipv6Net::new(address, len).map(|n| n.trunc());
+    let host = as_net(128).map_err(|_| not_an_address(address))?;
+    let Some(role) = pool.role_of(address) else {
+        return Err(Error::OutsidePool {
+            prefix: host,
+            pool: pool.net(),
+        });
+    };
+    let net64 = as_net(64).map_err(|_| not_an_address(address))?;
+    Ok(match role {
+        Role::Hermit => vec![host],
+        Role::Subnet => vec![net64],
+        Role::Routing => {
+            // ::H:1 / ::H:2 of the routing net of the subnet whose 4th hextet is H.
+            let mut seg = address.segments();
+            let tag = seg[6];
+            seg[3] = tag;
+            seg[4..].fill(0);
+            let subnet =
+                Ipv6Net::new(Ipv6Addr::from(seg), 64).map_err(|_| not_an_address(address))?;
+            match pool.role_of(subnet.network()) {
+                Some(Role::Subnet) => vec![subnet],
+                _ => Vec::new(),
+            }
+        }
+    })
 }
 
 /// The assignment as a session records it.

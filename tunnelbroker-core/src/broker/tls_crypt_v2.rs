@@ -96,15 +96,17 @@ impl Broker {
             .client_key(&binding.metadata())
     }
 
-    /// The bindings the server accepts: every active client's current
-    /// certificate.
+    /// The bindings the server accepts: the current certificate of every
+    /// active client of this broker's server (a client of another server
+    /// is refused here before TLS, as its certificate name is by the
+    /// other server's `verify-x509-name`).
     pub(crate) fn tls_crypt_v2_bindings(
         &self,
         tx: &mut dyn Transaction,
     ) -> Result<Vec<ClientBinding>> {
         let mut out = Vec::new();
         for rec in tx.clients()? {
-            if rec.state != ClientState::Active {
+            if rec.state != ClientState::Active || rec.server != self.server_name() {
                 continue;
             }
             if let Some(cert) = tx.latest_certificate(&rec.id)?

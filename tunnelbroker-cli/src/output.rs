@@ -169,6 +169,12 @@ pub fn finish(out: &Output, result: Result<(), Failure>) -> ExitCode {
     ExitCode::from(failure.status)
 }
 
+/// A time as the CLI prints it: RFC 3339 (its `Display` if that fails).
+pub fn rfc3339(t: time::OffsetDateTime) -> String {
+    t.format(&time::format_description::well_known::Rfc3339)
+        .unwrap_or_else(|_| t.to_string())
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

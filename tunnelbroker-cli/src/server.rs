@@ -11,10 +11,11 @@ use serde::Serialize;
 use tunnelbroker_core::broker::{
     RenderOptions, RenderReport, ServerRenewal, SessionEnd, TlsCryptVersion,
 };
+use tunnelbroker_core::store::MAIN_SERVER;
 use tunnelbroker_core::{Client, ClientId};
 
 use crate::args::{ServerCommand, TlsCryptV2Command};
-use crate::output::{Failure, Output};
+use crate::output::{Failure, Output, rfc3339};
 
 /// Runs one `server` subcommand on the broker in `dir`.
 pub fn run(out: &Output, dir: &Path, cmd: &ServerCommand) -> Result<(), Failure> {
@@ -42,9 +43,6 @@ pub fn run(out: &Output, dir: &Path, cmd: &ServerCommand) -> Result<(), Failure>
             let broker = crate::output::open_broker(dir)?;
             match name.as_deref() {
                 None | Some(MAIN_SERVER) => {
-                    if let Some(n) = name {
-                        tunnelbroker_core::broker::validate_server_name(n)?;
-                    }
                     let renewal = broker.renew_server()?;
                     out.show(&Renewed::from(renewal, broker.paths().server_cert.clone()))
                 }
@@ -114,8 +112,6 @@ impl fmt::Display for TlsCryptMoved {
     }
 }
 
-const MAIN_SERVER: &str = "main";
-
 /// What `server renew` did, for people and for `--json`.
 #[derive(Debug, Serialize)]
 struct Renewed {
@@ -126,11 +122,6 @@ struct Renewed {
     rendered: Option<Rendered>,
     restart: Vec<String>,
     warnings: Vec<String>,
-}
-
-fn rfc3339(t: time::OffsetDateTime) -> String {
-    t.format(&time::format_description::well_known::Rfc3339)
-        .unwrap_or_else(|_| t.to_string())
 }
 
 impl Renewed {

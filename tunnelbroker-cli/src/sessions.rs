@@ -5,12 +5,10 @@ use std::fmt;
 use std::path::Path;
 
 use serde::Serialize;
-use time::OffsetDateTime;
-use time::format_description::well_known::Rfc3339;
 use tunnelbroker_core::broker::{Session, Whois, parse_address, parse_time};
 
 use crate::args::WhoisArgs;
-use crate::output::{Failure, Output, open_broker};
+use crate::output::{Failure, Output, open_broker, rfc3339};
 
 /// `tunnelbroker status`.
 pub fn status(out: &Output, dir: &Path) -> Result<(), Failure> {
@@ -25,10 +23,6 @@ pub fn whois(out: &Output, dir: &Path, args: &WhoisArgs) -> Result<(), Failure> 
     let at = args.at.as_deref().map(parse_time).transpose()?;
     let broker = open_broker(dir)?;
     out.show(&Answer(broker.whois(address, at)?))
-}
-
-fn when(t: OffsetDateTime) -> String {
-    t.format(&Rfc3339).unwrap_or_default()
 }
 
 /// A byte count for people: 1.5 MB.
@@ -58,7 +52,7 @@ fn session_line(s: &Session) -> String {
         None => "(no client of that name)".into(),
     };
     let end = match s.ended_at {
-        Some(e) => format!(" until {}", when(e)),
+        Some(e) => format!(" until {}", rfc3339(e)),
         None => String::new(),
     };
     format!(
@@ -66,7 +60,7 @@ fn session_line(s: &Session) -> String {
         s.client_id,
         s.server,
         s.real_address.to_string(),
-        when(s.started_at),
+        rfc3339(s.started_at),
         bytes(s.bytes_in),
         bytes(s.bytes_out),
     )
@@ -103,11 +97,11 @@ impl fmt::Display for Answer {
                 f,
                 "{} was held by no client at {} (as far as the records kept reach)",
                 w.address,
-                when(w.at)
+                rfc3339(w.at)
             );
         };
         writeln!(f, "address   {}", w.address)?;
-        writeln!(f, "at        {}", when(w.at))?;
+        writeln!(f, "at        {}", rfc3339(w.at))?;
         writeln!(f, "client    {}", h.client_id)?;
         writeln!(f, "email     {}", h.email.as_deref().unwrap_or("-"))?;
         writeln!(f, "name      {}", h.name.as_deref().unwrap_or("-"))?;
@@ -116,8 +110,8 @@ impl fmt::Display for Answer {
         if let Some(t) = w.tunnel_address {
             writeln!(f, "tunnel    {t}")?;
         }
-        let until = h.until.map_or_else(|| "now".to_owned(), when);
-        writeln!(f, "held      {} to {until}", when(h.since))?;
+        let until = h.until.map_or_else(|| "now".to_owned(), rfc3339);
+        writeln!(f, "held      {} to {until}", rfc3339(h.since))?;
         if w.sessions.is_empty() {
             writeln!(
                 f,

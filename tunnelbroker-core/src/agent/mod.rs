@@ -75,8 +75,8 @@ use crate::client_id::ClientId;
 use crate::error::{Error, Result, one_line, shown};
 use crate::openvpn::{CommonName, LiveSession, Management};
 
-/// The one server of a broker until brokers have named servers.
-pub const DEFAULT_SERVER: &str = "main";
+/// The server an agent serves: `main`, the only one it serves so far.
+pub const DEFAULT_SERVER: &str = crate::store::MAIN_SERVER;
 
 /// How the agent starts and stops per-client OpenVPN instances.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]

@@ -396,18 +396,7 @@ fn not_an_address(address: Ipv6Addr) -> Error {
 }
 
 /// Refuses a server name that is no name (the rule of client IDs).
-fn check_server_name(name: &str) -> Result<()> {
-    ClientId::new(name)
-        .map(drop)
-        .map_err(|e| Error::InvalidField {
-            field: "server name",
-            input: shown(name),
-            reason: match e {
-                Error::InvalidClientId { reason, .. } => reason,
-                other => other.to_string(),
-            },
-        })
-}
+use super::servers::validate_server_name as check_server_name;
 
 /// Parses a time as an operator writes it: RFC 3339
 /// (`2026-12-01T14:00:00Z`, `2026-12-01T15:00:00+01:00`) or

@@ -92,6 +92,11 @@ fn agent_needs_no_ca_key_and_follows_the_database(store: &TestStore) {
     );
     assert!(a.broker().crl().unwrap().is_revoked(&revoked.client.serial));
     assert!(!out.join("ccd/alice").exists());
+    // The tls-crypt-v2 list (a v2 broker) drops her too: her key is
+    // refused before TLS on this host.
+    let list = fs::read_to_string(out.join("tls-crypt-v2-clients")).unwrap();
+    assert!(!list.contains(" alice"), "{list}");
+    assert!(list.contains(" bob"), "{list}");
     assert_eq!(r.ended.len(), 1);
     assert_eq!(r.ended[0].0.as_str(), "alice");
     assert!(out.join("ccd/bob").exists());

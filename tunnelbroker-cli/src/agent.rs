@@ -13,7 +13,7 @@ use std::time::{Duration, Instant};
 
 use serde::Serialize;
 use tunnelbroker_core::Broker;
-use tunnelbroker_core::agent::{Agent, AgentOptions, Metrics, PollReport};
+use tunnelbroker_core::agent::{Agent, AgentOptions, InstanceControl, Metrics, PollReport};
 
 use crate::args::AgentArgs;
 use crate::output::{Failure, Output, warn};
@@ -27,6 +27,11 @@ pub fn run(out: &Output, dir: &Path, args: &AgentArgs) -> Result<(), Failure> {
     let mut options = AgentOptions::new();
     options.server = args.server.clone();
     options.dir = args.out.clone();
+    options.instances = match args.instances.as_str() {
+        "systemd" => InstanceControl::Systemd,
+        "report" => InstanceControl::Report,
+        _ => InstanceControl::Auto,
+    };
     let mut agent = Agent::new(broker, options)?;
     let stop = Arc::new(AtomicBool::new(false));
     for signal in [signal_hook::consts::SIGTERM, signal_hook::consts::SIGINT] {

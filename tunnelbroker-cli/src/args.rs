@@ -96,9 +96,13 @@ pub struct AgentArgs {
     /// last render recorded, else <broker>/server].
     #[arg(short, long, value_name = "DIR")]
     pub out: Option<PathBuf>,
-    /// The server this agent serves (a broker has one server, main).
+    /// The server this agent serves (this version serves main only).
     #[arg(long, value_name = "NAME", default_value = "main")]
     pub server: String,
+    /// How per-client instances are started and stopped: auto (systemctl when systemd
+    /// runs this host), systemd, or report (only say what to start and stop).
+    #[arg(long, value_name = "HOW", default_value = "auto", value_parser = ["auto", "systemd", "report"])]
+    pub instances: String,
     /// How often to look for changes: 500ms, 1s, 2.5 (seconds); 10ms to 1h.
     #[arg(long, value_name = "DURATION", default_value = "500ms", value_parser = parse_interval)]
     pub interval: std::time::Duration,

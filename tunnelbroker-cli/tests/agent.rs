@@ -26,15 +26,40 @@ fn agent_once_renders_without_the_ca_key() {
     let tmp = operator_tempdir();
     let (dir, out) = server_host(tmp.path());
     let o = out.to_str().unwrap();
-    let v = json(&tb(&dir, &["--json", "agent", "-o", o, "--once"]));
+    let v = json(&tb(
+        &dir,
+        &[
+            "--json",
+            "agent",
+            "-o",
+            o,
+            "--once",
+            "--instances",
+            "report",
+        ],
+    ));
     assert_eq!(v["reconciled"], true, "{v}");
     assert!(out.join("tb-shared.conf").exists());
     assert!(out.join("ccd/alice").exists());
     assert!(out.join("systemd/tunnelbroker-agent.service").exists());
     // Again: nothing to write; without systemd it says what must run.
-    let v = json(&tb(&dir, &["--json", "agent", "-o", o, "--once"]));
+    let v = json(&tb(
+        &dir,
+        &[
+            "--json",
+            "agent",
+            "-o",
+            o,
+            "--once",
+            "--instances",
+            "report",
+        ],
+    ));
     assert_eq!(v["written"], serde_json::json!([]), "{v}");
-    let text = ok(&tb(&dir, &["agent", "-o", o, "--once"]));
+    let text = ok(&tb(
+        &dir,
+        &["agent", "-o", o, "--once", "--instances", "report"],
+    ));
     assert!(text.contains("start openvpn-server@tb-shared"), "{text}");
     assert!(!text.contains("wrote"), "{text}");
     // What needs the CA key still fails, in one line.
@@ -53,7 +78,16 @@ fn agent_once_with_metrics_ends() {
     let mut child = Command::new(env!("CARGO_BIN_EXE_tunnelbroker"))
         .arg("--dir")
         .arg(&dir)
-        .args(["agent", "-o", o, "--once", "--metrics", "127.0.0.1:0"])
+        .args([
+            "agent",
+            "-o",
+            o,
+            "--once",
+            "--instances",
+            "report",
+            "--metrics",
+            "127.0.0.1:0",
+        ])
         .env_remove("TUNNELBROKER_DIR")
         .stdout(Stdio::null())
         .spawn()
@@ -82,7 +116,10 @@ fn agent_refuses_bad_input() {
     let o = out.to_str().unwrap();
     for bad in ["0", "5ms", "2h", "soon", "", "1e400", "-1s", "½s"] {
         let arg = format!("--interval={bad}");
-        let out = tb(&dir, &["agent", "-o", o, "--once", &arg]);
+        let out = tb(
+            &dir,
+            &["agent", "-o", o, "--once", "--instances", "report", &arg],
+        );
         usage_error(&out);
         let err = String::from_utf8_lossy(&out.stderr);
         assert!(
@@ -91,19 +128,61 @@ fn agent_refuses_bad_input() {
         );
     }
     let err = fails(
-        &tb(&dir, &["agent", "-o", o, "--once", "--server", "paris"]),
+        &tb(
+            &dir,
+            &[
+                "agent",
+                "-o",
+                o,
+                "--once",
+                "--instances",
+                "report",
+                "--server",
+                "paris",
+            ],
+        ),
         2,
     );
     assert!(err.contains("main"), "{err}");
+    for bad in ["later", "", "systemd;reboot"] {
+        usage_error(&tb(&dir, &["agent", "-o", o, "--once", "--instances", bad]));
+    }
     for bad in ["../x", "a;rm -rf /", "ü"] {
-        fails(&tb(&dir, &["agent", "-o", o, "--once", "--server", bad]), 2);
+        fails(
+            &tb(
+                &dir,
+                &[
+                    "agent",
+                    "-o",
+                    o,
+                    "--once",
+                    "--instances",
+                    "report",
+                    "--server",
+                    bad,
+                ],
+            ),
+            2,
+        );
     }
     usage_error(&tb(
         &dir,
-        &["agent", "-o", o, "--once", "--metrics", "nowhere"],
+        &[
+            "agent",
+            "-o",
+            o,
+            "--once",
+            "--instances",
+            "report",
+            "--metrics",
+            "nowhere",
+        ],
     ));
     // Not a broker.
-    fails(&tb(tmp.path(), &["agent", "--once"]), 2);
+    fails(
+        &tb(tmp.path(), &["agent", "--once", "--instances", "report"]),
+        2,
+    );
 }
 
 /// The agent in the background, its stdout lines on a channel.
@@ -118,6 +197,7 @@ impl Background {
             .arg("--dir")
             .arg(dir)
             .arg("agent")
+            .args(["--instances", "report"])
             .args(args)
             .env_remove("TUNNELBROKER_DIR")
             .stdout(Stdio::piped())
@@ -224,7 +304,18 @@ fn agent_runs_until_sigterm_serves_metrics_and_survives_sigkill() {
     again.signal("-KILL");
     let mut again = again;
     assert!(!again.child.wait().unwrap().success());
-    let v = json(&tb(&dir, &["--json", "agent", "-o", o, "--once"]));
+    let v = json(&tb(
+        &dir,
+        &[
+            "--json",
+            "agent",
+            "-o",
+            o,
+            "--once",
+            "--instances",
+            "report",
+        ],
+    ));
     assert_eq!(v["written"], serde_json::json!([]), "{v}");
 }
 

@@ -131,7 +131,7 @@ fn pem_blocks(text: &str, what: &str) -> std::result::Result<Vec<pem::Pem>, Stri
 }
 
 /// [`pem_blocks`] of a text of at most `max` bytes.
-fn pem_blocks_max(
+pub(super) fn pem_blocks_max(
     text: &str,
     what: &str,
     max: usize,

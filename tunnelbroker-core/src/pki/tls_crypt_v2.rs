@@ -98,13 +98,8 @@ fn bad(reason: impl Into<String>) -> Error {
 
 /// The one PEM block of `label` in `text`, decoded.
 fn one_block(text: &str, label: &str) -> Result<Vec<u8>> {
-    if text.len() > MAX_TEXT {
-        return Err(bad(format!("the text is longer than {MAX_TEXT} bytes")));
-    }
-    let blocks = pem::parse_many(text)
-        .map_err(|e| bad(format!("not PEM: {}", crate::error::one_line(e))))?;
+    let blocks = super::pem_blocks_max(text, label, MAX_TEXT).map_err(bad)?;
     match blocks.as_slice() {
-        [] => Err(bad(format!("no PEM block found (expected {label})"))),
         [b] if b.tag() == label => Ok(b.contents().to_vec()),
         [b] => Err(bad(format!(
             "a PEM block of {}, expected {label}",

@@ -210,7 +210,7 @@ fn configs_are_ready_for_data_channel_offload_and_carry_the_fast_defaults() {
         assert_eq!(option_args(text, "sndbuf"), ["4194304"], "{what}");
         assert_eq!(option_args(text, "rcvbuf"), ["4194304"], "{what}");
         // OpenVPN for Windows refuses txqueuelen.
-        let queue: &[&str] = if *linux { &["1000"] } else { &[] };
+        let queue: &[&str] = if *linux { &["4000"] } else { &[] };
         assert_eq!(option_args(text, "txqueuelen"), queue, "{what}");
     }
     let text = &texts[1].1;

@@ -11,8 +11,8 @@
 //! * `sndbuf`/`rcvbuf` 4 MiB ([`SOCKET_BUFFER`]): the kernel caps them at
 //!   `net.core.wmem_max`/`rmem_max`, which must be raised on the host
 //!   (docs/operator-guide.md, "Host settings at scale");
-//! * `txqueuelen 1000` on the tun device (Linux only: OpenVPN for Windows
-//!   refuses the option);
+//! * `txqueuelen 4000` on the tun device ([`TX_QUEUE_LEN`]; Linux only:
+//!   OpenVPN for Windows refuses the option);
 //! * shared server: `topology subnet` (without it OpenVPN 2.6 disables
 //!   DCO in server mode), `max-clients`, `connect-freq-initial` and
 //!   `hash-size` from [`max_clients`].
@@ -25,8 +25,15 @@ pub const DATA_CIPHERS: &str = "AES-256-GCM:AES-128-GCM:CHACHA20-POLY1305";
 /// The socket buffers rendered (`sndbuf`, `rcvbuf`), in bytes: 4 MiB.
 pub const SOCKET_BUFFER: u32 = 4 << 20;
 
-/// The tun device's transmit queue (`txqueuelen`), in packets.
-pub const TX_QUEUE_LEN: u32 = 1000;
+/// The tun device's transmit queue (`txqueuelen`), in packets: 4000 full
+/// packets (6 MB at a 1500-byte MTU) hold what one TCP sender may have in
+/// flight with Linux's largest default send buffer (`tcp_wmem` 4 MiB), so
+/// a sender faster than OpenVPN meets a full queue, not a drop. A tun
+/// device drops rather than pushing back; with 1,000 the client's tun
+/// dropped 653 packets in 10 s of one stream (each a TCP retransmit), with
+/// 3,000 and 4,000 none (`scripts/bench-tunnel --txqueuelen N`). The price
+/// is queueing delay under full load, at most the queue at the tunnel's rate.
+pub const TX_QUEUE_LEN: u32 = 4000;
 
 /// The window of `connect-freq-initial`, in seconds.
 pub const CONNECT_WINDOW: u32 = 10;

@@ -7,7 +7,7 @@ use tunnelbroker_core::broker::{NewServer, RenderOptions, ServerMode};
 use tunnelbroker_core::pki::RevocationReason;
 use tunnelbroker_core::{Broker, ClientKind, ErrorKind, NewClient, Settings};
 
-use crate::stores::{TestStore, by_store, sql};
+use crate::stores::{TestStore, by_store, lit, query_text, sql};
 
 fn new_broker(store: &TestStore) -> (tempfile::TempDir, Broker) {
     let tmp = tempfile::tempdir().unwrap();
@@ -313,6 +313,50 @@ fn move_renumbers_and_the_bundle_names_the_new_server(store: &TestStore) {
     );
 }
 by_store!(move_renumbers_and_the_bundle_names_the_new_server);
+
+fn move_with_a_stale_allocation_state_rebuilds_it_and_succeeds(store: &TestStore) {
+    let (_tmp, b) = new_broker(store);
+    b.add_server(&server(
+        "b",
+        "vpn-b.example.net",
+        Some("2001:db8:0:e000::/56"),
+    ))
+    .unwrap();
+    let alice = b
+        .add_client(&req("alice", ClientKind::Subnet, Some("main")))
+        .unwrap();
+    b.add_client(&req("carol", ClientKind::Subnet, Some("main")))
+        .unwrap();
+    // A state with two clients on main and none on b ...
+    let stale = query_text(&b, "SELECT state FROM plan_state").expect("a saved state");
+    // ... put back after carol's row went behind the broker's back and bob
+    // took b's first /64: it has as many clients as the rows (so it is
+    // trusted) and calls bob's /64 free.
+    sql(&b, "DELETE FROM clients WHERE id = 'carol'");
+    let bob = b
+        .add_client(&req("bob", ClientKind::Subnet, Some("b")))
+        .unwrap();
+    assert_eq!(bob.assignment.to_string(), "2001:db8:0:e001::/64");
+    sql(
+        &b,
+        &format!("UPDATE plan_state SET state = {}", lit(&stale)),
+    );
+    // Before: refused with "rebuilt now; try again", and the rebuild was
+    // rolled back with the refusal, so every retry failed the same way.
+    let moved = b.move_client(&alice.id, "b").unwrap();
+    assert_eq!(moved.after.assignment.to_string(), "2001:db8:0:e002::/64");
+    // The state saved with the move holds the rows: nobody's prefix is
+    // handed out again, and alice's old /64 on main is free.
+    let dave = b
+        .add_client(&req("dave", ClientKind::Subnet, Some("b")))
+        .unwrap();
+    assert_eq!(dave.assignment.to_string(), "2001:db8:0:e003::/64");
+    let erin = b
+        .add_client(&req("erin", ClientKind::Subnet, Some("main")))
+        .unwrap();
+    assert_eq!(erin.assignment, moved.before.assignment);
+}
+by_store!(move_with_a_stale_allocation_state_rebuilds_it_and_succeeds);
 
 fn each_server_renders_its_own_clients_and_certificate(store: &TestStore) {
     let (tmp, b) = new_broker(store);

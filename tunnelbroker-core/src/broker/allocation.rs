@@ -130,7 +130,7 @@ impl Taken {
 
     /// Forgets this transaction's reservations and rebuilds from the rows
     /// (nothing of them must have been written).
-    fn start_over(&mut self, tx: &mut dyn Transaction) -> Result<()> {
+    pub(super) fn start_over(&mut self, tx: &mut dyn Transaction) -> Result<()> {
         self.new_owners.clear();
         self.new_ids.clear();
         self.rebuild(tx)

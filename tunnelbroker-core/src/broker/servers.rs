@@ -554,21 +554,28 @@ impl Broker {
                     reason: format!("client {id} is on that server already"),
                 });
             }
-            let released = taken.release(&before.server, &before.assignment, before.port);
-            if !released {
-                return Err(Error::Database {
-                    reason: "the saved allocation state does not hold the client; run `tunnelbroker audit --fix` and try again".into(),
-                });
-            }
-            let assignment = taken.plan(server)?.allocate(before.kind)?;
-            if tx.prefix_owner(assignment.prefix())?.is_some() {
-                // The saved state was stale: start from the rows.
-                tx.set_plan_state(None)?;
-                return Err(Error::Database {
-                    reason: "the saved allocation state was stale and is rebuilt now; try again"
-                        .into(),
-                });
-            }
+            // The saved allocation state may be stale (written by an older
+            // version, or by a host whose write was lost): then it does not
+            // hold the client, or calls a taken prefix free. Rebuild it from
+            // the rows, inside this transaction, and try once more.
+            let mut rebuilt = false;
+            let assignment = loop {
+                if taken.release(&before.server, &before.assignment, before.port) {
+                    let assignment = taken.plan(server)?.allocate(before.kind)?;
+                    if tx.prefix_owner(assignment.prefix())?.is_none() {
+                        break assignment;
+                    }
+                }
+                if rebuilt {
+                    return Err(Error::Database {
+                        reason: format!(
+                            "the allocation state rebuilt from the rows does not hold client {id}; run `tunnelbroker audit` and report it"
+                        ),
+                    });
+                }
+                taken.start_over(tx)?;
+                rebuilt = true;
+            };
             let port = taken.per_client_port(server)?;
             if let Some(p) = port {
                 taken.ports.insert(u64::from(p));

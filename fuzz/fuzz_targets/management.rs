@@ -5,6 +5,12 @@
 //! `ERROR:` line, a closed connection, an overlong line) that is one line,
 //! and the answer is one line too (it is shown in the revocation's report).
 //! Notifications (`>INFO:` and the like) are skipped.
+//!
+//! A third of the inputs answer `status 3` instead (the agent's poll): the
+//! reply read up to `END` is parsed into live sessions, or refused in one
+//! line; the sessions printed again (`status_text`) parse to the same
+//! sessions, and a parsed common name is never `UNDEF` (a client still in
+//! its handshake is no session).
 #![no_main]
 
 use std::io::{BufRead, BufReader, Write};
@@ -15,7 +21,7 @@ use std::sync::mpsc::{SyncSender, sync_channel};
 use std::thread;
 
 use libfuzzer_sys::fuzz_target;
-use tunnelbroker_core::openvpn::{CommonName, Management};
+use tunnelbroker_core::openvpn::{CommonName, Management, parse_status, status_text};
 use tunnelbroker_fuzz::{assert_one_line, checked};
 
 struct Server {
@@ -54,18 +60,33 @@ fuzz_target!(|data: &[u8]| {
     let s = server();
     s.replies.send(data.to_vec()).unwrap();
     let mut m = Management::connect(&s.path).expect("connect to the fuzz server");
-    // The command does not change how a reply is read; both are used.
-    let answer = if data.len().is_multiple_of(2) {
-        m.kill_client(&CommonName::new("fuzz").unwrap())
-    } else {
-        m.terminate()
-    };
-    drop(m);
-    if let Some(text) = checked("management", answer) {
-        assert_one_line("management answer", format!("ended: {text}"));
-        assert!(
-            data.windows(8).any(|w| w == b"SUCCESS:"),
-            "an answer without a SUCCESS line"
-        );
+    // The command does not change how a one-line reply is read; both are
+    // used, and `status 3` (read up to its END line) for a third of inputs.
+    match data.len() % 3 {
+        0 => {
+            let sessions = m.status();
+            drop(m);
+            if let Some(sessions) = checked("management status", sessions) {
+                assert!(sessions.iter().all(|s| s.common_name != "UNDEF"));
+                let again = parse_status(&status_text(&sessions))
+                    .unwrap_or_else(|e| panic!("printed sessions do not parse: {e}"));
+                assert_eq!(again, sessions, "status printed and parsed again differs");
+            }
+        }
+        r => {
+            let answer = if r == 1 {
+                m.kill_client(&CommonName::new("fuzz").unwrap())
+            } else {
+                m.terminate()
+            };
+            drop(m);
+            if let Some(text) = checked("management", answer) {
+                assert_one_line("management answer", format!("ended: {text}"));
+                assert!(
+                    data.windows(8).any(|w| w == b"SUCCESS:"),
+                    "an answer without a SUCCESS line"
+                );
+            }
+        }
     }
 });

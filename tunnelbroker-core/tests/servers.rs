@@ -79,6 +79,8 @@ fn a_broker_of_the_old_schema_migrates_to_main(store: &TestStore) {
         TestStore::Postgres(_) => sql(
             &b,
             "DROP TRIGGER clients_assigned ON clients; DROP TRIGGER clients_changed ON clients;
+             DROP TRIGGER clients_bump_changes ON clients; DROP TRIGGER servers_bump_changes ON servers;
+             DROP FUNCTION tunnelbroker_changed(); DELETE FROM meta WHERE key = 'changes';
              DROP FUNCTION tunnelbroker_assignments(); DROP TABLE sessions; DROP TABLE assignments;
              DROP INDEX clients_by_server; ALTER TABLE clients DROP COLUMN server;
              DROP TABLE servers; DELETE FROM plan_state;

@@ -636,3 +636,146 @@ fn every_write_that_changes_a_servers_files_wakes_its_agent(store: &TestStore) {
     }
 }
 by_store!(every_write_that_changes_a_servers_files_wakes_its_agent);
+
+/// A stand-in for a shared OpenVPN server's management interface: it
+/// lists `live` for `status 3`, and counts `kill CN` (answered as
+/// OpenVPN does, without dropping the client from its list: a killed
+/// client may still be listed for a moment).
+struct StandIn {
+    live: std::sync::Arc<std::sync::Mutex<Vec<tunnelbroker_core::openvpn::LiveSession>>>,
+    kills: std::sync::Arc<std::sync::Mutex<Vec<String>>>,
+}
+
+impl StandIn {
+    fn serve(socket: &Path) -> StandIn {
+        use std::io::{BufRead, BufReader, Write};
+        use std::sync::{Arc, Mutex};
+        let live = Arc::new(Mutex::new(Vec::new()));
+        let kills = Arc::new(Mutex::new(Vec::new()));
+        let listener = std::os::unix::net::UnixListener::bind(socket).unwrap();
+        let (l, k) = (Arc::clone(&live), Arc::clone(&kills));
+        std::thread::spawn(move || {
+            for conn in listener.incoming() {
+                let Ok(conn) = conn else { return };
+                let mut w = conn.try_clone().unwrap();
+                let _ = w.write_all(b">INFO:OpenVPN Management Interface Version 5\n");
+                for line in BufReader::new(conn).lines() {
+                    let Ok(line) = line else { break };
+                    let reply = if line == "status 3" {
+                        tunnelbroker_core::openvpn::status_text(&l.lock().unwrap())
+                    } else if let Some(cn) = line.strip_prefix("kill ") {
+                        k.lock().unwrap().push(cn.to_owned());
+                        format!("SUCCESS: common name '{cn}' found, 1 client(s) killed\n")
+                    } else {
+                        "ERROR: unknown command\n".to_owned()
+                    };
+                    if w.write_all(reply.as_bytes()).is_err() {
+                        break;
+                    }
+                }
+            }
+        });
+        StandIn { live, kills }
+    }
+}
+
+fn live_session(b: &Broker, id: &str, bytes: u64) -> tunnelbroker_core::openvpn::LiveSession {
+    let c = b.client(&id.parse().unwrap()).unwrap();
+    tunnelbroker_core::openvpn::LiveSession {
+        common_name: id.into(),
+        real_address: format!("198.18.0.{}:40000", 10 + id.len()).parse().unwrap(),
+        virtual_addresses: vec![c.tunnel_address().into()],
+        connected_since: time::OffsetDateTime::from_unix_timestamp(1_796_000_000).unwrap(),
+        bytes_received: bytes,
+        bytes_sent: bytes * 2,
+    }
+}
+
+/// Issue 14, item 4: a client revoked in this poll is ended once (by the
+/// reconcile), not a second time by the sessions step that still finds it
+/// listed; and the sessions step writes only when something changed (a
+/// session started or ended), byte counts alone at most every 10 s.
+fn a_revoked_session_is_ended_once_and_sessions_are_written_on_change(store: &TestStore) {
+    let tmp = crate::operator_tempdir();
+    let (b, host) = hosts(store, tmp.path(), ServerMode::Shared);
+    hermit(&b, "alice");
+    hermit(&b, "bob");
+    let out = tmp.path().join("server");
+    let run = tmp.path().join("run");
+    fs::create_dir(&run).unwrap();
+    let keyless = Broker::open_for_agent(&host).unwrap();
+    let mut options = tunnelbroker_core::broker::RenderOptions::new();
+    options.dir = Some(out.clone());
+    options.run_dir = Some(run.clone());
+    keyless.render_server_with(&options).unwrap();
+    let socket = keyless.management_sockets().unwrap().remove(0).1;
+    let server = StandIn::serve(&socket);
+    *server.live.lock().unwrap() = vec![live_session(&b, "alice", 10), live_session(&b, "bob", 10)];
+    let mut a = agent(&host, &out);
+    let r = a.poll().unwrap();
+    assert_eq!(r.sessions.unwrap().started, 2, "{r:?}");
+    let bytes_of = |id: &str| {
+        b.status()
+            .unwrap()
+            .into_iter()
+            .find(|s| s.client_id == id)
+            .map(|s| s.bytes_in)
+    };
+    assert_eq!(bytes_of("bob"), Some(10));
+
+    // Bob's traffic alone, within 10 s of the last write: not written.
+    server.live.lock().unwrap()[1] = live_session(&b, "bob", 30);
+    let r = a.poll().unwrap();
+    assert_eq!(r.sessions.unwrap().updated, 0, "{r:?}");
+    assert_eq!(bytes_of("bob"), Some(10));
+
+    // Alice revoked: the reconcile ends her session (one kill); the
+    // server still lists her in this poll, and she is not killed again.
+    // (On SQLite the provisioning broker shares this host's directory,
+    // and its revocation kills her through the recorded run directory
+    // already: those kills are not the agent's.)
+    b.revoke(&"alice".parse().unwrap(), RevocationReason::KeyCompromise)
+        .unwrap();
+    let before = server.kills.lock().unwrap().len();
+    let r = a.poll().unwrap();
+    assert_eq!(r.ended.len(), 1, "{r:?}");
+    assert!(r.ended[0].1.ended(), "{r:?}");
+    assert_eq!(server.kills.lock().unwrap()[before..], ["alice"]);
+    assert!(
+        !r.notes.iter().any(|n| n.contains("not an active client")),
+        "{r:?}"
+    );
+    // Gone from the list: her session ends, and bob's bytes go with it.
+    server.live.lock().unwrap().remove(0);
+    let r = a.poll().unwrap();
+    let sync = r.sessions.unwrap();
+    assert_eq!((sync.ended, sync.updated), (1, 1), "{r:?}");
+    assert_eq!(bytes_of("bob"), Some(30));
+    assert_eq!(bytes_of("alice"), None);
+    assert_eq!(server.kills.lock().unwrap().len(), before + 1);
+}
+by_store!(a_revoked_session_is_ended_once_and_sessions_are_written_on_change);
+
+/// Issue 14, item 2: `openvpn_up` of a per-client server is 1 while it has
+/// no instance to run (a new server is not down), and 0 once an instance
+/// is due and none answers.
+fn a_per_client_server_without_instances_is_not_down(store: &TestStore) {
+    let tmp = crate::operator_tempdir();
+    let (b, host) = hosts(store, tmp.path(), ServerMode::PerClient);
+    let out = tmp.path().join("server");
+    let mut a = agent(&host, &out);
+    a.poll().unwrap();
+    let text = a.metrics().encode();
+    assert!(
+        text.contains("tunnelbroker_openvpn_up{server=\"main\"} 1"),
+        "{text}"
+    );
+    hermit(&b, "alice");
+    a.poll().unwrap();
+    let text = a.metrics().encode();
+    assert!(
+        text.contains("tunnelbroker_openvpn_up{server=\"main\"} 0"),
+        "{text}"
+    );
+}
+by_store!(a_per_client_server_without_instances_is_not_down);

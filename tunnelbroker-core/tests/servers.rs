@@ -353,7 +353,7 @@ fn each_server_renders_its_own_clients_and_certificate(store: &TestStore) {
     assert!(!list("main").contains(" bob"), "{}", list("main"));
     assert!(list("b").contains(" bob"), "{}", list("b"));
     assert!(!list("b").contains(" alice"), "{}", list("b"));
-    // The agent serves main only: no agent unit in b's directory.
+    // Each directory has its server's agent unit: b's names b.
     assert!(
         tmp.path()
             .join("main/systemd/tunnelbroker-agent.service")
@@ -364,6 +364,9 @@ fn each_server_renders_its_own_clients_and_certificate(store: &TestStore) {
             .join("b/systemd/tunnelbroker-agent.service")
             .exists()
     );
+    let unit =
+        std::fs::read_to_string(tmp.path().join("b/systemd/tunnelbroker-agent-b.service")).unwrap();
+    assert!(unit.contains(" agent --server b -o "), "{unit}");
     // Main's management sockets are main's clients' instances only.
     let sockets: Vec<String> = b
         .management_sockets()

@@ -20,6 +20,13 @@
 //!    stopped through `systemctl` when systemd runs the host, and named in
 //!    the report otherwise (the agent never starts OpenVPN itself).
 //!
+//! An agent serves one server of the broker ([`AgentOptions::server`]):
+//! it renders what `server render NAME` renders (that server's clients,
+//! its certificate, its tls-crypt-v2 list), records sessions under its
+//! name, ends the sessions of its clients only, and its metrics are that
+//! server's. The server's row is read again at every reconcile (a renewed
+//! certificate, a client moved in or out).
+//!
 //! The agent never needs the CA key: open the broker with
 //! [`Broker::open_for_agent`]. A failed poll is reported and counted
 //! ([`Metrics`]) and the next poll tries again: nothing is marked done

@@ -27,6 +27,7 @@ pub fn run(out: &Output, dir: &Path, args: &AgentArgs) -> Result<(), Failure> {
     let mut options = AgentOptions::new();
     options.server = args.server.clone();
     options.dir = args.out.clone();
+    options.run_dir = args.run_dir.clone();
     options.instances = match args.instances.as_str() {
         "systemd" => InstanceControl::Systemd,
         "report" => InstanceControl::Report,
@@ -50,7 +51,7 @@ pub fn run(out: &Output, dir: &Path, args: &AgentArgs) -> Result<(), Failure> {
         out,
         &format!(
             "agent for server {} of {} started (interval {:?})",
-            args.server,
+            agent.server(),
             dir.display(),
             args.interval
         ),

@@ -92,13 +92,19 @@ pub struct WhoisArgs {
 /// `tunnelbroker agent`.
 #[derive(Debug, Args)]
 pub struct AgentArgs {
-    /// The rendered server directory, as for `server render -o` [default: the one the
-    /// last render recorded, else <broker>/server].
+    /// The rendered server directory, as for `server render [NAME] -o` [default: the one
+    /// the last render recorded, else <broker>/server; a server other than main needs
+    /// one].
     #[arg(short, long, value_name = "DIR")]
     pub out: Option<PathBuf>,
-    /// The server this agent serves (this version serves main only).
-    #[arg(long, value_name = "NAME", default_value = "main")]
-    pub server: String,
+    /// The run directory of the management sockets, as for `server render --run-dir`
+    /// [default: the recorded one, else /run/openvpn-server].
+    #[arg(long, value_name = "DIR")]
+    pub run_dir: Option<PathBuf>,
+    /// The server this agent serves: its clients, certificate and sessions [default: the
+    /// only server; needed once the broker has several].
+    #[arg(long, value_name = "NAME")]
+    pub server: Option<String>,
     /// How per-client instances are started and stopped: auto (systemctl when systemd
     /// runs this host), systemd, or report (only say what to start and stop).
     #[arg(long, value_name = "HOW", default_value = "auto", value_parser = ["auto", "systemd", "report"])]

@@ -143,7 +143,7 @@ fn agent_refuses_bad_input() {
         ),
         2,
     );
-    assert!(err.contains("main"), "{err}");
+    assert!(err.contains("paris"), "{err}");
     for bad in ["later", "", "systemd;reboot"] {
         usage_error(&tb(&dir, &["agent", "-o", o, "--once", "--instances", bad]));
     }
@@ -183,6 +183,57 @@ fn agent_refuses_bad_input() {
         &tb(tmp.path(), &["agent", "--once", "--instances", "report"]),
         2,
     );
+}
+
+#[test]
+fn agent_serves_a_named_server_and_asks_which_one() {
+    let tmp = operator_tempdir();
+    let dir = tmp.path().join("broker");
+    init(&dir, &["--mode", "shared"]);
+    ok(&tb(
+        &dir,
+        &[
+            "server",
+            "add",
+            "b",
+            "--endpoint",
+            "vpn-b.example.net",
+            "--pool",
+            "2001:db8:0:f200::/56",
+        ],
+    ));
+    ok(&tb(&dir, &["client", "add", "alice", "--hermit"]));
+    ok(&tb(
+        &dir,
+        &["client", "add", "bob", "--hermit", "--server", "b"],
+    ));
+    std::fs::remove_file(dir.join("private/ca.key")).unwrap();
+    let out = tmp.path().join("server-b");
+    let o = out.to_str().unwrap();
+    let once = ["--once", "--instances", "report"];
+    // Two servers and no --server: one line that names them.
+    let err = fails(&tb(&dir, &[&["agent", "-o", o][..], &once].concat()), 2);
+    assert!(
+        err.contains("(b, main)") && err.contains("--server"),
+        "{err}"
+    );
+    // A server other than main has no recorded directory.
+    let err = fails(
+        &tb(&dir, &[&["agent", "--server", "b"][..], &once].concat()),
+        2,
+    );
+    assert!(err.contains("-o DIR"), "{err}");
+    let v = json(&tb(
+        &dir,
+        &[&["--json", "agent", "--server", "b", "-o", o][..], &once].concat(),
+    ));
+    assert_eq!(v["reconciled"], true, "{v}");
+    // b is per-client (the default), main shared: bob's instance only.
+    assert!(out.join("tb-client-bob.conf").exists());
+    assert!(!out.join("ccd").exists() && !out.join("tb-shared.conf").exists());
+    assert_eq!(v["started"], serde_json::json!(["tb-client-bob"]), "{v}");
+    let unit = std::fs::read_to_string(out.join("systemd/tunnelbroker-agent-b.service")).unwrap();
+    assert!(unit.contains(" agent --server b -o "), "{unit}");
 }
 
 /// The agent in the background, its stdout lines on a channel.

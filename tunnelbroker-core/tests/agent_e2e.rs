@@ -31,13 +31,19 @@ const INTERVAL: Duration = Duration::from_millis(500);
 struct Running {
     stop: Arc<AtomicBool>,
     thread: Option<JoinHandle<()>>,
+    metrics: Arc<tunnelbroker_core::agent::Metrics>,
 }
 
 fn start_agent(host: &Path, out: &Path) -> Running {
     let mut options = AgentOptions::new();
     options.dir = Some(out.to_owned());
+    start_agent_with(host, options)
+}
+
+fn start_agent_with(host: &Path, mut options: AgentOptions) -> Running {
     options.instances = InstanceControl::Report;
     let mut agent = Agent::new(Broker::open_for_agent(host).unwrap(), options).unwrap();
+    let metrics = agent.metrics();
     let stop = Arc::new(AtomicBool::new(false));
     let flag = Arc::clone(&stop);
     let thread = std::thread::spawn(move || {
@@ -51,6 +57,7 @@ fn start_agent(host: &Path, out: &Path) -> Running {
     Running {
         stop,
         thread: Some(thread),
+        metrics,
     }
 }
 
@@ -292,4 +299,151 @@ fn agent_keeps_a_real_server_in_step() {
         };
         scenario(&db);
     });
+}
+
+/// The agent of a named per-client server (issue 14, items 1 and 2): the
+/// broker's server b runs on the server host, per client; its agent
+/// (`--server b`) records the session of b's client from what its
+/// point-to-point instance tells (`state`, `status`), under b, and a
+/// revocation made from the provisioning directory ends that session (the
+/// instance is told to stop) within 2 s.
+fn named_per_client_scenario(db: &crate::pg::TestDb) {
+    use tunnelbroker_core::broker::NewServer;
+    let tmp = crate::operator_tempdir();
+    fs::set_permissions(
+        tmp.path(),
+        std::os::unix::fs::PermissionsExt::from_mode(0o755),
+    )
+    .unwrap();
+    let mut s = Settings::new(POOL.parse().unwrap(), "198.18.0.99".parse().unwrap());
+    s.mode = ServerMode::Shared;
+    s.port = 5310;
+    s.tls_crypt = TlsCryptVersion::V1;
+    s.lan_interface = LAN_IF.into();
+    let mut o = InitOptions::new(s);
+    o.database = Some(db.url().clone());
+    let prov = Broker::init(&tmp.path().join("broker"), &o).unwrap();
+    let mut sb = NewServer::new("b", SERVER_IP.parse().unwrap());
+    sb.mode = ServerMode::PerClient;
+    sb.port = Some(5620);
+    sb.pool = Some("2001:db8:0:f200::/56".parse().unwrap());
+    prov.add_server(&sb).unwrap();
+    let mut req = tunnelbroker_core::NewClient::new("erin".parse().unwrap(), ClientKind::Hermit);
+    req.server = Some("b".into());
+    let erin = prov.add_client(&req).unwrap();
+    // A client of main: nothing of hers on b's host.
+    add(&prov, "frank", ClientKind::Hermit);
+    let host = tmp.path().join("server-host");
+    run(&[
+        "cp",
+        "-a",
+        prov.dir().to_str().unwrap(),
+        host.to_str().unwrap(),
+    ]);
+    fs::remove_file(host.join("private/ca.key")).unwrap();
+    let out = tmp.path().join("server-b");
+    let run_dir = tmp.path().join("run-b");
+    fs::create_dir_all(&run_dir).unwrap();
+    let mut options = AgentOptions::new();
+    options.server = Some("b".into());
+    options.dir = Some(out.clone());
+    options.run_dir = Some(run_dir.clone());
+    let agent = start_agent_with(&host, options);
+    let conf = out.join("tb-client-erin.conf");
+    assert!(
+        wait_for(Duration::from_secs(20), || conf.exists()).is_some(),
+        "the agent of b did not render erin's instance"
+    );
+    assert!(!out.join("tb-client-frank.conf").exists());
+    // Erin's instance, started as its unit would (the agent names it).
+    let mut lab = Lab::new("an");
+    let (srv, ns) = underlay(&mut lab, &["e"]);
+    let host_broker = Broker::open_for_agent(&host).unwrap();
+    let srv_log = start_server(&mut lab, &srv, &host_broker, &out, "tb-client-erin");
+    let dir = unpack(&prov, "erin", tmp.path());
+    let log = start_client(&mut lab, "erin", &ns[0], &dir, "erin");
+    wait_connected(&log, &srv_log);
+    let recorded_b = || {
+        prov.status()
+            .unwrap()
+            .into_iter()
+            .filter(|s| s.client_id == "erin")
+            .collect::<Vec<_>>()
+    };
+    assert!(
+        wait_for(Duration::from_secs(20), || recorded_b().len() == 1).is_some(),
+        "status does not show erin's per-client session: {:?}\n{}",
+        prov.status().unwrap(),
+        tail(&srv_log)
+    );
+    let session = recorded_b().remove(0);
+    eprintln!("agent_e2e: per-client session recorded: {session:?}");
+    assert_eq!(session.server, "b");
+    assert_eq!(session.real_address.ip().to_string(), "198.18.0.10");
+    assert!(session.ended_at.is_none());
+    assert!(session.bytes_in > 0 && session.bytes_out > 0, "{session:?}");
+    assert_eq!(
+        session.addresses.map(|a| a.prefix),
+        Some(erin.prefix()),
+        "{session:?}"
+    );
+    let text = agent.metrics.encode();
+    assert!(
+        text.contains("tunnelbroker_openvpn_up{server=\"b\"} 1"),
+        "{text}"
+    );
+    assert!(
+        text.contains("tunnelbroker_connected_clients{server=\"b\"} 1"),
+        "{text}"
+    );
+
+    // Revoked from the provisioning directory: the agent of b takes the
+    // CRL and stops erin's instance.
+    let t0 = Instant::now();
+    prov.revoke(&erin.id, RevocationReason::KeyCompromise)
+        .unwrap();
+    let ended = wait_for(Duration::from_secs(30), || {
+        lab.exited("tb-client-erin", Duration::ZERO)
+    });
+    let Some(latency) = ended else {
+        panic!("erin's instance did not stop:\n{}", tail(&srv_log));
+    };
+    eprintln!(
+        "agent_e2e: revocation on another broker directory ended the per-client session on server b in {} ms (poll interval {} ms)",
+        latency.as_millis(),
+        INTERVAL.as_millis()
+    );
+    assert!(
+        t0.elapsed() <= Duration::from_secs(2),
+        "the session ended after {} ms, not within 2 s",
+        t0.elapsed().as_millis()
+    );
+    assert_eq!(
+        fs::read_to_string(out.join("crl.pem")).unwrap(),
+        fs::read_to_string(&prov.paths().crl).unwrap()
+    );
+    assert!(
+        wait_for(Duration::from_secs(10), || recorded_b().is_empty()).is_some(),
+        "erin's session is still open: {:?}",
+        prov.status().unwrap()
+    );
+    let mut filter = tunnelbroker_core::broker::SessionFilter::default();
+    filter.client_id = Some("erin".into());
+    let all = prov.sessions(&filter).unwrap();
+    assert_eq!(all.len(), 1, "{all:?}");
+    assert!(all[0].ended_at.is_some());
+    drop(agent);
+}
+
+#[test]
+fn agent_of_a_named_per_client_server_records_and_ends_sessions() {
+    needs_root(
+        "agent_of_a_named_per_client_server_records_and_ends_sessions",
+        || {
+            let Some(db) = crate::pg::database() else {
+                return;
+            };
+            named_per_client_scenario(&db);
+        },
+    );
 }

@@ -159,6 +159,16 @@ fn parse_all(input: &str) -> Result<(), TestCaseError> {
     check("crl", input, Crl::from_pem(input))?;
     check("tls-crypt", input, TlsCryptKey::parse(input))?;
     check("client id", input, ClientId::new(input))?;
+    check(
+        "state",
+        input,
+        tunnelbroker_core::openvpn::parse_state(input),
+    )?;
+    check(
+        "p2p status",
+        input,
+        tunnelbroker_core::openvpn::parse_link_bytes(input),
+    )?;
     let id: ClientId = "mallory".parse().unwrap();
     check("csr", input, f.broker.ca().sign_client_csr(&id, input, 30))?;
     Ok(())
@@ -340,4 +350,209 @@ fn derived_facts_hold_only_a_subnet_64_or_a_hermit_128() {
     .unwrap();
     let facts = cfg.derived_facts().unwrap();
     assert_eq!(facts.to_string().parse::<BundleFacts>().unwrap(), facts);
+}
+
+/// Per-client sessions (issue 14): what a point-to-point instance answers
+/// to `state` and `status` is parsed defensively: what OpenVPN never
+/// writes is refused in one short line, whatever it holds.
+#[test]
+fn hostile_p2p_state_and_status_replies_are_refused_in_one_line() {
+    use tunnelbroker_core::openvpn::{parse_link_bytes, parse_state};
+    let one_line = |what: &str, r: tunnelbroker_core::Result<()>| {
+        let err = r.expect_err(what).to_string();
+        assert_eq!(err.lines().count(), 1, "{what}: {err:?}");
+        assert!(!err.chars().any(char::is_control), "{what}: {err:?}");
+        assert!(err.len() <= 600, "{what}: {} bytes", err.len());
+        err
+    };
+    let long = format!("1764622740,CONNECTED,{}\nEND\n", "x".repeat(70 << 10));
+    let states = [
+        ("overlong", long.as_str()),
+        (
+            "NUL",
+            "1764622740,CONNECTED,SUCCESS,,198.18.0.2\0,51234\nEND\n",
+        ),
+        ("escape", "1764622740,CONN\x1b[31mECTED,SUCCESS\nEND\n"),
+        (
+            "bell in a field",
+            "1764622740,CONNECTED,\x07,,198.18.0.2,51234\nEND\n",
+        ),
+        ("no state line", "END\n"),
+        ("empty", ""),
+        ("one field", "1764622740\nEND\n"),
+        ("ten fields", "1,CONNECTED,a,b,198.18.0.2,1,c,d,e,f\nEND\n"),
+        (
+            "time",
+            "yesterday,CONNECTED,SUCCESS,,198.18.0.2,51234\nEND\n",
+        ),
+        (
+            "time out of range",
+            "99999999999999999,CONNECTED,,,198.18.0.2,1\nEND\n",
+        ),
+        (
+            "lowercase state",
+            "1764622740,connected,SUCCESS,,198.18.0.2,1\nEND\n",
+        ),
+        (
+            "connected without address",
+            "1764622740,CONNECTED,SUCCESS\nEND\n",
+        ),
+        (
+            "bad address",
+            "1764622740,CONNECTED,SUCCESS,,198.18.0.256,1\nEND\n",
+        ),
+        (
+            "bad port",
+            "1764622740,CONNECTED,SUCCESS,,198.18.0.2,65536\nEND\n",
+        ),
+        (
+            "host name",
+            "1764622740,CONNECTED,SUCCESS,,evil.example,1\nEND\n",
+        ),
+    ];
+    for (what, text) in states {
+        one_line(what, parse_state(text).map(|_| ()));
+    }
+    // Notifications before the reply are skipped; the last state counts.
+    let ok =
+        ">STATE:1,WAIT,,,,,,,\n1764622740,CONNECTED,SUCCESS,,::ffff:198.18.0.2,51234,,,\r\nEND\n";
+    let peer = parse_state(ok).unwrap().unwrap();
+    assert_eq!(peer.real_address.to_string(), "198.18.0.2:51234");
+    assert!(
+        parse_state("1764622740,EXITING,SIGTERM,,,,,,\nEND\n")
+            .unwrap()
+            .is_none()
+    );
+
+    let long = format!(
+        "TCP/UDP read bytes,1\n{}END\n",
+        "Updated,x\n".repeat(8 << 10)
+    );
+    let statuses = [
+        ("overlong", long.as_str()),
+        (
+            "NUL",
+            "TCP/UDP read bytes,1\0\nTCP/UDP write bytes,2\nEND\n",
+        ),
+        (
+            "escape",
+            "TCP/UDP read bytes,1\nTCP/UDP write bytes,2\x1b[0m\nEND\n",
+        ),
+        (
+            "negative",
+            "TCP/UDP read bytes,-1\nTCP/UDP write bytes,2\nEND\n",
+        ),
+        (
+            "past u64",
+            "TCP/UDP read bytes,18446744073709551616\nTCP/UDP write bytes,2\nEND\n",
+        ),
+        (
+            "twice",
+            "TCP/UDP read bytes,1\nTCP/UDP read bytes,2\nTCP/UDP write bytes,2\nEND\n",
+        ),
+        ("missing", "TCP/UDP read bytes,1\nEND\n"),
+        (
+            "a shared server's list",
+            "TITLE\tOpenVPN\nHEADER\tCLIENT_LIST\tCommon Name\nEND\n",
+        ),
+        (
+            "after END",
+            "END\nTCP/UDP read bytes,1\nTCP/UDP write bytes,2\n",
+        ),
+    ];
+    for (what, text) in statuses {
+        one_line(what, parse_link_bytes(text).map(|_| ()));
+    }
+    assert_eq!(
+        parse_link_bytes(
+            "OpenVPN STATISTICS\r\nTCP/UDP read bytes\t7\nTCP/UDP write bytes,8\nEND\n"
+        )
+        .unwrap(),
+        (7, 8)
+    );
+}
+
+/// Serves one connection that answers `state` and then `status` with the
+/// given replies.
+fn p2p_instance(
+    state: &'static [u8],
+    status: &'static [u8],
+) -> (tempfile::TempDir, std::path::PathBuf) {
+    use std::io::{BufRead, Write};
+    let dir = tempfile::tempdir().unwrap();
+    let socket = dir.path().join("mgmt.sock");
+    let listener = std::os::unix::net::UnixListener::bind(&socket).unwrap();
+    std::thread::spawn(move || {
+        let (conn, _) = listener.accept().unwrap();
+        let mut reader = std::io::BufReader::new(conn.try_clone().unwrap());
+        let _ = (&conn).write_all(b">INFO:OpenVPN Management Interface Version 5\n");
+        for reply in [state, status] {
+            let mut line = String::new();
+            if reader.read_line(&mut line).unwrap_or(0) == 0 {
+                return;
+            }
+            let _ = (&conn).write_all(reply);
+        }
+    });
+    (dir, socket)
+}
+
+#[test]
+fn a_p2p_instance_tells_its_peer_and_hostile_answers_fail_in_one_line() {
+    use tunnelbroker_core::openvpn::Management;
+    let (_d, socket) = p2p_instance(
+        b"1764622740,CONNECTED,SUCCESS,,198.18.0.2,51234,198.18.0.1,5000,\nEND\n",
+        b"OpenVPN STATISTICS\nUpdated,2026-12-02 01:00:00\nTUN/TAP read bytes,1\nTUN/TAP write bytes,2\nTCP/UDP read bytes,300\nTCP/UDP write bytes,400\nEND\n",
+    );
+    let (link, received, sent) = Management::connect(&socket)
+        .unwrap()
+        .peer()
+        .unwrap()
+        .unwrap();
+    assert_eq!(link.real_address.to_string(), "198.18.0.2:51234");
+    assert_eq!((received, sent), (300, 400));
+    // Waiting for its peer: no session, and no status asked.
+    let (_d, socket) = p2p_instance(b"1764622740,WAIT,,,,,,,\nEND\n", b"");
+    assert!(
+        Management::connect(&socket)
+            .unwrap()
+            .peer()
+            .unwrap()
+            .is_none()
+    );
+    for (state, status) in [
+        (&b"ERROR: unknown command\x1b[2J\n"[..], &b""[..]),
+        (
+            b"1764622740,CONNECTED,SUCCESS,,198.18.0.2\x00,1\nEND\n",
+            b"",
+        ),
+        (
+            b"1764622740,CONNECTED,SUCCESS,,198.18.0.2,1\nEND\n",
+            b"TCP/UDP read bytes,\x1b]0;x\x07\nEND\n",
+        ),
+        (
+            b"1764622740,CONNECTED,SUCCESS,,198.18.0.2,1\nEND\n",
+            b"ERROR: no\0\n",
+        ),
+        // Closed before END.
+        (b"1764622740,CONNECTED,SUCCESS,,198.18.0.2,1\n", b""),
+    ] {
+        let (_d, socket) = p2p_instance(state, status);
+        let err = Management::connect(&socket)
+            .unwrap()
+            .peer()
+            .unwrap_err()
+            .to_string();
+        assert_eq!(err.lines().count(), 1, "{err:?}");
+        assert!(!err.chars().any(char::is_control), "{err:?}");
+    }
+    // More lines than a state reply has.
+    let many: &'static [u8] = Box::leak("1,WAIT\n".repeat(200).into_bytes().into_boxed_slice());
+    let (_d, socket) = p2p_instance(many, b"");
+    let err = Management::connect(&socket)
+        .unwrap()
+        .peer()
+        .unwrap_err()
+        .to_string();
+    assert!(err.contains("longer than 100 lines"), "{err}");
 }

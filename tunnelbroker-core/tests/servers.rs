@@ -79,6 +79,8 @@ fn a_broker_of_the_old_schema_migrates_to_main(store: &TestStore) {
         TestStore::Postgres(_) => sql(
             &b,
             "DROP TRIGGER clients_assigned ON clients; DROP TRIGGER clients_changed ON clients;
+             DROP TRIGGER clients_bump_changes ON clients; DROP TRIGGER servers_bump_changes ON servers;
+             DROP FUNCTION tunnelbroker_changed(); DELETE FROM meta WHERE key = 'changes';
              DROP FUNCTION tunnelbroker_assignments(); DROP TABLE sessions; DROP TABLE assignments;
              DROP INDEX clients_by_server; ALTER TABLE clients DROP COLUMN server;
              DROP TABLE servers; DELETE FROM plan_state;
@@ -395,7 +397,7 @@ fn each_server_renders_its_own_clients_and_certificate(store: &TestStore) {
     assert!(!list("main").contains(" bob"), "{}", list("main"));
     assert!(list("b").contains(" bob"), "{}", list("b"));
     assert!(!list("b").contains(" alice"), "{}", list("b"));
-    // The agent serves main only: no agent unit in b's directory.
+    // Each directory has its server's agent unit: b's names b.
     assert!(
         tmp.path()
             .join("main/systemd/tunnelbroker-agent.service")
@@ -406,6 +408,9 @@ fn each_server_renders_its_own_clients_and_certificate(store: &TestStore) {
             .join("b/systemd/tunnelbroker-agent.service")
             .exists()
     );
+    let unit =
+        std::fs::read_to_string(tmp.path().join("b/systemd/tunnelbroker-agent-b.service")).unwrap();
+    assert!(unit.contains(" agent --server b -o "), "{unit}");
     // Main's management sockets are main's clients' instances only.
     let sockets: Vec<String> = b
         .management_sockets()

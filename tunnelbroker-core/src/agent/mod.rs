@@ -20,6 +20,13 @@
 //!    stopped through `systemctl` when systemd runs the host, and named in
 //!    the report otherwise (the agent never starts OpenVPN itself).
 //!
+//! An agent serves one server of the broker ([`AgentOptions::server`]):
+//! it renders what `server render NAME` renders (that server's clients,
+//! its certificate, its tls-crypt-v2 list), records sessions under its
+//! name, ends the sessions of its clients only, and its metrics are that
+//! server's. The server's row is read again at every reconcile (a renewed
+//! certificate, a client moved in or out).
+//!
 //! The agent never needs the CA key: open the broker with
 //! [`Broker::open_for_agent`]. A failed poll is reported and counted
 //! ([`Metrics`]) and the next poll tries again: nothing is marked done
@@ -72,10 +79,10 @@ use crate::broker::{
     Broker, Client, ClientState, RenderOptions, ServerMode, SessionEnd, SessionSync,
 };
 use crate::client_id::ClientId;
-use crate::error::{Error, Result, one_line, shown};
+use crate::error::{Error, Result, one_line};
 use crate::openvpn::{CommonName, LiveSession, Management};
 
-/// The server an agent serves: `main`, the only one it serves so far.
+/// The server an agent serves when the broker has only this one: `main`.
 pub const DEFAULT_SERVER: &str = crate::store::MAIN_SERVER;
 
 /// How the agent starts and stops per-client OpenVPN instances.
@@ -96,11 +103,17 @@ pub enum InstanceControl {
 #[derive(Debug, Clone, PartialEq, Eq)]
 #[non_exhaustive]
 pub struct AgentOptions {
-    /// The server this agent serves ([`DEFAULT_SERVER`]).
-    pub server: String,
-    /// The rendered directory; `None`: the recorded one, else
-    /// `<broker>/server` (as `server render`).
+    /// The server this agent serves; `None`: the broker's only server
+    /// (`main`); a broker with several refuses `None`, naming them.
+    pub server: Option<String>,
+    /// The rendered directory, as for `server render [NAME] -o DIR`;
+    /// `None`: the recorded one, else `<broker>/server`. A server other
+    /// than `main` has no recorded one: it needs a directory.
     pub dir: Option<PathBuf>,
+    /// The run directory of the management sockets, as for
+    /// `server render --run-dir`; `None`: the recorded one, else
+    /// `/run/openvpn-server`.
+    pub run_dir: Option<PathBuf>,
     /// Reconcile at least this often even when the database did not
     /// change (files edited by hand, a reconcile that failed half way).
     pub full_every: Duration,
@@ -111,8 +124,9 @@ pub struct AgentOptions {
 impl Default for AgentOptions {
     fn default() -> Self {
         AgentOptions {
-            server: DEFAULT_SERVER.to_owned(),
+            server: None,
             dir: None,
+            run_dir: None,
             full_every: Duration::from_secs(60),
             instances: InstanceControl::Auto,
         }
@@ -120,7 +134,7 @@ impl Default for AgentOptions {
 }
 
 impl AgentOptions {
-    /// The defaults: server `main`, the recorded directory, a full
+    /// The defaults: the only server, the recorded directories, a full
     /// reconcile every minute, systemd when it is there.
     pub fn new() -> Self {
         Self::default()
@@ -160,6 +174,11 @@ pub struct PollReport {
 #[derive(Debug)]
 pub struct Agent {
     broker: Broker,
+    /// The server it serves.
+    server: String,
+    /// The broker as that server sees it (its settings, certificate and
+    /// clients, the agent's directories), made again at every reconcile.
+    view: Broker,
     options: AgentOptions,
     systemd: bool,
     marker: Option<String>,
@@ -169,31 +188,124 @@ pub struct Agent {
     active: Option<BTreeMap<ClientId, Client>>,
     instances: BTreeSet<String>,
     metrics: Arc<Metrics>,
+    /// The live sessions last recorded, and when (`None`: record at the
+    /// next poll).
+    recorded: Option<(Snapshot, Instant)>,
+    /// The management sockets the sessions step asks, by instance (with
+    /// its client in per-client mode), as of the last reconcile.
+    sockets: Vec<(Option<Client>, String, PathBuf)>,
+}
+
+/// How often byte counts alone are written to the database: a session
+/// that starts or ends is recorded at once, traffic at most this often.
+pub const BYTES_EVERY: Duration = Duration::from_secs(10);
+
+/// What the sessions step recorded: the sessions (client, real address,
+/// start) and their byte counts.
+#[derive(Debug, Clone, PartialEq, Eq)]
+struct Snapshot {
+    keys: BTreeSet<(String, std::net::SocketAddr, i64)>,
+    bytes: Vec<(u64, u64)>,
+}
+
+impl Snapshot {
+    fn of(live: &[LiveSession]) -> Snapshot {
+        let mut sorted: Vec<&LiveSession> = live.iter().collect();
+        sorted.sort_by_key(|s| {
+            (
+                s.common_name.clone(),
+                s.real_address,
+                s.connected_since.unix_timestamp(),
+            )
+        });
+        Snapshot {
+            keys: sorted
+                .iter()
+                .map(|s| {
+                    (
+                        s.common_name.clone(),
+                        s.real_address,
+                        s.connected_since.unix_timestamp(),
+                    )
+                })
+                .collect(),
+            bytes: sorted
+                .iter()
+                .map(|s| (s.bytes_received, s.bytes_sent))
+                .collect(),
+        }
+    }
 }
 
 impl Agent {
     /// An agent over `broker` (opened with [`Broker::open_for_agent`] on a
-    /// server host). A server other than [`DEFAULT_SERVER`] is refused:
-    /// this broker has one server.
+    /// server host) for server `options.server`: it renders what
+    /// `server render NAME` renders, records sessions under that name, and
+    /// its metrics are that server's. Without a name, a broker with
+    /// several servers is refused, naming them; a server other than `main`
+    /// needs its directory (`options.dir`, as `server render NAME -o DIR`).
     ///
     /// ```
-    /// # use tunnelbroker_core::{Broker, InitOptions, Settings};
+    /// # use tunnelbroker_core::{Broker, ErrorKind, InitOptions, Settings};
     /// use tunnelbroker_core::agent::{Agent, AgentOptions};
+    /// use tunnelbroker_core::broker::NewServer;
     /// # let tmp = tempfile::tempdir().unwrap();
     /// # let settings = Settings::new("2001:db8:0:f100::/56".parse()?, "vpn.example.net".parse()?);
-    /// # let broker = Broker::init(&tmp.path().join("broker"), &InitOptions::new(settings))?;
+    /// let dir = tmp.path().join("broker");
+    /// let broker = Broker::init(&dir, &InitOptions::new(settings))?;
+    /// let open = || Broker::open_for_agent(&dir);
     /// let mut options = AgentOptions::new();
-    /// options.server = "paris".into();
-    /// let err = Agent::new(broker, options).unwrap_err();
-    /// assert!(err.to_string().contains("main"), "{err}");
+    /// options.server = Some("paris".into());
+    /// let err = Agent::new(open()?, options.clone()).unwrap_err();
+    /// assert_eq!(err.kind(), ErrorKind::NotFound);
+    /// options.server = Some("../x".into());
+    /// let err = Agent::new(open()?, options.clone()).unwrap_err();
+    /// assert_eq!(err.kind(), ErrorKind::InvalidInput);
+    ///
+    /// let mut b = NewServer::new("paris", "vpn-paris.example.net".parse()?);
+    /// b.pool = Some("2001:db8:0:f200::/56".parse()?);
+    /// broker.add_server(&b)?;
+    /// // Two servers: which one is to be named.
+    /// let err = Agent::new(open()?, AgentOptions::new()).unwrap_err();
+    /// assert_eq!(err.kind(), ErrorKind::InvalidInput);
+    /// assert!(err.to_string().contains("(main, paris)"), "{err}");
+    /// // paris has no recorded directory: it needs one.
+    /// options.server = Some("paris".into());
+    /// let err = Agent::new(open()?, options.clone()).unwrap_err();
+    /// assert!(err.to_string().contains("-o DIR"), "{err}");
+    /// options.dir = Some(tmp.path().join("paris"));
+    /// assert_eq!(Agent::new(open()?, options)?.server(), "paris");
     /// # Ok::<(), tunnelbroker_core::Error>(())
     /// ```
     pub fn new(broker: Broker, options: AgentOptions) -> Result<Agent> {
-        if options.server != DEFAULT_SERVER {
-            return Err(Error::InvalidChoice {
-                what: "server",
-                input: shown(&options.server),
-                expected: DEFAULT_SERVER,
+        let server = match &options.server {
+            Some(name) => name.clone(),
+            None => {
+                let names: Vec<String> = broker.servers()?.into_iter().map(|s| s.name).collect();
+                match names.as_slice() {
+                    [one] => one.clone(),
+                    _ => {
+                        return Err(Error::InvalidField {
+                            field: "server",
+                            input: String::new(),
+                            reason: format!(
+                                "this broker has {} servers ({}); name the one this host runs with --server NAME",
+                                names.len(),
+                                names.join(", ")
+                            ),
+                        });
+                    }
+                }
+            }
+        };
+        let view = Self::view_of(&broker, &server, &options)?;
+        if server != DEFAULT_SERVER && options.dir.is_none() {
+            return Err(Error::InvalidField {
+                field: "output directory",
+                input: String::new(),
+                reason: format!(
+                    "server {server} is rendered into a directory you name (-o DIR, as for server render {server} -o DIR)"
+                ),
             });
         }
         let systemd = match options.instances {
@@ -201,9 +313,11 @@ impl Agent {
             InstanceControl::Systemd => true,
             InstanceControl::Report => false,
         };
-        let metrics = Arc::new(Metrics::new(&options.server));
+        let metrics = Arc::new(Metrics::new(&server));
         Ok(Agent {
             broker,
+            server,
+            view,
             options,
             systemd,
             marker: None,
@@ -212,7 +326,21 @@ impl Agent {
             active: None,
             instances: BTreeSet::new(),
             metrics,
+            recorded: None,
+            sockets: Vec::new(),
         })
+    }
+
+    /// `broker` as server `name` sees it, with the agent's directories.
+    fn view_of(broker: &Broker, name: &str, options: &AgentOptions) -> Result<Broker> {
+        Ok(broker
+            .for_server(name)?
+            .with_dirs(options.dir.clone(), options.run_dir.clone()))
+    }
+
+    /// The server it serves.
+    pub fn server(&self) -> &str {
+        &self.server
     }
 
     /// The broker it serves.
@@ -264,17 +392,32 @@ impl Agent {
     /// Reads the live sessions from the server's management socket(s) and
     /// records them ([`Broker::record_sessions`]): new sessions (also those
     /// that started while the agent was down, with their real start), byte
-    /// counts, and the end of those no longer live. A live session of a
-    /// client that is not active (revoked while the agent was down) is
-    /// ended. A socket that nobody listens on is an instance that does not
-    /// run: its sessions are ended. A socket that accepts but does not
-    /// answer fails the poll, and nothing is recorded for it (the sessions
-    /// of a server that is merely slow are not ended).
+    /// counts, and the end of those no longer live. A shared server lists
+    /// its sessions (`status 3`); a per-client instance has no client
+    /// list, and its one session is read from its `state` (connected since
+    /// when, from where) and `status` (the bytes of its link), see
+    /// [`Management::peer`]. A live session of a client that is not active
+    /// (revoked while the agent was down) is ended, unless the reconcile of
+    /// this very poll ended it already. A socket that nobody listens on is
+    /// an instance that does not run: its sessions are ended. A socket that
+    /// accepts but does not answer fails the poll, and nothing is recorded
+    /// for it (the sessions of a server that is merely slow are not ended).
+    ///
+    /// The database is written only when something changed: a session
+    /// started or ended, or (at most every [`BYTES_EVERY`]) byte counts.
     fn sessions(&mut self, report: &mut PollReport) -> Result<()> {
         let now = OffsetDateTime::now_utc();
         let mut live: Vec<LiveSession> = Vec::new();
         let mut answered = false;
-        for (instance, socket) in self.broker.management_sockets()? {
+        let mut expected = 0usize;
+        let ended_now: BTreeSet<String> =
+            report.ended.iter().map(|(id, _)| id.to_string()).collect();
+        let mode = self.mode();
+        // The sockets as the last reconcile found them (a client added or
+        // revoked moves the change marker, and the reconcile comes first).
+        let instances = self.sockets.clone();
+        for (client, instance, socket) in instances {
+            expected += 1;
             let mut m = match Management::connect(&socket) {
                 Ok(m) => m,
                 // Nothing listens: that instance does not run.
@@ -283,6 +426,20 @@ impl Agent {
                 Err(e) => return Err(e),
             };
             answered = true;
+            if let Some(c) = client {
+                // A per-client instance: its one peer, if connected.
+                if let Some((link, received, sent)) = m.peer()? {
+                    live.push(LiveSession {
+                        common_name: c.id.to_string(),
+                        real_address: link.real_address,
+                        virtual_addresses: vec![c.tunnel_address().into()],
+                        connected_since: link.connected_since,
+                        bytes_received: received,
+                        bytes_sent: sent,
+                    });
+                }
+                continue;
+            }
             let sessions = m.status()?;
             for s in &sessions {
                 let active = self.active.as_ref().is_some_and(|a| {
@@ -290,30 +447,27 @@ impl Agent {
                         .parse::<ClientId>()
                         .is_ok_and(|id| a.contains_key(&id))
                 });
-                if !active && self.active.is_some() {
-                    let end = match self.mode() {
-                        ServerMode::Shared => match CommonName::new(&s.common_name) {
-                            Ok(cn) => m
-                                .kill_client(&cn)
-                                .map(SessionEnd::Ended)
-                                .unwrap_or_else(|e| SessionEnd::Failed(one_line(e))),
-                            Err(e) => SessionEnd::Failed(one_line(e)),
-                        },
-                        ServerMode::PerClient => m
-                            .terminate()
-                            .map(SessionEnd::Ended)
-                            .unwrap_or_else(|e| SessionEnd::Failed(one_line(e))),
-                    };
-                    report.notes.push(format!(
-                        "{instance}: {} is connected but not an active client: {}",
-                        s.common_name,
-                        end.summary()
-                    ));
+                if active || self.active.is_none() || ended_now.contains(&s.common_name) {
+                    continue;
                 }
+                let end = match CommonName::new(&s.common_name) {
+                    Ok(cn) => m
+                        .kill_client(&cn)
+                        .map(SessionEnd::Ended)
+                        .unwrap_or_else(|e| SessionEnd::Failed(one_line(e))),
+                    Err(e) => SessionEnd::Failed(one_line(e)),
+                };
+                report.notes.push(format!(
+                    "{instance}: {} is connected but not an active client: {}",
+                    s.common_name,
+                    end.summary()
+                ));
             }
             live.extend(sessions);
         }
-        if answered {
+        // A per-client server with no instance to run is not down: it
+        // serves nobody yet. Down is: instances to run, and none answers.
+        if answered || (mode == ServerMode::PerClient && expected == 0) {
             let traffic: Vec<ClientTraffic> = live
                 .iter()
                 .map(|s| ClientTraffic {
@@ -326,21 +480,34 @@ impl Agent {
         } else {
             self.metrics.unreachable();
         }
-        let sync = self
-            .broker
-            .record_sessions(&self.options.server, &live, now)?;
+        let snapshot = Snapshot::of(&live);
+        let unchanged = self.recorded.as_ref().is_some_and(|(last, at)| {
+            last.keys == snapshot.keys
+                && (last.bytes == snapshot.bytes || at.elapsed() < BYTES_EVERY)
+        });
+        if unchanged {
+            report.sessions = Some(SessionSync::default());
+            return Ok(());
+        }
+        self.recorded = None;
+        let sync = self.broker.record_sessions(&self.server, &live, now)?;
+        self.recorded = Some((snapshot, Instant::now()));
         self.metrics.sessions_started(sync.started as u64);
         report.sessions = Some(sync);
         Ok(())
     }
 
     fn reconcile(&mut self, report: &mut PollReport) -> Result<()> {
+        // The server's row as it is now (its certificate may be renewed,
+        // its endpoint or mode changed).
+        self.view = Self::view_of(&self.broker, &self.server, &self.options)?;
         if let Some(crl) = self.broker.sync_crl()? {
             report.crl = Some(crl.number());
         }
         let mut options = RenderOptions::new();
         options.dir = self.options.dir.clone();
-        let rendered = self.broker.render_server_with(&options)?;
+        options.run_dir = self.options.run_dir.clone();
+        let rendered = self.view.render_server_with(&options)?;
         report.written = rendered.written;
         report.removed = rendered.removed;
         report.notes.extend(rendered.warnings);
@@ -350,7 +517,7 @@ impl Agent {
             .broker
             .clients()?
             .into_iter()
-            .filter(|c| c.server == self.options.server)
+            .filter(|c| c.server == self.server)
             .collect();
         let active: BTreeMap<ClientId, Client> = clients
             .iter()
@@ -363,7 +530,7 @@ impl Agent {
                     continue;
                 }
                 let end = self
-                    .broker
+                    .view
                     .end_session(client)
                     .unwrap_or_else(|e| SessionEnd::Failed(one_line(e)));
                 report.ended.push((id.clone(), end));
@@ -374,7 +541,7 @@ impl Agent {
             // active ones that the sessions step reads). In shared mode the
             // sessions step finds such a session in the server's status.
             for c in clients.iter().filter(|c| c.state == ClientState::Revoked) {
-                match self.broker.end_session(c) {
+                match self.view.end_session(c) {
                     Ok(SessionEnd::NoServer(_)) => {}
                     Ok(end) => report.ended.push((c.id.clone(), end)),
                     Err(e) => report
@@ -398,12 +565,26 @@ impl Agent {
         report.started = start;
         report.stopped = stop;
         self.instances = now;
+        self.sockets = match self.mode() {
+            ServerMode::Shared => self
+                .view
+                .management_sockets()?
+                .into_iter()
+                .map(|(name, socket)| (None, name, socket))
+                .collect(),
+            ServerMode::PerClient => self
+                .view
+                .client_sockets()?
+                .into_iter()
+                .map(|(c, name, socket)| (Some(c), name, socket))
+                .collect(),
+        };
         self.active = Some(active);
         let crl = self.broker.crl().ok();
-        let server_cert = self.broker.server_certificate().ok();
+        let server_cert = self.view.server_certificate().ok();
         self.metrics.reconciled(&metrics::Facts {
             clients: &clients,
-            pool: &self.broker.settings().pool,
+            pool: &self.view.settings().pool,
             ca_not_after: self.broker.ca().certificate().info().not_after,
             server_not_after: server_cert.map(|c| c.info().not_after),
             crl_next_update: crl.map(|c| c.next_update()),
@@ -442,6 +623,6 @@ impl Agent {
 
     /// The server's mode (shared or per-client).
     pub fn mode(&self) -> ServerMode {
-        self.broker.settings().mode
+        self.view.settings().mode
     }
 }

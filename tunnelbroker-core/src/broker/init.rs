@@ -366,6 +366,7 @@ impl Broker {
             ca,
             store: store.into(),
             scope: None,
+            dirs: None,
             warnings: Vec::new(),
         }
     }

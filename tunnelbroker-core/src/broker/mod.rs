@@ -99,6 +99,10 @@ pub struct Broker {
     /// The server this broker renders for: `None` for `main` (the
     /// settings' server); a view made by `for_server` otherwise.
     scope: Option<crate::store::ServerRecord>,
+    /// The directories an agent was told (`-o DIR`, `--run-dir`), which
+    /// win over the recorded ones ([`ServerSettings`]); `None`: the
+    /// recorded ones.
+    dirs: Option<ServerSettings>,
     /// What [`open`](Self::open) found worth saying (a stale cache it could
     /// not refresh).
     warnings: Vec<String>,

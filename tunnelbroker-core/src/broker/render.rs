@@ -230,7 +230,11 @@ impl Broker {
 
     /// The recorded layout, with the defaults where nothing is recorded.
     fn layout(&self, dir: Option<&Path>, run_dir: Option<&Path>) -> Result<Layout> {
-        let rec = self.recorded_server()?;
+        let mut rec = self.recorded_server()?;
+        if let Some(told) = &self.dirs {
+            rec.dir = told.dir.clone().or(rec.dir);
+            rec.run_dir = told.run_dir.clone().or(rec.run_dir);
+        }
         let dir = match dir {
             Some(d) => d.to_owned(),
             None => rec.dir.unwrap_or_else(|| self.paths.server_dir.clone()),
@@ -331,11 +335,13 @@ impl Broker {
         let broker_dir =
             std::path::absolute(&self.paths.dir).map_err(|e| Error::io(&self.paths.dir, e))?;
         files.extend(CrlRefreshUnits::new(binary, &broker_dir)?.emit()?);
-        // The agent serves `main` only (issue 14): a unit rendered for
-        // another server would render `main`'s clients into its directory.
-        if !self.is_view() {
-            files.push(AgentUnit::new(binary, &broker_dir, &layout.dir)?.emit()?);
+        // The agent of another server names it, its directory and its run
+        // directory (nothing is recorded for it).
+        let mut agent = AgentUnit::new(binary, &broker_dir, &layout.dir)?;
+        if self.is_view() {
+            agent = agent.for_server(self.server_name(), &layout.run_dir)?;
         }
+        files.push(agent.emit()?);
         let planned = files
             .into_iter()
             .map(|f| {
@@ -886,23 +892,37 @@ impl Broker {
                 let socket = PathBuf::from(srv.management_socket()?.as_str());
                 Ok(vec![(srv.name().to_owned(), socket)])
             }
-            ServerMode::PerClient => {
-                let mut out = Vec::new();
-                for c in self.clients()? {
-                    let (ClientState::Active, Some(port)) = (c.state, c.port) else {
-                        continue;
-                    };
-                    if c.server != self.server_name() {
-                        continue;
-                    }
-                    let srv =
-                        PerClientServer::new(c.id.clone(), c.assignment, port, options.clone())?;
-                    let socket = PathBuf::from(srv.management_socket()?.as_str());
-                    out.push((srv.name(), socket));
-                }
-                Ok(out)
-            }
+            ServerMode::PerClient => Ok(self
+                .client_sockets()?
+                .into_iter()
+                .map(|(_, name, socket)| (name, socket))
+                .collect()),
         }
+    }
+
+    /// Per-client mode: each active client of this server with its
+    /// instance's name and management socket (as
+    /// [`management_sockets`](Self::management_sockets)); shared mode:
+    /// none.
+    pub(crate) fn client_sockets(&self) -> Result<Vec<(Client, String, PathBuf)>> {
+        if self.settings.mode != ServerMode::PerClient {
+            return Ok(Vec::new());
+        }
+        let layout = self.layout(None, None)?;
+        let options = self.server_options(&layout)?;
+        let mut out = Vec::new();
+        for c in self.clients()? {
+            let (ClientState::Active, Some(port)) = (c.state, c.port) else {
+                continue;
+            };
+            if c.server != self.server_name() {
+                continue;
+            }
+            let srv = PerClientServer::new(c.id.clone(), c.assignment, port, options.clone())?;
+            let socket = PathBuf::from(srv.management_socket()?.as_str());
+            out.push((c, srv.name(), socket));
+        }
+        Ok(out)
     }
 }
 

@@ -14,6 +14,8 @@
 //! key are kept in the client database, so that any host of the broker can
 //! render that server's files.
 
+use std::path::PathBuf;
+
 use ipnet::Ipv6Net;
 use serde::Serialize;
 use time::OffsetDateTime;
@@ -22,7 +24,7 @@ use super::allocation::Taken;
 use super::lifecycle::{load_client, require_state};
 use super::{
     Broker, Client, ClientState, Endpoint, RenderOptions, RenderReport, SERVER_CN, ServerMode,
-    ServerRenewal,
+    ServerRenewal, ServerSettings,
 };
 use crate::client_id::ClientId;
 use crate::error::{Error, Result, shown};
@@ -251,8 +253,18 @@ impl Broker {
             ca: self.ca.clone(),
             store: self.store.clone(),
             scope: (name != MAIN_SERVER).then_some(record),
+            dirs: self.dirs.clone(),
             warnings: Vec::new(),
         })
+    }
+
+    /// This broker with the directories an agent was told (`-o DIR`,
+    /// `--run-dir`), which win over the recorded ones for rendering,
+    /// management sockets and ending sessions; `None` keeps the recorded
+    /// one.
+    pub(crate) fn with_dirs(mut self, dir: Option<PathBuf>, run_dir: Option<PathBuf>) -> Broker {
+        self.dirs = Some(ServerSettings { dir, run_dir });
+        self
     }
 
     /// Every server, in name order, with its clients and free capacity.

@@ -146,14 +146,43 @@ impl Management {
         /// The most lines one reply may have (beyond `--max-clients`' 1024
         /// many times over).
         const MAX_LINES: usize = 200_000;
+        let text = self.reply("status 3", MAX_LINES)?;
+        super::parse_status(&text).map_err(|e| self.fail(e.to_string()))
+    }
+
+    /// The session of a per-client (point-to-point) instance, which has no
+    /// client list: `state` tells whether its peer is connected, since
+    /// when and from where ([`parse_state`](super::parse_state)), and
+    /// `status` the bytes of its link
+    /// ([`parse_link_bytes`](super::parse_link_bytes)). `None` while no
+    /// peer is connected. Bytes received first, then sent.
+    pub fn peer(&mut self) -> Result<Option<(super::PeerLink, u64, u64)>> {
+        /// `state` answers one line, `status` some ten.
+        const MAX_LINES: usize = 100;
+        let state = self.reply("state", MAX_LINES)?;
+        let Some(link) = super::parse_state(&state).map_err(|e| self.fail(e.to_string()))? else {
+            return Ok(None);
+        };
+        let status = self.reply("status", MAX_LINES)?;
+        let (received, sent) =
+            super::parse_link_bytes(&status).map_err(|e| self.fail(e.to_string()))?;
+        Ok(Some((link, received, sent)))
+    }
+
+    /// Sends `command` and reads its multi-line reply up to its `END`
+    /// line (not included), at most `max_lines` lines; notifications
+    /// before the reply are skipped, an `ERROR:` is the command failing.
+    fn reply(&mut self, command: &str, max_lines: usize) -> Result<String> {
         self.writer
-            .write_all(b"status 3\n")
+            .write_all(format!("{command}\n").as_bytes())
             .map_err(|e| self.fail(e.to_string()))?;
         let mut text = String::new();
         let mut lines = 0usize;
         loop {
             let Some(line) = self.next_line()? else {
-                return Err(self.fail("the server closed the connection in its status reply"));
+                return Err(self.fail(format!(
+                    "the server closed the connection in its {command:?} reply"
+                )));
             };
             let trimmed = line.trim_end();
             if lines == 0 {
@@ -162,20 +191,21 @@ impl Management {
                     continue;
                 }
                 if let Some(err) = trimmed.strip_prefix("ERROR:") {
-                    return Err(self.fail(format!("\"status 3\" failed: {}", one_line(err.trim()))));
+                    return Err(self.fail(format!("{command:?} failed: {}", one_line(err.trim()))));
                 }
             }
             if trimmed == "END" {
-                break;
+                return Ok(text);
             }
             lines += 1;
-            if lines > MAX_LINES {
-                return Err(self.fail(format!("the status reply is longer than {MAX_LINES} lines")));
+            if lines > max_lines {
+                return Err(self.fail(format!(
+                    "the {command:?} reply is longer than {max_lines} lines"
+                )));
             }
             text.push_str(trimmed);
             text.push('\n');
         }
-        super::parse_status(&text).map_err(|e| self.fail(e.to_string()))
     }
 
     /// Ends the whole instance (`signal SIGTERM`, per-client mode).

@@ -48,7 +48,7 @@ pub use server::{
     Account, CcdEntry, DOWN_ROOT_PLUGIN, PerClientServer, ServerFiles, ServerOptions, SharedServer,
     instance_name,
 };
-pub use status::{LiveSession, parse_status, status_text};
+pub use status::{LiveSession, PeerLink, parse_link_bytes, parse_state, parse_status, status_text};
 pub use systemd::{AgentUnit, CrlRefreshUnits, DEFAULT_BINARY};
 pub use tls_crypt_v2::{TlsCryptV2Clients, TlsCryptV2Verify};
 pub use tuning::{

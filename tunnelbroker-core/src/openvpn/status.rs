@@ -259,6 +259,162 @@ impl Columns {
     }
 }
 
+/// What a per-client (point-to-point) instance tells of its one session:
+/// it has no client list, but its `state` says whether a peer is connected,
+/// since when and from where, and its `status` counts the bytes of its
+/// link (see [`parse_state`] and [`parse_link_bytes`]).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct PeerLink {
+    /// The peer's real source address and port.
+    pub real_address: SocketAddr,
+    /// When the instance reached CONNECTED (whole seconds).
+    pub connected_since: OffsetDateTime,
+}
+
+/// The longest reply of `state` or of a point-to-point `status` read.
+const MAX_P2P_TEXT: usize = 64 << 10;
+
+/// The connected peer of a point-to-point instance, from its reply to the
+/// management command `state` (OpenVPN's `management-notes.txt`: up to 9
+/// comma-separated fields, `time,STATE,description,tun IPv4,remote
+/// address,remote port,local address,local port,tun IPv6`; the last state
+/// line counts, `>STATE:` notifications and `END` are skipped). `None`
+/// when the state is not `CONNECTED` (waiting for its peer, reconnecting).
+///
+/// ```
+/// use tunnelbroker_core::openvpn::parse_state;
+/// let text = "1764622740,CONNECTED,SUCCESS,,198.18.0.2,51234,198.18.0.1,5000,2001:db8::1\nEND\n";
+/// let peer = parse_state(text)?.unwrap();
+/// assert_eq!(peer.real_address.to_string(), "198.18.0.2:51234");
+/// assert_eq!(peer.connected_since.unix_timestamp(), 1764622740);
+/// assert!(parse_state("1764622740,RECONNECTING,ping-restart,,,,,,\nEND\n")?.is_none());
+/// // What OpenVPN never writes is refused, in one line.
+/// let err = parse_state("1764622740,CONNECTED,SUCCESS\u{0}\nEND\n").unwrap_err();
+/// assert_eq!(err.to_string().lines().count(), 1);
+/// # Ok::<(), tunnelbroker_core::Error>(())
+/// ```
+pub fn parse_state(text: &str) -> Result<Option<PeerLink>> {
+    let lines = p2p_lines(text, "state")?;
+    let Some(&(n, line)) = lines.last() else {
+        return Err(bad(0, "", "the state reply has no state line"));
+    };
+    let fields: Vec<&str> = line.split(',').collect();
+    if fields.len() < 2 || fields.len() > 9 {
+        return Err(bad(
+            n,
+            line,
+            "a state line has 2 to 9 comma-separated fields",
+        ));
+    }
+    let since = fields[0]
+        .parse::<i64>()
+        .ok()
+        .and_then(|t| OffsetDateTime::from_unix_timestamp(t).ok())
+        .ok_or_else(|| bad(n, line, "the time is not a unix time"))?;
+    let state = fields[1];
+    if state.is_empty()
+        || state.len() > 32
+        || !state.bytes().all(|b| b.is_ascii_uppercase() || b == b'_')
+    {
+        return Err(bad(n, line, "the state name is not a word in capitals"));
+    }
+    if state != "CONNECTED" {
+        return Ok(None);
+    }
+    let (Some(host), Some(port)) = (fields.get(4), fields.get(5)) else {
+        return Err(bad(
+            n,
+            line,
+            "CONNECTED without the remote address and port",
+        ));
+    };
+    let ip = host
+        .parse::<IpAddr>()
+        .map_err(|_| bad(n, line, "the remote address does not parse"))?;
+    let port = port
+        .parse::<u16>()
+        .map_err(|_| bad(n, line, "the remote port does not parse"))?;
+    Ok(Some(PeerLink {
+        real_address: SocketAddr::new(ip.to_canonical(), port),
+        connected_since: since,
+    }))
+}
+
+/// The bytes a point-to-point instance received and sent on its link
+/// (`TCP/UDP read bytes`, `TCP/UDP write bytes`: what a shared server's
+/// client list counts as Bytes Received and Sent), from its reply to the
+/// management command `status`:
+///
+/// ```
+/// use tunnelbroker_core::openvpn::parse_link_bytes;
+/// let text = "OpenVPN STATISTICS\nUpdated,2026-12-02 01:00:00\n\
+///     TUN/TAP read bytes,100\nTUN/TAP write bytes,200\n\
+///     TCP/UDP read bytes,1234\nTCP/UDP write bytes,5678\nAuth read bytes,300\nEND\n";
+/// assert_eq!(parse_link_bytes(text)?, (1234, 5678));
+/// assert!(parse_link_bytes("TCP/UDP read bytes,-1\nEND\n").is_err());
+/// # Ok::<(), tunnelbroker_core::Error>(())
+/// ```
+pub fn parse_link_bytes(text: &str) -> Result<(u64, u64)> {
+    let mut read = None;
+    let mut write = None;
+    for (n, line) in p2p_lines(text, "status")? {
+        let sep = if line.contains('\t') { '\t' } else { ',' };
+        let Some((name, value)) = line.split_once(sep) else {
+            continue;
+        };
+        let slot = match name {
+            "TCP/UDP read bytes" => &mut read,
+            "TCP/UDP write bytes" => &mut write,
+            _ => continue,
+        };
+        if slot.is_some() {
+            return Err(bad(n, line, format!("{name} twice")));
+        }
+        *slot = Some(
+            value
+                .parse::<u64>()
+                .map_err(|_| bad(n, line, format!("{name} is not a number")))?,
+        );
+    }
+    match (read, write) {
+        (Some(r), Some(w)) => Ok((r, w)),
+        _ => Err(bad(
+            0,
+            "",
+            "the status reply has no TCP/UDP read and write bytes (not a point-to-point instance?)",
+        )),
+    }
+}
+
+/// The lines of a point-to-point reply up to `END`, numbered, without
+/// notifications (`>...`); refused when overlong or when a line holds a
+/// control character other than a tab (a NUL, an escape sequence).
+fn p2p_lines<'a>(text: &'a str, what: &str) -> Result<Vec<(usize, &'a str)>> {
+    if text.len() > MAX_P2P_TEXT {
+        return Err(bad(
+            0,
+            "",
+            format!("the {what} reply is longer than {} KiB", MAX_P2P_TEXT >> 10),
+        ));
+    }
+    let mut out = Vec::new();
+    for (i, line) in text.lines().enumerate() {
+        let n = i + 1;
+        let line = line.strip_suffix('\r').unwrap_or(line);
+        if line == "END" {
+            break;
+        }
+        if line.chars().any(|c| c.is_control() && c != '\t') {
+            return Err(bad(n, line, "a control character"));
+        }
+        if line.starts_with('>') || line.is_empty() {
+            continue;
+        }
+        out.push((n, line));
+    }
+    Ok(out)
+}
+
 /// A real address as OpenVPN prints it: `198.18.0.2:51234`,
 /// `[2001:db8::2]:51234`, `2001:db8::2:51234` (2.6 prints IPv6 without
 /// brackets: the port is what follows the last colon), with an optional

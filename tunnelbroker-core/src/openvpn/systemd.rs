@@ -156,11 +156,30 @@ impl CrlRefreshUnits {
 /// assert!(AgentUnit::new(Path::new("/b"), Path::new("/b"), Path::new("/x\nExecStart=/evil")).is_err());
 /// # Ok::<(), tunnelbroker_core::Error>(())
 /// ```
+///
+/// The agent of a server other than `main` is `tunnelbroker-agent-NAME`,
+/// and its command names the server and the run directory:
+///
+/// ```
+/// use std::path::Path;
+/// use tunnelbroker_core::openvpn::AgentUnit;
+/// let u = AgentUnit::new(Path::new("/usr/bin/tunnelbroker"), Path::new("/b"), Path::new("/etc/openvpn/b"))?
+///     .for_server("b", Path::new("/run/openvpn-server"))?;
+/// let f = u.emit()?;
+/// assert_eq!(f.name, "systemd/tunnelbroker-agent-b.service");
+/// assert!(f.text.contains("\nExecStart=/usr/bin/tunnelbroker --dir /b agent --server b -o /etc/openvpn/b --run-dir /run/openvpn-server\n"));
+/// let u = AgentUnit::new(Path::new("/b"), Path::new("/b"), Path::new("/b"))?;
+/// assert!(u.clone().for_server("b --evil", Path::new("/run")).is_err());
+/// assert!(u.for_server("b", Path::new("/run\nExecStart=/evil")).is_err());
+/// # Ok::<(), tunnelbroker_core::Error>(())
+/// ```
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct AgentUnit {
     binary: PathBuf,
     broker_dir: PathBuf,
     out_dir: PathBuf,
+    /// A server other than `main`, and its run directory.
+    server: Option<(String, PathBuf)>,
 }
 
 impl AgentUnit {
@@ -181,7 +200,26 @@ impl AgentUnit {
             binary: binary.to_owned(),
             broker_dir: broker_dir.to_owned(),
             out_dir: out_dir.to_owned(),
+            server: None,
         })
+    }
+
+    /// The same unit for server `name` (not `main`), whose instances keep
+    /// their management sockets in `run_dir` (absolute).
+    pub fn for_server(mut self, name: &str, run_dir: &Path) -> Result<Self> {
+        crate::broker::validate_server_name(name)?;
+        unit_word("run directory", run_dir)?;
+        self.server = Some((name.to_owned(), run_dir.to_owned()));
+        Ok(self)
+    }
+
+    /// The unit's name, without `.service`: [`NAME`](Self::NAME), or
+    /// `tunnelbroker-agent-SERVER` for a server other than `main`.
+    pub fn unit_name(&self) -> String {
+        match &self.server {
+            Some((name, _)) => format!("{}-{name}", Self::NAME),
+            None => Self::NAME.to_owned(),
+        }
     }
 
     /// The service text.
@@ -189,6 +227,13 @@ impl AgentUnit {
         let bin = unit_word("tunnelbroker binary", &self.binary)?;
         let dir = unit_word("broker directory", &self.broker_dir)?;
         let out = unit_word("server directory", &self.out_dir)?;
+        let (server, run) = match &self.server {
+            Some((name, run_dir)) => (
+                format!(" --server {name}"),
+                format!(" --run-dir {}", unit_word("run directory", run_dir)?),
+            ),
+            None => (String::new(), String::new()),
+        };
         Ok(format!(
             "# tunnelbroker: the server host's agent. It keeps the OpenVPN files in\n\
              # {shown} (configs, CCD entries, the CRL) in step with the client database,\n\
@@ -203,21 +248,22 @@ impl AgentUnit {
              \n\
              [Service]\n\
              Type=simple\n\
-             ExecStart={bin} --dir {dir} agent -o {out}\n\
+             ExecStart={bin} --dir {dir} agent{server} -o {out}{run}\n\
              Restart=always\n\
              RestartSec=2\n\
              \n\
              [Install]\n\
              WantedBy=multi-user.target\n",
             shown = flatten(&self.out_dir.to_string_lossy()),
-            name = Self::NAME,
+            name = self.unit_name(),
         ))
     }
 
-    /// `systemd/tunnelbroker-agent.service`.
+    /// `systemd/tunnelbroker-agent.service` (`-SERVER` before `.service`
+    /// for a server other than `main`).
     pub fn emit(&self) -> Result<RenderedFile> {
         Ok(RenderedFile::config(
-            format!("{}/{}.service", CrlRefreshUnits::DIR, Self::NAME),
+            format!("{}/{}.service", CrlRefreshUnits::DIR, self.unit_name()),
             self.service()?,
         ))
     }

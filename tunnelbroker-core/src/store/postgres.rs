@@ -176,6 +176,23 @@ const MIGRATIONS: &[&str] = &[
         WHEN ((OLD.id, OLD.kind, OLD.prefix, OLD.email, OLD.name)
               IS DISTINCT FROM (NEW.id, NEW.kind, NEW.prefix, NEW.email, NEW.name))
         EXECUTE FUNCTION tunnelbroker_assignments();",
+    // 3 -> 4: a counter of writes that change what a server renders, for
+    // the agents' change marker. Every statement that writes clients (a
+    // move, a new port or prefix, a state) or servers (add, remove, a new
+    // certificate, endpoint or mode) bumps it, in its own transaction: an
+    // agent that sees the new value sees the write. Sessions (which the
+    // agents write every poll) do not bump it. Writers are serialized by
+    // the advisory lock, so the one row is no contention.
+    "INSERT INTO meta (key, value) VALUES ('changes', '0');
+    CREATE FUNCTION tunnelbroker_changed() RETURNS trigger LANGUAGE plpgsql AS $$
+    BEGIN
+        UPDATE meta SET value = (value::bigint + 1)::text WHERE key = 'changes';
+        RETURN NULL;
+    END $$;
+    CREATE TRIGGER clients_bump_changes AFTER INSERT OR UPDATE OR DELETE ON clients
+        FOR EACH STATEMENT EXECUTE FUNCTION tunnelbroker_changed();
+    CREATE TRIGGER servers_bump_changes AFTER INSERT OR UPDATE OR DELETE ON servers
+        FOR EACH STATEMENT EXECUTE FUNCTION tunnelbroker_changed();",
 ];
 
 /// The current schema version.
@@ -644,11 +661,14 @@ impl Store for PostgresStore {
 
     fn change_marker(&self) -> Result<String> {
         // Every issued certificate moves seq, every revocation and CRL the
-        // CRL number, every settings change the shared values (the CRL,
-        // which follows the CRL number, aside). Index-only work.
+        // CRL number, every write of clients or servers (a move, a server
+        // added, removed or given a new certificate) the `changes` counter
+        // (triggers, migration 4), every settings change the shared values
+        // (the CRL, which follows the CRL number, aside). Index-only work.
         const MARKER: &str = "SELECT concat_ws(' ',
                 (SELECT coalesce(max(seq), 0) FROM certificates),
                 (SELECT value FROM meta WHERE key = 'crl_number'),
+                (SELECT value FROM meta WHERE key = 'changes'),
                 (SELECT md5(coalesce(string_agg(key || '=' || value, ',' ORDER BY key), ''))
                    FROM shared WHERE key <> 'crl'))";
         self.with_conn(|conn| {

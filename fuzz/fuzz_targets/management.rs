@@ -6,11 +6,14 @@
 //! and the answer is one line too (it is shown in the revocation's report).
 //! Notifications (`>INFO:` and the like) are skipped.
 //!
-//! A third of the inputs answer `status 3` instead (the agent's poll): the
-//! reply read up to `END` is parsed into live sessions, or refused in one
-//! line; the sessions printed again (`status_text`) parse to the same
-//! sessions, and a parsed common name is never `UNDEF` (a client still in
-//! its handshake is no session).
+//! The input's length modulo 4 picks the command: 1 `kill`, 2 `signal
+//! SIGTERM`; 0 `status 3` (the agent's poll of a shared server): the reply
+//! read up to `END` is parsed into live sessions, or refused in one line;
+//! the sessions printed again (`status_text`) parse to the same sessions,
+//! and a parsed common name is never `UNDEF` (a client still in its
+//! handshake is no session); 3 the peer of a per-client instance (`state`,
+//! then `status`, both answered from the same input): a connected peer
+//! needs a `CONNECTED` state and both link byte counts.
 #![no_main]
 
 use std::io::{BufRead, BufReader, Write};
@@ -60,9 +63,7 @@ fuzz_target!(|data: &[u8]| {
     let s = server();
     s.replies.send(data.to_vec()).unwrap();
     let mut m = Management::connect(&s.path).expect("connect to the fuzz server");
-    // The command does not change how a one-line reply is read; both are
-    // used, and `status 3` (read up to its END line) for a third of inputs.
-    match data.len() % 3 {
+    match data.len() % 4 {
         0 => {
             let sessions = m.status();
             drop(m);
@@ -71,6 +72,18 @@ fuzz_target!(|data: &[u8]| {
                 let again = parse_status(&status_text(&sessions))
                     .unwrap_or_else(|e| panic!("printed sessions do not parse: {e}"));
                 assert_eq!(again, sessions, "status printed and parsed again differs");
+            }
+        }
+        3 => {
+            let peer = m.peer();
+            drop(m);
+            if let Some(Some(_)) = checked("management peer", peer) {
+                let has = |w: &[u8]| data.windows(w.len()).any(|x| x == w);
+                assert!(has(b"CONNECTED"), "a peer without a CONNECTED state");
+                assert!(
+                    has(b"TCP/UDP read bytes") && has(b"TCP/UDP write bytes"),
+                    "a peer without its link's byte counts"
+                );
             }
         }
         r => {

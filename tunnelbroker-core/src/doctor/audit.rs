@@ -394,7 +394,11 @@ fn chmod(modes: &[(PathBuf, u32)]) -> Vec<String> {
 fn to_restart<'a>(dir: &Path, written: &[PathBuf], instances: &'a [String]) -> Vec<&'a str> {
     let names: Vec<String> = written.iter().map(|p| relative(dir, p)).collect();
     let shared = names.iter().any(|n| {
-        !n.starts_with("tb-") && !n.starts_with("ccd/") && n != ServerFiles::TLS_CRYPT_V2_CLIENTS
+        // CCD entries (`ccd/`, another server's `ccd-NAME/`) and the
+        // tls-crypt-v2 client lists are read at each connection.
+        !n.starts_with("tb-")
+            && !(n.starts_with("ccd") && n.contains('/'))
+            && !n.starts_with(ServerFiles::TLS_CRYPT_V2_CLIENTS)
     });
     instances
         .iter()
@@ -1271,7 +1275,8 @@ fn check_server_files(
 }
 
 /// Whose a leftover server file is, in words: from its name
-/// (`tb-client-<id>.conf|.up|.down`, `ccd/<id>`, `tb-shared.conf`) and the
+/// (`tb-client-<id>.conf|.up|.down`, `ccd/<id>`, `tb-shared.conf`,
+/// another server's `tb-shared-NAME.conf` and `ccd-NAME/<id>`) and the
 /// database.
 fn owner(dir: &Path, path: &Path, broker: &Broker, snap: &Snapshot) -> String {
     let rel = relative(dir, path);
@@ -1280,6 +1285,17 @@ fn owner(dir: &Path, path: &Path, broker: &Broker, snap: &Snapshot) -> String {
             "the shared server, but the broker runs in {} mode",
             broker.settings().mode
         );
+    }
+    if let Some(server) = rel
+        .strip_prefix("tb-shared-")
+        .and_then(|r| r.strip_suffix(".conf"))
+        .or_else(|| {
+            rel.strip_prefix("ccd-")
+                .and_then(|r| r.split_once('/'))
+                .map(|(s, _)| s)
+        })
+    {
+        return format!("the shared server {}", shown(server));
     }
     let stem = rel
         .strip_prefix("ccd/")

@@ -294,3 +294,99 @@ fn render_and_renew_one_server() {
         assert!(ok(&out).contains("Usage"), "{cmd:?}");
     }
 }
+
+/// Issue 19: two shared servers on one host rendered into one directory;
+/// the second gets the next port and its own names, and `server render`
+/// prints the instance to start for each.
+#[test]
+fn two_shared_servers_render_into_one_directory() {
+    let tmp = crate::operator_tempdir();
+    let dir = tmp.path().join("broker");
+    run_ok(
+        &dir,
+        &[
+            "init",
+            "--pool",
+            "2001:db8:0:f100::/56",
+            "--endpoint",
+            "vpn.example.net",
+            "--mode",
+            "shared",
+            "--port",
+            "1194",
+        ],
+    );
+    let added = json(&tb(
+        &dir,
+        &[
+            "--json",
+            "server",
+            "add",
+            "core2",
+            "--endpoint",
+            "vpn.example.net",
+            "--mode",
+            "shared",
+            "--pool",
+            "2001:db8:0:f200::/56",
+        ],
+    ));
+    assert_eq!(added["port"], 1195);
+    run_ok(
+        &dir,
+        &["client", "add", "alice", "--hermit", "--server", "main"],
+    );
+    run_ok(
+        &dir,
+        &["client", "add", "bob", "--hermit", "--server", "core2"],
+    );
+    let out = tmp.path().join("etc-openvpn-server");
+    let run = tmp.path().join("run");
+    std::fs::create_dir(&run).unwrap();
+    let (o, r) = (out.to_str().unwrap(), run.to_str().unwrap());
+    let main = run_ok(&dir, &["server", "render", "main", "-o", o, "--run-dir", r]);
+    assert!(
+        main.contains("start with: systemctl enable --now openvpn-server@tb-shared\n"),
+        "{main}"
+    );
+    let core2 = run_ok(
+        &dir,
+        &["server", "render", "core2", "-o", o, "--run-dir", r],
+    );
+    assert!(
+        core2.contains("start with: systemctl enable --now openvpn-server@tb-shared-core2\n"),
+        "{core2}"
+    );
+    assert!(
+        core2.contains(", 0 removed\n") && !core2.contains("  removed "),
+        "{core2}"
+    );
+    for f in [
+        "tb-shared.conf",
+        "ccd/alice",
+        "server.crt",
+        "tb-shared-core2.conf",
+        "ccd-core2/bob",
+        "server-core2.crt",
+        "server-core2.key",
+    ] {
+        assert!(out.join(f).is_file(), "{f} missing");
+    }
+    let again: Value = serde_json::from_str(&run_ok(
+        &dir,
+        &[
+            "--json",
+            "server",
+            "render",
+            "main",
+            "-o",
+            o,
+            "--run-dir",
+            r,
+        ],
+    ))
+    .unwrap();
+    assert_eq!(again["instances"], serde_json::json!(["tb-shared"]));
+    assert_eq!(again["removed"], serde_json::json!([]));
+    assert!(out.join("tb-shared-core2.conf").is_file());
+}

@@ -197,6 +197,16 @@ impl Lab {
         }
     }
 
+    /// Kills a started process with SIGKILL (by its PID), as a crash or
+    /// the OOM killer would: it cleans nothing up.
+    pub(crate) fn kill(&mut self, label: &str) {
+        if let Some(i) = self.children.iter().position(|(l, _)| l == label) {
+            let (_, mut child) = self.children.remove(i);
+            let _ = child.kill();
+            let _ = child.wait();
+        }
+    }
+
     /// Pings `dst` from `ns`, retrying for up to `tries` seconds.
     pub(crate) fn ping(&self, ns: &str, dst: &str, src: Option<&str>, tries: u32) -> bool {
         for _ in 0..tries {

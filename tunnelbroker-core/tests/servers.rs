@@ -377,7 +377,9 @@ fn each_server_renders_its_own_clients_and_certificate(store: &TestStore) {
     o.run_dir = Some(tmp.path().join("run"));
     let r = b.render_server_named("b", &o).unwrap();
     assert_eq!(r.instances, ["tb-client-bob"]);
-    let cert = std::fs::read_to_string(r.dir.join("server.crt")).unwrap();
+    // Its own certificate name (issue 19): it may share a directory with main.
+    assert!(!r.dir.join("server.crt").exists());
+    let cert = std::fs::read_to_string(r.dir.join("server-b.crt")).unwrap();
     let cert = tunnelbroker_core::pki::Certificate::from_pem(&cert).unwrap();
     assert_eq!(cert.info().common_name, "tunnelbroker-server-b");
     b.ca().verify(&cert).unwrap();
@@ -391,12 +393,15 @@ fn each_server_renders_its_own_clients_and_certificate(store: &TestStore) {
     );
     // Each server's tls-crypt-v2 list accepts its own clients only (a
     // client of main is refused by b before TLS, and the other way round).
-    let list =
-        |d: &str| std::fs::read_to_string(tmp.path().join(d).join("tls-crypt-v2-clients")).unwrap();
-    assert!(list("main").contains(" alice"), "{}", list("main"));
-    assert!(!list("main").contains(" bob"), "{}", list("main"));
-    assert!(list("b").contains(" bob"), "{}", list("b"));
-    assert!(!list("b").contains(" alice"), "{}", list("b"));
+    let list = |d: &str, f: &str| std::fs::read_to_string(tmp.path().join(d).join(f)).unwrap();
+    let (main_list, b_list) = (
+        list("main", "tls-crypt-v2-clients"),
+        list("b", "tls-crypt-v2-clients-b"),
+    );
+    assert!(main_list.contains(" alice"), "{main_list}");
+    assert!(!main_list.contains(" bob"), "{main_list}");
+    assert!(b_list.contains(" bob"), "{b_list}");
+    assert!(!b_list.contains(" alice"), "{b_list}");
     // Each directory has its server's agent unit: b's names b.
     assert!(
         tmp.path()
@@ -491,3 +496,297 @@ fn audit_checks_each_client_against_its_own_server(store: &TestStore) {
     assert!(r.count(Status::Fail) > 0, "{r}");
 }
 by_store!(audit_checks_each_client_against_its_own_server);
+
+/// Issue 19: two shared servers of one broker (plus `main`, also shared)
+/// rendered into one directory, as on one host with one
+/// `/etc/openvpn/server`: every per-server name is distinct, `main` keeps
+/// its names, and a rendering of one server (also after a revocation or an
+/// addition) leaves the others' files alone.
+#[test]
+fn shared_servers_rendered_into_one_directory_keep_apart() {
+    use std::collections::BTreeMap;
+    use std::fs;
+    use std::path::{Path, PathBuf};
+    use tunnelbroker_core::doctor::{AuditOptions, Status, audit};
+
+    let tmp = crate::operator_tempdir();
+    let mut settings = Settings::new(
+        "2001:db8:0:f100::/56".parse().unwrap(),
+        "198.18.0.1".parse().unwrap(),
+    );
+    settings.mode = ServerMode::Shared;
+    settings.port = 5000;
+    let b = Broker::init(
+        &tmp.path().join("broker"),
+        &tunnelbroker_core::InitOptions::new(settings),
+    )
+    .unwrap();
+    for (name, port, pool) in [
+        ("b", 5001, "2001:db8:0:f200::/56"),
+        ("c", 5002, "2001:db8:0:f300::/56"),
+    ] {
+        let mut s = server(name, "198.18.0.1", Some(pool));
+        s.mode = ServerMode::Shared;
+        s.port = Some(port);
+        b.add_server(&s).unwrap();
+    }
+    b.add_client(&req("alice", ClientKind::Subnet, Some("main")))
+        .unwrap();
+    b.add_client(&req("bob", ClientKind::Hermit, Some("b")))
+        .unwrap();
+    b.add_client(&req("carol", ClientKind::Subnet, Some("c")))
+        .unwrap();
+    let dir = tmp.path().join("server");
+    let run = tmp.path().join("run");
+    fs::create_dir(&run).unwrap();
+    let render = |name: &str| {
+        let mut o = RenderOptions::new();
+        o.dir = Some(dir.clone());
+        o.run_dir = Some(run.clone());
+        b.render_server_named(name, &o).unwrap()
+    };
+    // Every file in the directory, with its contents.
+    let snapshot = |dir: &Path| -> BTreeMap<PathBuf, Vec<u8>> {
+        fn walk(dir: &Path, base: &Path, out: &mut BTreeMap<PathBuf, Vec<u8>>) {
+            for e in fs::read_dir(dir).unwrap().flatten() {
+                let p = e.path();
+                if p.is_dir() {
+                    walk(&p, base, out);
+                } else {
+                    let rel = p.strip_prefix(base).unwrap().to_owned();
+                    out.insert(rel, fs::read(&p).unwrap());
+                }
+            }
+        }
+        let mut out = BTreeMap::new();
+        walk(dir, dir, &mut out);
+        out
+    };
+    let of = |files: &BTreeMap<PathBuf, Vec<u8>>, pick: &dyn Fn(&str) -> bool| {
+        files
+            .iter()
+            .filter(|(p, _)| pick(p.to_str().unwrap()))
+            .map(|(p, d)| (p.clone(), d.clone()))
+            .collect::<BTreeMap<_, _>>()
+    };
+    let b_files = |n: &str| n.contains("-b.") || n.ends_with("-b") || n.starts_with("ccd-b/");
+    let main_files = |n: &str| {
+        n == "tb-shared.conf"
+            || n.starts_with("ccd/")
+            || n == "server.crt"
+            || n == "server.key"
+            || n == "tls-crypt-v2-verify"
+            || n == "tls-crypt-v2-clients"
+    };
+
+    let rm = render("main");
+    let rb = render("b");
+    let rc = render("c");
+    assert_eq!(rm.instances, ["tb-shared"]);
+    assert_eq!(rb.instances, ["tb-shared-b"]);
+    assert_eq!(rc.instances, ["tb-shared-c"]);
+    for r in [&rm, &rb, &rc] {
+        assert!(r.removed.is_empty(), "{:?}", r.removed);
+        assert!(r.warnings.is_empty(), "{:?}", r.warnings);
+    }
+    let text = |name: &str| fs::read_to_string(dir.join(name)).unwrap();
+    let d = fs::canonicalize(&dir).unwrap();
+    let d = d.display();
+    let r = fs::canonicalize(&run).unwrap();
+    let r = r.display();
+    // Main keeps today's names.
+    let conf = text("tb-shared.conf");
+    for line in [
+        "port 5000".to_owned(),
+        format!("cert {d}/server.crt"),
+        format!("key {d}/server.key"),
+        format!("tls-crypt-v2-verify {d}/tls-crypt-v2-verify"),
+        format!("client-config-dir {d}/ccd"),
+        format!("management {r}/tb5000.sock unix"),
+    ] {
+        assert!(conf.contains(&format!("\n{line}\n")), "{line}:\n{conf}");
+    }
+    // The others have their own.
+    let conf = text("tb-shared-b.conf");
+    for line in [
+        "port 5001".to_owned(),
+        "dev tb5001".to_owned(),
+        format!("cert {d}/server-b.crt"),
+        format!("key {d}/server-b.key"),
+        format!("tls-crypt-v2-verify {d}/tls-crypt-v2-verify-b"),
+        format!("client-config-dir {d}/ccd-b"),
+        format!("management {r}/tb-shared-b.sock unix"),
+        format!("crl-verify {d}/crl.pem"),
+    ] {
+        assert!(conf.contains(&format!("\n{line}\n")), "{line}:\n{conf}");
+    }
+    assert!(text("tb-shared-c.conf").contains(&format!("\nclient-config-dir {d}/ccd-c\n")));
+    assert!(text("tls-crypt-v2-verify-b").contains(&format!("{d}/tls-crypt-v2-clients-b")));
+    // Each certificate is its server's; each key 0600; each CCD and list
+    // holds its own clients.
+    for (file, cn) in [
+        ("server.crt", "tunnelbroker-server"),
+        ("server-b.crt", "tunnelbroker-server-b"),
+        ("server-c.crt", "tunnelbroker-server-c"),
+    ] {
+        let cert = tunnelbroker_core::pki::Certificate::from_pem(&text(file)).unwrap();
+        assert_eq!(cert.info().common_name, cn);
+    }
+    for key in ["server.key", "server-b.key", "server-c.key"] {
+        let mode = fs::metadata(dir.join(key)).unwrap().permissions().mode() & 0o777;
+        assert_eq!(mode, 0o600, "{key}");
+    }
+    let names = |sub: &str| -> Vec<String> {
+        let mut v: Vec<String> = fs::read_dir(dir.join(sub))
+            .unwrap()
+            .flatten()
+            .map(|e| e.file_name().to_string_lossy().into_owned())
+            .collect();
+        v.sort();
+        v
+    };
+    assert_eq!(names("ccd"), ["alice"]);
+    assert_eq!(names("ccd-b"), ["bob"]);
+    assert_eq!(names("ccd-c"), ["carol"]);
+    assert!(text("tls-crypt-v2-clients").contains(" alice"));
+    assert!(!text("tls-crypt-v2-clients").contains(" bob"));
+    assert!(text("tls-crypt-v2-clients-b").contains(" bob"));
+    assert!(!text("tls-crypt-v2-clients-b").contains(" alice"));
+    // One manifest per server.
+    let manifests: Vec<String> = fs::read_dir(&dir)
+        .unwrap()
+        .flatten()
+        .map(|e| e.file_name().to_string_lossy().into_owned())
+        .filter(|n| n.starts_with(".tunnelbroker-manifest."))
+        .collect();
+    assert_eq!(manifests.len(), 3, "{manifests:?}");
+    assert!(manifests.iter().any(|m| m.ends_with(".b")), "{manifests:?}");
+
+    // Rendering each again changes nothing, removes nothing.
+    let all = snapshot(&dir);
+    for name in ["main", "b", "c", "main"] {
+        let again = render(name);
+        assert!(again.written.is_empty(), "{name}: {:?}", again.written);
+        assert!(again.removed.is_empty(), "{name}: {:?}", again.removed);
+        assert_eq!(snapshot(&dir), all, "{name}");
+    }
+
+    // A revocation on main: main's rendering removes alice's entry only.
+    let alice = b.client(&"alice".parse().unwrap()).unwrap();
+    b.revoke(&alice.id, RevocationReason::Unspecified).unwrap();
+    let before_b = of(&snapshot(&dir), &b_files);
+    let again = render("main");
+    assert_eq!(again.removed, [d_path(&dir, "ccd/alice")]);
+    assert_eq!(of(&snapshot(&dir), &b_files), before_b);
+    assert!(dir.join("tb-shared-b.conf").exists() && dir.join("ccd-c/carol").exists());
+    // A new client on b: b's rendering writes its entry and leaves main's
+    // files alone.
+    let before_main = of(&snapshot(&dir), &main_files);
+    b.add_client(&req("dave", ClientKind::Hermit, Some("b")))
+        .unwrap();
+    let again = render("b");
+    assert!(again.removed.is_empty(), "{:?}", again.removed);
+    assert!(
+        again.written.contains(&d_path(&dir, "ccd-b/dave")),
+        "{:?}",
+        again.written
+    );
+    assert_eq!(of(&snapshot(&dir), &main_files), before_main);
+    assert_eq!(names("ccd-b"), ["bob", "dave"]);
+    assert_eq!(names("ccd"), Vec::<String>::new());
+
+    // The audit of main finds no orphans or foreign files among b's and c's.
+    let mut o = AuditOptions::default();
+    o.server_dir = Some(dir.clone());
+    let report = audit(&b, &o);
+    assert_eq!(
+        report.status_of("orphan-files"),
+        Some(Status::Pass),
+        "{report}"
+    );
+    assert_eq!(
+        report.status_of("server-files"),
+        Some(Status::Pass),
+        "{report}"
+    );
+}
+
+/// The canonical path of `rel` in `dir`.
+fn d_path(dir: &std::path::Path, rel: &str) -> std::path::PathBuf {
+    std::fs::canonicalize(dir).unwrap().join(rel)
+}
+
+/// Issue 19: the names derived from a server name are single plain file
+/// names; a name that could escape the directory is refused before any is
+/// derived.
+#[test]
+fn derived_server_file_names_cannot_escape() {
+    use tunnelbroker_core::broker::server_names;
+    for bad in [
+        "", "..", ".", "../etc", "a/b", "/abs", "-x", ".hidden", "a b", "a\nb", "ä",
+    ] {
+        assert_eq!(
+            server_names(bad).unwrap_err().kind(),
+            ErrorKind::InvalidInput,
+            "{bad:?}"
+        );
+    }
+    let long = "x".repeat(32);
+    for good in ["b", "a..b", "x.", "vpn-2.example", "a_b", long.as_str()] {
+        let n = server_names(good).unwrap();
+        for name in [
+            n.shared_instance(),
+            n.ccd_dir(),
+            n.cert(),
+            n.key(),
+            n.tls_crypt_v2_verify(),
+            n.tls_crypt_v2_clients(),
+            n.shared_socket(5000),
+            format!(
+                ".tunnelbroker-manifest.0123456789abcdef{}",
+                n.manifest_suffix()
+            ),
+        ] {
+            let p = std::path::Path::new(&name);
+            assert_eq!(p.components().count(), 1, "{good}: {name}");
+            assert!(
+                matches!(p.components().next(), Some(std::path::Component::Normal(_))),
+                "{good}: {name}"
+            );
+            assert!(name.contains(good), "{good}: {name}");
+        }
+        assert!(!n.is_main());
+    }
+    // main keeps the names it always had.
+    let main = server_names("main").unwrap();
+    assert!(main.is_main());
+    assert_eq!(
+        [
+            main.shared_instance(),
+            main.ccd_dir(),
+            main.cert(),
+            main.key()
+        ],
+        ["tb-shared", "ccd", "server.crt", "server.key"]
+    );
+    assert_eq!(main.shared_socket(5000), "tb5000.sock");
+    assert_eq!(main.manifest_suffix(), "");
+    // add_server refuses such a name before anything is made.
+    let tmp = tempfile::tempdir().unwrap();
+    let settings = Settings::new(
+        "2001:db8:0:f100::/56".parse().unwrap(),
+        "vpn.example.net".parse().unwrap(),
+    );
+    let b = Broker::init(
+        &tmp.path().join("broker"),
+        &tunnelbroker_core::InitOptions::new(settings),
+    )
+    .unwrap();
+    let mut s = server("../x", "vpn.example.net", Some("2001:db8:0:f200::/56"));
+    s.mode = ServerMode::Shared;
+    assert_eq!(
+        b.add_server(&s).unwrap_err().kind(),
+        ErrorKind::InvalidInput
+    );
+    assert_eq!(b.servers().unwrap().len(), 1);
+}

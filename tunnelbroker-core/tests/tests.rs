@@ -9,6 +9,7 @@ mod doctor_e2e;
 mod lab;
 mod layers;
 mod lifecycle;
+mod one_host_e2e;
 mod openvpn_e2e;
 mod parsers;
 mod pg;

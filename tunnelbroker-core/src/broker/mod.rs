@@ -52,7 +52,9 @@ pub use lifetime::ServerRenewal;
 pub use paths::BrokerPaths;
 pub(crate) use render::ServerFilesState;
 pub use render::{RenderOptions, RenderReport, Revocation, SessionEnd};
-pub use servers::{ClientMove, NewServer, Server, server_common_name, validate_server_name};
+pub use servers::{
+    ClientMove, NewServer, Server, server_common_name, server_names, validate_server_name,
+};
 pub use sessions::{
     AssignmentSpan, Session, SessionAddresses, SessionFilter, SessionSync, Whois, parse_address,
     parse_time,

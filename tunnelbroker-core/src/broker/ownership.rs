@@ -8,6 +8,14 @@
 //! paths it wrote there. Two brokers rendering into one directory keep two
 //! manifests and never touch each other's files or manifest.
 //!
+//! Each server of a broker has its own manifest (issue 19): `main`'s is
+//! `.tunnelbroker-manifest.<id>`, server NAME's
+//! `.tunnelbroker-manifest.<id>.NAME`, so that several servers rendered into
+//! one directory (one host) do not take each other's files for their own
+//! leftovers. A file a sibling (another server of the same broker) lists is
+//! never removed; a planned file it lists (the shared `ca.crt`, `crl.pem`,
+//! tls-crypt keys, CRL units) is ours to write as well.
+//!
 //! The rules, for a file the rendering plans to write:
 //! * missing: written;
 //! * listed in our manifest: ours, rewritten when it differs (unless
@@ -33,7 +41,7 @@ use std::os::unix::fs::PermissionsExt;
 use std::path::{Component, Path, PathBuf};
 
 use crate::error::{Error, Result};
-use crate::openvpn::SharedServer;
+use crate::openvpn::ServerNames;
 
 /// The start of every manifest's file name.
 pub(super) const MANIFEST_PREFIX: &str = ".tunnelbroker-manifest.";
@@ -58,9 +66,14 @@ pub(super) fn broker_id(ca_der: &[u8]) -> String {
     d.as_ref().iter().map(|b| format!("{b:02x}")).collect()
 }
 
-/// The manifest file of the broker `id` in `dir`.
-pub(super) fn manifest_path(dir: &Path, id: &str) -> PathBuf {
-    dir.join(format!("{MANIFEST_PREFIX}{}", &id[..16]))
+/// The manifest file of the broker `id`'s server `names` in `dir`:
+/// `.tunnelbroker-manifest.<id>` for `main`, `.<id>.NAME` for another.
+pub(super) fn manifest_path(dir: &Path, id: &str, names: &ServerNames) -> PathBuf {
+    dir.join(format!(
+        "{MANIFEST_PREFIX}{}{}",
+        &id[..16],
+        names.manifest_suffix()
+    ))
 }
 
 /// The text of a manifest.
@@ -304,15 +317,24 @@ pub(super) struct Survey {
     pub kept: Vec<(PathBuf, String)>,
 }
 
-/// Surveys `dir` (canonical) for the broker `id` with CA certificate
-/// `ca_pem`, against the planned files `wants` (all inside `dir`). Reads
-/// only.
-pub(super) fn survey(dir: &Path, id: &str, ca_pem: &str, wants: &[Want<'_>]) -> Result<Survey> {
-    let manifest = manifest_path(dir, id);
+/// Surveys `dir` (canonical) for the server `names` of the broker `id`
+/// with CA certificate `ca_pem`, against the planned files `wants` (all
+/// inside `dir`). Reads only.
+pub(super) fn survey(
+    dir: &Path,
+    id: &str,
+    names: &ServerNames,
+    ca_pem: &str,
+    wants: &[Want<'_>],
+) -> Result<Survey> {
+    let manifest = manifest_path(dir, id, names);
     // Our manifest, and what the others claim.
     let mut manifest_now = None;
     let mut owned = BTreeSet::new();
     let mut others: BTreeMap<PathBuf, PathBuf> = BTreeMap::new();
+    // What the broker's other servers rendered here.
+    let mut siblings: BTreeSet<PathBuf> = BTreeSet::new();
+    let mut has_sibling = false;
     if let Some((p, why)) = blocked(dir, Path::new(manifest.file_name().unwrap_or_default())) {
         return Err(Error::InvalidFile {
             path: p,
@@ -340,16 +362,26 @@ pub(super) fn survey(dir: &Path, id: &str, ca_pem: &str, wants: &[Want<'_>]) -> 
             }
             owned = files;
             manifest_now = Some(text);
-        } else if let Ok((_, files)) = parse_manifest(&path, &text) {
-            // Another broker's: its files are never ours to touch.
-            for f in files {
-                others.insert(f, path.clone());
+        } else if let Ok((broker, files)) = parse_manifest(&path, &text) {
+            if broker == id {
+                // Another server of this broker: its files stay, and the
+                // shared ones are ours to write too.
+                has_sibling = true;
+                siblings.extend(files);
+            } else {
+                // Another broker's: its files are never ours to touch.
+                for f in files {
+                    others.insert(f, path.clone());
+                }
             }
         }
     }
-    // A directory this broker rendered before manifests existed: its
-    // ca.crt holds our CA certificate.
+    // A directory `main` rendered before manifests existed: its ca.crt
+    // holds our CA certificate (another server, and a directory where one
+    // rendered, had manifests from the start).
     let legacy = manifest_now.is_none()
+        && names.is_main()
+        && !has_sibling
         && !others.contains_key(Path::new("ca.crt"))
         && blocked(dir, Path::new("ca.crt")).is_none()
         && fs::read_to_string(dir.join("ca.crt")).is_ok_and(|t| t.contains(ca_pem.trim()));
@@ -381,7 +413,7 @@ pub(super) fn survey(dir: &Path, id: &str, ca_pem: &str, wants: &[Want<'_>]) -> 
                 // --force) and not as we would write it: contested,
                 // never overwritten silently.
                 let contested = others.contains_key(&rel) && !same_text;
-                if owned.contains(&rel) && !contested {
+                if (owned.contains(&rel) || siblings.contains(&rel)) && !contested {
                     State::Ours {
                         same_text,
                         same_mode,
@@ -411,8 +443,12 @@ pub(super) fn survey(dir: &Path, id: &str, ca_pem: &str, wants: &[Want<'_>]) -> 
     let mut kept = Vec::new();
     let mut candidates: BTreeSet<PathBuf> = owned.clone();
     let mut foreign = Vec::new();
-    for rel in named_like_ours(dir) {
-        if planned_set.contains(&rel) || owned.contains(&rel) || others.contains_key(&rel) {
+    for rel in named_like_ours(dir, names) {
+        if planned_set.contains(&rel)
+            || owned.contains(&rel)
+            || others.contains_key(&rel)
+            || siblings.contains(&rel)
+        {
             continue;
         }
         if ours_before_manifests(&rel, &dir.join(&rel)) {
@@ -422,8 +458,9 @@ pub(super) fn survey(dir: &Path, id: &str, ca_pem: &str, wants: &[Want<'_>]) -> 
         }
     }
     for rel in candidates {
-        // Not planned any more, and not another broker's now either.
-        if planned_set.contains(&rel) || others.contains_key(&rel) {
+        // Not planned any more, and not another broker's (or another
+        // server's) now either.
+        if planned_set.contains(&rel) || others.contains_key(&rel) || siblings.contains(&rel) {
             continue;
         }
         let path = dir.join(&rel);
@@ -508,11 +545,12 @@ impl Survey {
 }
 
 /// Relative paths in `dir` named like the files the broker writes: the
-/// instances' files in `dir`, and every regular file or link in its CCD
-/// directory when that is a real directory.
-fn named_like_ours(dir: &Path) -> Vec<PathBuf> {
+/// instances' files in `dir`, and every regular file or link in the
+/// server's CCD directory when that is a real directory.
+fn named_like_ours(dir: &Path, names: &ServerNames) -> Vec<PathBuf> {
     let mut found = Vec::new();
-    let ccd = Path::new(SharedServer::CCD_DIR);
+    let ccd_dir = names.ccd_dir();
+    let ccd = Path::new(&ccd_dir);
     let ccd_is_dir = fs::symlink_metadata(dir.join(ccd)).is_ok_and(|m| m.is_dir());
     for (sub, pick) in [
         (Path::new(""), is_instance_file as fn(&str) -> bool),
@@ -558,9 +596,14 @@ fn written_by_broker(path: &Path) -> bool {
     line.starts_with("# tunnelbroker: ")
 }
 
-/// Files this crate writes per instance in the output directory.
-fn is_instance_file(name: &str) -> bool {
+/// Files this crate writes per instance in the output directory:
+/// `tb-client-<id>.conf|.up|.down`, `tb-shared.conf`, `tb-shared-NAME.conf`.
+pub(crate) fn is_instance_file(name: &str) -> bool {
     name.starts_with("tb-client-")
         && (name.ends_with(".conf") || name.ends_with(".up") || name.ends_with(".down"))
         || name == "tb-shared.conf"
+        || name
+            .strip_prefix("tb-shared-")
+            .and_then(|n| n.strip_suffix(".conf"))
+            .is_some_and(|n| super::validate_server_name(n).is_ok())
 }

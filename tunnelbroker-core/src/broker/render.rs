@@ -255,10 +255,10 @@ impl Broker {
     /// The server-side options of this broker for files installed in
     /// `layout.dir` (absolute).
     fn server_options(&self, layout: &Layout) -> Result<ServerOptions> {
-        let mut options = ServerOptions::new(
-            ConfigPath::from_path(&layout.dir)?,
-            ConfigPath::from_path(&layout.run_dir)?,
-        )?;
+        let dir = ConfigPath::from_path(&layout.dir)?;
+        let mut options = ServerOptions::new(dir.clone(), ConfigPath::from_path(&layout.run_dir)?)?;
+        // This server's own certificate, key and verify program.
+        options.files = ServerFiles::for_server(&dir, &self.server_names()?)?;
         options.tls_crypt = self.settings.tls_crypt;
         Ok(options)
     }
@@ -290,8 +290,9 @@ impl Broker {
                 }
             }
             ServerMode::Shared => {
-                let srv = SharedServer::new(settings.pool, settings.port, options)?;
-                instances.push(srv.name().to_owned());
+                let srv = SharedServer::new(settings.pool, settings.port, options)?
+                    .named(self.server_names()?);
+                instances.push(srv.name());
                 files.extend(srv.emit(active.iter().map(|c| (&c.id, &c.assignment)))?);
             }
         }
@@ -310,6 +311,7 @@ impl Broker {
     /// The CRL copy is among them only when the broker's CRL can be read.
     fn planned_files(&self, layout: &Layout, binary: &Path) -> Result<(Vec<Planned>, Vec<String>)> {
         let (mut files, instances) = self.server_files(layout)?;
+        let names = self.server_names()?;
         let plain = |name: &str, text: String| RenderedFile {
             name: name.into(),
             text,
@@ -317,13 +319,10 @@ impl Broker {
         };
         files.push(plain(ServerFiles::CA, self.ca.chain_pem()));
         files.push(plain(
-            ServerFiles::CERT,
+            &names.cert(),
             self.server_certificate()?.pem().to_owned(),
         ));
-        files.push(plain(
-            ServerFiles::KEY,
-            self.server_key()?.to_pem().to_owned(),
-        ));
+        files.push(plain(&names.key(), self.server_key()?.to_pem().to_owned()));
         files.extend(self.tls_crypt_files(layout)?);
         // The copy of the CRL; when the broker's own cannot be read (the
         // `crl` check says so), the copy stays what it is rather than
@@ -345,7 +344,7 @@ impl Broker {
         let planned = files
             .into_iter()
             .map(|f| {
-                let mode = if KEY_FILES.contains(&f.name.as_str()) {
+                let mode = if KEY_FILES.contains(&f.name.as_str()) || f.name == names.key() {
                     fsutil::SECRET
                 } else if f.executable {
                     fsutil::EXECUTABLE
@@ -407,7 +406,10 @@ impl Broker {
     /// every file by its absolute path in that directory, and nothing in the
     /// broker directory, which may therefore be private; management sockets
     /// go to the run directory, logs to OpenVPN's standard output (the
-    /// journal).
+    /// journal). A server other than `main` ([`render_server_named`](Self::render_server_named))
+    /// names its own files after it (`tb-shared-NAME.conf`, `ccd-NAME/`,
+    /// `server-NAME.crt`, ...: [`ServerNames`](crate::openvpn::ServerNames)),
+    /// so that several servers can be rendered into one directory.
     ///
     /// The directory and run directory are recorded in the settings
     /// (`[server]`): every CRL the broker signs from then on is also written
@@ -499,9 +501,10 @@ impl Broker {
         }
         let mut survey = self.survey(&dir, &files)?;
         survey.refuse(options.force)?;
+        let names = self.server_names()?;
         let mut subdirs = vec![dir.join(CrlRefreshUnits::DIR)];
         if self.settings.mode == ServerMode::Shared {
-            subdirs.push(dir.join(SharedServer::CCD_DIR));
+            subdirs.push(dir.join(names.ccd_dir()));
         }
         for sub in &subdirs {
             fsutil::refuse_symlink(sub)?;
@@ -524,8 +527,8 @@ impl Broker {
         let claimed: BTreeSet<PathBuf> = survey.owned.union(&planned).cloned().collect();
         survey.write_manifest(&claimed)?;
         let crl_copy = dir.join(ServerFiles::CRL);
-        let v2_clients = dir.join(ServerFiles::TLS_CRYPT_V2_CLIENTS);
-        let ccd = dir.join(SharedServer::CCD_DIR);
+        let v2_clients = dir.join(names.tls_crypt_v2_clients());
+        let ccd = dir.join(names.ccd_dir());
         let mut changed = Vec::new();
         for (f, state) in files.iter().zip(&survey.states) {
             if f.path == crl_copy || f.path == v2_clients {
@@ -633,8 +636,9 @@ impl Broker {
                 self.tls_crypt_key()?.to_text().to_owned(),
             )],
             TlsCryptVersion::V2 => {
+                let names = self.server_names()?;
                 let list =
-                    ConfigPath::from_path(&layout.dir)?.join(ServerFiles::TLS_CRYPT_V2_CLIENTS)?;
+                    ConfigPath::from_path(&layout.dir)?.join(&names.tls_crypt_v2_clients())?;
                 let clients = self
                     .store()
                     .read_with(|tx| self.tls_crypt_v2_clients_text(tx))?;
@@ -644,11 +648,11 @@ impl Broker {
                         self.tls_crypt_v2_server_key()?.to_pem(),
                     ),
                     RenderedFile {
-                        name: ServerFiles::TLS_CRYPT_V2_VERIFY.into(),
+                        name: names.tls_crypt_v2_verify(),
                         text: TlsCryptV2Verify::new(list).to_string(),
                         executable: true,
                     },
-                    plain(ServerFiles::TLS_CRYPT_V2_CLIENTS, clients),
+                    plain(&names.tls_crypt_v2_clients(), clients),
                 ]
             }
         })
@@ -712,7 +716,13 @@ impl Broker {
             })
             .collect();
         let cert = self.ca.certificate();
-        ownership::survey(dir, &broker_id(cert.der()), cert.pem(), &wants)
+        ownership::survey(
+            dir,
+            &broker_id(cert.der()),
+            &self.server_names()?,
+            cert.pem(),
+            &wants,
+        )
     }
 
     /// How the server files in `out_dir` (default: the recorded directory,
@@ -745,7 +755,8 @@ impl Broker {
         // The list of clients tls-crypt-v2 accepts is live data, like the
         // CRL copy: rewritten with every CRL and rendering, and stale after
         // `client add` only where the new client's own files are missing.
-        let v2_clients = dir.join(ServerFiles::TLS_CRYPT_V2_CLIENTS);
+        let names = self.server_names()?;
+        let v2_clients = dir.join(names.tls_crypt_v2_clients());
         for (f, s) in files.into_iter().zip(survey.states) {
             if (f.path.starts_with(&units) || f.path == v2_clients)
                 && matches!(s, State::Ours { .. })
@@ -783,7 +794,7 @@ impl Broker {
                 }
             }
         }
-        let ccd = dir.join(SharedServer::CCD_DIR);
+        let ccd = dir.join(names.ccd_dir());
         if self.settings.mode == ServerMode::Shared && fsutil::refuse_symlink(&ccd).is_err() {
             state.conflicts.push((
                 ccd,
@@ -846,7 +857,8 @@ impl Broker {
                 unanswered(m.terminate().map(SessionEnd::Ended), socket, srv.name())
             }
             ServerMode::Shared => {
-                let srv = SharedServer::new(self.settings.pool, self.settings.port, options)?;
+                let srv = SharedServer::new(self.settings.pool, self.settings.port, options)?
+                    .named(self.server_names()?);
                 let socket = PathBuf::from(srv.management_socket()?.as_str());
                 let Some(mut m) = connect(&socket)? else {
                     return Ok(SessionEnd::NoServer(socket));
@@ -858,7 +870,7 @@ impl Broker {
                     }
                     Err(e) => Err(e),
                 };
-                unanswered(ended, socket, srv.name().to_owned())
+                unanswered(ended, socket, srv.name())
             }
         }
     }
@@ -888,9 +900,10 @@ impl Broker {
         let options = self.server_options(&layout)?;
         match self.settings.mode {
             ServerMode::Shared => {
-                let srv = SharedServer::new(self.settings.pool, self.settings.port, options)?;
+                let srv = SharedServer::new(self.settings.pool, self.settings.port, options)?
+                    .named(self.server_names()?);
                 let socket = PathBuf::from(srv.management_socket()?.as_str());
-                Ok(vec![(srv.name().to_owned(), socket)])
+                Ok(vec![(srv.name(), socket)])
             }
             ServerMode::PerClient => Ok(self
                 .client_sockets()?

@@ -28,6 +28,7 @@ use super::{
 };
 use crate::client_id::ClientId;
 use crate::error::{Error, Result, shown};
+use crate::openvpn::ServerNames;
 use crate::plan::{ClientKind, Pool};
 use crate::store::{MAIN_SERVER, ServerRecord, Transaction};
 
@@ -36,9 +37,6 @@ const PARENT: &str = "servers.parent";
 
 /// The length of a pool taken from the parent prefix when none is given.
 pub const DEFAULT_POOL_LENGTH: u8 = 56;
-
-/// The longest server name (its certificate's CN adds `tunnelbroker-server-`).
-const MAX_NAME: usize = 32;
 
 /// Checks a server name: 1 to 32 ASCII letters, digits, `.`, `-` and `_`,
 /// starting with a letter or digit (it names a certificate, files and
@@ -52,29 +50,28 @@ const MAX_NAME: usize = 32;
 /// }
 /// ```
 pub fn validate_server_name(name: &str) -> Result<()> {
-    let bad = |reason: &str| Error::InvalidField {
-        field: "server name",
-        input: shown(name),
-        reason: reason.into(),
-    };
-    if name.is_empty() {
-        return Err(bad("it is empty"));
+    crate::openvpn::check_server_name(name)
+}
+
+/// The names of server `name`'s files on its host ([`ServerNames`]):
+/// `main` keeps the names it always had (`tb-shared`, `ccd/`,
+/// `server.crt`, ...), every other server's carry its name
+/// (`tb-shared-NAME`, `ccd-NAME/`, `server-NAME.crt`, ...). The one
+/// function to ask for a server's instance name, CCD directory or socket.
+///
+/// ```
+/// use tunnelbroker_core::broker::server_names;
+/// assert_eq!(server_names("main")?.shared_instance(), "tb-shared");
+/// assert_eq!(server_names("b")?.shared_instance(), "tb-shared-b");
+/// assert!(server_names("../b").is_err());
+/// # Ok::<(), tunnelbroker_core::Error>(())
+/// ```
+pub fn server_names(name: &str) -> Result<ServerNames> {
+    if name == MAIN_SERVER {
+        Ok(ServerNames::main())
+    } else {
+        ServerNames::named(name)
     }
-    if name.len() > MAX_NAME {
-        return Err(bad(&format!("longer than {MAX_NAME} characters")));
-    }
-    if !name
-        .bytes()
-        .all(|b| b.is_ascii_alphanumeric() || b"._-".contains(&b))
-    {
-        return Err(bad(
-            "only ASCII letters, digits, '.', '-' and '_' are allowed",
-        ));
-    }
-    if !name.as_bytes()[0].is_ascii_alphanumeric() {
-        return Err(bad("it must start with a letter or a digit"));
-    }
-    Ok(())
 }
 
 /// The common name of server `name`'s certificate, which its clients'
@@ -228,6 +225,12 @@ impl Broker {
     /// The name of the server this broker renders for.
     pub(super) fn server_name(&self) -> &str {
         self.scope.as_ref().map_or(MAIN_SERVER, |s| s.name.as_str())
+    }
+
+    /// The names of this server's files on its host (`main`'s are the
+    /// ones it always had).
+    pub(crate) fn server_names(&self) -> Result<ServerNames> {
+        server_names(self.server_name())
     }
 
     /// This broker as server `name` sees it: its endpoint, mode, port and

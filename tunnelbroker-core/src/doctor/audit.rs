@@ -394,7 +394,11 @@ fn chmod(modes: &[(PathBuf, u32)]) -> Vec<String> {
 fn to_restart<'a>(dir: &Path, written: &[PathBuf], instances: &'a [String]) -> Vec<&'a str> {
     let names: Vec<String> = written.iter().map(|p| relative(dir, p)).collect();
     let shared = names.iter().any(|n| {
-        !n.starts_with("tb-") && !n.starts_with("ccd/") && n != ServerFiles::TLS_CRYPT_V2_CLIENTS
+        // CCD entries (`ccd/`, another server's `ccd-NAME/`) and the
+        // tls-crypt-v2 client lists are read at each connection.
+        let per_connection = (n.starts_with("ccd") && n.contains('/'))
+            || n.starts_with(ServerFiles::TLS_CRYPT_V2_CLIENTS);
+        !n.starts_with("tb-") && !per_connection
     });
     instances
         .iter()
@@ -1271,7 +1275,8 @@ fn check_server_files(
 }
 
 /// Whose a leftover server file is, in words: from its name
-/// (`tb-client-<id>.conf|.up|.down`, `ccd/<id>`, `tb-shared.conf`) and the
+/// (`tb-client-<id>.conf|.up|.down`, `ccd/<id>`, `tb-shared.conf`,
+/// another server's `tb-shared-NAME.conf` and `ccd-NAME/<id>`) and the
 /// database.
 fn owner(dir: &Path, path: &Path, broker: &Broker, snap: &Snapshot) -> String {
     let rel = relative(dir, path);
@@ -1280,6 +1285,17 @@ fn owner(dir: &Path, path: &Path, broker: &Broker, snap: &Snapshot) -> String {
             "the shared server, but the broker runs in {} mode",
             broker.settings().mode
         );
+    }
+    if let Some(server) = rel
+        .strip_prefix("tb-shared-")
+        .and_then(|r| r.strip_suffix(".conf"))
+        .or_else(|| {
+            rel.strip_prefix("ccd-")
+                .and_then(|r| r.split_once('/'))
+                .map(|(s, _)| s)
+        })
+    {
+        return format!("the shared server {}", shown(server));
     }
     let stem = rel
         .strip_prefix("ccd/")
@@ -1308,6 +1324,38 @@ fn owner(dir: &Path, path: &Path, broker: &Broker, snap: &Snapshot) -> String {
 mod tests {
     use super::*;
     use crate::doctor::Status;
+
+    /// CCD entries and tls-crypt-v2 client lists (main's and another
+    /// server's, issue 19) are read per connection: no restart; an
+    /// instance's own configuration restarts it; a shared key or
+    /// certificate restarts every instance.
+    #[test]
+    fn to_restart_knows_every_servers_per_connection_files() {
+        let dir = Path::new("/etc/openvpn/server");
+        let instances = ["tb-shared".to_owned(), "tb-shared-b".to_owned()];
+        let restart = |written: &[&str]| -> Vec<String> {
+            let written: Vec<PathBuf> = written.iter().map(|w| dir.join(w)).collect();
+            to_restart(dir, &written, &instances)
+                .into_iter()
+                .map(str::to_owned)
+                .collect()
+        };
+        let none: Vec<String> = Vec::new();
+        assert_eq!(
+            restart(&[
+                "ccd/alice",
+                "ccd-b/bob",
+                "tls-crypt-v2-clients",
+                "tls-crypt-v2-clients-b"
+            ]),
+            none
+        );
+        assert_eq!(restart(&["tb-shared-b.conf"]), ["tb-shared-b"]);
+        assert_eq!(restart(&["tb-shared.conf"]), ["tb-shared"]);
+        assert_eq!(restart(&["server-b.crt"]), ["tb-shared", "tb-shared-b"]);
+        // A file named like a CCD directory, not in one, is not per connection.
+        assert_eq!(restart(&["ccd-notes"]), ["tb-shared", "tb-shared-b"]);
+    }
 
     /// The host-limits findings for `clients` on a host whose /proc/sys
     /// says `values`.

@@ -45,8 +45,8 @@ pub use client::{ClientConfig, ClientMaterial, LAN_INTERFACE_ENV, Readme, server
 pub use management::Management;
 pub use reach::{Reach, reach};
 pub use server::{
-    Account, CcdEntry, DOWN_ROOT_PLUGIN, PerClientServer, ServerFiles, ServerOptions, SharedServer,
-    instance_name,
+    Account, CcdEntry, DOWN_ROOT_PLUGIN, PerClientServer, ServerFiles, ServerNames, ServerOptions,
+    SharedServer, check_server_name, instance_name,
 };
 pub use status::{LiveSession, PeerLink, parse_link_bytes, parse_state, parse_status, status_text};
 pub use systemd::{AgentUnit, CrlRefreshUnits, DEFAULT_BINARY};

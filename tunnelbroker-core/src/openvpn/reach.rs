@@ -125,9 +125,10 @@ pub(crate) struct Problem {
 /// (used by `audit` and `server render`):
 ///
 /// * `dir` and every directory above it must be searchable by others
-///   (`o+x`), and so must `dir/ccd`: OpenVPN re-reads the CRL and the CCD
-///   entries as `nobody` at every connection;
-/// * `crl.pem`, `ccd/*` and the configurations `*.conf` must be readable by
+///   (`o+x`), and so must the CCD directories `dir/ccd` and every other
+///   server's `dir/ccd-NAME`: OpenVPN re-reads the CRL and the CCD entries
+///   as `nobody` at every connection;
+/// * `crl.pem`, the CCD entries and the configurations `*.conf` must be readable by
 ///   others, the scripts `*.up` and `*.down` readable and executable (the
 ///   down script runs as nobody); keys and certificates are read as root
 ///   at start and are not checked;
@@ -197,9 +198,19 @@ pub(crate) fn problems(dir: &Path) -> Vec<Problem> {
         return problems;
     }
     let mut files: Vec<(PathBuf, u32)> = Vec::new();
+    let mut ccds = Vec::new();
     if let Ok(entries) = fs::read_dir(&canonical) {
         for e in entries.flatten() {
             let name = e.file_name().to_string_lossy().into_owned();
+            // `ccd`, and the CCD directory of every other server.
+            if name == "ccd"
+                || name
+                    .strip_prefix("ccd-")
+                    .is_some_and(|n| super::check_server_name(n).is_ok())
+            {
+                ccds.push(e.path());
+                continue;
+            }
             let need = if name == "crl.pem" || name.ends_with(".conf") {
                 0o004
             } else if name.ends_with(".up") || name.ends_with(".down") {
@@ -210,8 +221,11 @@ pub(crate) fn problems(dir: &Path) -> Vec<Problem> {
             files.push((e.path(), need));
         }
     }
-    let ccd = canonical.join("ccd");
-    if let Some((mode, true)) = mode_of(&ccd) {
+    ccds.sort();
+    for ccd in ccds {
+        let Some((mode, true)) = mode_of(&ccd) else {
+            continue;
+        };
         if mode & 0o001 == 0 {
             problems.push(unreachable(
                 &ccd,
@@ -288,6 +302,12 @@ mod tests {
         fs::create_dir_all(&ccd).unwrap();
         chmod(&server, 0o700);
         chmod(&ccd, 0o700);
+        // Another server's CCD directory, beside main's (issue 19).
+        let ccd_b = server.join("ccd-b");
+        fs::create_dir_all(&ccd_b).unwrap();
+        chmod(&ccd_b, 0o700);
+        fs::write(ccd_b.join("bob"), "x").unwrap();
+        chmod(&ccd_b.join("bob"), 0o600);
         for (name, mode) in [
             ("tb-shared.conf", 0o600),
             ("crl.pem", 0o644),
@@ -306,7 +326,9 @@ mod tests {
                 (server.clone(), true),
                 (server.clone(), false),
                 (ccd.clone(), false),
+                (ccd_b.clone(), false),
                 (ccd.join("alice"), false),
+                (ccd_b.join("bob"), false),
                 (server.join("tb-client-a.down"), false),
                 (server.join("tb-shared.conf"), false),
             ]
@@ -316,6 +338,8 @@ mod tests {
             (&server, 0o755),
             (&ccd, 0o755),
             (&ccd.join("alice"), 0o644),
+            (&ccd_b, 0o755),
+            (&ccd_b.join("bob"), 0o644),
             (&server.join("tb-client-a.down"), 0o755),
             (&server.join("tb-shared.conf"), 0o644),
         ] {

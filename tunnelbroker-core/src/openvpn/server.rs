@@ -73,15 +73,188 @@ impl ServerFiles {
     /// # Ok::<(), tunnelbroker_core::Error>(())
     /// ```
     pub fn in_dir(dir: &ConfigPath) -> Result<Self> {
+        Self::for_server(dir, &ServerNames::main())
+    }
+
+    /// The files of the server `names` names in `dir`: its own certificate,
+    /// key and verify program, the broker's shared files.
+    ///
+    /// ```
+    /// use tunnelbroker_core::openvpn::{ConfigPath, ServerFiles, ServerNames};
+    /// let dir = ConfigPath::new("/etc/openvpn/server")?;
+    /// let f = ServerFiles::for_server(&dir, &ServerNames::named("b")?)?;
+    /// assert_eq!(f.cert.as_str(), "/etc/openvpn/server/server-b.crt");
+    /// assert_eq!(f.crl.as_str(), "/etc/openvpn/server/crl.pem");
+    /// # Ok::<(), tunnelbroker_core::Error>(())
+    /// ```
+    pub fn for_server(dir: &ConfigPath, names: &ServerNames) -> Result<Self> {
         Ok(ServerFiles {
             ca: dir.join(Self::CA)?,
-            cert: dir.join(Self::CERT)?,
-            key: dir.join(Self::KEY)?,
+            cert: dir.join(&names.cert())?,
+            key: dir.join(&names.key())?,
             tls_crypt: dir.join(Self::TLS_CRYPT)?,
             tls_crypt_v2: dir.join(Self::TLS_CRYPT_V2)?,
-            tls_crypt_v2_verify: dir.join(Self::TLS_CRYPT_V2_VERIFY)?,
+            tls_crypt_v2_verify: dir.join(&names.tls_crypt_v2_verify())?,
             crl: dir.join(Self::CRL)?,
         })
+    }
+}
+
+/// The longest server name (its certificate's CN adds `tunnelbroker-server-`).
+const MAX_SERVER_NAME: usize = 32;
+
+/// The rule for a server name: 1 to 32 ASCII letters, digits, `.`, `-` and
+/// `_`, starting with a letter or digit (it names a certificate, files and
+/// systemd units, so it is one plain file name, never `.` or `..`).
+/// [`validate_server_name`](crate::broker::validate_server_name) applies it.
+pub fn check_server_name(name: &str) -> Result<()> {
+    let bad = |reason: &str| Error::InvalidField {
+        field: "server name",
+        input: shown(name),
+        reason: reason.into(),
+    };
+    if name.is_empty() {
+        return Err(bad("it is empty"));
+    }
+    if name.len() > MAX_SERVER_NAME {
+        return Err(bad(&format!("longer than {MAX_SERVER_NAME} characters")));
+    }
+    if !name
+        .bytes()
+        .all(|b| b.is_ascii_alphanumeric() || b"._-".contains(&b))
+    {
+        return Err(bad(
+            "only ASCII letters, digits, '.', '-' and '_' are allowed",
+        ));
+    }
+    if !name.as_bytes()[0].is_ascii_alphanumeric() {
+        return Err(bad("it must start with a letter or a digit"));
+    }
+    Ok(())
+}
+
+/// The names of one broker server's files on a host (issue 19): several
+/// servers of one broker may be rendered into one directory (one
+/// `/etc/openvpn/server` for Debian's `openvpn-server@NAME`), so every name
+/// that is the server's own carries its name. `main` keeps the names it
+/// always had, so that existing deployments do not move:
+///
+/// | what | `main` | server `NAME` |
+/// |---|---|---|
+/// | shared instance (`openvpn-server@…`, status file) | `tb-shared` | `tb-shared-NAME` |
+/// | its configuration | `tb-shared.conf` | `tb-shared-NAME.conf` |
+/// | CCD directory | `ccd/` | `ccd-NAME/` |
+/// | shared management socket | `tb<port>.sock` | `tb-shared-NAME.sock` |
+/// | certificate and key | `server.crt`, `server.key` | `server-NAME.crt`, `server-NAME.key` |
+/// | tls-crypt-v2 verify program and client list | `tls-crypt-v2-verify`, `tls-crypt-v2-clients` | `tls-crypt-v2-verify-NAME`, `tls-crypt-v2-clients-NAME` |
+/// | ownership manifest | `.tunnelbroker-manifest.ID` | `.tunnelbroker-manifest.ID.NAME` |
+///
+/// What every server of the broker shares (`ca.crt`, `crl.pem`, the
+/// tls-crypt keys, the CRL refresh units) has one name. Per-client
+/// instances (`tb-client-<id>`, `tb<port>.sock`) are unique in the broker
+/// already. The server name is checked ([`check_server_name`], the rule
+/// of [`validate_server_name`](crate::broker::validate_server_name)), so
+/// every derived name is one plain file name.
+/// [`broker::server_names`](crate::broker::server_names) gives a server's
+/// names by its name.
+///
+/// ```
+/// use tunnelbroker_core::openvpn::ServerNames;
+/// let main = ServerNames::main();
+/// assert_eq!((main.shared_instance(), main.ccd_dir()), ("tb-shared".into(), "ccd".into()));
+/// let b = ServerNames::named("b")?;
+/// assert_eq!(b.shared_instance(), "tb-shared-b");
+/// assert_eq!(b.ccd_dir(), "ccd-b");
+/// assert_eq!(b.cert(), "server-b.crt");
+/// assert!(ServerNames::named("../etc").is_err());
+/// # Ok::<(), tunnelbroker_core::Error>(())
+/// ```
+#[derive(Debug, Clone, Default, PartialEq, Eq, Hash)]
+pub struct ServerNames {
+    /// The server's name, `None` for `main`.
+    server: Option<String>,
+}
+
+impl ServerNames {
+    /// The names of `main`, the names the broker always used.
+    pub fn main() -> Self {
+        ServerNames::default()
+    }
+
+    /// The names of the server `server`, a server other than `main`
+    /// (checked with [`check_server_name`]; its names carry `server`).
+    pub fn named(server: &str) -> Result<Self> {
+        check_server_name(server)?;
+        Ok(ServerNames {
+            server: Some(server.to_owned()),
+        })
+    }
+
+    /// Whether these are `main`'s names.
+    pub fn is_main(&self) -> bool {
+        self.server.is_none()
+    }
+
+    /// `base` for main, else `base-NAME`.
+    fn suffixed(&self, base: &str) -> String {
+        match &self.server {
+            None => base.to_owned(),
+            Some(name) => format!("{base}-{name}"),
+        }
+    }
+
+    /// `stem.ext` for main, else `stem-NAME.ext`.
+    fn suffixed_ext(&self, stem: &str, ext: &str) -> String {
+        format!("{}.{ext}", self.suffixed(stem))
+    }
+
+    /// The shared server's instance name: `tb-shared`, `tb-shared-NAME`.
+    pub fn shared_instance(&self) -> String {
+        self.suffixed(SharedServer::NAME)
+    }
+
+    /// The shared server's CCD directory: `ccd`, `ccd-NAME`.
+    pub fn ccd_dir(&self) -> String {
+        self.suffixed(SharedServer::CCD_DIR)
+    }
+
+    /// The server certificate: `server.crt`, `server-NAME.crt`.
+    pub fn cert(&self) -> String {
+        self.suffixed_ext("server", "crt")
+    }
+
+    /// The server key: `server.key`, `server-NAME.key`.
+    pub fn key(&self) -> String {
+        self.suffixed_ext("server", "key")
+    }
+
+    /// The tls-crypt-v2 verify program: `tls-crypt-v2-verify`,
+    /// `tls-crypt-v2-verify-NAME`.
+    pub fn tls_crypt_v2_verify(&self) -> String {
+        self.suffixed(ServerFiles::TLS_CRYPT_V2_VERIFY)
+    }
+
+    /// The list of clients the verify program reads: `tls-crypt-v2-clients`,
+    /// `tls-crypt-v2-clients-NAME`.
+    pub fn tls_crypt_v2_clients(&self) -> String {
+        self.suffixed(ServerFiles::TLS_CRYPT_V2_CLIENTS)
+    }
+
+    /// The shared server's management socket, as a file name in the run
+    /// directory: `tb<port>.sock` (main), `tb-shared-NAME.sock`.
+    pub fn shared_socket(&self, port: u16) -> String {
+        match &self.server {
+            None => format!("{}.sock", InterfaceName::for_port(port)),
+            Some(_) => format!("{}.sock", self.shared_instance()),
+        }
+    }
+
+    /// The suffix of the server's ownership manifest after the broker's
+    /// ID: empty (main), `.NAME`.
+    pub fn manifest_suffix(&self) -> String {
+        self.server
+            .as_ref()
+            .map_or_else(String::new, |name| format!(".{name}"))
     }
 }
 
@@ -256,7 +429,13 @@ impl ServerOptions {
     /// The management socket `<run_dir>/<device>.sock`, checked against the
     /// length limit of unix socket addresses.
     fn socket(&self, device: &InterfaceName) -> Result<ConfigPath> {
-        let path = self.run_dir.join(&format!("{device}.sock"))?;
+        self.socket_named(&format!("{device}.sock"))
+    }
+
+    /// The management socket `<run_dir>/<file>`, checked against the length
+    /// limit of unix socket addresses.
+    fn socket_named(&self, file: &str) -> Result<ConfigPath> {
+        let path = self.run_dir.join(file)?;
         if path.as_str().len() > MAX_SOCKET_PATH {
             return Err(Error::InvalidConfigValue {
                 what: "management socket path",
@@ -521,12 +700,17 @@ pub struct SharedServer {
     options: ServerOptions,
     /// The number of clients it serves, for its sizing.
     clients: usize,
+    /// The names of its files ([`ServerNames`]): `main`'s unless
+    /// [`named`](Self::named).
+    names: ServerNames,
 }
 
 impl SharedServer {
-    /// The instance name, `tb-shared`.
+    /// The instance name of `main`'s shared server, `tb-shared`; another
+    /// server's is `tb-shared-NAME` ([`ServerNames`]).
     pub const NAME: &'static str = "tb-shared";
-    /// The CCD directory, below [`ServerOptions::config_dir`].
+    /// `main`'s CCD directory, below [`ServerOptions::config_dir`];
+    /// another server's is `ccd-NAME`.
     pub const CCD_DIR: &'static str = "ccd";
 
     /// The server for `pool` on UDP `port` (not 0).
@@ -537,7 +721,28 @@ impl SharedServer {
             port,
             options,
             clients: 0,
+            names: ServerNames::main(),
         })
+    }
+
+    /// The same server with the names of the broker server `names` names
+    /// ([`ServerNames`]): its instance, CCD directory and management
+    /// socket. The key and certificate paths are `options.files`.
+    ///
+    /// ```
+    /// use tunnelbroker_core::openvpn::{ServerNames, ServerOptions, SharedServer};
+    /// let srv = SharedServer::new("2001:db8:0:f100::/56".parse()?, 5001, ServerOptions::default())?
+    ///     .named(ServerNames::named("b")?);
+    /// assert_eq!(srv.name(), "tb-shared-b");
+    /// assert_eq!(srv.management_socket()?.as_str(), "/run/openvpn-server/tb-shared-b.sock");
+    /// let files: Vec<String> = srv.emit([])?.into_iter().map(|f| f.name).collect();
+    /// assert_eq!(files, ["tb-shared-b.conf"]);
+    /// assert!(srv.config()?.to_string().contains("\nclient-config-dir /etc/openvpn/server/ccd-b\n"));
+    /// # Ok::<(), tunnelbroker_core::Error>(())
+    /// ```
+    pub fn named(mut self, names: ServerNames) -> Self {
+        self.names = names;
+        self
     }
 
     /// The same server, sized for `clients` clients
@@ -568,9 +773,15 @@ impl SharedServer {
         super::max_clients(self.clients, capacity)
     }
 
-    /// The instance name.
-    pub fn name(&self) -> &'static str {
-        Self::NAME
+    /// The instance name: `tb-shared` for `main`, `tb-shared-NAME`.
+    pub fn name(&self) -> String {
+        self.names.shared_instance()
+    }
+
+    /// The CCD directory's name below [`ServerOptions::config_dir`]: `ccd`
+    /// for `main`, `ccd-NAME`.
+    pub fn ccd_dir(&self) -> String {
+        self.names.ccd_dir()
     }
 
     /// The tun device, `tb<port>`.
@@ -583,12 +794,14 @@ impl SharedServer {
         shared_server_address(&self.pool)
     }
 
-    /// The management socket, `<run_dir>/tb<port>.sock`.
+    /// The management socket: `<run_dir>/tb<port>.sock` for `main`,
+    /// `<run_dir>/tb-shared-NAME.sock`.
     pub fn management_socket(&self) -> Result<ConfigPath> {
-        self.options.socket(&self.device())
+        self.options
+            .socket_named(&self.names.shared_socket(self.port))
     }
 
-    /// The server configuration (`tb-shared.conf`).
+    /// The server configuration (`tb-shared.conf`, `tb-shared-NAME.conf`).
     pub fn config(&self) -> Result<ConfigFile> {
         let routing = self.pool.routing_net();
         let mut c = ConfigText::default();
@@ -596,10 +809,13 @@ impl SharedServer {
             "tunnelbroker: shared server for pool {}",
             self.pool
         ))
-        .comment("each client's assignment is in ccd/<client id>")
+        .comment(format!(
+            "each client's assignment is in {}/<client id>",
+            self.ccd_dir()
+        ))
         .comment(format!(
             "started by: systemctl start openvpn-server@{}",
-            Self::NAME
+            self.name()
         ))
         .blank();
         self.options.common_head(&mut c, self.port, &self.device());
@@ -616,7 +832,7 @@ impl SharedServer {
         .opt_args("route-ipv6", [self.pool.net().to_string()])
         .opt_args(
             "client-config-dir",
-            [self.options.config_dir.join(Self::CCD_DIR)?],
+            [self.options.config_dir.join(&self.ccd_dir())?],
         )
         .opt("ccd-exclusive");
         super::tuning::sizing(&mut c, self.max_clients());
@@ -640,7 +856,8 @@ impl SharedServer {
         })
     }
 
-    /// The server's files: `tb-shared.conf` and `ccd/<id>` for each client.
+    /// The server's files: `tb-shared.conf` and `ccd/<id>` for each client
+    /// (`tb-shared-NAME.conf` and `ccd-NAME/<id>` when [`named`](Self::named)).
     pub fn emit<'a>(
         &self,
         clients: impl IntoIterator<Item = (&'a ClientId, &'a Assignment)>,
@@ -648,12 +865,13 @@ impl SharedServer {
         let clients: Vec<_> = clients.into_iter().collect();
         let sized = self.clone().with_clients(clients.len());
         let mut files = vec![RenderedFile::config(
-            format!("{}.conf", Self::NAME),
+            format!("{}.conf", self.name()),
             sized.config()?.to_string(),
         )];
+        let ccd = self.ccd_dir();
         for (id, a) in clients {
             files.push(RenderedFile::config(
-                format!("{}/{id}", Self::CCD_DIR),
+                format!("{ccd}/{id}"),
                 self.ccd(id, a)?.to_string(),
             ));
         }

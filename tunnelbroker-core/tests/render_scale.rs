@@ -6,7 +6,7 @@
 
 use std::collections::BTreeMap;
 use std::fs;
-use std::os::unix::fs::MetadataExt;
+use std::os::unix::fs::{MetadataExt, PermissionsExt};
 use std::path::{Path, PathBuf};
 use std::time::{Duration, Instant};
 
@@ -164,6 +164,72 @@ fn a_re_render_writes_only_the_files_that_changed() {
     let r = render(&b, &out);
     assert!(r.written.is_empty() && r.removed.is_empty(), "{r:?}");
     assert_eq!(tree(&ccd), before);
+}
+
+/// A re-render compares what is on disk, whatever its size and times say
+/// (issue 19: the CCD files are read through their directory's descriptor):
+/// a CCD file edited by hand (even with the same size and mtime), truncated,
+/// given another mode or removed is put back, and nothing else is written; a
+/// symbolic link in its place is refused and left alone.
+#[test]
+fn a_re_render_repairs_ccd_files_changed_by_hand() {
+    let tmp = operator_tempdir();
+    let b = broker_with(tmp.path(), 8);
+    let out = render(&b, &tmp.path().join("out")).dir;
+    let ccd = out.join("ccd");
+    let rendered = contents(&ccd);
+    let before = tree(&ccd);
+    // Same size, same mtime: only the contents tell.
+    let c0 = ccd.join("c0");
+    let mtime = fs::metadata(&c0).unwrap().modified().unwrap();
+    let mut edited = rendered["c0"].clone();
+    let at = edited.len() - 2;
+    edited[at] = if edited[at] == b'0' { b'1' } else { b'0' };
+    fs::write(&c0, &edited).unwrap();
+    fs::File::options()
+        .write(true)
+        .open(&c0)
+        .unwrap()
+        .set_modified(mtime)
+        .unwrap();
+    assert_eq!(
+        fs::metadata(&c0).unwrap().len(),
+        rendered["c0"].len() as u64
+    );
+    assert_eq!(fs::metadata(&c0).unwrap().modified().unwrap(), mtime);
+    fs::write(ccd.join("c1"), &rendered["c1"][..10]).unwrap();
+    fs::write(ccd.join("c2"), "").unwrap();
+    fs::set_permissions(ccd.join("c3"), fs::Permissions::from_mode(0o600)).unwrap();
+    fs::remove_file(ccd.join("c4")).unwrap();
+    let r = render(&b, &out);
+    assert_eq!(
+        names(&r.written, &out),
+        ["ccd/c0", "ccd/c1", "ccd/c2", "ccd/c3", "ccd/c4"]
+    );
+    assert!(r.removed.is_empty(), "{:?}", r.removed);
+    assert_eq!(contents(&ccd), rendered);
+    assert_eq!(fs::metadata(ccd.join("c3")).unwrap().mode() & 0o7777, 0o644);
+    let now = tree(&ccd);
+    for name in ["c5", "c6", "c7"] {
+        assert_eq!(now[name], before[name], "ccd/{name} was rewritten");
+    }
+    assert!(leftovers(&out).is_empty(), "{:?}", leftovers(&out));
+
+    // A link in place of a CCD file is never followed nor replaced.
+    let elsewhere = tmp.path().join("elsewhere");
+    fs::write(&elsewhere, "mine").unwrap();
+    fs::remove_file(ccd.join("c5")).unwrap();
+    std::os::unix::fs::symlink(&elsewhere, ccd.join("c5")).unwrap();
+    let mut o = RenderOptions::new();
+    o.dir = Some(out.clone());
+    let err = b.render_server_with(&o).unwrap_err();
+    assert!(err.to_string().contains("symbolic link"), "{err}");
+    assert!(err.to_string().contains("c5"), "{err}");
+    assert_eq!(fs::read_to_string(&elsewhere).unwrap(), "mine");
+    fs::remove_file(ccd.join("c5")).unwrap();
+    let r = render(&b, &out);
+    assert_eq!(names(&r.written, &out), ["ccd/c5"]);
+    assert_eq!(contents(&ccd), rendered);
 }
 
 /// The environment variable that makes [`render_child`] render the broker

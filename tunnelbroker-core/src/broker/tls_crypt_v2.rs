@@ -14,7 +14,7 @@ use crate::error::{Error, Result};
 use crate::fsutil;
 use crate::openvpn::{ServerFiles, TlsCryptV2Clients};
 use crate::pki::{ClientBinding, TlsCryptV2ClientKey, TlsCryptV2ServerKey};
-use crate::store::{CertState, Transaction};
+use crate::store::Transaction;
 
 /// What [`Broker::set_tls_crypt`] did.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -104,18 +104,11 @@ impl Broker {
         &self,
         tx: &mut dyn Transaction,
     ) -> Result<Vec<ClientBinding>> {
-        let mut out = Vec::new();
-        for rec in tx.clients()? {
-            if rec.state != ClientState::Active || rec.server != self.server_name() {
-                continue;
-            }
-            if let Some(cert) = tx.latest_certificate(&rec.id)?
-                && cert.state == CertState::Current
-            {
-                out.push(ClientBinding::new(rec.id.clone(), cert.serial));
-            }
-        }
-        Ok(out)
+        Ok(tx
+            .current_serials(self.server_name())?
+            .into_iter()
+            .map(|(id, serial)| ClientBinding::new(id, serial))
+            .collect())
     }
 
     /// The text of the list of current clients, as the database `tx` has
@@ -194,5 +187,82 @@ impl Broker {
             to: version,
             made_server_key,
         })
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::broker::{InitOptions, NewServer, Settings};
+    use crate::pki::RevocationReason;
+    use crate::{ClientKind, NewClient};
+
+    /// The one query of the SQLite store picks what the rows say: active
+    /// clients of the server, with their latest certificate when it is
+    /// current, in ID order.
+    #[test]
+    fn the_current_serials_of_one_query_are_those_of_the_rows() {
+        let tmp = tempfile::tempdir().unwrap();
+        let settings = Settings::new(
+            "2001:db8:0:f100::/56".parse().unwrap(),
+            "vpn.example.net".parse().unwrap(),
+        );
+        let mut options = InitOptions::new(settings);
+        options.parent = Some("2001:db8::/48".parse().unwrap());
+        let b = Broker::init(&tmp.path().join("broker"), &options).unwrap();
+        b.add_server(&NewServer::new("b", "vpn-b.example.net".parse().unwrap()))
+            .unwrap();
+        let add = |id: &str, server: &str| {
+            let mut new = NewClient::new(id.parse().unwrap(), ClientKind::Hermit);
+            new.server = Some(server.to_owned());
+            b.add_client(&new).unwrap()
+        };
+        // Added out of ID order, so that the order is the query's.
+        let zoe = add("zoe", "main");
+        let alice = add("alice", "main");
+        let bob = add("bob", "main");
+        let carol = add("carol", "main");
+        let dave = add("dave", "main");
+        let erin = add("erin", "b");
+        b.revoke(&bob.id, RevocationReason::Unspecified).unwrap();
+        b.renew(&carol.id, None).unwrap();
+        let carol = b.renew(&carol.id, None).unwrap();
+        b.revoke(&dave.id, RevocationReason::Unspecified).unwrap();
+        b.purge(&dave.id).unwrap();
+        // A row the broker never writes: a revoked certificate recorded
+        // after frank's current one. Only the latest counts, so he is out.
+        let frank = add("frank", "main");
+        b.store()
+            .write_with(|tx| {
+                let mut later = tx.latest_certificate(&frank.id)?.unwrap();
+                later.serial = crate::pki::Serial::random()?;
+                later.state = crate::store::CertState::Revoked;
+                later.revoked = Some((
+                    time::OffsetDateTime::now_utc(),
+                    RevocationReason::Unspecified,
+                ));
+                tx.insert_certificate(&later)
+            })
+            .unwrap();
+        for (server, want) in [
+            ("main", vec![&alice, &carol, &zoe]),
+            ("b", vec![&erin]),
+            ("nowhere", vec![]),
+        ] {
+            let fast = b
+                .store()
+                .read_with(|tx| tx.current_serials(server))
+                .unwrap();
+            let slow = b
+                .store()
+                .read_with(|tx| crate::store::current_serials_by_rows(tx, server))
+                .unwrap();
+            assert_eq!(fast, slow, "{server}");
+            let want: Vec<_> = want
+                .into_iter()
+                .map(|c| (c.id.clone(), c.serial.clone()))
+                .collect();
+            assert_eq!(fast, want, "{server}");
+        }
     }
 }

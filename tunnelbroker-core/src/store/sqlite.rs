@@ -836,6 +836,39 @@ impl Transaction for SqliteTx<'_> {
         }
     }
 
+    fn current_serials(&mut self, server: &str) -> Result<Vec<(ClientId, Serial)>> {
+        // The latest certificate is the one with the highest rowid, as in
+        // `latest_certificate`: a current one with no later one. Through
+        // the index of current certificates, so that no row's state (stored
+        // after its PEMs, in overflow pages) is read; one statement, bound
+        // once (with STAT4, a statement bound again is prepared again).
+        let mut stmt = self
+            .tx
+            .prepare_cached(
+                "SELECT c.id, k.serial FROM clients c
+                 JOIN certificates k ON k.client_id = c.id AND k.state = 'current'
+                 WHERE c.state = 'active' AND c.server = ?1
+                   AND NOT EXISTS (SELECT 1 FROM certificates l
+                                   WHERE l.client_id = c.id AND l.rowid > k.rowid)
+                 ORDER BY c.id",
+            )
+            .map_err(db_err)?;
+        let mut rows = stmt.query([server]).map_err(db_err)?;
+        let mut out = Vec::new();
+        while let Some(r) = rows.next().map_err(db_err)? {
+            let id = parse_stored_id(&r.get::<_, String>(0).map_err(db_err)?)?;
+            let serial: Serial = r
+                .get::<_, String>(1)
+                .map_err(db_err)?
+                .parse()
+                .map_err(|e| Error::Database {
+                    reason: format!("a certificate row does not parse: {e}"),
+                })?;
+            out.push((id, serial));
+        }
+        Ok(out)
+    }
+
     fn revoke_certificate(
         &mut self,
         serial: &Serial,

@@ -416,6 +416,30 @@ fn create_temp(dir: &Path, name: &std::ffi::OsStr, mode: u32) -> std::io::Result
     Err(last.unwrap_or_else(|| std::io::Error::other("no free temporary name")))
 }
 
+/// Replaces `path` with `data` (mode 0644) by a rename, without syncing:
+/// for a cache that may be lost or found empty after a crash (its reader
+/// then falls back to the real thing), never for a file that counts.
+pub(crate) fn write_unsynced(path: &Path, data: &[u8]) -> Result<()> {
+    let dir = match path.parent() {
+        Some(d) if !d.as_os_str().is_empty() => d,
+        _ => Path::new("."),
+    };
+    let name = path
+        .file_name()
+        .ok_or_else(|| Error::io(path, std::io::Error::other("not a file name")))?;
+    let (tmp, mut f) = create_temp(dir, name, PUBLIC).map_err(|e| Error::io(path, e))?;
+    let result = (|| {
+        f.set_permissions(fs::Permissions::from_mode(PUBLIC))?;
+        f.write_all(data)?;
+        drop(f);
+        fs::rename(&tmp, path)
+    })();
+    result.map_err(|e| {
+        let _ = fs::remove_file(&tmp);
+        Error::io(path, e)
+    })
+}
+
 /// Writes a secret (mode 0600) atomically.
 pub(crate) fn write_secret(path: &Path, data: &[u8]) -> Result<()> {
     write_atomic(path, data, SECRET)

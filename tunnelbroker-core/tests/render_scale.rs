@@ -328,3 +328,140 @@ fn a_render_killed_at_any_moment_leaves_the_old_ccd_tree_or_the_new() {
     assert_eq!(r.written.len(), 1500, "{:?}", r.written.len());
     assert!(leftovers(&out).is_empty(), "{:?}", leftovers(&out));
 }
+
+/// The record of what render found, in `out` (`.tunnelbroker-seen.<id>`).
+fn seen_record(out: &Path) -> Option<String> {
+    fs::read_dir(out)
+        .unwrap()
+        .map(|e| e.unwrap())
+        .find(|e| {
+            e.file_name()
+                .to_string_lossy()
+                .starts_with(".tunnelbroker-seen.")
+        })
+        .map(|e| fs::read_to_string(e.path()).unwrap())
+}
+
+/// Renders until the files have settled: render records a file it found as
+/// planned only once its last change is 20 ms older than the rendering.
+fn render_settled(b: &Broker, out: &Path) {
+    std::thread::sleep(Duration::from_millis(60));
+    render(b, out);
+    std::thread::sleep(Duration::from_millis(60));
+    let r = render(b, out);
+    assert!(r.written.is_empty(), "{:?}", r.written);
+}
+
+/// Edits `path` keeping its size and modification time: only the contents
+/// (and the change time, which nobody can set) tell.
+fn edit_same_size(path: &Path) {
+    let mtime = fs::metadata(path).unwrap().modified().unwrap();
+    let mut data = fs::read(path).unwrap();
+    let at = data.len() - 2;
+    data[at] = if data[at] == b'0' { b'1' } else { b'0' };
+    fs::write(path, &data).unwrap();
+    fs::File::options()
+        .write(true)
+        .open(path)
+        .unwrap()
+        .set_modified(mtime)
+        .unwrap();
+    assert_eq!(fs::metadata(path).unwrap().modified().unwrap(), mtime);
+}
+
+#[test]
+fn hand_edits_are_found_when_render_looks_instead_of_reading() {
+    let tmp = operator_tempdir();
+    let b = broker_with(tmp.path(), 10);
+    let out = render(&b, &tmp.path().join("out")).dir;
+    let ccd = out.join("ccd");
+    let rendered = contents(&ccd);
+    render_settled(&b, &out);
+    let record = seen_record(&out).expect("no record of found files");
+    for i in 0..10 {
+        assert!(record.contains(&format!(" ccd/c{i}\n")), "{record}");
+    }
+
+    // Every kind of edit, on files render would only look at.
+    edit_same_size(&ccd.join("c0"));
+    fs::set_permissions(ccd.join("c1"), fs::Permissions::from_mode(0o600)).unwrap();
+    fs::set_permissions(ccd.join("c1"), fs::Permissions::from_mode(0o644)).unwrap();
+    let mut other = rendered["c2"].clone();
+    let at = other.len() - 2;
+    other[at] = if other[at] == b'0' { b'1' } else { b'0' };
+    fs::write(out.join("c2.new"), &other).unwrap();
+    fs::rename(out.join("c2.new"), ccd.join("c2")).unwrap();
+    fs::set_permissions(ccd.join("c3"), fs::Permissions::from_mode(0o600)).unwrap();
+    let r = render(&b, &out);
+    assert_eq!(names(&r.written, &out), ["ccd/c0", "ccd/c2", "ccd/c3"]);
+    assert_eq!(contents(&ccd), rendered);
+    assert_eq!(fs::metadata(ccd.join("c3")).unwrap().mode() & 0o7777, 0o644);
+
+    // A damaged record, or one of another version: every file is read.
+    render_settled(&b, &out);
+    let seen = fs::read_dir(&out)
+        .unwrap()
+        .map(|e| e.unwrap().path())
+        .find(|p| {
+            p.file_name()
+                .unwrap()
+                .to_string_lossy()
+                .starts_with(".tunnelbroker-seen.")
+        })
+        .unwrap();
+    for damaged in [
+        String::from("garbage"),
+        seen_record(&out).unwrap().replace("cache v1", "cache v0"),
+        seen_record(&out)
+            .unwrap()
+            .replace(" ccd/c9\n", " ccd/c9 x\n0 0\n"),
+    ] {
+        fs::write(&seen, damaged).unwrap();
+        edit_same_size(&ccd.join("c4"));
+        let r = render(&b, &out);
+        assert_eq!(names(&r.written, &out), ["ccd/c4"]);
+        assert_eq!(contents(&ccd), rendered);
+        render_settled(&b, &out);
+    }
+
+    // A manifest of an older version (no record): every file is read.
+    fs::remove_file(&seen).unwrap();
+    edit_same_size(&ccd.join("c5"));
+    let r = render(&b, &out);
+    assert_eq!(names(&r.written, &out), ["ccd/c5"]);
+    assert_eq!(contents(&ccd), rendered);
+
+    // The manifest removed: the record is not trusted, every file is read
+    // (and the files with the broker's header adopted, as before manifests).
+    render_settled(&b, &out);
+    let manifest = fs::read_dir(&out)
+        .unwrap()
+        .map(|e| e.unwrap().path())
+        .find(|p| {
+            p.file_name()
+                .unwrap()
+                .to_string_lossy()
+                .starts_with(".tunnelbroker-manifest.")
+        })
+        .unwrap();
+    fs::remove_file(&manifest).unwrap();
+    edit_same_size(&ccd.join("c6"));
+    let r = render(&b, &out);
+    assert_eq!(names(&r.written, &out), ["ccd/c6"]);
+    assert_eq!(contents(&ccd), rendered);
+    let manifest_text = fs::read_to_string(&manifest).unwrap();
+    let mut o = RenderOptions::new();
+    o.dir = Some(out.clone());
+    o.run_dir = Some(out.parent().unwrap().join("run"));
+    // A garbled manifest is refused, as before.
+    fs::write(&manifest, "garbage\n").unwrap();
+    let err = b.render_server_with(&o).unwrap_err();
+    assert!(err.to_string().contains("manifest"), "{err}");
+    fs::write(&manifest, manifest_text).unwrap();
+    render_settled(&b, &out);
+    edit_same_size(&ccd.join("c7"));
+    let r = render(&b, &out);
+    assert_eq!(names(&r.written, &out), ["ccd/c7"]);
+    assert_eq!(contents(&ccd), rendered);
+    assert!(leftovers(&out).is_empty(), "{:?}", leftovers(&out));
+}

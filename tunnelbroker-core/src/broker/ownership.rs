@@ -76,6 +76,164 @@ pub(super) fn manifest_path(dir: &Path, id: &str, names: &ServerNames) -> PathBu
     ))
 }
 
+/// The start of the name of a server's record of the files render found
+/// as it would write them (see [`Seen`]).
+pub(super) const SEEN_PREFIX: &str = ".tunnelbroker-seen.";
+/// The first line of that record.
+const SEEN_HEAD: &str = "# tunnelbroker render cache v1: planned files found as rendered (device inode size ctime-ns text-sha256/128 path); safe to remove";
+/// How long before a rendering starts a file must have last changed for
+/// the rendering to record it: more than two ticks of the kernel's coarse
+/// clock, from which change times are taken, so that no later change of the
+/// file can carry the same change time (a change within the tick of a look
+/// at the file could).
+const SEEN_MARGIN_NS: i128 = 20_000_000;
+/// The most of the record that is read (10,000 CCD files take about 0.7 MB).
+const MAX_SEEN: u64 = 64 << 20;
+
+/// The record of found files of the broker `id`'s server `names` in `dir`:
+/// `.tunnelbroker-seen.<id>` for `main`, `.<id>.NAME` for another.
+pub(super) fn seen_path(dir: &Path, id: &str, names: &ServerNames) -> PathBuf {
+    dir.join(format!(
+        "{SEEN_PREFIX}{}{}",
+        &id[..16],
+        names.manifest_suffix()
+    ))
+}
+
+/// What only the kernel sets of a file: device, inode, size and change time
+/// (nanoseconds). Every write, truncation, `chmod`, `chown`, `utimensat`,
+/// link, or rename onto the path gives the file at the path another change
+/// time or another inode, and no unprivileged call sets a change time.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(super) struct Stamp {
+    dev: u64,
+    ino: u64,
+    size: u64,
+    ctime_ns: i128,
+}
+
+impl Stamp {
+    fn of_meta(m: &fs::Metadata) -> Self {
+        use std::os::unix::fs::MetadataExt;
+        Stamp {
+            dev: m.dev(),
+            ino: m.ino(),
+            size: m.size(),
+            ctime_ns: i128::from(m.ctime()) * 1_000_000_000 + i128::from(m.ctime_nsec()),
+        }
+    }
+
+    #[allow(clippy::useless_conversion, clippy::unnecessary_cast)]
+    fn of_stat(st: &rustix::fs::Stat) -> Self {
+        Stamp {
+            dev: st.st_dev as u64,
+            ino: st.st_ino as u64,
+            size: u64::try_from(st.st_size).unwrap_or(u64::MAX),
+            ctime_ns: i128::from(st.st_ctime) * 1_000_000_000 + i128::from(st.st_ctime_nsec),
+        }
+    }
+}
+
+/// A planned file a rendering found on disk as it would write it: its stamp
+/// then, and the first 128 bits of the SHA-256 of its text. A later
+/// rendering that plans the same text and finds the same stamp needs one
+/// `fstatat` instead of reading the file: nothing has changed it since.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(super) struct Seen {
+    stamp: Stamp,
+    hash: [u8; 16],
+}
+
+/// The first 128 bits of the SHA-256 of `data`.
+fn text_hash(data: &[u8]) -> [u8; 16] {
+    let d = aws_lc_rs::digest::digest(&aws_lc_rs::digest::SHA256, data);
+    let mut h = [0; 16];
+    h.copy_from_slice(&d.as_ref()[..16]);
+    h
+}
+
+/// The text of the record of found files.
+fn seen_text(id: &str, seen: &[(PathBuf, Seen)]) -> String {
+    use std::fmt::Write;
+    let mut text = format!("{SEEN_HEAD}\nbroker sha256:{id}\n");
+    for (rel, s) in seen {
+        let _ = write!(
+            text,
+            "{} {} {} {} ",
+            s.stamp.dev, s.stamp.ino, s.stamp.size, s.stamp.ctime_ns
+        );
+        for b in s.hash {
+            let _ = write!(text, "{b:02x}");
+        }
+        let _ = writeln!(text, " {}", rel.display());
+    }
+    text
+}
+
+/// Parses the record of found files of the broker `id`; `None` when it is
+/// another broker's, of another version, or damaged in any way: then every
+/// planned file is read.
+fn parse_seen(id: &str, text: &str) -> Option<HashMap<PathBuf, Seen>> {
+    let mut lines = text.lines();
+    if lines.next()? != SEEN_HEAD || lines.next()?.strip_prefix("broker sha256:")? != id {
+        return None;
+    }
+    let mut out = HashMap::new();
+    for line in lines {
+        let mut f = line.splitn(6, ' ');
+        let dev = f.next()?.parse().ok()?;
+        let ino = f.next()?.parse().ok()?;
+        let size = f.next()?.parse().ok()?;
+        let ctime_ns = f.next()?.parse().ok()?;
+        let h = f.next()?;
+        let rel = PathBuf::from(f.next()?);
+        if h.len() != 32 || !plain_relative(&rel) {
+            return None;
+        }
+        let mut hash = [0u8; 16];
+        for (i, b) in hash.iter_mut().enumerate() {
+            *b = u8::from_str_radix(h.get(2 * i..2 * i + 2)?, 16).ok()?;
+        }
+        let stamp = Stamp {
+            dev,
+            ino,
+            size,
+            ctime_ns,
+        };
+        out.insert(rel, Seen { stamp, hash });
+    }
+    Some(out)
+}
+
+/// Reads the record of found files at `path`, not through a link and only
+/// from a regular file. Empty when missing, unreadable or damaged.
+fn read_seen(path: &Path, id: &str) -> HashMap<PathBuf, Seen> {
+    use std::io::Read;
+    use std::os::unix::fs::OpenOptionsExt;
+    let Ok(f) = fs::OpenOptions::new()
+        .read(true)
+        .custom_flags(libc::O_NOFOLLOW | libc::O_NONBLOCK | libc::O_CLOEXEC)
+        .open(path)
+    else {
+        return HashMap::new();
+    };
+    if !f.metadata().is_ok_and(|m| m.is_file()) {
+        return HashMap::new();
+    }
+    let mut text = String::new();
+    if f.take(MAX_SEEN).read_to_string(&mut text).is_err() {
+        return HashMap::new();
+    }
+    parse_seen(id, &text).unwrap_or_default()
+}
+
+/// Nanoseconds since the epoch, as change times count them.
+fn now_ns() -> i128 {
+    std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map_or(0, |d| i128::try_from(d.as_nanos()).unwrap_or(i128::MAX))
+}
+
 /// The text of a manifest.
 fn manifest_text(id: &str, files: &BTreeSet<PathBuf>) -> String {
     use std::fmt::Write;
@@ -161,8 +319,10 @@ fn blocked(dir: &Path, rel: &Path) -> Option<(PathBuf, String)> {
 /// Why the path of a planned file is blocked: the path at fault and why.
 type Blocked = (PathBuf, String);
 
-/// A planned file found on disk: its metadata and contents.
-type Found = (fs::Metadata, Vec<u8>);
+/// A planned file found on disk: its mode, its stamp, and its contents, or
+/// `None` when its stamp is the one recorded with the planned text (the
+/// contents are that text).
+type Found = (u32, Stamp, Option<Vec<u8>>);
 
 /// Reads the planned file `path` (`rel` in `dir`) as [`blocked`] and a read
 /// would, with fewer system calls (issue 19: 10,000 CCD files are surveyed
@@ -171,11 +331,16 @@ type Found = (fs::Metadata, Vec<u8>);
 /// that descriptor (no walk of the whole path per file), without following
 /// a link and without blocking on a FIFO, then checked and read through
 /// that one descriptor. `Ok(Err(..))`: blocked; `Ok(Ok(None))`: missing.
+///
+/// With `known`, the stamp recorded when a rendering last found the file as
+/// planned now, the file is looked at (`fstatat`, not following a link)
+/// and only read when it is not a regular file of that stamp.
 fn read_planned(
     dir: &Path,
     rel: &Path,
     path: &Path,
     checked: &mut HashMap<PathBuf, DirState>,
+    known: Option<Stamp>,
 ) -> Result<std::result::Result<Option<Found>, Blocked>> {
     use std::io::Read;
     use std::os::unix::fs::OpenOptionsExt;
@@ -193,6 +358,22 @@ fn read_planned(
             DirState::Missing => return Ok(Ok(None)),
             DirState::Blocked(b) => return Ok(Err(b)),
             DirState::Fine(fd) => parent_fd = fd,
+        }
+    }
+    if let Some(known) = known {
+        use rustix::fs::{AtFlags, FileType};
+        let st = match (&parent_fd, rel.file_name()) {
+            (Some(fd), Some(name)) => rustix::fs::statat(&**fd, name, AtFlags::SYMLINK_NOFOLLOW),
+            _ => rustix::fs::statat(rustix::fs::CWD, path, AtFlags::SYMLINK_NOFOLLOW),
+        };
+        if let Ok(st) = st {
+            #[allow(clippy::useless_conversion, clippy::unnecessary_cast)]
+            let mode = st.st_mode as u32;
+            if FileType::from_raw_mode(mode) == FileType::RegularFile
+                && Stamp::of_stat(&st) == known
+            {
+                return Ok(Ok(Some((mode & 0o7777, known, None))));
+            }
         }
     }
     let file = match (&parent_fd, rel.file_name()) {
@@ -239,7 +420,11 @@ fn read_planned(
         }
     }
     data.truncate(n);
-    Ok(Ok(Some((meta, data))))
+    Ok(Ok(Some((
+        meta.permissions().mode() & 0o7777,
+        Stamp::of_meta(&meta),
+        Some(data),
+    ))))
 }
 
 /// The most of a planned file that is read to compare it: more than the
@@ -338,6 +523,13 @@ pub(super) struct Survey {
     pub foreign: Vec<PathBuf>,
     /// Files of ours that are not removed, with why.
     pub kept: Vec<(PathBuf, String)>,
+    /// The record of found files in the directory.
+    pub seen_path: PathBuf,
+    /// What it holds now.
+    pub seen_before: HashMap<PathBuf, Seen>,
+    /// The planned files found as planned, in order, long enough after
+    /// their last change to be recorded ([`Survey::write_seen`]).
+    pub seen: Vec<(PathBuf, Seen)>,
 }
 
 /// Surveys `dir` (canonical) for the server `names` of the broker `id`
@@ -350,6 +542,9 @@ pub(super) fn survey(
     ca_pem: &str,
     wants: &[Want<'_>],
 ) -> Result<Survey> {
+    // Before the first look at any file: a file changed at least
+    // SEEN_MARGIN_NS before this is recorded (see `Seen`).
+    let started = now_ns();
     let manifest = manifest_path(dir, id, names);
     // Our manifest, and what the others claim.
     let mut manifest_now = None;
@@ -418,6 +613,15 @@ pub(super) fn survey(
     let mut states = Vec::with_capacity(wants.len());
     let mut planned = Vec::with_capacity(wants.len());
     let mut dirs_checked = HashMap::new();
+    // What earlier renderings found, trusted only along with our manifest
+    // (without it every file is read, as before manifests).
+    let seen_path = seen_path(dir, id, names);
+    let seen_before = if manifest_now.is_some() {
+        read_seen(&seen_path, id)
+    } else {
+        HashMap::new()
+    };
+    let mut seen = Vec::new();
     for w in wants {
         let rel = w
             .path
@@ -429,12 +633,22 @@ pub(super) fn survey(
                 reason: format!("is not a plain path inside {}", dir.display()),
             })?
             .to_owned();
-        let state = match read_planned(dir, &rel, w.path, &mut dirs_checked)? {
+        // The recorded stamp counts only for the same planned text.
+        let mut hash = None;
+        let known = seen_before.get(&rel).and_then(|s| {
+            let h = *hash.get_or_insert_with(|| text_hash(w.data));
+            (s.hash == h).then_some(s.stamp)
+        });
+        let state = match read_planned(dir, &rel, w.path, &mut dirs_checked, known)? {
             Err((p, why)) => State::Blocked(p, why),
             Ok(None) => State::Missing,
-            Ok(Some((m, now))) => {
-                let same_text = now == w.data;
-                let same_mode = m.permissions().mode() & 0o7777 == w.mode;
+            Ok(Some((mode, stamp, now))) => {
+                let same_text = now.is_none_or(|now| now == w.data);
+                let same_mode = mode == w.mode;
+                if same_text && stamp.ctime_ns + SEEN_MARGIN_NS < started {
+                    let hash = *hash.get_or_insert_with(|| text_hash(w.data));
+                    seen.push((rel.clone(), Seen { stamp, hash }));
+                }
                 // Listed by another broker too (taken over with
                 // --force) and not as we would write it: contested,
                 // never overwritten silently.
@@ -515,6 +729,9 @@ pub(super) fn survey(
         orphans,
         foreign,
         kept,
+        seen_path,
+        seen_before,
+        seen,
     })
 }
 
@@ -555,6 +772,27 @@ impl Survey {
                     reason: format!("{why}{more}"),
                 })
             }
+        }
+    }
+
+    /// Records the files found as planned ([`Seen`]), leaving out those in
+    /// `changed` (written since), if the record does not say that already.
+    /// The record is a cache: written without a sync, and a failure to
+    /// write it is no failure of the rendering (the next one reads more).
+    pub fn write_seen(&self, changed: &HashSet<&Path>) {
+        let seen: Vec<(PathBuf, Seen)> = self
+            .seen
+            .iter()
+            .filter(|(rel, _)| !changed.contains(rel.as_path()))
+            .cloned()
+            .collect();
+        let same = seen.len() == self.seen_before.len()
+            && seen
+                .iter()
+                .all(|(rel, s)| self.seen_before.get(rel) == Some(s));
+        if !same {
+            let text = seen_text(&self.id, &seen);
+            let _ = crate::fsutil::write_unsynced(&self.seen_path, text.as_bytes());
         }
     }
 

@@ -1,7 +1,7 @@
 //! Rendering the server side of a broker and ending live sessions
 //! (issues 5 and 17): glue between the [`Broker`] and [`crate::openvpn`].
 
-use std::collections::BTreeSet;
+use std::collections::{BTreeSet, HashSet};
 use std::fs;
 use std::os::unix::fs::{DirBuilderExt, PermissionsExt};
 use std::path::{Path, PathBuf};
@@ -594,6 +594,14 @@ impl Broker {
             report.removed.push(path);
         }
         survey.write_manifest(&planned)?;
+        // What was found as planned and not written since, for the next
+        // rendering to look at instead of reading (issue 19).
+        let written: HashSet<&Path> = report
+            .written
+            .iter()
+            .filter_map(|p| p.strip_prefix(&dir).ok())
+            .collect();
+        survey.write_seen(&written);
         self.record_server(&layout)?;
         report.warnings = survey
             .foreign

@@ -448,10 +448,10 @@ fn the_agent_of_a_named_server_keeps_only_that_servers_files(store: &TestStore) 
             .collect()
     };
     assert_eq!(rel(tree(&out_b), &out_b), rel(tree(&by_render), &by_render));
-    assert_eq!(rendered.instances, ["tb-shared"]);
-    assert!(out_b.join("ccd/bob").exists());
-    assert!(!out_b.join("ccd/alice").exists());
-    let cert = fs::read_to_string(out_b.join("server.crt")).unwrap();
+    assert_eq!(rendered.instances, ["tb-shared-b"]);
+    assert!(out_b.join("ccd-b/bob").exists());
+    assert!(!out_b.join("ccd-b/alice").exists());
+    let cert = fs::read_to_string(out_b.join("server-b.crt")).unwrap();
     let b_cert = tunnelbroker_core::pki::Certificate::from_pem(&cert).unwrap();
     assert_eq!(b_cert.info().common_name, "tunnelbroker-server-b");
     let unit = fs::read_to_string(out_b.join("systemd/tunnelbroker-agent-b.service")).unwrap();
@@ -464,7 +464,7 @@ fn the_agent_of_a_named_server_keeps_only_that_servers_files(store: &TestStore) 
         "{unit}"
     );
     assert!(!out_b.join("systemd/tunnelbroker-agent.service").exists());
-    let list = fs::read_to_string(out_b.join("tls-crypt-v2-clients")).unwrap();
+    let list = fs::read_to_string(out_b.join("tls-crypt-v2-clients-b")).unwrap();
     assert!(list.contains(" bob") && !list.contains(" alice"), "{list}");
     // Its metrics are b's: its certificate, its pool.
     let text = a.metrics().encode();
@@ -495,8 +495,8 @@ fn the_agent_of_a_named_server_keeps_only_that_servers_files(store: &TestStore) 
     on("dave", "b");
     let r = a.poll().unwrap();
     assert!(r.reconciled);
-    assert!(out_b.join("ccd/dave").exists());
-    assert!(!out_b.join("ccd/carol").exists());
+    assert!(out_b.join("ccd-b/dave").exists());
+    assert!(!out_b.join("ccd-b/carol").exists());
     assert!(
         r.written
             .iter()
@@ -513,7 +513,7 @@ fn the_agent_of_a_named_server_keeps_only_that_servers_files(store: &TestStore) 
     let r = a.poll().unwrap();
     assert_eq!(r.ended.len(), 1, "{r:?}");
     assert_eq!(r.ended[0].0.as_str(), "dave");
-    assert!(!out_b.join("ccd/dave").exists());
+    assert!(!out_b.join("ccd-b/dave").exists());
     assert_eq!(
         fs::read_to_string(out_b.join("crl.pem")).unwrap(),
         fs::read_to_string(&b.paths().crl).unwrap()
@@ -524,7 +524,7 @@ fn the_agent_of_a_named_server_keeps_only_that_servers_files(store: &TestStore) 
     let r = a.poll().unwrap();
     assert!(r.reconciled, "a new server certificate was not seen: {r:?}");
     assert_eq!(
-        fs::read_to_string(out_b.join("server.crt")).unwrap(),
+        fs::read_to_string(out_b.join("server-b.crt")).unwrap(),
         renewed.certificate.pem()
     );
     assert_ne!(renewed.certificate.pem(), cert);
@@ -587,12 +587,12 @@ fn every_write_that_changes_a_servers_files_wakes_its_agent(store: &TestStore) {
     b.move_client(&alice, "b").unwrap();
     let r = a.poll().unwrap();
     assert!(r.reconciled, "client move to b was not seen");
-    assert!(out.join("ccd/alice").exists());
+    assert!(out.join("ccd-b/alice").exists());
     assert!(!a.poll().unwrap().reconciled);
     b.move_client(&alice, "main").unwrap();
     let r = a.poll().unwrap();
     assert!(r.reconciled, "client move away from b was not seen");
-    assert!(!out.join("ccd/alice").exists());
+    assert!(!out.join("ccd-b/alice").exists());
     assert_eq!(r.ended.len(), 1, "{r:?}");
 
     // server add and remove.
@@ -610,7 +610,7 @@ fn every_write_that_changes_a_servers_files_wakes_its_agent(store: &TestStore) {
         "b's new certificate was not seen"
     );
     assert_eq!(
-        fs::read_to_string(out.join("server.crt")).unwrap(),
+        fs::read_to_string(out.join("server-b.crt")).unwrap(),
         renewed.certificate.pem()
     );
     assert!(!a.poll().unwrap().reconciled);

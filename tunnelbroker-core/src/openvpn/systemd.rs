@@ -207,7 +207,7 @@ impl AgentUnit {
     /// The same unit for server `name` (not `main`), whose instances keep
     /// their management sockets in `run_dir` (absolute).
     pub fn for_server(mut self, name: &str, run_dir: &Path) -> Result<Self> {
-        crate::broker::validate_server_name(name)?;
+        super::check_server_name(name)?;
         unit_word("run directory", run_dir)?;
         self.server = Some((name.to_owned(), run_dir.to_owned()));
         Ok(self)

@@ -465,3 +465,73 @@ fn hand_edits_are_found_when_render_looks_instead_of_reading() {
     assert_eq!(contents(&ccd), rendered);
     assert!(leftovers(&out).is_empty(), "{:?}", leftovers(&out));
 }
+
+/// A directory of more than 2,000 planned files is looked at in several
+/// threads, each over a run of the files in order (issue 19). Hand edits
+/// anywhere in it are found (the first file, the last, and every part
+/// between), a foreign file is refused, and of two links the refusal names
+/// the first in order, as a look in one thread would.
+#[test]
+fn a_large_directory_looked_at_in_threads_finds_every_edit_in_order() {
+    let tmp = operator_tempdir();
+    let n = 2_400;
+    let b = broker_with(tmp.path(), n);
+    let out = render(&b, &tmp.path().join("out")).dir;
+    let ccd = out.join("ccd");
+    let rendered = contents(&ccd);
+    render_settled(&b, &out);
+    // The planned order is the clients' ID order.
+    let mut ids: Vec<String> = (0..n).map(|i| format!("c{i}")).collect();
+    ids.sort();
+    let picks: Vec<&str> = [0, n / 4, n / 2 - 1, n / 2, n / 2 + 1, 3 * n / 4, n - 1]
+        .iter()
+        .map(|&i| ids[i].as_str())
+        .collect();
+    for id in &picks {
+        edit_same_size(&ccd.join(id));
+    }
+    let r = render(&b, &out);
+    let mut want: Vec<String> = picks.iter().map(|id| format!("ccd/{id}")).collect();
+    want.sort();
+    let mut got = names(&r.written, &out);
+    got.sort();
+    assert_eq!(got, want);
+    assert_eq!(contents(&ccd), rendered);
+
+    // Links where two files were, one in each half: the refusal names the
+    // first in order, and nothing is written.
+    render_settled(&b, &out);
+    let (early, late) = (ids[n / 8].as_str(), ids[7 * n / 8].as_str());
+    for id in [late, early] {
+        fs::remove_file(ccd.join(id)).unwrap();
+        std::os::unix::fs::symlink("/etc/hostname", ccd.join(id)).unwrap();
+    }
+    edit_same_size(&ccd.join(&ids[n / 2]));
+    let before = contents(&ccd);
+    let err = b
+        .render_server_with(&{
+            let mut o = RenderOptions::new();
+            o.dir = Some(out.clone());
+            o.run_dir = Some(out.parent().unwrap().join("run"));
+            o
+        })
+        .unwrap_err();
+    let text = err.to_string();
+    assert!(text.contains(&format!("ccd/{early}")), "{text}");
+    assert!(text.contains("symbolic link"), "{text}");
+    assert_eq!(contents(&ccd), before, "nothing written");
+    for id in [early, late] {
+        fs::remove_file(ccd.join(id)).unwrap();
+    }
+    let r = render(&b, &out);
+    let mut got = names(&r.written, &out);
+    got.sort();
+    let mut want = vec![
+        format!("ccd/{early}"),
+        format!("ccd/{late}"),
+        format!("ccd/{}", ids[n / 2]),
+    ];
+    want.sort();
+    assert_eq!(got, want);
+    assert_eq!(contents(&ccd), rendered);
+}

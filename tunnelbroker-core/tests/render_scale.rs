@@ -331,15 +331,15 @@ fn a_render_killed_at_any_moment_leaves_the_old_ccd_tree_or_the_new() {
 
 /// The record of what render found, in `out` (`.tunnelbroker-seen.<id>`).
 fn seen_record(out: &Path) -> Option<String> {
-    fs::read_dir(out)
+    starting(out, ".tunnelbroker-seen.").map(|p| fs::read_to_string(p).unwrap())
+}
+
+/// The file in `dir` whose name starts with `prefix`, if any.
+fn starting(dir: &Path, prefix: &str) -> Option<PathBuf> {
+    fs::read_dir(dir)
         .unwrap()
-        .map(|e| e.unwrap())
-        .find(|e| {
-            e.file_name()
-                .to_string_lossy()
-                .starts_with(".tunnelbroker-seen.")
-        })
-        .map(|e| fs::read_to_string(e.path()).unwrap())
+        .map(|e| e.unwrap().path())
+        .find(|p| p.file_name().unwrap().to_string_lossy().starts_with(prefix))
 }
 
 /// Renders until the files have settled: render records a file it found as
@@ -399,16 +399,7 @@ fn hand_edits_are_found_when_render_looks_instead_of_reading() {
 
     // A damaged record, or one of another version: every file is read.
     render_settled(&b, &out);
-    let seen = fs::read_dir(&out)
-        .unwrap()
-        .map(|e| e.unwrap().path())
-        .find(|p| {
-            p.file_name()
-                .unwrap()
-                .to_string_lossy()
-                .starts_with(".tunnelbroker-seen.")
-        })
-        .unwrap();
+    let seen = starting(&out, ".tunnelbroker-seen.").unwrap();
     for damaged in [
         String::from("garbage"),
         seen_record(&out).unwrap().replace("cache v1", "cache v0"),
@@ -434,16 +425,7 @@ fn hand_edits_are_found_when_render_looks_instead_of_reading() {
     // The manifest removed: the record is not trusted, every file is read
     // (and the files with the broker's header adopted, as before manifests).
     render_settled(&b, &out);
-    let manifest = fs::read_dir(&out)
-        .unwrap()
-        .map(|e| e.unwrap().path())
-        .find(|p| {
-            p.file_name()
-                .unwrap()
-                .to_string_lossy()
-                .starts_with(".tunnelbroker-manifest.")
-        })
-        .unwrap();
+    let manifest = starting(&out, ".tunnelbroker-manifest.").unwrap();
     fs::remove_file(&manifest).unwrap();
     edit_same_size(&ccd.join("c6"));
     let r = render(&b, &out);

@@ -187,6 +187,25 @@ pub struct SqliteStore {
     path: PathBuf,
 }
 
+/// The text in column `i` of `r`, borrowed from the row.
+fn text_at<'r>(r: &'r rusqlite::Row<'_>, i: usize) -> Result<&'r str> {
+    r.get_ref(i)
+        .map_err(db_err)?
+        .as_str()
+        .map_err(|e| db_err(e.into()))
+}
+
+/// The UDP port in column `i` of client `id`'s row `r`, if any.
+fn port_at(r: &rusqlite::Row<'_>, i: usize, id: &ClientId) -> Result<Option<u16>> {
+    let port: Option<i64> = r.get(i).map_err(db_err)?;
+    port.map(|p| {
+        u16::try_from(p).map_err(|_| Error::Database {
+            reason: format!("port {p} of client {id} is out of range"),
+        })
+    })
+    .transpose()
+}
+
 fn db_err(e: rusqlite::Error) -> Error {
     Error::Database {
         reason: e.to_string(),
@@ -530,12 +549,7 @@ impl SqliteTx<'_> {
     fn client_from_row(&self, r: &rusqlite::Row<'_>) -> Result<ClientRecord> {
         // Text borrowed from the row where it is parsed (issue 19: every
         // rendering reads all 10,000 rows).
-        let get_s = |i: usize| -> Result<&str> {
-            r.get_ref(i)
-                .map_err(db_err)?
-                .as_str()
-                .map_err(|e| db_err(e.into()))
-        };
+        let get_s = |i: usize| text_at(r, i);
         let corrupt = |e: Error| Error::Database {
             reason: format!("a client row does not parse: {e}"),
         };
@@ -545,13 +559,7 @@ impl SqliteTx<'_> {
         let server = get_s(10)?.to_owned();
         let pool = pool_of(&self.pools, &self.pool, &server)?;
         let assignment = Assignment::parse_in(&pool, kind, get_s(3)?).map_err(corrupt)?;
-        let port: Option<i64> = r.get(4).map_err(db_err)?;
-        let port = match port {
-            None => None,
-            Some(p) => Some(u16::try_from(p).map_err(|_| Error::Database {
-                reason: format!("port {p} of client {id} is out of range"),
-            })?),
-        };
+        let port = port_at(r, 4, &id)?;
         let state: ClientState = get_s(5)?.parse().map_err(corrupt)?;
         let revoked_at: Option<String> = r.get(9).map_err(db_err)?;
         Ok(ClientRecord {
@@ -750,12 +758,7 @@ impl Transaction for SqliteTx<'_> {
         };
         let mut out = Vec::new();
         while let Some(r) = rows.next().map_err(db_err)? {
-            let get_s = |i: usize| -> Result<&str> {
-                r.get_ref(i)
-                    .map_err(db_err)?
-                    .as_str()
-                    .map_err(|e| db_err(e.into()))
-            };
+            let get_s = |i: usize| text_at(r, i);
             let id = ClientId::new(get_s(0)?).map_err(corrupt)?;
             let kind: ClientKind = get_s(1)?.parse().map_err(corrupt)?;
             let pool = match pool {
@@ -763,13 +766,7 @@ impl Transaction for SqliteTx<'_> {
                 None => *pool.insert(pool_of(&self.pools, &self.pool, server)?),
             };
             let assignment = Assignment::parse_in(&pool, kind, get_s(2)?).map_err(corrupt)?;
-            let port: Option<i64> = r.get(3).map_err(db_err)?;
-            let port = match port {
-                None => None,
-                Some(p) => Some(u16::try_from(p).map_err(|_| Error::Database {
-                    reason: format!("port {p} of client {id} is out of range"),
-                })?),
-            };
+            let port = port_at(r, 3, &id)?;
             out.push((id, assignment, port));
         }
         Ok(out)

@@ -694,3 +694,65 @@ fn opening_a_schema_5_database_adds_the_index_of_current_serials() {
         .unwrap();
     assert_eq!((version, index), (6, 1));
 }
+
+/// What a rendering reads, on both stores (issue 19: one query each): the
+/// active clients of `main` with assignment and port, in ID order (byte
+/// order: `c10` before `c2`), and the serial of each one's latest
+/// certificate when that is current. A revoked client, one whose latest
+/// certificate is revoked (a current one before it does not count), one
+/// without a certificate, and a server without clients (or without a row).
+#[test]
+fn the_rows_a_rendering_reads_are_those_of_the_whole_rows() {
+    both(|s| {
+        let st = s.store.as_ref();
+        st.write_with(|tx| {
+            for i in [2, 10, 1, 3, 4, 5] {
+                let mut c = client(i);
+                if i == 3 {
+                    c.state = ClientState::Revoked;
+                    c.revoked_at = Some(c.created_at);
+                }
+                tx.insert_client(&c)?;
+            }
+            tx.insert_certificate(&cert("0A02", 2, CertState::Current))?;
+            tx.insert_certificate(&cert("0A10", 10, CertState::Current))?;
+            tx.insert_certificate(&cert("0A01", 1, CertState::Revoked))?;
+            tx.insert_certificate(&cert("0B01", 1, CertState::Current))?;
+            tx.insert_certificate(&cert("0A03", 3, CertState::Revoked))?;
+            tx.insert_certificate(&cert("0A04", 4, CertState::Current))?;
+            tx.insert_certificate(&cert("0B04", 4, CertState::Revoked))
+        })
+        .unwrap();
+        let (rendered, serials, nowhere) = st
+            .read_with(|tx| {
+                Ok((
+                    tx.rendered_clients("main")?,
+                    tx.current_serials("main")?,
+                    (
+                        tx.rendered_clients("nowhere")?,
+                        tx.current_serials("nowhere")?,
+                    ),
+                ))
+            })
+            .unwrap();
+        let want: Vec<_> = [1, 10, 2, 4, 5]
+            .into_iter()
+            .map(|i| {
+                let c = client(i);
+                (c.id, c.assignment, c.port)
+            })
+            .collect();
+        assert_eq!(rendered, want);
+        let id = |s: &str| ClientId::new(s).unwrap();
+        let serial = |s: &str| s.parse::<Serial>().unwrap();
+        assert_eq!(
+            serials,
+            vec![
+                (id("c1"), serial("0B01")),
+                (id("c10"), serial("0A10")),
+                (id("c2"), serial("0A02")),
+            ]
+        );
+        assert_eq!(nowhere, (vec![], vec![]));
+    });
+}

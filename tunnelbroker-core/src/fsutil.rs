@@ -31,6 +31,15 @@ pub(crate) const EXECUTABLE: u32 = 0o755;
 /// replaced; its target is never written either way, since `rename`
 /// replaces a link and does not follow it.
 pub(crate) fn write_atomic(path: &Path, data: &[u8], mode: u32) -> Result<()> {
+    refuse_symlink(path)?;
+    replace_file(path, data, mode, true)
+}
+
+/// Writes `data` to a fresh temporary name beside `path` with exactly
+/// `mode`, and renames it over `path`; with `durable`, the file is synced
+/// before the rename and its directory after it. The temporary file is
+/// removed on failure.
+fn replace_file(path: &Path, data: &[u8], mode: u32, durable: bool) -> Result<()> {
     let dir = match path.parent() {
         Some(d) if !d.as_os_str().is_empty() => d,
         _ => Path::new("."),
@@ -38,16 +47,17 @@ pub(crate) fn write_atomic(path: &Path, data: &[u8], mode: u32) -> Result<()> {
     let name = path
         .file_name()
         .ok_or_else(|| Error::io(path, std::io::Error::other("not a file name")))?;
-    refuse_symlink(path)?;
     let (tmp, mut f) = create_temp(dir, name, mode).map_err(|e| Error::io(path, e))?;
     let result = (|| {
         // The umask may have narrowed the mode: set it exactly (fchmod).
         f.set_permissions(fs::Permissions::from_mode(mode))?;
         f.write_all(data)?;
-        f.sync_all()?;
+        if durable {
+            f.sync_all()?;
+        }
         drop(f);
         fs::rename(&tmp, path)?;
-        if let Ok(d) = File::open(dir) {
+        if durable && let Ok(d) = File::open(dir) {
             let _ = d.sync_all();
         }
         Ok(())
@@ -414,6 +424,13 @@ fn create_temp(dir: &Path, name: &std::ffi::OsStr, mode: u32) -> std::io::Result
         }
     }
     Err(last.unwrap_or_else(|| std::io::Error::other("no free temporary name")))
+}
+
+/// Replaces `path` with `data` (mode 0644) by a rename, without syncing:
+/// for a cache that may be lost or found empty after a crash (its reader
+/// then falls back to the real thing), never for a file that counts.
+pub(crate) fn write_unsynced(path: &Path, data: &[u8]) -> Result<()> {
+    replace_file(path, data, PUBLIC, false)
 }
 
 /// Writes a secret (mode 0600) atomically.

@@ -435,11 +435,9 @@ fn the_agent_of_a_named_server_keeps_only_that_servers_files(store: &TestStore) 
         files
             .into_iter()
             .filter(|(p, _)| {
-                !p.file_name()
-                    .unwrap()
-                    .to_str()
-                    .unwrap()
-                    .starts_with(".tunnelbroker-manifest")
+                let name = p.file_name().unwrap().to_str().unwrap();
+                !name.starts_with(".tunnelbroker-manifest")
+                    && !name.starts_with(".tunnelbroker-seen")
             })
             .map(|(p, d)| {
                 let text = String::from_utf8(d)

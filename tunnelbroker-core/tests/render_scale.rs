@@ -328,3 +328,192 @@ fn a_render_killed_at_any_moment_leaves_the_old_ccd_tree_or_the_new() {
     assert_eq!(r.written.len(), 1500, "{:?}", r.written.len());
     assert!(leftovers(&out).is_empty(), "{:?}", leftovers(&out));
 }
+
+/// The record of what render found, in `out` (`.tunnelbroker-seen.<id>`).
+fn seen_record(out: &Path) -> Option<String> {
+    starting(out, ".tunnelbroker-seen.").map(|p| fs::read_to_string(p).unwrap())
+}
+
+/// The file in `dir` whose name starts with `prefix`, if any.
+fn starting(dir: &Path, prefix: &str) -> Option<PathBuf> {
+    fs::read_dir(dir)
+        .unwrap()
+        .map(|e| e.unwrap().path())
+        .find(|p| p.file_name().unwrap().to_string_lossy().starts_with(prefix))
+}
+
+/// Renders until the files have settled: render records a file it found as
+/// planned only once its last change is 20 ms older than the rendering.
+fn render_settled(b: &Broker, out: &Path) {
+    std::thread::sleep(Duration::from_millis(60));
+    render(b, out);
+    std::thread::sleep(Duration::from_millis(60));
+    let r = render(b, out);
+    assert!(r.written.is_empty(), "{:?}", r.written);
+}
+
+/// Edits `path` keeping its size and modification time: only the contents
+/// (and the change time, which nobody can set) tell.
+fn edit_same_size(path: &Path) {
+    let mtime = fs::metadata(path).unwrap().modified().unwrap();
+    let mut data = fs::read(path).unwrap();
+    let at = data.len() - 2;
+    data[at] = if data[at] == b'0' { b'1' } else { b'0' };
+    fs::write(path, &data).unwrap();
+    fs::File::options()
+        .write(true)
+        .open(path)
+        .unwrap()
+        .set_modified(mtime)
+        .unwrap();
+    assert_eq!(fs::metadata(path).unwrap().modified().unwrap(), mtime);
+}
+
+#[test]
+fn hand_edits_are_found_when_render_looks_instead_of_reading() {
+    let tmp = operator_tempdir();
+    let b = broker_with(tmp.path(), 10);
+    let out = render(&b, &tmp.path().join("out")).dir;
+    let ccd = out.join("ccd");
+    let rendered = contents(&ccd);
+    render_settled(&b, &out);
+    let record = seen_record(&out).expect("no record of found files");
+    for i in 0..10 {
+        assert!(record.contains(&format!(" ccd/c{i}\n")), "{record}");
+    }
+
+    // Every kind of edit, on files render would only look at.
+    edit_same_size(&ccd.join("c0"));
+    fs::set_permissions(ccd.join("c1"), fs::Permissions::from_mode(0o600)).unwrap();
+    fs::set_permissions(ccd.join("c1"), fs::Permissions::from_mode(0o644)).unwrap();
+    let mut other = rendered["c2"].clone();
+    let at = other.len() - 2;
+    other[at] = if other[at] == b'0' { b'1' } else { b'0' };
+    fs::write(out.join("c2.new"), &other).unwrap();
+    fs::rename(out.join("c2.new"), ccd.join("c2")).unwrap();
+    fs::set_permissions(ccd.join("c3"), fs::Permissions::from_mode(0o600)).unwrap();
+    let r = render(&b, &out);
+    assert_eq!(names(&r.written, &out), ["ccd/c0", "ccd/c2", "ccd/c3"]);
+    assert_eq!(contents(&ccd), rendered);
+    assert_eq!(fs::metadata(ccd.join("c3")).unwrap().mode() & 0o7777, 0o644);
+
+    // A damaged record, or one of another version: every file is read.
+    render_settled(&b, &out);
+    let seen = starting(&out, ".tunnelbroker-seen.").unwrap();
+    for damaged in [
+        String::from("garbage"),
+        seen_record(&out).unwrap().replace("cache v1", "cache v0"),
+        seen_record(&out)
+            .unwrap()
+            .replace(" ccd/c9\n", " ccd/c9 x\n0 0\n"),
+    ] {
+        fs::write(&seen, damaged).unwrap();
+        edit_same_size(&ccd.join("c4"));
+        let r = render(&b, &out);
+        assert_eq!(names(&r.written, &out), ["ccd/c4"]);
+        assert_eq!(contents(&ccd), rendered);
+        render_settled(&b, &out);
+    }
+
+    // A manifest of an older version (no record): every file is read.
+    fs::remove_file(&seen).unwrap();
+    edit_same_size(&ccd.join("c5"));
+    let r = render(&b, &out);
+    assert_eq!(names(&r.written, &out), ["ccd/c5"]);
+    assert_eq!(contents(&ccd), rendered);
+
+    // The manifest removed: the record is not trusted, every file is read
+    // (and the files with the broker's header adopted, as before manifests).
+    render_settled(&b, &out);
+    let manifest = starting(&out, ".tunnelbroker-manifest.").unwrap();
+    fs::remove_file(&manifest).unwrap();
+    edit_same_size(&ccd.join("c6"));
+    let r = render(&b, &out);
+    assert_eq!(names(&r.written, &out), ["ccd/c6"]);
+    assert_eq!(contents(&ccd), rendered);
+    let manifest_text = fs::read_to_string(&manifest).unwrap();
+    let mut o = RenderOptions::new();
+    o.dir = Some(out.clone());
+    o.run_dir = Some(out.parent().unwrap().join("run"));
+    // A garbled manifest is refused, as before.
+    fs::write(&manifest, "garbage\n").unwrap();
+    let err = b.render_server_with(&o).unwrap_err();
+    assert!(err.to_string().contains("manifest"), "{err}");
+    fs::write(&manifest, manifest_text).unwrap();
+    render_settled(&b, &out);
+    edit_same_size(&ccd.join("c7"));
+    let r = render(&b, &out);
+    assert_eq!(names(&r.written, &out), ["ccd/c7"]);
+    assert_eq!(contents(&ccd), rendered);
+    assert!(leftovers(&out).is_empty(), "{:?}", leftovers(&out));
+}
+
+/// A directory of more than 2,000 planned files is looked at in several
+/// threads, each over a run of the files in order (issue 19). Hand edits
+/// anywhere in it are found (the first file, the last, and every part
+/// between), a foreign file is refused, and of two links the refusal names
+/// the first in order, as a look in one thread would.
+#[test]
+fn a_large_directory_looked_at_in_threads_finds_every_edit_in_order() {
+    let tmp = operator_tempdir();
+    let n = 2_400;
+    let b = broker_with(tmp.path(), n);
+    let out = render(&b, &tmp.path().join("out")).dir;
+    let ccd = out.join("ccd");
+    let rendered = contents(&ccd);
+    render_settled(&b, &out);
+    // The planned order is the clients' ID order.
+    let mut ids: Vec<String> = (0..n).map(|i| format!("c{i}")).collect();
+    ids.sort();
+    let picks: Vec<&str> = [0, n / 4, n / 2 - 1, n / 2, n / 2 + 1, 3 * n / 4, n - 1]
+        .iter()
+        .map(|&i| ids[i].as_str())
+        .collect();
+    for id in &picks {
+        edit_same_size(&ccd.join(id));
+    }
+    let r = render(&b, &out);
+    let mut want: Vec<String> = picks.iter().map(|id| format!("ccd/{id}")).collect();
+    want.sort();
+    let mut got = names(&r.written, &out);
+    got.sort();
+    assert_eq!(got, want);
+    assert_eq!(contents(&ccd), rendered);
+
+    // Links where two files were, one in each half: the refusal names the
+    // first in order, and nothing is written.
+    render_settled(&b, &out);
+    let (early, late) = (ids[n / 8].as_str(), ids[7 * n / 8].as_str());
+    for id in [late, early] {
+        fs::remove_file(ccd.join(id)).unwrap();
+        std::os::unix::fs::symlink("/etc/hostname", ccd.join(id)).unwrap();
+    }
+    edit_same_size(&ccd.join(&ids[n / 2]));
+    let before = contents(&ccd);
+    let err = b
+        .render_server_with(&{
+            let mut o = RenderOptions::new();
+            o.dir = Some(out.clone());
+            o.run_dir = Some(out.parent().unwrap().join("run"));
+            o
+        })
+        .unwrap_err();
+    let text = err.to_string();
+    assert!(text.contains(&format!("ccd/{early}")), "{text}");
+    assert!(text.contains("symbolic link"), "{text}");
+    assert_eq!(contents(&ccd), before, "nothing written");
+    for id in [early, late] {
+        fs::remove_file(ccd.join(id)).unwrap();
+    }
+    let r = render(&b, &out);
+    let mut got = names(&r.written, &out);
+    got.sort();
+    let mut want = vec![
+        format!("ccd/{early}"),
+        format!("ccd/{late}"),
+        format!("ccd/{}", ids[n / 2]),
+    ];
+    want.sort();
+    assert_eq!(got, want);
+    assert_eq!(contents(&ccd), rendered);
+}

@@ -615,3 +615,144 @@ fn a_store_is_shared_between_threads() {
     let debug = format!("{:?}", st);
     assert!(debug.contains("PostgresStore") && debug.contains(pg.db.as_ref().unwrap().name()));
 }
+
+/// The data stamp a rendering keeps from its plan (issue 19): the same in
+/// the next transaction when nothing was committed in between, also after a
+/// write transaction that changed nothing, and moved by every commit, by
+/// this store or by another connection to the database. PostgreSQL cannot
+/// tell cheaply and says so (`None`): a rendering then reads again.
+#[test]
+fn the_data_stamp_moves_with_every_commit_and_only_then() {
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("clients.db");
+    let a: Box<dyn Store> = Box::new(SqliteStore::create(&path, pool()).unwrap());
+    let b: Box<dyn Store> = Box::new(SqliteStore::open(&path, pool()).unwrap());
+    let stamp = |s: &dyn Store| {
+        s.read_with(|tx| {
+            tx.client_count()?;
+            tx.data_stamp()
+        })
+        .unwrap()
+    };
+    let first = stamp(a.as_ref());
+    assert!(first.is_some());
+    assert_eq!(stamp(a.as_ref()), first);
+    a.write_with(|tx| tx.client_count().map(drop)).unwrap();
+    assert_eq!(stamp(a.as_ref()), first, "a write of nothing");
+    // Inside a write transaction, before it writes, as a rendering asks.
+    let inside = a
+        .write_with(|tx| {
+            tx.client_count()?;
+            tx.data_stamp()
+        })
+        .unwrap();
+    assert_eq!(inside, first);
+    b.write_with(|tx| tx.insert_client(&client(1))).unwrap();
+    let second = stamp(a.as_ref());
+    assert_ne!(second, first, "another connection committed");
+    a.write_with(|tx| tx.insert_client(&client(2))).unwrap();
+    let third = stamp(a.as_ref());
+    assert_ne!(third, second, "this store committed");
+    assert_ne!(third, first);
+    if let Some(s) = postgres() {
+        assert_eq!(stamp(s.store.as_ref()), None);
+    }
+}
+
+/// A database of schema 5 gains the index of current serials when opened
+/// (migration 6), and the list of current clients is read through it.
+#[test]
+fn opening_a_schema_5_database_adds_the_index_of_current_serials() {
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("clients.db");
+    {
+        let s: Box<dyn Store> = Box::new(SqliteStore::create(&path, pool()).unwrap());
+        s.write_with(|tx| {
+            tx.insert_client(&client(1))?;
+            tx.insert_certificate(&cert("0A01", 1, CertState::Current))
+        })
+        .unwrap();
+    }
+    let conn = rusqlite::Connection::open(&path).unwrap();
+    conn.execute_batch("DROP INDEX current_serials; PRAGMA user_version = 5;")
+        .unwrap();
+    drop(conn);
+    let s: Box<dyn Store> = Box::new(SqliteStore::open(&path, pool()).unwrap());
+    let serials = s.read_with(|tx| tx.current_serials("main")).unwrap();
+    assert_eq!(
+        serials,
+        vec![(ClientId::new("c1").unwrap(), "0A01".parse().unwrap())]
+    );
+    let conn = rusqlite::Connection::open(&path).unwrap();
+    let (version, index): (u32, i64) = conn
+        .query_row(
+            "SELECT (SELECT user_version FROM pragma_user_version),
+                    (SELECT count(*) FROM sqlite_master WHERE name = 'current_serials')",
+            [],
+            |r| Ok((r.get(0)?, r.get(1)?)),
+        )
+        .unwrap();
+    assert_eq!((version, index), (6, 1));
+}
+
+/// What a rendering reads, on both stores (issue 19: one query each): the
+/// active clients of `main` with assignment and port, in ID order (byte
+/// order: `c10` before `c2`), and the serial of each one's latest
+/// certificate when that is current. A revoked client, one whose latest
+/// certificate is revoked (a current one before it does not count), one
+/// without a certificate, and a server without clients (or without a row).
+#[test]
+fn the_rows_a_rendering_reads_are_those_of_the_whole_rows() {
+    both(|s| {
+        let st = s.store.as_ref();
+        st.write_with(|tx| {
+            for i in [2, 10, 1, 3, 4, 5] {
+                let mut c = client(i);
+                if i == 3 {
+                    c.state = ClientState::Revoked;
+                    c.revoked_at = Some(c.created_at);
+                }
+                tx.insert_client(&c)?;
+            }
+            tx.insert_certificate(&cert("0A02", 2, CertState::Current))?;
+            tx.insert_certificate(&cert("0A10", 10, CertState::Current))?;
+            tx.insert_certificate(&cert("0A01", 1, CertState::Revoked))?;
+            tx.insert_certificate(&cert("0B01", 1, CertState::Current))?;
+            tx.insert_certificate(&cert("0A03", 3, CertState::Revoked))?;
+            tx.insert_certificate(&cert("0A04", 4, CertState::Current))?;
+            tx.insert_certificate(&cert("0B04", 4, CertState::Revoked))
+        })
+        .unwrap();
+        let (rendered, serials, nowhere) = st
+            .read_with(|tx| {
+                Ok((
+                    tx.rendered_clients("main")?,
+                    tx.current_serials("main")?,
+                    (
+                        tx.rendered_clients("nowhere")?,
+                        tx.current_serials("nowhere")?,
+                    ),
+                ))
+            })
+            .unwrap();
+        let want: Vec<_> = [1, 10, 2, 4, 5]
+            .into_iter()
+            .map(|i| {
+                let c = client(i);
+                (c.id, c.assignment, c.port)
+            })
+            .collect();
+        assert_eq!(rendered, want);
+        let id = |s: &str| ClientId::new(s).unwrap();
+        let serial = |s: &str| s.parse::<Serial>().unwrap();
+        assert_eq!(
+            serials,
+            vec![
+                (id("c1"), serial("0B01")),
+                (id("c10"), serial("0A10")),
+                (id("c2"), serial("0A02")),
+            ]
+        );
+        assert_eq!(nowhere, (vec![], vec![]));
+    });
+}

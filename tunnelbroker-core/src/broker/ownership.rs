@@ -36,6 +36,7 @@
 //! instance's).
 
 use std::collections::{BTreeMap, BTreeSet, HashMap, HashSet};
+use std::ffi::{OsStr, OsString};
 use std::fs;
 use std::os::unix::fs::PermissionsExt;
 use std::path::{Component, Path, PathBuf};
@@ -74,6 +75,172 @@ pub(super) fn manifest_path(dir: &Path, id: &str, names: &ServerNames) -> PathBu
         &id[..16],
         names.manifest_suffix()
     ))
+}
+
+/// The start of the name of a server's record of the files render found
+/// as it would write them (see [`Seen`]).
+pub(super) const SEEN_PREFIX: &str = ".tunnelbroker-seen.";
+/// The first line of that record.
+const SEEN_HEAD: &str = "# tunnelbroker render cache v1: planned files found as rendered (device inode size ctime-ns text-sha256/128 path); safe to remove";
+/// How long before a rendering starts a file must have last changed for
+/// the rendering to record it: more than two ticks of the kernel's coarse
+/// clock, from which change times are taken, so that no later change of the
+/// file can carry the same change time (a change within the tick of a look
+/// at the file could).
+const SEEN_MARGIN_NS: i128 = 20_000_000;
+/// The most of the record that is read (10,000 CCD files take about 0.7 MB).
+const MAX_SEEN: u64 = 64 << 20;
+
+/// The record of found files of the broker `id`'s server `names` in `dir`:
+/// `.tunnelbroker-seen.<id>` for `main`, `.<id>.NAME` for another.
+pub(super) fn seen_path(dir: &Path, id: &str, names: &ServerNames) -> PathBuf {
+    dir.join(format!(
+        "{SEEN_PREFIX}{}{}",
+        &id[..16],
+        names.manifest_suffix()
+    ))
+}
+
+/// What only the kernel sets of a file: device, inode, size and change time
+/// (nanoseconds). Every write, truncation, `chmod`, `chown`, `utimensat`,
+/// link, or rename onto the path gives the file at the path another change
+/// time or another inode, and no unprivileged call sets a change time.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(super) struct Stamp {
+    dev: u64,
+    ino: u64,
+    size: u64,
+    ctime_ns: i128,
+}
+
+impl Stamp {
+    fn of_meta(m: &fs::Metadata) -> Self {
+        use std::os::unix::fs::MetadataExt;
+        Stamp {
+            dev: m.dev(),
+            ino: m.ino(),
+            size: m.size(),
+            ctime_ns: i128::from(m.ctime()) * 1_000_000_000 + i128::from(m.ctime_nsec()),
+        }
+    }
+
+    #[allow(clippy::useless_conversion, clippy::unnecessary_cast)]
+    fn of_stat(st: &rustix::fs::Stat) -> Self {
+        Stamp {
+            dev: st.st_dev as u64,
+            ino: st.st_ino as u64,
+            size: u64::try_from(st.st_size).unwrap_or(u64::MAX),
+            ctime_ns: i128::from(st.st_ctime) * 1_000_000_000 + i128::from(st.st_ctime_nsec),
+        }
+    }
+}
+
+/// A planned file a rendering found on disk as it would write it: its stamp
+/// then, and the first 128 bits of the SHA-256 of its text. A later
+/// rendering that plans the same text and finds the same stamp needs one
+/// `fstatat` instead of reading the file: nothing has changed it since.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(super) struct Seen {
+    stamp: Stamp,
+    hash: [u8; 16],
+}
+
+/// The first 128 bits of the SHA-256 of `data`.
+fn text_hash(data: &[u8]) -> [u8; 16] {
+    let d = aws_lc_rs::digest::digest(&aws_lc_rs::digest::SHA256, data);
+    let mut h = [0; 16];
+    h.copy_from_slice(&d.as_ref()[..16]);
+    h
+}
+
+/// The text of the record of found files.
+fn seen_text(id: &str, seen: &[&(PathBuf, Seen)]) -> String {
+    use std::fmt::Write;
+    const HEX: &[u8; 16] = b"0123456789abcdef";
+    let mut text = String::with_capacity(SEEN_HEAD.len() + 80 + seen.len() * 96);
+    let _ = write!(text, "{SEEN_HEAD}\nbroker sha256:{id}\n");
+    for (rel, s) in seen {
+        let _ = write!(
+            text,
+            "{} {} {} {} ",
+            s.stamp.dev, s.stamp.ino, s.stamp.size, s.stamp.ctime_ns
+        );
+        for b in s.hash {
+            text.push(char::from(HEX[usize::from(b >> 4)]));
+            text.push(char::from(HEX[usize::from(b & 15)]));
+        }
+        text.push(' ');
+        // Plain relative paths of UTF-8 text only are recorded (the survey
+        // took them from planned paths, which are).
+        text.push_str(&rel.to_string_lossy());
+        text.push('\n');
+    }
+    text
+}
+
+/// Parses the record of found files of the broker `id`; `None` when it is
+/// another broker's, of another version, or damaged in any way: then every
+/// planned file is read.
+fn parse_seen(id: &str, text: &str) -> Option<HashMap<OsString, Seen>> {
+    let mut lines = text.lines();
+    if lines.next()? != SEEN_HEAD || lines.next()?.strip_prefix("broker sha256:")? != id {
+        return None;
+    }
+    let mut out = HashMap::with_capacity(text.len() / 64);
+    for line in lines {
+        let mut f = line.splitn(6, ' ');
+        let dev = f.next()?.parse().ok()?;
+        let ino = f.next()?.parse().ok()?;
+        let size = f.next()?.parse().ok()?;
+        let ctime_ns = f.next()?.parse().ok()?;
+        let h = f.next()?;
+        let rel = f.next()?;
+        if h.len() != 32 || !plain_relative(Path::new(rel)) {
+            return None;
+        }
+        let mut hash = [0u8; 16];
+        for (i, b) in hash.iter_mut().enumerate() {
+            *b = u8::from_str_radix(h.get(2 * i..2 * i + 2)?, 16).ok()?;
+        }
+        let stamp = Stamp {
+            dev,
+            ino,
+            size,
+            ctime_ns,
+        };
+        out.insert(OsString::from(rel), Seen { stamp, hash });
+    }
+    Some(out)
+}
+
+/// Reads the record of found files at `path`, not through a link and only
+/// from a regular file. Empty when missing, unreadable or damaged.
+fn read_seen(path: &Path, id: &str) -> HashMap<OsString, Seen> {
+    use std::io::Read;
+    use std::os::unix::fs::OpenOptionsExt;
+    let Ok(f) = fs::OpenOptions::new()
+        .read(true)
+        .custom_flags(libc::O_NOFOLLOW | libc::O_NONBLOCK | libc::O_CLOEXEC)
+        .open(path)
+    else {
+        return HashMap::new();
+    };
+    let Some(len) = f.metadata().ok().filter(|m| m.is_file()).map(|m| m.len()) else {
+        return HashMap::new();
+    };
+    // Read in one go where the size holds (not doubling from 32 bytes).
+    let mut text = String::with_capacity(usize::try_from(len.min(MAX_SEEN) + 1).unwrap_or(0));
+    if f.take(MAX_SEEN).read_to_string(&mut text).is_err() {
+        return HashMap::new();
+    }
+    parse_seen(id, &text).unwrap_or_default()
+}
+
+/// Nanoseconds since the epoch, as change times count them.
+fn now_ns() -> i128 {
+    std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map_or(0, |d| i128::try_from(d.as_nanos()).unwrap_or(i128::MAX))
 }
 
 /// The text of a manifest.
@@ -161,8 +328,10 @@ fn blocked(dir: &Path, rel: &Path) -> Option<(PathBuf, String)> {
 /// Why the path of a planned file is blocked: the path at fault and why.
 type Blocked = (PathBuf, String);
 
-/// A planned file found on disk: its metadata and contents.
-type Found = (fs::Metadata, Vec<u8>);
+/// A planned file found on disk: its mode, its stamp, and its contents, or
+/// `None` when its stamp is the one recorded with the planned text (the
+/// contents are that text).
+type Found = (u32, Stamp, Option<Vec<u8>>);
 
 /// Reads the planned file `path` (`rel` in `dir`) as [`blocked`] and a read
 /// would, with fewer system calls (issue 19: 10,000 CCD files are surveyed
@@ -171,11 +340,16 @@ type Found = (fs::Metadata, Vec<u8>);
 /// that descriptor (no walk of the whole path per file), without following
 /// a link and without blocking on a FIFO, then checked and read through
 /// that one descriptor. `Ok(Err(..))`: blocked; `Ok(Ok(None))`: missing.
+///
+/// With `known`, the stamp recorded when a rendering last found the file as
+/// planned now, the file is looked at (`fstatat`, not following a link)
+/// and only read when it is not a regular file of that stamp.
 fn read_planned(
     dir: &Path,
     rel: &Path,
     path: &Path,
     checked: &mut HashMap<PathBuf, DirState>,
+    known: Option<Stamp>,
 ) -> Result<std::result::Result<Option<Found>, Blocked>> {
     use std::io::Read;
     use std::os::unix::fs::OpenOptionsExt;
@@ -193,6 +367,22 @@ fn read_planned(
             DirState::Missing => return Ok(Ok(None)),
             DirState::Blocked(b) => return Ok(Err(b)),
             DirState::Fine(fd) => parent_fd = fd,
+        }
+    }
+    if let Some(known) = known {
+        use rustix::fs::{AtFlags, FileType};
+        let st = match (&parent_fd, rel.file_name()) {
+            (Some(fd), Some(name)) => rustix::fs::statat(&**fd, name, AtFlags::SYMLINK_NOFOLLOW),
+            _ => rustix::fs::statat(rustix::fs::CWD, path, AtFlags::SYMLINK_NOFOLLOW),
+        };
+        if let Ok(st) = st {
+            #[allow(clippy::useless_conversion, clippy::unnecessary_cast)]
+            let mode = st.st_mode as u32;
+            if FileType::from_raw_mode(mode) == FileType::RegularFile
+                && Stamp::of_stat(&st) == known
+            {
+                return Ok(Ok(Some((mode & 0o7777, known, None))));
+            }
         }
     }
     let file = match (&parent_fd, rel.file_name()) {
@@ -239,7 +429,11 @@ fn read_planned(
         }
     }
     data.truncate(n);
-    Ok(Ok(Some((meta, data))))
+    Ok(Ok(Some((
+        meta.permissions().mode() & 0o7777,
+        Stamp::of_meta(&meta),
+        Some(data),
+    ))))
 }
 
 /// The most of a planned file that is read to compare it: more than the
@@ -338,6 +532,13 @@ pub(super) struct Survey {
     pub foreign: Vec<PathBuf>,
     /// Files of ours that are not removed, with why.
     pub kept: Vec<(PathBuf, String)>,
+    /// The record of found files in the directory.
+    pub seen_path: PathBuf,
+    /// What it holds now.
+    pub seen_before: HashMap<OsString, Seen>,
+    /// The planned files found as planned, in order, long enough after
+    /// their last change to be recorded ([`Survey::write_seen`]).
+    pub seen: Vec<(PathBuf, Seen)>,
 }
 
 /// Surveys `dir` (canonical) for the server `names` of the broker `id`
@@ -350,6 +551,42 @@ pub(super) fn survey(
     ca_pem: &str,
     wants: &[Want<'_>],
 ) -> Result<Survey> {
+    look_around(dir, id, names, ca_pem)?.survey(wants)
+}
+
+/// What [`look_around`] found in a directory before the planned files are
+/// looked at: the manifests, the record of found files and the files named
+/// like ours.
+pub(super) struct Around<'a> {
+    dir: &'a Path,
+    id: &'a str,
+    /// When the look started (ns since the epoch).
+    started: i128,
+    manifest: PathBuf,
+    manifest_now: Option<String>,
+    owned: BTreeSet<PathBuf>,
+    others: BTreeMap<PathBuf, PathBuf>,
+    siblings: BTreeSet<PathBuf>,
+    legacy: bool,
+    seen_path: PathBuf,
+    seen_before: HashMap<OsString, Seen>,
+    named_like_ours: Vec<PathBuf>,
+}
+
+/// The first half of [`survey`], which needs no planned file: reads the
+/// manifests in `dir` (canonical), the record of found files and the
+/// names of the files there, for the server `names` of the broker `id`
+/// with CA certificate `ca_pem`. A rendering does this while it plans
+/// (issue 19). Reads only.
+pub(super) fn look_around<'a>(
+    dir: &'a Path,
+    id: &'a str,
+    names: &ServerNames,
+    ca_pem: &str,
+) -> Result<Around<'a>> {
+    // Before the first look at any file: a file changed at least
+    // SEEN_MARGIN_NS before this is recorded (see `Seen`).
+    let started = now_ns();
     let manifest = manifest_path(dir, id, names);
     // Our manifest, and what the others claim.
     let mut manifest_now = None;
@@ -408,114 +645,262 @@ pub(super) fn survey(
         && !others.contains_key(Path::new("ca.crt"))
         && blocked(dir, Path::new("ca.crt")).is_none()
         && fs::read_to_string(dir.join("ca.crt")).is_ok_and(|t| t.contains(ca_pem.trim()));
-    let ours_before_manifests = |rel: &Path, path: &Path| {
-        legacy && (FIXED_FILES.iter().any(|f| rel == Path::new(f)) || written_by_broker(path))
+    // What earlier renderings found, trusted only along with our manifest
+    // (without it every file is read, as before manifests).
+    let seen_path = seen_path(dir, id, names);
+    let seen_before = if manifest_now.is_some() {
+        read_seen(&seen_path, id)
+    } else {
+        HashMap::new()
     };
-
-    // Looked up by hash: a look-up in the ordered set compares paths
-    // component by component about log2(n) times (issue 19).
-    let owned_set: HashSet<&Path> = owned.iter().map(PathBuf::as_path).collect();
-    let mut states = Vec::with_capacity(wants.len());
-    let mut planned = Vec::with_capacity(wants.len());
-    let mut dirs_checked = HashMap::new();
-    for w in wants {
-        let rel = w
-            .path
-            .strip_prefix(dir)
-            .ok()
-            .filter(|r| plain_relative(r))
-            .ok_or_else(|| Error::InvalidFile {
-                path: w.path.to_owned(),
-                reason: format!("is not a plain path inside {}", dir.display()),
-            })?
-            .to_owned();
-        let state = match read_planned(dir, &rel, w.path, &mut dirs_checked)? {
-            Err((p, why)) => State::Blocked(p, why),
-            Ok(None) => State::Missing,
-            Ok(Some((m, now))) => {
-                let same_text = now == w.data;
-                let same_mode = m.permissions().mode() & 0o7777 == w.mode;
-                // Listed by another broker too (taken over with
-                // --force) and not as we would write it: contested,
-                // never overwritten silently.
-                let contested = others.contains_key(&rel) && !same_text;
-                if (owned_set.contains(rel.as_path()) || siblings.contains(&rel)) && !contested {
-                    State::Ours {
-                        same_text,
-                        same_mode,
-                    }
-                } else if let Some(m) = others.get(&rel) {
-                    State::Foreign(format!(
-                        "belongs to another broker (listed in {})",
-                        m.display()
-                    ))
-                } else if same_text || ours_before_manifests(&rel, w.path) {
-                    State::Ours {
-                        same_text,
-                        same_mode,
-                    }
-                } else {
-                    State::Foreign("exists and was not written by this broker".into())
-                }
-            }
-        };
-        states.push(state);
-        planned.push(rel);
-    }
-
-    // Leftovers: ours to remove, and files named like ours that are nobody's.
-    let planned_set: HashSet<&PathBuf> = planned.iter().collect();
-    let mut orphans = Vec::new();
-    let mut kept = Vec::new();
-    let mut candidates: BTreeSet<PathBuf> = owned.clone();
-    let mut foreign = Vec::new();
-    for rel in named_like_ours(dir, names) {
-        if planned_set.contains(&rel)
-            || owned_set.contains(rel.as_path())
-            || others.contains_key(&rel)
-            || siblings.contains(&rel)
-        {
-            continue;
-        }
-        if ours_before_manifests(&rel, &dir.join(&rel)) {
-            candidates.insert(rel);
-        } else {
-            foreign.push(dir.join(rel));
-        }
-    }
-    for rel in candidates {
-        // Not planned any more, and not another broker's (or another
-        // server's) now either.
-        if planned_set.contains(&rel) || others.contains_key(&rel) || siblings.contains(&rel) {
-            continue;
-        }
-        let path = dir.join(&rel);
-        match blocked(dir, &rel) {
-            Some((p, why)) => kept.push((path, format!("{} {why}", p.display()))),
-            None if fs::symlink_metadata(&path).is_ok() => orphans.push(path),
-            None => {}
-        }
-    }
-    if legacy {
-        owned.extend(
-            planned
-                .iter()
-                .zip(&states)
-                .filter(|(_, s)| matches!(s, State::Ours { .. }))
-                .map(|(rel, _)| rel.clone()),
-        );
-    }
-    Ok(Survey {
-        id: id.to_owned(),
+    Ok(Around {
+        dir,
+        id,
+        started,
         manifest,
         manifest_now,
         owned,
-        states,
-        planned,
-        orphans,
-        foreign,
-        kept,
+        others,
+        siblings,
+        legacy,
+        seen_path,
+        seen_before,
+        named_like_ours: named_like_ours(dir, names),
     })
+}
+
+impl Around<'_> {
+    /// The second half of [`survey`]: looks at the planned files `wants`
+    /// (all inside the directory).
+    pub(super) fn survey(self, wants: &[Want<'_>]) -> Result<Survey> {
+        let Around {
+            dir,
+            id,
+            started,
+            manifest,
+            manifest_now,
+            mut owned,
+            others,
+            siblings,
+            legacy,
+            seen_path,
+            seen_before,
+            named_like_ours,
+        } = self;
+        let ours_before_manifests = |rel: &Path, path: &Path| {
+            legacy && (FIXED_FILES.iter().any(|f| rel == Path::new(f)) || written_by_broker(path))
+        };
+
+        // Looked up by hash, by their text: a look-up in the ordered set
+        // compares paths component by component about log2(n) times, and a
+        // Path hashes component by component (issue 19).
+        let owned_set: HashSet<&OsStr> = owned.iter().map(|p| p.as_os_str()).collect();
+        let look = Look {
+            dir,
+            started,
+            seen_before: &seen_before,
+            owned: &owned_set,
+            siblings: &siblings,
+            others: &others,
+            ours_before_manifests: &ours_before_manifests,
+        };
+        // Each planned file looked at (a system call or more each, 10,000 CCD
+        // files at a rendering: issue 19), in a few threads on a large
+        // directory, each over a run of the files in order.
+        let threads = if wants.len() < PARALLEL_LOOK_MIN {
+            1
+        } else {
+            std::thread::available_parallelism().map_or(1, |n| n.get().min(MAX_LOOK_THREADS))
+        };
+        let runs: Vec<Result<Looked>> = if threads == 1 {
+            vec![look.run(wants)]
+        } else {
+            let per = wants.len().div_ceil(threads);
+            std::thread::scope(|scope| {
+                let handles: Vec<_> = wants
+                    .chunks(per)
+                    .map(|run| scope.spawn(|| look.run(run)))
+                    .collect();
+                handles
+                    .into_iter()
+                    .map(|h| h.join().unwrap_or_else(|e| std::panic::resume_unwind(e)))
+                    .collect()
+            })
+        };
+        let mut states = Vec::with_capacity(wants.len());
+        let mut planned = Vec::with_capacity(wants.len());
+        let mut seen = Vec::new();
+        for run in runs {
+            let run = run?;
+            states.extend(run.states);
+            planned.extend(run.planned);
+            seen.extend(run.seen);
+        }
+
+        // Leftovers: ours to remove, and files named like ours that are nobody's.
+        let planned_set: HashSet<&OsStr> = planned.iter().map(|p| p.as_os_str()).collect();
+        let mut orphans = Vec::new();
+        let mut kept = Vec::new();
+        let mut before_manifests = Vec::new();
+        let mut foreign = Vec::new();
+        for rel in named_like_ours {
+            if planned_set.contains(rel.as_os_str())
+                || owned_set.contains(rel.as_os_str())
+                || others.contains_key(&rel)
+                || siblings.contains(&rel)
+            {
+                continue;
+            }
+            if ours_before_manifests(&rel, &dir.join(&rel)) {
+                before_manifests.push(rel);
+            } else {
+                foreign.push(dir.join(rel));
+            }
+        }
+        // Ours (in order; those of a directory rendered before manifests are
+        // not in the manifest).
+        let mut candidates: Vec<&Path> = owned.iter().map(PathBuf::as_path).collect();
+        if !before_manifests.is_empty() {
+            candidates.extend(before_manifests.iter().map(PathBuf::as_path));
+            candidates.sort();
+        }
+        for rel in candidates {
+            // Not planned any more, and not another broker's (or another
+            // server's) now either.
+            if planned_set.contains(rel.as_os_str())
+                || others.contains_key(rel)
+                || siblings.contains(rel)
+            {
+                continue;
+            }
+            let path = dir.join(rel);
+            match blocked(dir, rel) {
+                Some((p, why)) => kept.push((path, format!("{} {why}", p.display()))),
+                None if fs::symlink_metadata(&path).is_ok() => orphans.push(path),
+                None => {}
+            }
+        }
+        if legacy {
+            owned.extend(
+                planned
+                    .iter()
+                    .zip(&states)
+                    .filter(|(_, s)| matches!(s, State::Ours { .. }))
+                    .map(|(rel, _)| rel.clone()),
+            );
+        }
+        Ok(Survey {
+            id: id.to_owned(),
+            manifest,
+            manifest_now,
+            owned,
+            states,
+            planned,
+            orphans,
+            foreign,
+            kept,
+            seen_path,
+            seen_before,
+            seen,
+        })
+    }
+}
+
+/// Below this many planned files, they are looked at in one thread.
+const PARALLEL_LOOK_MIN: usize = 2_000;
+/// The most threads that look at planned files.
+const MAX_LOOK_THREADS: usize = 4;
+
+/// What [`survey`] needs to look at planned files (shared by its threads).
+struct Look<'a, F: Fn(&Path, &Path) -> bool> {
+    dir: &'a Path,
+    /// When the survey started (ns since the epoch).
+    started: i128,
+    seen_before: &'a HashMap<OsString, Seen>,
+    owned: &'a HashSet<&'a OsStr>,
+    siblings: &'a BTreeSet<PathBuf>,
+    others: &'a BTreeMap<PathBuf, PathBuf>,
+    ours_before_manifests: &'a F,
+}
+
+/// What a run of planned files was found to be, in order.
+struct Looked {
+    states: Vec<State>,
+    planned: Vec<PathBuf>,
+    seen: Vec<(PathBuf, Seen)>,
+}
+
+impl<F: Fn(&Path, &Path) -> bool> Look<'_, F> {
+    /// Looks at each of `wants`: its state, its relative path, and whether
+    /// it is recorded as found ([`Seen`]).
+    fn run(&self, wants: &[Want<'_>]) -> Result<Looked> {
+        let dir = self.dir;
+        let mut states = Vec::with_capacity(wants.len());
+        let mut planned = Vec::with_capacity(wants.len());
+        let mut seen = Vec::new();
+        let mut dirs_checked = HashMap::new();
+        for w in wants {
+            let rel = w
+                .path
+                .strip_prefix(dir)
+                .ok()
+                .filter(|r| plain_relative(r))
+                .ok_or_else(|| Error::InvalidFile {
+                    path: w.path.to_owned(),
+                    reason: format!("is not a plain path inside {}", dir.display()),
+                })?
+                .to_owned();
+            // The recorded stamp counts only for the same planned text.
+            let mut hash = None;
+            let known = self.seen_before.get(rel.as_os_str()).and_then(|s| {
+                let h = *hash.get_or_insert_with(|| text_hash(w.data));
+                (s.hash == h).then_some(s.stamp)
+            });
+            let state = match read_planned(dir, &rel, w.path, &mut dirs_checked, known)? {
+                Err((p, why)) => State::Blocked(p, why),
+                Ok(None) => State::Missing,
+                Ok(Some((mode, stamp, now))) => {
+                    let same_text = now.is_none_or(|now| now == w.data);
+                    let same_mode = mode == w.mode;
+                    if same_text && stamp.ctime_ns + SEEN_MARGIN_NS < self.started {
+                        let hash = *hash.get_or_insert_with(|| text_hash(w.data));
+                        seen.push((rel.clone(), Seen { stamp, hash }));
+                    }
+                    // Listed by another broker too (taken over with
+                    // --force) and not as we would write it: contested,
+                    // never overwritten silently.
+                    let contested = self.others.contains_key(&rel) && !same_text;
+                    if (self.owned.contains(rel.as_os_str()) || self.siblings.contains(&rel))
+                        && !contested
+                    {
+                        State::Ours {
+                            same_text,
+                            same_mode,
+                        }
+                    } else if let Some(m) = self.others.get(&rel) {
+                        State::Foreign(format!(
+                            "belongs to another broker (listed in {})",
+                            m.display()
+                        ))
+                    } else if same_text || (self.ours_before_manifests)(&rel, w.path) {
+                        State::Ours {
+                            same_text,
+                            same_mode,
+                        }
+                    } else {
+                        State::Foreign("exists and was not written by this broker".into())
+                    }
+                }
+            };
+            states.push(state);
+            planned.push(rel);
+        }
+        Ok(Looked {
+            states,
+            planned,
+            seen,
+        })
+    }
 }
 
 impl Survey {
@@ -555,6 +940,26 @@ impl Survey {
                     reason: format!("{why}{more}"),
                 })
             }
+        }
+    }
+
+    /// Records the files found as planned ([`Seen`]), leaving out those in
+    /// `changed` (written since), if the record does not say that already.
+    /// The record is a cache: written without a sync, and a failure to
+    /// write it is no failure of the rendering (the next one reads more).
+    pub fn write_seen(&self, changed: &HashSet<&Path>) {
+        let seen: Vec<&(PathBuf, Seen)> = self
+            .seen
+            .iter()
+            .filter(|(rel, _)| !changed.contains(rel.as_path()))
+            .collect();
+        let same = seen.len() == self.seen_before.len()
+            && seen
+                .iter()
+                .all(|(rel, s)| self.seen_before.get(rel.as_os_str()) == Some(s));
+        if !same {
+            let text = seen_text(&self.id, &seen);
+            let _ = crate::fsutil::write_unsynced(&self.seen_path, text.as_bytes());
         }
     }
 

@@ -1,13 +1,14 @@
 //! Rendering the server side of a broker and ending live sessions
 //! (issues 5 and 17): glue between the [`Broker`] and [`crate::openvpn`].
 
-use std::collections::BTreeSet;
+use std::collections::{BTreeSet, HashSet};
 use std::fs;
 use std::os::unix::fs::{DirBuilderExt, PermissionsExt};
 use std::path::{Path, PathBuf};
 
 use super::ownership::{self, State, Survey, Want, broker_id};
 use super::{Broker, Client, ClientState, ServerMode, ServerSettings, Settings, TlsCryptVersion};
+use crate::client_id::ClientId;
 use crate::error::{Error, Result};
 use crate::fsutil;
 use crate::openvpn::{
@@ -15,6 +16,7 @@ use crate::openvpn::{
     PerClientServer, RenderedFile, ServerFiles, ServerOptions, SharedServer, TlsCryptV2Verify,
     reach,
 };
+use crate::pki::Serial;
 
 /// How [`Broker::render_server_with`] renders the server side.
 ///
@@ -265,38 +267,25 @@ impl Broker {
 
     /// The rendered files of the server side (without key material).
     fn server_files(&self, layout: &Layout) -> Result<(Vec<RenderedFile>, Vec<String>)> {
+        self.server_rows(layout)?.emit()
+    }
+
+    /// What [`server_files`](Self::server_files) renders from: the active
+    /// clients of this server (one query; rendering needs no certificate)
+    /// and the server's options.
+    fn server_rows(&self, layout: &Layout) -> Result<ServerRows> {
         let options = self.server_options(layout)?;
-        let settings = &self.settings;
-        // The client rows alone (one query): rendering needs no certificate.
-        let name = self.server_name().to_owned();
-        let active: Vec<crate::store::ClientRecord> = self
+        let active = self
             .store()
-            .read_with(|tx| tx.clients())?
-            .into_iter()
-            .filter(|c| c.server == name && c.state == ClientState::Active)
-            .collect();
-        let mut files = Vec::new();
-        let mut instances = Vec::new();
-        match settings.mode {
-            ServerMode::PerClient => {
-                for c in &active {
-                    let port = c.port.ok_or_else(|| Error::InvalidSettings {
-                        reason: format!("client {} has no UDP port in per-client mode", c.id),
-                    })?;
-                    let srv =
-                        PerClientServer::new(c.id.clone(), c.assignment, port, options.clone())?;
-                    instances.push(srv.name());
-                    files.extend(srv.emit()?);
-                }
-            }
-            ServerMode::Shared => {
-                let srv = SharedServer::new(settings.pool, settings.port, options)?
-                    .named(self.server_names()?);
-                instances.push(srv.name());
-                files.extend(srv.emit(active.iter().map(|c| (&c.id, &c.assignment)))?);
-            }
-        }
-        Ok((files, instances))
+            .read_with(|tx| tx.rendered_clients(self.server_name()))?;
+        Ok(ServerRows {
+            mode: self.settings.mode,
+            pool: self.settings.pool,
+            port: self.settings.port,
+            names: self.server_names()?,
+            options,
+            active,
+        })
     }
 
     /// The instance names of the server side (`openvpn-server@NAME`), as
@@ -309,8 +298,20 @@ impl Broker {
     /// Every file [`render_server`](Self::render_server) writes into
     /// `layout.dir` (canonical), with its mode, and the instance names.
     /// The CRL copy is among them only when the broker's CRL can be read.
-    fn planned_files(&self, layout: &Layout, binary: &Path) -> Result<(Vec<Planned>, Vec<String>)> {
-        let (mut files, instances) = self.server_files(layout)?;
+    fn planned_files(&self, layout: &Layout, binary: &Path) -> Result<Plan> {
+        // The instances' files are made (10,000 CCD texts: issue 19) while
+        // the list of tls-crypt-v2 clients is read.
+        let rows = self.server_rows(layout)?;
+        let (server, tls_crypt) = std::thread::scope(|scope| {
+            let server = scope.spawn(|| rows.emit());
+            let tls_crypt = self.tls_crypt_files(layout);
+            let server = server
+                .join()
+                .unwrap_or_else(|panic| std::panic::resume_unwind(panic));
+            (server, tls_crypt)
+        });
+        let (mut files, instances) = server?;
+        let (tls_crypt, v2_plan) = tls_crypt?;
         let names = self.server_names()?;
         let plain = |name: &str, text: String| RenderedFile {
             name: name.into(),
@@ -323,7 +324,7 @@ impl Broker {
             self.server_certificate()?.pem().to_owned(),
         ));
         files.push(plain(&names.key(), self.server_key()?.to_pem().to_owned()));
-        files.extend(self.tls_crypt_files(layout)?);
+        files.extend(tls_crypt);
         // The copy of the CRL; when the broker's own cannot be read (the
         // `crl` check says so), the copy stays what it is rather than
         // being taken for a file of a former client.
@@ -341,7 +342,7 @@ impl Broker {
             agent = agent.for_server(self.server_name(), &layout.run_dir)?;
         }
         files.push(agent.emit()?);
-        let planned = files
+        let files = files
             .into_iter()
             .map(|f| {
                 let mode = if KEY_FILES.contains(&f.name.as_str()) || f.name == names.key() {
@@ -358,7 +359,11 @@ impl Broker {
                 }
             })
             .collect();
-        Ok((planned, instances))
+        Ok(Plan {
+            files,
+            instances,
+            v2_plan,
+        })
     }
 
     /// [`render_server_with`](Self::render_server_with) into `out_dir`
@@ -493,15 +498,32 @@ impl Broker {
                 .and_then(|text| CrlRefreshUnits::binary_of(&text))
                 .unwrap_or_else(|| PathBuf::from(DEFAULT_BINARY))
         });
-        // Everything is checked before anything is written.
-        let (files, instances) = self.planned_files(&layout, &binary)?;
+        // Everything is checked before anything is written. What is in the
+        // directory (manifests, the record of found files, the names of
+        // files there) is read while the files are planned (issue 19: each
+        // is about a fifth of a re-rendering of 10,000 clients).
+        let names = self.server_names()?;
+        let cert = self.ca.certificate();
+        let id = broker_id(cert.der());
+        let (plan, around) = std::thread::scope(|scope| {
+            let around = scope.spawn(|| ownership::look_around(&dir, &id, &names, cert.pem()));
+            let plan = self.planned_files(&layout, &binary);
+            let around = around
+                .join()
+                .unwrap_or_else(|panic| std::panic::resume_unwind(panic));
+            (plan, around)
+        });
+        let Plan {
+            files,
+            instances,
+            v2_plan,
+        } = plan?;
         let dir_reach = reach(&dir);
         if let Some(err) = dir_reach.refusal() {
             return Err(err);
         }
-        let mut survey = self.survey(&dir, &files)?;
+        let mut survey = around?.survey(&wants(&files))?;
         survey.refuse(options.force)?;
-        let names = self.server_names()?;
         let mut subdirs = vec![dir.join(CrlRefreshUnits::DIR)];
         if self.settings.mode == ServerMode::Shared {
             subdirs.push(dir.join(names.ccd_dir()));
@@ -568,6 +590,15 @@ impl Broker {
         // The CRL copy (and the list of clients tls-crypt-v2 accepts) is
         // written under the database's write lock, so that it never
         // replaces a newer one written by a revocation meanwhile.
+        // The list as planned is written unless the database has other
+        // current certificates by now (no second list built; no query when
+        // nothing was committed since).
+        let v2_planned = v2_plan.as_ref().zip(
+            files
+                .iter()
+                .find(|f| f.path == v2_clients)
+                .map(|f| f.text.as_str()),
+        );
         let mut v2_written = None;
         let copied = self.store().write_with(|tx| {
             let crl = fsutil::read_crl(&self.paths.crl)?;
@@ -575,7 +606,7 @@ impl Broker {
             if copied {
                 fsutil::write_public(&crl_copy, crl.as_bytes())?;
             }
-            v2_written = self.write_tls_crypt_v2_clients(tx, &v2_clients)?;
+            v2_written = self.write_tls_crypt_v2_clients(tx, &v2_clients, v2_planned)?;
             Ok(copied)
         })?;
         match v2_written {
@@ -594,6 +625,14 @@ impl Broker {
             report.removed.push(path);
         }
         survey.write_manifest(&planned)?;
+        // What was found as planned and not written since, for the next
+        // rendering to look at instead of reading (issue 19).
+        let written: HashSet<&Path> = report
+            .written
+            .iter()
+            .filter_map(|p| p.strip_prefix(&dir).ok())
+            .collect();
+        survey.write_seen(&written);
         self.record_server(&layout)?;
         report.warnings = survey
             .foreign
@@ -623,26 +662,32 @@ impl Broker {
 
     /// The control channel files of the server side: `tls-crypt.key` (v1),
     /// or the `tls-crypt-v2` server key, its verify program and the list of
-    /// current clients (v2).
-    fn tls_crypt_files(&self, layout: &Layout) -> Result<Vec<RenderedFile>> {
+    /// current clients (v2), with the current serials that list was made
+    /// of.
+    fn tls_crypt_files(&self, layout: &Layout) -> Result<(Vec<RenderedFile>, Option<V2Plan>)> {
         let plain = |name: &str, text: String| RenderedFile {
             name: name.into(),
             text,
             executable: false,
         };
         Ok(match self.settings.tls_crypt {
-            TlsCryptVersion::V1 => vec![plain(
-                ServerFiles::TLS_CRYPT,
-                self.tls_crypt_key()?.to_text().to_owned(),
-            )],
+            TlsCryptVersion::V1 => (
+                vec![plain(
+                    ServerFiles::TLS_CRYPT,
+                    self.tls_crypt_key()?.to_text().to_owned(),
+                )],
+                None,
+            ),
             TlsCryptVersion::V2 => {
                 let names = self.server_names()?;
                 let list =
                     ConfigPath::from_path(&layout.dir)?.join(&names.tls_crypt_v2_clients())?;
-                let clients = self
-                    .store()
-                    .read_with(|tx| self.tls_crypt_v2_clients_text(tx))?;
-                vec![
+                let (serials, stamp) = self.store().read_with(|tx| {
+                    let serials = tx.current_serials(self.server_name())?;
+                    Ok((serials, tx.data_stamp()?))
+                })?;
+                let clients = self.tls_crypt_v2_clients_of(serials.clone()).to_string();
+                let files = vec![
                     plain(
                         ServerFiles::TLS_CRYPT_V2,
                         self.tls_crypt_v2_server_key()?.to_pem(),
@@ -653,22 +698,42 @@ impl Broker {
                         executable: true,
                     },
                     plain(&names.tls_crypt_v2_clients(), clients),
-                ]
+                ];
+                (files, Some(V2Plan { serials, stamp }))
             }
         })
     }
 
     /// Writes the list of current clients to `path` if this broker uses v2
     /// (inside the transaction `tx`): `Some(written)`, or `None` for v1.
-    fn write_tls_crypt_v2_clients(
+    /// `planned`: what a list was made of in an earlier transaction, and
+    /// its text, which is written if nothing was committed since (the
+    /// store's [`data_stamp`](crate::store::Transaction::data_stamp)) or
+    /// the serials are still the current ones.
+    pub(super) fn write_tls_crypt_v2_clients(
         &self,
         tx: &mut dyn crate::store::Transaction,
         path: &Path,
+        planned: Option<(&V2Plan, &str)>,
     ) -> Result<Option<bool>> {
+        use std::borrow::Cow;
         if self.settings.tls_crypt != TlsCryptVersion::V2 {
             return Ok(None);
         }
-        let text = self.tls_crypt_v2_clients_text(tx)?;
+        let unchanged = match planned {
+            Some((plan, _)) if plan.stamp.is_some() => tx.data_stamp()? == plan.stamp,
+            _ => false,
+        };
+        let text = match planned {
+            Some((_, text)) if unchanged => Cow::Borrowed(text),
+            _ => {
+                let now = tx.current_serials(self.server_name())?;
+                match planned {
+                    Some((plan, text)) if plan.serials == now => Cow::Borrowed(text),
+                    _ => Cow::Owned(self.tls_crypt_v2_clients_of(now).to_string()),
+                }
+            }
+        };
         let write = !up_to_date(path, text.as_bytes(), fsutil::PUBLIC);
         if write {
             fsutil::write_public(path, text.as_bytes())?;
@@ -707,21 +772,13 @@ impl Broker {
 
     /// Who owns what in `dir` (canonical) against the planned `files`.
     fn survey(&self, dir: &Path, files: &[Planned]) -> Result<Survey> {
-        let wants: Vec<Want<'_>> = files
-            .iter()
-            .map(|f| Want {
-                path: &f.path,
-                data: f.text.as_bytes(),
-                mode: f.mode,
-            })
-            .collect();
         let cert = self.ca.certificate();
         ownership::survey(
             dir,
             &broker_id(cert.der()),
             &self.server_names()?,
             cert.pem(),
-            &wants,
+            &wants(files),
         )
     }
 
@@ -744,7 +801,9 @@ impl Broker {
             dir: dir.clone(),
             run_dir: layout.run_dir,
         };
-        let (files, _) = self.planned_files(&layout, Path::new(DEFAULT_BINARY))?;
+        let files = self
+            .planned_files(&layout, Path::new(DEFAULT_BINARY))?
+            .files;
         let units = dir.join(CrlRefreshUnits::DIR);
         let survey = self.survey(&dir, &files)?;
         let mut state = ServerFilesState {
@@ -958,6 +1017,75 @@ fn connect(socket: &Path) -> Result<Option<Management>> {
         Err(Error::Management { reason, .. }) if reason.contains("refused") => Ok(None),
         Err(e) => Err(e),
     }
+}
+
+/// What the list of tls-crypt-v2 clients a rendering plans was made of:
+/// the current certificates' serials of the server's active clients (as
+/// [`Transaction::current_serials`](crate::store::Transaction::current_serials)
+/// gave them) and the store's
+/// [`data_stamp`](crate::store::Transaction::data_stamp) then.
+pub(super) struct V2Plan {
+    pub(super) serials: Vec<(ClientId, Serial)>,
+    pub(super) stamp: Option<String>,
+}
+
+/// What a rendering plans: the files, the instance names, and (v2) what
+/// the list of tls-crypt-v2 clients among the files was made of.
+struct Plan {
+    files: Vec<Planned>,
+    instances: Vec<String>,
+    v2_plan: Option<V2Plan>,
+}
+
+/// The active clients of a server and what else its files are made of.
+struct ServerRows {
+    mode: ServerMode,
+    pool: crate::plan::Pool,
+    port: u16,
+    names: crate::openvpn::ServerNames,
+    options: ServerOptions,
+    /// ID, assignment and UDP port of each active client.
+    active: Vec<(ClientId, crate::plan::Assignment, Option<u16>)>,
+}
+
+impl ServerRows {
+    /// The files of the server's instances, and their names.
+    fn emit(&self) -> Result<(Vec<RenderedFile>, Vec<String>)> {
+        let mut files = Vec::new();
+        let mut instances = Vec::new();
+        match self.mode {
+            ServerMode::PerClient => {
+                for (id, assignment, port) in &self.active {
+                    let port = port.ok_or_else(|| Error::InvalidSettings {
+                        reason: format!("client {id} has no UDP port in per-client mode"),
+                    })?;
+                    let srv =
+                        PerClientServer::new(id.clone(), *assignment, port, self.options.clone())?;
+                    instances.push(srv.name());
+                    files.extend(srv.emit()?);
+                }
+            }
+            ServerMode::Shared => {
+                let srv = SharedServer::new(self.pool, self.port, self.options.clone())?
+                    .named(self.names.clone());
+                instances.push(srv.name());
+                files.extend(srv.emit(self.active.iter().map(|(id, a, _)| (id, a)))?);
+            }
+        }
+        Ok((files, instances))
+    }
+}
+
+/// The planned `files` as the survey of a directory takes them.
+fn wants(files: &[Planned]) -> Vec<Want<'_>> {
+    files
+        .iter()
+        .map(|f| Want {
+            path: &f.path,
+            data: f.text.as_bytes(),
+            mode: f.mode,
+        })
+        .collect()
 }
 
 /// One file of the server side, as [`Broker::render_server`] writes it.

@@ -13,7 +13,7 @@ use crate::client_id::ClientId;
 use crate::error::{Error, Result};
 use crate::fsutil;
 use crate::openvpn::{ServerFiles, TlsCryptV2Clients};
-use crate::pki::{ClientBinding, TlsCryptV2ClientKey, TlsCryptV2ServerKey};
+use crate::pki::{ClientBinding, Serial, TlsCryptV2ClientKey, TlsCryptV2ServerKey};
 use crate::store::Transaction;
 
 /// What [`Broker::set_tls_crypt`] did.
@@ -96,25 +96,29 @@ impl Broker {
             .client_key(&binding.metadata())
     }
 
-    /// The bindings the server accepts: the current certificate of every
-    /// active client of this broker's server (a client of another server
-    /// is refused here before TLS, as its certificate name is by the
-    /// other server's `verify-x509-name`).
-    pub(crate) fn tls_crypt_v2_bindings(
+    /// The list of current clients of `serials` (as
+    /// [`Transaction::current_serials`] gives them): the bindings the
+    /// server accepts, the current certificate of every active client of
+    /// this broker's server (a client of another server is refused here
+    /// before TLS, as its certificate name is by the other server's
+    /// `verify-x509-name`).
+    pub(crate) fn tls_crypt_v2_clients_of(
         &self,
-        tx: &mut dyn Transaction,
-    ) -> Result<Vec<ClientBinding>> {
-        Ok(tx
-            .current_serials(self.server_name())?
-            .into_iter()
-            .map(|(id, serial)| ClientBinding::new(id, serial))
-            .collect())
+        serials: Vec<(ClientId, Serial)>,
+    ) -> TlsCryptV2Clients {
+        TlsCryptV2Clients::new(
+            serials
+                .into_iter()
+                .map(|(id, serial)| ClientBinding::new(id, serial))
+                .collect(),
+        )
     }
 
     /// The text of the list of current clients, as the database `tx` has
     /// them.
     pub(crate) fn tls_crypt_v2_clients_text(&self, tx: &mut dyn Transaction) -> Result<String> {
-        Ok(TlsCryptV2Clients::new(self.tls_crypt_v2_bindings(tx)?).to_string())
+        let serials = tx.current_serials(self.server_name())?;
+        Ok(self.tls_crypt_v2_clients_of(serials).to_string())
     }
 
     /// Writes the list of current clients to the recorded server
@@ -263,6 +267,86 @@ mod tests {
                 .map(|c| (c.id.clone(), c.serial.clone()))
                 .collect();
             assert_eq!(fast, want, "{server}");
+            // The rows a rendering reads: the active clients of the
+            // server (frank too: he has no current certificate, yet a CCD
+            // entry), as the whole rows say.
+            let rendered = b
+                .store()
+                .read_with(|tx| tx.rendered_clients(server))
+                .unwrap();
+            let rows: Vec<_> = b
+                .store()
+                .read_with(|tx| tx.clients())
+                .unwrap()
+                .into_iter()
+                .filter(|c| c.server == server && c.state == ClientState::Active)
+                .map(|c| (c.id, c.assignment, c.port))
+                .collect();
+            assert_eq!(rendered, rows, "{server}");
         }
+    }
+
+    /// A list of tls-crypt-v2 clients planned in one transaction is written
+    /// in the next only if nothing was committed in between (the store's
+    /// data stamp) or the serials are still the current ones: a revocation
+    /// between a rendering's plan and its write is never undone.
+    #[test]
+    fn a_list_planned_before_a_revocation_is_made_again() {
+        let tmp = tempfile::tempdir().unwrap();
+        let settings = Settings::new(
+            "2001:db8:0:f100::/56".parse().unwrap(),
+            "vpn.example.net".parse().unwrap(),
+        );
+        let mut b = Broker::init(&tmp.path().join("broker"), &InitOptions::new(settings)).unwrap();
+        b.set_tls_crypt(TlsCryptVersion::V2).unwrap();
+        let add = |id: &str| {
+            b.add_client(&NewClient::new(id.parse().unwrap(), ClientKind::Hermit))
+                .unwrap()
+        };
+        let alice = add("alice");
+        let bob = add("bob");
+        let list = tmp.path().join("tls-crypt-v2-clients");
+        let plan = || {
+            let (serials, stamp) = b
+                .store()
+                .read_with(|tx| {
+                    let serials = tx.current_serials("main")?;
+                    Ok((serials, tx.data_stamp()?))
+                })
+                .unwrap();
+            let text = b.tls_crypt_v2_clients_of(serials.clone()).to_string();
+            (super::super::render::V2Plan { serials, stamp }, text)
+        };
+        let write = |planned: &(super::super::render::V2Plan, String)| {
+            b.store()
+                .write_with(|tx| {
+                    b.write_tls_crypt_v2_clients(tx, &list, Some((&planned.0, &planned.1)))
+                })
+                .unwrap()
+        };
+        // Nothing committed since: the planned text, as it is.
+        let planned = plan();
+        assert!(planned.0.stamp.is_some());
+        assert_eq!(write(&planned), Some(true));
+        assert_eq!(std::fs::read_to_string(&list).unwrap(), planned.1);
+        assert_eq!(write(&planned), Some(false));
+        // A revocation after the plan: the list is made again without bob.
+        let planned = plan();
+        b.revoke(&bob.id, RevocationReason::Unspecified).unwrap();
+        let stale = b.store().read_with(|tx| tx.data_stamp()).unwrap();
+        assert_ne!(stale, planned.0.stamp, "a commit moves the stamp");
+        assert_eq!(write(&planned), Some(true));
+        let text = std::fs::read_to_string(&list).unwrap();
+        assert!(text.contains(&format!("{} alice", alice.serial)), "{text}");
+        assert!(!text.contains(" bob"), "{text}");
+        // A commit that leaves the serials as planned (a shared value):
+        // the planned text is still right, and written as it is.
+        let planned = plan();
+        b.store()
+            .write_with(|tx| tx.set_shared("test", "value"))
+            .unwrap();
+        std::fs::remove_file(&list).unwrap();
+        assert_eq!(write(&planned), Some(true));
+        assert_eq!(std::fs::read_to_string(&list).unwrap(), planned.1);
     }
 }

@@ -4,8 +4,6 @@
 use std::fmt;
 use std::net::Ipv6Addr;
 
-use ipnet::Ipv6Net;
-
 use super::text::{ConfigText, ScriptText, Step, ip_addr};
 use super::values::{CommonName, ConfigPath, InterfaceName};
 use super::{ConfigFile, KEEPALIVE, RenderedFile, Script};
@@ -869,10 +867,12 @@ impl SharedServer {
             sized.config()?.to_string(),
         )];
         let ccd = self.ccd_dir();
+        // The gateway once, not once per client (issue 19: 10,000 CCD files).
+        let gateway = self.server_address().to_string();
         for (id, a) in clients {
             files.push(RenderedFile::config(
                 format!("{ccd}/{id}"),
-                self.ccd(id, a)?.to_string(),
+                self.ccd(id, a)?.text_with(&gateway).to_string(),
             ));
         }
         Ok(files)
@@ -898,21 +898,36 @@ pub struct CcdEntry {
 
 impl CcdEntry {
     fn text(&self) -> ConfigText {
+        self.text_with(&self.gateway.to_string())
+    }
+
+    /// The entry with the gateway (`self.gateway`) already formatted. Each
+    /// address is formatted once ([`describe`] and the directives share
+    /// them): a rendering makes 10,000 of these (issue 19).
+    fn text_with(&self, gateway: &str) -> ConfigText {
+        let (description, tunnel, iroute) = match &self.assignment {
+            Assignment::Subnet(s) => {
+                let prefix = s.prefix().to_string();
+                let end = s.client_end().to_string();
+                let description = format!(
+                    "subnet {prefix}, tunnel address {end} (routing net {})",
+                    s.routing_net()
+                );
+                (description, format!("{end}/64"), prefix)
+            }
+            Assignment::Hermit(h) => {
+                let address = h.address().to_string();
+                let prefix = format!("{address}/128");
+                (format!("hermit {prefix}"), format!("{address}/64"), prefix)
+            }
+        };
         let mut c = ConfigText::default();
         c.comment(format!(
-            "tunnelbroker: client {}: {}",
-            self.client,
-            describe(&self.assignment)
+            "tunnelbroker: client {}: {description}",
+            self.client
         ));
-        let (tunnel, iroute): (Ipv6Addr, Ipv6Net) = match &self.assignment {
-            Assignment::Subnet(s) => (s.client_end(), s.prefix()),
-            Assignment::Hermit(h) => (h.address(), h.prefix()),
-        };
-        c.opt_args(
-            "ifconfig-ipv6-push",
-            [with_len(tunnel, 64), self.gateway.to_string()],
-        )
-        .opt_args("iroute-ipv6", [iroute]);
+        c.opt_args("ifconfig-ipv6-push", [tunnel, gateway.to_owned()])
+            .opt_args("iroute-ipv6", [iroute]);
         c
     }
 }

@@ -331,6 +331,49 @@ fn tls_crypt_v1_servers_name_the_shared_key_and_run_no_verify_program() {
     );
 }
 
+/// The CCD entry formats each address once (issue 19); its text is still
+/// exactly the description of [`describe`] and the two directives with the
+/// addresses as `Ipv6Addr`/`Ipv6Net` print them, for every kind of address
+/// (zero runs in any place, the longest run chosen, no run at all).
+#[test]
+fn ccd_text_formats_each_address_once_and_says_the_same() {
+    let s = SharedServer::new(pool(), 5000, ServerOptions::default()).unwrap();
+    let gateway = s.server_address();
+    let mut assignments = Vec::new();
+    for n in [0x01u16, 0x10, 0xab, 0xfe] {
+        let net = format!("2001:db8:0:f1{n:02x}::/64").parse().unwrap();
+        if let Ok(sub) = pool().subnet(net) {
+            assignments.push(Assignment::Subnet(sub));
+        }
+    }
+    for h in [
+        "2001:db8:0:f1ff::7",
+        "2001:db8:0:f1ff:0:0:1:0",
+        "2001:db8:0:f1ff:1::1",
+        "2001:db8:0:f1ff:1:0:0:1",
+        "2001:db8:0:f1ff:ffff:ffff:ffff:fffe",
+        "2001:db8:0:f1ff:0:1:0:0",
+    ] {
+        if let Ok(her) = pool().hermit(h.parse().unwrap()) {
+            assignments.push(Assignment::Hermit(her));
+        }
+    }
+    assert!(assignments.len() >= 7, "{assignments:?}");
+    for a in &assignments {
+        let (tunnel, iroute) = match a {
+            Assignment::Subnet(s) => (s.client_end(), s.prefix()),
+            Assignment::Hermit(h) => (h.address(), h.prefix()),
+        };
+        let want = format!(
+            "# tunnelbroker: client alice: {}\nifconfig-ipv6-push {tunnel}/64 {gateway}\niroute-ipv6 {iroute}\n",
+            super::server::describe(a)
+        );
+        assert_eq!(s.ccd(&id("alice"), a).unwrap().to_string(), want);
+        let files = s.emit([(&id("alice"), a)]).unwrap();
+        assert_eq!(files[1].text, want);
+    }
+}
+
 #[test]
 fn ccd_has_exactly_one_push_and_the_per_client_addresses() {
     let s = SharedServer::new(pool(), 5000, ServerOptions::default()).unwrap();

@@ -210,6 +210,21 @@ pub trait Transaction {
     /// The assignment and port of every client row (cheaper than
     /// [`clients`](Self::clients): allocation reads this in every write).
     fn allocations(&mut self) -> Result<Vec<Allocation>>;
+    /// The ID, assignment and UDP port of every active client of `server`,
+    /// in ID order: what a rendering of its files needs (issue 19: 10,000
+    /// clients at every rendering). The default reads
+    /// [`clients`](Self::clients).
+    fn rendered_clients(
+        &mut self,
+        server: &str,
+    ) -> Result<Vec<(ClientId, Assignment, Option<u16>)>> {
+        Ok(self
+            .clients()?
+            .into_iter()
+            .filter(|c| c.server == server && c.state == ClientState::Active)
+            .map(|c| (c.id, c.assignment, c.port))
+            .collect())
+    }
     /// How many client rows there are.
     fn client_count(&mut self) -> Result<u64>;
     /// The client that holds this UDP port, if any.
@@ -278,6 +293,16 @@ pub trait Transaction {
     /// `latest_certificate` for each.
     fn current_serials(&mut self, server: &str) -> Result<Vec<(ClientId, Serial)>> {
         current_serials_by_rows(self, server)
+    }
+    /// An opaque value that is the same in two transactions of this store
+    /// only if nothing was committed to the database in between, by this
+    /// store or any other; `None` where the store cannot tell cheaply (the
+    /// default, and PostgreSQL). Read it after a first query, so that a
+    /// read transaction's snapshot has begun. A rendering uses it to keep
+    /// what it read in a read transaction instead of reading it again under
+    /// the write lock (issue 19).
+    fn data_stamp(&mut self) -> Result<Option<String>> {
+        Ok(None)
     }
     /// Marks a certificate revoked.
     fn revoke_certificate(

@@ -978,6 +978,70 @@ impl Transaction for PgTx<'_, '_> {
         rows.iter().map(|r| self.client_from_row(r)).collect()
     }
 
+    fn rendered_clients(
+        &mut self,
+        server: &str,
+    ) -> Result<Vec<(ClientId, Assignment, Option<u16>)>> {
+        // Four columns of the active clients (issue 19), in the order of
+        // `clients`.
+        let rows = self.query(
+            "SELECT id, kind, prefix, port FROM clients
+             WHERE state = 'active' AND server = $1 ORDER BY id COLLATE \"C\"",
+            &[&server],
+        )?;
+        let corrupt = |e: Error| Error::Database {
+            reason: format!("a client row does not parse: {e}"),
+        };
+        // Asked at the first row: a server without clients needs no row.
+        let mut pool = None;
+        rows.iter()
+            .map(|r| {
+                let id = ClientId::new(r.try_get(0).map_err(pg_err)?).map_err(corrupt)?;
+                let kind: ClientKind = r
+                    .try_get::<_, &str>(1)
+                    .map_err(pg_err)?
+                    .parse()
+                    .map_err(corrupt)?;
+                let pool = match pool {
+                    Some(p) => p,
+                    None => *pool.insert(pool_of(&self.pools, &self.pool, server)?),
+                };
+                let assignment = Assignment::parse_in(&pool, kind, r.try_get(2).map_err(pg_err)?)
+                    .map_err(corrupt)?;
+                let port = port_of(&id, r.try_get(3).map_err(pg_err)?)?;
+                Ok((id, assignment, port))
+            })
+            .collect()
+    }
+
+    fn current_serials(&mut self, server: &str) -> Result<Vec<(ClientId, Serial)>> {
+        // One query (issue 19: the default asks once per client, 10,000
+        // round trips): each active client's latest certificate (highest
+        // seq, through certificates_by_client) when it is current.
+        let rows = self.query(
+            "SELECT c.id, k.serial FROM clients c
+             CROSS JOIN LATERAL (SELECT serial, state FROM certificates
+                                 WHERE client_id = c.id ORDER BY seq DESC LIMIT 1) k
+             WHERE c.state = 'active' AND c.server = $1 AND k.state = 'current'
+             ORDER BY c.id COLLATE \"C\"",
+            &[&server],
+        )?;
+        let corrupt = |e: Error| Error::Database {
+            reason: format!("a certificate row does not parse: {e}"),
+        };
+        rows.iter()
+            .map(|r| {
+                let id = ClientId::new(r.try_get(0).map_err(pg_err)?).map_err(corrupt)?;
+                let serial: Serial = r
+                    .try_get::<_, &str>(1)
+                    .map_err(pg_err)?
+                    .parse()
+                    .map_err(corrupt)?;
+                Ok((id, serial))
+            })
+            .collect()
+    }
+
     fn allocations(&mut self) -> Result<Vec<Allocation>> {
         let rows = self.query("SELECT id, kind, prefix, port, server FROM clients", &[])?;
         rows.iter()

@@ -83,12 +83,7 @@ pub fn parse_status(text: &str) -> Result<Vec<LiveSession>> {
     }
     let mut columns: Option<Columns> = None;
     let mut out = Vec::new();
-    for (i, line) in text.lines().enumerate() {
-        let n = i + 1;
-        let line = line.strip_suffix('\r').unwrap_or(line);
-        if line == "END" {
-            break;
-        }
+    for (n, line) in reply_lines(text) {
         let sep = if line.contains('\t') { '\t' } else { ',' };
         let fields: Vec<&str> = line.split(sep).collect();
         match fields.as_slice() {
@@ -386,6 +381,16 @@ pub fn parse_link_bytes(text: &str) -> Result<(u64, u64)> {
     }
 }
 
+/// The lines of a reply or status file up to `END`, numbered from 1,
+/// without a final carriage return.
+fn reply_lines(text: &str) -> impl Iterator<Item = (usize, &str)> {
+    text.lines()
+        .map(|line| line.strip_suffix('\r').unwrap_or(line))
+        .take_while(|line| *line != "END")
+        .enumerate()
+        .map(|(i, line)| (i + 1, line))
+}
+
 /// The lines of a point-to-point reply up to `END`, numbered, without
 /// notifications (`>...`); refused when overlong or when a line holds a
 /// control character other than a tab (a NUL, an escape sequence).
@@ -398,12 +403,7 @@ fn p2p_lines<'a>(text: &'a str, what: &str) -> Result<Vec<(usize, &'a str)>> {
         ));
     }
     let mut out = Vec::new();
-    for (i, line) in text.lines().enumerate() {
-        let n = i + 1;
-        let line = line.strip_suffix('\r').unwrap_or(line);
-        if line == "END" {
-            break;
-        }
+    for (n, line) in reply_lines(text) {
         if line.chars().any(|c| c.is_control() && c != '\t') {
             return Err(bad(n, line, "a control character"));
         }

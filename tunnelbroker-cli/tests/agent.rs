@@ -5,7 +5,7 @@
 use std::io::{BufRead, BufReader, Read, Write};
 use std::net::TcpStream;
 use std::path::Path;
-use std::process::{Child, Command, Stdio};
+use std::process::{Child, Command, Output, Stdio};
 use std::sync::mpsc;
 use std::time::Duration;
 
@@ -21,45 +21,32 @@ fn server_host(tmp: &Path) -> (std::path::PathBuf, std::path::PathBuf) {
     (dir, tmp.join("server"))
 }
 
+/// One round of the agent (`--once`, instances reported, not started)
+/// rendering into `out`, with `before` ahead of the subcommand (`--json`)
+/// and `extra` after it.
+fn agent_once(dir: &Path, before: &[&str], out: &str, extra: &[&str]) -> Output {
+    let args = [
+        before,
+        &["agent", "-o", out, "--once", "--instances", "report"],
+        extra,
+    ];
+    tb(dir, &args.concat())
+}
+
 #[test]
 fn agent_once_renders_without_the_ca_key() {
     let tmp = operator_tempdir();
     let (dir, out) = server_host(tmp.path());
     let o = out.to_str().unwrap();
-    let v = json(&tb(
-        &dir,
-        &[
-            "--json",
-            "agent",
-            "-o",
-            o,
-            "--once",
-            "--instances",
-            "report",
-        ],
-    ));
+    let v = json(&agent_once(&dir, &["--json"], o, &[]));
     assert_eq!(v["reconciled"], true, "{v}");
     assert!(out.join("tb-shared.conf").exists());
     assert!(out.join("ccd/alice").exists());
     assert!(out.join("systemd/tunnelbroker-agent.service").exists());
     // Again: nothing to write; without systemd it says what must run.
-    let v = json(&tb(
-        &dir,
-        &[
-            "--json",
-            "agent",
-            "-o",
-            o,
-            "--once",
-            "--instances",
-            "report",
-        ],
-    ));
+    let v = json(&agent_once(&dir, &["--json"], o, &[]));
     assert_eq!(v["written"], serde_json::json!([]), "{v}");
-    let text = ok(&tb(
-        &dir,
-        &["agent", "-o", o, "--once", "--instances", "report"],
-    ));
+    let text = ok(&agent_once(&dir, &[], o, &[]));
     assert!(text.contains("start openvpn-server@tb-shared"), "{text}");
     assert!(!text.contains("wrote"), "{text}");
     // What needs the CA key still fails, in one line.
@@ -116,10 +103,7 @@ fn agent_refuses_bad_input() {
     let o = out.to_str().unwrap();
     for bad in ["0", "5ms", "2h", "soon", "", "1e400", "-1s", "½s"] {
         let arg = format!("--interval={bad}");
-        let out = tb(
-            &dir,
-            &["agent", "-o", o, "--once", "--instances", "report", &arg],
-        );
+        let out = agent_once(&dir, &[], o, &[&arg]);
         usage_error(&out);
         let err = String::from_utf8_lossy(&out.stderr);
         assert!(
@@ -127,57 +111,15 @@ fn agent_refuses_bad_input() {
             "{bad}: {err}"
         );
     }
-    let err = fails(
-        &tb(
-            &dir,
-            &[
-                "agent",
-                "-o",
-                o,
-                "--once",
-                "--instances",
-                "report",
-                "--server",
-                "paris",
-            ],
-        ),
-        2,
-    );
+    let err = fails(&agent_once(&dir, &[], o, &["--server", "paris"]), 2);
     assert!(err.contains("paris"), "{err}");
     for bad in ["later", "", "systemd;reboot"] {
         usage_error(&tb(&dir, &["agent", "-o", o, "--once", "--instances", bad]));
     }
     for bad in ["../x", "a;rm -rf /", "ü"] {
-        fails(
-            &tb(
-                &dir,
-                &[
-                    "agent",
-                    "-o",
-                    o,
-                    "--once",
-                    "--instances",
-                    "report",
-                    "--server",
-                    bad,
-                ],
-            ),
-            2,
-        );
+        fails(&agent_once(&dir, &[], o, &["--server", bad]), 2);
     }
-    usage_error(&tb(
-        &dir,
-        &[
-            "agent",
-            "-o",
-            o,
-            "--once",
-            "--instances",
-            "report",
-            "--metrics",
-            "nowhere",
-        ],
-    ));
+    usage_error(&agent_once(&dir, &[], o, &["--metrics", "nowhere"]));
     // Not a broker.
     fails(
         &tb(tmp.path(), &["agent", "--once", "--instances", "report"]),
@@ -355,18 +297,7 @@ fn agent_runs_until_sigterm_serves_metrics_and_survives_sigkill() {
     again.signal("-KILL");
     let mut again = again;
     assert!(!again.child.wait().unwrap().success());
-    let v = json(&tb(
-        &dir,
-        &[
-            "--json",
-            "agent",
-            "-o",
-            o,
-            "--once",
-            "--instances",
-            "report",
-        ],
-    ));
+    let v = json(&agent_once(&dir, &["--json"], o, &[]));
     assert_eq!(v["written"], serde_json::json!([]), "{v}");
 }
 

@@ -14,6 +14,7 @@ mod password;
 #[path = "../../tunnelbroker-core/tests/pg.rs"]
 mod pg;
 mod plan;
+mod scripts;
 mod server;
 mod servers;
 mod sessions;

@@ -687,9 +687,6 @@ impl Around<'_> {
             seen_before,
             named_like_ours,
         } = self;
-        let ours_before_manifests = |rel: &Path, path: &Path| {
-            legacy && (FIXED_FILES.iter().any(|f| rel == Path::new(f)) || written_by_broker(path))
-        };
 
         // Looked up by hash, by their text: a look-up in the ordered set
         // compares paths component by component about log2(n) times, and a
@@ -702,7 +699,7 @@ impl Around<'_> {
             owned: &owned_set,
             siblings: &siblings,
             others: &others,
-            ours_before_manifests: &ours_before_manifests,
+            legacy,
         };
         // Each planned file looked at (a system call or more each, 10,000 CCD
         // files at a rendering: issue 19), in a few threads on a large
@@ -751,7 +748,7 @@ impl Around<'_> {
             {
                 continue;
             }
-            if ours_before_manifests(&rel, &dir.join(&rel)) {
+            if ours_before_manifests(legacy, &rel, &dir.join(&rel)) {
                 before_manifests.push(rel);
             } else {
                 foreign.push(dir.join(rel));
@@ -812,7 +809,7 @@ const PARALLEL_LOOK_MIN: usize = 2_000;
 const MAX_LOOK_THREADS: usize = 4;
 
 /// What [`survey`] needs to look at planned files (shared by its threads).
-struct Look<'a, F: Fn(&Path, &Path) -> bool> {
+struct Look<'a> {
     dir: &'a Path,
     /// When the survey started (ns since the epoch).
     started: i128,
@@ -820,7 +817,8 @@ struct Look<'a, F: Fn(&Path, &Path) -> bool> {
     owned: &'a HashSet<&'a OsStr>,
     siblings: &'a BTreeSet<PathBuf>,
     others: &'a BTreeMap<PathBuf, PathBuf>,
-    ours_before_manifests: &'a F,
+    /// The directory was rendered before manifests.
+    legacy: bool,
 }
 
 /// What a run of planned files was found to be, in order.
@@ -830,7 +828,7 @@ struct Looked {
     seen: Vec<(PathBuf, Seen)>,
 }
 
-impl<F: Fn(&Path, &Path) -> bool> Look<'_, F> {
+impl Look<'_> {
     /// Looks at each of `wants`: its state, its relative path, and whether
     /// it is recorded as found ([`Seen`]).
     fn run(&self, wants: &[Want<'_>]) -> Result<Looked> {
@@ -882,7 +880,7 @@ impl<F: Fn(&Path, &Path) -> bool> Look<'_, F> {
                             "belongs to another broker (listed in {})",
                             m.display()
                         ))
-                    } else if same_text || (self.ours_before_manifests)(&rel, w.path) {
+                    } else if same_text || ours_before_manifests(self.legacy, &rel, w.path) {
                         State::Ours {
                             same_text,
                             same_mode,
@@ -1008,6 +1006,13 @@ fn named_like_ours(dir: &Path, names: &ServerNames) -> Vec<PathBuf> {
     }
     found.sort();
     found
+}
+
+/// Whether the file `path` (`rel` in the directory) counts as ours in a
+/// directory rendered before manifests (`legacy`): one of the fixed files,
+/// or a file that starts like ours.
+fn ours_before_manifests(legacy: bool, rel: &Path, path: &Path) -> bool {
+    legacy && (FIXED_FILES.iter().any(|f| rel == Path::new(f)) || written_by_broker(path))
 }
 
 /// Whether a file starts like the files the broker renders: a

@@ -593,12 +593,6 @@ impl Broker {
         // The list as planned is written unless the database has other
         // current certificates by now (no second list built; no query when
         // nothing was committed since).
-        let v2_planned = v2_plan.as_ref().zip(
-            files
-                .iter()
-                .find(|f| f.path == v2_clients)
-                .map(|f| f.text.as_str()),
-        );
         let mut v2_written = None;
         let copied = self.store().write_with(|tx| {
             let crl = fsutil::read_crl(&self.paths.crl)?;
@@ -606,7 +600,7 @@ impl Broker {
             if copied {
                 fsutil::write_public(&crl_copy, crl.as_bytes())?;
             }
-            v2_written = self.write_tls_crypt_v2_clients(tx, &v2_clients, v2_planned)?;
+            v2_written = self.write_tls_crypt_v2_clients(tx, &v2_clients, v2_plan.as_ref())?;
             Ok(copied)
         })?;
         match v2_written {
@@ -686,7 +680,7 @@ impl Broker {
                     let serials = tx.current_serials(self.server_name())?;
                     Ok((serials, tx.data_stamp()?))
                 })?;
-                let clients = self.tls_crypt_v2_clients_of(serials.clone()).to_string();
+                let text = self.tls_crypt_v2_clients_of(serials.clone()).to_string();
                 let files = vec![
                     plain(
                         ServerFiles::TLS_CRYPT_V2,
@@ -697,39 +691,44 @@ impl Broker {
                         text: TlsCryptV2Verify::new(list).to_string(),
                         executable: true,
                     },
-                    plain(&names.tls_crypt_v2_clients(), clients),
+                    plain(&names.tls_crypt_v2_clients(), text.clone()),
                 ];
-                (files, Some(V2Plan { serials, stamp }))
+                (
+                    files,
+                    Some(V2Plan {
+                        serials,
+                        stamp,
+                        text,
+                    }),
+                )
             }
         })
     }
 
     /// Writes the list of current clients to `path` if this broker uses v2
     /// (inside the transaction `tx`): `Some(written)`, or `None` for v1.
-    /// `planned`: what a list was made of in an earlier transaction, and
-    /// its text, which is written if nothing was committed since (the
-    /// store's [`data_stamp`](crate::store::Transaction::data_stamp)) or
-    /// the serials are still the current ones.
+    /// `planned`: a list made in an earlier transaction, written as it is
+    /// if nothing was committed since (the store's
+    /// [`data_stamp`](crate::store::Transaction::data_stamp)) or its
+    /// serials are still the current ones.
     pub(super) fn write_tls_crypt_v2_clients(
         &self,
         tx: &mut dyn crate::store::Transaction,
         path: &Path,
-        planned: Option<(&V2Plan, &str)>,
+        planned: Option<&V2Plan>,
     ) -> Result<Option<bool>> {
         use std::borrow::Cow;
         if self.settings.tls_crypt != TlsCryptVersion::V2 {
             return Ok(None);
         }
-        let unchanged = match planned {
-            Some((plan, _)) if plan.stamp.is_some() => tx.data_stamp()? == plan.stamp,
-            _ => false,
-        };
         let text = match planned {
-            Some((_, text)) if unchanged => Cow::Borrowed(text),
+            Some(plan) if plan.stamp.is_some() && tx.data_stamp()? == plan.stamp => {
+                Cow::Borrowed(plan.text.as_str())
+            }
             _ => {
                 let now = tx.current_serials(self.server_name())?;
                 match planned {
-                    Some((plan, text)) if plan.serials == now => Cow::Borrowed(text),
+                    Some(plan) if plan.serials == now => Cow::Borrowed(plan.text.as_str()),
                     _ => Cow::Owned(self.tls_crypt_v2_clients_of(now).to_string()),
                 }
             }
@@ -1019,14 +1018,16 @@ fn connect(socket: &Path) -> Result<Option<Management>> {
     }
 }
 
-/// What the list of tls-crypt-v2 clients a rendering plans was made of:
-/// the current certificates' serials of the server's active clients (as
+/// The list of tls-crypt-v2 clients a rendering plans, and what it was
+/// made of: the current certificates' serials of the server's active
+/// clients (as
 /// [`Transaction::current_serials`](crate::store::Transaction::current_serials)
 /// gave them) and the store's
 /// [`data_stamp`](crate::store::Transaction::data_stamp) then.
 pub(super) struct V2Plan {
     pub(super) serials: Vec<(ClientId, Serial)>,
     pub(super) stamp: Option<String>,
+    pub(super) text: String,
 }
 
 /// What a rendering plans: the files, the instance names, and (v2) what

@@ -197,6 +197,7 @@ impl Broker {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::broker::render::V2Plan;
     use crate::broker::{InitOptions, NewServer, Settings};
     use crate::pki::RevocationReason;
     use crate::{ClientKind, NewClient};
@@ -315,26 +316,28 @@ mod tests {
                 })
                 .unwrap();
             let text = b.tls_crypt_v2_clients_of(serials.clone()).to_string();
-            (super::super::render::V2Plan { serials, stamp }, text)
+            V2Plan {
+                serials,
+                stamp,
+                text,
+            }
         };
-        let write = |planned: &(super::super::render::V2Plan, String)| {
+        let write = |planned: &V2Plan| {
             b.store()
-                .write_with(|tx| {
-                    b.write_tls_crypt_v2_clients(tx, &list, Some((&planned.0, &planned.1)))
-                })
+                .write_with(|tx| b.write_tls_crypt_v2_clients(tx, &list, Some(planned)))
                 .unwrap()
         };
         // Nothing committed since: the planned text, as it is.
         let planned = plan();
-        assert!(planned.0.stamp.is_some());
+        assert!(planned.stamp.is_some());
         assert_eq!(write(&planned), Some(true));
-        assert_eq!(std::fs::read_to_string(&list).unwrap(), planned.1);
+        assert_eq!(std::fs::read_to_string(&list).unwrap(), planned.text);
         assert_eq!(write(&planned), Some(false));
         // A revocation after the plan: the list is made again without bob.
         let planned = plan();
         b.revoke(&bob.id, RevocationReason::Unspecified).unwrap();
         let stale = b.store().read_with(|tx| tx.data_stamp()).unwrap();
-        assert_ne!(stale, planned.0.stamp, "a commit moves the stamp");
+        assert_ne!(stale, planned.stamp, "a commit moves the stamp");
         assert_eq!(write(&planned), Some(true));
         let text = std::fs::read_to_string(&list).unwrap();
         assert!(text.contains(&format!("{} alice", alice.serial)), "{text}");
@@ -347,6 +350,6 @@ mod tests {
             .unwrap();
         std::fs::remove_file(&list).unwrap();
         assert_eq!(write(&planned), Some(true));
-        assert_eq!(std::fs::read_to_string(&list).unwrap(), planned.1);
+        assert_eq!(std::fs::read_to_string(&list).unwrap(), planned.text);
     }
 }

@@ -463,14 +463,24 @@ fn check_port(port: u16) -> Result<()> {
 
 pub(crate) fn describe(assignment: &Assignment) -> String {
     match assignment {
-        Assignment::Subnet(s) => format!(
-            "subnet {}, tunnel address {} (routing net {})",
-            s.prefix(),
-            s.client_end(),
-            s.routing_net()
-        ),
-        Assignment::Hermit(h) => format!("hermit {}", h.prefix()),
+        Assignment::Subnet(s) => describe_subnet(&s.prefix(), &s.client_end(), &s.routing_net()),
+        Assignment::Hermit(h) => describe_hermit(&h.prefix()),
     }
+}
+
+/// [`describe`] of a subnet, from its prefix, tunnel address and routing
+/// net, each formatted by the caller or not.
+fn describe_subnet(
+    prefix: &dyn fmt::Display,
+    end: &dyn fmt::Display,
+    routing: &dyn fmt::Display,
+) -> String {
+    format!("subnet {prefix}, tunnel address {end} (routing net {routing})")
+}
+
+/// [`describe`] of a hermit, from its /128.
+fn describe_hermit(prefix: &dyn fmt::Display) -> String {
+    format!("hermit {prefix}")
 }
 
 /// A per-client server instance (DESIGN.md §3, JOIN's original layout): one
@@ -909,16 +919,13 @@ impl CcdEntry {
             Assignment::Subnet(s) => {
                 let prefix = s.prefix().to_string();
                 let end = s.client_end().to_string();
-                let description = format!(
-                    "subnet {prefix}, tunnel address {end} (routing net {})",
-                    s.routing_net()
-                );
+                let description = describe_subnet(&prefix, &end, &s.routing_net());
                 (description, format!("{end}/64"), prefix)
             }
             Assignment::Hermit(h) => {
                 let address = h.address().to_string();
                 let prefix = format!("{address}/128");
-                (format!("hermit {prefix}"), format!("{address}/64"), prefix)
+                (describe_hermit(&prefix), format!("{address}/64"), prefix)
             }
         };
         let mut c = ConfigText::default();

@@ -451,8 +451,9 @@ fn hand_edits_are_found_when_render_looks_instead_of_reading() {
 /// A directory of more than 2,000 planned files is looked at in several
 /// threads, each over a run of the files in order (issue 19). Hand edits
 /// anywhere in it are found (the first file, the last, and every part
-/// between), a foreign file is refused, and of two links the refusal names
-/// the first in order, as a look in one thread would.
+/// between), and of two links in place of planned files, in different
+/// runs, the refusal names the first in order, as a look in one thread
+/// would.
 #[test]
 fn a_large_directory_looked_at_in_threads_finds_every_edit_in_order() {
     let tmp = operator_tempdir();

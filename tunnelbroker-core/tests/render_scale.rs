@@ -15,6 +15,7 @@ use tunnelbroker_core::pki::RevocationReason;
 use tunnelbroker_core::{Broker, ClientKind, InitOptions, NewClient, Settings};
 
 use crate::operator_tempdir;
+use crate::stores::{TestStore, by_store, sql};
 
 /// A shared-mode broker in `dir/broker` with `n` clients `c0 ..` (half
 /// subnets, half hermits) on a /48.
@@ -518,3 +519,55 @@ fn a_large_directory_looked_at_in_threads_finds_every_edit_in_order() {
     assert_eq!(got, want);
     assert_eq!(contents(&ccd), rendered);
 }
+
+/// A client row changed behind the broker's back so that it no longer
+/// parses (a prefix that is no prefix; a port out of range in per-client
+/// mode): the rendering reads only four columns of each active client
+/// (issue 19) and still refuses such a row in one line that says what is
+/// wrong, before anything is written, on either store.
+fn a_corrupt_client_row_fails_the_rendering_in_one_line_and_writes_nothing(store: &TestStore) {
+    for (mode, statement, says) in [
+        (
+            ServerMode::Shared,
+            "UPDATE clients SET prefix = 'garbage' WHERE id = 'c1'",
+            "a client row does not parse",
+        ),
+        (
+            ServerMode::PerClient,
+            // PostgreSQL's schema checks the range; an operator can drop
+            // the check. SQLite's has none.
+            if store.engine() == "postgresql" {
+                "ALTER TABLE clients DROP CONSTRAINT clients_port_check;
+                 UPDATE clients SET port = 70000 WHERE id = 'c1'"
+            } else {
+                "UPDATE clients SET port = 70000 WHERE id = 'c1'"
+            },
+            "port 70000 of client c1 is out of range",
+        ),
+    ] {
+        let tmp = operator_tempdir();
+        let mut s = Settings::new(
+            "2001:db8:abcd::/48".parse().unwrap(),
+            "vpn.example.net".parse().unwrap(),
+        );
+        s.mode = mode;
+        let b = Broker::init(&tmp.path().join("broker"), &store.options(s)).unwrap();
+        import(&b, "c", 0..4);
+        let out = render(&b, &tmp.path().join("out")).dir;
+        let before = contents(&out);
+        sql(&b, statement);
+        let err = b
+            .render_server_with(&{
+                let mut o = RenderOptions::new();
+                o.dir = Some(out.clone());
+                o.run_dir = Some(out.parent().unwrap().join("run"));
+                o
+            })
+            .unwrap_err();
+        let text = err.to_string();
+        assert!(text.contains(says), "{mode:?}: {text}");
+        assert_eq!(text.lines().count(), 1, "{text}");
+        assert_eq!(contents(&out), before, "{mode:?}: nothing written");
+    }
+}
+by_store!(a_corrupt_client_row_fails_the_rendering_in_one_line_and_writes_nothing);

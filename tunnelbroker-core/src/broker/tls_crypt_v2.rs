@@ -202,17 +202,20 @@ mod tests {
     use crate::pki::RevocationReason;
     use crate::{ClientKind, NewClient};
 
+    fn settings() -> Settings {
+        Settings::new(
+            "2001:db8:0:f100::/56".parse().unwrap(),
+            "vpn.example.net".parse().unwrap(),
+        )
+    }
+
     /// The one query of the SQLite store picks what the rows say: active
     /// clients of the server, with their latest certificate when it is
     /// current, in ID order.
     #[test]
     fn the_current_serials_of_one_query_are_those_of_the_rows() {
         let tmp = tempfile::tempdir().unwrap();
-        let settings = Settings::new(
-            "2001:db8:0:f100::/56".parse().unwrap(),
-            "vpn.example.net".parse().unwrap(),
-        );
-        let mut options = InitOptions::new(settings);
+        let mut options = InitOptions::new(settings());
         options.parent = Some("2001:db8::/48".parse().unwrap());
         let b = Broker::init(&tmp.path().join("broker"), &options).unwrap();
         b.add_server(&NewServer::new("b", "vpn-b.example.net".parse().unwrap()))
@@ -294,11 +297,8 @@ mod tests {
     #[test]
     fn a_list_planned_before_a_revocation_is_made_again() {
         let tmp = tempfile::tempdir().unwrap();
-        let settings = Settings::new(
-            "2001:db8:0:f100::/56".parse().unwrap(),
-            "vpn.example.net".parse().unwrap(),
-        );
-        let mut b = Broker::init(&tmp.path().join("broker"), &InitOptions::new(settings)).unwrap();
+        let mut b =
+            Broker::init(&tmp.path().join("broker"), &InitOptions::new(settings())).unwrap();
         b.set_tls_crypt(TlsCryptVersion::V2).unwrap();
         let add = |id: &str| {
             b.add_client(&NewClient::new(id.parse().unwrap(), ClientKind::Hermit))

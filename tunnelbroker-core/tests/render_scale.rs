@@ -41,11 +41,21 @@ fn import(b: &Broker, prefix: &str, range: std::ops::Range<usize>) {
     assert!(report.errors.is_empty(), "{:?}", report.errors);
 }
 
-fn render(b: &Broker, out: &Path) -> tunnelbroker_core::broker::RenderReport {
+/// Options to render into `out`, with the run directory beside it.
+fn options(out: &Path) -> RenderOptions {
     let mut o = RenderOptions::new();
     o.dir = Some(out.to_owned());
     o.run_dir = Some(out.parent().unwrap().join("run"));
-    b.render_server_with(&o).unwrap()
+    o
+}
+
+fn render(b: &Broker, out: &Path) -> tunnelbroker_core::broker::RenderReport {
+    b.render_server_with(&options(out)).unwrap()
+}
+
+/// A rendering into `out` that fails, and its error.
+fn render_fails(b: &Broker, out: &Path) -> tunnelbroker_core::Error {
+    b.render_server_with(&options(out)).unwrap_err()
 }
 
 /// Every entry of a directory: name -> (inode, mtime in ns, contents).
@@ -433,9 +443,7 @@ fn hand_edits_are_found_when_render_looks_instead_of_reading() {
     assert_eq!(names(&r.written, &out), ["ccd/c6"]);
     assert_eq!(contents(&ccd), rendered);
     let manifest_text = fs::read_to_string(&manifest).unwrap();
-    let mut o = RenderOptions::new();
-    o.dir = Some(out.clone());
-    o.run_dir = Some(out.parent().unwrap().join("run"));
+    let o = options(&out);
     // A garbled manifest is refused, as before.
     fs::write(&manifest, "garbage\n").unwrap();
     let err = b.render_server_with(&o).unwrap_err();
@@ -492,14 +500,7 @@ fn a_large_directory_looked_at_in_threads_finds_every_edit_in_order() {
     }
     edit_same_size(&ccd.join(&ids[n / 2]));
     let before = contents(&ccd);
-    let err = b
-        .render_server_with(&{
-            let mut o = RenderOptions::new();
-            o.dir = Some(out.clone());
-            o.run_dir = Some(out.parent().unwrap().join("run"));
-            o
-        })
-        .unwrap_err();
+    let err = render_fails(&b, &out);
     let text = err.to_string();
     assert!(text.contains(&format!("ccd/{early}")), "{text}");
     assert!(text.contains("symbolic link"), "{text}");
@@ -556,14 +557,7 @@ fn a_corrupt_client_row_fails_the_rendering_in_one_line_and_writes_nothing(store
         let out = render(&b, &tmp.path().join("out")).dir;
         let before = contents(&out);
         sql(&b, statement);
-        let err = b
-            .render_server_with(&{
-                let mut o = RenderOptions::new();
-                o.dir = Some(out.clone());
-                o.run_dir = Some(out.parent().unwrap().join("run"));
-                o
-            })
-            .unwrap_err();
+        let err = render_fails(&b, &out);
         let text = err.to_string();
         assert!(text.contains(says), "{mode:?}: {text}");
         assert_eq!(text.lines().count(), 1, "{text}");
